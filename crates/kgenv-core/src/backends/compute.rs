@@ -1,0 +1,162 @@
+//! The Compute (GCE) backend trait and the typed values it exchanges.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::BackendResult;
+
+/// Identifies one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceRef {
+    /// GCP project id.
+    pub project: String,
+    /// Zone, e.g. `us-central1-a`.
+    pub zone: String,
+    /// Instance name.
+    pub name: String,
+}
+
+impl std::fmt::Display for InstanceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "instance {}/{}/{}", self.project, self.zone, self.name)
+    }
+}
+
+/// Lifecycle state of an instance, as GCE reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceStatus {
+    /// Resources are being reserved.
+    Provisioning,
+    /// Resources are acquired; the VM is being prepared.
+    Staging,
+    /// Booted (the OS may still be starting).
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Being suspended.
+    Suspending,
+    /// Suspended.
+    Suspended,
+    /// Stopped (disk kept, GPU not billed).
+    Terminated,
+    /// Being repaired by GCE.
+    Repairing,
+}
+
+/// What kgenv asks GCE to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRequest {
+    /// Where and what name.
+    pub at: InstanceRef,
+    /// Machine type, e.g. `n1-standard-8`.
+    pub machine_type: String,
+    /// GPU type and count, if any.
+    pub gpu: Option<(String, u8)>,
+    /// The concrete boot image (self link), resolved from the family.
+    pub source_image: String,
+    /// Boot disk size in GB.
+    pub disk_size_gb: u64,
+    /// Boot disk type, e.g. `pd-balanced`.
+    pub disk_type: String,
+    /// Spot provisioning.
+    pub spot: bool,
+    /// Service account scopes.
+    pub scopes: Vec<String>,
+    /// Network tags (the firewall targets them).
+    pub tags: Vec<String>,
+    /// Labels, including kgenv's ownership labels.
+    pub labels: BTreeMap<String, String>,
+    /// Metadata items (ssh-keys, install-nvidia-driver, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What kgenv knows of an existing instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Where and what name.
+    pub at: InstanceRef,
+    /// GCE's numeric id.
+    pub id: String,
+    /// Lifecycle state.
+    pub status: InstanceStatus,
+    /// External IPv4 address, when it has one.
+    pub external_ip: Option<String>,
+    /// Machine type (short name).
+    pub machine_type: String,
+    /// GPU type and count, if any.
+    pub gpu: Option<(String, u8)>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A firewall rule (VPC network, ingress, allow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRule {
+    /// GCP project id.
+    pub project: String,
+    /// Rule name.
+    pub name: String,
+    /// VPC network name.
+    pub network: String,
+    /// `tcp`, `udp`, ...
+    pub protocol: String,
+    /// Ports or ranges (`22`, `8000-8100`).
+    pub ports: Vec<String>,
+    /// Allowed source CIDR ranges.
+    pub source_ranges: Vec<String>,
+    /// Instances (network tags) the rule applies to.
+    pub target_tags: Vec<String>,
+    /// Description; kgenv marks its ownership here (firewalls have no labels).
+    pub description: String,
+}
+
+/// A boot image resolved from a family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Full self link, used as the instance's source image.
+    pub self_link: String,
+    /// Concrete image name.
+    pub name: String,
+    /// The image's minimum disk size in GB.
+    pub disk_size_gb: u64,
+}
+
+/// Google Compute Engine, as kgenv uses it. Mutating calls wait for their operation to finish.
+#[async_trait]
+pub trait Compute: Send + Sync {
+    /// The instance, or `None` when it does not exist.
+    async fn get_instance(&self, at: &InstanceRef) -> BackendResult<Option<InstanceInfo>>;
+    /// Creates an instance and waits until the operation is done.
+    async fn insert_instance(&self, req: &InstanceRequest) -> BackendResult<InstanceInfo>;
+    /// Deletes an instance and waits.
+    async fn delete_instance(&self, at: &InstanceRef) -> BackendResult<()>;
+    /// Starts a stopped instance and waits.
+    async fn start_instance(&self, at: &InstanceRef) -> BackendResult<()>;
+    /// Stops an instance (keeps the disk) and waits.
+    async fn stop_instance(&self, at: &InstanceRef) -> BackendResult<()>;
+    /// Guest attributes under a query path, e.g. `hostkeys/`: (key, value) pairs.
+    async fn guest_attributes(
+        &self,
+        at: &InstanceRef,
+        query_path: &str,
+    ) -> BackendResult<Vec<(String, String)>>;
+    /// The firewall rule, or `None`.
+    async fn get_firewall(&self, project: &str, name: &str) -> BackendResult<Option<FirewallRule>>;
+    /// Creates a firewall rule and waits.
+    async fn insert_firewall(&self, rule: &FirewallRule) -> BackendResult<()>;
+    /// Replaces a firewall rule's allowed ports, ranges and tags, and waits.
+    async fn patch_firewall(&self, rule: &FirewallRule) -> BackendResult<()>;
+    /// Deletes a firewall rule and waits.
+    async fn delete_firewall(&self, project: &str, name: &str) -> BackendResult<()>;
+    /// Resolves an image family to its current image.
+    async fn image_from_family(&self, project: &str, family: &str) -> BackendResult<ImageInfo>;
+    /// Checks that an accelerator type exists in a zone (`NotFound` otherwise).
+    async fn check_accelerator(&self, project: &str, zone: &str, gpu_type: &str)
+        -> BackendResult<()>;
+    /// The public IPv4 address this machine reaches Google from, for SSH-only firewall
+    /// rules (`<ip>/32`).
+    async fn caller_ip(&self) -> BackendResult<String>;
+}

@@ -1,0 +1,87 @@
+//! Backend traits: the only doors through which steps reach the outside world.
+//!
+//! Each trait has a real client (added by the GCE, SSH, Docker, Kaggle and GitHub layers)
+//! and a stateful in-memory mock in [`crate::mock`]. Steps never talk HTTP, SSH or Docker
+//! directly, which is what makes every step testable on mocks and every backend testable
+//! against a real peer.
+
+pub mod compute;
+pub mod container;
+pub mod github;
+pub mod kaggle;
+pub mod remote;
+pub mod storage;
+
+use std::sync::Arc;
+
+pub use compute::Compute;
+pub use container::{ContainerEngine, EngineConnector};
+pub use github::GitHub;
+pub use kaggle::Kaggle;
+pub use remote::{Remote, RemoteConnector};
+pub use storage::Storage;
+
+use crate::error::BackendError;
+
+/// Result alias for backend calls.
+pub type BackendResult<T> = std::result::Result<T, BackendError>;
+
+/// Something a long backend call reports while it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes done out of an optional total, for one named item (a layer, a file).
+    Bytes {
+        /// What is being transferred.
+        item: String,
+        /// Bytes done so far.
+        done: u64,
+        /// Total bytes, when known.
+        total: Option<u64>,
+    },
+    /// One line of output.
+    Line {
+        /// Which stream it came from.
+        stream: Stream,
+        /// The line, without its newline.
+        line: String,
+    },
+}
+
+/// Output stream of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Where a backend reports progress. Calls that have nothing to report ignore it.
+pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
+/// A progress sink that drops everything.
+pub fn no_progress(_: Progress) {}
+
+/// Every backend a run needs, shared by all steps.
+#[derive(Clone)]
+pub struct Backends {
+    /// Google Compute Engine.
+    pub compute: Arc<dyn Compute>,
+    /// Google Cloud Storage.
+    pub storage: Arc<dyn Storage>,
+    /// Opens SSH sessions to hosts.
+    pub remote: Arc<dyn RemoteConnector>,
+    /// Opens Docker engines, locally or through a host's SSH session.
+    pub engine: Arc<dyn EngineConnector>,
+    /// Kaggle's API and downloader.
+    pub kaggle: Arc<dyn Kaggle>,
+    /// GitHub's keys API.
+    pub github: Arc<dyn GitHub>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
+    }
+}

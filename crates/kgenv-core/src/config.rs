@@ -1,0 +1,264 @@
+//! `kgenv.toml`: a file that maps 1:1 onto the spec builders. Every error names the file,
+//! line, column and field, and nothing is sent anywhere until the whole file is valid.
+//!
+//! ```
+//! let env = kgenv_core::config::parse_str(
+//!     "name = \"kg\"\ntarget = \"local\"\n[image]\n[container]\ngpus = \"none\"\n",
+//!     std::path::Path::new("kgenv.toml"),
+//!     &kgenv_core::config::Overrides::default(),
+//! ).expect("valid");
+//! assert_eq!(env.container.map(|c| c.name), Some("kgenv-kg".to_string()));
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, ValidationError};
+use crate::spec::{
+    AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder, GithubKeyBuilder, ImageBuilder,
+    InstanceBuilder, JupyterBuilder, SshHost, Target,
+};
+
+/// The commented template `kgenv init` writes.
+pub const TEMPLATE: &str = include_str!("../../../examples/kgenv.toml");
+
+/// What the command line or the environment overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--target gce|ssh|local`. Sections that do not apply to the chosen target
+    /// (`[instance]`, `[[firewall]]`, `[autostop]`, and `[bucket]` for local) are ignored.
+    pub target: Option<String>,
+    /// `user@host[:port]` for the ssh target (`--host`).
+    pub ssh_host: Option<String>,
+    /// Project when the file has none (`CLOUDSDK_CORE_PROJECT`).
+    pub project: Option<String>,
+    /// Zone when the file has none (`CLOUDSDK_COMPUTE_ZONE`).
+    pub zone: Option<String>,
+}
+
+impl Overrides {
+    /// Project and zone from gcloud's environment variables.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self { project: var("CLOUDSDK_CORE_PROJECT"), zone: var("CLOUDSDK_COMPUTE_ZONE"), ..Self::default() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    host: String,
+    identity_file: Option<String>,
+    trust_on_first_use: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    target: Option<String>,
+    ssh: Option<RawSsh>,
+    instance: Option<InstanceBuilder>,
+    firewall: Option<Vec<FirewallBuilder>>,
+    bucket: Option<BucketMountBuilder>,
+    github_key: Option<GithubKeyBuilder>,
+    image: Option<ImageBuilder>,
+    container: Option<ContainerBuilder>,
+    jupyter: Option<JupyterBuilder>,
+    #[serde(default)]
+    data: Vec<DataBuilder>,
+    autostop: Option<AutostopBuilder>,
+}
+
+/// Reads and validates `path`, with project and zone defaults from the environment.
+pub fn load(path: &Path) -> Result<Env, ConfigError> {
+    load_with(path, &Overrides::from_env())
+}
+
+/// Reads and validates `path` with `overrides`.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Env, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        field: None,
+        message: format!("cannot read the config: {e} (create one with `kgenv init`)"),
+    })?;
+    parse_str(&text, path, overrides)
+}
+
+/// Parses and validates config text; `path` is used in messages.
+pub fn parse_str(text: &str, path: &Path, overrides: &Overrides) -> Result<Env, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        ConfigError { path: path.to_path_buf(), line, column, field: None, message: e.message().trim().to_string() }
+    })?;
+    build(raw, overrides).map_err(|e| locate(text, path, e))
+}
+
+fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
+    let overridden = o.target.is_some();
+    let kind = o.target.clone().or(raw.target.take()).unwrap_or_else(|| "gce".into());
+    let target = match kind.as_str() {
+        "gce" => Target::Gce,
+        "local" => Target::Local,
+        "ssh" => {
+            let (host, identity, tofu) = match (&o.ssh_host, &raw.ssh) {
+                (Some(h), s) => (h.clone(), s.as_ref().and_then(|s| s.identity_file.clone()), s.as_ref().and_then(|s| s.trust_on_first_use)),
+                (None, Some(s)) => (s.host.clone(), s.identity_file.clone(), s.trust_on_first_use),
+                (None, None) => return Err(ValidationError::new("ssh", "target = \"ssh\" needs an [ssh] section with `host = \"user@host:port\"` (or pass --host)")),
+            };
+            let mut h = SshHost::parse(&host).map_err(|e| ValidationError::new("ssh.host", e.rule))?;
+            if let Some(i) = identity {
+                h = h.identity_file(i);
+            }
+            Target::Ssh(h.trust_on_first_use(tofu.unwrap_or(false)))
+        }
+        other => return Err(ValidationError::new("target", format!("`{other}` is not \"gce\", \"ssh\" or \"local\""))),
+    };
+    if overridden && target != Target::Gce {
+        raw.instance = None;
+        raw.firewall = None;
+        raw.autostop = None;
+        if target == Target::Local {
+            raw.bucket = None;
+        }
+    }
+    let mut b = Env::builder(raw.name).target(target).location_defaults(o.project.clone(), o.zone.clone());
+    if let Some(i) = raw.instance {
+        b = b.instance(i);
+    }
+    for f in raw.firewall.unwrap_or_default() {
+        b = b.firewall(f);
+    }
+    if let Some(x) = raw.bucket {
+        b = b.bucket(x);
+    }
+    if let Some(x) = raw.github_key {
+        b = b.github_key(x);
+    }
+    if let Some(x) = raw.image {
+        b = b.image(x);
+    }
+    if let Some(x) = raw.container {
+        b = b.container(x);
+    }
+    if let Some(x) = raw.jupyter {
+        b = b.jupyter(x);
+    }
+    for d in raw.data {
+        b = b.data(d);
+    }
+    if let Some(x) = raw.autostop {
+        b = b.autostop(x);
+    }
+    b.build()
+}
+
+/// 1-based line and column of byte `offset`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Finds where the field of a validation error is written (`instance.gpu_count`,
+/// `firewall[0].ports`); falls back to its section, then to the top of the file.
+fn locate(text: &str, path: &Path, e: ValidationError) -> ConfigError {
+    let span = field_span(text, &e.field);
+    let (line, column) = span.map_or((1, 1), |s| line_col(text, s));
+    ConfigError { path: path.to_path_buf(), line, column, message: format!("`{}`: {}", e.field, e.rule), field: Some(e.field) }
+}
+
+fn field_span(text: &str, field: &str) -> Option<usize> {
+    use toml_edit::{Item, TableLike};
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut table: &dyn TableLike = doc.as_table();
+    let mut best = None;
+    for part in field.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((k, item)) = table.get_key_value(key) else { break };
+        best = k.span().map(|s| s.start).or(best);
+        match (item, index) {
+            (Item::ArrayOfTables(a), Some(i)) => {
+                let Some(t) = a.get(i) else { break };
+                best = t.span().map(|s| s.start).or(best);
+                table = t;
+            }
+            (Item::Table(t), None) => table = t,
+            (Item::Value(v), _) => {
+                best = v.span().map(|s| s.start).or(best);
+                match v.as_inline_table() {
+                    Some(t) => table = t,
+                    None => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Env, ConfigError> {
+        parse_str(text, Path::new("kgenv.toml"), &Overrides::default())
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let env = parse_str(TEMPLATE, Path::new("kgenv.toml"), &Overrides::default()).expect("example is valid");
+        assert_eq!(env.target, Target::Gce);
+        assert!(env.instance.is_some());
+    }
+
+    #[test]
+    fn bad_value_points_at_line_and_column() {
+        let text = "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\ngpu_count = 3\n";
+        let e = parse(text).expect_err("gpu_count");
+        assert_eq!((e.line, e.column), (5, 13), "{e}");
+        assert_eq!(e.field.as_deref(), Some("instance.gpu_count"));
+        assert!(e.to_string().starts_with("kgenv.toml:5:13: `instance.gpu_count`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_syntax_errors_with_position() {
+        let e = parse("name = \"kg\"\ntarget = \"local\"\n[image]\nbase = 5\n").expect_err("type");
+        assert_eq!(e.line, 4, "{e}");
+        let e = parse("name = \"kg\"\ntarget = \"local\"\n[image]\nbasse = \"x\"\n").expect_err("unknown");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("basse"), "{e}");
+    }
+
+    #[test]
+    fn array_of_tables_fields_are_located() {
+        let text = "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n[[firewall]]\nname = \"kg-ssh\"\nports = [22]\n[[firewall]]\nname = \"kg-web\"\nports = [70000]\n";
+        let e = parse(text).expect_err("port");
+        assert_eq!(e.field.as_deref(), Some("firewall[1].ports"));
+        assert_eq!(e.line, 10, "{e}");
+    }
+
+    #[test]
+    fn env_defaults_fill_project_and_zone() {
+        let text = "name = \"kg\"\n[instance]\n";
+        let o = Overrides { project: Some("env-project".into()), zone: Some("europe-west4-a".into()), ..Overrides::default() };
+        let env = parse_str(text, Path::new("k.toml"), &o).expect("valid");
+        let i = env.instance.expect("instance");
+        assert_eq!((i.project.as_str(), i.zones[0].as_str()), ("env-project", "europe-west4-a"));
+    }
+
+    #[test]
+    fn target_override_drops_gce_only_sections() {
+        let o = Overrides { target: Some("local".into()), ..Overrides::default() };
+        let env = parse_str(TEMPLATE, Path::new("kgenv.toml"), &o).expect("valid");
+        assert_eq!(env.target, Target::Local);
+        assert!(env.instance.is_none() && env.firewalls.is_empty() && env.autostop.is_none());
+    }
+}

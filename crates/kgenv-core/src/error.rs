@@ -1,0 +1,494 @@
+//! Error types for every layer of kgenv, with predicates so callers ask questions
+//! (`is_retryable()`, `is_stockout()`, `quota()`) instead of matching strings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A boxed error kept as a `#[source]` when a lower layer's error type is not ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias for the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A builder's `build()` found a field that breaks a rule.
+///
+/// `field` is the dotted path the user wrote (`instance.gpu_count`), so the config layer can
+/// point at the exact line and column of `kgenv.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {rule}")]
+pub struct ValidationError {
+    /// Dotted path of the offending field, as written in `kgenv.toml`.
+    pub field: String,
+    /// What the rule is and what to do about it.
+    pub rule: String,
+}
+
+impl ValidationError {
+    /// A new error for `field` breaking `rule`.
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The same error with `prefix.` put in front of the field path.
+    #[must_use]
+    pub fn within(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            self.field = format!("{prefix}.{}", self.field);
+        }
+        self
+    }
+}
+
+/// A problem in `kgenv.toml`: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The dotted field path, when the error is about one field.
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Scope of a GCE quota: a region, or every region at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    /// The quota applies to one region (`us-central1`); other regions may still have room.
+    Region(String),
+    /// The quota is project-wide (`GPUS_ALL_REGIONS`); no other zone will help.
+    Global,
+}
+
+/// A quota that stopped a request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuotaInfo {
+    /// The quota metric, e.g. `NVIDIA_T4_GPUS` or `GPUS_ALL_REGIONS`.
+    pub metric: String,
+    /// The limit, when the API said it.
+    pub limit: Option<f64>,
+    /// Where the quota applies.
+    pub scope: QuotaScope,
+}
+
+/// An error from a backend (GCE, GCS, SSH, Docker, Kaggle, GitHub) or its mock.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The resource does not exist.
+    #[error("{resource} not found")]
+    NotFound {
+        /// Which resource.
+        resource: String,
+    },
+    /// The resource exists already (and is not kgenv's to adopt).
+    #[error("{resource} already exists")]
+    AlreadyExists {
+        /// Which resource.
+        resource: String,
+    },
+    /// No credentials, or credentials the service rejected.
+    #[error("{service}: not authenticated: {message}")]
+    Unauthenticated {
+        /// Which service (`compute`, `kaggle`, ...).
+        service: &'static str,
+        /// What went wrong and how to provide credentials.
+        message: String,
+    },
+    /// Authenticated, but not allowed.
+    #[error("{resource}: permission denied: {message}")]
+    PermissionDenied {
+        /// Which resource.
+        resource: String,
+        /// The service's explanation and what to grant.
+        message: String,
+    },
+    /// A zone has no capacity for the requested machine or GPU.
+    #[error("zone {zone} has no capacity for {resource}: {message}")]
+    Stockout {
+        /// The zone that is out of stock.
+        zone: String,
+        /// What was requested.
+        resource: String,
+        /// The service's message.
+        message: String,
+    },
+    /// A quota stops the request.
+    #[error("quota {} exceeded (limit {}){}: {message}", quota.metric, quota.limit.map_or("unknown".to_string(), |l| l.to_string()), match &quota.scope { QuotaScope::Region(r) => format!(" in region {r}"), QuotaScope::Global => " in all regions".to_string() })]
+    Quota {
+        /// Which quota.
+        quota: QuotaInfo,
+        /// The service's message.
+        message: String,
+    },
+    /// The service asked us to slow down.
+    #[error("{service}: rate limited{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// Which service.
+        service: &'static str,
+        /// The `Retry-After` the service gave.
+        retry_after: Option<Duration>,
+    },
+    /// A failure that may pass if retried (5xx, reset connection).
+    #[error("{service}: transient failure: {message}")]
+    Transient {
+        /// Which service.
+        service: &'static str,
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The request is wrong; retrying will not help.
+    #[error("{resource}: invalid request: {message}")]
+    InvalidArgument {
+        /// Which resource.
+        resource: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Waited too long.
+    #[error("timed out after {}s waiting for {what}{}", after.as_secs(), last_seen.as_ref().map(|s| format!(" (last seen: {s})")).unwrap_or_default())]
+    Timeout {
+        /// What we were waiting for.
+        what: String,
+        /// How long we waited.
+        after: Duration,
+        /// The last thing observed, to help diagnose.
+        last_seen: Option<String>,
+    },
+    /// An SSH host presented a key that differs from the pinned one.
+    #[error("host key for {host} changed: expected {expected}, got {found}. Someone may be intercepting the connection, or the host was rebuilt; if you know it was rebuilt, remove its entry from {known_hosts} and run again")]
+    HostKeyMismatch {
+        /// Host name or address.
+        host: String,
+        /// Fingerprint kgenv pinned.
+        expected: String,
+        /// Fingerprint the host offered.
+        found: String,
+        /// Where the pin lives.
+        known_hosts: String,
+    },
+    /// A connection could not be made or was lost.
+    #[error("connection to {endpoint} failed: {message}")]
+    Connection {
+        /// Where we tried to connect.
+        endpoint: String,
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A command on a host or in a container exited non-zero.
+    #[error("`{command}` exited with {exit_code}{}", if stderr_tail.is_empty() { String::new() } else { format!(": {stderr_tail}") })]
+    CommandFailed {
+        /// A short label for the command (never its secret arguments).
+        command: String,
+        /// Its exit status.
+        exit_code: i64,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// The backend is not available in this build or configuration.
+    #[error("{backend} backend unavailable: {hint}")]
+    Unavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// What to do.
+        hint: String,
+    },
+    /// A local I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else, with the service's message.
+    #[error("{message}")]
+    Other {
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl BackendError {
+    /// Whether a retry of the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Transient { .. }
+                | Self::Connection { .. }
+                | Self::Timeout { .. }
+        )
+    }
+
+    /// Whether the error is a zone running out of capacity (try another zone).
+    pub fn is_stockout(&self) -> bool {
+        matches!(self, Self::Stockout { .. })
+    }
+
+    /// The quota that stopped the request, if that is what happened.
+    pub fn quota(&self) -> Option<&QuotaInfo> {
+        match self {
+            Self::Quota { quota, .. } => Some(quota),
+            _ => None,
+        }
+    }
+
+    /// Whether the resource was not found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether the error means credentials are missing or rejected.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthenticated { .. } | Self::PermissionDenied { .. }
+        )
+    }
+
+    /// A short stable name for the kind, used in events, JSON and Python exceptions.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Unauthenticated { .. } => "unauthenticated",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::Stockout { .. } => "stockout",
+            Self::Quota { .. } => "quota",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Transient { .. } => "transient",
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::Timeout { .. } => "timeout",
+            Self::HostKeyMismatch { .. } => "host_key_mismatch",
+            Self::Connection { .. } => "connection",
+            Self::CommandFailed { .. } => "command_failed",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Io { .. } => "io",
+            Self::Cancelled => "cancelled",
+            Self::Other { .. } => "other",
+        }
+    }
+
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A transient error with a message and no source.
+    pub fn transient(service: &'static str, message: impl Into<String>) -> Self {
+        Self::Transient {
+            service,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error that is none of the typed kinds.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+/// A state-file problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The state file could not be read or written.
+    #[error("state file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not valid JSON of the expected shape.
+    #[error("state file {} is corrupt ({source}); move it aside to start over (kgenv will not delete what it cannot read)", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another kgenv process holds the environment's lock.
+    #[error("environment `{env}` is busy: another kgenv process holds {}; wait for it or remove the lock if that process is gone", path.display())]
+    Locked {
+        /// The environment.
+        env: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// The core's error: what failed, in which step, and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A spec built in code is wrong.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The state file failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A step failed; the source says why.
+    #[error("step `{step}` failed: {source}")]
+    Step {
+        /// The step.
+        step: String,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// One or more steps failed during a run.
+    #[error("{} step(s) failed: {}", failed.len(), failed.join(", "))]
+    RunFailed {
+        /// The failed steps, in the order they failed.
+        failed: Vec<String>,
+        /// The first failure.
+        #[source]
+        first: Box<Error>,
+    },
+    /// The run was cancelled (Ctrl-C or a cancelled token).
+    #[error("cancelled; steps that were running finished or rolled back, and the state file is consistent")]
+    Cancelled,
+    /// A request of the user cannot be honoured as asked (unknown step name, ...).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The innermost backend error, looking through step and run wrappers.
+    pub fn backend(&self) -> Option<&BackendError> {
+        match self {
+            Self::Backend(e) => Some(e),
+            Self::Step { source, .. } => source.backend(),
+            Self::RunFailed { first, .. } => first.backend(),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.backend().is_some_and(BackendError::is_retryable)
+    }
+
+    /// Whether a zone ran out of capacity.
+    pub fn is_stockout(&self) -> bool {
+        self.backend().is_some_and(BackendError::is_stockout)
+    }
+
+    /// The quota that stopped the run, if any.
+    pub fn quota(&self) -> Option<&QuotaInfo> {
+        self.backend().and_then(BackendError::quota)
+    }
+
+    /// Whether the error is the user's input (config or validation): exit code 2 in the CLI.
+    pub fn is_config(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::Validation(_) | Self::Usage(_) => true,
+            Self::Step { source, .. } => source.is_config(),
+            Self::RunFailed { first, .. } => first.is_config(),
+            _ => false,
+        }
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Cancelled | Self::Backend(BackendError::Cancelled) => true,
+            Self::Step { source, .. } => source.is_cancelled(),
+            _ => false,
+        }
+    }
+
+    /// A short stable name for the kind, used in JSON output and Python exceptions.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Validation(_) => "validation",
+            Self::Backend(e) => e.kind(),
+            Self::State(_) => "state",
+            Self::Step { source, .. } => source.kind(),
+            Self::RunFailed { first, .. } => first.kind(),
+            Self::Cancelled => "cancelled",
+            Self::Usage(_) => "usage",
+        }
+    }
+
+    /// Wraps this error as the failure of `step`.
+    #[must_use]
+    pub fn in_step(self, step: &str) -> Self {
+        match self {
+            already @ Self::Step { .. } => already,
+            other => Self::Step {
+                step: step.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_look_through_wrappers() {
+        let e = Error::from(BackendError::Stockout {
+            zone: "us-central1-a".into(),
+            resource: "nvidia-tesla-t4".into(),
+            message: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
+        })
+        .in_step("instance");
+        assert!(e.is_stockout());
+        assert!(!e.is_retryable());
+        assert_eq!(e.kind(), "stockout");
+        let q = Error::from(BackendError::Quota {
+            quota: QuotaInfo {
+                metric: "GPUS_ALL_REGIONS".into(),
+                limit: Some(0.0),
+                scope: QuotaScope::Global,
+            },
+            message: "Quota exceeded".into(),
+        });
+        assert_eq!(q.quota().map(|q| q.metric.as_str()), Some("GPUS_ALL_REGIONS"));
+        assert!(q.to_string().contains("in all regions"), "{q}");
+        assert!(Error::from(BackendError::transient("compute", "503")).is_retryable());
+        assert!(Error::from(ValidationError::new("x", "y")).is_config());
+    }
+}

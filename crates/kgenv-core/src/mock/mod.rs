@@ -1,0 +1,318 @@
+//! Stateful in-memory backends for tests, demos (`kgenv --mock`) and users' own tests.
+//!
+//! A [`MockWorld`] holds a simulated cloud, host, Docker engine, Kaggle and GitHub. The six
+//! mock backends are views onto it, so what the compute mock creates the host mock can log
+//! into. Every call is recorded with start and end times ([`MockWorld::calls`]); faults can
+//! be injected ([`MockWorld::fail_next`]) and latency added ([`MockWorld::set_latency`]).
+//! The world can be saved to a file so separate processes (CLI invocations) share it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use kgenv_core::mock::{Fault, MockWorld};
+//! use kgenv_core::backends::compute::InstanceRef;
+//! let world = MockWorld::new();
+//! world.fail_next("compute.get_instance", 1, Fault::Transient);
+//! let at = InstanceRef { project: "my-project".into(), zone: "us-central1-a".into(), name: "kg".into() };
+//! let compute = world.backends().compute;
+//! assert!(compute.get_instance(&at).await.is_err());
+//! assert!(compute.get_instance(&at).await.expect("second call passes").is_none());
+//! assert_eq!(world.calls().len(), 2);
+//! # }
+//! ```
+
+mod compute;
+mod engine;
+mod github;
+mod kaggle;
+mod remote;
+mod storage;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backends::compute::{FirewallRule, InstanceInfo};
+use crate::backends::container::{ContainerInfo, EngineImage};
+use crate::backends::github::{GithubKeyInfo, KeyScope};
+use crate::backends::kaggle::DataFile;
+use crate::backends::storage::BucketInfo;
+use crate::backends::{Backends, BackendResult};
+use crate::error::{BackendError, QuotaInfo};
+
+/// One recorded backend call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// `backend.operation`, e.g. `compute.insert_instance`.
+    pub op: String,
+    /// What it was about (an instance path, a container name, a command).
+    pub target: String,
+    /// Whether it changes anything.
+    pub mutating: bool,
+    /// Start, since the world was made.
+    pub start: Duration,
+    /// End, since the world was made.
+    pub end: Duration,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+/// An error to inject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// A 5xx-like failure (retryable).
+    Transient,
+    /// A 429 (retryable).
+    RateLimited,
+    /// The zone is out of GPUs.
+    Stockout,
+    /// A quota.
+    Quota(QuotaInfo),
+    /// Permission denied.
+    PermissionDenied,
+    /// The connection dropped.
+    Connection,
+}
+
+impl Fault {
+    fn to_error(&self, op: &str, target: &str) -> BackendError {
+        match self {
+            Self::Transient => BackendError::transient("mock", format!("injected 503 on {op}")),
+            Self::RateLimited => BackendError::RateLimited { service: "mock", retry_after: None },
+            Self::Stockout => BackendError::Stockout {
+                zone: target.split('/').nth(1).unwrap_or("unknown").to_string(),
+                resource: target.to_string(),
+                message: "ZONE_RESOURCE_POOL_EXHAUSTED (injected)".into(),
+            },
+            Self::Quota(q) => BackendError::Quota { quota: q.clone(), message: "injected".into() },
+            Self::PermissionDenied => BackendError::PermissionDenied { resource: target.into(), message: "injected".into() },
+            Self::Connection => BackendError::Connection { endpoint: target.into(), message: "injected drop".into(), source: None },
+        }
+    }
+}
+
+/// Everything the simulated world holds. Public so tests can look inside and seed it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorldState {
+    /// Instances by `project/zone/name`.
+    pub instances: BTreeMap<String, InstanceInfo>,
+    /// Firewall rules by `project/name`.
+    pub firewalls: BTreeMap<String, FirewallRule>,
+    /// Zones that answer inserts with a stockout.
+    pub stockout_zones: Vec<String>,
+    /// Buckets by name.
+    pub buckets: BTreeMap<String, BucketInfo>,
+    /// Files on the host by path: (content, mode).
+    pub host_files: BTreeMap<String, (Vec<u8>, u32)>,
+    /// Applied host scripts by name: the sha256 of the applied script.
+    pub host_scripts: BTreeMap<String, String>,
+    /// Number of GPUs the simulated host has.
+    pub host_gpus: u32,
+    /// Engine images by reference.
+    pub images: BTreeMap<String, EngineImage>,
+    /// Engine containers by name.
+    pub containers: BTreeMap<String, ContainerInfo>,
+    /// GitHub keys with their scope.
+    pub github_keys: Vec<(KeyScope, GithubKeyInfo)>,
+    /// Competitions and their files.
+    pub competitions: BTreeMap<String, Vec<DataFile>>,
+    /// Data landed: `dest/file` → bytes.
+    pub landed: BTreeMap<String, u64>,
+    /// Counter for ids.
+    pub next_id: u64,
+}
+
+impl WorldState {
+    fn seeded() -> Self {
+        let mut s = Self { host_gpus: 1, next_id: 1000, ..Self::default() };
+        s.competitions.insert(
+            "titanic".into(),
+            vec![
+                DataFile { name: "train.csv".into(), size: 61_194 },
+                DataFile { name: "test.csv".into(), size: 28_629 },
+                DataFile { name: "gender_submission.csv".into(), size: 3_258 },
+            ],
+        );
+        s
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+struct FaultRule {
+    op: String,
+    remaining: u32,
+    fault: Fault,
+}
+
+struct Inner {
+    state: Mutex<WorldState>,
+    calls: Mutex<Vec<Call>>,
+    faults: Mutex<Vec<FaultRule>>,
+    latency: Mutex<BTreeMap<String, Duration>>,
+    epoch: Instant,
+    persist: Option<PathBuf>,
+}
+
+/// The simulated world behind the mock backends. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct MockWorld {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MockWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockWorld").finish_non_exhaustive()
+    }
+}
+
+impl Default for MockWorld {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in one test thread must not poison the world for the others.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MockWorld {
+    /// A world with one GPU on the host and the `titanic` competition.
+    pub fn new() -> Self {
+        Self::with_state(WorldState::seeded(), None)
+    }
+
+    fn with_state(state: WorldState, persist: Option<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                calls: Mutex::default(),
+                faults: Mutex::default(),
+                latency: Mutex::default(),
+                epoch: Instant::now(),
+                persist,
+            }),
+        }
+    }
+
+    /// A world loaded from `path` (or new), saved back after every mutating call, so several
+    /// processes see one simulated cloud in turn (the CLI's `--mock`).
+    pub fn persistent(path: &Path) -> BackendResult<Self> {
+        let state = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| BackendError::other(format!("mock world {} is corrupt: {e}; delete it to start over", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => WorldState::seeded(),
+            Err(e) => return Err(BackendError::io(format!("reading {}", path.display()), e)),
+        };
+        Ok(Self::with_state(state, Some(path.to_path_buf())))
+    }
+
+    /// All six backends, viewing this world.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            compute: Arc::new(compute::MockCompute(self.clone())),
+            storage: Arc::new(storage::MockStorage(self.clone())),
+            remote: Arc::new(remote::MockConnector(self.clone())),
+            engine: Arc::new(engine::MockEngineConnector(self.clone())),
+            kaggle: Arc::new(kaggle::MockKaggle(self.clone())),
+            github: Arc::new(github::MockGitHub(self.clone())),
+        }
+    }
+
+    /// A copy of the world's state.
+    pub fn state(&self) -> WorldState {
+        lock(&self.inner.state).clone()
+    }
+
+    /// Changes the world's state directly (seeding, simulating outside changes).
+    pub fn edit<R>(&self, f: impl FnOnce(&mut WorldState) -> R) -> R {
+        let r = f(&mut lock(&self.inner.state));
+        self.save();
+        r
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.inner.calls).clone()
+    }
+
+    /// Calls that changed something.
+    pub fn mutating_calls(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.mutating).collect()
+    }
+
+    /// Forgets recorded calls.
+    pub fn clear_calls(&self) {
+        lock(&self.inner.calls).clear();
+    }
+
+    /// Makes the next `n` calls of `op` (`compute.insert_instance`, or `*`) fail with `fault`.
+    pub fn fail_next(&self, op: &str, n: u32, fault: Fault) {
+        lock(&self.inner.faults).push(FaultRule { op: op.into(), remaining: n, fault });
+    }
+
+    /// Adds `latency` to every call of `op` (or `*`).
+    pub fn set_latency(&self, op: &str, latency: Duration) {
+        lock(&self.inner.latency).insert(op.into(), latency);
+    }
+
+    fn save(&self) {
+        if let Some(path) = &self.inner.persist {
+            let state = lock(&self.inner.state).clone();
+            if let Ok(bytes) = serde_json::to_vec_pretty(&state) {
+                // Best effort: a demo world that fails to save only loses the simulation.
+                let _ = crate::paths::write_atomic(path, &bytes, 0o600);
+            }
+        }
+    }
+
+    /// Runs one simulated call: records it, waits its latency, applies injected faults,
+    /// then runs `f` on the state.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &str,
+        target: &str,
+        mutating: bool,
+        f: impl FnOnce(&mut WorldState) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        let start = self.inner.epoch.elapsed();
+        let latency = {
+            let l = lock(&self.inner.latency);
+            l.get(op).or_else(|| l.get("*")).copied()
+        };
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
+        let fault = {
+            let mut faults = lock(&self.inner.faults);
+            let hit = faults.iter_mut().find(|r| r.remaining > 0 && (r.op == op || r.op == "*"));
+            hit.map(|r| {
+                r.remaining -= 1;
+                r.fault.clone()
+            })
+        };
+        let result = match fault {
+            Some(fault) => Err(fault.to_error(op, target)),
+            None => f(&mut lock(&self.inner.state)),
+        };
+        let end = self.inner.epoch.elapsed();
+        lock(&self.inner.calls).push(Call {
+            op: op.into(),
+            target: target.into(),
+            mutating,
+            start,
+            end,
+            failed: result.is_err(),
+        });
+        if mutating && result.is_ok() {
+            self.save();
+        }
+        result
+    }
+}

@@ -1,0 +1,83 @@
+//! The bucket mount spec (guide step 3): a GCS bucket mounted on the host with gcsfuse.
+
+use serde::{Deserialize, Serialize};
+
+use super::rules;
+use crate::error::ValidationError;
+
+/// A validated bucket mount spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BucketMount {
+    /// Bucket name.
+    pub bucket: String,
+    /// Mount point on the host.
+    pub mount_point: String,
+    /// Extra gcsfuse `-o` options.
+    pub options: Vec<String>,
+    /// Create the bucket when it is missing.
+    pub create: bool,
+    /// Bucket location when created (defaults to the instance's region).
+    pub location: Option<String>,
+}
+
+/// Builder for [`BucketMount`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[must_use]
+pub struct BucketMountBuilder {
+    bucket: Option<String>,
+    mount_point: Option<String>,
+    options: Option<Vec<String>>,
+    create: Option<bool>,
+    location: Option<String>,
+}
+
+impl BucketMount {
+    /// A builder for `bucket`, mounted at `/mnt/gcs` by default.
+    pub fn builder(bucket: impl Into<String>) -> BucketMountBuilder {
+        BucketMountBuilder { bucket: Some(bucket.into()), ..Default::default() }
+    }
+}
+
+impl BucketMountBuilder {
+    /// Mount point on the host.
+    pub fn mount_point(mut self, v: impl Into<String>) -> Self {
+        self.mount_point = Some(v.into());
+        self
+    }
+    /// Adds a gcsfuse `-o` option.
+    pub fn option(mut self, v: impl Into<String>) -> Self {
+        self.options.get_or_insert_with(Vec::new).push(v.into());
+        self
+    }
+    /// Whether to create the bucket when missing (default true).
+    pub fn create(mut self, v: bool) -> Self {
+        self.create = Some(v);
+        self
+    }
+    /// Location for a created bucket.
+    pub fn location(mut self, v: impl Into<String>) -> Self {
+        self.location = Some(v.into());
+        self
+    }
+
+    /// Validates and returns the spec.
+    pub fn build(self) -> Result<BucketMount, ValidationError> {
+        let bucket = self.bucket.ok_or_else(|| ValidationError::new("bucket", "is required"))?;
+        let bucket = bucket.strip_prefix("gs://").unwrap_or(&bucket).trim_end_matches('/').to_string();
+        rules::bucket_name("bucket", &bucket)?;
+        let mount_point = self.mount_point.unwrap_or_else(|| "/mnt/gcs".into());
+        rules::abs_path("mount_point", &mount_point)?;
+        if mount_point == "/" {
+            return Err(ValidationError::new("mount_point", "cannot be `/`"));
+        }
+        let options = self.options.unwrap_or_default();
+        for o in &options {
+            if o.is_empty() || !o.chars().all(|c| c.is_ascii_alphanumeric() || "_=,.-/".contains(c)) {
+                return Err(ValidationError::new("options", format!("`{o}` is not a gcsfuse option like `implicit_dirs` or `file_mode=644`")));
+            }
+        }
+        Ok(BucketMount { bucket, mount_point, options, create: self.create.unwrap_or(true), location: self.location })
+    }
+}

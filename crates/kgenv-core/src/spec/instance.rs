@@ -1,0 +1,334 @@
+//! The GCE instance spec (guide step 1): a GPU VM on a Deep Learning VM image.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::rules;
+use crate::error::ValidationError;
+
+/// Default machine type: the guide's smallest recommended size.
+pub const DEFAULT_MACHINE_TYPE: &str = "n1-standard-8";
+/// Default GPU type.
+pub const DEFAULT_GPU_TYPE: &str = "nvidia-tesla-t4";
+/// Project that publishes the Deep Learning VM images.
+pub const DEFAULT_IMAGE_PROJECT: &str = "deeplearning-platform-release";
+/// Deep Learning VM family with CUDA 12.9 and the 580 driver on Ubuntu 22.04.
+pub const DEFAULT_IMAGE_FAMILY: &str = "common-cu129-ubuntu-2204-nvidia-580";
+/// Default boot disk: the Kaggle GPU image is about 60 GB unpacked, plus data and pip caches.
+pub const DEFAULT_DISK_GB: u64 = 200;
+/// The scope the guide calls "storage: full"; it lets gcsfuse write.
+pub const DEFAULT_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Minimum boot disk for an image project, as documented (Deep Learning VM images need 50 GB).
+pub fn image_min_disk_gb(image_project: &str) -> u64 {
+    if image_project == DEFAULT_IMAGE_PROJECT {
+        50
+    } else {
+        10
+    }
+}
+
+/// A validated GCE instance spec. Build one with [`Instance::builder`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Instance {
+    /// Instance name.
+    pub name: String,
+    /// GCP project id.
+    pub project: String,
+    /// Zones to try, in order of preference.
+    pub zones: Vec<String>,
+    /// Machine type.
+    pub machine_type: String,
+    /// GPU type, `None` for a CPU-only VM.
+    pub gpu_type: Option<String>,
+    /// GPU count (1, 2, 4 or 8).
+    pub gpu_count: u8,
+    /// Project of the boot image family.
+    pub image_project: String,
+    /// Boot image family.
+    pub image_family: String,
+    /// Boot disk size in GB.
+    pub disk_size_gb: u64,
+    /// Boot disk type.
+    pub disk_type: String,
+    /// Spot VM (cheaper, may be preempted; stopped rather than deleted).
+    pub spot: bool,
+    /// Service-account scopes.
+    pub scopes: Vec<String>,
+    /// Network tags (kgenv's firewall rules target these).
+    pub tags: Vec<String>,
+    /// Extra labels (kgenv adds its ownership labels).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Builder for [`Instance`]; every field has the guide's default but name, project and zones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[must_use]
+pub struct InstanceBuilder {
+    name: Option<String>,
+    project: Option<String>,
+    zones: Option<Vec<String>>,
+    machine_type: Option<String>,
+    gpu_type: Option<String>,
+    gpu_count: Option<u32>,
+    image_project: Option<String>,
+    image_family: Option<String>,
+    disk_size_gb: Option<u64>,
+    disk_type: Option<String>,
+    spot: Option<bool>,
+    scopes: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+impl Instance {
+    /// A builder with the guide's defaults.
+    pub fn builder() -> InstanceBuilder {
+        InstanceBuilder::default()
+    }
+}
+
+impl InstanceBuilder {
+    /// Instance name (defaults to the environment's name inside an [`super::Env`]).
+    pub fn name(mut self, v: impl Into<String>) -> Self {
+        self.name = Some(v.into());
+        self
+    }
+    /// GCP project id.
+    pub fn project(mut self, v: impl Into<String>) -> Self {
+        self.project = Some(v.into());
+        self
+    }
+    /// Adds a zone to try, after those already given.
+    pub fn zone(mut self, v: impl Into<String>) -> Self {
+        self.zones.get_or_insert_with(Vec::new).push(v.into());
+        self
+    }
+    /// Machine type, e.g. `n1-standard-16`.
+    pub fn machine_type(mut self, v: impl Into<String>) -> Self {
+        self.machine_type = Some(v.into());
+        self
+    }
+    /// GPU type and count, e.g. `("nvidia-tesla-t4", 1)`.
+    pub fn gpu(mut self, gpu_type: impl Into<String>, count: u32) -> Self {
+        self.gpu_type = Some(gpu_type.into());
+        self.gpu_count = Some(count);
+        self
+    }
+    /// No GPU (a CPU-only VM).
+    pub fn no_gpu(mut self) -> Self {
+        self.gpu_type = Some(String::new());
+        self
+    }
+    /// Boot image project and family.
+    pub fn image(mut self, project: impl Into<String>, family: impl Into<String>) -> Self {
+        self.image_project = Some(project.into());
+        self.image_family = Some(family.into());
+        self
+    }
+    /// Boot disk size in GB.
+    pub fn disk_size_gb(mut self, v: u64) -> Self {
+        self.disk_size_gb = Some(v);
+        self
+    }
+    /// Boot disk type (`pd-balanced`, `pd-ssd`, ...).
+    pub fn disk_type(mut self, v: impl Into<String>) -> Self {
+        self.disk_type = Some(v.into());
+        self
+    }
+    /// Spot provisioning.
+    pub fn spot(mut self, v: bool) -> Self {
+        self.spot = Some(v);
+        self
+    }
+    /// Adds a service-account scope (a URL, or a short name like `cloud-platform`).
+    pub fn scope(mut self, v: impl Into<String>) -> Self {
+        self.scopes.get_or_insert_with(Vec::new).push(v.into());
+        self
+    }
+    /// Adds a network tag.
+    pub fn tag(mut self, v: impl Into<String>) -> Self {
+        self.tags.get_or_insert_with(Vec::new).push(v.into());
+        self
+    }
+    /// Adds a label.
+    pub fn label(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.labels.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self
+    }
+
+    /// Fills the name when it was not given (used by the environment builder).
+    pub(crate) fn default_name(mut self, name: &str) -> Self {
+        self.name.get_or_insert_with(|| name.to_string());
+        self
+    }
+    /// Fills project and zone from the environment when missing.
+    pub(crate) fn default_location(mut self, project: Option<String>, zone: Option<String>) -> Self {
+        if self.project.is_none() {
+            self.project = project;
+        }
+        if self.zones.as_ref().is_none_or(Vec::is_empty) {
+            self.zones = zone.map(|z| vec![z]);
+        }
+        self
+    }
+    pub(crate) fn default_tag(mut self, tag: &str) -> Self {
+        self.tags.get_or_insert_with(|| vec![tag.to_string()]);
+        self
+    }
+
+    /// Validates every field and returns the spec.
+    pub fn build(self) -> Result<Instance, ValidationError> {
+        let name = self.name.ok_or_else(|| ValidationError::new("name", "is required"))?;
+        rules::gce_name("name", &name)?;
+        let project = self.project.ok_or_else(|| {
+            ValidationError::new("project", "is required: set it in kgenv.toml or export CLOUDSDK_CORE_PROJECT")
+        })?;
+        rules::project_id("project", &project)?;
+        let zones = self.zones.unwrap_or_default();
+        if zones.is_empty() {
+            return Err(ValidationError::new("zones", "give at least one zone, e.g. [\"us-central1-a\"], or export CLOUDSDK_COMPUTE_ZONE"));
+        }
+        for z in &zones {
+            rules::zone("zones", z)?;
+        }
+        let machine_type = self.machine_type.unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+        rules::gce_name("machine_type", &machine_type)?;
+        let gpu_type = match self.gpu_type {
+            None => Some(DEFAULT_GPU_TYPE.to_string()),
+            Some(t) if t.is_empty() || t == "none" => None,
+            Some(t) => Some(t),
+        };
+        if let Some(t) = &gpu_type {
+            if !t.starts_with("nvidia-") {
+                return Err(ValidationError::new("gpu_type", format!("`{t}` is not a GCE accelerator type like `nvidia-tesla-t4` or `nvidia-l4` (or \"none\")")));
+            }
+            rules::gce_name("gpu_type", t)?;
+        }
+        let gpu_count = self.gpu_count.unwrap_or(1);
+        if gpu_type.is_some() && ![1, 2, 4, 8].contains(&gpu_count) {
+            return Err(ValidationError::new("gpu_count", format!("{gpu_count} GPUs cannot be attached: GCE takes 1, 2, 4 or 8")));
+        }
+        let image_project = self.image_project.unwrap_or_else(|| DEFAULT_IMAGE_PROJECT.into());
+        rules::project_id("image_project", &image_project)?;
+        let image_family = self.image_family.unwrap_or_else(|| DEFAULT_IMAGE_FAMILY.into());
+        rules::gce_name("image_family", &image_family)?;
+        let disk_size_gb = self.disk_size_gb.unwrap_or(DEFAULT_DISK_GB);
+        let min = image_min_disk_gb(&image_project);
+        if disk_size_gb < min {
+            return Err(ValidationError::new("disk_size_gb", format!("{disk_size_gb} GB is below the {min} GB the `{image_project}` images need; the Kaggle GPU image alone is ~60 GB, so 200 is a good size")));
+        }
+        if disk_size_gb > 65_536 {
+            return Err(ValidationError::new("disk_size_gb", format!("{disk_size_gb} GB is above GCE's 65536 GB limit for a boot disk")));
+        }
+        let disk_type = self.disk_type.unwrap_or_else(|| "pd-balanced".into());
+        const DISK_TYPES: [&str; 5] = ["pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced"];
+        if !DISK_TYPES.contains(&disk_type.as_str()) {
+            return Err(ValidationError::new("disk_type", format!("`{disk_type}` is not one of {}", DISK_TYPES.join(", "))));
+        }
+        let scopes: Vec<String> = self
+            .scopes
+            .unwrap_or_else(|| vec![DEFAULT_SCOPE.into()])
+            .into_iter()
+            .map(|s| expand_scope(&s))
+            .collect();
+        for s in &scopes {
+            let short = s.strip_prefix("https://www.googleapis.com/auth/").unwrap_or_default();
+            if short.is_empty() || !short.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) {
+                return Err(ValidationError::new("scopes", format!("`{s}` is not a scope URL or short name like `cloud-platform` or `devstorage.read_write`")));
+            }
+        }
+        let tags = self.tags.unwrap_or_default();
+        for t in &tags {
+            rules::gce_name("tags", t)?;
+        }
+        let labels = self.labels.unwrap_or_default();
+        for (k, v) in &labels {
+            rules::label("labels", k, v)?;
+        }
+        Ok(Instance {
+            name,
+            project,
+            zones,
+            machine_type,
+            gpu_type,
+            gpu_count: gpu_count as u8,
+            image_project,
+            image_family,
+            disk_size_gb,
+            disk_type,
+            spot: self.spot.unwrap_or(false),
+            scopes,
+            tags,
+            labels,
+        })
+    }
+}
+
+/// `cloud-platform` → `https://www.googleapis.com/auth/cloud-platform`; URLs pass through.
+fn expand_scope(s: &str) -> String {
+    if s.starts_with("https://") {
+        s.to_string()
+    } else {
+        format!("https://www.googleapis.com/auth/{s}")
+    }
+}
+
+impl Instance {
+    /// Whether the scopes let gcsfuse write to a bucket.
+    pub fn can_write_storage(&self) -> bool {
+        self.scopes.iter().any(|s| {
+            s.ends_with("/cloud-platform") || s.ends_with("/devstorage.read_write") || s.ends_with("/devstorage.full_control")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> InstanceBuilder {
+        Instance::builder().name("kg").project("my-project").zone("us-central1-a")
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let i = ok().build().expect("valid");
+        assert_eq!(i.machine_type, "n1-standard-8");
+        assert_eq!(i.gpu_type.as_deref(), Some("nvidia-tesla-t4"));
+        assert_eq!(i.disk_size_gb, 200);
+        assert_eq!(i.image_family, DEFAULT_IMAGE_FAMILY);
+        assert!(i.can_write_storage());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(InstanceBuilder, &str)> = vec![
+            (ok().name("Bad_Name"), "name"),
+            (ok().project("x"), "project"),
+            (Instance::builder().name("kg").project("my-project"), "zones"),
+            (ok().zone("nowhere"), "zones"),
+            (ok().gpu("nvidia-tesla-t4", 3), "gpu_count"),
+            (ok().gpu("tpu-v4", 1), "gpu_type"),
+            (ok().disk_size_gb(20), "disk_size_gb"),
+            (ok().disk_type("floppy"), "disk_type"),
+            (ok().scope("not a scope"), "scopes"),
+            (ok().tag("Tag!"), "tags"),
+            (ok().label("Owner", "me"), "labels"),
+            (ok().machine_type("N1"), "machine_type"),
+        ];
+        for (b, field) in cases {
+            let e = b.build().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn cpu_only_needs_no_gpu_count() {
+        let i = ok().no_gpu().build().expect("valid");
+        assert_eq!(i.gpu_type, None);
+    }
+}

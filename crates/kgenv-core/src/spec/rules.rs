@@ -1,0 +1,226 @@
+//! Validation rules shared by the builders. Each returns the rule text on failure, so the
+//! builder can attach the field name.
+
+use crate::error::ValidationError;
+
+type Rule = Result<(), ValidationError>;
+
+fn fail(field: &str, rule: impl Into<String>) -> Rule {
+    Err(ValidationError::new(field, rule))
+}
+
+/// GCE resource names: `[a-z]([-a-z0-9]{0,61}[a-z0-9])?`.
+pub(crate) fn gce_name(field: &str, v: &str) -> Rule {
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.last() != Some(&b'-');
+    if ok {
+        Ok(())
+    } else {
+        fail(
+            field,
+            format!("`{v}` is not a valid GCE name: use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen"),
+        )
+    }
+}
+
+/// GCP project ids: 6-30 chars, lowercase letters, digits, hyphens, starting with a letter.
+pub(crate) fn project_id(field: &str, v: &str) -> Rule {
+    let b = v.as_bytes();
+    let ok = (6..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.last() != Some(&b'-');
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a valid GCP project id: 6-30 lowercase letters, digits and hyphens, starting with a letter (see `gcloud projects list`)"))
+    }
+}
+
+/// Zones look like `us-central1-a`.
+pub(crate) fn zone(field: &str, v: &str) -> Rule {
+    let parts: Vec<&str> = v.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && !parts[0].is_empty()
+        && parts[1].chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && parts[1].chars().last().is_some_and(|c| c.is_ascii_digit())
+        && parts[1].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && parts[2].len() == 1
+        && parts[2].chars().all(|c| c.is_ascii_lowercase());
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a zone like `us-central1-a` (see `gcloud compute zones list`)"))
+    }
+}
+
+/// The region of a zone: `us-central1-a` → `us-central1`.
+pub fn region_of(zone: &str) -> &str {
+    zone.rsplit_once('-').map_or(zone, |(r, _)| r)
+}
+
+/// A TCP/UDP port, 1-65535.
+pub(crate) fn port(field: &str, v: u32) -> Rule {
+    if (1..=65535).contains(&v) {
+        Ok(())
+    } else {
+        fail(field, format!("port {v} is out of range: use 1-65535"))
+    }
+}
+
+/// A port or `low-high` range.
+pub(crate) fn port_range(field: &str, v: &str) -> Rule {
+    let parse = |s: &str| s.trim().parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
+    let ok = match v.split_once('-') {
+        Some((a, b)) => matches!((parse(a), parse(b)), (Some(a), Some(b)) if a <= b),
+        None => parse(v).is_some(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a port (1-65535) or a range like `8000-8100`"))
+    }
+}
+
+/// A CIDR range such as `203.0.113.4/32`.
+pub(crate) fn cidr(field: &str, v: &str) -> Rule {
+    if v.parse::<ipnet::IpNet>().is_ok() {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a valid CIDR range like `203.0.113.4/32`"))
+    }
+}
+
+/// Whether a range opens to the whole internet.
+pub fn is_world_open(range: &str) -> bool {
+    range
+        .parse::<ipnet::IpNet>()
+        .is_ok_and(|n| n.prefix_len() == 0)
+}
+
+/// GCE label keys and values (and GCS-compatible): lowercase, digits, `_`, `-`.
+pub(crate) fn label(field: &str, key: &str, value: &str) -> Rule {
+    let chars_ok = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    if key.is_empty() || key.len() > 63 || !key.starts_with(|c: char| c.is_ascii_lowercase()) || !chars_ok(key) {
+        return fail(field, format!("label key `{key}` must be 1-63 lowercase letters, digits, `_` or `-`, starting with a letter"));
+    }
+    if value.len() > 63 || !chars_ok(value) {
+        return fail(field, format!("label `{key}` has value `{value}`: values are at most 63 lowercase letters, digits, `_` or `-`"));
+    }
+    Ok(())
+}
+
+/// GCS bucket names: 3-63 chars of lowercase letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
+pub(crate) fn bucket_name(field: &str, v: &str) -> Rule {
+    let b = v.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !v.starts_with("goog");
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a valid bucket name: 3-63 lowercase letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"))
+    }
+}
+
+/// An absolute path with no `..` and no NUL.
+pub(crate) fn abs_path(field: &str, v: &str) -> Rule {
+    if v.starts_with('/') && !v.split('/').any(|p| p == "..") && !v.contains('\0') {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` must be an absolute path such as `/mnt/data`, without `..`"))
+    }
+}
+
+/// Package names for apt: `^[a-z0-9][a-z0-9+.-]+$` (optionally `=version`).
+pub(crate) fn apt_package(field: &str, v: &str) -> Rule {
+    let name = v.split_once('=').map_or(v, |(n, _)| n);
+    let ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+        && v.chars().all(|c| !c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a Debian package name like `cmake` or `libgl1`"))
+    }
+}
+
+/// A pip requirement without options, URLs or whitespace: `dlib`, `torch==2.4.0`, `x[extra]>=1`.
+pub(crate) fn pip_requirement(field: &str, v: &str) -> Rule {
+    let ok = !v.is_empty()
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]=<>!~,*".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not a pip requirement like `dlib` or `lightgbm==4.5.0` (no spaces, options or URLs)"))
+    }
+}
+
+/// A container image reference: `[registry/]path[:tag][@digest]`, lowercase path.
+pub(crate) fn image_ref(field: &str, v: &str) -> Rule {
+    let ok = !v.is_empty()
+        && v.len() <= 255
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && !v.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not an image reference like `gcr.io/kaggle-gpu-images/python:latest`"))
+    }
+}
+
+/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn env_name(field: &str, v: &str) -> Rule {
+    let ok = v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        fail(field, format!("`{v}` is not an environment variable name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gce_names() {
+        for ok in ["a", "kgenv", "my-env-1", &"a".repeat(63)] {
+            assert!(gce_name("n", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1abc", "Abc", "abc-", "a_b", &"a".repeat(64)] {
+            assert!(gce_name("n", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zones_ranges_and_cidrs() {
+        assert!(zone("z", "us-central1-a").is_ok());
+        assert!(zone("z", "europe-west4-b").is_ok());
+        assert!(zone("z", "us-central1").is_err());
+        assert_eq!(region_of("asia-northeast1-c"), "asia-northeast1");
+        assert!(port_range("p", "22").is_ok());
+        assert!(port_range("p", "8000-8100").is_ok());
+        assert!(port_range("p", "9000-8000").is_err());
+        assert!(port_range("p", "0").is_err());
+        assert!(cidr("c", "10.0.0.0/8").is_ok());
+        assert!(cidr("c", "10.0.0.0/33").is_err());
+        assert!(is_world_open("0.0.0.0/0"));
+        assert!(is_world_open("::/0"));
+        assert!(!is_world_open("203.0.113.4/32"));
+    }
+}

@@ -1,0 +1,82 @@
+//! Guide step 5: competition data, selected by glob, fetched to the destination (a host
+//! directory the container mounts, or `gs://`) and resumed rather than restarted.
+
+use async_trait::async_trait;
+
+use crate::backends::kaggle::DataFile;
+use crate::error::{BackendError, Result};
+use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
+use crate::spec::{Data, Env};
+
+/// Fetches the selected files that are not fully at the destination.
+pub struct DataStep {
+    id: String,
+    spec: Data,
+    deps: Vec<String>,
+}
+
+impl DataStep {
+    /// The step for `spec` in `env`.
+    pub fn new(env: &Env, spec: Data) -> Self {
+        let mut deps = vec!["host".to_string()];
+        let in_bucket = env.bucket.as_ref().is_some_and(|b| spec.dest.starts_with(&b.mount_point) || spec.dest.starts_with(&format!("gs://{}", b.bucket)));
+        if in_bucket {
+            deps.push("bucket".into());
+        }
+        Self { id: format!("data/{}", spec.competition), spec, deps }
+    }
+
+    async fn missing(&self, ctx: &StepCtx) -> Result<Vec<DataFile>> {
+        let kaggle = &ctx.backends.kaggle;
+        let files = kaggle.list_files(&self.spec.competition).await?;
+        let selected: Vec<DataFile> = files.into_iter().filter(|f| self.spec.selects(&f.name)).collect();
+        if selected.is_empty() {
+            return Err(BackendError::NotFound { resource: format!("files matching {:?} in competition {}", self.spec.files, self.spec.competition) }.into());
+        }
+        let mut missing = Vec::new();
+        for f in selected {
+            if kaggle.present(&self.spec.dest, &f.name).await? != Some(f.size) {
+                missing.push(f);
+            }
+        }
+        Ok(missing)
+    }
+}
+
+#[async_trait]
+impl Step for DataStep {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> &[String] {
+        &self.deps
+    }
+    fn summary(&self) -> String {
+        format!("competition {} files {:?} → {} (kept by `down`)", self.spec.competition, self.spec.files, self.spec.dest)
+    }
+    fn planned_actions(&self) -> Vec<String> {
+        vec![format!("POST api.kaggle.com ListDataFiles {}; download the selected files to {}", self.spec.competition, self.spec.dest)]
+    }
+    async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
+        let missing = self.missing(ctx).await?;
+        if missing.is_empty() {
+            return Ok(CheckOutcome::satisfied());
+        }
+        let total: u64 = missing.iter().map(|f| f.size).sum();
+        Ok(CheckOutcome::missing(vec![format!("download {} file(s), {} bytes, to {}", missing.len(), total, self.spec.dest)]))
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<()> {
+        for f in self.missing(ctx).await? {
+            if ctx.cancel.is_cancelled() {
+                // Partial files resume on the next run.
+                return Err(BackendError::Cancelled.into());
+            }
+            ctx.backends.kaggle.fetch(&self.spec.competition, &f, &self.spec.dest, &|p| ctx.progress(p)).await?;
+        }
+        Ok(())
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<Destroyed> {
+        // Data is the user's: `down` never deletes it.
+        Ok(Destroyed::Nothing)
+    }
+}

@@ -1,0 +1,96 @@
+//! The `host` step: reach the machine the rest runs on — log in over SSH with a verified
+//! host key (gce, ssh), or find the local Docker engine (local).
+
+use async_trait::async_trait;
+
+use crate::backends::remote::{ExecRequest, HostAddr};
+use crate::backends::no_progress;
+use crate::error::{BackendError, Result};
+use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
+use crate::spec::Target;
+
+/// How to reach the run's host: from the spec (ssh) or from what the instance step
+/// recorded (gce: external IP, host keys from guest attributes).
+pub async fn host_addr(ctx: &StepCtx) -> Result<HostAddr> {
+    let key = crate::keys::private_key_path(&ctx.env.name);
+    match &ctx.env.target {
+        Target::Ssh(h) => Ok(HostAddr {
+            user: h.user.clone(),
+            host: h.host.clone(),
+            port: h.port,
+            identity_file: Some(h.identity_file.as_ref().map_or(key, Into::into)),
+            pinned_host_keys: Vec::new(),
+            trust_on_first_use: h.trust_on_first_use,
+        }),
+        Target::Gce => {
+            let state = ctx.state.snapshot().await;
+            let ip = state.fact("instance", "external_ip").ok_or_else(|| BackendError::Connection {
+                endpoint: format!("instance {}", ctx.env.name),
+                message: "no external IP recorded: the instance does not exist yet (run `kgenv up`)".into(),
+                source: None,
+            })?;
+            let pinned = state
+                .fact("instance", "host_keys")
+                .map(|k| k.lines().map(str::to_string).collect())
+                .unwrap_or_default();
+            Ok(HostAddr {
+                user: crate::keys::GCE_USER.into(),
+                host: ip.to_string(),
+                port: 22,
+                identity_file: Some(key),
+                pinned_host_keys: pinned,
+                trust_on_first_use: false,
+            })
+        }
+        Target::Local => Err(BackendError::Unavailable { backend: "remote", hint: "the local target has no SSH host".into() }.into()),
+    }
+}
+
+/// Logs in to the host (or finds the local engine).
+pub struct HostStep {
+    deps: Vec<String>,
+}
+
+impl HostStep {
+    /// A host step after `deps` (the instance and its firewall on gce).
+    pub fn new(deps: Vec<String>) -> Self {
+        Self { deps }
+    }
+}
+
+#[async_trait]
+impl Step for HostStep {
+    fn id(&self) -> &str {
+        "host"
+    }
+    fn deps(&self) -> &[String] {
+        &self.deps
+    }
+    fn summary(&self) -> String {
+        "reach the host (SSH login with a pinned host key, or the local Docker engine)".into()
+    }
+    fn planned_actions(&self) -> Vec<String> {
+        vec!["ssh: wait for port 22 and the SSH banner, log in, run `true`".into()]
+    }
+    async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
+        match ctx.remote().await? {
+            Some(remote) => {
+                let out = remote.exec(ExecRequest::new("true"), &no_progress).await?;
+                if !out.success() {
+                    return Err(BackendError::CommandFailed { command: "true".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
+                }
+            }
+            None => {
+                ctx.engine().await?;
+            }
+        }
+        Ok(CheckOutcome::satisfied())
+    }
+    async fn apply(&self, _ctx: &StepCtx) -> Result<()> {
+        // `check` either reaches the host or fails; there is nothing to create here.
+        Ok(())
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<Destroyed> {
+        Ok(Destroyed::Nothing)
+    }
+}

@@ -1,0 +1,87 @@
+//! One module per step of the guide. [`for_env`] turns an environment into its DAG:
+//!
+//! | guide step | module | id |
+//! | --- | --- | --- |
+//! | 2. firewall for the VM | [`firewall`] | `firewall/<name>` |
+//! | 1. GPU VM on a Deep Learning image | [`instance`] | `instance` |
+//! | reach the host over SSH | [`host`] | `host` |
+//! | 3. gcsfuse bucket mount | [`bucket_mount`] | `bucket` |
+//! | 3. GitHub SSH key | [`github_key`] | `github-key` |
+//! | 3. Kaggle docker image (+ extras) | [`image`] | `image` |
+//! | 3. GPU container | [`container`] | `container` |
+//! | 4. GPU visible (`torch.cuda`) | [`gpu_check`] | `gpu` |
+//! | 4. Jupyter with password and TLS | [`jupyter`] | `jupyter` |
+//! | 5. competition data | [`data`] | `data/<competition>` |
+//! | stop an idle VM | [`autostop`] | `autostop` |
+
+pub mod autostop;
+pub mod bucket_mount;
+pub mod container;
+pub mod data;
+pub mod firewall;
+pub mod github_key;
+pub mod gpu_check;
+pub mod host;
+pub mod hostfs;
+pub mod image;
+pub mod instance;
+pub mod jupyter;
+pub mod script;
+
+use std::sync::Arc;
+
+use crate::plan::Step;
+use crate::spec::{Env, Target};
+
+/// Label kgenv puts on what it creates, with the environment's name as value.
+pub const OWNER_LABEL: &str = "kgenv-env";
+
+/// The steps of `env`, in declared order, with their dependencies.
+pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
+    let mut steps: Vec<Arc<dyn Step>> = Vec::new();
+    let mut host_deps = Vec::new();
+    if env.target == Target::Gce {
+        for fw in &env.firewalls {
+            let s = firewall::FirewallStep::new(env, fw.clone());
+            host_deps.push(s.id().to_string());
+            steps.push(Arc::new(s));
+        }
+        if let Some(i) = &env.instance {
+            host_deps.push("instance".into());
+            steps.push(Arc::new(instance::InstanceStep::new(env, i.clone())));
+        }
+    }
+    steps.push(Arc::new(host::HostStep::new(host_deps)));
+    let mut container_deps = Vec::new();
+    if let Some(b) = &env.bucket {
+        steps.push(Arc::new(bucket_mount::BucketMountStep::new(env, b.clone())));
+        container_deps.push("bucket".to_string());
+    }
+    if let Some(g) = &env.github_key {
+        steps.push(Arc::new(github_key::GithubKeyStep::new(env, g.clone())));
+    }
+    if let Some(i) = &env.image {
+        steps.push(Arc::new(image::ImageStep::new(i.clone())));
+        container_deps.push("image".into());
+    }
+    if let (Some(c), Some(i)) = (&env.container, &env.image) {
+        steps.push(Arc::new(container::ContainerStep::new(env, c.clone(), i.clone(), container_deps.clone())));
+        steps.push(Arc::new(gpu_check::GpuCheckStep::new(env, c)));
+        if let Some(j) = &env.jupyter {
+            steps.push(Arc::new(jupyter::JupyterStep::new(env, j.clone())));
+        }
+    }
+    for d in &env.data {
+        steps.push(Arc::new(data::DataStep::new(env, d.clone())));
+    }
+    if let Some(a) = env.autostop {
+        steps.push(Arc::new(autostop::AutostopStep::new(env, a)));
+    }
+    steps
+}
+
+/// sha256 of `bytes`, hex, first 16 characters: a short fingerprint for labels and state.
+pub(crate) fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))[..16].to_string()
+}

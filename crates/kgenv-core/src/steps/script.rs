@@ -1,0 +1,97 @@
+//! kgenv's host scripts: small POSIX sh programs with `check`, `apply` and `destroy`
+//! actions, rendered from typed specs with every value quoted by [`crate::shell::quote`],
+//! and fed to `sh -s -- ACTION` on stdin (nothing is left on the host to go stale).
+
+use crate::backends::remote::{ExecOutput, ExecRequest, Remote};
+use crate::error::{BackendError, Result};
+use crate::plan::StepCtx;
+use crate::shell::quote;
+
+/// A rendered host script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostScript {
+    /// Name (the `# kgenv-script:` header).
+    pub name: String,
+    /// Full text.
+    pub text: String,
+}
+
+/// Builds a host script from variables and the three action bodies.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ScriptBuilder {
+    name: String,
+    vars: Vec<(String, String)>,
+    check: String,
+    apply: String,
+    destroy: String,
+}
+
+impl ScriptBuilder {
+    /// A script named `name`.
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into(), ..Default::default() }
+    }
+    /// A shell variable set to `value`, quoted.
+    pub fn var(mut self, name: &str, value: impl AsRef<str>) -> Self {
+        self.vars.push((name.into(), value.as_ref().into()));
+        self
+    }
+    /// The body of `check` (exit 0 when converged).
+    pub fn check(mut self, body: &str) -> Self {
+        self.check = body.into();
+        self
+    }
+    /// The body of `apply` (idempotent).
+    pub fn apply(mut self, body: &str) -> Self {
+        self.apply = body.into();
+        self
+    }
+    /// The body of `destroy`.
+    pub fn destroy(mut self, body: &str) -> Self {
+        self.destroy = body.into();
+        self
+    }
+
+    /// Renders the script.
+    pub fn build(self) -> HostScript {
+        let mut t = format!("#!/bin/sh\n# kgenv-script: {}\n# Rendered by kgenv; values are quoted, actions are idempotent.\nset -eu\n\n", self.name);
+        for (k, v) in &self.vars {
+            t.push_str(&format!("{k}={}\n", quote(v)));
+        }
+        let body = |b: &str| {
+            let b = b.trim_matches('\n');
+            if b.is_empty() {
+                "  :".to_string()
+            } else {
+                b.lines().map(|l| if l.is_empty() { String::new() } else { format!("  {l}") }).collect::<Vec<_>>().join("\n")
+            }
+        };
+        t.push_str(&format!("\ncheck() {{\n{}\n}}\n\napply() {{\n{}\n}}\n\ndestroy() {{\n{}\n}}\n\n", body(&self.check), body(&self.apply), body(&self.destroy)));
+        t.push_str("case \"${1:-}\" in\n  check) check ;;\n  apply) apply ;;\n  destroy) destroy ;;\n  *) echo \"usage: sh -s -- check|apply|destroy\" >&2; exit 2 ;;\nesac\n");
+        HostScript { name: self.name, text: t }
+    }
+}
+
+impl HostScript {
+    /// Runs `action` on the host (with sudo). `check` returns whether it exited 0; the
+    /// others fail on a non-zero exit.
+    pub async fn run(&self, ctx: &StepCtx, remote: &dyn Remote, action: &str) -> Result<ExecOutput> {
+        let req = ExecRequest::new(format!("sh -s -- {action}")).stdin(self.text.clone()).sudo();
+        let out = remote.exec(req, &|p| ctx.progress(p)).await?;
+        if action != "check" && !out.success() {
+            return Err(BackendError::CommandFailed {
+                command: format!("{} {action}", self.name),
+                exit_code: out.exit_code,
+                stderr_tail: out.stderr_tail(),
+            }
+            .into());
+        }
+        Ok(out)
+    }
+
+    /// Whether `check` passes on the host.
+    pub async fn is_converged(&self, ctx: &StepCtx, remote: &dyn Remote) -> Result<bool> {
+        Ok(self.run(ctx, remote, "check").await?.success())
+    }
+}
