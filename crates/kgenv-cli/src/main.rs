@@ -1,1 +1,261 @@
-fn main(){}
+//! The `kgenv` command: a thin layer over kgenv-core that parses arguments, picks the
+//! backends (real, or simulated with `--mock`), renders events and maps errors to exit codes.
+
+mod cli;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use kgenv_core::backends::Backends;
+use kgenv_core::config::{self, Overrides};
+use kgenv_core::mock::MockWorld;
+use kgenv_core::plan::{error_chain, Change, Event, Outcome, Report, RunOptions, Runner};
+use kgenv_core::Error;
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, Selection, TargetArg};
+use render::Renderer;
+
+/// Prints a line on stdout; a closed pipe (`kgenv plan | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// Exit code for a cancelled run (128 + SIGINT), as shells expect.
+const EXIT_CANCELLED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.global.json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.is_config() {
+                2
+            } else if e.is_cancelled() {
+                EXIT_CANCELLED
+            } else {
+                1
+            };
+            report_error(&e, json);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,kgenv_core=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+fn report_error(e: &Error, json: bool) {
+    if json {
+        let mut obj = serde_json::json!({ "error": { "kind": e.kind(), "message": error_chain(e) } });
+        if let Error::Config(c) = e {
+            obj["error"]["file"] = serde_json::json!(c.path);
+            obj["error"]["line"] = serde_json::json!(c.line);
+            obj["error"]["column"] = serde_json::json!(c.column);
+            obj["error"]["field"] = serde_json::json!(c.field);
+        }
+        out!("{obj}");
+    }
+    match e {
+        Error::RunFailed { failed, first } => {
+            eprintln!("error: {} step(s) failed: {}", failed.len(), failed.join(", "));
+            eprintln!("  first failure: {}", error_chain(first.as_ref()));
+        }
+        other => eprintln!("error: {}", error_chain(other)),
+    }
+}
+
+fn state_dir(cli: &Cli) -> PathBuf {
+    cli.global.state_dir.clone().unwrap_or_else(kgenv_core::state::StateStore::default_dir)
+}
+
+fn options(s: &Selection) -> RunOptions {
+    RunOptions { only: s.only.clone(), until: s.until.clone() }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::Init { force } = &cli.command {
+        return init(&cli.global.config, *force);
+    }
+    let overrides = Overrides {
+        target: cli.global.target.map(|t| match t {
+            TargetArg::Gce => "gce".to_string(),
+            TargetArg::Ssh => "ssh".into(),
+            TargetArg::Local => "local".into(),
+        }),
+        ssh_host: cli.global.host.clone(),
+        ..Overrides::from_env()
+    };
+    let env = config::load_with(&cli.global.config, &overrides)?;
+    let state_dir = state_dir(&cli);
+    let backends = if cli.global.mock {
+        eprintln!("SIMULATED (--mock): nothing real is created; the simulated world lives in {}", state_dir.join("mock-world.json").display());
+        MockWorld::persistent(&state_dir.join("mock-world.json"))?.backends()
+    } else {
+        Backends::from_env().await
+    };
+    let cancel = CancellationToken::new();
+    spawn_ctrl_c(cancel.clone());
+    let runner = Runner::new(env, backends).state_dir(&state_dir).cancel_token(cancel);
+    let renderer = Arc::new(Renderer::new(cli.global.json, cli.global.verbose > 0));
+    let planned: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = {
+        let (renderer, planned) = (renderer.clone(), planned.clone());
+        move |e: Event| {
+            if matches!(e, Event::Planned { .. }) {
+                planned.lock().unwrap_or_else(|p| p.into_inner()).push(e.clone());
+            }
+            renderer.event(&e);
+        }
+    };
+    let json = cli.global.json;
+    let order: Vec<String> = runner.steps().iter().map(|s| s.id().to_string()).collect();
+    match &cli.command {
+        Command::Init { .. } => Ok(()),
+        Command::Steps => {
+            for s in runner.steps() {
+                let deps = if s.deps().is_empty() { String::new() } else { format!("  (after {})", s.deps().join(", ")) };
+                out!("{:<22} {}{deps}", s.id(), s.summary());
+            }
+            Ok(())
+        }
+        Command::Plan { select } => {
+            let result = runner.plan(options(select), sink).await;
+            renderer.finish();
+            let report = result?;
+            if json {
+                print_json(&report);
+            } else {
+                print_plan(&order, &planned.lock().unwrap_or_else(|p| p.into_inner()), &report);
+            }
+            Ok(())
+        }
+        Command::Up { select } => {
+            let result = runner.up(options(select), sink).await;
+            renderer.finish();
+            let report = result?;
+            if json {
+                print_json(&report);
+            } else {
+                let satisfied = report.steps.iter().filter(|s| s.outcome == Outcome::Satisfied).count();
+                out!("up: {} step(s) changed, {satisfied} already as specified ({:.1}s)", report.changed(), report.elapsed_ms as f64 / 1000.0);
+            }
+            Ok(())
+        }
+        Command::Down { select } => {
+            let result = runner.down(options(select), sink).await;
+            renderer.finish();
+            let report = result?;
+            if json {
+                print_json(&report);
+            } else {
+                out!("down: removed {} step(s)' resources; buckets and data are kept ({:.1}s)", report.changed(), report.elapsed_ms as f64 / 1000.0);
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let result = runner.status(sink).await;
+            renderer.finish();
+            let status = result?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&status) {
+                    out!("{s}");
+                }
+                return Ok(());
+            }
+            out!("environment {} (state: {})", runner.env().name, status.state_file.display());
+            if status.state.is_empty() {
+                out!("  kgenv has created nothing yet");
+            }
+            for (step, rec) in &status.state.steps {
+                for (role, id) in &rec.created {
+                    out!("  {step:<20} {role}: {id}");
+                }
+                for (k, v) in &rec.facts {
+                    let v = if k == "host_keys" { format!("{} key(s) pinned", v.lines().count()) } else { v.clone() };
+                    out!("  {step:<20} {k} = {v}");
+                }
+            }
+            out!("live:");
+            print_plan(&order, &planned.lock().unwrap_or_else(|p| p.into_inner()), &status.live);
+            Ok(())
+        }
+    }
+}
+
+
+fn print_json(report: &Report) {
+    if let Ok(s) = serde_json::to_string(&serde_json::json!({ "result": report })) {
+        out!("{s}");
+    }
+}
+
+fn print_plan(order: &[String], planned: &[Event], report: &Report) {
+    // The DAG's declared order reads top to bottom; completion order would not.
+    let pos = |e: &Event| order.iter().position(|id| id == e.step()).unwrap_or(usize::MAX);
+    let mut planned: Vec<&Event> = planned.iter().collect();
+    planned.sort_by_key(|e| pos(e));
+    for e in &planned {
+        out!("{e}");
+    }
+    let count = |c: Change| planned.iter().filter(|e| matches!(e, Event::Planned { change, .. } if *change == c)).count();
+    out!(
+        "plan: {} to create, {} to update, {} unchanged, {} unknown ({} steps)",
+        count(Change::Create),
+        count(Change::Update),
+        count(Change::None),
+        count(Change::Unknown),
+        report.steps.len()
+    );
+    if count(Change::Unknown) > 0 {
+        out!("      (unknown: kgenv could not observe them — no credentials or unreachable; see the reasons above)");
+    }
+}
+
+fn init(path: &Path, force: bool) -> Result<(), Error> {
+    if path.exists() && !force {
+        return Err(Error::Usage(format!("{} exists; pass --force to overwrite it", path.display())));
+    }
+    std::fs::write(path, config::TEMPLATE).map_err(|e| kgenv_core::BackendError::io(format!("writing {}", path.display()), e))?;
+    out!("wrote {}: set `instance.project` and `zones`, then run `kgenv plan`", path.display());
+    Ok(())
+}
+
+fn spawn_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncancelling: running steps finish or roll back so the state stays consistent (Ctrl-C again to abort now)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("aborted");
+                std::process::exit(i32::from(EXIT_CANCELLED));
+            }
+        }
+    });
+}

@@ -11,6 +11,7 @@ pub mod github;
 pub mod kaggle;
 pub mod remote;
 pub mod storage;
+pub mod unavailable;
 
 use std::sync::Arc;
 
@@ -83,5 +84,22 @@ pub struct Backends {
 impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends").finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// The real backends, built from the environment (credentials, endpoint overrides).
+    /// A system kgenv cannot reach in this build answers with
+    /// [`BackendError::Unavailable`] and a hint, so `plan` still runs without credentials.
+    pub async fn from_env() -> Self {
+        let hint = "this kgenv build has no client for it yet; use --mock to simulate";
+        Self {
+            compute: unavailable::Unavailable::arc("compute", hint),
+            storage: unavailable::Unavailable::arc("storage", hint),
+            remote: unavailable::Unavailable::arc("remote", hint),
+            engine: unavailable::Unavailable::arc("engine", hint),
+            kaggle: unavailable::Unavailable::arc("kaggle", hint),
+            github: unavailable::Unavailable::arc("github", hint),
+        }
     }
 }

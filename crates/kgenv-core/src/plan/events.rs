@@ -98,7 +98,8 @@ pub enum Event {
         /// The warning.
         message: String,
     },
-    /// The step found everything as specified and changed nothing.
+    /// The step found nothing to do: already as specified (`up`), or nothing of kgenv's to
+    /// remove (`down`).
     Satisfied {
         /// Step id.
         step: String,
@@ -167,14 +168,18 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
-            Self::Started { step, phase } => write!(f, "{step}: {phase:?} started"),
+            Self::Started { step, phase } => write!(f, "{step}: {}", match phase {
+                Phase::Check => "checking",
+                Phase::Apply => "applying",
+                Phase::Destroy => "removing",
+            }),
             Self::Progress { step, item, done, total } => match total {
                 Some(t) => write!(f, "{step}: {item} {done}/{t} bytes"),
                 None => write!(f, "{step}: {item} {done} bytes"),
             },
             Self::Log { step, line, .. } => write!(f, "{step}| {line}"),
             Self::Warning { step, message } => write!(f, "warning: {step}: {message}"),
-            Self::Satisfied { step } => write!(f, "{step}: already as specified"),
+            Self::Satisfied { step } => write!(f, "{step}: nothing to do"),
             Self::Done { step, phase, elapsed_ms } => {
                 write!(f, "{step}: {} in {:.1}s", match phase {
                     Phase::Check => "checked",

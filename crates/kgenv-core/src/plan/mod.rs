@@ -289,6 +289,9 @@ impl Runner {
         let events = EventSink::new(on_event);
         let selected = self.select(&opts)?;
         let ctx = self.ctx(&events)?;
+        for step in self.steps.iter().filter(|s| selected.contains(s.id())) {
+            step.preflight(&ctx.for_step(step.id())).await.map_err(|e| e.in_step(step.id()))?;
+        }
         let t0 = Instant::now();
         let (outcomes, errors) = run_dag(&self.steps, &selected, Direction::Forward, &self.cancel, &events, |step| {
             let ctx = ctx.for_step(step.id());
@@ -334,11 +337,15 @@ impl Runner {
                 let id = step.id().to_string();
                 let t = Instant::now();
                 events.emit(Event::Started { step: id.clone(), phase: Phase::Destroy });
-                let r = step.destroy(&ctx).await?;
-                events.emit(Event::Done { step: id, phase: Phase::Destroy, elapsed_ms: t.elapsed().as_millis() as u64 });
-                Ok(match r {
-                    Destroyed::Removed => Outcome::Removed,
-                    Destroyed::Nothing => Outcome::Nothing,
+                Ok(match step.destroy(&ctx).await? {
+                    Destroyed::Removed => {
+                        events.emit(Event::Done { step: id, phase: Phase::Destroy, elapsed_ms: t.elapsed().as_millis() as u64 });
+                        Outcome::Removed
+                    }
+                    Destroyed::Nothing => {
+                        events.emit(Event::Satisfied { step: id });
+                        Outcome::Nothing
+                    }
                 })
             }
         })

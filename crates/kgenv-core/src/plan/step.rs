@@ -76,6 +76,11 @@ pub trait Step: Send + Sync {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Checks local inputs (a password variable, certificate files) before the run makes any
+    /// call, so bad input fails fast with nothing sent.
+    async fn preflight(&self, _ctx: &StepCtx) -> Result<()> {
+        Ok(())
+    }
     /// The actions `apply` would take from nothing, for `plan` when `check` cannot run yet.
     fn planned_actions(&self) -> Vec<String>;
     /// Observes the real state.

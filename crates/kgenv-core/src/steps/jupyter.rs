@@ -142,6 +142,22 @@ impl Step for JupyterStep {
     fn planned_actions(&self) -> Vec<String> {
         vec![format!("host: write {} (mode 0600) and the TLS files", self.config_path())]
     }
+    async fn preflight(&self, ctx: &StepCtx) -> Result<()> {
+        // Once applied, `check` can live without the password (it just cannot verify it);
+        // the first run needs it to hash.
+        let applied = ctx.state.snapshot().await.step("jupyter").is_some_and(|r| !r.created.is_empty());
+        if !applied {
+            self.password()?;
+        }
+        if let JupyterTls::Files { cert, key } = &self.spec.tls {
+            for (field, p) in [("jupyter.cert", cert), ("jupyter.key", key)] {
+                if !std::path::Path::new(p).is_file() {
+                    return Err(ValidationError::new(field, format!("{p} is not a readable file")).into());
+                }
+            }
+        }
+        Ok(())
+    }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let fs = HostFs::of(ctx).await?;
         let Some(bytes) = fs.read(&self.config_path()).await? else {

@@ -1,0 +1,118 @@
+//! The command line: arguments and help text. `--help` is the user's manual, so each
+//! option says what it does and what the default is.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kgenv — a Kaggle GPU analysis environment in one command.
+///
+/// kgenv creates a GCE VM with a GPU (or uses an SSH host or this machine), mounts a GCS
+/// bucket, gives the host a GitHub key, runs Kaggle's docker-python image with the GPU
+/// visible, starts Jupyter with a hashed password and TLS behind an SSH tunnel, and pulls
+/// the competition data. Every command is idempotent: a second `up` changes nothing.
+#[derive(Debug, Parser)]
+#[command(name = "kgenv", version, propagate_version = true, after_long_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  kgenv init                      write a commented kgenv.toml here
+  kgenv plan                      show what `up` would change (no credentials needed)
+  kgenv up                        converge: VM, firewall, bucket, key, image, container, Jupyter, data
+  kgenv up --until container      stop after the container step
+  kgenv --mock up                 simulate the whole pipeline on in-memory backends
+  kgenv status --json             what kgenv created, machine-readable
+  kgenv down                      remove what kgenv created (buckets and data are kept)
+
+Environment:
+  CLOUDSDK_CORE_PROJECT, CLOUDSDK_COMPUTE_ZONE   project/zone when kgenv.toml has none
+  KGENV_JUPYTER_PASSWORD                         Jupyter password (hashed locally)
+  KGENV_HOME                                     keep kgenv's config and state under one dir
+  RUST_LOG                                       tracing filter (also -v, -vv)
+  NO_COLOR                                       no colours
+
+Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent), 130 cancelled.";
+
+/// Options for every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The config file.
+    #[arg(short, long, global = true, env = "KGENV_CONFIG", default_value = "kgenv.toml")]
+    pub config: PathBuf,
+    /// Run on this target instead of the config's (gce-only sections are then ignored).
+    #[arg(long, global = true, value_enum)]
+    pub target: Option<TargetArg>,
+    /// The host for `--target ssh`, as user@host[:port].
+    #[arg(long, global = true, value_name = "USER@HOST[:PORT]")]
+    pub host: Option<String>,
+    /// Machine-readable output on stdout: JSON lines of events, then one JSON result.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Simulate everything on in-memory backends (kept in the state dir between commands).
+    #[arg(long, global = true)]
+    pub mock: bool,
+    /// Where state files live (default: the XDG state dir, or $KGENV_HOME/state).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More logs (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Where steps run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TargetArg {
+    /// A GCE VM kgenv creates.
+    Gce,
+    /// An existing host over SSH (--host).
+    Ssh,
+    /// This machine's Docker.
+    Local,
+}
+
+/// Which steps to run.
+#[derive(Debug, Args, Default)]
+pub struct Selection {
+    /// Only these steps (an id like `container`, or a prefix like `data` for every data step).
+    #[arg(long, value_name = "STEP", num_args = 1..)]
+    pub only: Vec<String>,
+    /// This step and everything it depends on.
+    #[arg(long, value_name = "STEP")]
+    pub until: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented kgenv.toml to start from.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what `up` would change, and the API calls and host commands it would make.
+    Plan {
+        #[command(flatten)]
+        select: Selection,
+    },
+    /// Create or fix whatever differs from the config; a second run changes nothing.
+    Up {
+        #[command(flatten)]
+        select: Selection,
+    },
+    /// What kgenv created (from the state file) and a live check of every step.
+    Status,
+    /// Remove what kgenv created, dependents first. Buckets and data are kept.
+    Down {
+        #[command(flatten)]
+        select: Selection,
+    },
+    /// List the steps of this environment and what each depends on.
+    Steps,
+}

@@ -1,0 +1,136 @@
+//! Backends that answer every call with [`BackendError::Unavailable`] and a hint. The real
+//! set (`Backends::from_env`) uses one for any system kgenv cannot reach in this build, so
+//! `plan` still works and says what it could not observe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::compute::{Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest};
+use super::container::{ContainerEngine, EngineConnector, EngineLocation};
+use super::github::{GitHub, GithubKeyInfo, KeyScope};
+use super::kaggle::{DataFile, Kaggle};
+use super::remote::{HostAddr, Remote, RemoteConnector};
+use super::storage::{BucketInfo, Storage};
+use super::{BackendResult, ProgressFn};
+use crate::error::BackendError;
+
+/// A backend that is not available, with the reason.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    backend: &'static str,
+    hint: String,
+}
+
+impl Unavailable {
+    /// `backend` cannot be used; `hint` says what to do.
+    pub fn new(backend: &'static str, hint: impl Into<String>) -> Self {
+        Self { backend, hint: hint.into() }
+    }
+
+    fn err<T>(&self) -> BackendResult<T> {
+        Err(BackendError::Unavailable { backend: self.backend, hint: self.hint.clone() })
+    }
+
+    /// Shared, as a trait object of any backend trait.
+    pub fn arc(backend: &'static str, hint: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self::new(backend, hint))
+    }
+}
+
+#[async_trait]
+impl Compute for Unavailable {
+    async fn get_instance(&self, _: &InstanceRef) -> BackendResult<Option<InstanceInfo>> {
+        self.err()
+    }
+    async fn insert_instance(&self, _: &InstanceRequest) -> BackendResult<InstanceInfo> {
+        self.err()
+    }
+    async fn delete_instance(&self, _: &InstanceRef) -> BackendResult<()> {
+        self.err()
+    }
+    async fn start_instance(&self, _: &InstanceRef) -> BackendResult<()> {
+        self.err()
+    }
+    async fn stop_instance(&self, _: &InstanceRef) -> BackendResult<()> {
+        self.err()
+    }
+    async fn guest_attributes(&self, _: &InstanceRef, _: &str) -> BackendResult<Vec<(String, String)>> {
+        self.err()
+    }
+    async fn get_firewall(&self, _: &str, _: &str) -> BackendResult<Option<FirewallRule>> {
+        self.err()
+    }
+    async fn insert_firewall(&self, _: &FirewallRule) -> BackendResult<()> {
+        self.err()
+    }
+    async fn patch_firewall(&self, _: &FirewallRule) -> BackendResult<()> {
+        self.err()
+    }
+    async fn delete_firewall(&self, _: &str, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn image_from_family(&self, _: &str, _: &str) -> BackendResult<ImageInfo> {
+        self.err()
+    }
+    async fn check_accelerator(&self, _: &str, _: &str, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn caller_ip(&self) -> BackendResult<String> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl Storage for Unavailable {
+    async fn get_bucket(&self, _: &str) -> BackendResult<Option<BucketInfo>> {
+        self.err()
+    }
+    async fn create_bucket(&self, _: &str, _: &str, _: &str) -> BackendResult<BucketInfo> {
+        self.err()
+    }
+    async fn delete_bucket(&self, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl RemoteConnector for Unavailable {
+    async fn connect(&self, _: &HostAddr, _: Duration) -> BackendResult<Arc<dyn Remote>> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl EngineConnector for Unavailable {
+    async fn connect(&self, _: EngineLocation) -> BackendResult<Arc<dyn ContainerEngine>> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl Kaggle for Unavailable {
+    async fn list_files(&self, _: &str) -> BackendResult<Vec<DataFile>> {
+        self.err()
+    }
+    async fn present(&self, _: &str, _: &str) -> BackendResult<Option<u64>> {
+        self.err()
+    }
+    async fn fetch(&self, _: &str, _: &DataFile, _: &str, _: ProgressFn<'_>) -> BackendResult<u64> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl GitHub for Unavailable {
+    async fn list_keys(&self, _: &KeyScope) -> BackendResult<Vec<GithubKeyInfo>> {
+        self.err()
+    }
+    async fn add_key(&self, _: &KeyScope, _: &str, _: &str, _: bool) -> BackendResult<GithubKeyInfo> {
+        self.err()
+    }
+    async fn delete_key(&self, _: &KeyScope, _: u64) -> BackendResult<()> {
+        self.err()
+    }
+}
