@@ -3,9 +3,10 @@
 //! and fed to `sh -s -- ACTION` on stdin (nothing is left on the host to go stale).
 
 use crate::backends::remote::{ExecOutput, ExecRequest, Remote};
+use crate::backends::ProgressFn;
 use crate::error::{BackendError, Result};
 use crate::plan::StepCtx;
-use crate::shell::quote;
+use crate::shell::{quote, Cmd};
 
 /// A rendered host script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub struct HostScript {
 pub struct ScriptBuilder {
     name: String,
     vars: Vec<(String, String)>,
+    helpers: Vec<String>,
     check: String,
     apply: String,
     destroy: String,
@@ -35,6 +37,12 @@ impl ScriptBuilder {
     /// A shell variable set to `value`, quoted.
     pub fn var(mut self, name: &str, value: impl AsRef<str>) -> Self {
         self.vars.push((name.into(), value.as_ref().into()));
+        self
+    }
+    /// Shell functions shared by the actions (and testable on their own), placed after the
+    /// variables.
+    pub fn helper(mut self, text: &str) -> Self {
+        self.helpers.push(text.trim_matches('\n').to_string());
         self
     }
     /// The body of `check` (exit 0 when converged).
@@ -59,6 +67,11 @@ impl ScriptBuilder {
         for (k, v) in &self.vars {
             t.push_str(&format!("{k}={}\n", quote(v)));
         }
+        for h in &self.helpers {
+            t.push('\n');
+            t.push_str(h);
+            t.push('\n');
+        }
         let body = |b: &str| {
             let b = b.trim_matches('\n');
             if b.is_empty() {
@@ -77,8 +90,13 @@ impl HostScript {
     /// Runs `action` on the host (with sudo). `check` returns whether it exited 0; the
     /// others fail on a non-zero exit.
     pub async fn run(&self, ctx: &StepCtx, remote: &dyn Remote, action: &str) -> Result<ExecOutput> {
-        let req = ExecRequest::new(format!("sh -s -- {action}")).stdin(self.text.clone()).sudo();
-        let out = remote.exec(req, &|p| ctx.progress(p)).await?;
+        self.run_on(remote, action, &|p| ctx.progress(p)).await
+    }
+
+    /// [`HostScript::run`] outside a run (for commands such as `kgenv autostop`).
+    pub async fn run_on(&self, remote: &dyn Remote, action: &str, progress: ProgressFn<'_>) -> Result<ExecOutput> {
+        let req = ExecRequest::new(Cmd::new("sh").args(["-s", "--", action]).line()).stdin(self.text.clone()).sudo();
+        let out = remote.exec(req, progress).await?;
         if action != "check" && !out.success() {
             return Err(BackendError::CommandFailed {
                 command: format!("{} {action}", self.name),
