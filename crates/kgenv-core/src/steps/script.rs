@@ -8,6 +8,29 @@ use crate::error::{BackendError, Result};
 use crate::plan::StepCtx;
 use crate::shell::{quote, Cmd};
 
+/// `NAME=value` with the value quoted, as one line, preceded by a shellcheck directive when
+/// the quoted value holds what shellcheck would flag inside single quotes (`$`, a backtick,
+/// an escaped `'`): there they are meant literally.
+pub fn assignment(name: &str, value: &str) -> String {
+    let q = quote(value);
+    let mut codes = Vec::new();
+    if q.starts_with('\'') && (value.contains('$') || value.contains('`')) {
+        codes.push("SC2016");
+    }
+    if value.contains('\'') {
+        codes.push("SC1003");
+    }
+    let directive = if codes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "# shellcheck disable={} # a literal value\n",
+            codes.join(",")
+        )
+    };
+    format!("{directive}{name}={q}\n")
+}
+
 /// A rendered host script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostScript {
@@ -32,7 +55,10 @@ pub struct ScriptBuilder {
 impl ScriptBuilder {
     /// A script named `name`.
     pub fn new(name: &str) -> Self {
-        Self { name: name.into(), ..Default::default() }
+        Self {
+            name: name.into(),
+            ..Default::default()
+        }
     }
     /// A shell variable set to `value`, quoted.
     pub fn var(mut self, name: &str, value: impl AsRef<str>) -> Self {
@@ -65,7 +91,7 @@ impl ScriptBuilder {
     pub fn build(self) -> HostScript {
         let mut t = format!("#!/bin/sh\n# kgenv-script: {}\n# Rendered by kgenv; values are quoted, actions are idempotent.\nset -eu\n\n", self.name);
         for (k, v) in &self.vars {
-            t.push_str(&format!("{k}={}\n", quote(v)));
+            t.push_str(&assignment(k, v));
         }
         for h in &self.helpers {
             t.push('\n');
@@ -77,25 +103,54 @@ impl ScriptBuilder {
             if b.is_empty() {
                 "  :".to_string()
             } else {
-                b.lines().map(|l| if l.is_empty() { String::new() } else { format!("  {l}") }).collect::<Vec<_>>().join("\n")
+                b.lines()
+                    .map(|l| {
+                        if l.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  {l}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }
         };
-        t.push_str(&format!("\ncheck() {{\n{}\n}}\n\napply() {{\n{}\n}}\n\ndestroy() {{\n{}\n}}\n\n", body(&self.check), body(&self.apply), body(&self.destroy)));
+        t.push_str(&format!(
+            "\ncheck() {{\n{}\n}}\n\napply() {{\n{}\n}}\n\ndestroy() {{\n{}\n}}\n\n",
+            body(&self.check),
+            body(&self.apply),
+            body(&self.destroy)
+        ));
         t.push_str("case \"${1:-}\" in\n  check) check ;;\n  apply) apply ;;\n  destroy) destroy ;;\n  *) echo \"usage: sh -s -- check|apply|destroy\" >&2; exit 2 ;;\nesac\n");
-        HostScript { name: self.name, text: t }
+        HostScript {
+            name: self.name,
+            text: t,
+        }
     }
 }
 
 impl HostScript {
     /// Runs `action` on the host (with sudo). `check` returns whether it exited 0; the
     /// others fail on a non-zero exit.
-    pub async fn run(&self, ctx: &StepCtx, remote: &dyn Remote, action: &str) -> Result<ExecOutput> {
+    pub async fn run(
+        &self,
+        ctx: &StepCtx,
+        remote: &dyn Remote,
+        action: &str,
+    ) -> Result<ExecOutput> {
         self.run_on(remote, action, &|p| ctx.progress(p)).await
     }
 
     /// [`HostScript::run`] outside a run (for commands such as `kgenv autostop`).
-    pub async fn run_on(&self, remote: &dyn Remote, action: &str, progress: ProgressFn<'_>) -> Result<ExecOutput> {
-        let req = ExecRequest::new(Cmd::new("sh").args(["-s", "--", action]).line()).stdin(self.text.clone()).sudo();
+    pub async fn run_on(
+        &self,
+        remote: &dyn Remote,
+        action: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<ExecOutput> {
+        let req = ExecRequest::new(Cmd::new("sh").args(["-s", "--", action]).line())
+            .stdin(self.text.clone())
+            .sudo();
         let out = remote.exec(req, progress).await?;
         if action != "check" && !out.success() {
             return Err(BackendError::CommandFailed {
