@@ -94,7 +94,7 @@ impl Remote for MockRemote {
             ["sh", "-s", "--", a, ..] => Some(a.to_string()),
             _ => None,
         };
-        let script = action.as_ref().and_then(|_| req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
+        let script = action.as_ref().and(req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
         let key_file = req.stdin.as_deref().filter(|_| action.as_deref() == Some("apply")).and_then(|s| script_var(s, "KEY_FILE"));
         let key_destroy = req.stdin.as_deref().filter(|_| action.as_deref() == Some("destroy")).and_then(|s| script_var(s, "KEY_FILE"));
         let mutating = !(req.command == "true" || action.as_deref() == Some("check"));
