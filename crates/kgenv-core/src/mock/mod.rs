@@ -27,6 +27,8 @@ mod kaggle;
 mod remote;
 mod storage;
 
+pub use github::GITHUB_HOST_KEYS;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -3,8 +3,10 @@
 //! It models kgenv's host-script convention: a script fed on stdin to `sh -s -- ACTION`
 //! whose header names it (`# kgenv-script: NAME`). `apply` marks that exact script as
 //! applied, `check` exits 0 only when the same script (by hash) was applied, `destroy`
-//! forgets it. `true` exits 0; `ssh-keygen -f PATH` writes a key pair; every other command
-//! exits 0 and is recorded as mutating.
+//! forgets it. A script that sets `KEY_FILE=PATH` generates an SSH key pair there on `apply`
+//! when none exists, and removes it on `destroy` (as the github-key script does). `true` exits 0; `ssh-keygen -f PATH`
+//! writes a key pair; every other command exits 0 and is recorded as mutating. Generated
+//! keys are real ed25519 keys, so fingerprints work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,30 @@ struct MockRemote {
     endpoint: String,
 }
 
+/// The value of a top-level `NAME=value` line of a rendered script (values quoted by
+/// [`crate::shell::quote`]).
+fn script_var(script: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(script);
+    let raw = text.lines().find_map(|l| l.strip_prefix(&format!("{name}=")))?;
+    Some(match raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        Some(inner) => inner.replace("'\\''", "'"),
+        None => raw.to_string(),
+    })
+}
+
+/// Writes a fresh ed25519 key pair at `path` into the simulated host.
+fn keygen(s: &mut super::WorldState, path: &str) {
+    let id = s.id();
+    let comment = format!("kgenv-mock-{id}");
+    let pair = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).ok().and_then(|mut k| {
+        k.set_comment(&comment);
+        Some((k.to_openssh(ssh_key::LineEnding::LF).ok()?.to_string(), k.public_key().to_openssh().ok()?))
+    });
+    let (private, public) = pair.unwrap_or_else(|| (format!("mock private key {id}\n"), format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5MockGithubKey{id} kgenv")));
+    s.host_files.insert(path.to_string(), (private.into_bytes(), 0o600));
+    s.host_files.insert(format!("{path}.pub"), (format!("{public}\n").into_bytes(), 0o644));
+}
+
 fn script_name(script: &[u8]) -> Option<String> {
     String::from_utf8_lossy(script)
         .lines()
@@ -68,7 +94,9 @@ impl Remote for MockRemote {
             ["sh", "-s", "--", a, ..] => Some(a.to_string()),
             _ => None,
         };
-        let script = action.as_ref().and_then(|_| req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
+        let script = action.as_ref().and(req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
+        let key_file = req.stdin.as_deref().filter(|_| action.as_deref() == Some("apply")).and_then(|s| script_var(s, "KEY_FILE"));
+        let key_destroy = req.stdin.as_deref().filter(|_| action.as_deref() == Some("destroy")).and_then(|s| script_var(s, "KEY_FILE"));
         let mutating = !(req.command == "true" || action.as_deref() == Some("check"));
         let out = self
             .world
@@ -79,10 +107,17 @@ impl Remote for MockRemote {
                         "check" if s.host_scripts.get(name) == Some(hash) => ok,
                         "check" => ExecOutput { exit_code: 1, ..ok },
                         "apply" => {
+                            if let Some(path) = key_file.as_deref().filter(|p| !s.host_files.contains_key(*p)) {
+                                keygen(s, path);
+                            }
                             s.host_scripts.insert(name.clone(), hash.clone());
                             ok
                         }
                         "destroy" => {
+                            if let Some(path) = &key_destroy {
+                                s.host_files.remove(path);
+                                s.host_files.remove(&format!("{path}.pub"));
+                            }
                             s.host_scripts.remove(name);
                             ok
                         }
@@ -92,9 +127,7 @@ impl Remote for MockRemote {
                 if words.first() == Some(&"ssh-keygen") {
                     if let Some(i) = words.iter().position(|w| *w == "-f") {
                         let path = words.get(i + 1).map(|p| p.trim_matches('\'')).unwrap_or_default().to_string();
-                        let id = s.id();
-                        s.host_files.insert(path.clone(), (format!("mock private key {id}\n").into_bytes(), 0o600));
-                        s.host_files.insert(format!("{path}.pub"), (format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5MockGithubKey{id} kgenv\n").into_bytes(), 0o644));
+                        keygen(s, &path);
                     }
                 }
                 Ok(ok)

@@ -34,6 +34,10 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// This step and everything it depends on.
     pub until: Option<String>,
+    /// `down` only: buckets to delete, by name. Buckets are kept by `down` unless named
+    /// here (GCS refuses to delete a bucket that still holds objects).
+    #[serde(default)]
+    pub delete_buckets: Vec<String>,
 }
 
 impl RunOptions {
@@ -47,6 +51,13 @@ impl RunOptions {
     #[must_use]
     pub fn until(mut self, id: impl Into<String>) -> Self {
         self.until = Some(id.into());
+        self
+    }
+    /// `down` also deletes this bucket (by name, `gs://` optional).
+    #[must_use]
+    pub fn delete_bucket(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        self.delete_buckets.push(name.strip_prefix("gs://").unwrap_or(&name).trim_end_matches('/').to_string());
         self
     }
 }
@@ -212,6 +223,7 @@ impl Runner {
             events: events.clone(),
             step: String::new(),
             host_ready_within: self.host_ready_within,
+            delete_buckets: Arc::default(),
         })
     }
 
@@ -328,7 +340,12 @@ impl Runner {
         let _lock = self.lock()?;
         let events = EventSink::new(on_event);
         let selected = self.select(&opts)?;
-        let ctx = self.ctx(&events)?;
+        let known: Vec<&str> = self.env.bucket.iter().map(|b| b.bucket.as_str()).collect();
+        if let Some(unknown) = opts.delete_buckets.iter().find(|b| !known.contains(&b.as_str())) {
+            return Err(Error::Usage(format!("bucket `{unknown}` is not this environment's bucket ({}); kgenv deletes only the bucket it mounts, and only when named", if known.is_empty() { "it has none".to_string() } else { known.join(", ") })));
+        }
+        let mut ctx = self.ctx(&events)?;
+        ctx.delete_buckets = Arc::new(opts.delete_buckets.clone());
         let t0 = Instant::now();
         let (outcomes, errors) = run_dag(&self.steps, &selected, Direction::Reverse, &self.cancel, &events, |step| {
             let ctx = ctx.for_step(step.id());

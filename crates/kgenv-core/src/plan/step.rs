@@ -113,6 +113,7 @@ pub struct StepCtx {
     pub(crate) events: EventSink,
     pub(crate) step: String,
     pub(crate) host_ready_within: Duration,
+    pub(crate) delete_buckets: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -125,6 +126,11 @@ impl StepCtx {
     /// The same context for another step (events are attributed to it).
     pub(crate) fn for_step(&self, step: &str) -> Self {
         Self { step: step.to_string(), ..self.clone() }
+    }
+
+    /// Whether the user asked `down` to delete bucket `name` (buckets are kept otherwise).
+    pub fn delete_bucket_requested(&self, name: &str) -> bool {
+        self.delete_buckets.iter().any(|b| b == name)
     }
 
     /// Reports a line of output.

@@ -69,6 +69,9 @@ impl BucketMountBuilder {
         rules::bucket_name("bucket", &bucket)?;
         let mount_point = self.mount_point.unwrap_or_else(|| "/mnt/gcs".into());
         rules::abs_path("mount_point", &mount_point)?;
+        if mount_point.chars().any(char::is_control) {
+            return Err(ValidationError::new("mount_point", "must not contain control characters (it goes into /etc/fstab)"));
+        }
         if mount_point == "/" {
             return Err(ValidationError::new("mount_point", "cannot be `/`"));
         }

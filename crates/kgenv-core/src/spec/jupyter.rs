@@ -103,6 +103,12 @@ impl JupyterBuilder {
         self
     }
 
+    /// Notebook root directory inside the container (default `/kaggle`).
+    pub fn root_dir(mut self, v: impl Into<String>) -> Self {
+        self.root_dir = Some(v.into());
+        self
+    }
+
     /// Validates and returns the spec.
     pub fn build(self) -> Result<Jupyter, ValidationError> {
         let auth = match self.auth.as_deref().unwrap_or("password") {

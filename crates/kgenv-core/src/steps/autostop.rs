@@ -1,86 +1,293 @@
-//! Autostop (not in the guide, but its missing piece): a systemd timer on the VM that stops
-//! it after N idle minutes — no Jupyter activity and no SSH session — so a forgotten GPU
-//! stops billing. Stopping keeps the disk.
+//! Autostop (not in the guide, but its missing piece): a systemd timer on the VM runs an
+//! idle agent every minute that powers the VM off after N idle minutes — no Jupyter activity
+//! (the server's `/api/status` `last_activity`, read with the agent token the jupyter step
+//! writes) and no SSH session (kgenv's tunnel included) — so a forgotten GPU stops billing.
+//! A guest power-off stops a GCE instance and keeps its disk.
+//!
+//! The idle decision is a pure shell function ([`IDLE_DECIDE_FN`]) so tests can feed it
+//! made-up clocks and sessions; `kgenv autostop MINUTES|off` is [`set_autostop`].
 
 use async_trait::async_trait;
 
-use super::script::{HostScript, ScriptBuilder};
+use super::jupyter::AGENT_TOKEN_FILE;
+use super::script::{assignment, HostScript, ScriptBuilder};
+use crate::backends::{ProgressFn, Remote};
 use crate::error::Result;
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
-use crate::spec::{Autostop, Env};
+use crate::spec::{Autostop, Env, JupyterTls};
+use crate::state::StateStore;
+
+/// `kgenv_idle_decide NOW BOOT STAMP IDLE_MINUTES SSH_SESSIONS JUPYTER_LAST`, all epoch
+/// seconds or counts; prints `stop`, or `keep LAST` with the latest activity seen (kept in
+/// the stamp file for the next run). A fresh boot, an SSH session and Jupyter's
+/// `last_activity` count as activity; unknown values are ignored.
+pub const IDLE_DECIDE_FN: &str = r#"kgenv_idle_decide() {
+  _now=$1 _boot=$2 _last=$3 _minutes=$4 _sessions=$5 _jupyter=$6
+  case $_last in ''|*[!0-9]*) _last=0 ;; esac
+  case $_boot in ''|*[!0-9]*) _boot=0 ;; esac
+  if [ "$_boot" -gt "$_last" ]; then _last=$_boot; fi
+  case $_jupyter in
+    ''|*[!0-9]*) ;;
+    *) if [ "$_jupyter" -gt "$_last" ]; then _last=$_jupyter; fi ;;
+  esac
+  case $_sessions in ''|*[!0-9]*) _sessions=0 ;; esac
+  if [ "$_sessions" -gt 0 ]; then _last=$_now; fi
+  if [ "$_last" -gt "$_now" ]; then _last=$_now; fi
+  if [ $((_now - _last)) -ge $((_minutes * 60)) ]; then
+    echo stop
+  else
+    echo "keep $_last"
+  fi
+}"#;
+
+/// How the agent reaches Jupyter on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JupyterProbe {
+    /// `https://127.0.0.1:PORT/api/status`.
+    pub url: String,
+    /// CA file to verify the server with (kgenv's self-signed certificate); `None`: the
+    /// user's certificate, not checked on loopback (`curl -k`).
+    pub cacert: Option<String>,
+    /// The agent token file the jupyter step writes (0600).
+    pub token_file: String,
+}
+
+/// Everything the autostop script is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutostopScript {
+    /// Idle minutes before the VM is stopped.
+    pub idle_minutes: u32,
+    /// Jupyter to ask for `last_activity`, when the environment has one.
+    pub jupyter: Option<JupyterProbe>,
+    /// Where the agent is installed.
+    pub agent_path: String,
+    /// Where the systemd units go.
+    pub unit_dir: String,
+    /// Where the agent keeps its stamp file.
+    pub state_dir: String,
+}
+
+impl AutostopScript {
+    /// The defaults on a host: `/usr/local/sbin/kgenv-idle`, `/etc/systemd/system`,
+    /// `/var/lib/kgenv`.
+    pub fn on_host(idle_minutes: u32, jupyter: Option<JupyterProbe>) -> Self {
+        Self {
+            idle_minutes,
+            jupyter,
+            agent_path: "/usr/local/sbin/kgenv-idle".into(),
+            unit_dir: "/etc/systemd/system".into(),
+            state_dir: "/var/lib/kgenv".into(),
+        }
+    }
+
+    /// The idle agent (a POSIX sh program, shellchecked by the tests).
+    pub fn agent_text(&self) -> String {
+        let (url, cacert, token_file) = match &self.jupyter {
+            Some(j) => (
+                j.url.as_str(),
+                j.cacert.as_deref().unwrap_or(""),
+                j.token_file.as_str(),
+            ),
+            None => ("", "", ""),
+        };
+        format!(
+            r#"#!/bin/sh
+# kgenv idle agent: powers this VM off after IDLE_MINUTES without Jupyter activity or SSH
+# session. Installed and removed by kgenv (`kgenv autostop MINUTES|off`).
+set -u
+IDLE_MINUTES={minutes}
+{url}{cacert}{token_file}{stamp}
+{decide}
+
+# Established connections to sshd (kgenv's tunnel has no tty, so `who` misses it).
+ssh_sessions() {{
+  if command -v ss >/dev/null 2>&1; then
+    ss -Htn state established '( sport = :22 )' 2>/dev/null | wc -l
+  else
+    who | wc -l
+  fi
+}}
+
+# Jupyter's last_activity in epoch seconds, or nothing when it cannot be read.
+jupyter_last_activity() {{
+  [ -n "$JUPYTER_URL" ] && [ -r "$TOKEN_FILE" ] || return 0
+  token=$(cat "$TOKEN_FILE")
+  if [ -n "$CACERT" ]; then
+    status=$(printf 'Authorization: token %s\n' "$token" | curl -fsS --max-time 10 --cacert "$CACERT" -H @- "$JUPYTER_URL" 2>/dev/null) || return 0
+  else
+    status=$(printf 'Authorization: token %s\n' "$token" | curl -fsS --max-time 10 -k -H @- "$JUPYTER_URL" 2>/dev/null) || return 0
+  fi
+  ts=$(printf '%s' "$status" | sed -n 's/.*"last_activity": *"\([^"]*\)".*/\1/p')
+  if [ -n "$ts" ]; then date -d "$ts" +%s 2>/dev/null || true; fi
+}}
+
+now=$(date +%s)
+boot=$((now - $(cut -d. -f1 /proc/uptime)))
+stamp=$(cat "$STAMP" 2>/dev/null || echo 0)
+verdict=$(kgenv_idle_decide "$now" "$boot" "$stamp" "$IDLE_MINUTES" "$(ssh_sessions)" "$(jupyter_last_activity)")
+case "$verdict" in
+  stop)
+    logger -t kgenv-idle "no Jupyter activity and no SSH session for $IDLE_MINUTES minutes: powering off"
+    systemctl poweroff
+    ;;
+  keep\ *)
+    echo "${{verdict#keep }}" > "$STAMP"
+    ;;
+esac"#,
+            minutes = self.idle_minutes,
+            url = assignment("JUPYTER_URL", url),
+            cacert = assignment("CACERT", cacert),
+            token_file = assignment("TOKEN_FILE", token_file),
+            stamp = assignment("STAMP", &format!("{}/idle-stamp", self.state_dir)),
+            decide = IDLE_DECIDE_FN,
+        )
+    }
+
+    fn service_text(&self) -> String {
+        format!(
+            "[Unit]\nDescription=kgenv idle check\n[Service]\nType=oneshot\nExecStart={}",
+            self.agent_path
+        )
+    }
+
+    fn timer_text() -> &'static str {
+        "[Unit]\nDescription=kgenv idle check every minute\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n[Install]\nWantedBy=timers.target"
+    }
+
+    /// Renders the script: `check` (agent and units as rendered, timer enabled and active),
+    /// `apply` (write them, re-arm the idle clock, enable the timer), `destroy`.
+    pub fn render(&self) -> HostScript {
+        ScriptBuilder::new("autostop")
+            .var("AGENT", &self.agent_path)
+            .var("AGENT_TEXT", self.agent_text())
+            .var("UNIT_DIR", &self.unit_dir)
+            .var("SERVICE_TEXT", self.service_text())
+            .var("TIMER_TEXT", Self::timer_text())
+            .var("STATE_DIR", &self.state_dir)
+            .check(
+                r#"[ "$(cat "$AGENT" 2>/dev/null)" = "$AGENT_TEXT" ] || exit 1
+[ -x "$AGENT" ] || exit 1
+[ "$(cat "$UNIT_DIR/kgenv-idle.service" 2>/dev/null)" = "$SERVICE_TEXT" ] || exit 1
+[ "$(cat "$UNIT_DIR/kgenv-idle.timer" 2>/dev/null)" = "$TIMER_TEXT" ] || exit 1
+systemctl is-enabled --quiet kgenv-idle.timer || exit 1
+systemctl is-active --quiet kgenv-idle.timer"#,
+            )
+            .apply(
+                r#"mkdir -p "$(dirname "$AGENT")" "$UNIT_DIR" "$STATE_DIR"
+printf '%s\n' "$AGENT_TEXT" > "$AGENT.tmp"
+chmod 0755 "$AGENT.tmp"
+mv -f "$AGENT.tmp" "$AGENT"
+printf '%s\n' "$SERVICE_TEXT" > "$UNIT_DIR/kgenv-idle.service"
+printf '%s\n' "$TIMER_TEXT" > "$UNIT_DIR/kgenv-idle.timer"
+# (Re)arming counts as activity: the idle clock starts now.
+date +%s > "$STATE_DIR/idle-stamp"
+systemctl daemon-reload
+systemctl enable --now kgenv-idle.timer"#,
+            )
+            .destroy(
+                r#"systemctl disable --now kgenv-idle.timer 2>/dev/null || true
+rm -f "$UNIT_DIR/kgenv-idle.timer" "$UNIT_DIR/kgenv-idle.service" "$AGENT" "$STATE_DIR/idle-stamp"
+systemctl daemon-reload 2>/dev/null || true"#,
+            )
+            .build()
+    }
+}
+
+/// How the agent reaches `env`'s Jupyter: the host side of the published port.
+pub fn jupyter_probe(env: &Env) -> Option<JupyterProbe> {
+    let j = env.jupyter.as_ref()?;
+    let published = env
+        .container
+        .as_ref()?
+        .ports
+        .iter()
+        .find(|p| p.container == u32::from(j.port))?;
+    let bind = published.bind.as_deref().unwrap_or("127.0.0.1");
+    let host = if bind == "0.0.0.0" || bind == "::" {
+        "127.0.0.1"
+    } else {
+        bind
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let dir = format!("{}/jupyter", env.host_dir());
+    let scheme = if j.tls == JupyterTls::Off {
+        "http"
+    } else {
+        "https"
+    };
+    Some(JupyterProbe {
+        url: format!(
+            "{scheme}://{host}:{}/api/status",
+            published.host.unwrap_or(published.container)
+        ),
+        cacert: (j.tls == JupyterTls::SelfSigned).then(|| format!("{dir}/cert.pem")),
+        token_file: format!("{dir}/{AGENT_TOKEN_FILE}"),
+    })
+}
+
+/// `kgenv autostop MINUTES|off`: installs the idle agent with `minutes` (validated like the
+/// spec: 5..=10080), or removes it with `None`, on the host behind `remote`, and records it
+/// in `state` so `down` removes it. The next `kgenv up` brings back what `kgenv.toml` says.
+pub async fn set_autostop(
+    env: &Env,
+    remote: &dyn Remote,
+    state: &StateStore,
+    minutes: Option<u32>,
+    progress: ProgressFn<'_>,
+) -> Result<()> {
+    match minutes {
+        Some(m) => {
+            let spec = Autostop::builder(m)
+                .build()
+                .map_err(|e| e.within("autostop"))?;
+            AutostopScript::on_host(spec.idle_minutes, jupyter_probe(env))
+                .render()
+                .run_on(remote, "apply", progress)
+                .await?;
+            state
+                .update("autostop", |r| {
+                    r.created.insert("agent".into(), "kgenv-idle.timer".into());
+                    r.facts.insert("idle_minutes".into(), m.to_string());
+                })
+                .await?;
+        }
+        None => {
+            AutostopScript::on_host(60, None)
+                .render()
+                .run_on(remote, "destroy", progress)
+                .await?;
+            state
+                .update("autostop", |r| *r = Default::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
 
 /// Installs or removes the idle agent.
 pub struct AutostopStep {
     spec: Autostop,
-    jupyter_port: u16,
+    jupyter: Option<JupyterProbe>,
     deps: Vec<String>,
 }
 
 impl AutostopStep {
     /// The step for `spec` in `env`.
     pub fn new(env: &Env, spec: Autostop) -> Self {
-        let port = env.container.as_ref().and_then(|c| env.jupyter.as_ref().and_then(|j| c.ports.iter().find(|p| p.container == u32::from(j.port)).and_then(|p| p.host))).unwrap_or(8888);
-        Self { spec, jupyter_port: port as u16, deps: vec!["host".into()] }
+        Self {
+            spec,
+            jupyter: jupyter_probe(env),
+            deps: vec!["host".into()],
+        }
     }
 
     /// The host script installing `/usr/local/sbin/kgenv-idle` and its timer.
     pub fn script(&self) -> HostScript {
-        ScriptBuilder::new("autostop")
-            .var("IDLE_MINUTES", self.spec.idle_minutes.to_string())
-            .var("JUPYTER_PORT", self.jupyter_port.to_string())
-            .var("AGENT", "/usr/local/sbin/kgenv-idle")
-            .var("UNIT_DIR", "/etc/systemd/system")
-            .check(r#"[ -x "$AGENT" ] || exit 1
-grep -qs "^IDLE_MINUTES=$IDLE_MINUTES\$" "$AGENT" || exit 1
-grep -qs "^JUPYTER_PORT=$JUPYTER_PORT\$" "$AGENT" || exit 1
-systemctl is-active --quiet kgenv-idle.timer"#)
-            .apply(r#"cat > "$AGENT" <<AGENT_EOF
-#!/bin/sh
-# kgenv idle agent: stop this VM after IDLE_MINUTES without activity.
-IDLE_MINUTES=$IDLE_MINUTES
-JUPYTER_PORT=$JUPYTER_PORT
-STAMP=/var/lib/kgenv/last-activity
-mkdir -p /var/lib/kgenv
-now=\$(date +%s)
-[ -f "\$STAMP" ] || echo "\$now" > "\$STAMP"
-active=0
-# An SSH session (kgenv's tunnel included) counts as activity.
-if who | grep -q .; then active=1; fi
-if ss -tn state established '( sport = :22 )' 2>/dev/null | tail -n +2 | grep -q .; then active=1; fi
-# Jupyter: a busy kernel, or activity in the last minutes.
-status=\$(curl -fsk --max-time 5 "https://127.0.0.1:\$JUPYTER_PORT/api/status" 2>/dev/null || curl -fs --max-time 5 "http://127.0.0.1:\$JUPYTER_PORT/api/status" 2>/dev/null || true)
-case "\$status" in *'"kernels": 0'*|'') ;; *) active=1 ;; esac
-if [ "\$active" = 1 ]; then echo "\$now" > "\$STAMP"; exit 0; fi
-last=\$(cat "\$STAMP")
-if [ \$(( (now - last) / 60 )) -ge "\$IDLE_MINUTES" ]; then
-  logger -t kgenv-idle "idle for \$IDLE_MINUTES minutes: stopping"
-  systemctl poweroff
-fi
-AGENT_EOF
-chmod 0755 "$AGENT"
-cat > "$UNIT_DIR/kgenv-idle.service" <<'UNIT_EOF'
-[Unit]
-Description=kgenv idle check
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kgenv-idle
-UNIT_EOF
-cat > "$UNIT_DIR/kgenv-idle.timer" <<'UNIT_EOF'
-[Unit]
-Description=kgenv idle check every minute
-[Timer]
-OnBootSec=5min
-OnUnitActiveSec=1min
-[Install]
-WantedBy=timers.target
-UNIT_EOF
-rm -f /var/lib/kgenv/last-activity
-systemctl daemon-reload
-systemctl enable --now kgenv-idle.timer"#)
-            .destroy(r#"systemctl disable --now kgenv-idle.timer 2>/dev/null || true
-rm -f "$UNIT_DIR/kgenv-idle.timer" "$UNIT_DIR/kgenv-idle.service" "$AGENT" /var/lib/kgenv/last-activity
-systemctl daemon-reload 2>/dev/null || true"#)
-            .build()
+        AutostopScript::on_host(self.spec.idle_minutes, self.jupyter.clone()).render()
     }
 }
 
@@ -93,21 +300,32 @@ impl Step for AutostopStep {
         &self.deps
     }
     fn summary(&self) -> String {
-        format!("stop the VM after {} idle minutes (no Jupyter activity, no SSH session)", self.spec.idle_minutes)
+        format!(
+            "stop the VM after {} idle minutes (no Jupyter activity, no SSH session)",
+            self.spec.idle_minutes
+        )
     }
     fn planned_actions(&self) -> Vec<String> {
         vec!["host: sh -s -- apply  # autostop: kgenv-idle agent + systemd timer".into()]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let remote = ctx.require_remote().await?;
-        Ok(if self.script().is_converged(ctx, remote.as_ref()).await? { CheckOutcome::satisfied() } else { CheckOutcome::missing(self.planned_actions()) })
+        Ok(if self.script().is_converged(ctx, remote.as_ref()).await? {
+            CheckOutcome::satisfied()
+        } else {
+            CheckOutcome::missing(self.planned_actions())
+        })
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let remote = ctx.require_remote().await?;
         self.script().run(ctx, remote.as_ref(), "apply").await?;
-        ctx.state.update("autostop", |r| {
-            r.created.insert("agent".into(), "kgenv-idle.timer".into());
-        }).await?;
+        ctx.state
+            .update("autostop", |r| {
+                r.created.insert("agent".into(), "kgenv-idle.timer".into());
+                r.facts
+                    .insert("idle_minutes".into(), self.spec.idle_minutes.to_string());
+            })
+            .await?;
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
@@ -119,7 +337,9 @@ impl Step for AutostopStep {
         // does not stop itself.
         let remote = ctx.require_remote().await?;
         self.script().run(ctx, remote.as_ref(), "destroy").await?;
-        ctx.state.update("autostop", |r| *r = Default::default()).await?;
+        ctx.state
+            .update("autostop", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

@@ -1,5 +1,13 @@
-//! Guide step 3: a GCS bucket (created when missing, never deleted by `down`) mounted on the
-//! host with gcsfuse, surviving reboots, visible inside the container.
+//! Guide step 3: a GCS bucket (created when missing with uniform bucket-level access in the
+//! instance's region, never deleted by `down` unless named in
+//! [`crate::plan::RunOptions::delete_buckets`]) mounted on the host with gcsfuse: installed
+//! from Google's apt repository with a `signed-by` keyring, an `/etc/fstab` entry with
+//! `_netdev` so it survives reboot, `allow_other`, implicit directories and a file cache on
+//! local disk; the container sees it through an `rslave` bind.
+//!
+//! `check` tells a healthy mount from a stale one: the mount table must show the bucket at
+//! the mount point AND listing it must answer in time ([`BUCKET_STATE_FN`], tested on its
+//! own with made-up mount tables).
 
 use async_trait::async_trait;
 
@@ -7,6 +15,158 @@ use super::script::{HostScript, ScriptBuilder};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{rules::region_of, BucketMount, Env};
+
+/// `bucket_state TABLE FSTAB_MOUNT_POINT BUCKET DIR`: prints `ok` (the bucket is mounted
+/// at the mount point and lists), `stale` (mounted but listing fails or hangs: a dead
+/// gcsfuse), `missing` (nothing mounted there) or `other SOURCE TYPE` (another file system
+/// is). `TABLE` is a mounts table (`/proc/self/mounts`), whose mount points are escaped as
+/// fstab escapes them.
+pub const BUCKET_STATE_FN: &str = r#"bucket_state() {
+  _line=$(MP="$2" awk '$2 == ENVIRON["MP"] { l = $1 " " $3 } END { print l }' "$1")
+  if [ -z "$_line" ]; then
+    echo missing
+    return 0
+  fi
+  case "$_line" in
+    "$3 fuse.gcsfuse"|"$3 fuse"|"$3 gcsfuse") ;;
+    *) echo "other $_line"; return 0 ;;
+  esac
+  if timeout 20 ls "$4" >/dev/null 2>&1; then echo ok; else echo stale; fi
+}"#;
+
+/// Escapes a path for an `/etc/fstab` field (and as `/proc/self/mounts` shows it).
+pub fn fstab_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything the bucket-mount script is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketScript {
+    /// Bucket name.
+    pub bucket: String,
+    /// Mount point on the host.
+    pub mount_point: String,
+    /// gcsfuse mount options (kgenv's defaults, then the user's).
+    pub options: Vec<String>,
+    /// gcsfuse's file cache directory on local disk.
+    pub cache_dir: String,
+}
+
+impl BucketScript {
+    /// kgenv's defaults for `spec`: `allow_other`, implicit directories, a file cache under
+    /// `/var/cache/kgenv-gcsfuse`, then the spec's own options.
+    pub fn for_spec(spec: &BucketMount) -> Self {
+        let cache_dir = "/var/cache/kgenv-gcsfuse".to_string();
+        let mut options = vec![
+            "rw".to_string(),
+            "_netdev".into(),
+            "allow_other".into(),
+            "implicit_dirs".into(),
+            "file_mode=664".into(),
+            "dir_mode=775".into(),
+            format!("cache_dir={cache_dir}"),
+        ];
+        options.extend(spec.options.iter().cloned());
+        Self {
+            bucket: spec.bucket.clone(),
+            mount_point: spec.mount_point.clone(),
+            options,
+            cache_dir,
+        }
+    }
+
+    /// The `/etc/fstab` line.
+    pub fn fstab_line(&self) -> String {
+        format!(
+            "{} {} gcsfuse {} 0 0",
+            self.bucket,
+            fstab_escape(&self.mount_point),
+            self.options.join(",")
+        )
+    }
+
+    /// Renders the script. `check` prints the mount's state (`ok`, `stale`, `missing`,
+    /// `other …`) as its last line and exits 0 only for `ok`.
+    pub fn render(&self) -> HostScript {
+        ScriptBuilder::new("bucket-mount")
+            .var("BUCKET", &self.bucket)
+            .var("MOUNT_POINT", &self.mount_point)
+            .var("FSTAB_MP", fstab_escape(&self.mount_point))
+            .var("FSTAB_LINE", self.fstab_line())
+            .var("CACHE_DIR", &self.cache_dir)
+            .var("KEYRING", "/usr/share/keyrings/cloud.google.asc")
+            .var("LIST", "/etc/apt/sources.list.d/gcsfuse.list")
+            .helper(BUCKET_STATE_FN)
+            .check(
+                r#"if ! command -v gcsfuse >/dev/null 2>&1; then echo missing; exit 1; fi
+if ! grep -qxF "$FSTAB_LINE" /etc/fstab; then echo missing; exit 1; fi
+state=$(bucket_state /proc/self/mounts "$FSTAB_MP" "$BUCKET" "$MOUNT_POINT")
+echo "$state"
+[ "$state" = ok ]"#,
+            )
+            .apply(
+                r#"if ! command -v gcsfuse >/dev/null 2>&1; then
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg -o "$KEYRING"
+  echo "deb [signed-by=$KEYRING] https://packages.cloud.google.com/apt gcsfuse-$codename main" > "$LIST"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcsfuse
+fi
+grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+mkdir -p "$MOUNT_POINT" "$CACHE_DIR"
+changed=0
+if ! grep -qxF "$FSTAB_LINE" /etc/fstab; then
+  # Replace kgenv's earlier line for this mount point; keep every other line.
+  MP="$FSTAB_MP" awk '!($2 == ENVIRON["MP"] && $3 == "gcsfuse")' /etc/fstab > /etc/fstab.kgenv-tmp
+  printf '%s\n' "$FSTAB_LINE" >> /etc/fstab.kgenv-tmp
+  cat /etc/fstab.kgenv-tmp > /etc/fstab
+  rm -f /etc/fstab.kgenv-tmp
+  changed=1
+fi
+state=$(bucket_state /proc/self/mounts "$FSTAB_MP" "$BUCKET" "$MOUNT_POINT")
+case "$state" in
+  ok)
+    if [ "$changed" = 1 ]; then umount "$MOUNT_POINT" && mount "$MOUNT_POINT"; fi
+    ;;
+  stale)
+    umount -l "$MOUNT_POINT"
+    mount "$MOUNT_POINT"
+    ;;
+  missing)
+    mount "$MOUNT_POINT"
+    ;;
+  *)
+    echo "kgenv: $MOUNT_POINT already has another file system mounted ($state); unmount it or choose another bucket.mount_point" >&2
+    exit 1
+    ;;
+esac"#,
+            )
+            .destroy(
+                r#"state=$(bucket_state /proc/self/mounts "$FSTAB_MP" "$BUCKET" "$MOUNT_POINT")
+case "$state" in
+  ok) umount "$MOUNT_POINT" || umount -l "$MOUNT_POINT" ;;
+  stale) umount -l "$MOUNT_POINT" ;;
+  *) ;;
+esac
+if grep -qxF "$FSTAB_LINE" /etc/fstab; then
+  grep -vxF "$FSTAB_LINE" /etc/fstab > /etc/fstab.kgenv-tmp || true
+  cat /etc/fstab.kgenv-tmp > /etc/fstab
+  rm -f /etc/fstab.kgenv-tmp
+fi"#,
+            )
+            .build()
+    }
+}
 
 /// Ensures the bucket and its mount.
 pub struct BucketMountStep {
@@ -19,49 +179,38 @@ pub struct BucketMountStep {
 impl BucketMountStep {
     /// The step for `spec` on `env`'s host.
     pub fn new(env: &Env, spec: BucketMount) -> Self {
-        let (project, location) = env.instance.as_ref().map_or((String::new(), "US".to_string()), |i| (i.project.clone(), region_of(&i.zones[0]).to_string()));
-        Self { project, default_location: location, spec, deps: vec!["host".into()] }
+        let (project, location) = env
+            .instance
+            .as_ref()
+            .map_or((String::new(), "US".to_string()), |i| {
+                (i.project.clone(), region_of(&i.zones[0]).to_string())
+            });
+        Self {
+            project,
+            default_location: location,
+            spec,
+            deps: vec!["host".into()],
+        }
     }
 
-    /// The host script: install gcsfuse from Google's apt repository (signed-by keyring),
-    /// an fstab entry with `_netdev` so the mount survives reboot, and the mount itself.
+    /// The host script: install gcsfuse, the fstab entry, the mount.
     pub fn script(&self) -> HostScript {
-        let mut options = vec!["rw".to_string(), "_netdev".into(), "allow_other".into(), "implicit_dirs".into(), "file_mode=664".into(), "dir_mode=775".into(), "cache_dir=/var/cache/kgenv-gcsfuse".into()];
-        options.extend(self.spec.options.iter().cloned());
-        ScriptBuilder::new("bucket-mount")
-            .var("BUCKET", &self.spec.bucket)
-            .var("MOUNT_POINT", &self.spec.mount_point)
-            .var("OPTIONS", options.join(","))
-            .var("KEYRING", "/usr/share/keyrings/cloud.google.asc")
-            .var("LIST", "/etc/apt/sources.list.d/gcsfuse.list")
-            .check(r#"command -v gcsfuse >/dev/null 2>&1 || exit 1
-grep -qs "^$BUCKET $MOUNT_POINT gcsfuse " /etc/fstab || exit 1
-mountpoint -q "$MOUNT_POINT" || exit 1
-# A stale FUSE mount answers mountpoint but fails to list.
-ls "$MOUNT_POINT" >/dev/null 2>&1"#)
-            .apply(r#"if ! command -v gcsfuse >/dev/null 2>&1; then
-  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg -o "$KEYRING"
-  echo "deb [signed-by=$KEYRING] https://packages.cloud.google.com/apt gcsfuse-$codename main" > "$LIST"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcsfuse
-fi
-grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
-mkdir -p "$MOUNT_POINT" /var/cache/kgenv-gcsfuse
-if ! grep -qs "^$BUCKET $MOUNT_POINT gcsfuse " /etc/fstab; then
-  echo "$BUCKET $MOUNT_POINT gcsfuse $OPTIONS 0 0" >> /etc/fstab
-fi
-if mountpoint -q "$MOUNT_POINT" && ! ls "$MOUNT_POINT" >/dev/null 2>&1; then
-  umount -l "$MOUNT_POINT"
-fi
-mountpoint -q "$MOUNT_POINT" || mount "$MOUNT_POINT""#)
-            .destroy(r#"if mountpoint -q "$MOUNT_POINT"; then umount "$MOUNT_POINT" || umount -l "$MOUNT_POINT"; fi
-if grep -qs "^$BUCKET $MOUNT_POINT gcsfuse " /etc/fstab; then
-  grep -v "^$BUCKET $MOUNT_POINT gcsfuse " /etc/fstab > /etc/fstab.kgenv-tmp || true
-  cat /etc/fstab.kgenv-tmp > /etc/fstab
-  rm -f /etc/fstab.kgenv-tmp
-fi"#)
-            .build()
+        BucketScript::for_spec(&self.spec).render()
+    }
+
+    /// The location a created bucket gets: the spec's, else the region of the zone the
+    /// instance landed in, else the first configured zone's region (`US` without instance).
+    async fn location(&self, ctx: &StepCtx) -> String {
+        let state = ctx.state.snapshot().await;
+        self.spec
+            .location
+            .clone()
+            .or_else(|| {
+                state
+                    .fact("instance", "zone")
+                    .map(|z| region_of(z).to_string())
+            })
+            .unwrap_or_else(|| self.default_location.clone())
     }
 }
 
@@ -74,40 +223,78 @@ impl Step for BucketMountStep {
         &self.deps
     }
     fn summary(&self) -> String {
-        format!("bucket gs://{} mounted at {} with gcsfuse (kept by `down`)", self.spec.bucket, self.spec.mount_point)
+        format!(
+            "bucket gs://{} mounted at {} with gcsfuse (kept by `down`)",
+            self.spec.bucket, self.spec.mount_point
+        )
     }
     fn planned_actions(&self) -> Vec<String> {
         vec![
-            format!("GET storage/v1/b/{} (create in {} when missing)", self.spec.bucket, self.spec.location.as_deref().unwrap_or(&self.default_location)),
+            format!(
+                "GET storage/v1/b/{} (create in {} with uniform bucket-level access when missing)",
+                self.spec.bucket,
+                self.spec
+                    .location
+                    .as_deref()
+                    .unwrap_or(&self.default_location)
+            ),
             "host: sh -s -- apply  # bucket-mount: install gcsfuse, fstab entry, mount".into(),
         ]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let mut actions = Vec::new();
-        if ctx.backends.storage.get_bucket(&self.spec.bucket).await?.is_none() {
-            if !self.spec.create {
+        let mut diff = Vec::new();
+        match ctx.backends.storage.get_bucket(&self.spec.bucket).await? {
+            None if !self.spec.create => {
                 return Err(BackendError::NotFound { resource: format!("bucket gs://{} (set `bucket.create = true` to let kgenv create it)", self.spec.bucket) }.into());
             }
-            actions.push(format!("POST storage/v1/b?project={} (create {})", self.project, self.spec.bucket));
+            None => actions.push(format!("POST storage/v1/b?project={} (create {} in {}, uniform bucket-level access)", self.project, self.spec.bucket, self.location(ctx).await)),
+            Some(b) if !b.uniform_access => ctx.warn(format!("bucket gs://{} uses fine-grained ACLs; kgenv leaves existing buckets as they are (uniform bucket-level access is recommended)", b.name)),
+            Some(_) => {}
         }
         let remote = ctx.require_remote().await?;
-        if !self.script().is_converged(ctx, remote.as_ref()).await? {
+        let out = self.script().run(ctx, remote.as_ref(), "check").await?;
+        if !out.success() {
+            let state = out
+                .stdout_text()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            match state.as_str() {
+                "stale" => diff.push(format!("mount at {} is stale (listed in the mount table, but listing it fails): remount", self.spec.mount_point)),
+                s if s.starts_with("other ") => diff.push(format!("{} has another file system mounted ({})", self.spec.mount_point, &s[6..])),
+                _ => {}
+            }
             actions.push("host: sh -s -- apply  # bucket-mount".into());
         }
-        Ok(if actions.is_empty() { CheckOutcome::satisfied() } else { CheckOutcome::missing(actions) })
+        Ok(match (actions.is_empty(), diff.is_empty()) {
+            (true, _) => CheckOutcome::satisfied(),
+            (false, true) => CheckOutcome::missing(actions),
+            (false, false) => CheckOutcome::drifted(diff, actions),
+        })
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let storage = &ctx.backends.storage;
         if storage.get_bucket(&self.spec.bucket).await?.is_none() {
-            let state = ctx.state.snapshot().await;
-            let location = self.spec.location.clone().or_else(|| state.fact("instance", "zone").map(|z| region_of(z).to_string())).unwrap_or_else(|| self.default_location.clone());
-            match storage.create_bucket(&self.project, &self.spec.bucket, &location).await {
+            let location = self.location(ctx).await;
+            match storage
+                .create_bucket(&self.project, &self.spec.bucket, &location)
+                .await
+            {
                 Ok(_) => {
-                    ctx.log(format!("created bucket gs://{} in {location}", self.spec.bucket));
+                    ctx.log(format!(
+                        "created bucket gs://{} in {location}",
+                        self.spec.bucket
+                    ));
                     // A fact, not a `created` entry: `down` keeps buckets and data.
-                    ctx.state.update("bucket", |r| {
-                        r.facts.insert("bucket_created_by_kgenv".into(), self.spec.bucket.clone());
-                    }).await?;
+                    ctx.state
+                        .update("bucket", |r| {
+                            r.facts
+                                .insert("bucket_created_by_kgenv".into(), self.spec.bucket.clone());
+                        })
+                        .await?;
                 }
                 Err(BackendError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -115,22 +302,44 @@ impl Step for BucketMountStep {
         }
         let remote = ctx.require_remote().await?;
         self.script().run(ctx, remote.as_ref(), "apply").await?;
-        ctx.state.update("bucket", |r| {
-            r.created.insert("mount".into(), self.spec.mount_point.clone());
-        }).await?;
+        ctx.state
+            .update("bucket", |r| {
+                r.created
+                    .insert("mount".into(), self.spec.mount_point.clone());
+            })
+            .await?;
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        if state.step("bucket").is_none_or(|r| r.created.is_empty()) {
+        let mounted = state.step("bucket").is_some_and(|r| !r.created.is_empty());
+        let delete = ctx.delete_bucket_requested(&self.spec.bucket);
+        if !mounted && !delete {
             return Ok(Destroyed::Nothing);
         }
-        let remote = ctx.require_remote().await?;
-        self.script().run(ctx, remote.as_ref(), "destroy").await?;
-        ctx.state.update("bucket", |r| {
-            r.created.clear();
-        }).await?;
-        ctx.log(format!("unmounted {}; bucket gs://{} and its data are kept", self.spec.mount_point, self.spec.bucket));
+        if mounted {
+            let remote = ctx.require_remote().await?;
+            self.script().run(ctx, remote.as_ref(), "destroy").await?;
+            ctx.state
+                .update("bucket", |r| {
+                    r.created.clear();
+                })
+                .await?;
+        }
+        if delete {
+            match ctx.backends.storage.delete_bucket(&self.spec.bucket).await {
+                Ok(()) | Err(BackendError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.state
+                .update("bucket", |r| {
+                    r.facts.remove("bucket_created_by_kgenv");
+                })
+                .await?;
+            ctx.log(format!("deleted bucket gs://{} as asked", self.spec.bucket));
+        } else {
+            ctx.log(format!("unmounted {}; bucket gs://{} and its data are kept (name it in `down --delete-bucket` to delete it)", self.spec.mount_point, self.spec.bucket));
+        }
         Ok(Destroyed::Removed)
     }
 }

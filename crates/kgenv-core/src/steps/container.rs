@@ -62,8 +62,9 @@ impl ContainerStep {
         }
         mounts.extend(self.spec.mounts.iter().map(|m| BindMount { source: m.source.clone(), target: m.target.clone(), read_only: m.read_only, propagation: None }));
         let command = if self.with_jupyter {
-            // A supervisor loop: Jupyter restarts if it crashes, and starts once its config lands.
-            format!("while :; do if [ -f {d}/jupyter_server_config.json ]; then jupyter server --config={d}/jupyter_server_config.json; fi; sleep 2; done", d = JUPYTER_DIR_IN_CONTAINER)
+            // A supervisor loop: Jupyter starts once its config lands, restarts if it crashes
+            // or its config or certificate changes (tested against the real jupyter_server).
+            super::jupyter::supervisor_command(JUPYTER_DIR_IN_CONTAINER)
         } else {
             "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done".to_string()
         };

@@ -1,18 +1,124 @@
 //! Guide step 3: an SSH key for GitHub, generated ON the host (the private key never leaves
-//! it) and registered through GitHub's keys API — a read-only deploy key by default.
+//! it) and registered through GitHub's keys API — a read-only deploy key by default —,
+//! idempotent by the key's SHA-256 fingerprint.
+//!
+//! The host script also pins GitHub's SSH host keys from its `/meta` endpoint into
+//! `{host_dir}/github/known_hosts` and adds an ssh config stanza (for the login user) using
+//! that key and that known_hosts file, so `git clone git@github.com:…` works on the host and
+//! never trusts a first connection.
+//!
+//! Without `GITHUB_TOKEN` the step does not fail: it makes the key, then emits a warning
+//! with the public key and the exact settings page to paste it into, and counts as done
+//! (it cannot see GitHub's side, so later runs repeat the warning and report satisfied).
 
 use async_trait::async_trait;
 
-use crate::backends::github::KeyScope;
-use crate::backends::remote::ExecRequest;
-use crate::backends::no_progress;
+use super::script::{HostScript, ScriptBuilder};
+use crate::backends::github::{key_fingerprint, ssh_host, KeyScope};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
-use crate::shell::Cmd;
 use crate::spec::{Env, GithubKey};
+
+/// Everything the github-key host script is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GithubKeyScript {
+    /// Directory holding the key pair and known_hosts (made 0700, owned by the login user).
+    pub key_dir: String,
+    /// The key's comment (the spec's title).
+    pub title: String,
+    /// GitHub's SSH host name (`github.com`, or the Enterprise server).
+    pub ssh_host: String,
+    /// GitHub's published host keys (`/meta` `ssh_keys`), `ssh-ed25519 AAAA…` lines.
+    pub host_keys: Vec<String>,
+    /// The ssh config file the stanza goes to (a drop-in of `/etc/ssh/ssh_config.d`).
+    pub ssh_config: String,
+}
+
+/// The helper functions of the github-key script.
+const GITHUB_KEY_HELPERS: &str = r#"# The login user the key belongs to (the script runs through sudo).
+key_owner() {
+  printf '%s\n' "${SUDO_USER:-$(id -un)}"
+}
+
+# The ssh config stanza: only for the key's owner and only for GitHub's host.
+config_text() {
+  printf '# kgenv: GitHub key, host keys pinned from /meta\n'
+  printf 'Match host %s localuser %s\n' "$SSH_HOST" "$(key_owner)"
+  printf '  User git\n'
+  printf '  IdentityFile "%s"\n' "$KEY_FILE"
+  printf '  IdentitiesOnly yes\n'
+  printf '  UserKnownHostsFile "%s"\n' "$KNOWN_HOSTS_FILE"
+  printf '  StrictHostKeyChecking yes\n'
+}"#;
+
+impl GithubKeyScript {
+    /// The private key's path.
+    pub fn key_file(&self) -> String {
+        format!("{}/id_ed25519", self.key_dir)
+    }
+
+    /// known_hosts lines: `HOST KEY` for each published key.
+    pub fn known_hosts(&self) -> String {
+        self.host_keys
+            .iter()
+            .map(|k| format!("{} {}", self.ssh_host, k.trim()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Renders the script: `check` (key pair with mode 0600 owned by the login user,
+    /// known_hosts and ssh config as rendered), `apply` (generate the key only when missing),
+    /// `destroy` (remove the key, known_hosts and stanza).
+    pub fn render(&self) -> HostScript {
+        ScriptBuilder::new("github-key")
+            .var("KEY_DIR", &self.key_dir)
+            .var("KEY_FILE", self.key_file())
+            .var("KNOWN_HOSTS_FILE", format!("{}/known_hosts", self.key_dir))
+            .var("TITLE", &self.title)
+            .var("SSH_HOST", &self.ssh_host)
+            .var("KNOWN_HOSTS", self.known_hosts())
+            .var("SSH_CONFIG", &self.ssh_config)
+            .helper(GITHUB_KEY_HELPERS)
+            .check(
+                r#"[ -s "$KEY_FILE" ] && [ -s "$KEY_FILE.pub" ] || exit 1
+[ "$(stat -c %a "$KEY_FILE")" = 600 ] || exit 1
+[ "$(stat -c %U "$KEY_FILE")" = "$(key_owner)" ] || exit 1
+[ "$(stat -c %a "$KEY_DIR")" = 700 ] || exit 1
+[ "$(cat "$KNOWN_HOSTS_FILE" 2>/dev/null)" = "$KNOWN_HOSTS" ] || exit 1
+[ "$(cat "$SSH_CONFIG" 2>/dev/null)" = "$(config_text)" ] || exit 1"#,
+            )
+            .apply(
+                r#"owner=$(key_owner)
+mkdir -p "$KEY_DIR"
+chmod 0700 "$KEY_DIR"
+if [ ! -s "$KEY_FILE" ]; then
+  rm -f "$KEY_FILE" "$KEY_FILE.pub"
+  ssh-keygen -q -t ed25519 -N '' -C "$TITLE" -f "$KEY_FILE"
+fi
+if [ ! -s "$KEY_FILE.pub" ]; then
+  ssh-keygen -y -f "$KEY_FILE" > "$KEY_FILE.pub"
+fi
+printf '%s\n' "$KNOWN_HOSTS" > "$KNOWN_HOSTS_FILE.tmp"
+mv -f "$KNOWN_HOSTS_FILE.tmp" "$KNOWN_HOSTS_FILE"
+chmod 0600 "$KEY_FILE"
+chmod 0644 "$KEY_FILE.pub" "$KNOWN_HOSTS_FILE"
+chown -R "$owner:" "$KEY_DIR"
+mkdir -p "$(dirname "$SSH_CONFIG")"
+config_text > "$SSH_CONFIG.tmp"
+chmod 0644 "$SSH_CONFIG.tmp"
+mv -f "$SSH_CONFIG.tmp" "$SSH_CONFIG""#,
+            )
+            .destroy(
+                r#"rm -f "$SSH_CONFIG"
+rm -rf "$KEY_DIR""#,
+            )
+            .build()
+    }
+}
 
 /// Ensures the host's GitHub key is registered.
 pub struct GithubKeyStep {
+    env: String,
     spec: GithubKey,
     dir: String,
     deps: Vec<String>,
@@ -21,7 +127,12 @@ pub struct GithubKeyStep {
 impl GithubKeyStep {
     /// The step for `spec` on `env`'s host.
     pub fn new(env: &Env, spec: GithubKey) -> Self {
-        Self { spec, dir: format!("{}/github", env.host_dir()), deps: vec!["host".into()] }
+        Self {
+            env: env.name.clone(),
+            spec,
+            dir: format!("{}/github", env.host_dir()),
+            deps: vec!["host".into()],
+        }
     }
 
     fn key_path(&self) -> String {
@@ -29,17 +140,50 @@ impl GithubKeyStep {
     }
 
     fn scope(&self) -> KeyScope {
-        self.spec.repo.clone().map_or(KeyScope::User, KeyScope::Repo)
+        self.spec
+            .repo
+            .clone()
+            .map_or(KeyScope::User, KeyScope::Repo)
     }
 
-    /// `ssh-ed25519 AAAA…` without the comment, for comparing with GitHub's copy.
-    fn key_body(line: &str) -> String {
-        line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    /// The host script for GitHub at `web_url` with its published `host_keys`.
+    pub fn script(&self, web_url: &str, host_keys: Vec<String>) -> HostScript {
+        GithubKeyScript {
+            key_dir: self.dir.clone(),
+            title: self.spec.title.clone(),
+            ssh_host: ssh_host(web_url),
+            host_keys,
+            ssh_config: format!("/etc/ssh/ssh_config.d/kgenv-{}-github.conf", self.env),
+        }
+        .render()
     }
 
     async fn host_public_key(&self, ctx: &StepCtx) -> Result<Option<String>> {
         let remote = ctx.require_remote().await?;
-        Ok(remote.read_file(&format!("{}.pub", self.key_path())).await?.map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+        Ok(remote
+            .read_file(&format!("{}.pub", self.key_path()))
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    }
+
+    /// What to tell a user who has no token: the key and where to paste it.
+    pub fn manual_instructions(&self, web_url: &str, public: &str) -> String {
+        let scope = self.scope();
+        let what = match (&scope, self.spec.read_only) {
+            (KeyScope::Repo(r), true) => {
+                format!("as a deploy key of {r} (leave \"Allow write access\" unticked)")
+            }
+            (KeyScope::Repo(r), false) => {
+                format!("as a deploy key of {r} with \"Allow write access\" ticked")
+            }
+            (KeyScope::User, _) => "as an authentication key of your account".into(),
+        };
+        format!(
+            "GITHUB_TOKEN is not set, so kgenv cannot register or verify the host's GitHub key. Add it {what} at {url} (title `{title}`, fingerprint {fp}):\n{public}\nor export GITHUB_TOKEN and run `kgenv up` again.",
+            url = scope.settings_url(web_url),
+            title = self.spec.title,
+            fp = key_fingerprint(public).unwrap_or_else(|| "unknown".into()),
+        )
     }
 }
 
@@ -53,73 +197,169 @@ impl Step for GithubKeyStep {
     }
     fn summary(&self) -> String {
         match &self.spec.repo {
-            Some(r) => format!("GitHub deploy key `{}` on {r} ({})", self.spec.title, if self.spec.read_only { "read-only" } else { "read-write" }),
+            Some(r) => format!(
+                "GitHub deploy key `{}` on {r} ({})",
+                self.spec.title,
+                if self.spec.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ),
             None => format!("GitHub user key `{}`", self.spec.title),
         }
     }
     fn planned_actions(&self) -> Vec<String> {
         vec![
-            format!("host: ssh-keygen -t ed25519 -f {}", self.key_path()),
-            match &self.spec.repo {
-                Some(r) => format!("POST /repos/{r}/keys"),
-                None => "POST /user/keys".into(),
-            },
+            "GET /meta (GitHub's SSH host keys)".into(),
+            format!("host: sh -s -- apply  # github-key: ssh-keygen -t ed25519 -f {} when missing, known_hosts, ssh config", self.key_path()),
+            format!("POST {}", crate::github::api::keys_path(&self.scope())),
         ]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
-        let Some(public) = self.host_public_key(ctx).await? else {
-            return Ok(CheckOutcome::missing(self.planned_actions()));
+        let github = &ctx.backends.github;
+        let script = self.script(&github.web_url(), github.ssh_host_keys().await?);
+        let remote = ctx.require_remote().await?;
+        let converged = script.is_converged(ctx, remote.as_ref()).await?;
+        let public = self.host_public_key(ctx).await?;
+        let public = match (public, converged) {
+            (Some(p), true) => p,
+            (Some(_), false) => {
+                return Ok(CheckOutcome::drifted(
+                    vec!["host: key modes, known_hosts or ssh config differ".into()],
+                    self.planned_actions(),
+                ))
+            }
+            (None, _) => return Ok(CheckOutcome::missing(self.planned_actions())),
         };
-        let body = Self::key_body(&public);
-        let keys = ctx.backends.github.list_keys(&self.scope()).await?;
-        if keys.iter().any(|k| Self::key_body(&k.key) == body) {
-            Ok(CheckOutcome::satisfied())
-        } else {
-            Ok(CheckOutcome::missing(self.planned_actions()[1..].to_vec()))
+        let fp = key_fingerprint(&public);
+        match github.list_keys(&self.scope()).await {
+            Ok(keys)
+                if keys
+                    .iter()
+                    .any(|k| fp.is_some() && key_fingerprint(&k.key) == fp) =>
+            {
+                Ok(CheckOutcome::satisfied())
+            }
+            Ok(_) => Ok(CheckOutcome::missing(self.planned_actions()[2..].to_vec())),
+            Err(BackendError::Unavailable { .. }) => {
+                ctx.warn(self.manual_instructions(&github.web_url(), &public));
+                Ok(CheckOutcome::satisfied())
+            }
+            Err(e) => Err(e.into()),
         }
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
-        let remote = ctx.require_remote().await?;
-        let public = match self.host_public_key(ctx).await? {
-            Some(p) => p,
-            None => {
-                remote.exec(ExecRequest::new(Cmd::new("mkdir").arg("-p").arg(&self.dir).line()), &no_progress).await?;
-                let keygen = Cmd::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C"]).arg(&self.spec.title).arg("-f").arg(self.key_path());
-                let out = remote.exec(ExecRequest::new(keygen.line()), &no_progress).await?;
-                if !out.success() {
-                    return Err(BackendError::CommandFailed { command: "ssh-keygen".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
-                }
-                self.host_public_key(ctx).await?.ok_or_else(|| BackendError::other(format!("ssh-keygen wrote no {}.pub", self.key_path())))?
-            }
-        };
-        let scope = self.scope();
         let github = &ctx.backends.github;
-        let info = match github.add_key(&scope, &self.spec.title, &public, self.spec.read_only).await {
-            Ok(info) => info,
-            // 422 "key is already in use": ours if it is in this scope.
-            Err(BackendError::AlreadyExists { resource }) => {
-                let body = Self::key_body(&public);
-                github.list_keys(&scope).await?.into_iter().find(|k| Self::key_body(&k.key) == body).ok_or(BackendError::AlreadyExists { resource })?
+        let web_url = github.web_url();
+        let script = self.script(&web_url, github.ssh_host_keys().await?);
+        let remote = ctx.require_remote().await?;
+        script.run(ctx, remote.as_ref(), "apply").await?;
+        let public = self.host_public_key(ctx).await?.ok_or_else(|| {
+            BackendError::other(format!(
+                "the github-key script wrote no {}.pub",
+                self.key_path()
+            ))
+        })?;
+        let fp = key_fingerprint(&public).ok_or_else(|| {
+            BackendError::other(format!(
+                "{}.pub on the host is not an SSH public key",
+                self.key_path()
+            ))
+        })?;
+        ctx.state
+            .update("github-key", |r| {
+                r.created.insert("host_key".into(), self.key_path());
+                r.facts.insert("public_key".into(), public.clone());
+                r.facts.insert("fingerprint".into(), fp.clone());
+            })
+            .await?;
+        let scope = self.scope();
+        let find = |keys: Vec<crate::backends::github::GithubKeyInfo>| {
+            keys.into_iter()
+                .find(|k| key_fingerprint(&k.key).as_ref() == Some(&fp))
+        };
+        // Registered already (a re-run after a crash or a lost state file)? Then adopt it.
+        let existing = match github.list_keys(&scope).await {
+            Ok(keys) => find(keys),
+            Err(BackendError::Unavailable { .. }) => {
+                ctx.warn(self.manual_instructions(&web_url, &public));
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        ctx.state.update("github-key", |r| {
-            r.created.insert("github_key_id".into(), info.id.to_string());
-            r.facts.insert("public_key".into(), public.clone());
-        }).await?;
-        ctx.log(format!("registered {} (id {})", self.summary(), info.id));
+        let info = match existing {
+            Some(k) => k,
+            None => match github.add_key(&scope, &self.spec.title, &public, self.spec.read_only).await {
+                Ok(info) => info,
+                // 422 "key is already in use": ours if it appeared in this scope meanwhile.
+                Err(BackendError::AlreadyExists { resource }) => match find(github.list_keys(&scope).await?) {
+                    Some(k) => k,
+                    None => {
+                        return Err(BackendError::AlreadyExists {
+                            resource: format!("{resource}: the host's key {fp} is registered elsewhere on {web_url} (another repository's deploy key, or a user key); remove it there, or delete {} on the host to make a new key", self.key_path()),
+                        }
+                        .into())
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            },
+        };
+        ctx.state
+            .update("github-key", |r| {
+                r.created
+                    .insert("github_key_id".into(), info.id.to_string());
+            })
+            .await?;
+        ctx.log(format!(
+            "registered {} (id {}, {fp})",
+            self.summary(),
+            info.id
+        ));
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        let Some(id) = state.step("github-key").and_then(|r| r.created.get("github_key_id")).and_then(|v| v.parse::<u64>().ok()) else {
+        let Some(record) = state.step("github-key").filter(|r| !r.created.is_empty()) else {
             return Ok(Destroyed::Nothing);
         };
-        match ctx.backends.github.delete_key(&self.scope(), id).await {
-            Ok(()) | Err(BackendError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let github = &ctx.backends.github;
+        if let Some(id) = record
+            .created
+            .get("github_key_id")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            match github.delete_key(&self.scope(), id).await {
+                Ok(()) | Err(BackendError::NotFound { .. }) => {}
+                Err(BackendError::Unavailable { .. }) => {
+                    let url = self.scope().settings_url(&github.web_url());
+                    ctx.warn(format!(
+                        "GITHUB_TOKEN is not set: remove the key `{}` (id {id}) by hand from {}",
+                        self.spec.title,
+                        url.trim_end_matches("/new")
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            ctx.state
+                .update("github-key", |r| {
+                    r.created.remove("github_key_id");
+                })
+                .await?;
+        } else if let Some(fp) = record.facts.get("fingerprint") {
+            let url = self.scope().settings_url(&github.web_url());
+            ctx.warn(format!("if you added the host's key {fp} to GitHub by hand, remove it from {} (its private key is deleted from the host now)", url.trim_end_matches("/new")));
         }
-        ctx.state.update("github-key", |r| *r = Default::default()).await?;
+        if record.created.contains_key("host_key") {
+            // Destroy does not use the host keys: no /meta call needed while tearing down.
+            let remote = ctx.require_remote().await?;
+            self.script(&github.web_url(), Vec::new())
+                .run(ctx, remote.as_ref(), "destroy")
+                .await?;
+        }
+        ctx.state
+            .update("github-key", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

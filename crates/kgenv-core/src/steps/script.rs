@@ -3,9 +3,33 @@
 //! and fed to `sh -s -- ACTION` on stdin (nothing is left on the host to go stale).
 
 use crate::backends::remote::{ExecOutput, ExecRequest, Remote};
+use crate::backends::ProgressFn;
 use crate::error::{BackendError, Result};
 use crate::plan::StepCtx;
-use crate::shell::quote;
+use crate::shell::{quote, Cmd};
+
+/// `NAME=value` with the value quoted, as one line, preceded by a shellcheck directive when
+/// the quoted value holds what shellcheck would flag inside single quotes (`$`, a backtick,
+/// an escaped `'`): there they are meant literally.
+pub fn assignment(name: &str, value: &str) -> String {
+    let q = quote(value);
+    let mut codes = Vec::new();
+    if q.starts_with('\'') && (value.contains('$') || value.contains('`')) {
+        codes.push("SC2016");
+    }
+    if value.contains('\'') {
+        codes.push("SC1003");
+    }
+    let directive = if codes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "# shellcheck disable={} # a literal value\n",
+            codes.join(",")
+        )
+    };
+    format!("{directive}{name}={q}\n")
+}
 
 /// A rendered host script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +46,7 @@ pub struct HostScript {
 pub struct ScriptBuilder {
     name: String,
     vars: Vec<(String, String)>,
+    helpers: Vec<String>,
     check: String,
     apply: String,
     destroy: String,
@@ -30,11 +55,20 @@ pub struct ScriptBuilder {
 impl ScriptBuilder {
     /// A script named `name`.
     pub fn new(name: &str) -> Self {
-        Self { name: name.into(), ..Default::default() }
+        Self {
+            name: name.into(),
+            ..Default::default()
+        }
     }
     /// A shell variable set to `value`, quoted.
     pub fn var(mut self, name: &str, value: impl AsRef<str>) -> Self {
         self.vars.push((name.into(), value.as_ref().into()));
+        self
+    }
+    /// Shell functions shared by the actions (and testable on their own), placed after the
+    /// variables.
+    pub fn helper(mut self, text: &str) -> Self {
+        self.helpers.push(text.trim_matches('\n').to_string());
         self
     }
     /// The body of `check` (exit 0 when converged).
@@ -57,28 +91,67 @@ impl ScriptBuilder {
     pub fn build(self) -> HostScript {
         let mut t = format!("#!/bin/sh\n# kgenv-script: {}\n# Rendered by kgenv; values are quoted, actions are idempotent.\nset -eu\n\n", self.name);
         for (k, v) in &self.vars {
-            t.push_str(&format!("{k}={}\n", quote(v)));
+            t.push_str(&assignment(k, v));
+        }
+        for h in &self.helpers {
+            t.push('\n');
+            t.push_str(h);
+            t.push('\n');
         }
         let body = |b: &str| {
             let b = b.trim_matches('\n');
             if b.is_empty() {
                 "  :".to_string()
             } else {
-                b.lines().map(|l| if l.is_empty() { String::new() } else { format!("  {l}") }).collect::<Vec<_>>().join("\n")
+                b.lines()
+                    .map(|l| {
+                        if l.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  {l}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }
         };
-        t.push_str(&format!("\ncheck() {{\n{}\n}}\n\napply() {{\n{}\n}}\n\ndestroy() {{\n{}\n}}\n\n", body(&self.check), body(&self.apply), body(&self.destroy)));
+        t.push_str(&format!(
+            "\ncheck() {{\n{}\n}}\n\napply() {{\n{}\n}}\n\ndestroy() {{\n{}\n}}\n\n",
+            body(&self.check),
+            body(&self.apply),
+            body(&self.destroy)
+        ));
         t.push_str("case \"${1:-}\" in\n  check) check ;;\n  apply) apply ;;\n  destroy) destroy ;;\n  *) echo \"usage: sh -s -- check|apply|destroy\" >&2; exit 2 ;;\nesac\n");
-        HostScript { name: self.name, text: t }
+        HostScript {
+            name: self.name,
+            text: t,
+        }
     }
 }
 
 impl HostScript {
     /// Runs `action` on the host (with sudo). `check` returns whether it exited 0; the
     /// others fail on a non-zero exit.
-    pub async fn run(&self, ctx: &StepCtx, remote: &dyn Remote, action: &str) -> Result<ExecOutput> {
-        let req = ExecRequest::new(format!("sh -s -- {action}")).stdin(self.text.clone()).sudo();
-        let out = remote.exec(req, &|p| ctx.progress(p)).await?;
+    pub async fn run(
+        &self,
+        ctx: &StepCtx,
+        remote: &dyn Remote,
+        action: &str,
+    ) -> Result<ExecOutput> {
+        self.run_on(remote, action, &|p| ctx.progress(p)).await
+    }
+
+    /// [`HostScript::run`] outside a run (for commands such as `kgenv autostop`).
+    pub async fn run_on(
+        &self,
+        remote: &dyn Remote,
+        action: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<ExecOutput> {
+        let req = ExecRequest::new(Cmd::new("sh").args(["-s", "--", action]).line())
+            .stdin(self.text.clone())
+            .sudo();
+        let out = remote.exec(req, progress).await?;
         if action != "check" && !out.success() {
             return Err(BackendError::CommandFailed {
                 command: format!("{} {action}", self.name),

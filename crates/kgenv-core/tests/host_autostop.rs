@@ -1,0 +1,100 @@
+//! `kgenv autostop MINUTES|off` as a library call ([`set_autostop`]) on the mock host:
+//! installs the agent script and records it, removes both, validates the minutes.
+
+use std::time::Duration;
+
+use kgenv_core::backends::no_progress;
+use kgenv_core::backends::remote::HostAddr;
+use kgenv_core::mock::MockWorld;
+use kgenv_core::spec::{Autostop, Container, Env, Image, Instance, Jupyter, Target};
+use kgenv_core::state::StateStore;
+use kgenv_core::steps::autostop::{jupyter_probe, set_autostop, AutostopStep};
+
+#[tokio::test]
+async fn autostop_on_and_off() {
+    let env = Env::builder("idle")
+        .target(Target::Gce)
+        .instance(
+            Instance::builder()
+                .project("kgenv-test-project")
+                .zone("us-central1-a"),
+        )
+        .image(Image::builder())
+        .container(Container::builder())
+        .jupyter(Jupyter::builder())
+        .autostop(Autostop::builder(45))
+        .build()
+        .expect("env");
+    let world = MockWorld::new();
+    let addr = HostAddr {
+        user: "kgenv".into(),
+        host: "host.test".into(),
+        port: 22,
+        identity_file: None,
+        pinned_host_keys: Vec::new(),
+        trust_on_first_use: false,
+    };
+    let remote = world
+        .backends()
+        .remote
+        .connect(&addr, Duration::from_secs(1))
+        .await
+        .expect("connect");
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = StateStore::open(dir.path(), "idle", "gce").expect("state");
+
+    set_autostop(&env, remote.as_ref(), &state, Some(30), &no_progress)
+        .await
+        .expect("on");
+    let applied = world
+        .state()
+        .host_scripts
+        .get("autostop")
+        .cloned()
+        .expect("agent installed");
+    assert_eq!(
+        state.snapshot().await.fact("autostop", "idle_minutes"),
+        Some("30")
+    );
+    assert!(
+        !state.snapshot().await.is_empty(),
+        "recorded, so `down` removes it"
+    );
+    // 30 minutes through the command differs from the spec's 45: `up` restores the spec.
+    let step_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            AutostopStep::new(&env, env.autostop.expect("spec"))
+                .script()
+                .text
+                .as_bytes(),
+        ))
+    };
+    assert_ne!(applied, step_hash);
+
+    let e = set_autostop(&env, remote.as_ref(), &state, Some(2), &no_progress)
+        .await
+        .expect_err("too short");
+    assert!(
+        e.is_config() && e.to_string().contains("autostop.idle_minutes"),
+        "{e}"
+    );
+
+    set_autostop(&env, remote.as_ref(), &state, None, &no_progress)
+        .await
+        .expect("off");
+    assert!(
+        !world.state().host_scripts.contains_key("autostop"),
+        "agent removed"
+    );
+    assert!(state.snapshot().await.is_empty());
+
+    // The agent asks Jupyter where the container publishes it, with kgenv's certificate.
+    let probe = jupyter_probe(&env).expect("probe");
+    assert_eq!(probe.url, "https://127.0.0.1:8888/api/status");
+    assert_eq!(
+        probe.cacert.as_deref(),
+        Some("/var/lib/kgenv/idle/jupyter/cert.pem")
+    );
+    assert_eq!(probe.token_file, "/var/lib/kgenv/idle/jupyter/agent-token");
+}

