@@ -112,6 +112,9 @@ pub enum Command {
     Down {
         #[command(flatten)]
         select: Selection,
+        /// Also delete this bucket (named explicitly; it must be the environment's bucket).
+        #[arg(long, value_name = "BUCKET")]
+        delete_bucket: Vec<String>,
     },
     /// List the steps of this environment and what each depends on.
     Steps,

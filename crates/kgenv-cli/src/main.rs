@@ -96,7 +96,7 @@ fn state_dir(cli: &Cli) -> PathBuf {
 }
 
 fn options(s: &Selection) -> RunOptions {
-    RunOptions { only: s.only.clone(), until: s.until.clone() }
+    RunOptions { only: s.only.clone(), until: s.until.clone(), ..RunOptions::default() }
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -168,8 +168,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Down { select } => {
-            let result = runner.down(options(select), sink).await;
+        Command::Down { select, delete_bucket } => {
+            let opts = RunOptions { delete_buckets: delete_bucket.clone(), ..options(select) };
+            let result = runner.down(opts, sink).await;
             renderer.finish();
             let report = result?;
             if json {

@@ -99,7 +99,10 @@ impl Backends {
             remote: unavailable::Unavailable::arc("remote", hint),
             engine: unavailable::Unavailable::arc("engine", hint),
             kaggle: unavailable::Unavailable::arc("kaggle", hint),
-            github: unavailable::Unavailable::arc("github", hint),
+            github: match crate::github::GitHubClient::from_env() {
+                Ok(c) => Arc::new(c),
+                Err(e) => unavailable::Unavailable::arc("github", e.to_string()),
+            },
         }
     }
 }

@@ -124,6 +124,12 @@ impl Kaggle for Unavailable {
 
 #[async_trait]
 impl GitHub for Unavailable {
+    fn web_url(&self) -> String {
+        "https://github.com".into()
+    }
+    async fn ssh_host_keys(&self) -> BackendResult<Vec<String>> {
+        self.err()
+    }
     async fn list_keys(&self, _: &KeyScope) -> BackendResult<Vec<GithubKeyInfo>> {
         self.err()
     }
