@@ -394,7 +394,7 @@ mod tests {
         let kh = dir.path().join("known_hosts");
         std::fs::write(&kh, format!("# mine\nother {KEY_B}\n@revoked * {KEY_B}\n")).expect("write");
         let a = parse_public_key(KEY_A).expect("a");
-        set_entries(&kh, "kgenv-dev", &[a.clone()]).expect("set");
+        set_entries(&kh, "kgenv-dev", std::slice::from_ref(&a)).expect("set");
         assert_eq!(lookup(&kh, "kgenv-dev").expect("lookup").len(), 1);
         assert_eq!(lookup(&kh, "other").expect("lookup").len(), 1);
         set_entries(&kh, "kgenv-dev", &[]).expect("clear");
