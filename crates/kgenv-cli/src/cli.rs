@@ -118,4 +118,24 @@ pub enum Command {
     },
     /// List the steps of this environment and what each depends on.
     Steps,
+    /// Log in to the host (interactive without a command), or run a command there.
+    ///
+    /// Uses the system `ssh` with kgenv's Host block, so the host key is the pinned one.
+    Ssh {
+        /// Force a terminal (for full-screen programs like htop).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command, after `--`: `kgenv ssh -- nvidia-smi`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Open an SSH tunnel to Jupyter and print its URL; runs until Ctrl-C.
+    Jupyter {
+        /// Local port of the tunnel (0 picks a free one).
+        #[arg(long, default_value_t = 8888)]
+        port: u16,
+        /// Print the token in the URL (token mode; the token is a secret).
+        #[arg(long)]
+        show_token: bool,
+    },
 }

@@ -122,7 +122,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     let cancel = CancellationToken::new();
     spawn_ctrl_c(cancel.clone());
-    let runner = Runner::new(env, backends).state_dir(&state_dir).cancel_token(cancel);
+    let mut runner = Runner::new(env, backends).state_dir(&state_dir).cancel_token(cancel.clone());
+    if !cli.global.mock {
+        // Real hosts get a Host block so `ssh <env>` and editors' remote plugins work.
+        runner = runner.ssh_config(kgenv_core::ssh::SshConfigFiles::default_paths()?);
+    }
     let renderer = Arc::new(Renderer::new(cli.global.json, cli.global.verbose > 0));
     let planned: Arc<Mutex<Vec<Event>>> = Arc::default();
     let sink = {
@@ -138,6 +142,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let order: Vec<String> = runner.steps().iter().map(|s| s.id().to_string()).collect();
     match &cli.command {
         Command::Init { .. } => Ok(()),
+        Command::Ssh { tty, command } => ssh(&runner, command, *tty, cli.global.mock),
+        Command::Jupyter { port, show_token } => jupyter(&runner, *port, *show_token, &cancel).await,
         Command::Steps => {
             for s in runner.steps() {
                 let deps = if s.deps().is_empty() { String::new() } else { format!("  (after {})", s.deps().join(", ")) };
@@ -237,6 +243,56 @@ fn print_plan(order: &[String], planned: &[Event], report: &Report) {
     if count(Change::Unknown) > 0 {
         out!("      (unknown: kgenv could not observe them — no credentials or unreachable; see the reasons above)");
     }
+}
+
+fn ssh(runner: &Runner, command: &[String], tty: bool, mock: bool) -> Result<(), Error> {
+    let env = runner.env();
+    if mock || env.target == kgenv_core::spec::Target::Local {
+        return Err(Error::Usage(format!("`kgenv ssh` needs a real gce or ssh host; `{}` is {}", env.name, if mock { "simulated (--mock)" } else { "local" })));
+    }
+    let files = kgenv_core::ssh::SshConfigFiles::default_paths()?;
+    if !files.kgenv_config.exists() {
+        return Err(Error::Usage(format!("no SSH config for `{}` yet: run `kgenv up` first", env.name)));
+    }
+    let status = files
+        .ssh_command(&env.name, command, tty)
+        .status()
+        .map_err(|e| kgenv_core::BackendError::io("running ssh (is OpenSSH's client installed?)", e))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(kgenv_core::BackendError::CommandFailed { command: "ssh".into(), exit_code: code.map_or(-1, i64::from), stderr_tail: String::new() }.into()),
+    }
+}
+
+async fn jupyter(runner: &Runner, port: u16, show_token: bool, cancel: &CancellationToken) -> Result<(), Error> {
+    let env = runner.env();
+    let published = env
+        .container
+        .as_ref()
+        .zip(env.jupyter.as_ref())
+        .and_then(|(c, j)| c.ports.iter().find(|p| p.container == u32::from(j.port)).map(|p| (p.bind.clone().unwrap_or_else(|| "127.0.0.1".into()), p.host.unwrap_or(p.container) as u16)))
+        .ok_or_else(|| Error::Usage(format!("`{}` has no [jupyter] published by its [container]", env.name)))?;
+    let (local_port, _forward) = match runner.connect_host().await? {
+        Some(remote) => {
+            let bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let forward = kgenv_core::ssh::forward_local(remote, bind, "127.0.0.1", published.1).await?;
+            (forward.local_addr().port(), Some(forward))
+        }
+        None => (published.1, None),
+    };
+    let access = kgenv_core::steps::jupyter::access(env, local_port)?;
+    out!("Jupyter: {}", if show_token { access.browser_url() } else { access.url.clone() });
+    if let Some(fp) = &access.cert_sha256 {
+        out!("certificate SHA-256: {fp}{}", if access.self_signed { " (self-signed by kgenv: your browser will warn; compare this fingerprint)" } else { "" });
+    }
+    if access.token.is_some() && !show_token {
+        out!("token mode: pass --show-token to print the URL with its token");
+    }
+    if _forward.is_some() {
+        eprintln!("tunnel open through SSH; Ctrl-C to close");
+        cancel.cancelled().await;
+    }
+    Ok(())
 }
 
 fn init(path: &Path, force: bool) -> Result<(), Error> {

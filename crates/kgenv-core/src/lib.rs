@@ -9,7 +9,8 @@
 //! - [`plan`]: the [`plan::Step`] trait, the DAG executor, [`plan::Event`]s, `plan`/`up`/`down`;
 //! - [`steps`]: one module per step of the guide;
 //! - [`backends`]: one trait per outside system, with stateful mocks in [`mock`];
-//! - [`state`]: what kgenv created, so `status` and `down` work from any shell.
+//! - [`state`]: what kgenv created, so `status` and `down` work from any shell;
+//! - [`ssh`]: the real Remote backend on russh (exec, files, tunnels, `~/.ssh/config`).
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::Result<()> {
@@ -32,6 +33,7 @@ pub mod paths;
 pub mod plan;
 pub mod shell;
 pub mod spec;
+pub mod ssh;
 pub mod state;
 pub mod steps;
 

@@ -96,7 +96,7 @@ impl Backends {
         Self {
             compute: unavailable::Unavailable::arc("compute", hint),
             storage: unavailable::Unavailable::arc("storage", hint),
-            remote: unavailable::Unavailable::arc("remote", hint),
+            remote: Arc::new(crate::ssh::SshConnector::new()),
             engine: unavailable::Unavailable::arc("engine", hint),
             kaggle: unavailable::Unavailable::arc("kaggle", hint),
             github: match crate::github::GitHubClient::from_env() {

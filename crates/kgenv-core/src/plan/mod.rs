@@ -117,6 +117,7 @@ pub struct Runner {
     cancel: CancellationToken,
     steps: Vec<Arc<dyn Step>>,
     host_ready_within: Duration,
+    ssh_config: Option<crate::ssh::SshConfigFiles>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -136,6 +137,7 @@ impl Runner {
             cancel: CancellationToken::new(),
             steps,
             host_ready_within: Duration::from_secs(600),
+            ssh_config: None,
         }
     }
 
@@ -158,6 +160,21 @@ impl Runner {
     pub fn host_ready_within(mut self, d: Duration) -> Self {
         self.host_ready_within = d;
         self
+    }
+
+    /// Keeps a Host block for this environment in `files` (and an `Include` line in the
+    /// user's `~/.ssh/config`), so `ssh <env>` and editors' remote plugins work.
+    #[must_use]
+    pub fn ssh_config(mut self, files: crate::ssh::SshConfigFiles) -> Self {
+        self.ssh_config = Some(files);
+        self
+    }
+
+    /// An SSH session to the environment's host (from the state file on gce), or `None` on
+    /// the local target. For `kgenv jupyter` and `kgenv ssh`.
+    pub async fn connect_host(&self) -> Result<Option<Arc<dyn crate::backends::Remote>>> {
+        let ctx = self.ctx(&EventSink::new(|_| {}))?;
+        ctx.remote().await
     }
 
     /// The spec.
@@ -224,6 +241,7 @@ impl Runner {
             step: String::new(),
             host_ready_within: self.host_ready_within,
             delete_buckets: Arc::default(),
+            ssh_config: self.ssh_config.clone(),
         })
     }
 

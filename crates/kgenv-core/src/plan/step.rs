@@ -113,6 +113,9 @@ pub struct StepCtx {
     pub(crate) events: EventSink,
     pub(crate) step: String,
     pub(crate) host_ready_within: Duration,
+    /// Where `ssh <env>` gets its Host block; `None` leaves the user's SSH config alone
+    /// (mocks, tests, library use).
+    pub(crate) ssh_config: Option<crate::ssh::SshConfigFiles>,
     pub(crate) delete_buckets: Arc<Vec<String>>,
 }
 
@@ -154,6 +157,11 @@ impl StepCtx {
             Progress::Bytes { item, done, total } => Event::Progress { step, item, done, total },
             Progress::Line { stream, line } => Event::Log { step, stream, line },
         });
+    }
+
+    /// The user's SSH config files to keep `ssh <env>` working, when the run manages them.
+    pub fn ssh_config(&self) -> Option<&crate::ssh::SshConfigFiles> {
+        self.ssh_config.as_ref()
     }
 
     /// The host session (SSH), connecting on first use. `None` on the local target.

@@ -46,6 +46,12 @@ pub async fn host_addr(ctx: &StepCtx) -> Result<HostAddr> {
     }
 }
 
+/// What the Host block was written for: a change of address or pinned keys rewrites it.
+fn ssh_config_stamp(addr: &HostAddr) -> String {
+    let keys = super::short_hash(addr.pinned_host_keys.join("\n").as_bytes());
+    format!("{addr} keys={keys}")
+}
+
 /// Logs in to the host (or finds the local engine).
 pub struct HostStep {
     deps: Vec<String>,
@@ -84,13 +90,39 @@ impl Step for HostStep {
                 ctx.engine().await?;
             }
         }
+        // `ssh <env>` works once kgenv's Host block matches the address it logs in with.
+        if ctx.ssh_config().is_some() && ctx.env.target != Target::Local {
+            let addr = host_addr(ctx).await?;
+            let recorded = ctx.state.snapshot().await.fact("host", "ssh_config").map(str::to_string);
+            if recorded.as_deref() != Some(&ssh_config_stamp(&addr)) {
+                return Ok(CheckOutcome::missing(vec![format!("write the `Host {}` block and the `Include` in ~/.ssh/config", ctx.env.name)]));
+            }
+        }
         Ok(CheckOutcome::satisfied())
     }
-    async fn apply(&self, _ctx: &StepCtx) -> Result<()> {
-        // `check` either reaches the host or fails; there is nothing to create here.
+    async fn apply(&self, ctx: &StepCtx) -> Result<()> {
+        // Reaching the host happened in `check`; what is left is the user's SSH config.
+        let Some(files) = ctx.ssh_config() else { return Ok(()) };
+        let addr = host_addr(ctx).await?;
+        files.write_host(&ctx.env.name, &addr)?;
+        ctx.state
+            .update("host", |r| {
+                r.created.insert("ssh_config".into(), files.kgenv_config.display().to_string());
+                r.facts.insert("ssh_config".into(), ssh_config_stamp(&addr));
+            })
+            .await?;
+        ctx.log(format!("`ssh {}` now reaches {addr}", ctx.env.name));
         Ok(())
     }
-    async fn destroy(&self, _ctx: &StepCtx) -> Result<Destroyed> {
-        Ok(Destroyed::Nothing)
+    async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
+        let recorded = ctx.state.snapshot().await.step("host").is_some_and(|r| !r.created.is_empty());
+        if !recorded {
+            return Ok(Destroyed::Nothing);
+        }
+        if let Some(files) = ctx.ssh_config() {
+            files.remove_host(&ctx.env.name)?;
+        }
+        ctx.state.update("host", |r| *r = Default::default()).await?;
+        Ok(Destroyed::Removed)
     }
 }

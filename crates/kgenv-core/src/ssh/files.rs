@@ -1,0 +1,107 @@
+//! Files on the host over an exec stream: `put_file` pipes the bytes into
+//! `cat > TMP && chmod MODE TMP && mv -f TMP PATH` (binary-safe, atomic, parents created),
+//! `read_file` runs `cat` and tells "absent" from "unreadable" by a marker exit status.
+//!
+//! kgenv's host files live in system directories, so both run as root (`sudo -n` unless the
+//! login user is root) when [`super::SshOptions::files_as_root`] is set. Every path reaches
+//! the shell through [`crate::shell::quote`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::session::SshSession;
+use crate::backends::{no_progress, remote::ExecRequest, BackendResult};
+use crate::error::BackendError;
+use crate::shell::{quote, Cmd};
+
+/// Exit status `read_file`'s script uses for "no such file".
+const ABSENT: i64 = 44;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The shell line that writes stdin to `path` with `mode`, atomically.
+pub(crate) fn put_script(path: &str, mode: u32, nonce: &str) -> String {
+    let dir = match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+        None => ".".to_string(),
+    };
+    let tmp = format!("{path}.kgenv-tmp-{nonce}");
+    let mode = format!("{:o}", mode & 0o7777);
+    format!(
+        "{mkdir} && umask 077 && {{ cat > {tmp_q} && {chmod} && {mv}; }} || {{ rc=$?; rm -f -- {tmp_q}; exit $rc; }}",
+        mkdir = Cmd::new("mkdir").arg("-p").arg("--").arg(&dir),
+        tmp_q = quote(&tmp),
+        chmod = Cmd::new("chmod").arg(&mode).arg("--").arg(&tmp),
+        mv = Cmd::new("mv").arg("-f").arg("--").arg(&tmp).arg(path),
+    )
+}
+
+/// The shell line that prints `path`, or exits [`ABSENT`] when it does not exist.
+pub(crate) fn read_script(path: &str) -> String {
+    let p = quote(path);
+    format!("if test -e {p} || test -L {p}; then exec cat -- {p}; else exit {ABSENT}; fi")
+}
+
+impl SshSession {
+    pub(crate) async fn write_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> BackendResult<()> {
+        let nonce = format!(
+            "{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let req = ExecRequest {
+            command: put_script(path, mode, &nonce),
+            stdin: Some(content.to_vec()),
+            sudo: self.files_as_root(),
+            timeout: None,
+        };
+        let out = self.run(req, &no_progress).await?;
+        if !out.success() {
+            return Err(BackendError::CommandFailed {
+                command: format!("write {path} on {}", self.endpoint_string()),
+                exit_code: out.exit_code,
+                stderr_tail: out.stderr_tail(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn fetch_file(&self, path: &str) -> BackendResult<Option<Vec<u8>>> {
+        let req = ExecRequest {
+            command: read_script(path),
+            stdin: None,
+            sudo: self.files_as_root(),
+            timeout: None,
+        };
+        let out = self.run(req, &no_progress).await?;
+        match out.exit_code {
+            0 => Ok(Some(out.stdout)),
+            ABSENT if out.stderr.is_empty() => Ok(None),
+            code => Err(BackendError::CommandFailed {
+                command: format!("read {path} on {}", self.endpoint_string()),
+                exit_code: code,
+                stderr_tail: out.stderr_tail(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_quote_paths() {
+        let s = put_script("/var/lib/kgenv/my dir/it's", 0o600, "1-2");
+        assert!(s.contains("mkdir -p -- '/var/lib/kgenv/my dir'"), "{s}");
+        assert!(s.contains("chmod 600 -- "), "{s}");
+        assert!(s.contains("'/var/lib/kgenv/my dir/it'\\''s'"), "{s}");
+        assert!(put_script("/x", 0o644, "n").contains("mkdir -p -- /"));
+        assert!(read_script("/a b").contains("cat -- '/a b'"));
+    }
+}
