@@ -25,6 +25,7 @@
 pub mod backends;
 pub mod config;
 pub mod error;
+pub mod gce;
 pub mod keys;
 pub mod mock;
 pub mod paths;

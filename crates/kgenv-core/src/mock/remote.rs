@@ -68,7 +68,7 @@ impl Remote for MockRemote {
             ["sh", "-s", "--", a, ..] => Some(a.to_string()),
             _ => None,
         };
-        let script = action.as_ref().and_then(|_| req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
+        let script = action.as_ref().and(req.stdin.as_deref()).and_then(|s| script_name(s).map(|n| (n, hex::encode(Sha256::digest(s)))));
         let mutating = !(req.command == "true" || action.as_deref() == Some("check"));
         let out = self
             .world
