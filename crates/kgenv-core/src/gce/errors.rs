@@ -95,7 +95,15 @@ pub fn from_operation(op: &Operation, resource: &str) -> Option<BackendError> {
         return None;
     }
     let codes: Vec<&str> = errors.iter().filter_map(|e| e.code.as_deref()).collect();
-    let mut messages: Vec<String> = errors.iter().filter_map(|e| e.message.clone()).collect();
+    // `message (CODE)`: the code is what users search for.
+    let mut messages: Vec<String> = errors
+        .iter()
+        .filter_map(|e| match (&e.message, &e.code) {
+            (Some(m), Some(c)) if !m.contains(c.as_str()) => Some(format!("{m} ({c})")),
+            (Some(m), _) => Some(m.clone()),
+            (None, c) => c.clone(),
+        })
+        .collect();
     if messages.is_empty() {
         messages.extend(op.http_error_message.clone());
     }

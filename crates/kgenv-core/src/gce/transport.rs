@@ -141,14 +141,21 @@ impl Transport {
     /// A transport to `base_url` authenticating with `auth`.
     pub fn new(base_url: &str, auth: TokenSource, retry: RetryPolicy) -> BackendResult<Self> {
         let base = normalize_base_url(base_url)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("kgenv/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .connect_timeout(Duration::from_secs(15));
+        if reqwest::Url::parse(&base)
+            .ok()
+            .and_then(|u| u.host_str().map(is_loopback))
+            .unwrap_or(false)
+        {
+            // An emulator or fake on this machine: never through an HTTP(S)_PROXY.
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().map_err(|e| BackendError::Other {
+            message: "building the HTTP client".into(),
+            source: Some(Box::new(e)),
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
