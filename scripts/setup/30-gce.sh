@@ -13,6 +13,9 @@ if spec and spec.origin:
         print(p)
 PY
 }
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  need_apt python3 python3-venv
+fi
 if [ ! -x "$KGENV_VENV/bin/python" ] \
   || ! "$KGENV_VENV/bin/pip" show google-api-python-client 2>/dev/null | grep -qx "Version: $KGENV_GAPI_CLIENT_VERSION"; then
   # Only the document is needed: skip the client's runtime dependencies.
