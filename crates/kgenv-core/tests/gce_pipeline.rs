@@ -610,13 +610,21 @@ async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
         Some(ip2.as_str())
     );
     assert!(rig.state().await.fact("instance", "host_keys").is_some());
-    // `up` after a stop starts the VM again.
+    // `up` after a stop starts the VM again; the same VM keeps its pinned host keys.
     rig.runner
         .stop_instance(rig.sink())
         .await
         .expect("stop again");
+    rig.fake.clear_requests();
     rig.up().await.expect("up restarts");
     assert_eq!(rig.fake.instances()[0].2, "RUNNING");
+    let reads = rig
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method_id == "compute.instances.getGuestAttributes")
+        .count();
+    assert_eq!(reads, 0, "host keys of the same VM are not read again");
     rig.fake.assert_conforms();
 }
 
@@ -715,4 +723,52 @@ async fn plan_shows_the_resolved_image_and_changes_nothing() {
         "{actions:?}"
     );
     assert!(rig.mutating().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_recreated_outside_kgenv_gets_its_new_host_keys_read() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b.no_gpu())).await;
+    rig.up().await.expect("up");
+    let id1 = rig
+        .state()
+        .await
+        .fact("instance", "id")
+        .map(str::to_string)
+        .expect("id recorded");
+    // Someone deletes it and makes a new one with the same name and kgenv's labels.
+    let at = kgenv_core::backends::compute::InstanceRef {
+        project: PROJECT.into(),
+        zone: "us-central1-a".into(),
+        name: "kg".into(),
+    };
+    kgenv_core::backends::Compute::delete_instance(&rig.fake.client(), &at)
+        .await
+        .expect("delete");
+    rig.fake.seed_instance(
+        PROJECT,
+        "us-central1-a",
+        "kg",
+        serde_json::json!({"kgenv-env": "kg"}),
+    );
+    rig.fake.clear_requests();
+    rig.up().await.expect("up");
+    let id2 = rig
+        .state()
+        .await
+        .fact("instance", "id")
+        .map(str::to_string)
+        .expect("id recorded");
+    assert_ne!(id1, id2);
+    assert!(
+        rig.fake
+            .requests()
+            .iter()
+            .any(|r| r.method_id == "compute.instances.getGuestAttributes"),
+        "host keys read again for the new VM"
+    );
+    assert!(
+        rig.mutating().is_empty(),
+        "nothing had to change in GCE: {:?}",
+        ids(&rig.mutating())
+    );
 }

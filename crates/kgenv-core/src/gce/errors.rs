@@ -202,7 +202,7 @@ fn classify(f: Facts<'_>, resource: &str) -> BackendError {
 /// `... in zone 'us-central1-a' ...` → `us-central1-a`.
 fn zone_in(message: &str) -> Option<String> {
     let rest = &message[message.find("zone '")? + 6..];
-    Some(rest[..rest.find('\'')?].to_string())
+    Some(model::short_name(&rest[..rest.find('\'')?]).to_string())
 }
 
 /// The quota named in an error: from Google's message (`Quota 'NVIDIA_T4_GPUS' exceeded.
@@ -356,6 +356,10 @@ mod tests {
             matches!(from_http(429, b"", Some(Duration::from_secs(3)), "r"), BackendError::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 3)
         );
         assert!(from_http(503, b"<html>unavailable</html>", None, "r").is_retryable());
+        let sync_stockout = br#"{"error":{"code":503,"message":"The zone 'projects/p/zones/europe-west4-b' does not have enough resources available to fulfill the request.","errors":[{"reason":"ZONE_RESOURCE_POOL_EXHAUSTED"}]}}"#;
+        assert!(
+            matches!(from_http(503, sync_stockout, None, "r"), BackendError::Stockout { zone, .. } if zone == "europe-west4-b")
+        );
         assert!(from_http(
             404,
             br#"{"error":{"code":404,"message":"The resource was not found"}}"#,

@@ -331,6 +331,9 @@ impl InstanceStep {
                     ),
                 );
                 r.facts.insert("zone".into(), info.at.zone.clone());
+                if !info.id.is_empty() {
+                    r.facts.insert("id".into(), info.id.clone());
+                }
                 match &info.external_ip {
                     Some(ip) => r.facts.insert("external_ip".into(), ip.clone()),
                     None => r.facts.remove("external_ip"),
@@ -386,6 +389,14 @@ impl InstanceStep {
             }
             delay = (delay * 2).min(HOSTKEY_MAX_DELAY);
         }
+    }
+
+    /// Whether the state already pins host keys read from this very VM (same GCE id).
+    async fn keys_pinned_for(&self, ctx: &StepCtx, info: &InstanceInfo) -> bool {
+        let state = ctx.state.snapshot().await;
+        !info.id.is_empty()
+            && state.fact("instance", "id") == Some(info.id.as_str())
+            && state.fact("instance", "host_keys").is_some()
     }
 
     /// Deletes what a failed insert left in `at`, if it is kgenv's.
@@ -532,14 +543,9 @@ impl InstanceStep {
     pub async fn start(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
         let info = self.find_owned(ctx).await?;
         let info = self.power_on(ctx, info).await?;
+        let keys_pinned = self.keys_pinned_for(ctx, &info).await;
         self.record(ctx, &info).await?;
-        if ctx
-            .state
-            .snapshot()
-            .await
-            .fact("instance", "host_keys")
-            .is_none()
-        {
+        if !keys_pinned {
             self.record_host_keys(ctx, &info.at).await?;
         }
         Ok(info)
@@ -630,6 +636,15 @@ impl Step for InstanceStep {
             return Ok(CheckOutcome::drifted(diff, vec![]));
         }
         let recorded = ctx.state.snapshot().await;
+        if let Some(old) = recorded
+            .fact("instance", "id")
+            .filter(|id| !info.id.is_empty() && *id != info.id)
+        {
+            return Ok(CheckOutcome::drifted(
+                vec![format!("{} was recreated outside kgenv (GCE id {old} → {}); its new host keys will be read from guest attributes", info.at, info.id)],
+                vec!["GET getGuestAttributes hostkeys/".into()],
+            ));
+        }
         let host_keys_missing = recorded.fact("instance", "host_keys").is_none();
         match info.status {
             InstanceStatus::Running
@@ -678,8 +693,13 @@ impl Step for InstanceStep {
             Some(info) => self.power_on(ctx, info).await?,
             None => self.create(ctx).await?,
         };
+        let keys_pinned = self.keys_pinned_for(ctx, &info).await;
         // Record before anything else can fail, so `down` can always find it.
         self.record(ctx, &info).await?;
+        if keys_pinned {
+            // The same VM (same id) keeps its host keys across stop and start.
+            return Ok(());
+        }
         self.record_host_keys(ctx, &info.at).await
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
