@@ -27,6 +27,8 @@ pub mod backends;
 pub mod config;
 pub mod error;
 pub mod github;
+pub mod http;
+pub mod gce;
 pub mod keys;
 pub mod mock;
 pub mod paths;

@@ -94,7 +94,10 @@ impl Backends {
     pub async fn from_env() -> Self {
         let hint = "this kgenv build has no client for it yet; use --mock to simulate";
         Self {
-            compute: unavailable::Unavailable::arc("compute", hint),
+            compute: match crate::gce::GceCompute::from_env().await {
+                Ok(c) => Arc::new(c),
+                Err(e) => unavailable::Unavailable::arc("compute", e.to_string()),
+            },
             storage: unavailable::Unavailable::arc("storage", hint),
             remote: Arc::new(crate::ssh::SshConnector::new()),
             engine: unavailable::Unavailable::arc("engine", hint),

@@ -77,6 +77,9 @@ impl Compute for Unavailable {
     async fn check_accelerator(&self, _: &str, _: &str, _: &str) -> BackendResult<()> {
         self.err()
     }
+    async fn check_machine_type(&self, _: &str, _: &str, _: &str) -> BackendResult<()> {
+        self.err()
+    }
     async fn caller_ip(&self) -> BackendResult<String> {
         self.err()
     }

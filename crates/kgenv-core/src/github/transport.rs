@@ -52,18 +52,12 @@ pub struct Http {
     retries: usize,
 }
 
-/// rustls needs a process-wide crypto provider when reqwest is built without its own;
-/// kgenv uses ring. Installing twice is harmless (the first one stays).
-pub fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::http::ensure_crypto_provider;
 
 impl Http {
     /// A transport for the API at `base` (no trailing slash needed).
     pub fn new(base: &str, token: Option<Token>) -> Result<Self, BackendError> {
-        ensure_crypto_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("kgenv/", env!("CARGO_PKG_VERSION")))
+        let client = crate::http::client_builder(base)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()

@@ -156,6 +156,20 @@ impl Compute for MockCompute {
             .await
     }
 
+    async fn check_machine_type(&self, project: &str, zone: &str, machine_type: &str) -> BackendResult<()> {
+        let k = format!("{project}/{zone}/{machine_type}");
+        self.0
+            .call("compute.check_machine_type", &k, false, |_| {
+                // The mock offers the families GPU VMs use.
+                if ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"].iter().any(|f| machine_type.starts_with(f)) {
+                    Ok(())
+                } else {
+                    Err(BackendError::NotFound { resource: format!("machine type {machine_type} in zone {zone}") })
+                }
+            })
+            .await
+    }
+
     async fn caller_ip(&self) -> BackendResult<String> {
         self.0.call("compute.caller_ip", "", false, |_| Ok("198.51.100.7".to_string())).await
     }

@@ -388,6 +388,33 @@ impl Runner {
         finish("down", &self.env.name, outcomes, errors, t0, &self.cancel)
     }
 
+    /// `kgenv stop`: stops the environment's GCE instance and keeps its disk, so the GPU is
+    /// no longer billed. Returns the instance as it is afterwards.
+    pub async fn stop_instance(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<crate::backends::compute::InstanceInfo> {
+        let (step, ctx, _lock) = self.instance_step(on_event)?;
+        step.stop(&ctx).await.map_err(|e| e.in_step("instance"))
+    }
+
+    /// `kgenv start`: starts the environment's stopped GCE instance, records its new
+    /// address, and pins its host keys if they are not yet. Returns the running instance.
+    pub async fn start_instance(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<crate::backends::compute::InstanceInfo> {
+        let (step, ctx, _lock) = self.instance_step(on_event)?;
+        step.start(&ctx).await.map_err(|e| e.in_step("instance"))
+    }
+
+    fn instance_step(
+        &self,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<(crate::steps::instance::InstanceStep, StepCtx, std::fs::File)> {
+        let spec = match (&self.env.target, &self.env.instance) {
+            (crate::spec::Target::Gce, Some(i)) => i.clone(),
+            _ => return Err(Error::Usage(format!("`{}` has no GCE instance to stop or start (target is `{}`)", self.env.name, self.env.target.kind()))),
+        };
+        let lock = self.lock()?;
+        let ctx = self.ctx(&EventSink::new(on_event))?.for_step("instance");
+        Ok((crate::steps::instance::InstanceStep::new(&self.env, spec), ctx, lock))
+    }
+
     /// The state file and a live check of every step.
     pub async fn status(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<StatusReport> {
         let events = EventSink::new(on_event);

@@ -96,6 +96,10 @@ pub trait Step: Send + Sync {
 pub(crate) struct Session {
     remote: OnceCell<Arc<dyn Remote>>,
     engine: OnceCell<Arc<dyn ContainerEngine>>,
+    /// The GCE preflight's findings (resolved image, usable zones), once per run.
+    pub(crate) gce_preflight: OnceCell<crate::steps::instance::Preflight>,
+    /// The caller's public IP, detected once per run for the firewall rules.
+    pub(crate) caller_ip: OnceCell<String>,
 }
 
 /// Everything a step may use: the spec, the backends, the state file, events, cancellation.

@@ -19,18 +19,49 @@ pub struct FirewallStep {
     env: String,
     project: String,
     spec: Firewall,
+    deps: Vec<String>,
 }
 
 impl FirewallStep {
-    /// The step for `spec` in `env`'s project.
-    pub fn new(env: &Env, spec: Firewall) -> Self {
-        let project = env.instance.as_ref().map(|i| i.project.clone()).unwrap_or_default();
-        Self { id: format!("firewall/{}", spec.name), env: env.name.clone(), project, spec }
+    /// The step for `spec` in `env`'s project, after `deps` (the GCE preflight).
+    pub fn new(env: &Env, spec: Firewall, deps: Vec<String>) -> Self {
+        let project = env
+            .instance
+            .as_ref()
+            .map(|i| i.project.clone())
+            .unwrap_or_default();
+        Self {
+            id: format!("firewall/{}", spec.name),
+            env: env.name.clone(),
+            project,
+            spec,
+            deps,
+        }
+    }
+
+    fn owned(&self, rule: &FirewallRule) -> bool {
+        rule.description.contains(&owner_marker(&self.env))
+    }
+
+    fn not_ours(&self) -> crate::Error {
+        BackendError::AlreadyExists {
+            resource: format!(
+                "firewall rule {} (not created by kgenv for `{}`; rename the rule in kgenv.toml)",
+                self.spec.name, self.env
+            ),
+        }
+        .into()
     }
 
     async fn desired(&self, ctx: &StepCtx) -> Result<FirewallRule> {
         let source_ranges = if self.spec.source_ranges.is_empty() {
-            vec![format!("{}/32", ctx.backends.compute.caller_ip().await?)]
+            // Detected once per run, whatever the number of rules.
+            let ip = ctx
+                .session
+                .caller_ip
+                .get_or_try_init(|| ctx.backends.compute.caller_ip())
+                .await?;
+            vec![crate::gce::caller_ip::host_range(ip)]
         } else {
             self.spec.source_ranges.clone()
         };
@@ -47,7 +78,13 @@ impl FirewallStep {
     }
 
     fn describe(r: &FirewallRule) -> String {
-        format!("allow {}:{} from {} to tag {}", r.protocol, r.ports.join(","), r.source_ranges.join(","), r.target_tags.join(","))
+        format!(
+            "allow {}:{} from {} to tag {}",
+            r.protocol,
+            r.ports.join(","),
+            r.source_ranges.join(","),
+            r.target_tags.join(",")
+        )
     }
 }
 
@@ -73,11 +110,21 @@ impl Step for FirewallStep {
         &self.id
     }
     fn deps(&self) -> &[String] {
-        &[]
+        &self.deps
     }
     fn summary(&self) -> String {
-        let from = if self.spec.source_ranges.is_empty() { "your public IP /32".to_string() } else { self.spec.source_ranges.join(",") };
-        format!("firewall rule {}: {} {} from {}", self.spec.name, self.spec.protocol, self.spec.ports.join(","), from)
+        let from = if self.spec.source_ranges.is_empty() {
+            "your public IP /32".to_string()
+        } else {
+            self.spec.source_ranges.join(",")
+        };
+        format!(
+            "firewall rule {}: {} {} from {}",
+            self.spec.name,
+            self.spec.protocol,
+            self.spec.ports.join(","),
+            from
+        )
     }
     fn warnings(&self) -> Vec<String> {
         if self.spec.is_world_open() {
@@ -87,25 +134,38 @@ impl Step for FirewallStep {
         }
     }
     fn planned_actions(&self) -> Vec<String> {
-        vec![format!("POST compute/v1/projects/{}/global/firewalls (insert {})", self.project, self.spec.name)]
+        vec![format!(
+            "POST compute/v1/projects/{}/global/firewalls (insert {})",
+            self.project, self.spec.name
+        )]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let want = self.desired(ctx).await?;
-        match ctx.backends.compute.get_firewall(&self.project, &self.spec.name).await? {
+        match ctx
+            .backends
+            .compute
+            .get_firewall(&self.project, &self.spec.name)
+            .await?
+        {
             None => Ok(CheckOutcome::missing(vec![format!(
                 "POST compute/v1/projects/{}/global/firewalls (insert {}: {})",
-                self.project, want.name, Self::describe(&want)
+                self.project,
+                want.name,
+                Self::describe(&want)
             )])),
-            Some(have) if !have.description.contains(&owner_marker(&self.env)) => Err(BackendError::AlreadyExists {
-                resource: format!("firewall rule {} (not created by kgenv for `{}`; rename the rule in kgenv.toml)", self.spec.name, self.env),
-            }
-            .into()),
+            Some(have) if !self.owned(&have) => Err(self.not_ours()),
             Some(have) => {
                 let d = diff(&have, &want);
                 if d.is_empty() {
                     Ok(CheckOutcome::satisfied())
                 } else {
-                    Ok(CheckOutcome::drifted(d, vec![format!("PATCH compute/v1/projects/{}/global/firewalls/{}", self.project, want.name)]))
+                    Ok(CheckOutcome::drifted(
+                        d,
+                        vec![format!(
+                            "PATCH compute/v1/projects/{}/global/firewalls/{}",
+                            self.project, want.name
+                        )],
+                    ))
                 }
             }
         }
@@ -116,15 +176,36 @@ impl Step for FirewallStep {
         match compute.get_firewall(&self.project, &self.spec.name).await? {
             None => match compute.insert_firewall(&want).await {
                 Ok(()) => {}
-                // A retried insert that already landed: adopt it if it is ours.
-                Err(BackendError::AlreadyExists { .. }) => compute.patch_firewall(&want).await?,
+                // Made meanwhile (another run, or an insert that landed): adopt it only if
+                // it is ours, never rewrite someone else's rule.
+                Err(BackendError::AlreadyExists { .. }) => {
+                    match compute.get_firewall(&self.project, &self.spec.name).await? {
+                        Some(have) if self.owned(&have) => {
+                            if !diff(&have, &want).is_empty() {
+                                compute.patch_firewall(&want).await?;
+                            }
+                        }
+                        _ => return Err(self.not_ours()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             },
-            Some(_) => compute.patch_firewall(&want).await?,
+            Some(have) if !self.owned(&have) => return Err(self.not_ours()),
+            Some(have) => {
+                if !diff(&have, &want).is_empty() {
+                    compute.patch_firewall(&want).await?;
+                }
+            }
         }
         ctx.state
             .update(&self.id, |r| {
-                r.created.insert("firewall".into(), format!("projects/{}/global/firewalls/{}", self.project, self.spec.name));
+                r.created.insert(
+                    "firewall".into(),
+                    format!(
+                        "projects/{}/global/firewalls/{}",
+                        self.project, self.spec.name
+                    ),
+                );
             })
             .await?;
         ctx.log(format!("firewall {}: {}", want.name, Self::describe(&want)));
@@ -133,13 +214,30 @@ impl Step for FirewallStep {
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
         if state.step(&self.id).is_none_or(|r| r.created.is_empty()) {
-            return Ok(Destroyed::Nothing);
+            // Not recorded (a run that died between insert and record): delete it only if
+            // its description says it is this environment's.
+            match ctx
+                .backends
+                .compute
+                .get_firewall(&self.project, &self.spec.name)
+                .await?
+            {
+                Some(have) if self.owned(&have) => {}
+                _ => return Ok(Destroyed::Nothing),
+            }
         }
-        match ctx.backends.compute.delete_firewall(&self.project, &self.spec.name).await {
+        match ctx
+            .backends
+            .compute
+            .delete_firewall(&self.project, &self.spec.name)
+            .await
+        {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        ctx.state.update(&self.id, |r| *r = Default::default()).await?;
+        ctx.state
+            .update(&self.id, |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

@@ -1,36 +1,244 @@
-//! Guide step 1: the GPU VM. Zones are tried in order: a stockout deletes any half-made
-//! instance and moves on, a region quota skips that region, a global quota stops at once.
-//! The zone used, the external IP and the host keys are recorded for the SSH layer.
+//! Guide step 1: the GPU VM.
+//!
+//! Before anything is created, the preflight ([`PreflightStep`], which the firewall and
+//! instance steps depend on) resolves the image family to a concrete image, checks the disk
+//! against the image's minimum and the machine and GPU types in every zone — so bad input
+//! fails before any mutating call. Zones are then tried in order: any failed insert deletes
+//! whatever half-made instance it left, a stockout moves to the next zone, a region quota
+//! skips that region's zones, a global quota (`GPUS_ALL_REGIONS`) stops at once. The zone
+//! used, the external IP and the host keys (from guest attributes) are recorded for the SSH
+//! layer. [`InstanceStep::stop`] and [`InstanceStep::start`] back `kgenv stop`/`start`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::backends::compute::{InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus};
+use crate::backends::compute::{
+    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus,
+};
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{rules::region_of, Env, Instance};
 
-/// How many times to read guest attributes while the guest agent has not published host
-/// keys yet, and how long to wait between reads.
-const HOSTKEY_POLLS: u32 = 60;
-const HOSTKEY_POLL_DELAY: Duration = Duration::from_secs(5);
+/// Host-key polling: first delay, largest delay (the bound is the run's host-ready time).
+const HOSTKEY_FIRST_DELAY: Duration = Duration::from_millis(250);
+const HOSTKEY_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Id of the preflight step.
+pub const PREFLIGHT_ID: &str = "preflight";
+
+/// What the preflight found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preflight {
+    /// The image the family resolves to now.
+    pub image: ImageInfo,
+    /// The spec's zones that offer the machine type and GPU, in the spec's order.
+    pub zones: Vec<String>,
+}
+
+/// Checks the instance spec against the project before anything is created: image family,
+/// disk size against the image's minimum, machine and GPU types per zone (all GETs, in
+/// parallel). Bad input is a [`ValidationError`] naming the field.
+pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
+    let compute = &ctx.backends.compute;
+    let per_zone = spec.zones.iter().map(|z| async move {
+        let gpu = async {
+            match &spec.gpu_type {
+                Some(g) => compute.check_accelerator(&spec.project, z, g).await,
+                None => Ok(()),
+            }
+        };
+        let (mt, gpu) = tokio::join!(
+            compute.check_machine_type(&spec.project, z, &spec.machine_type),
+            gpu
+        );
+        (z, mt, gpu)
+    });
+    let (image, zones) = tokio::join!(
+        compute.image_from_family(&spec.image_project, &spec.image_family),
+        futures::future::join_all(per_zone)
+    );
+    let image = image.map_err(|e| match e {
+        BackendError::NotFound { .. } => crate::Error::from(ValidationError::new(
+            "instance.image_family",
+            format!("image family `{}` does not exist in project `{}` (see `gcloud compute images list --project {} --filter=family:{}`)", spec.image_family, spec.image_project, spec.image_project, spec.image_family),
+        )),
+        e => e.into(),
+    })?;
+    if spec.disk_size_gb < image.disk_size_gb {
+        return Err(ValidationError::new(
+            "instance.disk_size_gb",
+            format!("{} GB is below the {} GB that image {} needs; set disk_size_gb to at least {} (200 leaves room for the Kaggle image and data)", spec.disk_size_gb, image.disk_size_gb, image.name, image.disk_size_gb),
+        )
+        .into());
+    }
+    let (mut usable, mut no_machine, mut no_gpu) = (Vec::new(), Vec::new(), Vec::new());
+    for (z, mt, gpu) in zones {
+        let mut ok = true;
+        match mt {
+            Ok(()) => {}
+            Err(BackendError::NotFound { .. }) => {
+                no_machine.push(z.clone());
+                ok = false;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match gpu {
+            Ok(()) => {}
+            Err(BackendError::NotFound { .. }) => {
+                no_gpu.push(z.clone());
+                ok = false;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if ok {
+            usable.push(z.clone());
+        }
+    }
+    let gpu = spec.gpu_type.as_deref().unwrap_or("none");
+    if usable.is_empty() {
+        let (field, rule) = if no_gpu.len() == spec.zones.len() {
+            ("instance.gpu_type", format!("`{gpu}` is not offered in {} (see `gcloud compute accelerator-types list --filter=name={gpu}` for zones that have it)", spec.zones.join(", ")))
+        } else if no_machine.len() == spec.zones.len() {
+            ("instance.machine_type", format!("`{}` is not offered in {} (see `gcloud compute machine-types list --filter=name={}`)", spec.machine_type, spec.zones.join(", "), spec.machine_type))
+        } else {
+            (
+                "instance.zones",
+                format!(
+                    "no zone offers both `{}` and `{gpu}`: {} lack the machine type, {} the GPU",
+                    spec.machine_type,
+                    no_machine.join(", "),
+                    no_gpu.join(", ")
+                ),
+            )
+        };
+        return Err(ValidationError::new(field, rule).into());
+    }
+    for z in &no_machine {
+        ctx.warn(format!(
+            "zone {z} does not offer machine type {}; skipping it",
+            spec.machine_type
+        ));
+    }
+    for z in no_gpu.iter().filter(|z| !no_machine.contains(z)) {
+        ctx.warn(format!("zone {z} does not offer {gpu}; skipping it"));
+    }
+    Ok(Preflight {
+        image,
+        zones: usable,
+    })
+}
+
+/// The preflight of this run (computed once, shared by the steps of the run).
+async fn preflight_once<'a>(ctx: &'a StepCtx, spec: &Instance) -> Result<&'a Preflight> {
+    ctx.session
+        .gce_preflight
+        .get_or_try_init(|| preflight(ctx, spec))
+        .await
+}
+
+/// Runs the preflight before the firewall and instance steps change anything.
+pub struct PreflightStep {
+    spec: Instance,
+}
+
+impl PreflightStep {
+    /// The preflight for `spec`.
+    pub fn new(spec: Instance) -> Self {
+        Self { spec }
+    }
+}
+
+#[async_trait]
+impl Step for PreflightStep {
+    fn id(&self) -> &str {
+        PREFLIGHT_ID
+    }
+    fn deps(&self) -> &[String] {
+        &[]
+    }
+    fn summary(&self) -> String {
+        format!(
+            "check image family {}/{}, disk size, {} and {} in {} before creating anything",
+            self.spec.image_project,
+            self.spec.image_family,
+            self.spec.machine_type,
+            self.spec.gpu_type.as_deref().unwrap_or("no GPU"),
+            self.spec.zones.join(", ")
+        )
+    }
+    fn planned_actions(&self) -> Vec<String> {
+        let p = &self.spec.project;
+        let mut a = vec![format!(
+            "GET compute/v1/projects/{}/global/images/family/{}",
+            self.spec.image_project, self.spec.image_family
+        )];
+        for z in &self.spec.zones {
+            a.push(format!(
+                "GET compute/v1/projects/{p}/zones/{z}/machineTypes/{}",
+                self.spec.machine_type
+            ));
+            if let Some(g) = &self.spec.gpu_type {
+                a.push(format!(
+                    "GET compute/v1/projects/{p}/zones/{z}/acceleratorTypes/{g}"
+                ));
+            }
+        }
+        a
+    }
+    async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
+        // Once kgenv has made the instance, there is nothing left to vet (and a retired
+        // image family must not block `up` on an instance that already runs).
+        if ctx
+            .state
+            .snapshot()
+            .await
+            .fact("instance", "zone")
+            .is_some()
+        {
+            return Ok(CheckOutcome::satisfied());
+        }
+        let p = preflight_once(ctx, &self.spec).await?;
+        ctx.log(format!(
+            "image family {} → {}; zones to try: {}",
+            self.spec.image_family,
+            p.image.name,
+            p.zones.join(", ")
+        ));
+        Ok(CheckOutcome::satisfied())
+    }
+    async fn apply(&self, _ctx: &StepCtx) -> Result<()> {
+        Ok(())
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<Destroyed> {
+        Ok(Destroyed::Nothing)
+    }
+}
 
 /// Creates, starts or deletes the environment's instance.
 pub struct InstanceStep {
     env: String,
     spec: Instance,
+    deps: Vec<String>,
 }
 
 impl InstanceStep {
-    /// The step for `spec`.
+    /// The step for `spec`, after the preflight.
     pub fn new(env: &Env, spec: Instance) -> Self {
-        Self { env: env.name.clone(), spec }
+        Self {
+            env: env.name.clone(),
+            spec,
+            deps: vec![PREFLIGHT_ID.to_string()],
+        }
     }
 
     fn at(&self, zone: &str) -> InstanceRef {
-        InstanceRef { project: self.spec.project.clone(), zone: zone.into(), name: self.spec.name.clone() }
+        InstanceRef {
+            project: self.spec.project.clone(),
+            zone: zone.into(),
+            name: self.spec.name.clone(),
+        }
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
@@ -43,14 +251,47 @@ impl InstanceStep {
     /// The instance wherever it is: the recorded zone first, then the spec's zones.
     async fn find(&self, ctx: &StepCtx) -> Result<Option<InstanceInfo>> {
         let state = ctx.state.snapshot().await;
-        let mut zones: Vec<String> = state.fact("instance", "zone").map(str::to_string).into_iter().collect();
-        zones.extend(self.spec.zones.iter().filter(|z| !zones.contains(z)).cloned().collect::<Vec<_>>());
+        let mut zones: Vec<String> = state
+            .fact("instance", "zone")
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        zones.extend(
+            self.spec
+                .zones
+                .iter()
+                .filter(|z| !zones.contains(z))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         for z in zones {
             if let Some(i) = ctx.backends.compute.get_instance(&self.at(&z)).await? {
                 return Ok(Some(i));
             }
         }
         Ok(None)
+    }
+
+    /// The instance, which must exist and be kgenv's (for `stop` and `start`).
+    async fn find_owned(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
+        match self.find(ctx).await? {
+            Some(i) if self.owned(&i) => Ok(i),
+            Some(i) => Err(BackendError::AlreadyExists {
+                resource: format!(
+                    "{} (not created by kgenv for `{}`; kgenv leaves it alone)",
+                    i.at, self.env
+                ),
+            }
+            .into()),
+            None => Err(BackendError::NotFound {
+                resource: format!(
+                    "instance {} in {} (run `kgenv up` to create it)",
+                    self.spec.name,
+                    self.spec.zones.join(", ")
+                ),
+            }
+            .into()),
+        }
     }
 
     fn owned(&self, i: &InstanceInfo) -> bool {
@@ -82,8 +323,17 @@ impl InstanceStep {
     async fn record(&self, ctx: &StepCtx, info: &InstanceInfo) -> Result<()> {
         ctx.state
             .update("instance", |r| {
-                r.created.insert("instance".into(), format!("projects/{}/zones/{}/instances/{}", info.at.project, info.at.zone, info.at.name));
+                r.created.insert(
+                    "instance".into(),
+                    format!(
+                        "projects/{}/zones/{}/instances/{}",
+                        info.at.project, info.at.zone, info.at.name
+                    ),
+                );
                 r.facts.insert("zone".into(), info.at.zone.clone());
+                if !info.id.is_empty() {
+                    r.facts.insert("id".into(), info.id.clone());
+                }
                 match &info.external_ip {
                     Some(ip) => r.facts.insert("external_ip".into(), ip.clone()),
                     None => r.facts.remove("external_ip"),
@@ -93,109 +343,229 @@ impl InstanceStep {
         Ok(())
     }
 
-    /// Reads the host keys the guest agent publishes and pins them in the state file.
+    /// Reads the host keys the guest agent publishes and pins them in the state file,
+    /// polling with growing delays until the run's host-ready time is used up.
     async fn record_host_keys(&self, ctx: &StepCtx, at: &InstanceRef) -> Result<()> {
-        for attempt in 0..HOSTKEY_POLLS {
+        let started = Instant::now();
+        let mut delay = HOSTKEY_FIRST_DELAY;
+        let mut last_seen = "no hostkeys/ entries yet (is enable-guest-attributes set and the guest agent running?)".to_string();
+        loop {
             match ctx.backends.compute.guest_attributes(at, "hostkeys/").await {
                 Ok(keys) if !keys.is_empty() => {
-                    let lines: Vec<String> = keys.iter().map(|(alg, body)| format!("{alg} {body}")).collect();
-                    ctx.state.update("instance", |r| {
-                        r.facts.insert("host_keys".into(), lines.join("\n"));
-                    }).await?;
-                    ctx.log(format!("pinned {} host key(s) from guest attributes", lines.len()));
+                    let lines: Vec<String> = keys
+                        .iter()
+                        .map(|(alg, body)| format!("{alg} {body}"))
+                        .collect();
+                    ctx.state
+                        .update("instance", |r| {
+                            r.facts.insert("host_keys".into(), lines.join("\n"));
+                        })
+                        .await?;
+                    ctx.log(format!(
+                        "pinned {} host key(s) from guest attributes",
+                        lines.len()
+                    ));
                     return Ok(());
                 }
                 // Not published yet (the guest agent starts after boot): keep polling.
-                Ok(_) | Err(BackendError::NotFound { .. }) => {}
+                Ok(_) => {}
+                Err(e @ BackendError::NotFound { .. }) => last_seen = e.to_string(),
                 Err(e) => return Err(e.into()),
             }
-            if attempt == 0 {
+            if started.elapsed() + delay > ctx.host_ready_within {
+                return Err(BackendError::Timeout {
+                    what: format!("host keys in the guest attributes of {at}"),
+                    after: started.elapsed(),
+                    last_seen: Some(last_seen),
+                }
+                .into());
+            }
+            if delay == HOSTKEY_FIRST_DELAY {
                 ctx.log("waiting for the guest agent to publish the host keys");
             }
             tokio::select! {
-                () = tokio::time::sleep(HOSTKEY_POLL_DELAY) => {}
+                () = tokio::time::sleep(delay) => {}
                 () = ctx.cancel.cancelled() => return Err(BackendError::Cancelled.into()),
             }
+            delay = (delay * 2).min(HOSTKEY_MAX_DELAY);
         }
-        Err(BackendError::Timeout {
-            what: format!("host keys in the guest attributes of {at}"),
-            after: HOSTKEY_POLL_DELAY * HOSTKEY_POLLS,
-            last_seen: Some("no hostkeys/ entries (is enable-guest-attributes set and the guest agent running?)".into()),
+    }
+
+    /// Whether the state already pins host keys read from this very VM (same GCE id).
+    async fn keys_pinned_for(&self, ctx: &StepCtx, info: &InstanceInfo) -> bool {
+        let state = ctx.state.snapshot().await;
+        !info.id.is_empty()
+            && state.fact("instance", "id") == Some(info.id.as_str())
+            && state.fact("instance", "host_keys").is_some()
+    }
+
+    /// Deletes what a failed insert left in `at`, if it is kgenv's.
+    async fn remove_half_made(
+        &self,
+        ctx: &StepCtx,
+        at: &InstanceRef,
+        cause: &BackendError,
+    ) -> Result<()> {
+        let compute = &ctx.backends.compute;
+        let Some(half) = compute.get_instance(at).await? else {
+            return Ok(());
+        };
+        if !self.owned(&half) {
+            return Ok(());
         }
-        .into())
+        ctx.log(format!(
+            "deleting the half-made {at} left by the failed insert"
+        ));
+        compute.delete_instance(at).await.map_err(|e| {
+            crate::Error::from(BackendError::Other {
+                message: format!("creating {at} failed ({cause}) and deleting what it left failed too; delete it with `kgenv down --only instance` or `gcloud compute instances delete {} --zone {}`", at.name, at.zone),
+                source: Some(Box::new(e)),
+            })
+        })
     }
 
     async fn create(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
         let compute = &ctx.backends.compute;
-        let image = compute.image_from_family(&self.spec.image_project, &self.spec.image_family).await?;
-        if self.spec.disk_size_gb < image.disk_size_gb {
-            return Err(ValidationError::new("instance.disk_size_gb", format!("{} GB is below the {} GB that image {} needs", self.spec.disk_size_gb, image.disk_size_gb, image.name)).into());
-        }
-        ctx.log(format!("image family {} → {}", self.spec.image_family, image.name));
+        let pre = preflight_once(ctx, &self.spec).await?;
         let key = crate::keys::ensure(&self.env)?;
         let ssh_key = key.gce_metadata(crate::keys::GCE_USER);
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<String> = self
+            .spec
+            .zones
+            .iter()
+            .filter(|z| !pre.zones.contains(z))
+            .map(|z| format!("{z} (type not offered)"))
+            .collect();
         let mut skipped_regions: Vec<String> = Vec::new();
         let mut last: Option<BackendError> = None;
-        for zone in &self.spec.zones {
+        for zone in &pre.zones {
             let region = region_of(zone).to_string();
             if skipped_regions.contains(&region) {
                 tried.push(format!("{zone} (region quota)"));
                 continue;
             }
-            if let Some(gpu) = &self.spec.gpu_type {
-                match compute.check_accelerator(&self.spec.project, zone, gpu).await {
-                    Ok(()) => {}
-                    Err(BackendError::NotFound { .. }) => {
-                        tried.push(format!("{zone} ({gpu} not offered)"));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let req = self.request(zone, &image.self_link, &ssh_key);
-            ctx.log(format!("creating {} in {zone}", req.at));
-            match compute.insert_instance(&req).await {
+            let req = self.request(zone, &pre.image.self_link, &ssh_key);
+            ctx.log(format!(
+                "creating {} in {zone} from image {}",
+                req.at, pre.image.name
+            ));
+            let err = match compute.insert_instance(&req).await {
                 Ok(info) => return Ok(info),
                 Err(BackendError::AlreadyExists { .. }) => {
                     // A retried insert that landed, or a name clash: adopt only what is ours.
                     if let Some(info) = compute.get_instance(&req.at).await? {
                         if self.owned(&info) {
+                            ctx.log(format!(
+                                "adopting {} (labelled as this environment's)",
+                                info.at
+                            ));
                             return Ok(info);
                         }
                     }
-                    return Err(BackendError::AlreadyExists { resource: format!("{} (not created by kgenv; choose another name)", req.at) }.into());
-                }
-                Err(e) if e.is_stockout() => {
-                    ctx.warn(format!("{zone}: no capacity ({e}); trying the next zone"));
-                    // A stockout can leave a half-made instance behind: remove it.
-                    if let Some(half) = compute.get_instance(&req.at).await? {
-                        if self.owned(&half) {
-                            compute.delete_instance(&req.at).await?;
-                        }
+                    return Err(BackendError::AlreadyExists {
+                        resource: format!("{} (not created by kgenv; choose another name)", req.at),
                     }
+                    .into());
+                }
+                Err(e) => e,
+            };
+            // Whatever went wrong, leave nothing half-made behind in this zone.
+            self.remove_half_made(ctx, &req.at, &err).await?;
+            match err {
+                e if e.is_stockout() => {
+                    ctx.warn(format!("{zone}: no capacity ({e}); trying the next zone"));
                     tried.push(format!("{zone} (stockout)"));
                     last = Some(e);
                 }
-                Err(BackendError::Quota { quota, message }) => match &quota.scope {
-                    QuotaScope::Global => return Err(BackendError::Quota { quota, message }.into()),
+                BackendError::Quota { quota, message } => match &quota.scope {
+                    QuotaScope::Global => {
+                        tried.push(format!("{zone} (quota {}, all regions)", quota.metric));
+                        return Err(BackendError::Quota {
+                            message: format!("{message}; tried {}", tried.join(", ")),
+                            quota,
+                        }
+                        .into());
+                    }
                     QuotaScope::Region(r) => {
-                        ctx.warn(format!("quota {} reached in {r}; skipping its zones", quota.metric));
+                        ctx.warn(format!(
+                            "quota {} reached in {r}; skipping its zones",
+                            quota.metric
+                        ));
                         skipped_regions.push(r.clone());
-                        tried.push(format!("{zone} (quota {})", quota.metric));
+                        tried.push(format!("{zone} (quota {} in {r})", quota.metric));
                         last = Some(BackendError::Quota { quota, message });
                     }
                 },
-                Err(e) => return Err(e.into()),
+                e => return Err(e.into()),
             }
         }
-        let summary = format!("no zone could host the instance; tried {}. Add zones to `instance.zones`, pick another `gpu_type`, or request quota", tried.join(", "));
+        let summary = format!("no zone could host the instance; tried {}. Add zones (other regions too) to `instance.zones`, pick another `gpu_type`, or request quota", tried.join(", "));
         Err(match last {
-            Some(BackendError::Stockout { zone, resource, .. }) => BackendError::Stockout { zone, resource, message: summary },
-            Some(BackendError::Quota { quota, .. }) => BackendError::Quota { quota, message: summary },
+            Some(BackendError::Stockout { zone, resource, .. }) => BackendError::Stockout {
+                zone,
+                resource,
+                message: summary,
+            },
+            Some(BackendError::Quota { quota, .. }) => BackendError::Quota {
+                quota,
+                message: summary,
+            },
             _ => BackendError::NotFound { resource: summary },
         }
         .into())
+    }
+
+    /// `kgenv stop`: stops the instance and keeps its disk, so the GPU is no longer billed.
+    /// Returns the instance as it is afterwards.
+    pub async fn stop(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
+        let info = self.find_owned(ctx).await?;
+        if info.status == InstanceStatus::Terminated {
+            ctx.log(format!("{} is already stopped", info.at));
+        } else {
+            ctx.log(format!("stopping {} (the disk is kept)", info.at));
+            ctx.backends.compute.stop_instance(&info.at).await?;
+        }
+        let after = ctx
+            .backends
+            .compute
+            .get_instance(&info.at)
+            .await?
+            .ok_or_else(|| BackendError::NotFound {
+                resource: info.at.to_string(),
+            })?;
+        // A stopped instance has no external address; the next start gets a new one.
+        self.record(ctx, &after).await?;
+        Ok(after)
+    }
+
+    /// `kgenv start`: starts the stopped instance, records its new address and makes sure
+    /// its host keys are pinned. Returns the running instance.
+    pub async fn start(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
+        let info = self.find_owned(ctx).await?;
+        let info = self.power_on(ctx, info).await?;
+        let keys_pinned = self.keys_pinned_for(ctx, &info).await;
+        self.record(ctx, &info).await?;
+        if !keys_pinned {
+            self.record_host_keys(ctx, &info.at).await?;
+        }
+        Ok(info)
+    }
+
+    async fn power_on(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
+        match info.status {
+            // Up or on its way up: nothing to start.
+            InstanceStatus::Running | InstanceStatus::Provisioning | InstanceStatus::Staging | InstanceStatus::Repairing => Ok(info),
+            InstanceStatus::Suspended | InstanceStatus::Suspending => Err(BackendError::InvalidArgument {
+                resource: info.at.to_string(),
+                message: format!("is suspended; resume it with `gcloud compute instances resume {} --zone {}`, then run kgenv again", info.at.name, info.at.zone),
+            }
+            .into()),
+            _ => {
+                ctx.log(format!("starting {}", info.at));
+                ctx.backends.compute.start_instance(&info.at).await?;
+                Ok(ctx.backends.compute.get_instance(&info.at).await?.ok_or_else(|| BackendError::NotFound { resource: info.at.to_string() })?)
+            }
+        }
     }
 }
 
@@ -205,13 +575,24 @@ impl Step for InstanceStep {
         "instance"
     }
     fn deps(&self) -> &[String] {
-        &[]
+        &self.deps
     }
     fn summary(&self) -> String {
-        let gpu = self.spec.gpu_type.as_ref().map_or("no GPU".to_string(), |g| format!("{}x {g}", self.spec.gpu_count));
+        let gpu = self
+            .spec
+            .gpu_type
+            .as_ref()
+            .map_or("no GPU".to_string(), |g| {
+                format!("{}x {g}", self.spec.gpu_count)
+            });
         format!(
             "GCE instance {} ({}, {gpu}, {} GB {}, {}/{}{}) in {}",
-            self.spec.name, self.spec.machine_type, self.spec.disk_size_gb, self.spec.disk_type, self.spec.image_project, self.spec.image_family,
+            self.spec.name,
+            self.spec.machine_type,
+            self.spec.disk_size_gb,
+            self.spec.disk_type,
+            self.spec.image_project,
+            self.spec.image_family,
             if self.spec.spot { ", spot" } else { "" },
             self.spec.zones.join(" or ")
         )
@@ -226,13 +607,19 @@ impl Step for InstanceStep {
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let Some(info) = self.find(ctx).await? else {
-            let image = ctx.backends.compute.image_from_family(&self.spec.image_project, &self.spec.image_family).await?;
-            let mut actions = self.planned_actions();
-            actions[0] = format!("image family {} resolves to {}", self.spec.image_family, image.name);
-            return Ok(CheckOutcome::missing(actions));
+            let pre = preflight_once(ctx, &self.spec).await?;
+            let p = &self.spec.project;
+            return Ok(CheckOutcome::missing(vec![
+                format!("image family {} resolves to {} ({} GB minimum)", self.spec.image_family, pre.image.name, pre.image.disk_size_gb),
+                format!("POST compute/v1/projects/{p}/zones/{}/instances (insert {}; next zones on stockout: {})", pre.zones[0], self.spec.name, if pre.zones.len() > 1 { pre.zones[1..].join(", ") } else { "none".into() }),
+                format!("GET compute/v1/projects/{p}/zones/ZONE/instances/{}/getGuestAttributes?queryPath=hostkeys/", self.spec.name),
+            ]));
         };
         if !self.owned(&info) {
-            return Err(BackendError::AlreadyExists { resource: format!("{} (not created by kgenv; choose another name)", info.at) }.into());
+            return Err(BackendError::AlreadyExists {
+                resource: format!("{} (not created by kgenv; choose another name)", info.at),
+            }
+            .into());
         }
         let mut diff = Vec::new();
         if info.machine_type != self.spec.machine_type {
@@ -240,55 +627,103 @@ impl Step for InstanceStep {
         }
         let want_gpu = self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count));
         if info.gpu != want_gpu {
-            diff.push(format!("gpu: {:?} → {:?} (kgenv does not change a VM's GPUs in place)", info.gpu, want_gpu));
+            diff.push(format!(
+                "gpu: {:?} → {:?} (kgenv does not change a VM's GPUs in place)",
+                info.gpu, want_gpu
+            ));
         }
         if !diff.is_empty() {
             return Ok(CheckOutcome::drifted(diff, vec![]));
         }
         let recorded = ctx.state.snapshot().await;
+        if let Some(old) = recorded
+            .fact("instance", "id")
+            .filter(|id| !info.id.is_empty() && *id != info.id)
+        {
+            return Ok(CheckOutcome::drifted(
+                vec![format!("{} was recreated outside kgenv (GCE id {old} → {}); its new host keys will be read from guest attributes", info.at, info.id)],
+                vec!["GET getGuestAttributes hostkeys/".into()],
+            ));
+        }
         let host_keys_missing = recorded.fact("instance", "host_keys").is_none();
         match info.status {
-            InstanceStatus::Running if !host_keys_missing && recorded.fact("instance", "external_ip") == info.external_ip.as_deref() => Ok(CheckOutcome::satisfied()),
-            InstanceStatus::Running => Ok(CheckOutcome::drifted(vec!["host keys or address not recorded yet".into()], vec!["GET getGuestAttributes hostkeys/".into()])),
-            InstanceStatus::Terminated | InstanceStatus::Stopping | InstanceStatus::Suspended => Ok(CheckOutcome::drifted(
-                vec![format!("status: {:?} → RUNNING", info.status)],
-                vec![format!("POST compute/v1/projects/{}/zones/{}/instances/{}/start", info.at.project, info.at.zone, info.at.name)],
+            InstanceStatus::Running
+                if !host_keys_missing
+                    && recorded.fact("instance", "external_ip") == info.external_ip.as_deref() =>
+            {
+                Ok(CheckOutcome::satisfied())
+            }
+            InstanceStatus::Running => Ok(CheckOutcome::drifted(
+                vec!["host keys or address not recorded yet".into()],
+                vec!["GET getGuestAttributes hostkeys/".into()],
             )),
-            _ => Ok(CheckOutcome::drifted(vec![format!("status: {:?} (waiting for RUNNING)", info.status)], vec![])),
+            InstanceStatus::Terminated | InstanceStatus::Stopping | InstanceStatus::Suspended => {
+                Ok(CheckOutcome::drifted(
+                    vec![format!("status: {:?} → RUNNING", info.status)],
+                    vec![format!(
+                        "POST compute/v1/projects/{}/zones/{}/instances/{}/start",
+                        info.at.project, info.at.zone, info.at.name
+                    )],
+                ))
+            }
+            _ => Ok(CheckOutcome::drifted(
+                vec![format!("status: {:?} (waiting for RUNNING)", info.status)],
+                vec![],
+            )),
         }
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let info = match self.find(ctx).await? {
-            Some(info) if info.machine_type != self.spec.machine_type || info.gpu != self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count)) => {
+            Some(info) if !self.owned(&info) => {
+                return Err(BackendError::AlreadyExists {
+                    resource: format!("{} (not created by kgenv; choose another name)", info.at),
+                }
+                .into());
+            }
+            Some(info)
+                if info.machine_type != self.spec.machine_type
+                    || info.gpu != self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count)) =>
+            {
                 return Err(BackendError::InvalidArgument {
                     resource: info.at.to_string(),
                     message: "exists with another machine type or GPU; kgenv will not recreate a VM that holds your work: run `kgenv down --only instance`, then `kgenv up`".into(),
                 }
                 .into());
             }
-            Some(info) if matches!(info.status, InstanceStatus::Terminated | InstanceStatus::Suspended) => {
-                ctx.log(format!("starting stopped {}", info.at));
-                ctx.backends.compute.start_instance(&info.at).await?;
-                ctx.backends.compute.get_instance(&info.at).await?.ok_or_else(|| BackendError::NotFound { resource: info.at.to_string() })?
-            }
-            Some(info) => info,
+            Some(info) => self.power_on(ctx, info).await?,
             None => self.create(ctx).await?,
         };
+        let keys_pinned = self.keys_pinned_for(ctx, &info).await;
         // Record before anything else can fail, so `down` can always find it.
         self.record(ctx, &info).await?;
+        if keys_pinned {
+            // The same VM (same id) keeps its host keys across stop and start.
+            return Ok(());
+        }
         self.record_host_keys(ctx, &info.at).await
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        let Some(zone) = state.step("instance").filter(|r| !r.created.is_empty()).and_then(|_| state.fact("instance", "zone").map(str::to_string)) else {
-            return Ok(Destroyed::Nothing);
+        let recorded = state
+            .step("instance")
+            .filter(|r| !r.created.is_empty())
+            .and_then(|_| state.fact("instance", "zone").map(str::to_string));
+        let at = match recorded {
+            Some(zone) => self.at(&zone),
+            // Not recorded (a run that died between insert and record): look for ours by label.
+            None => match self.find(ctx).await? {
+                Some(i) if self.owned(&i) => i.at,
+                _ => return Ok(Destroyed::Nothing),
+            },
         };
-        ctx.log(format!("deleting {}", self.at(&zone)));
-        match ctx.backends.compute.delete_instance(&self.at(&zone)).await {
+        ctx.log(format!("deleting {at}"));
+        match ctx.backends.compute.delete_instance(&at).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        ctx.state.update("instance", |r| *r = Default::default()).await?;
+        ctx.state
+            .update("instance", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! | guide step | module | id |
 //! | --- | --- | --- |
+//! | 1. check image, disk, machine and GPU types | [`instance`] | `preflight` |
 //! | 2. firewall for the VM | [`firewall`] | `firewall/<name>` |
 //! | 1. GPU VM on a Deep Learning image | [`instance`] | `instance` |
 //! | reach the host over SSH | [`host`] | `host` |
@@ -41,8 +42,14 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::new();
     let mut host_deps = Vec::new();
     if env.target == Target::Gce {
+        // Bad input must fail before the firewall or the instance is touched.
+        let preflight = env.instance.as_ref().map(|i| instance::PreflightStep::new(i.clone()));
+        let fw_deps: Vec<String> = preflight.iter().map(|p| p.id().to_string()).collect();
+        if let Some(p) = preflight {
+            steps.push(Arc::new(p));
+        }
         for fw in &env.firewalls {
-            let s = firewall::FirewallStep::new(env, fw.clone());
+            let s = firewall::FirewallStep::new(env, fw.clone(), fw_deps.clone());
             host_deps.push(s.id().to_string());
             steps.push(Arc::new(s));
         }

@@ -1,0 +1,417 @@
+//! Request builders: one function per Compute v1 method kgenv calls. They only build an
+//! [`ApiRequest`] (method, path under the service root, query, JSON body) — no I/O — and
+//! check every path segment first, so a malformed project or name is an error before any
+//! byte is sent and can never change the URL's shape.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Serialize;
+
+use super::model;
+use crate::backends::BackendResult;
+use crate::error::BackendError;
+
+/// How long a `wait` long-poll may take on the wire (the server returns after ~2 minutes).
+pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// One Compute API call, ready for the transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path under the service root (`projects/p/zones/z/instances`).
+    pub path: String,
+    /// Query parameters (the transport adds `requestId` to mutating calls).
+    pub query: Vec<(&'static str, String)>,
+    /// JSON body.
+    pub body: Option<serde_json::Value>,
+    /// Whether the call changes anything: it then carries a `requestId`.
+    pub mutating: bool,
+    /// A long-poll (`operations.wait`) that may take minutes to answer.
+    pub long_poll: bool,
+    /// What the call is about, for error messages (`instance p/z/n`).
+    pub resource: String,
+}
+
+impl ApiRequest {
+    fn new(method: Method, path: String, resource: String) -> Self {
+        Self {
+            method,
+            path,
+            query: Vec::new(),
+            body: None,
+            mutating: false,
+            long_poll: false,
+            resource,
+        }
+    }
+    fn mutating(mut self) -> Self {
+        self.mutating = true;
+        self
+    }
+    fn body(mut self, body: &impl Serialize) -> BackendResult<Self> {
+        let v = serde_json::to_value(body).map_err(|e| {
+            BackendError::other(format!("encoding the request for {}: {e}", self.resource))
+        })?;
+        self.body = Some(v);
+        Ok(self)
+    }
+    fn query(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.query.push((k, v.into()));
+        self
+    }
+}
+
+fn invalid(what: &str, v: &str, rule: &str) -> BackendError {
+    BackendError::InvalidArgument {
+        resource: format!("{what} `{v}`"),
+        message: rule.to_string(),
+    }
+}
+
+/// A project id: `[a-z][-a-z0-9]{4,28}[a-z0-9]`, optionally domain-scoped (`example.com:p`).
+pub fn project(v: &str) -> BackendResult<&str> {
+    let (domain, id) = match v.rsplit_once(':') {
+        Some((d, id)) => (Some(d), id),
+        None => (None, v),
+    };
+    let b = id.as_bytes();
+    let id_ok = (6..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.last() != Some(&b'-');
+    let domain_ok = domain.is_none_or(|d| {
+        !d.is_empty()
+            && d.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+    });
+    if id_ok && domain_ok {
+        Ok(v)
+    } else {
+        Err(invalid("project", v, "is not a GCP project id (6-30 lowercase letters, digits and hyphens, starting with a letter); check `project` in kgenv.toml or `gcloud projects list`"))
+    }
+}
+
+/// A resource name (instance, firewall, zone, machine type, image family, ...): RFC 1035.
+pub fn name<'a>(what: &str, v: &'a str) -> BackendResult<&'a str> {
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.last() != Some(&b'-');
+    if ok {
+        Ok(v)
+    } else {
+        Err(invalid(what, v, "is not a valid GCE name (1-63 lowercase letters, digits and hyphens, starting with a letter)"))
+    }
+}
+
+/// An operation name or numeric id, as the server returned it.
+fn operation(v: &str) -> BackendResult<&str> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if ok {
+        Ok(v)
+    } else {
+        Err(invalid(
+            "operation",
+            v,
+            "is not an operation name the API returns",
+        ))
+    }
+}
+
+fn zonal(p: &str, z: &str) -> BackendResult<String> {
+    Ok(format!(
+        "projects/{}/zones/{}",
+        project(p)?,
+        name("zone", z)?
+    ))
+}
+
+fn instance_path(p: &str, z: &str, n: &str) -> BackendResult<String> {
+    Ok(format!(
+        "{}/instances/{}",
+        zonal(p, z)?,
+        name("instance", n)?
+    ))
+}
+
+fn instance_res(p: &str, z: &str, n: &str) -> String {
+    format!("instance {p}/{z}/{n}")
+}
+
+/// `instances.get`.
+pub fn get_instance(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        instance_path(p, z, n)?,
+        instance_res(p, z, n),
+    ))
+}
+
+/// `instances.insert`.
+pub fn insert_instance(p: &str, z: &str, body: &model::Instance) -> BackendResult<ApiRequest> {
+    name("instance", &body.name)?;
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/instances", zonal(p, z)?),
+        instance_res(p, z, &body.name),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `instances.delete`.
+pub fn delete_instance(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::DELETE,
+        instance_path(p, z, n)?,
+        instance_res(p, z, n),
+    )
+    .mutating())
+}
+
+/// `instances.start`.
+pub fn start_instance(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::POST,
+        format!("{}/start", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating())
+}
+
+/// `instances.stop`.
+pub fn stop_instance(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::POST,
+        format!("{}/stop", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating())
+}
+
+/// `instances.setMetadata` (the body carries the fingerprint read from the instance).
+pub fn set_metadata(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::Metadata,
+) -> BackendResult<ApiRequest> {
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/setMetadata", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `instances.setTags`.
+pub fn set_tags(p: &str, z: &str, n: &str, body: &model::Tags) -> BackendResult<ApiRequest> {
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/setTags", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `instances.setLabels`.
+pub fn set_labels(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::SetLabelsRequest,
+) -> BackendResult<ApiRequest> {
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/setLabels", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `instances.getGuestAttributes` under `query_path` (e.g. `hostkeys/`).
+pub fn get_guest_attributes(
+    p: &str,
+    z: &str,
+    n: &str,
+    query_path: &str,
+) -> BackendResult<ApiRequest> {
+    if query_path.is_empty()
+        || query_path.len() > 256
+        || !query_path
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/-_.".contains(&c))
+    {
+        return Err(invalid(
+            "guest attribute path",
+            query_path,
+            "use a namespace path like `hostkeys/`",
+        ));
+    }
+    Ok(ApiRequest::new(
+        Method::GET,
+        format!("{}/getGuestAttributes", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .query("queryPath", query_path))
+}
+
+fn firewall_path(p: &str, n: &str) -> BackendResult<String> {
+    Ok(format!(
+        "projects/{}/global/firewalls/{}",
+        project(p)?,
+        name("firewall", n)?
+    ))
+}
+
+fn firewall_res(p: &str, n: &str) -> String {
+    format!("firewall rule {p}/{n}")
+}
+
+/// `firewalls.get`.
+pub fn get_firewall(p: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        firewall_path(p, n)?,
+        firewall_res(p, n),
+    ))
+}
+
+/// `firewalls.insert`.
+pub fn insert_firewall(p: &str, body: &model::Firewall) -> BackendResult<ApiRequest> {
+    name("firewall", &body.name)?;
+    ApiRequest::new(
+        Method::POST,
+        format!("projects/{}/global/firewalls", project(p)?),
+        firewall_res(p, &body.name),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `firewalls.patch`.
+pub fn patch_firewall(p: &str, body: &model::Firewall) -> BackendResult<ApiRequest> {
+    ApiRequest::new(
+        Method::PATCH,
+        firewall_path(p, &body.name)?,
+        firewall_res(p, &body.name),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `firewalls.delete`.
+pub fn delete_firewall(p: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(Method::DELETE, firewall_path(p, n)?, firewall_res(p, n)).mutating())
+}
+
+/// `images.getFromFamily`.
+pub fn image_from_family(p: &str, family: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        format!(
+            "projects/{}/global/images/family/{}",
+            project(p)?,
+            name("image family", family)?
+        ),
+        format!("image family {p}/{family}"),
+    ))
+}
+
+/// `acceleratorTypes.get`.
+pub fn get_accelerator_type(p: &str, z: &str, t: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        format!(
+            "{}/acceleratorTypes/{}",
+            zonal(p, z)?,
+            name("accelerator type", t)?
+        ),
+        format!("accelerator type {t} in zone {z}"),
+    ))
+}
+
+/// `machineTypes.get`.
+pub fn get_machine_type(p: &str, z: &str, t: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        format!("{}/machineTypes/{}", zonal(p, z)?, name("machine type", t)?),
+        format!("machine type {t} in zone {z}"),
+    ))
+}
+
+/// `zoneOperations.wait`: returns when the operation is DONE or after about two minutes.
+pub fn wait_zone_operation(p: &str, z: &str, op: &str) -> BackendResult<ApiRequest> {
+    let mut r = ApiRequest::new(
+        Method::POST,
+        format!("{}/operations/{}/wait", zonal(p, z)?, operation(op)?),
+        format!("operation {op}"),
+    );
+    r.long_poll = true;
+    Ok(r)
+}
+
+/// `globalOperations.wait`.
+pub fn wait_global_operation(p: &str, op: &str) -> BackendResult<ApiRequest> {
+    let mut r = ApiRequest::new(
+        Method::POST,
+        format!(
+            "projects/{}/global/operations/{}/wait",
+            project(p)?,
+            operation(op)?
+        ),
+        format!("operation {op}"),
+    );
+    r.long_poll = true;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_segments_never_reach_a_url() {
+        for bad in ["", "My-Project", "proj/../x", "p", "proj ect", "-project"] {
+            assert!(get_instance(bad, "us-central1-a", "kg").is_err(), "{bad}");
+        }
+        assert!(get_instance("my-project", "us-central1-a/../b", "kg").is_err());
+        assert!(get_instance("my-project", "us-central1-a", "kg?x=1").is_err());
+        assert!(get_guest_attributes("my-project", "us-central1-a", "kg", "hostkeys/&x").is_err());
+        let r = get_instance("example.com:my-project", "us-central1-a", "kg")
+            .expect("domain-scoped project");
+        assert_eq!(
+            r.path,
+            "projects/example.com:my-project/zones/us-central1-a/instances/kg"
+        );
+    }
+
+    #[test]
+    fn mutating_calls_are_marked() {
+        assert!(
+            delete_instance("my-project", "us-central1-a", "kg")
+                .expect("ok")
+                .mutating
+        );
+        assert!(
+            !get_instance("my-project", "us-central1-a", "kg")
+                .expect("ok")
+                .mutating
+        );
+        let w =
+            wait_zone_operation("my-project", "us-central1-a", "operation-123-abc").expect("ok");
+        assert!(!w.mutating && w.long_poll && w.method == Method::POST);
+    }
+}

@@ -1,0 +1,460 @@
+//! Serde models of the Compute v1 resources kgenv reads and writes — only the fields kgenv
+//! uses, named and typed as in Google's discovery document (`int64` fields travel as JSON
+//! strings, enums as their exact names). Responses may carry more fields; they are ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `int64`/`uint64` fields: JSON strings on the wire (numbers are accepted when reading).
+pub mod int64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some(n)` as `"n"`.
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `"n"` or `n`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Number(n)) => Ok(Some(n)),
+            Some(Raw::Text(t)) => t.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A VM instance (`compute#instance`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Server-assigned id (uint64 as a string); output only, never sent.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Machine type URL (full or `zones/Z/machineTypes/T`).
+    #[serde(default)]
+    pub machine_type: String,
+    /// Lifecycle status; output only.
+    #[serde(default, skip_serializing)]
+    pub status: Option<String>,
+    /// Attached disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<AttachedDisk>,
+    /// Network interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_interfaces: Vec<NetworkInterface>,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guest_accelerators: Vec<AcceleratorConfig>,
+    /// Scheduling (host maintenance, spot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+    /// Service accounts and their scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<ServiceAccount>,
+    /// Network tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Label fingerprint, for setLabels; output only here.
+    #[serde(default, skip_serializing)]
+    pub label_fingerprint: Option<String>,
+    /// Metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+/// A disk attached to an instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedDisk {
+    /// The boot disk.
+    #[serde(default)]
+    pub boot: bool,
+    /// Deleted with the instance.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// `PERSISTENT` or `SCRATCH`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `READ_WRITE` or `READ_ONLY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Device name inside the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// How to create the disk (insert only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialize_params: Option<AttachedDiskInitializeParams>,
+}
+
+/// Parameters of a disk created with its instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedDiskInitializeParams {
+    /// Image URL.
+    pub source_image: String,
+    /// Size in GB (int64 as a JSON string).
+    #[serde(
+        default,
+        with = "int64_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disk_size_gb: Option<u64>,
+    /// Disk type URL (`zones/Z/diskTypes/pd-balanced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_type: Option<String>,
+    /// Labels of the disk.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterface {
+    /// Network URL (`global/networks/default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// External access (one NAT config for an external IPv4 address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_configs: Vec<AccessConfig>,
+}
+
+/// An external-access configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessConfig {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `ONE_TO_ONE_NAT`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `PREMIUM` or `STANDARD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_tier: Option<String>,
+    /// The external IPv4 address (output when ephemeral).
+    #[serde(rename = "natIP", default, skip_serializing_if = "Option::is_none")]
+    pub nat_ip: Option<String>,
+}
+
+/// GPUs attached to an instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceleratorConfig {
+    /// Accelerator type URL (`zones/Z/acceleratorTypes/nvidia-tesla-t4`).
+    pub accelerator_type: String,
+    /// How many.
+    pub accelerator_count: i32,
+}
+
+/// Scheduling options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// `MIGRATE` or `TERMINATE` (GPU VMs cannot live-migrate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_host_maintenance: Option<String>,
+    /// Restart after a host event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_restart: Option<bool>,
+    /// `STANDARD` or `SPOT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_model: Option<String>,
+    /// What preemption does to a spot VM: `STOP` or `DELETE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_termination_action: Option<String>,
+}
+
+/// A service account and its scopes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccount {
+    /// `default` for the project's Compute Engine default service account.
+    pub email: String,
+    /// OAuth scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Network tags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tags {
+    /// The tags.
+    #[serde(default)]
+    pub items: Vec<String>,
+    /// Fingerprint (required by setTags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// Instance metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// Key/value items.
+    #[serde(default)]
+    pub items: Vec<MetadataItem>,
+    /// Fingerprint (required by setMetadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// One metadata entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetadataItem {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Body of `instances.setLabels`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetLabelsRequest {
+    /// All labels (replaces the set).
+    pub labels: BTreeMap<String, String>,
+    /// The fingerprint read from the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_fingerprint: Option<String>,
+}
+
+/// A VPC firewall rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Firewall {
+    /// Name.
+    pub name: String,
+    /// Description (kgenv's ownership marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Network URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `INGRESS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// Allowed protocols and ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<FirewallAllowed>,
+    /// Source CIDR ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
+    /// Target network tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_tags: Vec<String>,
+}
+
+/// One allow entry of a firewall rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirewallAllowed {
+    /// `tcp`, `udp`, ...
+    #[serde(rename = "IPProtocol")]
+    pub ip_protocol: String,
+    /// Ports or ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+/// An image (read only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// Name.
+    pub name: String,
+    /// Self link.
+    #[serde(default)]
+    pub self_link: String,
+    /// Minimum disk size in GB.
+    #[serde(default, with = "int64_string")]
+    pub disk_size_gb: Option<u64>,
+    /// `READY`, `PENDING`, ...
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A long-running operation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// Name (used to wait on it).
+    pub name: String,
+    /// Zone URL for zonal operations; absent for global ones.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Region URL for regional operations.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `PENDING`, `RUNNING`, `DONE`.
+    #[serde(default)]
+    pub status: String,
+    /// `insert`, `delete`, ...
+    #[serde(default)]
+    pub operation_type: Option<String>,
+    /// The resource it acts on.
+    #[serde(default)]
+    pub target_link: Option<String>,
+    /// Errors of a finished, failed operation.
+    #[serde(default)]
+    pub error: Option<OperationError>,
+    /// HTTP status of a failed operation.
+    #[serde(default)]
+    pub http_error_status_code: Option<i32>,
+    /// HTTP message of a failed operation.
+    #[serde(default)]
+    pub http_error_message: Option<String>,
+}
+
+impl Operation {
+    /// Whether the operation has finished (successfully or not).
+    pub fn is_done(&self) -> bool {
+        self.status == "DONE"
+    }
+}
+
+/// `Operation.error`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct OperationError {
+    /// The errors.
+    #[serde(default)]
+    pub errors: Vec<OperationErrorItem>,
+}
+
+/// One error of an operation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationErrorItem {
+    /// `ZONE_RESOURCE_POOL_EXHAUSTED`, `QUOTA_EXCEEDED`, ...
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Structured details.
+    #[serde(default)]
+    pub error_details: Vec<ErrorDetail>,
+}
+
+/// A structured error detail.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Quota details of `QUOTA_EXCEEDED`.
+    #[serde(default)]
+    pub quota_info: Option<QuotaExceededInfo>,
+}
+
+/// `QuotaExceededInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaExceededInfo {
+    /// e.g. `compute.googleapis.com/gpus_all_regions`.
+    #[serde(default)]
+    pub metric_name: Option<String>,
+    /// e.g. `GPUS-ALL-REGIONS-per-project`.
+    #[serde(default)]
+    pub limit_name: Option<String>,
+    /// e.g. `{"region": "us-central1"}`.
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// The limit.
+    #[serde(default)]
+    pub limit: Option<f64>,
+}
+
+/// Response of `instances.getGuestAttributes`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestAttributes {
+    /// The entries under the queried path.
+    #[serde(default)]
+    pub query_value: Option<GuestAttributesValue>,
+}
+
+/// `GuestAttributesValue`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GuestAttributesValue {
+    /// Entries.
+    #[serde(default)]
+    pub items: Vec<GuestAttributesEntry>,
+}
+
+/// One guest attribute.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GuestAttributesEntry {
+    /// Namespace (`hostkeys`).
+    #[serde(default)]
+    pub namespace: String,
+    /// Key (`ssh-ed25519`).
+    #[serde(default)]
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// The fields kgenv reads of a named resource (accelerator type, machine type).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Named {
+    /// Name.
+    pub name: String,
+}
+
+/// Google's JSON error body: `{"error": {...}}`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: HttpError,
+}
+
+/// The `error` of a JSON error body.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HttpError {
+    /// HTTP status.
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// Message.
+    #[serde(default)]
+    pub message: String,
+    /// `PERMISSION_DENIED`, `RESOURCE_EXHAUSTED`, ...
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Legacy per-error reasons (`rateLimitExceeded`, `quotaExceeded`, `notFound`).
+    #[serde(default)]
+    pub errors: Vec<HttpErrorItem>,
+}
+
+/// One legacy error entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HttpErrorItem {
+    /// Reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The last segment of a resource URL: `.../zones/us-central1-a` → `us-central1-a`.
+pub fn short_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}

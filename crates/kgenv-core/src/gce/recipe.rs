@@ -1,0 +1,240 @@
+//! kgenv's request bodies, built from the backend-neutral values of
+//! [`crate::backends::compute`]: Google's recipe for a GPU VM, and firewall rules. Pure
+//! functions, so the exact JSON is unit-tested and checked against the discovery document.
+//!
+//! The instance follows Google's GPU guidance: `scheduling.onHostMaintenance = TERMINATE`
+//! (GPU VMs cannot live-migrate); spot as `provisioningModel = SPOT` with
+//! `instanceTerminationAction = STOP` and `automaticRestart = false`; the boot disk from the
+//! resolved Deep Learning VM image with `diskSizeGb` as an int64 string; an ephemeral
+//! external IPv4 on the default network; the `default` service account with the spec's
+//! scopes; kgenv's network tag, labels and metadata (`ssh-keys`, `install-nvidia-driver`,
+//! `enable-guest-attributes`).
+
+use super::model::{self, short_name};
+use crate::backends::compute::{
+    FirewallRule, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus,
+};
+
+/// The `instances.insert` body for `req`.
+pub fn instance_body(req: &InstanceRequest) -> model::Instance {
+    let zone = &req.at.zone;
+    let gpu = req.gpu.as_ref().filter(|(_, n)| *n > 0);
+    let scheduling = if req.spot {
+        model::Scheduling {
+            on_host_maintenance: Some("TERMINATE".into()),
+            automatic_restart: Some(false),
+            provisioning_model: Some("SPOT".into()),
+            instance_termination_action: Some("STOP".into()),
+        }
+    } else {
+        model::Scheduling {
+            on_host_maintenance: Some(
+                if gpu.is_some() {
+                    "TERMINATE"
+                } else {
+                    "MIGRATE"
+                }
+                .into(),
+            ),
+            automatic_restart: Some(true),
+            provisioning_model: Some("STANDARD".into()),
+            instance_termination_action: None,
+        }
+    };
+    model::Instance {
+        name: req.at.name.clone(),
+        machine_type: format!("zones/{zone}/machineTypes/{}", req.machine_type),
+        disks: vec![model::AttachedDisk {
+            boot: true,
+            auto_delete: true,
+            kind: Some("PERSISTENT".into()),
+            mode: Some("READ_WRITE".into()),
+            device_name: Some(req.at.name.clone()),
+            initialize_params: Some(model::AttachedDiskInitializeParams {
+                source_image: req.source_image.clone(),
+                disk_size_gb: Some(req.disk_size_gb),
+                disk_type: Some(format!("zones/{zone}/diskTypes/{}", req.disk_type)),
+                labels: req.labels.clone(),
+            }),
+        }],
+        network_interfaces: vec![model::NetworkInterface {
+            network: Some("global/networks/default".into()),
+            access_configs: vec![model::AccessConfig {
+                name: Some("External NAT".into()),
+                kind: Some("ONE_TO_ONE_NAT".into()),
+                network_tier: Some("PREMIUM".into()),
+                nat_ip: None,
+            }],
+        }],
+        guest_accelerators: gpu
+            .map(|(t, n)| model::AcceleratorConfig {
+                accelerator_type: format!("zones/{zone}/acceleratorTypes/{t}"),
+                accelerator_count: i32::from(*n),
+            })
+            .into_iter()
+            .collect(),
+        scheduling: Some(scheduling),
+        service_accounts: vec![model::ServiceAccount {
+            email: "default".into(),
+            scopes: req.scopes.clone(),
+        }],
+        tags: (!req.tags.is_empty()).then(|| model::Tags {
+            items: req.tags.clone(),
+            fingerprint: None,
+        }),
+        labels: req.labels.clone(),
+        metadata: Some(model::Metadata {
+            items: req
+                .metadata
+                .iter()
+                .map(|(k, v)| model::MetadataItem {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            fingerprint: None,
+        }),
+        ..model::Instance::default()
+    }
+}
+
+/// GCE's status name as kgenv's [`InstanceStatus`].
+pub fn status(s: &str) -> InstanceStatus {
+    match s {
+        "STAGING" => InstanceStatus::Staging,
+        "RUNNING" => InstanceStatus::Running,
+        "STOPPING" | "PENDING_STOP" | "DEPROVISIONING" => InstanceStatus::Stopping,
+        "SUSPENDING" => InstanceStatus::Suspending,
+        "SUSPENDED" => InstanceStatus::Suspended,
+        "TERMINATED" | "STOPPED" => InstanceStatus::Terminated,
+        "REPAIRING" => InstanceStatus::Repairing,
+        // PROVISIONING, PENDING, and anything newer: not usable yet.
+        _ => InstanceStatus::Provisioning,
+    }
+}
+
+/// What kgenv keeps of an instance resource.
+pub fn instance_info(at: &InstanceRef, i: &model::Instance) -> InstanceInfo {
+    InstanceInfo {
+        at: at.clone(),
+        id: i.id.clone().unwrap_or_default(),
+        status: status(i.status.as_deref().unwrap_or_default()),
+        external_ip: i
+            .network_interfaces
+            .iter()
+            .flat_map(|n| n.access_configs.iter())
+            .find_map(|a| a.nat_ip.clone()),
+        machine_type: short_name(&i.machine_type).to_string(),
+        gpu: i.guest_accelerators.first().map(|g| {
+            (
+                short_name(&g.accelerator_type).to_string(),
+                u8::try_from(g.accelerator_count).unwrap_or(u8::MAX),
+            )
+        }),
+        labels: i.labels.clone(),
+    }
+}
+
+/// The `firewalls.insert`/`patch` body for `rule`: ingress, allow, on kgenv's tags only.
+pub fn firewall_body(rule: &FirewallRule) -> model::Firewall {
+    let network = if rule.network.contains('/') {
+        rule.network.clone()
+    } else {
+        format!("global/networks/{}", rule.network)
+    };
+    model::Firewall {
+        name: rule.name.clone(),
+        description: Some(rule.description.clone()),
+        network: Some(network),
+        direction: Some("INGRESS".into()),
+        allowed: vec![model::FirewallAllowed {
+            ip_protocol: rule.protocol.clone(),
+            ports: rule.ports.clone(),
+        }],
+        source_ranges: rule.source_ranges.clone(),
+        target_tags: rule.target_tags.clone(),
+    }
+}
+
+/// What kgenv keeps of a firewall resource.
+pub fn firewall_rule(project: &str, f: &model::Firewall) -> FirewallRule {
+    let allowed = f.allowed.first();
+    FirewallRule {
+        project: project.to_string(),
+        name: f.name.clone(),
+        network: f
+            .network
+            .as_deref()
+            .map_or("default", short_name)
+            .to_string(),
+        protocol: allowed.map(|a| a.ip_protocol.clone()).unwrap_or_default(),
+        ports: allowed.map(|a| a.ports.clone()).unwrap_or_default(),
+        source_ranges: f.source_ranges.clone(),
+        target_tags: f.target_tags.clone(),
+        description: f.description.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn req(spot: bool) -> InstanceRequest {
+        InstanceRequest {
+            at: InstanceRef { project: "my-project".into(), zone: "us-central1-a".into(), name: "kg".into() },
+            machine_type: "n1-standard-8".into(),
+            gpu: Some(("nvidia-tesla-t4".into(), 1)),
+            source_image: "https://compute.googleapis.com/compute/v1/projects/deeplearning-platform-release/global/images/img".into(),
+            disk_size_gb: 200,
+            disk_type: "pd-balanced".into(),
+            spot,
+            scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            tags: vec!["kgenv-kg".into()],
+            labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
+            metadata: BTreeMap::from([("install-nvidia-driver".to_string(), "True".to_string())]),
+        }
+    }
+
+    #[test]
+    fn gpu_recipe_fields() {
+        let v = serde_json::to_value(instance_body(&req(false))).expect("json");
+        assert_eq!(v["scheduling"]["onHostMaintenance"], "TERMINATE");
+        assert_eq!(v["scheduling"]["provisioningModel"], "STANDARD");
+        assert_eq!(
+            v["disks"][0]["initializeParams"]["diskSizeGb"], "200",
+            "int64 travels as a string"
+        );
+        assert_eq!(v["guestAccelerators"][0]["acceleratorCount"], 1);
+        assert_eq!(
+            v["guestAccelerators"][0]["acceleratorType"],
+            "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4"
+        );
+        assert!(
+            v.get("id").is_none() && v.get("status").is_none(),
+            "output-only fields are not sent"
+        );
+        let spot = serde_json::to_value(instance_body(&req(true))).expect("json");
+        assert_eq!(spot["scheduling"]["provisioningModel"], "SPOT");
+        assert_eq!(spot["scheduling"]["instanceTerminationAction"], "STOP");
+        assert_eq!(spot["scheduling"]["automaticRestart"], false);
+    }
+
+    #[test]
+    fn instances_read_back() {
+        let i: model::Instance = serde_json::from_value(serde_json::json!({
+            "id": "123", "name": "kg", "status": "TERMINATED",
+            "machineType": "https://x/compute/v1/projects/p/zones/z/machineTypes/n1-standard-8",
+            "guestAccelerators": [{"acceleratorType": "https://x/projects/p/zones/z/acceleratorTypes/nvidia-l4", "acceleratorCount": 2}],
+            "networkInterfaces": [{"accessConfigs": [{"natIP": "203.0.113.9"}]}],
+            "labels": {"kgenv-env": "kg"}, "somethingNew": {"x": 1}
+        }))
+        .expect("json");
+        let info = instance_info(&req(false).at, &i);
+        assert_eq!(info.status, InstanceStatus::Terminated);
+        assert_eq!(info.machine_type, "n1-standard-8");
+        assert_eq!(info.gpu, Some(("nvidia-l4".to_string(), 2)));
+        assert_eq!(info.external_ip.as_deref(), Some("203.0.113.9"));
+    }
+}

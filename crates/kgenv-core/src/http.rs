@@ -1,0 +1,32 @@
+//! The one place kgenv's HTTP clients (GCE, GCS, GitHub, Kaggle) are built: rustls with the
+//! ring provider for all of them, kgenv's user agent, and no proxy for loopback endpoints
+//! (emulators and test fakes).
+
+/// Installs ring as rustls' process-wide crypto provider. reqwest is built without a
+/// provider of its own, so every client shares this one; installing twice keeps the first.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Whether `host` (as in a URL, IPv6 in brackets) is this machine.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A reqwest builder with kgenv's TLS provider and user agent. `base` is the endpoint the
+/// client talks to: a loopback host (an emulator or a test fake) never goes through
+/// `HTTP(S)_PROXY`.
+pub fn client_builder(base: &str) -> reqwest::ClientBuilder {
+    ensure_crypto_provider();
+    let builder = reqwest::Client::builder().user_agent(concat!("kgenv/", env!("CARGO_PKG_VERSION")));
+    let loopback = reqwest::Url::parse(base).ok().is_some_and(|u| u.host_str().is_some_and(is_loopback));
+    if loopback {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+}

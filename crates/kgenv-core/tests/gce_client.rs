@@ -1,0 +1,572 @@
+//! The GCE REST client against the fake Compute API: the discovery-document validator
+//! itself, retries and request ids, operation waiting, error mapping, the set* calls and
+//! caller-IP detection. Pipeline-level behaviour is in `gce_pipeline.rs`.
+
+#[path = "support/gce_fake.rs"]
+mod gce_fake;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gce_fake::{discovery::Discovery, FakeGce, Fault};
+use kgenv_core::backends::compute::{
+    Compute, FirewallRule, InstanceRef, InstanceRequest, InstanceStatus,
+};
+use kgenv_core::gce::{recipe, GceCompute, RetryPolicy};
+use kgenv_core::BackendError;
+use serde_json::json;
+
+const PROJECT: &str = "my-project";
+
+fn at(zone: &str) -> InstanceRef {
+    InstanceRef {
+        project: PROJECT.into(),
+        zone: zone.into(),
+        name: "kg".into(),
+    }
+}
+
+fn request(zone: &str, spot: bool) -> InstanceRequest {
+    InstanceRequest {
+        at: at(zone),
+        machine_type: "n1-standard-8".into(),
+        gpu: Some(("nvidia-tesla-t4".into(), 1)),
+        source_image: format!(
+            "https://www.googleapis.com/compute/v1/projects/{}/global/images/{}-v20261110",
+            gce_fake::IMAGE_PROJECT,
+            kgenv_core::spec::DEFAULT_IMAGE_FAMILY
+        ),
+        disk_size_gb: 200,
+        disk_type: "pd-balanced".into(),
+        spot,
+        scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+        tags: vec!["kgenv-kg".into()],
+        labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
+        metadata: BTreeMap::from([
+            (
+                "ssh-keys".to_string(),
+                "kgenv:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKey kgenv-kg".to_string(),
+            ),
+            ("enable-guest-attributes".to_string(), "TRUE".to_string()),
+            ("install-nvidia-driver".to_string(), "True".to_string()),
+        ]),
+    }
+}
+
+fn rule() -> FirewallRule {
+    FirewallRule {
+        project: PROJECT.into(),
+        name: "kg-ssh".into(),
+        network: "default".into(),
+        protocol: "tcp".into(),
+        ports: vec!["22".into()],
+        source_ranges: vec!["198.51.100.23/32".into()],
+        target_tags: vec!["kgenv-kg".into()],
+        description: "managed by kgenv (kgenv-env=kg)".into(),
+    }
+}
+
+#[test]
+fn the_validator_rejects_unknown_fields_wrong_types_bad_enums_and_output_fields() {
+    let d = Discovery::load();
+    let good =
+        serde_json::to_value(recipe::instance_body(&request("us-central1-a", true))).expect("json");
+    assert_eq!(
+        d.check_schema("Instance", &good, "compute.instances.insert"),
+        Vec::<String>::new(),
+        "kgenv's own body conforms"
+    );
+
+    let mut unknown = good.clone();
+    unknown["scheduling"]["preemptibility"] = json!("SPOT");
+    let errs = d.check_schema("Instance", &unknown, "compute.instances.insert");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("scheduling.preemptibility") && e.contains("unknown field")),
+        "{errs:?}"
+    );
+
+    let mut wrong_type = good.clone();
+    wrong_type["disks"][0]["initializeParams"]["diskSizeGb"] = json!(200);
+    let errs = d.check_schema("Instance", &wrong_type, "compute.instances.insert");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("diskSizeGb") && e.contains("int64")),
+        "{errs:?}"
+    );
+
+    let mut bad_enum = good.clone();
+    bad_enum["scheduling"]["provisioningModel"] = json!("CHEAP");
+    let errs = d.check_schema("Instance", &bad_enum, "compute.instances.insert");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("provisioningModel") && e.contains("not one of")),
+        "{errs:?}"
+    );
+
+    let mut output_only = good.clone();
+    output_only["status"] = json!("RUNNING");
+    let errs = d.check_schema("Instance", &output_only, "compute.instances.insert");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(".status") && e.contains("output-only")),
+        "{errs:?}"
+    );
+
+    let mut no_name = good.clone();
+    no_name.as_object_mut().expect("object").remove("name");
+    let errs = d.check_schema("Instance", &no_name, "compute.instances.insert");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(".name") && e.contains("required")),
+        "{errs:?}"
+    );
+
+    let mut count_as_text = good;
+    count_as_text["guestAccelerators"][0]["acceleratorCount"] = json!("1");
+    assert!(
+        !d.check_schema("Instance", &count_as_text, "compute.instances.insert")
+            .is_empty(),
+        "int32 is a JSON number"
+    );
+
+    let fw = serde_json::to_value(recipe::firewall_body(&rule())).expect("json");
+    assert_eq!(
+        d.check_schema("Firewall", &fw, "compute.firewalls.insert"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_validator_routes_paths_and_checks_parameters() {
+    let d = Discovery::load();
+    let (m, p) = d
+        .route(
+            "POST",
+            "projects/my-project/zones/us-central1-a/operations/operation-1-abc/wait",
+        )
+        .expect("a method");
+    assert_eq!(m.id, "compute.zoneOperations.wait");
+    assert_eq!(
+        p.get("operation").map(String::as_str),
+        Some("operation-1-abc")
+    );
+    let (m, _) = d
+        .route("GET", "projects/p-roject/global/images/family/fam")
+        .expect("a method");
+    assert_eq!(
+        m.id, "compute.images.getFromFamily",
+        "the more specific template wins over images.get"
+    );
+    assert!(d.route("GET", "projects/p/zones/z/nonsense/x").is_none());
+    let (m, p) = d
+        .route(
+            "GET",
+            "projects/Not_A_Project/zones/us-central1-a/instances/kg",
+        )
+        .expect("routes");
+    assert!(
+        d.check_request(m, &p, &[], None)
+            .iter()
+            .any(|e| e.contains("project")),
+        "path pattern checked"
+    );
+    let (m, p) = d
+        .route(
+            "GET",
+            "projects/my-project/zones/us-central1-a/instances/kg",
+        )
+        .expect("routes");
+    let errs = d.check_request(m, &p, &[("requestIdd".into(), "x".into())], None);
+    assert!(
+        errs.iter().any(|e| e.contains("unknown query parameter")),
+        "{errs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_waits_for_the_operation_and_reads_the_instance_back() {
+    let fake = FakeGce::start().await;
+    fake.configure(|c| {
+        c.op_latency.insert(
+            "compute.instances.insert".into(),
+            Duration::from_millis(400),
+        );
+        c.wait_cap = Duration::from_millis(90);
+    });
+    let gce = fake.client();
+    let info = gce
+        .insert_instance(&request("us-central1-a", false))
+        .await
+        .expect("insert");
+    assert_eq!(info.status, InstanceStatus::Running);
+    assert!(info.external_ip.is_some());
+    assert_eq!(info.gpu, Some(("nvidia-tesla-t4".to_string(), 1)));
+    let reqs = fake.requests();
+    let waits: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.method_id == "compute.zoneOperations.wait")
+        .collect();
+    assert!(
+        waits.len() >= 3,
+        "the wait long-poll is looped until DONE: {} waits",
+        waits.len()
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.method_id == "compute.zoneOperations.get"),
+        "never a sleep-and-get loop"
+    );
+    let insert = reqs
+        .iter()
+        .find(|r| r.method_id == "compute.instances.insert")
+        .expect("insert sent");
+    assert!(
+        uuid_like(insert.request_id().expect("requestId")),
+        "requestId is a UUID"
+    );
+    fake.assert_conforms();
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_as_soon_as_the_operation_is_done() {
+    let fake = FakeGce::start().await;
+    fake.configure(|c| {
+        c.op_latency.insert(
+            "compute.firewalls.insert".into(),
+            Duration::from_millis(300),
+        );
+        c.wait_cap = Duration::from_secs(60);
+    });
+    let t = Instant::now();
+    fake.client()
+        .insert_firewall(&rule())
+        .await
+        .expect("insert firewall");
+    let waits = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method_id == "compute.globalOperations.wait")
+        .count();
+    assert_eq!(waits, 1, "one long-poll covers the whole operation");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the wait returned when the operation finished, not at its 60 s cap"
+    );
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_an_insert_is_retried_with_the_same_request_id() {
+    let fake = FakeGce::start().await;
+    fake.inject("compute.instances.insert", 1, Fault::unavailable());
+    fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::AfterApply { status: 503 },
+    );
+    let gce = fake.client();
+    gce.insert_instance(&request("us-central1-a", false))
+        .await
+        .expect("insert succeeds after retries");
+    let inserts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method_id == "compute.instances.insert")
+        .collect();
+    assert_eq!(
+        inserts.len(),
+        3,
+        "first 503, second done but its answer lost, third answered with the same operation"
+    );
+    let ids: std::collections::BTreeSet<_> = inserts
+        .iter()
+        .map(|r| r.request_id().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 1, "one requestId across the retries: {ids:?}");
+    assert_eq!(fake.instances().len(), 1, "no duplicate instance");
+    // A second logical call gets a new id (and is a conflict, as the name is taken).
+    let e = gce
+        .insert_instance(&request("us-central1-a", false))
+        .await
+        .expect_err("name taken");
+    assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e:?}");
+    let ids: std::collections::BTreeSet<_> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method_id == "compute.instances.insert")
+        .map(|r| r.request_id().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_rate_limit_403s_are_retried() {
+    let fake = FakeGce::start().await;
+    fake.inject("compute.images.getFromFamily", 1, Fault::too_many(Some(1)));
+    fake.inject("compute.images.getFromFamily", 1, Fault::rate_limit_403());
+    let t = Instant::now();
+    let img = fake
+        .client()
+        .image_from_family(
+            gce_fake::IMAGE_PROJECT,
+            kgenv_core::spec::DEFAULT_IMAGE_FAMILY,
+        )
+        .await
+        .expect("image");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "waited at least the Retry-After second"
+    );
+    assert_eq!(img.disk_size_gb, 50);
+    assert_eq!(fake.requests().len(), 3);
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_within_the_time_budget() {
+    let fake = FakeGce::start().await;
+    fake.inject("compute.instances.get", 10_000, Fault::unavailable());
+    let gce = GceCompute::builder()
+        .base_url(fake.base_url())
+        .static_token(gce_fake::TOKEN)
+        .retry_policy(RetryPolicy {
+            max_elapsed: Duration::from_millis(400),
+            max_retries: 1000,
+            ..gce_fake::fast_retries()
+        })
+        .build()
+        .expect("client");
+    let e = gce
+        .get_instance(&at("us-central1-a"))
+        .await
+        .expect_err("keeps failing");
+    assert!(
+        e.is_retryable(),
+        "the last transient error is returned: {e}"
+    );
+    let n = fake.requests().len();
+    assert!((2..=200).contains(&n), "retried, but bounded: {n} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed_and_not_retried_when_retrying_cannot_help() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    fake.inject("compute.instances.insert", 1, Fault::forbidden());
+    let e = gce
+        .insert_instance(&request("us-central1-a", false))
+        .await
+        .expect_err("forbidden");
+    assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("roles/compute.instanceAdmin.v1"),
+        "says what to grant: {e}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a 403 permission error is not retried"
+    );
+
+    fake.configure(|c| {
+        c.stockout_zones.insert("us-central1-a".into());
+    });
+    let e = gce
+        .insert_instance(&request("us-central1-a", false))
+        .await
+        .expect_err("stockout");
+    assert!(
+        matches!(&e, BackendError::Stockout { zone, .. } if zone == "us-central1-a"),
+        "{e:?}"
+    );
+
+    fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::quota("GPUS_ALL_REGIONS", 0.0, None),
+    );
+    let e = gce
+        .insert_instance(&request("us-central1-b", false))
+        .await
+        .expect_err("quota");
+    let q = e.quota().expect("a quota error");
+    assert_eq!(
+        (q.metric.as_str(), q.scope.clone()),
+        ("GPUS_ALL_REGIONS", kgenv_core::error::QuotaScope::Global)
+    );
+
+    assert!(
+        gce.get_instance(&at("us-central1-c"))
+            .await
+            .expect("get")
+            .is_none(),
+        "404 on get is None"
+    );
+    let e = gce
+        .guest_attributes(&at("us-central1-c"), "hostkeys/")
+        .await
+        .expect_err("no instance");
+    assert!(e.is_not_found(), "{e:?}");
+
+    let wrong = GceCompute::builder()
+        .base_url(fake.base_url())
+        .static_token("wrong")
+        .retry_policy(gce_fake::fast_retries())
+        .build()
+        .expect("client");
+    let e = wrong
+        .get_instance(&at("us-central1-a"))
+        .await
+        .expect_err("401");
+    assert!(matches!(e, BackendError::Unauthenticated { .. }), "{e:?}");
+    assert!(
+        !format!("{e:?}{e}").contains("wrong"),
+        "the token never shows in errors"
+    );
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_refused_before_any_request() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    let bad = InstanceRef {
+        project: "My_Project".into(),
+        zone: "us-central1-a".into(),
+        name: "kg".into(),
+    };
+    assert!(matches!(
+        gce.get_instance(&bad).await,
+        Err(BackendError::InvalidArgument { .. })
+    ));
+    let mut req = request("us-central1-a", false);
+    req.at.project = "../../other".into();
+    assert!(matches!(
+        gce.insert_instance(&req).await,
+        Err(BackendError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        gce.delete_firewall(PROJECT, "a/b").await,
+        Err(BackendError::InvalidArgument { .. })
+    ));
+    assert!(
+        fake.requests().is_empty(),
+        "nothing was sent: {:?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firewall_and_instance_lifecycle_calls_conform() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    gce.insert_firewall(&rule()).await.expect("insert");
+    let got = gce
+        .get_firewall(PROJECT, "kg-ssh")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(got, rule(), "what kgenv wrote reads back the same");
+    let mut wider = rule();
+    wider.ports = vec!["22".into(), "8888".into()];
+    gce.patch_firewall(&wider).await.expect("patch");
+    assert_eq!(
+        gce.get_firewall(PROJECT, "kg-ssh")
+            .await
+            .expect("get")
+            .expect("exists")
+            .ports,
+        wider.ports
+    );
+    gce.delete_firewall(PROJECT, "kg-ssh")
+        .await
+        .expect("delete");
+    assert!(gce
+        .get_firewall(PROJECT, "kg-ssh")
+        .await
+        .expect("get")
+        .is_none());
+
+    gce.insert_instance(&request("us-central1-a", true))
+        .await
+        .expect("insert spot");
+    gce.stop_instance(&at("us-central1-a")).await.expect("stop");
+    assert_eq!(
+        gce.get_instance(&at("us-central1-a"))
+            .await
+            .expect("get")
+            .expect("exists")
+            .status,
+        InstanceStatus::Terminated
+    );
+    gce.start_instance(&at("us-central1-a"))
+        .await
+        .expect("start");
+    gce.set_metadata(
+        &at("us-central1-a"),
+        &BTreeMap::from([("kgenv-autostop".to_string(), "30".to_string())]),
+    )
+    .await
+    .expect("setMetadata");
+    gce.set_tags(
+        &at("us-central1-a"),
+        &["kgenv-kg".to_string(), "extra".to_string()],
+    )
+    .await
+    .expect("setTags");
+    gce.set_labels(
+        &at("us-central1-a"),
+        &BTreeMap::from([
+            ("kgenv-env".to_string(), "kg".to_string()),
+            ("team".to_string(), "ml".to_string()),
+        ]),
+    )
+    .await
+    .expect("setLabels");
+    let v = fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("instance");
+    let items = v["metadata"]["items"].as_array().expect("items");
+    assert!(
+        items.iter().any(|i| i["key"] == "kgenv-autostop"),
+        "added: {items:?}"
+    );
+    assert!(
+        items.iter().any(|i| i["key"] == "ssh-keys"),
+        "kept: {items:?}"
+    );
+    assert_eq!(v["tags"]["items"], json!(["kgenv-kg", "extra"]));
+    assert_eq!(v["labels"]["team"], "ml");
+    gce.delete_instance(&at("us-central1-a"))
+        .await
+        .expect("delete");
+    assert!(fake.instances().is_empty());
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_ip_is_detected_and_failure_says_to_set_source_ranges() {
+    let fake = FakeGce::start().await;
+    assert_eq!(
+        fake.client().caller_ip().await.expect("ip"),
+        gce_fake::CALLER_IP
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let url = format!("http://{}/ip", closed.local_addr().expect("addr"));
+    drop(closed);
+    let gce = GceCompute::builder()
+        .base_url(fake.base_url())
+        .static_token(gce_fake::TOKEN)
+        .caller_ip_url(url)
+        .build()
+        .expect("client");
+    let e = gce.caller_ip().await.expect_err("nothing listens there");
+    assert!(e.to_string().contains("source_ranges"), "{e}");
+}

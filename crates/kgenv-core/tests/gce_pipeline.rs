@@ -1,0 +1,774 @@
+//! `plan::Runner` with the real GCE client on the fake Compute API (other backends from the
+//! stateful mock): creation with Google's GPU recipe, idempotence, faults on every call
+//! kind, zone failover, quotas, half-made cleanup, bad input, stop/start and down.
+
+#[path = "support/gce_fake.rs"]
+mod gce_fake;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use gce_fake::{FakeGce, Fault, Recorded};
+use kgenv_core::error::QuotaScope;
+use kgenv_core::mock::MockWorld;
+use kgenv_core::plan::{Event, Outcome, RunOptions, Runner};
+use kgenv_core::spec::{Env, Firewall, Instance, InstanceBuilder};
+use kgenv_core::state::StateStore;
+
+const PROJECT: &str = "my-project";
+
+/// Keys go under one temporary KGENV_HOME for this test process (set before any client).
+fn home() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("kgenv-gce-pipeline-{}", std::process::id()));
+        std::env::set_var("KGENV_HOME", dir);
+    });
+}
+
+fn env_with(zones: &[&str], f: impl FnOnce(InstanceBuilder) -> InstanceBuilder) -> Env {
+    let mut b = Instance::builder()
+        .project(PROJECT)
+        .gpu("nvidia-tesla-t4", 1);
+    for z in zones {
+        b = b.zone(*z);
+    }
+    Env::builder("kg")
+        .instance(f(b))
+        .build()
+        .expect("a valid env")
+}
+
+struct Rig {
+    fake: FakeGce,
+    runner: Runner,
+    events: Arc<Mutex<Vec<Event>>>,
+    _state: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new(env: Env) -> Self {
+        Self::with_fake(FakeGce::start().await, env)
+    }
+
+    fn with_fake(fake: FakeGce, env: Env) -> Self {
+        home();
+        let state = tempfile::tempdir().expect("state dir");
+        let mut backends = MockWorld::new().backends();
+        backends.compute = Arc::new(fake.client());
+        let runner = Runner::new(env, backends)
+            .state_dir(state.path())
+            .host_ready_within(Duration::from_secs(20));
+        Self {
+            fake,
+            runner,
+            events: Arc::default(),
+            _state: state,
+        }
+    }
+
+    fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
+        let events = self.events.clone();
+        move |e| events.lock().unwrap_or_else(|p| p.into_inner()).push(e)
+    }
+
+    /// `up` of the GCE part: the preflight, the firewall rules and the instance (the firewall
+    /// is not a dependency of the instance, so `--until instance` alone would leave it out).
+    async fn up(&self) -> kgenv_core::Result<kgenv_core::plan::Report> {
+        self.runner.up(gce_part(), self.sink()).await
+    }
+
+    async fn state(&self) -> kgenv_core::state::State {
+        StateStore::open(self.runner.state_path().parent().expect("dir"), "kg", "gce")
+            .expect("state")
+            .snapshot()
+            .await
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|e| match e {
+                Event::Warning { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn mutating(&self) -> Vec<Recorded> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(Recorded::is_mutating)
+            .collect()
+    }
+}
+
+fn gce_part() -> RunOptions {
+    RunOptions::default().only(["preflight", "firewall", "instance"])
+}
+
+fn ids(reqs: &[Recorded]) -> Vec<String> {
+    reqs.iter()
+        .map(|r| format!("{} {}", r.method_id, r.path))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_creates_the_firewall_and_a_gpu_instance_by_googles_recipe_and_pins_host_keys() {
+    let rig = Rig::new(env_with(&["us-central1-a", "us-central1-b"], |b| {
+        b.spot(true)
+    }))
+    .await;
+    rig.fake.configure(|c| {
+        c.op_latency.insert(
+            "compute.instances.insert".into(),
+            Duration::from_millis(300),
+        );
+        c.hostkey_delay = Duration::from_millis(400);
+    });
+    let report = rig.up().await.expect("up");
+    assert_eq!(report.outcome("instance"), Some(&Outcome::Changed));
+    assert_eq!(report.outcome("firewall/kg-ssh"), Some(&Outcome::Changed));
+    assert_eq!(report.outcome("preflight"), Some(&Outcome::Satisfied));
+
+    assert_eq!(
+        rig.fake.instances(),
+        vec![(
+            "us-central1-a".to_string(),
+            "kg".to_string(),
+            "RUNNING".to_string()
+        )]
+    );
+    let inst = rig
+        .fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("instance");
+    assert_eq!(inst["scheduling"]["onHostMaintenance"], "TERMINATE");
+    assert_eq!(inst["scheduling"]["provisioningModel"], "SPOT");
+    assert_eq!(inst["scheduling"]["instanceTerminationAction"], "STOP");
+    assert_eq!(inst["scheduling"]["automaticRestart"], false);
+    assert_eq!(inst["disks"][0]["initializeParams"]["diskSizeGb"], "200");
+    assert_eq!(
+        inst["serviceAccounts"][0]["scopes"][0],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+    assert_eq!(inst["tags"]["items"][0], "kgenv-kg");
+    assert_eq!(inst["labels"]["kgenv-env"], "kg");
+    let meta: Vec<(String, String)> = inst["metadata"]["items"]
+        .as_array()
+        .expect("metadata items")
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap_or_default().to_string(),
+                i["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        meta.contains(&("install-nvidia-driver".into(), "True".into())),
+        "{meta:?}"
+    );
+    assert!(
+        meta.contains(&("enable-guest-attributes".into(), "TRUE".into())),
+        "{meta:?}"
+    );
+    assert!(
+        meta.iter()
+            .any(|(k, v)| k == "ssh-keys" && v.starts_with("kgenv:ssh-ed25519 ")),
+        "{meta:?}"
+    );
+
+    let fw = rig.fake.firewalls();
+    assert_eq!(fw.len(), 1);
+    assert_eq!(
+        fw[0]["sourceRanges"],
+        serde_json::json!([format!("{}/32", gce_fake::CALLER_IP)]),
+        "SSH from the caller only"
+    );
+    assert_eq!(fw[0]["targetTags"], serde_json::json!(["kgenv-kg"]));
+    assert_eq!(
+        fw[0]["allowed"],
+        serde_json::json!([{"IPProtocol": "tcp", "ports": ["22"]}])
+    );
+
+    let state = rig.state().await;
+    assert_eq!(state.fact("instance", "zone"), Some("us-central1-a"));
+    assert_eq!(
+        state.fact("instance", "host_keys"),
+        Some(format!("{} {}", gce_fake::HOST_KEY.0, gce_fake::HOST_KEY.1).as_str())
+    );
+    let ip = inst["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+        .as_str()
+        .expect("external ip");
+    assert_eq!(state.fact("instance", "external_ip"), Some(ip));
+
+    let reqs = rig.fake.requests();
+    let guest = reqs
+        .iter()
+        .filter(|r| r.method_id == "compute.instances.getGuestAttributes")
+        .count();
+    assert!(
+        guest >= 2,
+        "host keys appear after a delay, so they were polled: {guest}"
+    );
+    assert!(
+        rig.mutating().iter().all(|r| r.request_id().is_some()),
+        "every mutating call carries a requestId"
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_up_sends_only_gets() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("first up");
+    rig.fake.clear_requests();
+    let report = rig.up().await.expect("second up");
+    assert_eq!(report.changed(), 0, "{report:?}");
+    let reqs = rig.fake.requests();
+    assert!(!reqs.is_empty());
+    assert!(
+        reqs.iter().all(|r| r.http_method == "GET"),
+        "only GETs: {:?}",
+        ids(&reqs)
+    );
+    rig.fake.assert_conforms();
+}
+
+/// Every Compute method an `up` and a `down` use.
+const CALL_KINDS: [&str; 13] = [
+    "compute.images.getFromFamily",
+    "compute.machineTypes.get",
+    "compute.acceleratorTypes.get",
+    "compute.firewalls.get",
+    "compute.firewalls.insert",
+    "compute.globalOperations.wait",
+    "compute.instances.get",
+    "compute.instances.insert",
+    "compute.zoneOperations.wait",
+    "compute.instances.getGuestAttributes",
+    "compute.instances.delete",
+    "compute.firewalls.delete",
+    "compute.instances.stop",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_on_every_call_kind_still_converge_without_duplicates() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    for (i, kind) in CALL_KINDS.iter().enumerate() {
+        rig.fake.inject(kind, 1, Fault::unavailable());
+        rig.fake.inject(
+            kind,
+            1,
+            if i % 2 == 0 {
+                Fault::too_many(None)
+            } else {
+                Fault::rate_limit_403()
+            },
+        );
+    }
+    // Work done, answer lost: the retry must not make a second resource.
+    rig.fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::AfterApply { status: 502 },
+    );
+    rig.fake.inject(
+        "compute.firewalls.insert",
+        1,
+        Fault::AfterApply { status: 504 },
+    );
+    rig.up().await.expect("up converges through the faults");
+    assert_eq!(rig.fake.instances().len(), 1);
+    assert_eq!(rig.fake.firewalls().len(), 1);
+    for kind in ["compute.instances.insert", "compute.firewalls.insert"] {
+        let ids: BTreeSet<_> = rig
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.method_id == kind)
+            .map(|r| r.request_id().map(str::to_string))
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{kind}: one requestId over all attempts: {ids:?}"
+        );
+    }
+    rig.runner
+        .stop_instance(rig.sink())
+        .await
+        .expect("stop through faults");
+    rig.runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down through faults");
+    assert!(rig.fake.instances().is_empty() && rig.fake.firewalls().is_empty());
+    let unused = rig.fake.unused_faults();
+    assert!(
+        unused.is_empty(),
+        "every call kind met its faults: {unused:?}"
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stockout_in_zone_a_lands_in_zone_b_and_leaves_nothing_in_a() {
+    let rig = Rig::new(env_with(&["us-central1-a", "us-central1-b"], |b| b)).await;
+    rig.fake.configure(|c| {
+        c.stockout_zones.insert("us-central1-a".into());
+        c.half_made_on_stockout = true;
+    });
+    rig.up().await.expect("up");
+    assert_eq!(
+        rig.fake.instances(),
+        vec![(
+            "us-central1-b".to_string(),
+            "kg".to_string(),
+            "RUNNING".to_string()
+        )]
+    );
+    assert_eq!(
+        rig.state().await.fact("instance", "zone"),
+        Some("us-central1-b")
+    );
+    let deletes: Vec<_> = rig
+        .mutating()
+        .into_iter()
+        .filter(|r| r.method_id == "compute.instances.delete")
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        1,
+        "the half-made instance in zone a was deleted"
+    );
+    assert!(deletes[0].path.contains("us-central1-a"));
+    assert!(
+        rig.warnings()
+            .iter()
+            .any(|w| w.contains("us-central1-a") && w.contains("no capacity")),
+        "{:?}",
+        rig.warnings()
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stockout_everywhere_says_which_zones_were_tried() {
+    let rig = Rig::new(env_with(&["us-central1-a", "europe-west4-a"], |b| b)).await;
+    rig.fake.configure(|c| {
+        c.stockout_zones
+            .extend(["us-central1-a".to_string(), "europe-west4-a".to_string()]);
+    });
+    let e = rig.up().await.expect_err("no capacity anywhere");
+    assert!(e.is_stockout(), "{e}");
+    let msg = kgenv_core::plan::error_chain(&e);
+    assert!(
+        msg.contains("us-central1-a (stockout)")
+            && msg.contains("europe-west4-a (stockout)")
+            && msg.contains("instance.zones"),
+        "{msg}"
+    );
+    assert!(rig.fake.instances().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_quota_skips_that_region() {
+    let rig = Rig::new(env_with(
+        &["us-central1-a", "us-central1-b", "europe-west4-a"],
+        |b| b,
+    ))
+    .await;
+    rig.fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::quota("NVIDIA_T4_GPUS", 0.0, Some("us-central1")),
+    );
+    rig.up().await.expect("up in another region");
+    assert_eq!(
+        rig.fake.instances(),
+        vec![(
+            "europe-west4-a".to_string(),
+            "kg".to_string(),
+            "RUNNING".to_string()
+        )]
+    );
+    let inserts: Vec<_> = rig
+        .mutating()
+        .into_iter()
+        .filter(|r| r.method_id == "compute.instances.insert")
+        .collect();
+    assert_eq!(
+        inserts.len(),
+        2,
+        "us-central1-b was skipped: {:?}",
+        ids(&inserts)
+    );
+    assert!(
+        rig.warnings()
+            .iter()
+            .any(|w| w.contains("NVIDIA_T4_GPUS") && w.contains("us-central1")),
+        "{:?}",
+        rig.warnings()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_quota_stops_at_once_with_a_clear_error_and_nothing_left_behind() {
+    let rig = Rig::new(env_with(&["us-central1-a", "europe-west4-a"], |b| b)).await;
+    rig.fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::quota("GPUS_ALL_REGIONS", 0.0, None),
+    );
+    let e = rig.up().await.expect_err("no GPU quota at all");
+    let q = e.quota().expect("a quota error");
+    assert_eq!(
+        (q.metric.as_str(), &q.scope, q.limit),
+        ("GPUS_ALL_REGIONS", &QuotaScope::Global, Some(0.0))
+    );
+    let msg = kgenv_core::plan::error_chain(&e);
+    assert!(
+        msg.contains("GPUS_ALL_REGIONS")
+            && msg.contains("no other zone will help")
+            && msg.contains("quotas"),
+        "{msg}"
+    );
+    let inserts = rig
+        .mutating()
+        .into_iter()
+        .filter(|r| r.method_id == "compute.instances.insert")
+        .count();
+    assert_eq!(inserts, 1, "no second zone tried");
+    assert!(rig.fake.instances().is_empty(), "no instance left");
+    // The firewall rule is recorded, so `down` removes it: nothing of kgenv's remains.
+    rig.runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    assert!(rig.fake.firewalls().is_empty());
+    assert!(!rig.runner.state_path().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_that_fails_after_the_instance_appeared_is_cleaned_up() {
+    let rig = Rig::new(env_with(&["us-central1-a", "us-central1-b"], |b| b)).await;
+    rig.fake.inject(
+        "compute.instances.insert",
+        1,
+        Fault::fails_after_appearing(),
+    );
+    let e = rig.up().await.expect_err("the insert failed");
+    let msg = kgenv_core::plan::error_chain(&e);
+    assert!(
+        msg.contains("RESOURCE_OPERATION_RATE_EXCEEDED") && msg.contains("Operation rate exceeded"),
+        "{msg}"
+    );
+    assert!(
+        rig.fake.instances().is_empty(),
+        "the half-made instance was deleted: {:?}",
+        rig.fake.instances()
+    );
+    assert!(rig
+        .mutating()
+        .iter()
+        .any(|r| r.method_id == "compute.instances.delete"));
+    // The next up creates it normally.
+    rig.up().await.expect("second up");
+    assert_eq!(rig.fake.instances().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_before_any_mutating_call() {
+    // A GPU type no zone offers.
+    let rig = Rig::new(env_with(&["us-central1-a", "us-central1-b"], |b| {
+        b.gpu("nvidia-h100-80gb", 1)
+    }))
+    .await;
+    let e = rig.up().await.expect_err("unknown GPU");
+    assert!(e.is_config(), "{e}");
+    assert!(
+        kgenv_core::plan::error_chain(&e).contains("instance.gpu_type"),
+        "{e}"
+    );
+    assert!(
+        rig.mutating().is_empty(),
+        "no mutating call: {:?}",
+        ids(&rig.mutating())
+    );
+
+    // A disk below the image's minimum (the image needs more than the spec's rule knows).
+    let fake = FakeGce::start().await;
+    fake.configure(|c| {
+        for v in c.images.values_mut() {
+            v.1 = 250;
+        }
+    });
+    let rig = Rig::with_fake(fake, env_with(&["us-central1-a"], |b| b.disk_size_gb(200)));
+    let e = rig.up().await.expect_err("disk too small");
+    assert!(
+        e.is_config() && kgenv_core::plan::error_chain(&e).contains("instance.disk_size_gb"),
+        "{e}"
+    );
+    assert!(kgenv_core::plan::error_chain(&e).contains("250"), "{e}");
+    assert!(
+        rig.mutating().is_empty(),
+        "no mutating call: {:?}",
+        ids(&rig.mutating())
+    );
+
+    // A machine type that does not exist.
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| {
+        b.machine_type("n9-mega-1")
+    }))
+    .await;
+    let e = rig.up().await.expect_err("unknown machine type");
+    assert!(
+        e.is_config() && kgenv_core::plan::error_chain(&e).contains("instance.machine_type"),
+        "{e}"
+    );
+    assert!(rig.mutating().is_empty());
+
+    // A malformed project never reaches the runner (the spec refuses it) nor the API.
+    let e = Env::builder("kg")
+        .instance(
+            Instance::builder()
+                .project("My_Project")
+                .zone("us-central1-a"),
+        )
+        .build()
+        .expect_err("bad project");
+    assert_eq!(e.field, "instance.project");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_missing_in_one_zone_skips_that_zone_with_a_warning() {
+    let fake = FakeGce::start().await;
+    fake.configure(|c| {
+        if let Some(g) = c.zones.get_mut("us-central1-a") {
+            g.remove("nvidia-l4");
+        }
+    });
+    let rig = Rig::with_fake(
+        fake,
+        env_with(&["us-central1-a", "us-central1-b"], |b| {
+            b.gpu("nvidia-l4", 1).machine_type("g2-standard-8")
+        }),
+    );
+    rig.up().await.expect("up");
+    assert_eq!(rig.fake.instances()[0].0, "us-central1-b");
+    assert!(
+        !rig.mutating()
+            .iter()
+            .any(|r| r.path.contains("us-central1-a")),
+        "nothing attempted where the GPU is not offered"
+    );
+    assert!(
+        rig.warnings()
+            .iter()
+            .any(|w| w.contains("us-central1-a") && w.contains("nvidia-l4")),
+        "{:?}",
+        rig.warnings()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("up");
+    let ip1 = rig
+        .state()
+        .await
+        .fact("instance", "external_ip")
+        .map(str::to_string)
+        .expect("ip");
+    let stopped = rig.runner.stop_instance(rig.sink()).await.expect("stop");
+    assert_eq!(
+        stopped.status,
+        kgenv_core::backends::compute::InstanceStatus::Terminated
+    );
+    assert_eq!(
+        rig.fake.instances()[0].2,
+        "TERMINATED",
+        "stopped, not deleted"
+    );
+    assert_eq!(
+        rig.state().await.fact("instance", "external_ip"),
+        None,
+        "a stopped VM has no address"
+    );
+    let started = rig.runner.start_instance(rig.sink()).await.expect("start");
+    let ip2 = started.external_ip.expect("new ip");
+    assert_ne!(ip1, ip2, "an ephemeral address changes on start");
+    assert_eq!(
+        rig.state().await.fact("instance", "external_ip"),
+        Some(ip2.as_str())
+    );
+    assert!(rig.state().await.fact("instance", "host_keys").is_some());
+    // `up` after a stop starts the VM again; the same VM keeps its pinned host keys.
+    rig.runner
+        .stop_instance(rig.sink())
+        .await
+        .expect("stop again");
+    rig.fake.clear_requests();
+    rig.up().await.expect("up restarts");
+    assert_eq!(rig.fake.instances()[0].2, "RUNNING");
+    let reads = rig
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method_id == "compute.instances.getGuestAttributes")
+        .count();
+    assert_eq!(reads, 0, "host keys of the same VM are not read again");
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_deletes_the_instance_and_kgenvs_firewall_rules_only() {
+    let env = Env::builder("kg")
+        .instance(Instance::builder().project(PROJECT).zone("us-central1-a"))
+        .firewall(Firewall::builder("kg-ssh").port(22))
+        .firewall(
+            Firewall::builder("kg-jupyter")
+                .port(8888)
+                .source_range("203.0.113.0/24"),
+        )
+        .build()
+        .expect("env");
+    let rig = Rig::new(env).await;
+    rig.fake.seed_firewall(PROJECT, serde_json::json!({"name": "someone-elses", "network": "global/networks/default", "description": "not kgenv"}));
+    rig.up().await.expect("up");
+    assert_eq!(rig.fake.firewalls().len(), 3);
+    let report = rig
+        .runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    assert_eq!(report.outcome("instance"), Some(&Outcome::Removed));
+    assert!(rig.fake.instances().is_empty());
+    let left: Vec<String> = rig
+        .fake
+        .firewalls()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(left, vec!["someone-elses".to_string()]);
+    assert!(
+        !rig.runner.state_path().exists(),
+        "nothing of kgenv's is left to record"
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_that_are_not_kgenvs_are_never_changed() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.fake.seed_instance(
+        PROJECT,
+        "us-central1-a",
+        "kg",
+        serde_json::json!({"owner": "someone"}),
+    );
+    rig.fake.seed_firewall(PROJECT, serde_json::json!({"name": "kg-ssh", "network": "global/networks/default", "description": "hand made",
+        "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "sourceRanges": ["0.0.0.0/0"], "targetTags": ["kgenv-kg"]}));
+    let e = rig.up().await.expect_err("name clash");
+    assert!(
+        kgenv_core::plan::error_chain(&e).contains("not created by kgenv"),
+        "{}",
+        kgenv_core::plan::error_chain(&e)
+    );
+    assert!(
+        rig.mutating().is_empty(),
+        "nothing changed: {:?}",
+        ids(&rig.mutating())
+    );
+    rig.runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    assert_eq!(
+        rig.fake.instances().len(),
+        1,
+        "down leaves someone else's instance"
+    );
+    assert_eq!(rig.fake.firewalls().len(), 1, "and their rule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_resolved_image_and_changes_nothing() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    let report = rig.runner.plan(gce_part(), rig.sink()).await.expect("plan");
+    assert_eq!(report.planned_changes(), 2, "{report:?}");
+    let actions: Vec<String> = rig
+        .events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|e| match e {
+            Event::Planned { step, actions, .. } if step == "instance" => Some(actions.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        actions.iter().any(|a| a.contains(&format!(
+            "{}-v20261110",
+            kgenv_core::spec::DEFAULT_IMAGE_FAMILY
+        ))),
+        "{actions:?}"
+    );
+    assert!(rig.mutating().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_recreated_outside_kgenv_gets_its_new_host_keys_read() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b.no_gpu())).await;
+    rig.up().await.expect("up");
+    let id1 = rig
+        .state()
+        .await
+        .fact("instance", "id")
+        .map(str::to_string)
+        .expect("id recorded");
+    // Someone deletes it and makes a new one with the same name and kgenv's labels.
+    let at = kgenv_core::backends::compute::InstanceRef {
+        project: PROJECT.into(),
+        zone: "us-central1-a".into(),
+        name: "kg".into(),
+    };
+    kgenv_core::backends::Compute::delete_instance(&rig.fake.client(), &at)
+        .await
+        .expect("delete");
+    rig.fake.seed_instance(
+        PROJECT,
+        "us-central1-a",
+        "kg",
+        serde_json::json!({"kgenv-env": "kg"}),
+    );
+    rig.fake.clear_requests();
+    rig.up().await.expect("up");
+    let id2 = rig
+        .state()
+        .await
+        .fact("instance", "id")
+        .map(str::to_string)
+        .expect("id recorded");
+    assert_ne!(id1, id2);
+    assert!(
+        rig.fake
+            .requests()
+            .iter()
+            .any(|r| r.method_id == "compute.instances.getGuestAttributes"),
+        "host keys read again for the new VM"
+    );
+    assert!(
+        rig.mutating().is_empty(),
+        "nothing had to change in GCE: {:?}",
+        ids(&rig.mutating())
+    );
+}

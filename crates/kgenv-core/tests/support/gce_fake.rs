@@ -1,0 +1,1410 @@
+//! A fake Compute Engine API on 127.0.0.1 for the GCE tests, the end-to-end tests and the
+//! benchmark. kgenv's real REST client talks to it through the service-root override.
+//!
+//! It keeps its own state (instances, firewall rules, operations, request ids) and behaves
+//! like the real service where kgenv depends on it:
+//! - every request is routed and validated with Google's discovery document
+//!   ([`discovery`]); a request that breaks it gets a 400 and is listed in
+//!   [`FakeGce::violations`] (so is a mutating call without `requestId`);
+//! - mutating calls return operations that go PENDING → RUNNING → DONE over configured
+//!   latencies; `operations.wait` blocks until DONE or the configured cap, whichever is first;
+//! - a repeated `requestId` returns the first call's operation (no second resource);
+//! - new instances show PROVISIONING until their insert is DONE, then RUNNING, and publish
+//!   `hostkeys/` guest attributes only after a delay;
+//! - faults can be injected per method: an HTTP error before the work, the work done but the
+//!   answer lost, or an operation that fails (optionally leaving the instance behind); zones
+//!   can be out of stock;
+//! - `/ip` answers with a fixed caller address for `KGENV_CALLER_IP_URL`.
+#![allow(dead_code)]
+
+#[path = "gce_discovery.rs"]
+pub mod discovery;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Value};
+
+use discovery::Discovery;
+
+/// The bearer token the fake accepts.
+pub const TOKEN: &str = "fake-token-for-kgenv-tests";
+/// The address `/ip` answers with.
+pub const CALLER_IP: &str = "198.51.100.23";
+/// The host key instances publish in `hostkeys/`.
+pub const HOST_KEY: (&str, &str) = (
+    "ssh-ed25519",
+    "AAAAC3NzaC1lZDI1NTE5AAAAIFakeGceHostKeyForKgenvTests0000000000000000",
+);
+/// The project the default image lives in.
+pub const IMAGE_PROJECT: &str = "deeplearning-platform-release";
+/// Self links use the public root, as the real service does.
+const SELF_ROOT: &str = "https://www.googleapis.com/compute/v1/";
+
+/// How the fake behaves. Change it with [`FakeGce::configure`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The accepted bearer token.
+    pub token: String,
+    /// Added to every request (network round trip).
+    pub request_latency: Duration,
+    /// Operation durations by method id (`compute.instances.insert`).
+    pub op_latency: BTreeMap<String, Duration>,
+    /// Duration of other operations.
+    pub default_op_latency: Duration,
+    /// The longest a `wait` blocks (the real service: about two minutes).
+    pub wait_cap: Duration,
+    /// Time from RUNNING until `hostkeys/` appears.
+    pub hostkey_delay: Duration,
+    /// Zones and the accelerator types each offers.
+    pub zones: BTreeMap<String, BTreeSet<String>>,
+    /// Machine-type families offered in every zone.
+    pub machine_type_prefixes: Vec<String>,
+    /// Images by (project, family): (name, minimum disk GB).
+    pub images: BTreeMap<(String, String), (String, u64)>,
+    /// Zones whose inserts end in ZONE_RESOURCE_POOL_EXHAUSTED.
+    pub stockout_zones: BTreeSet<String>,
+    /// Whether a stockout leaves a TERMINATED instance behind (it sometimes does).
+    pub half_made_on_stockout: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let gpus: BTreeSet<String> = ["nvidia-tesla-t4", "nvidia-l4", "nvidia-tesla-v100"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let zones = [
+            "us-central1-a",
+            "us-central1-b",
+            "us-central1-c",
+            "europe-west4-a",
+            "europe-west4-b",
+            "asia-east1-a",
+        ]
+        .into_iter()
+        .map(|z| (z.to_string(), gpus.clone()))
+        .collect();
+        let images = BTreeMap::from([(
+            (
+                IMAGE_PROJECT.to_string(),
+                kgenv_core::spec::DEFAULT_IMAGE_FAMILY.to_string(),
+            ),
+            (
+                format!("{}-v20261110", kgenv_core::spec::DEFAULT_IMAGE_FAMILY),
+                50,
+            ),
+        )]);
+        Self {
+            token: TOKEN.into(),
+            request_latency: Duration::ZERO,
+            op_latency: BTreeMap::new(),
+            default_op_latency: Duration::from_millis(60),
+            wait_cap: Duration::from_secs(10),
+            hostkey_delay: Duration::from_millis(200),
+            zones,
+            machine_type_prefixes: ["n1-standard-", "n1-highmem-", "g2-standard-", "a2-highgpu-"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            images,
+            stockout_zones: BTreeSet::new(),
+            half_made_on_stockout: false,
+        }
+    }
+}
+
+/// A fault to inject on the next calls of a method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this HTTP error before doing anything.
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// Google's legacy reason (`backendError`, `rateLimitExceeded`).
+        reason: String,
+        /// Message.
+        message: String,
+        /// `Retry-After` seconds.
+        retry_after: Option<u64>,
+    },
+    /// Do the work, then answer with this HTTP status (the answer was lost).
+    AfterApply {
+        /// HTTP status.
+        status: u16,
+    },
+    /// Accept the call; its operation ends DONE with this error.
+    OperationError {
+        /// `error.errors[].code`.
+        code: String,
+        /// Message.
+        message: String,
+        /// `httpErrorStatusCode`.
+        http_status: i32,
+        /// `errorDetails[].quotaInfo`.
+        quota_info: Option<Value>,
+        /// For inserts: the instance stays behind (TERMINATED) after the failure.
+        leave_instance: bool,
+    },
+}
+
+impl Fault {
+    /// 503 backendError.
+    pub fn unavailable() -> Self {
+        Self::Http {
+            status: 503,
+            reason: "backendError".into(),
+            message: "The service is currently unavailable.".into(),
+            retry_after: None,
+        }
+    }
+    /// 429 with an optional `Retry-After`.
+    pub fn too_many(retry_after: Option<u64>) -> Self {
+        Self::Http {
+            status: 429,
+            reason: "rateLimitExceeded".into(),
+            message: "Rate Limit Exceeded".into(),
+            retry_after,
+        }
+    }
+    /// 403 rateLimitExceeded (Compute's per-minute API quota).
+    pub fn rate_limit_403() -> Self {
+        Self::Http {
+            status: 403,
+            reason: "rateLimitExceeded".into(),
+            message: "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service 'compute.googleapis.com'".into(),
+            retry_after: None,
+        }
+    }
+    /// 403 forbidden.
+    pub fn forbidden() -> Self {
+        Self::Http {
+            status: 403,
+            reason: "forbidden".into(),
+            message: "Required 'compute.instances.create' permission for 'projects/my-project'"
+                .into(),
+            retry_after: None,
+        }
+    }
+    /// An operation ending in QUOTA_EXCEEDED, for `metric` in `region` (`None`: global).
+    pub fn quota(metric: &str, limit: f64, region: Option<&str>) -> Self {
+        let where_ = region.map_or("globally".to_string(), |r| format!("in region {r}"));
+        let dims = region.map_or(json!({}), |r| json!({"region": r}));
+        Self::OperationError {
+            code: "QUOTA_EXCEEDED".into(),
+            message: format!("Quota '{metric}' exceeded.  Limit: {limit:.1} {where_}."),
+            http_status: 403,
+            quota_info: Some(
+                json!({"metricName": format!("compute.googleapis.com/{}", metric.to_ascii_lowercase()), "limitName": format!("{}-per-project", metric.replace('_', "-")), "dimensions": dims, "limit": limit}),
+            ),
+            leave_instance: false,
+        }
+    }
+    /// An operation that fails after the instance appeared, leaving it behind.
+    pub fn fails_after_appearing() -> Self {
+        Self::OperationError {
+            code: "RESOURCE_OPERATION_RATE_EXCEEDED".into(),
+            message: "Operation rate exceeded for resource 'projects/my-project/zones/us-central1-a/instances/kg'. Too frequent operations from the source resource.".into(),
+            http_status: 400,
+            quota_info: None,
+            leave_instance: true,
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub http_method: String,
+    /// Path (under the service root).
+    pub path: String,
+    /// The discovery method id, or `?` when it matched none.
+    pub method_id: String,
+    /// Decoded query.
+    pub query: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Option<Value>,
+    /// The status answered.
+    pub status: u16,
+    /// When it arrived and was answered, since the fake started.
+    pub start: Duration,
+    /// When it was answered.
+    pub end: Duration,
+}
+
+impl Recorded {
+    /// The `requestId` query parameter.
+    pub fn request_id(&self) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == "requestId")
+            .map(|(_, v)| v.as_str())
+    }
+    /// Whether this call asks for a change (not a read, not a wait).
+    pub fn is_mutating(&self) -> bool {
+        is_mutating_id(&self.method_id, &self.http_method)
+    }
+}
+
+fn is_mutating_id(id: &str, http_method: &str) -> bool {
+    http_method != "GET" && !id.ends_with(".wait")
+}
+
+type IKey = (String, String, String);
+type FKey = (String, String);
+
+#[derive(Debug, Clone)]
+struct Inst {
+    body: Value,
+    status: String,
+    nat_ip: Option<String>,
+    running_since: Option<Instant>,
+    id: u64,
+    fp: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Effect {
+    Insert { key: IKey, leave_on_error: bool },
+    Delete(IKey),
+    Stop(IKey),
+    Start(IKey),
+    SetMetadata(IKey, Value),
+    SetTags(IKey, Value),
+    SetLabels(IKey, Value),
+    InsertFirewall(FKey, Value),
+    PatchFirewall(FKey, Value),
+    DeleteFirewall(FKey),
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    id: u64,
+    name: String,
+    project: String,
+    zone: Option<String>,
+    op_type: String,
+    target: String,
+    start: Instant,
+    done_at: Instant,
+    effect: Effect,
+    error: Option<Fault>,
+    finalized: bool,
+}
+
+/// An operation the fake ran, for the benchmark's figures.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    /// `insert`, `delete`, ...
+    pub op_type: String,
+    /// The target resource.
+    pub target: String,
+    /// How long it ran.
+    pub duration: Duration,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+struct World {
+    config: Config,
+    instances: BTreeMap<IKey, Inst>,
+    firewalls: BTreeMap<FKey, Value>,
+    ops: BTreeMap<String, Op>,
+    request_ids: BTreeMap<String, String>,
+    log: Vec<Recorded>,
+    faults: Vec<(String, u32, Fault)>,
+    violations: Vec<String>,
+    next_id: u64,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    disc: Arc<Discovery>,
+    epoch: Instant,
+}
+
+fn lock(m: &Mutex<World>) -> MutexGuard<'_, World> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Google's JSON error body.
+pub fn google_error(status: u16, reason: &str, message: &str) -> Value {
+    json!({"error": {"code": status, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}})
+}
+
+enum Outcome {
+    Reply(u16, Value, Option<u64>),
+    Wait { op: String, until: Instant },
+}
+
+fn not_found(what: &str) -> Outcome {
+    Outcome::Reply(
+        404,
+        google_error(
+            404,
+            "notFound",
+            &format!("The resource '{what}' was not found"),
+        ),
+        None,
+    )
+}
+
+fn bad_request(message: &str) -> Outcome {
+    Outcome::Reply(400, google_error(400, "invalid", message), None)
+}
+
+impl World {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn nat_ip(&mut self) -> String {
+        let n = self.id();
+        format!("203.0.113.{}", n % 250 + 1)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .ops
+            .values()
+            .filter(|o| !o.finalized && o.done_at <= now)
+            .map(|o| o.name.clone())
+            .collect();
+        for name in due {
+            let Some(op) = self.ops.get_mut(&name) else {
+                continue;
+            };
+            op.finalized = true;
+            let (effect, failed, done_at) = (op.effect.clone(), op.error.is_some(), op.done_at);
+            self.finalize(effect, failed, done_at);
+        }
+    }
+
+    fn finalize(&mut self, effect: Effect, failed: bool, at: Instant) {
+        match effect {
+            Effect::Insert {
+                key,
+                leave_on_error,
+            } => {
+                if failed {
+                    if leave_on_error {
+                        if let Some(i) = self.instances.get_mut(&key) {
+                            i.status = "TERMINATED".into();
+                        }
+                    } else {
+                        self.instances.remove(&key);
+                    }
+                } else {
+                    let ip = self.nat_ip();
+                    if let Some(i) = self.instances.get_mut(&key) {
+                        i.status = "RUNNING".into();
+                        i.nat_ip = Some(ip);
+                        i.running_since = Some(at);
+                    }
+                }
+            }
+            _ if failed => {}
+            Effect::Delete(key) => {
+                self.instances.remove(&key);
+            }
+            Effect::Stop(key) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.status = "TERMINATED".into();
+                    i.nat_ip = None;
+                    i.running_since = None;
+                }
+            }
+            Effect::Start(key) => {
+                let ip = self.nat_ip();
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.status = "RUNNING".into();
+                    i.nat_ip = Some(ip);
+                    i.running_since = Some(at);
+                }
+            }
+            Effect::SetMetadata(key, items) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["metadata"] = json!({"items": items});
+                    i.fp += 1;
+                }
+            }
+            Effect::SetTags(key, items) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["tags"] = json!({"items": items});
+                    i.fp += 1;
+                }
+            }
+            Effect::SetLabels(key, labels) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["labels"] = labels;
+                    i.fp += 1;
+                }
+            }
+            Effect::InsertFirewall(key, body) => {
+                self.firewalls.insert(key, body);
+            }
+            Effect::PatchFirewall(key, patch) => {
+                if let (Some(fw), Some(p)) = (self.firewalls.get_mut(&key), patch.as_object()) {
+                    for (k, v) in p {
+                        fw[k] = v.clone();
+                    }
+                }
+            }
+            Effect::DeleteFirewall(key) => {
+                self.firewalls.remove(&key);
+            }
+        }
+    }
+
+    fn op_json(&self, name: &str, now: Instant) -> Value {
+        let Some(op) = self.ops.get(name) else {
+            return json!({});
+        };
+        let total = op.done_at.saturating_duration_since(op.start);
+        let elapsed = now.saturating_duration_since(op.start);
+        let status = if op.finalized || elapsed >= total {
+            "DONE"
+        } else if elapsed < total / 4 {
+            "PENDING"
+        } else {
+            "RUNNING"
+        };
+        let scope = match &op.zone {
+            Some(z) => format!("projects/{}/zones/{z}", op.project),
+            None => format!("projects/{}/global", op.project),
+        };
+        let progress = if status == "DONE" {
+            100
+        } else {
+            (elapsed.as_millis() * 100 / total.as_millis().max(1)) as u64
+        };
+        let mut v = json!({
+            "kind": "compute#operation",
+            "id": op.id.to_string(),
+            "name": op.name,
+            "operationType": op.op_type,
+            "targetLink": format!("{SELF_ROOT}{}", op.target),
+            "status": status,
+            "progress": progress,
+            "user": "kgenv-tests@example.com",
+            "selfLink": format!("{SELF_ROOT}{scope}/operations/{}", op.name),
+        });
+        if let Some(z) = &op.zone {
+            v["zone"] = json!(format!("{SELF_ROOT}projects/{}/zones/{z}", op.project));
+        }
+        if status == "DONE" {
+            if let Some(Fault::OperationError {
+                code,
+                message,
+                http_status,
+                quota_info,
+                ..
+            }) = &op.error
+            {
+                let mut item = json!({"code": code, "message": message});
+                if let Some(q) = quota_info {
+                    item["errorDetails"] = json!([{"quotaInfo": q}]);
+                }
+                v["error"] = json!({"errors": [item]});
+                v["httpErrorStatusCode"] = json!(http_status);
+                v["httpErrorMessage"] = json!(if *http_status == 403 {
+                    "FORBIDDEN"
+                } else if *http_status == 503 {
+                    "SERVICE UNAVAILABLE"
+                } else {
+                    "BAD REQUEST"
+                });
+            }
+        }
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site per operation kind; a struct would only rename them
+    fn new_op(
+        &mut self,
+        method_id: &str,
+        project: &str,
+        zone: Option<&str>,
+        op_type: &str,
+        target: String,
+        effect: Effect,
+        error: Option<Fault>,
+        now: Instant,
+    ) -> String {
+        let id = self.id();
+        let name = format!("operation-{id}-{:08x}", fastrand_like(id));
+        let latency = self
+            .config
+            .op_latency
+            .get(method_id)
+            .copied()
+            .unwrap_or(self.config.default_op_latency);
+        self.ops.insert(
+            name.clone(),
+            Op {
+                id,
+                name: name.clone(),
+                project: project.into(),
+                zone: zone.map(str::to_string),
+                op_type: op_type.into(),
+                target,
+                start: now,
+                done_at: now + latency,
+                effect,
+                error,
+                finalized: false,
+            },
+        );
+        name
+    }
+
+    fn instance_json(&self, key: &IKey, now: Instant) -> Option<Value> {
+        let i = self.instances.get(key)?;
+        let (p, z, n) = key;
+        let mut v = i.body.clone();
+        v["kind"] = json!("compute#instance");
+        v["id"] = json!(i.id.to_string());
+        v["status"] = json!(i.status);
+        v["zone"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}"));
+        v["selfLink"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}/instances/{n}"));
+        v["creationTimestamp"] = json!("2026-11-28T10:00:00.000-08:00");
+        if let Some(mt) = v["machineType"].as_str() {
+            let short = mt.rsplit('/').next().unwrap_or(mt).to_string();
+            v["machineType"] = json!(format!(
+                "{SELF_ROOT}projects/{p}/zones/{z}/machineTypes/{short}"
+            ));
+        }
+        if let Some(accs) = v.get_mut("guestAccelerators").and_then(Value::as_array_mut) {
+            for a in accs {
+                let t = a["acceleratorType"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                a["acceleratorType"] = json!(format!(
+                    "{SELF_ROOT}projects/{p}/zones/{z}/acceleratorTypes/{t}"
+                ));
+            }
+        }
+        let fp = format!("{:016x}", i.fp);
+        v["labelFingerprint"] = json!(fp);
+        if v.get("metadata").is_none() {
+            v["metadata"] = json!({"items": []});
+        }
+        v["metadata"]["fingerprint"] = json!(fp);
+        v["metadata"]["kind"] = json!("compute#metadata");
+        if v.get("tags").is_none() {
+            v["tags"] = json!({"items": []});
+        }
+        v["tags"]["fingerprint"] = json!(fp);
+        if let Some(nics) = v.get_mut("networkInterfaces").and_then(Value::as_array_mut) {
+            for (n, nic) in nics.iter_mut().enumerate() {
+                nic["name"] = json!(format!("nic{n}"));
+                nic["networkIP"] = json!("10.128.0.2");
+                if let Some(acs) = nic.get_mut("accessConfigs").and_then(Value::as_array_mut) {
+                    for ac in acs {
+                        match &i.nat_ip {
+                            Some(ip) => ac["natIP"] = json!(ip),
+                            None => {
+                                if let Some(o) = ac.as_object_mut() {
+                                    o.remove("natIP");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = now;
+        Some(v)
+    }
+
+    fn take_fault(&mut self, method_id: &str) -> Option<Fault> {
+        let hit = self
+            .faults
+            .iter_mut()
+            .find(|(m, n, _)| *n > 0 && (m == method_id || m == "*"))?;
+        hit.1 -= 1;
+        Some(hit.2.clone())
+    }
+}
+
+/// A deterministic hex suffix for operation names.
+fn fastrand_like(n: u64) -> u32 {
+    (n.wrapping_mul(2_654_435_761) >> 7) as u32
+}
+
+fn s<'a>(params: &'a BTreeMap<String, String>, k: &str) -> &'a str {
+    params.get(k).map(String::as_str).unwrap_or_default()
+}
+
+fn last_segment(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)] // the parsed request, passed through once
+    fn exec(
+        &self,
+        w: &mut World,
+        id: &str,
+        p: &BTreeMap<String, String>,
+        query: &[(String, String)],
+        body: Option<Value>,
+        fault: Option<Fault>,
+        now: Instant,
+    ) -> Outcome {
+        let project = s(p, "project").to_string();
+        let zone = s(p, "zone").to_string();
+        let ikey = |name: &str| (project.clone(), zone.clone(), name.to_string());
+        let ipath = |name: &str| format!("projects/{project}/zones/{zone}/instances/{name}");
+        let op_fault = match &fault {
+            Some(f @ Fault::OperationError { .. }) => Some(f.clone()),
+            _ => None,
+        };
+        let zone_known = w.config.zones.contains_key(&zone);
+        match id {
+            "compute.instances.get" => match w.instance_json(&ikey(s(p, "instance")), now) {
+                Some(v) => Outcome::Reply(200, v, None),
+                None => not_found(&ipath(s(p, "instance"))),
+            },
+            "compute.instances.insert" => {
+                let body = body.unwrap_or_default();
+                let name = body["name"].as_str().unwrap_or_default().to_string();
+                if !zone_known {
+                    return not_found(&format!("projects/{project}/zones/{zone}"));
+                }
+                if w.instances.contains_key(&ikey(&name)) {
+                    return Outcome::Reply(
+                        409,
+                        google_error(
+                            409,
+                            "alreadyExists",
+                            &format!("The resource '{}' already exists", ipath(&name)),
+                        ),
+                        None,
+                    );
+                }
+                let mt = last_segment(&body["machineType"]);
+                if !w
+                    .config
+                    .machine_type_prefixes
+                    .iter()
+                    .any(|pre| mt.starts_with(pre.as_str()))
+                {
+                    return bad_request(&format!("Invalid value for field 'resource.machineType': '{mt}'. Machine type does not exist in zone {zone}."));
+                }
+                for a in body["guestAccelerators"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    let t = last_segment(&a["acceleratorType"]);
+                    if !w.config.zones[&zone].contains(&t) {
+                        return bad_request(&format!("Invalid value for field 'resource.guestAccelerators[0].acceleratorType': '{t}'. Accelerator type does not exist in zone {zone}."));
+                    }
+                }
+                let init = &body["disks"][0]["initializeParams"];
+                let src = init["sourceImage"].as_str().unwrap_or_default();
+                let Some((_, (img, min))) = w.config.images.iter().find(|((ip, _), (n, _))| {
+                    src.ends_with(&format!("projects/{ip}/global/images/{n}"))
+                }) else {
+                    return bad_request(&format!("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '{src}'. The referenced image resource cannot be found."));
+                };
+                let size: u64 = init["diskSizeGb"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(*min);
+                if size < *min {
+                    return bad_request(&format!("Invalid value for field 'resource.disks[0].initializeParams.diskSizeGb': '{size}'. Requested disk size cannot be smaller than the image size ({min} GB) of image {img}."));
+                }
+                let stockout = w.config.stockout_zones.contains(&zone);
+                let (error, leave) = match op_fault {
+                    Some(f @ Fault::OperationError { leave_instance, .. }) => (Some(f), leave_instance),
+                    _ if stockout => (
+                        Some(Fault::OperationError {
+                            code: "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS".into(),
+                            message: format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  '(resource type:compute)'."),
+                            http_status: 503,
+                            quota_info: None,
+                            leave_instance: false,
+                        }),
+                        w.config.half_made_on_stockout,
+                    ),
+                    _ => (None, false),
+                };
+                let iid = w.id();
+                w.instances.insert(
+                    ikey(&name),
+                    Inst {
+                        body,
+                        status: "PROVISIONING".into(),
+                        nat_ip: None,
+                        running_since: None,
+                        id: iid,
+                        fp: 1,
+                    },
+                );
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    "insert",
+                    ipath(&name),
+                    Effect::Insert {
+                        key: ikey(&name),
+                        leave_on_error: leave,
+                    },
+                    error,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.instances.delete"
+            | "compute.instances.stop"
+            | "compute.instances.start"
+            | "compute.instances.setMetadata"
+            | "compute.instances.setTags"
+            | "compute.instances.setLabels" => {
+                let name = s(p, "instance").to_string();
+                let key = ikey(&name);
+                let Some(inst) = w.instances.get_mut(&key) else {
+                    return not_found(&ipath(&name));
+                };
+                let body = body.unwrap_or_default();
+                let fp_ok =
+                    |field: &Value| field.as_str() == Some(format!("{:016x}", inst.fp).as_str());
+                let (op_type, effect) = match id {
+                    "compute.instances.delete" => {
+                        inst.status = "STOPPING".into();
+                        ("delete", Effect::Delete(key))
+                    }
+                    "compute.instances.stop" => {
+                        if inst.status == "RUNNING" {
+                            inst.status = "STOPPING".into();
+                        }
+                        ("stop", Effect::Stop(key))
+                    }
+                    "compute.instances.start" => {
+                        if inst.status == "TERMINATED" {
+                            inst.status = "STAGING".into();
+                        }
+                        ("start", Effect::Start(key))
+                    }
+                    "compute.instances.setMetadata" => {
+                        if !fp_ok(&body["fingerprint"]) {
+                            return Outcome::Reply(412, google_error(412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint."), None);
+                        }
+                        (
+                            "setMetadata",
+                            Effect::SetMetadata(key, body["items"].clone()),
+                        )
+                    }
+                    "compute.instances.setTags" => {
+                        if !fp_ok(&body["fingerprint"]) {
+                            return Outcome::Reply(
+                                412,
+                                google_error(
+                                    412,
+                                    "conditionNotMet",
+                                    "Supplied fingerprint does not match current tags fingerprint.",
+                                ),
+                                None,
+                            );
+                        }
+                        ("setTags", Effect::SetTags(key, body["items"].clone()))
+                    }
+                    _ => {
+                        if !fp_ok(&body["labelFingerprint"]) {
+                            return Outcome::Reply(412, google_error(412, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed"), None);
+                        }
+                        ("setLabels", Effect::SetLabels(key, body["labels"].clone()))
+                    }
+                };
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    op_type,
+                    ipath(&name),
+                    effect,
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.instances.getGuestAttributes" => {
+                let name = s(p, "instance");
+                let qp = query
+                    .iter()
+                    .find(|(k, _)| k == "queryPath")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default();
+                let Some(inst) = w.instances.get(&ikey(name)) else {
+                    return not_found(&ipath(name));
+                };
+                let published = inst.status == "RUNNING"
+                    && inst
+                        .running_since
+                        .is_some_and(|t| now >= t + w.config.hostkey_delay);
+                if !published || !qp.starts_with("hostkeys") {
+                    return not_found(&format!("{}/guestAttributes/{qp}", ipath(name)));
+                }
+                Outcome::Reply(
+                    200,
+                    json!({"kind": "compute#guestAttributes", "queryPath": qp, "selfLink": format!("{SELF_ROOT}{}/guestAttributes/{qp}", ipath(name)),
+                           "queryValue": {"items": [{"namespace": "hostkeys", "key": HOST_KEY.0, "value": HOST_KEY.1}]}}),
+                    None,
+                )
+            }
+            "compute.firewalls.get" => match w
+                .firewalls
+                .get(&(project.clone(), s(p, "firewall").to_string()))
+            {
+                Some(v) => Outcome::Reply(200, v.clone(), None),
+                None => not_found(&format!(
+                    "projects/{project}/global/firewalls/{}",
+                    s(p, "firewall")
+                )),
+            },
+            "compute.firewalls.insert" | "compute.firewalls.patch" | "compute.firewalls.delete" => {
+                let name = match id {
+                    "compute.firewalls.insert" => body
+                        .as_ref()
+                        .and_then(|b| b["name"].as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => s(p, "firewall").to_string(),
+                };
+                let key = (project.clone(), name.clone());
+                let path = format!("projects/{project}/global/firewalls/{name}");
+                let exists = w.firewalls.contains_key(&key);
+                let (op_type, effect) = match id {
+                    "compute.firewalls.insert" => {
+                        if exists {
+                            return Outcome::Reply(
+                                409,
+                                google_error(
+                                    409,
+                                    "alreadyExists",
+                                    &format!("The resource '{path}' already exists"),
+                                ),
+                                None,
+                            );
+                        }
+                        let mut b = body.unwrap_or_default();
+                        let fid = w.id();
+                        b["kind"] = json!("compute#firewall");
+                        b["id"] = json!(fid.to_string());
+                        b["selfLink"] = json!(format!("{SELF_ROOT}{path}"));
+                        let net = last_segment(&b["network"]);
+                        b["network"] = json!(format!(
+                            "{SELF_ROOT}projects/{project}/global/networks/{}",
+                            if net.is_empty() {
+                                "default".into()
+                            } else {
+                                net
+                            }
+                        ));
+                        b["priority"] = json!(1000);
+                        ("insert", Effect::InsertFirewall(key, b))
+                    }
+                    "compute.firewalls.patch" => {
+                        if !exists {
+                            return not_found(&path);
+                        }
+                        let mut b = body.unwrap_or_default();
+                        if let Some(net) = b.get("network").map(last_segment) {
+                            b["network"] = json!(format!(
+                                "{SELF_ROOT}projects/{project}/global/networks/{net}"
+                            ));
+                        }
+                        ("patch", Effect::PatchFirewall(key, b))
+                    }
+                    _ => {
+                        if !exists {
+                            return not_found(&path);
+                        }
+                        ("delete", Effect::DeleteFirewall(key))
+                    }
+                };
+                let op = w.new_op(id, &project, None, op_type, path, effect, op_fault, now);
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.images.getFromFamily" => {
+                let fam = s(p, "family");
+                match w.config.images.get(&(project.clone(), fam.to_string())) {
+                    Some((name, min)) => Outcome::Reply(
+                        200,
+                        json!({"kind": "compute#image", "id": "4242", "name": name, "family": fam, "status": "READY", "diskSizeGb": min.to_string(),
+                               "selfLink": format!("{SELF_ROOT}projects/{project}/global/images/{name}")}),
+                        None,
+                    ),
+                    None => not_found(&format!("projects/{project}/global/images/family/{fam}")),
+                }
+            }
+            "compute.acceleratorTypes.get" => {
+                let t = s(p, "acceleratorType");
+                if w.config.zones.get(&zone).is_some_and(|g| g.contains(t)) {
+                    Outcome::Reply(
+                        200,
+                        json!({"kind": "compute#acceleratorType", "name": t, "maximumCardsPerInstance": 8, "zone": zone,
+                                               "selfLink": format!("{SELF_ROOT}projects/{project}/zones/{zone}/acceleratorTypes/{t}")}),
+                        None,
+                    )
+                } else {
+                    not_found(&format!(
+                        "projects/{project}/zones/{zone}/acceleratorTypes/{t}"
+                    ))
+                }
+            }
+            "compute.machineTypes.get" => {
+                let t = s(p, "machineType");
+                if zone_known
+                    && w.config
+                        .machine_type_prefixes
+                        .iter()
+                        .any(|pre| t.starts_with(pre.as_str()))
+                {
+                    Outcome::Reply(
+                        200,
+                        json!({"kind": "compute#machineType", "name": t, "guestCpus": 8, "zone": zone,
+                                               "selfLink": format!("{SELF_ROOT}projects/{project}/zones/{zone}/machineTypes/{t}")}),
+                        None,
+                    )
+                } else {
+                    not_found(&format!("projects/{project}/zones/{zone}/machineTypes/{t}"))
+                }
+            }
+            "compute.zoneOperations.wait"
+            | "compute.globalOperations.wait"
+            | "compute.zoneOperations.get"
+            | "compute.globalOperations.get" => {
+                let name = s(p, "operation");
+                let Some(op) = w.ops.get(name) else {
+                    return not_found(&format!("projects/{project}/operations/{name}"));
+                };
+                if id.ends_with(".wait") && !op.finalized {
+                    let until = op.done_at.min(now + w.config.wait_cap);
+                    return Outcome::Wait {
+                        op: name.to_string(),
+                        until,
+                    };
+                }
+                Outcome::Reply(200, w.op_json(name, now), None)
+            }
+            other => {
+                w.violations
+                    .push(format!("the fake does not implement {other}"));
+                Outcome::Reply(
+                    501,
+                    google_error(
+                        501,
+                        "notImplemented",
+                        &format!("{other} is not implemented by the fake"),
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+
+    /// Handles one request; returns (method id, outcome, parsed body).
+    fn dispatch(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        bytes: &[u8],
+        auth: Option<&str>,
+    ) -> (String, Outcome, Option<Value>) {
+        let now = Instant::now();
+        let mut w = lock(&self.world);
+        let Some(rel) = path.strip_prefix(&format!("/{}", self.disc.service_path)) else {
+            return ("?".into(), not_found(path), None);
+        };
+        if auth != Some(format!("Bearer {}", w.config.token).as_str()) {
+            return (
+                "?".into(),
+                Outcome::Reply(
+                    401,
+                    json!({"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token.", "status": "UNAUTHENTICATED"}}),
+                    None,
+                ),
+                None,
+            );
+        }
+        let Some((m, params)) = self.disc.route(method, rel) else {
+            w.violations.push(format!(
+                "{method} {rel}: no method of the discovery document has this path"
+            ));
+            return ("?".into(), not_found(rel), None);
+        };
+        let id = m.id.clone();
+        let body: Option<Value> = if bytes.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice(bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    w.violations.push(format!("{id}: body is not JSON: {e}"));
+                    return (id, bad_request("Invalid JSON payload received."), None);
+                }
+            }
+        };
+        let mut errs = self.disc.check_request(m, &params, query, body.as_ref());
+        let request_id = query
+            .iter()
+            .find(|(k, _)| k == "requestId")
+            .map(|(_, v)| v.clone());
+        if is_mutating_id(&id, method) && request_id.is_none() {
+            errs.push(format!(
+                "{id}: mutating call without requestId (kgenv's rule: retries must be idempotent)"
+            ));
+        }
+        if !errs.is_empty() {
+            w.violations.extend(errs.iter().cloned());
+            return (id, bad_request(&errs.join("; ")), body);
+        }
+        w.advance(now);
+        if let Some(rid) = &request_id {
+            if let Some(op) = w.request_ids.get(rid).cloned() {
+                let v = w.op_json(&op, now);
+                return (id, Outcome::Reply(200, v, None), body);
+            }
+        }
+        let fault = w.take_fault(&id);
+        if let Some(Fault::Http {
+            status,
+            reason,
+            message,
+            retry_after,
+        }) = &fault
+        {
+            return (
+                id,
+                Outcome::Reply(
+                    *status,
+                    google_error(*status, reason, message),
+                    *retry_after,
+                ),
+                body,
+            );
+        }
+        let out = self.exec(
+            &mut w,
+            &id,
+            &params,
+            query,
+            body.clone(),
+            fault.clone(),
+            now,
+        );
+        if let (Some(rid), Outcome::Reply(200, v, _)) = (&request_id, &out) {
+            if let Some(op) = v["name"]
+                .as_str()
+                .filter(|_| v["kind"] == "compute#operation")
+            {
+                w.request_ids.insert(rid.clone(), op.to_string());
+            }
+        }
+        if let (Some(Fault::AfterApply { status }), Outcome::Reply(200, ..)) = (&fault, &out) {
+            return (
+                id,
+                Outcome::Reply(
+                    *status,
+                    google_error(*status, "backendError", "The answer was lost (injected)."),
+                    None,
+                ),
+                body,
+            );
+        }
+        (id, out, body)
+    }
+}
+
+async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let start = sh.epoch.elapsed();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let latency = lock(&sh.world).config.request_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if parts.uri.path() == "/ip" {
+        return Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(CALLER_IP))
+            .unwrap_or_default();
+    }
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            reqwest::Url::parse(&format!("http://x/?{q}"))
+                .map(|u| {
+                    u.query_pairs()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let (id, outcome, body) = sh.dispatch(&method, &path, &query, &bytes, auth);
+    let (status, json_body, retry_after) = match outcome {
+        Outcome::Reply(s, v, ra) => (s, v, ra),
+        Outcome::Wait { op, until } => {
+            tokio::time::sleep_until(until.into()).await;
+            let now = Instant::now();
+            let mut w = lock(&sh.world);
+            w.advance(now);
+            (200, w.op_json(&op, now), None)
+        }
+    };
+    let rel = path
+        .strip_prefix(&format!("/{}", sh.disc.service_path))
+        .unwrap_or(&path)
+        .to_string();
+    lock(&sh.world).log.push(Recorded {
+        http_method: method,
+        path: rel,
+        method_id: id,
+        query,
+        body,
+        status,
+        start,
+        end: sh.epoch.elapsed(),
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json; charset=UTF-8");
+    if let Some(ra) = retry_after {
+        resp = resp.header(header::RETRY_AFTER, HeaderValue::from(ra));
+    }
+    resp.body(Body::from(json_body.to_string()))
+        .unwrap_or_default()
+}
+
+/// The running fake. Stops when dropped.
+pub struct FakeGce {
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGce {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGce {
+    /// Starts a fake with the default config on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    /// Starts a fake with `config`.
+    pub async fn start_with(config: Config) -> Self {
+        let disc = Discovery::load();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0 for the fake Compute API");
+        let addr = listener.local_addr().expect("local address of the fake");
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World {
+                config,
+                instances: BTreeMap::new(),
+                firewalls: BTreeMap::new(),
+                ops: BTreeMap::new(),
+                request_ids: BTreeMap::new(),
+                log: Vec::new(),
+                faults: Vec::new(),
+                violations: Vec::new(),
+                next_id: 7_000_000,
+            }),
+            disc,
+            epoch: Instant::now(),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { shared, addr, task }
+    }
+
+    /// The service root to give kgenv (`CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/{}", self.addr, self.shared.disc.service_path)
+    }
+
+    /// The caller-IP service (`KGENV_CALLER_IP_URL`).
+    pub fn caller_ip_url(&self) -> String {
+        format!("http://{}/ip", self.addr)
+    }
+
+    /// The discovery document in use.
+    pub fn discovery(&self) -> Arc<Discovery> {
+        self.shared.disc.clone()
+    }
+
+    /// A real kgenv client for this fake, retrying fast (milliseconds, not seconds).
+    pub fn client(&self) -> kgenv_core::gce::GceCompute {
+        kgenv_core::gce::GceCompute::builder()
+            .base_url(self.base_url())
+            .static_token(TOKEN)
+            .caller_ip_url(self.caller_ip_url())
+            .retry_policy(fast_retries())
+            .build()
+            .expect("client for the fake")
+    }
+
+    /// Changes the config.
+    pub fn configure(&self, f: impl FnOnce(&mut Config)) {
+        f(&mut lock(&self.shared.world).config);
+    }
+
+    /// Makes the next `times` calls of `method_id` (or `*`) meet `fault`.
+    pub fn inject(&self, method_id: &str, times: u32, fault: Fault) {
+        lock(&self.shared.world)
+            .faults
+            .push((method_id.into(), times, fault));
+    }
+
+    /// Faults not yet used, by method id.
+    pub fn unused_faults(&self) -> Vec<String> {
+        lock(&self.shared.world)
+            .faults
+            .iter()
+            .filter(|(_, n, _)| *n > 0)
+            .map(|(m, n, f)| format!("{m} x{n}: {f:?}"))
+            .collect()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared.world).log.clone()
+    }
+
+    /// Forgets recorded requests.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.world).log.clear();
+    }
+
+    /// Every way kgenv's requests broke the discovery document or the requestId rule.
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.shared.world).violations.clone()
+    }
+
+    /// Panics listing the violations, if any.
+    pub fn assert_conforms(&self) {
+        let v = self.violations();
+        assert!(
+            v.is_empty(),
+            "requests broke Google's Compute v1 discovery document:\n{}",
+            v.join("\n")
+        );
+    }
+
+    /// Instances as (zone, name, status).
+    pub fn instances(&self) -> Vec<(String, String, String)> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.instances
+            .iter()
+            .map(|((_, z, n), i)| (z.clone(), n.clone(), i.status.clone()))
+            .collect()
+    }
+
+    /// One instance as `instances.get` would show it.
+    pub fn instance(&self, project: &str, zone: &str, name: &str) -> Option<Value> {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        w.advance(now);
+        w.instance_json(&(project.into(), zone.into(), name.into()), now)
+    }
+
+    /// Firewall rules as stored.
+    pub fn firewalls(&self) -> Vec<Value> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.firewalls.values().cloned().collect()
+    }
+
+    /// Puts an instance there, RUNNING, as if someone else made it.
+    pub fn seed_instance(&self, project: &str, zone: &str, name: &str, labels: Value) {
+        let mut w = lock(&self.shared.world);
+        let id = w.id();
+        let ip = w.nat_ip();
+        let body = json!({"name": name, "machineType": format!("zones/{zone}/machineTypes/n1-standard-8"), "labels": labels,
+                          "networkInterfaces": [{"network": "global/networks/default", "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]}]});
+        w.instances.insert(
+            (project.into(), zone.into(), name.into()),
+            Inst {
+                body,
+                status: "RUNNING".into(),
+                nat_ip: Some(ip),
+                running_since: Some(Instant::now()),
+                id,
+                fp: 1,
+            },
+        );
+    }
+
+    /// Puts a firewall rule there, as if someone else made it.
+    pub fn seed_firewall(&self, project: &str, body: Value) {
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        lock(&self.shared.world)
+            .firewalls
+            .insert((project.into(), name), body);
+    }
+
+    /// The operations run so far.
+    pub fn operations(&self) -> Vec<OpRecord> {
+        let w = lock(&self.shared.world);
+        w.ops
+            .values()
+            .map(|o| OpRecord {
+                op_type: o.op_type.clone(),
+                target: o.target.clone(),
+                duration: o.done_at.saturating_duration_since(o.start),
+                failed: o.error.is_some(),
+            })
+            .collect()
+    }
+}
+
+/// Retries in milliseconds, for tests: same shape as the default policy, scaled down.
+pub fn fast_retries() -> kgenv_core::gce::RetryPolicy {
+    kgenv_core::gce::RetryPolicy {
+        initial_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(80),
+        max_retries: 8,
+        max_elapsed: Duration::from_secs(20),
+        attempt_timeout: Duration::from_secs(20),
+    }
+}
