@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing.queues
 import threading
 
 import pytest
@@ -181,3 +182,23 @@ def test_persistent_world_is_shared_by_path(tmp_path: pytest.TempPathFactory) ->
     assert not env.plan().has_changes, "a new process sees the same world and state"
     env.down(progress=False)
     assert not MockWorld(path).state()["instances"]
+
+
+def _plan_in_child(env: kgenv.Env, out: "multiprocessing.queues.Queue[int]") -> None:
+    out.put(len(env.plan()))
+
+
+def test_runs_work_in_a_forked_child(env: kgenv.Env) -> None:
+    import multiprocessing
+    import warnings
+
+    steps = len(env.plan())  # the parent's runtime is running now
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.queues.Queue[int] = ctx.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = ctx.Process(target=_plan_in_child, args=(env, out))
+        child.start()
+    child.join(60)
+    assert child.exitcode == 0, "the child did not hang on the parent's runtime threads"
+    assert out.get(timeout=5) == steps

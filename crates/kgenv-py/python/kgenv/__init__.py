@@ -67,6 +67,7 @@ from .events import Event
 
 __version__: str = _kgenv.version()
 
+
 __all__ = [
     "Env",
     "Instance",
@@ -119,3 +120,10 @@ __all__ = [
     "UnavailableError",
     "LocalIOError",
 ]
+
+# Show public classes as `kgenv.X` (tracebacks, reprs, pickles), not by private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("kgenv._") and _obj.__module__ != "kgenv._kgenv":
+        _obj.__module__ = __name__
+del _name, _obj

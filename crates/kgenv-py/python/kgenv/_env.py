@@ -124,14 +124,17 @@ class Env:
         backends: Backends = "real",
         state_dir: StrPath | None = None,
     ) -> None:
+        kind: str
         if isinstance(target, Ssh):
             if ssh is not None:
                 raise ValidationError("kgenv.Env: give the host either as target=Ssh(...) or as ssh=, not both", field="ssh", rule="given twice")
-            target, ssh = "ssh", target
+            kind, ssh = "ssh", target
+        else:
+            kind = target
         if not isinstance(name, str):
             raise TypeError(f"kgenv.Env(name={name!r}): expected str, got {type(name).__name__}")
-        doc: dict[str, Any] = {"name": name, "target": target}
-        parts: list[tuple[str, Any, type]] = [
+        doc: dict[str, Any] = {"name": name, "target": kind}
+        parts: list[tuple[str, _Section | None, type[_Section]]] = [
             ("ssh", ssh, Ssh),
             ("instance", instance, Instance),
             ("bucket", bucket, BucketMount),
@@ -236,7 +239,7 @@ class Env:
     @property
     def spec(self) -> dict[str, Any]:
         """The validated spec with every default filled in, as plain data."""
-        return self._spec.to_dict()  # type: ignore[no-any-return]
+        return self._spec.to_dict()
 
     @property
     def steps(self) -> tuple[StepInfo, ...]:

@@ -8,6 +8,23 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, final
 
+__all__ = [
+    "EnvSpec",
+    "JupyterTunnel",
+    "MockWorld",
+    "Run",
+    "hash_password",
+    "noop",
+    "start_download",
+    "start_gpus",
+    "start_jupyter",
+    "start_run",
+    "start_ssh",
+    "validate_section",
+    "verify_password",
+    "version",
+]
+
 _Notify = Callable[[], None] | None
 _StrPath = str | os.PathLike[str]
 
@@ -44,7 +61,7 @@ class EnvSpec:
     def to_dict(self) -> dict[str, Any]: ...
     def steps(self) -> list[tuple[str, list[str], str]]: ...
     def state_path(self, state_dir: _StrPath | None = None) -> Path: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 def validate_section(section: str, doc: dict[str, Any]) -> None:

@@ -77,7 +77,6 @@ _STATE_STYLE = {
     "applying": "#0969da",
     "removing": "#0969da",
     "done": "#1a7f37",
-    "removed": "#1a7f37",
     "as specified": "#6e7781",
     "failed": "#cf222e",
     "skipped": "#9a6700",
@@ -103,8 +102,9 @@ class NotebookDisplay(Display):
     """A table of steps that updates in place in the notebook's output."""
 
     def __init__(self, title: str) -> None:
-        from IPython.display import display
+        import importlib
 
+        display: Any = importlib.import_module("IPython.display").display
         self._title = title
         self._rows: dict[str, list[str]] = {}
         self._warnings: list[str] = []
@@ -125,7 +125,7 @@ class NotebookDisplay(Display):
         elif isinstance(ev, SatisfiedEvent):
             self._set(ev.step, "as specified")
         elif isinstance(ev, DoneEvent):
-            self._set(ev.step, "removed" if ev.phase == "destroy" else "done", f"{ev.elapsed_ms / 1000:.1f}s")
+            self._set(ev.step, "done", f"{ev.elapsed_ms / 1000:.1f}s")
         elif isinstance(ev, FailedEvent):
             self._set(ev.step, "failed", ev.message)
         elif isinstance(ev, SkippedEvent):

@@ -241,7 +241,10 @@ class Report:
         return self.with_outcome("satisfied")
 
     def _headline(self) -> str:
-        return f"{self.operation} {self.env}: {len(self.changed)} changed, {len(self.satisfied)} already as specified in {self.elapsed_ms / 1000:.1f}s"
+        took = f"in {self.elapsed_ms / 1000:.1f}s"
+        if self.operation == "down":
+            return f"down {self.env}: {len(self.changed)} removed, {len(self.with_outcome('nothing'))} had nothing to remove {took}"
+        return f"{self.operation} {self.env}: {len(self.changed)} changed, {len(self.satisfied)} already as specified {took}"
 
     def __str__(self) -> str:
         return "\n".join([self._headline()] + [f"  {_MARK.get(s.outcome, '?')} {s}" for s in self.steps])

@@ -3,13 +3,15 @@ asyncio event loop (``await``; cancelling the task cancels the run cleanly)."""
 
 from __future__ import annotations
 
-import asyncio
 import warnings
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _kgenv
 from ._progress import Display, default_display
 from .events import Event, FailedEvent, PlannedEvent, WarningEvent, from_dict
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Dispatch", "run_sync", "run_async", "OnEvent"]
 
@@ -76,6 +78,8 @@ async def run_async(start: Start, dispatch: Dispatch) -> Any:
     it to stop at a safe point (state file consistent), then re-raises
     :class:`asyncio.CancelledError`; a second cancellation stops waiting.
     """
+    import asyncio  # here, not at import time: `import kgenv` stays quick for scripts
+
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
     done.add_done_callback(_consume)

@@ -104,7 +104,7 @@ class _Section:
         cls = type(self)
         hints = _HINTS.get(cls)
         if hints is None:
-            hints = _HINTS[cls] = typing.get_type_hints(cls)
+            hints = _HINTS[cls] = typing.get_type_hints(cls, globalns=globals())
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if not _type_ok(value, hints[f.name]):

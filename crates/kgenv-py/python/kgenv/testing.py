@@ -157,7 +157,7 @@ class MockWorld:
         """A copy of everything the world holds: ``instances``, ``firewalls``, ``buckets``,
         ``host_files``, ``images``, ``containers``, ``github_keys``, ``competitions``,
         ``landed`` (data files at their destination), ...."""
-        return self._world.state()  # type: ignore[no-any-return]
+        return self._world.state()
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Replaces the world's state with one shaped like :meth:`state`'s."""
