@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from typing import Callable
 
 
@@ -37,13 +38,18 @@ def process_ms(code: str, runs: int = 21) -> float:
     return statistics.median(times) * 1e3
 
 
-def import_cumulative_us() -> int:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import kgenv"], capture_output=True, text=True, check=True)
-    for line in r.stderr.splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) == 3 and parts[2] == "kgenv":
-            return int(parts[1])
-    raise RuntimeError("kgenv not found in -X importtime output")
+def import_cumulative_us(runs: int = 11) -> float:
+    """Median of `-X importtime`'s cumulative figure for `kgenv` (interpreter start excluded)."""
+    found = []
+    for _ in range(runs):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import kgenv"], capture_output=True, text=True, check=True)
+        for line in r.stderr.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 3 and parts[2] == "kgenv":
+                found.append(int(parts[1]))
+    if not found:
+        raise RuntimeError("kgenv not found in -X importtime output")
+    return statistics.median(found)
 
 
 def main() -> None:
@@ -60,8 +66,9 @@ def main() -> None:
     def py_noop() -> None:
         pass
 
-    noop_ns = median_us(200_000, _kgenv.noop) * 1000
-    py_noop_ns = median_us(200_000, py_noop) * 1000
+    # Batches, so the clock's own cost does not swamp calls that do nothing.
+    noop_ns = min(timeit.repeat(_kgenv.noop, number=1_000_000, repeat=5)) * 1e3
+    py_noop_ns = min(timeit.repeat(py_noop, number=1_000_000, repeat=5)) * 1e3
 
     world = MockWorld()
 
@@ -81,12 +88,17 @@ def main() -> None:
     plan_us = median_us(300, lambda: env.plan(progress=False))
     up_us = median_us(300, lambda: env.up(progress=False))
 
-    print(f"kgenv {kgenv.__version__}, Python {sys.version.split()[0]}")
-    print(f"import kgenv: {with_kgenv - bare:.1f} ms (process with import {with_kgenv:.1f} ms vs bare {bare:.1f} ms, median of 21);"
-          f" -X importtime cumulative {cumulative / 1000:.1f} ms")
-    print(f"crossing into Rust: _kgenv.noop() {noop_ns:.0f} ns per call (a Python no-op function: {py_noop_ns:.0f} ns)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"kgenv {kgenv.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.1f}")
+    print(
+        f"import kgenv: {cumulative / 1000:.1f} ms (-X importtime cumulative, median of 11); "
+        f"whole process {with_kgenv:.1f} ms vs {bare:.1f} ms without the import (median of 21)"
+    )
+    print(
+        f"no-op call into Rust: _kgenv.noop() {noop_ns:.0f} ns; a Python no-op function {py_noop_ns:.0f} ns; "
+        f"the same call in Rust {rust.get('noop_ns', float('nan')):.1f} ns"
+    )
     rows = [
-        ("no-op function call", noop_ns / 1000, rust.get("noop_ns", float("nan")) / 1000),
         ("build + validate spec", build_us, rust.get("build_us", float("nan"))),
         ("plan (nothing to do)", plan_us, rust.get("plan_us", float("nan"))),
         ("up (already as specified)", up_us, rust.get("up_us", float("nan"))),
@@ -94,7 +106,7 @@ def main() -> None:
     print(f"{'operation (median)':<28}{'python µs':>12}{'rust µs':>12}{'ratio':>10}{'overhead µs':>14}")
     for name, py, rs in rows:
         ratio = py / rs if rs else float("nan")
-        print(f"{name:<28}{py:>12.2f}{rs:>12.2f}{ratio:>9.1f}x{py - rs:>14.1f}")
+        print(f"{name:<28}{py:>12.1f}{rs:>12.1f}{ratio:>9.1f}x{py - rs:>14.1f}")
 
 
 if __name__ == "__main__":

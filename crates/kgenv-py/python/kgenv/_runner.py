@@ -79,8 +79,12 @@ async def run_async(start: Start, dispatch: Dispatch) -> Any:
     :class:`asyncio.CancelledError`; a second cancellation stops waiting.
     """
     import asyncio  # here, not at import time: `import kgenv` stays quick for scripts
+    import contextvars
 
     loop = asyncio.get_running_loop()
+    # Callbacks run in the awaiting task's context, so a notebook routes their output
+    # (print, display) to the cell that awaited.
+    context = contextvars.copy_context()
     done: asyncio.Future[Any] = loop.create_future()
     done.add_done_callback(_consume)
     failure: list[BaseException] = []
@@ -110,12 +114,12 @@ async def run_async(start: Start, dispatch: Dispatch) -> Any:
 
     def notify() -> None:
         try:
-            loop.call_soon_threadsafe(drain)
+            loop.call_soon_threadsafe(drain, context=context)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
     holder.append(start(notify))
-    loop.call_soon(drain)
+    loop.call_soon(drain, context=context)
     try:
         result = await asyncio.shield(done)
     except asyncio.CancelledError as cancelled:
