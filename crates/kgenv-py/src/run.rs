@@ -59,7 +59,8 @@ pub(crate) struct Emitter {
 impl Emitter {
     fn poke(&self) {
         if let Some(n) = &self.notify {
-            Python::attach(|py| {
+            // Not during interpreter shutdown: nobody is waiting then.
+            Python::try_attach(|py| {
                 if let Err(e) = n.call0(py) {
                     e.write_unraisable(py, None);
                 }
