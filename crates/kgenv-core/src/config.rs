@@ -97,6 +97,14 @@ pub fn parse_str(text: &str, path: &Path, overrides: &Overrides) -> Result<Env, 
     build(raw, overrides).map_err(|e| locate(text, path, e))
 }
 
+/// Builds an environment from a document shaped like `kgenv.toml` that is already in
+/// memory (the Python bindings pass their keyword arguments this way). Errors name the
+/// dotted field, as [`crate::spec`]'s builders do; there is no file to point into.
+pub fn from_json(value: serde_json::Value, overrides: &Overrides) -> Result<Env, ValidationError> {
+    let raw: RawConfig = serde_json::from_value(value).map_err(|e| ValidationError::new("config", e.to_string()))?;
+    build(raw, overrides)
+}
+
 fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
     let overridden = o.target.is_some();
     let kind = o.target.clone().or(raw.target.take()).unwrap_or_else(|| "gce".into());
@@ -252,6 +260,15 @@ mod tests {
         let env = parse_str(text, Path::new("k.toml"), &o).expect("valid");
         let i = env.instance.expect("instance");
         assert_eq!((i.project.as_str(), i.zones[0].as_str()), ("env-project", "europe-west4-a"));
+    }
+
+    #[test]
+    fn json_documents_build_like_files() {
+        let doc = serde_json::json!({ "name": "kg", "target": "local", "image": {}, "container": { "gpus": "none" }, "autostop": { "idle_minutes": 30 } });
+        let e = from_json(doc, &Overrides::default()).expect_err("autostop on local");
+        assert_eq!(e.field, "autostop");
+        let env = from_json(serde_json::json!({ "name": "kg", "target": "local", "image": {}, "container": {} }), &Overrides::default()).expect("valid");
+        assert_eq!(env.container.map(|c| c.name), Some("kgenv-kg".to_string()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where kgenv keeps its files on the user's machine: config in the XDG config dir, state in
-//! the XDG state dir, keys (mode 0600) under the config dir. `KGENV_HOME` puts all of them
-//! under one directory (tests, CI, several isolated setups).
+//! the XDG state dir, keys (mode 0600) under the config dir, the local target's files in the
+//! XDG data dir. `KGENV_HOME` puts all of them under one directory (tests, CI, several
+//! isolated setups).
 
 use std::path::PathBuf;
 
@@ -26,6 +27,15 @@ pub fn state_dir() -> PathBuf {
                 .join("kgenv")
         },
         |h| h.join("state"),
+    )
+}
+
+/// `$XDG_DATA_HOME/kgenv` (or `$KGENV_HOME/data`): the local target's host directory
+/// (workdir, data, Jupyter config) lives under it.
+pub fn data_dir() -> PathBuf {
+    home_override().map_or_else(
+        || dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("kgenv"),
+        |h| h.join("data"),
     )
 }
 

@@ -184,8 +184,7 @@ impl Env {
 fn host_dir(name: &str, target: &Target) -> String {
     match target {
         Target::Local => {
-            let base = dirs::data_dir().unwrap_or_else(std::env::temp_dir);
-            format!("{}/kgenv/{name}", base.display())
+            format!("{}/{name}", crate::paths::data_dir().display())
         }
         _ => format!("/var/lib/kgenv/{name}"),
     }

@@ -7,13 +7,20 @@ use crate::backends::remote::{ExecRequest, HostAddr};
 use crate::backends::no_progress;
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
-use crate::spec::Target;
+use crate::spec::{Env, Target};
+use crate::state::State;
 
 /// How to reach the run's host: from the spec (ssh) or from what the instance step
 /// recorded (gce: external IP, host keys from guest attributes).
 pub async fn host_addr(ctx: &StepCtx) -> Result<HostAddr> {
-    let key = crate::keys::private_key_path(&ctx.env.name);
-    match &ctx.env.target {
+    addr_for(&ctx.env, &ctx.state.snapshot().await)
+}
+
+/// How to reach `env`'s host given its recorded `state`, for callers outside a run (the
+/// Python bindings' `Env.ssh`, a Jupyter tunnel).
+pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
+    let key = crate::keys::private_key_path(&env.name);
+    match &env.target {
         Target::Ssh(h) => Ok(HostAddr {
             user: h.user.clone(),
             host: h.host.clone(),
@@ -23,9 +30,8 @@ pub async fn host_addr(ctx: &StepCtx) -> Result<HostAddr> {
             trust_on_first_use: h.trust_on_first_use,
         }),
         Target::Gce => {
-            let state = ctx.state.snapshot().await;
             let ip = state.fact("instance", "external_ip").ok_or_else(|| BackendError::Connection {
-                endpoint: format!("instance {}", ctx.env.name),
+                endpoint: format!("instance {}", env.name),
                 message: "no external IP recorded: the instance does not exist yet (run `kgenv up`)".into(),
                 source: None,
             })?;

@@ -1,0 +1,129 @@
+"""kgenv: a Kaggle GPU analysis environment — VM, firewall, bucket, GitHub key, Kaggle's
+image with the GPU visible, Jupyter with a password and TLS, competition data — as one
+idempotent, secure call, from a notebook.
+
+::
+
+    import kgenv
+
+    env = kgenv.Env.from_toml("kgenv.toml")     # or kgenv.Env("name", instance=..., ...)
+    env.plan()                                  # what would change, and how
+    env.up()                                    # converge; a second call changes nothing
+    env.gpus()                                  # ['Tesla T4, 580.65.06, 15360 MiB']
+    env.jupyter_url()                           # through an SSH tunnel, no public port
+    env.down()                                  # remove what kgenv made (data is kept)
+
+Every blocking call has an ``*_async`` twin for ``await`` (Jupyter's running loop
+included); Ctrl-C and task cancellation stop runs cleanly. ``kgenv.testing.MockWorld``
+runs everything offline.
+"""
+
+from __future__ import annotations
+
+from . import _kgenv, data, events, jupyter, testing
+from ._env import Env
+from ._errors import (
+    AlreadyExistsError,
+    AuthError,
+    BackendError,
+    CancelledError,
+    CommandFailedError,
+    ConfigError,
+    ConnectionFailedError,
+    EnvLockedError,
+    HostKeyMismatchError,
+    InvalidRequestError,
+    KgenvError,
+    LocalIOError,
+    NotFoundError,
+    OperationTimeoutError,
+    QuotaError,
+    RateLimitedError,
+    RemoteError,
+    StateError,
+    StockoutError,
+    TransientError,
+    UnavailableError,
+    UsageError,
+    ValidationError,
+)
+from ._kgenv import JupyterTunnel
+from ._results import CommandResult, DownloadResult, Plan, PlannedStep, Report, Status, StepInfo, StepResult
+from ._specs import (
+    Autostop,
+    BucketMount,
+    Container,
+    Data,
+    Firewall,
+    GithubKey,
+    Image,
+    Instance,
+    Jupyter,
+    Mount,
+    Publish,
+    Ssh,
+)
+from .events import Event
+
+__version__: str = _kgenv.version()
+
+
+__all__ = [
+    "Env",
+    "Instance",
+    "Firewall",
+    "BucketMount",
+    "GithubKey",
+    "Image",
+    "Container",
+    "Publish",
+    "Mount",
+    "Jupyter",
+    "Data",
+    "Autostop",
+    "Ssh",
+    "Plan",
+    "PlannedStep",
+    "Report",
+    "StepResult",
+    "Status",
+    "StepInfo",
+    "CommandResult",
+    "DownloadResult",
+    "JupyterTunnel",
+    "Event",
+    "events",
+    "data",
+    "jupyter",
+    "testing",
+    "KgenvError",
+    "ConfigError",
+    "ValidationError",
+    "UsageError",
+    "StateError",
+    "EnvLockedError",
+    "CancelledError",
+    "BackendError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "AuthError",
+    "StockoutError",
+    "QuotaError",
+    "RateLimitedError",
+    "TransientError",
+    "InvalidRequestError",
+    "OperationTimeoutError",
+    "RemoteError",
+    "ConnectionFailedError",
+    "HostKeyMismatchError",
+    "CommandFailedError",
+    "UnavailableError",
+    "LocalIOError",
+]
+
+# Show public classes as `kgenv.X` (tracebacks, reprs, pickles), not by private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("kgenv._") and _obj.__module__ != "kgenv._kgenv":
+        _obj.__module__ = __name__
+del _name, _obj

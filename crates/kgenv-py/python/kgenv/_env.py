@@ -1,0 +1,474 @@
+""":class:`Env`: one environment, built from ``kgenv.toml`` or keyword arguments, and
+the operations on it — ``plan``, ``up``, ``down``, ``status`` (blocking or ``*_async``),
+and, once it is up, ``ssh``, ``gpus`` and ``jupyter_url``."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+
+from . import _kgenv
+from ._errors import ValidationError
+from ._results import CommandResult, Plan, Report, Status, StepInfo
+from ._runner import Dispatch, OnEvent, run_async, run_sync
+from ._specs import (
+    Autostop,
+    BucketMount,
+    Container,
+    Data,
+    Firewall,
+    GithubKey,
+    Image,
+    Instance,
+    Jupyter,
+    Ssh,
+    _Section,
+)
+
+if TYPE_CHECKING:
+    from .testing import MockWorld
+
+__all__ = ["Env", "Backends"]
+
+Backends = Union[Literal["real", "mock"], "MockWorld"]
+"""Where an environment's calls go: ``"real"`` (GCE, SSH, Docker, Kaggle, GitHub),
+``"mock"`` (a fresh in-memory :class:`kgenv.testing.MockWorld`) or a given MockWorld."""
+
+StrPath = Union[str, "os.PathLike[str]"]
+Steps = Union[str, Sequence[str], None]
+
+
+def _steps(only: Steps) -> list[str]:
+    if only is None:
+        return []
+    if isinstance(only, str):
+        return [only]
+    return list(only)
+
+
+def _python_field(field: str) -> str:
+    # kgenv.toml's `[[firewall]]` is the `firewalls=` argument in Python.
+    return re.sub(r"^firewall(?=\[|$)", "firewalls", field)
+
+
+class Env:
+    """One environment: where it runs, what it is made of, and the operations on it.
+
+    Build it from a file::
+
+        env = kgenv.Env.from_toml("kgenv.toml")
+
+    or in code, with the same names as the file::
+
+        env = kgenv.Env(
+            "kaggle-gpu",
+            instance=kgenv.Instance(project="my-project", zones=["us-central1-a"]),
+            image=kgenv.Image(pip=["lightgbm"]),
+            container=kgenv.Container(),
+            jupyter=kgenv.Jupyter(),
+            data=[kgenv.Data("titanic")],
+        )
+
+    Everything is validated before anything is sent; a bad value raises
+    :class:`kgenv.ValidationError` whose ``field`` names the argument
+    (``instance.gpu_count``, ``firewalls[1].ports``).
+
+    Args:
+        name: Names the VM, the container, the state file and the ``ssh <name>`` alias
+            (a GCE name: lowercase letters, digits, hyphens).
+        target: ``"gce"`` (kgenv creates the VM, the default), ``"ssh"`` (an existing
+            host, see ``ssh``) or ``"local"`` (this machine's Docker). An :class:`Ssh`
+            here means ``target="ssh", ssh=...``.
+        ssh: The host for ``target="ssh"``.
+        instance: The VM (``gce`` only; required there).
+        firewalls: Firewall rules (``gce`` only). None: SSH from your IP only; ``[]``: none.
+        bucket: A GCS bucket to mount with gcsfuse.
+        github_key: A key for the host on GitHub.
+        image: Kaggle's image and extras (needed by ``container``).
+        container: The container.
+        jupyter: Jupyter in the container.
+        data: Competition data to fetch.
+        autostop: Stop the VM when idle (``gce`` only).
+        project: Project when ``instance`` leaves it out (default ``CLOUDSDK_CORE_PROJECT``).
+        zone: Zone when ``instance`` leaves it out (default ``CLOUDSDK_COMPUTE_ZONE``).
+        backends: ``"real"`` (default), ``"mock"`` or a :class:`kgenv.testing.MockWorld`.
+        state_dir: Where the state file lives. Default: the mock world's own directory for
+            mocks, else the XDG state dir (``$KGENV_HOME/state`` when set).
+    """
+
+    _spec: _kgenv.EnvSpec
+    _world: MockWorld | None
+    _state_dir: Path | None
+    _tunnel: _kgenv.JupyterTunnel | None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: Literal["gce", "ssh", "local"] | Ssh = "gce",
+        ssh: Ssh | None = None,
+        instance: Instance | None = None,
+        firewalls: Sequence[Firewall] | None = None,
+        bucket: BucketMount | None = None,
+        github_key: GithubKey | None = None,
+        image: Image | None = None,
+        container: Container | None = None,
+        jupyter: Jupyter | None = None,
+        data: Sequence[Data] = (),
+        autostop: Autostop | None = None,
+        project: str | None = None,
+        zone: str | None = None,
+        backends: Backends = "real",
+        state_dir: StrPath | None = None,
+    ) -> None:
+        kind: str
+        if isinstance(target, Ssh):
+            if ssh is not None:
+                raise ValidationError("kgenv.Env: give the host either as target=Ssh(...) or as ssh=, not both", field="ssh", rule="given twice")
+            kind, ssh = "ssh", target
+        else:
+            kind = target
+        if not isinstance(name, str):
+            raise TypeError(f"kgenv.Env(name={name!r}): expected str, got {type(name).__name__}")
+        doc: dict[str, Any] = {"name": name, "target": kind}
+        parts: list[tuple[str, _Section | None, type[_Section]]] = [
+            ("ssh", ssh, Ssh),
+            ("instance", instance, Instance),
+            ("bucket", bucket, BucketMount),
+            ("github_key", github_key, GithubKey),
+            ("image", image, Image),
+            ("container", container, Container),
+            ("jupyter", jupyter, Jupyter),
+            ("autostop", autostop, Autostop),
+        ]
+        for key, value, cls in parts:
+            if value is None:
+                continue
+            if not isinstance(value, cls):
+                raise TypeError(f"kgenv.Env({key}=...): expected kgenv.{cls.__name__}, got {type(value).__name__}")
+            doc[key] = value.to_dict()
+        for key, items, cls, toml_key in (("firewalls", firewalls, Firewall, "firewall"), ("data", data, Data, "data")):
+            if items is None:
+                continue
+            if isinstance(items, _Section) or not isinstance(items, (list, tuple)):
+                raise TypeError(f"kgenv.Env({key}=...): expected a list of kgenv.{cls.__name__}")
+            for i, item in enumerate(items):
+                if not isinstance(item, cls):
+                    raise TypeError(f"kgenv.Env({key}[{i}]=...): expected kgenv.{cls.__name__}, got {type(item).__name__}")
+            doc[toml_key] = [item.to_dict() for item in items]
+        try:
+            spec = _kgenv.EnvSpec.from_dict(doc, project=project, zone=zone)
+        except ValidationError as e:
+            field = _python_field(e.field or "")
+            raise ValidationError(f"kgenv.Env: invalid `{field}`: {e.rule}", field=field, rule=e.rule) from None
+        self._init(spec, backends, state_dir)
+
+    def _init(self, spec: _kgenv.EnvSpec, backends: Backends, state_dir: StrPath | None) -> None:
+        from .testing import MockWorld
+
+        if backends == "mock":
+            backends = MockWorld()
+        if isinstance(backends, MockWorld):
+            self._world = backends
+        elif backends == "real":
+            self._world = None
+        else:
+            raise TypeError(f"backends={backends!r}: use \"real\", \"mock\" or a kgenv.testing.MockWorld")
+        self._spec = spec
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._tunnel = None
+
+    @classmethod
+    def from_toml(
+        cls,
+        path: StrPath = "kgenv.toml",
+        *,
+        target: Literal["gce", "ssh", "local"] | None = None,
+        ssh_host: str | None = None,
+        project: str | None = None,
+        zone: str | None = None,
+        backends: Backends = "real",
+        state_dir: StrPath | None = None,
+    ) -> Env:
+        """Reads and validates a ``kgenv.toml``.
+
+        Errors raise :class:`kgenv.ConfigError` with ``path``, ``line``, ``column`` and
+        ``field``. ``target`` and ``ssh_host`` override the file as the CLI's
+        ``--target``/``--host`` do (sections that do not apply are ignored); ``project`` and
+        ``zone`` fill in what the file leaves out (default: gcloud's environment variables).
+        """
+        spec = _kgenv.EnvSpec.from_toml(os.fspath(path), target=target, ssh_host=ssh_host, project=project, zone=zone)
+        env = cls.__new__(cls)
+        env._init(spec, backends, state_dir)
+        return env
+
+    @classmethod
+    def from_toml_str(
+        cls,
+        text: str,
+        *,
+        path: StrPath = "kgenv.toml",
+        target: Literal["gce", "ssh", "local"] | None = None,
+        ssh_host: str | None = None,
+        project: str | None = None,
+        zone: str | None = None,
+        backends: Backends = "real",
+        state_dir: StrPath | None = None,
+    ) -> Env:
+        """Like :meth:`from_toml` for TOML text; ``path`` is only used in error messages."""
+        spec = _kgenv.EnvSpec.from_toml_str(text, os.fspath(path), target=target, ssh_host=ssh_host, project=project, zone=zone)
+        env = cls.__new__(cls)
+        env._init(spec, backends, state_dir)
+        return env
+
+    # -- what it is ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The environment's name."""
+        return self._spec.name
+
+    @property
+    def target(self) -> str:
+        """``gce``, ``ssh`` or ``local``."""
+        return self._spec.target
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The validated spec with every default filled in, as plain data."""
+        return self._spec.to_dict()
+
+    @property
+    def steps(self) -> tuple[StepInfo, ...]:
+        """The steps ``up`` runs, in declared order, with their dependencies."""
+        return tuple(StepInfo(i, tuple(d), s) for i, d, s in self._spec.steps())
+
+    @property
+    def world(self) -> MockWorld | None:
+        """The mock world the environment runs on, or None for the real backends."""
+        return self._world
+
+    @property
+    def backends(self) -> Literal["real", "mock"]:
+        """``"mock"`` or ``"real"``."""
+        return "real" if self._world is None else "mock"
+
+    @property
+    def state_dir(self) -> Path:
+        """The directory of the state file."""
+        return self.state_file.parent
+
+    @property
+    def state_file(self) -> Path:
+        """The state file (it exists only while kgenv has created something)."""
+        return Path(self._spec.state_path(self._dir()))
+
+    def _dir(self) -> str | None:
+        if self._state_dir is not None:
+            return str(self._state_dir)
+        if self._world is not None:
+            return str(self._world.state_dir)
+        return None
+
+    def _kw(self) -> dict[str, Any]:
+        return {"world": None if self._world is None else self._world._world, "state_dir": self._dir()}
+
+    def _order(self) -> list[str]:
+        return [s.id for s in self.steps]
+
+    # -- operations -----------------------------------------------------------------------
+
+    def _start(self, operation: str, only: Steps = None, until: str | None = None) -> Any:
+        spec, kw = self._spec, self._kw()
+        steps = _steps(only)
+        return lambda notify: _kgenv.start_run(spec, operation, only=steps, until=until, notify=notify, **kw)
+
+    def plan(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = False) -> Plan:
+        """What ``up`` would change and the calls it would make. Changes nothing.
+
+        Args:
+            only: Only these steps (an id, or a prefix such as ``"firewall"``).
+            until: This step and everything it depends on.
+            on_event: Called with each :class:`kgenv.Event` as it happens.
+            progress: Show progress (default off: the plan itself is the display).
+        """
+        d = Dispatch("plan", self.name, on_event, progress)
+        return Plan._build(run_sync(self._start("plan", only, until), d), d.events, self._order())
+
+    def up(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """Brings the environment to its spec: each step checks, and changes only what
+        differs. A second ``up`` changes nothing.
+
+        Blocks with the GIL released. Ctrl-C (KeyboardInterrupt) cancels cleanly: steps
+        already running finish, nothing new starts, the state file stays consistent, then
+        KeyboardInterrupt is raised. Pressing it again stops waiting at once.
+
+        Args:
+            only: Only these steps (an id, or a prefix such as ``"firewall"``).
+            until: This step and everything it depends on.
+            on_event: Called with each :class:`kgenv.Event` on this thread; raising from it
+                cancels the run, then re-raises.
+            progress: Show progress (default: when ``on_event`` is not given) — a live
+                table in Jupyter, lines on stderr elsewhere.
+        """
+        d = Dispatch("up", self.name, on_event, progress)
+        return Report._build(run_sync(self._start("up", only, until), d), d.events, self._order())
+
+    def down(self, *, only: Steps = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """Removes what kgenv created for this environment, dependents first. Buckets and
+        data are kept. Cancels like :meth:`up`."""
+        d = Dispatch("down", self.name, on_event, progress)
+        return Report._build(run_sync(self._start("down", only), d), d.events, self._order())
+
+    def status(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
+        """What kgenv recorded, and a live check of each step."""
+        d = Dispatch("status", self.name, on_event, progress)
+        return Status._build(run_sync(self._start("status"), d), d.events, self._order())
+
+    async def plan_async(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = False) -> Plan:
+        """:meth:`plan` as a coroutine for a running event loop (Jupyter's included)."""
+        d = Dispatch("plan", self.name, on_event, progress)
+        return Plan._build(await run_async(self._start("plan", only, until), d), d.events, self._order())
+
+    async def up_async(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """:meth:`up` as a coroutine. ``on_event`` runs on the loop's thread; cancelling
+        the task cancels the run cleanly, then raises :class:`asyncio.CancelledError`."""
+        d = Dispatch("up", self.name, on_event, progress)
+        return Report._build(await run_async(self._start("up", only, until), d), d.events, self._order())
+
+    async def down_async(self, *, only: Steps = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """:meth:`down` as a coroutine."""
+        d = Dispatch("down", self.name, on_event, progress)
+        return Report._build(await run_async(self._start("down", only), d), d.events, self._order())
+
+    async def status_async(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
+        """:meth:`status` as a coroutine."""
+        d = Dispatch("status", self.name, on_event, progress)
+        return Status._build(await run_async(self._start("status"), d), d.events, self._order())
+
+    # -- on the host ----------------------------------------------------------------------
+
+    def _ssh_start(self, command: str | Sequence[str], stdin: bytes | None, sudo: bool, timeout: float | None) -> Any:
+        if not isinstance(command, str):
+            command = list(command)
+        spec, kw = self._spec, self._kw()
+        return lambda notify: _kgenv.start_ssh(spec, command, stdin=stdin, sudo=sudo, timeout=timeout, notify=notify, **kw)
+
+    @staticmethod
+    def _command_result(command: str | Sequence[str], r: dict[str, Any], check: bool) -> CommandResult:
+        from ._errors import CommandFailedError
+
+        line = command if isinstance(command, str) else " ".join(command)
+        result = CommandResult(line, int(r["exit_code"]), r["stdout"], r["stderr"])
+        if check and not result.ok:
+            tail = "\n".join(result.stderr.decode("utf-8", "replace").splitlines()[-5:])
+            raise CommandFailedError(
+                f"`{line}` exited with {result.exit_code}" + (f": {tail}" if tail else ""),
+                step="ssh",
+                command=line,
+                exit_code=result.exit_code,
+                stderr_tail=tail,
+            )
+        return result
+
+    def ssh(
+        self,
+        command: str | Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        sudo: bool = False,
+        timeout: float | None = None,
+        check: bool = True,
+        on_event: OnEvent | None = None,
+    ) -> CommandResult:
+        """Runs a command on the host over kgenv's verified SSH session (``gce``/``ssh``).
+
+        A list is quoted word by word (safe for any value); a string is used as the shell
+        line it is. Output lines arrive as :class:`kgenv.events.LogEvent` of step ``ssh``.
+        With ``check`` (default), a non-zero exit raises :class:`kgenv.CommandFailedError`.
+        """
+        d = Dispatch("ssh", self.name, on_event, False)
+        return self._command_result(command, run_sync(self._ssh_start(command, stdin, sudo, timeout), d), check)
+
+    async def ssh_async(
+        self,
+        command: str | Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        sudo: bool = False,
+        timeout: float | None = None,
+        check: bool = True,
+        on_event: OnEvent | None = None,
+    ) -> CommandResult:
+        """:meth:`ssh` as a coroutine."""
+        d = Dispatch("ssh", self.name, on_event, False)
+        return self._command_result(command, await run_async(self._ssh_start(command, stdin, sudo, timeout), d), check)
+
+    def gpus(self) -> list[str]:
+        """The GPUs the container sees (``nvidia-smi``): one ``name, driver, memory`` line
+        each. Raises :class:`kgenv.CommandFailedError` when the GPU is not visible."""
+        spec, kw = self._spec, self._kw()
+        d = Dispatch("gpus", self.name, None, False)
+        return list(run_sync(lambda notify: _kgenv.start_gpus(spec, notify=notify, **kw), d))
+
+    async def gpus_async(self) -> list[str]:
+        """:meth:`gpus` as a coroutine."""
+        spec, kw = self._spec, self._kw()
+        d = Dispatch("gpus", self.name, None, False)
+        return list(await run_async(lambda notify: _kgenv.start_gpus(spec, notify=notify, **kw), d))
+
+    def jupyter(self, *, local_port: int = 0) -> _kgenv.JupyterTunnel:
+        """Opens a new local address for Jupyter: on ``gce``/``ssh`` a tunnel through the
+        host's SSH session (no public port needed), on ``local`` the published port. Close
+        it with ``close()`` or use it as a context manager."""
+        spec, kw = self._spec, self._kw()
+        d = Dispatch("jupyter", self.name, None, False)
+        return run_sync(lambda notify: _kgenv.start_jupyter(spec, local_port=local_port, notify=notify, **kw), d)  # type: ignore[no-any-return]
+
+    def jupyter_url(self) -> str:
+        """The URL of the environment's Jupyter on this machine, opening a tunnel on first
+        use that lives as long as this ``Env`` (or until :meth:`close`). In token mode the
+        URL carries the token; with a password, Jupyter asks for it."""
+        if self._tunnel is None or not self._tunnel.is_open:
+            self._tunnel = self.jupyter()
+        return self._tunnel.url
+
+    def close(self) -> None:
+        """Closes the Jupyter tunnel :meth:`jupyter_url` opened, if any."""
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
+
+    def __enter__(self) -> Env:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- display --------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        where = "real" if self._world is None else repr(self._world)
+        return f"Env({self.name!r}, target={self.target!r}, steps={len(self.steps)}, backends={where})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Env) and self._spec == other._spec and self._world is other._world
+
+    def __hash__(self) -> int:
+        return hash(self._spec)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td style='text-align:left'><code>{html.escape(s.id)}</code></td>"
+            f"<td style='text-align:left'>{html.escape(', '.join(s.deps))}</td>"
+            f"<td style='text-align:left'>{html.escape(s.summary)}</td></tr>"
+            for s in self.steps
+        )
+        return (
+            f"<div><b>kgenv environment {html.escape(self.name)}</b> (target {html.escape(self.target)}, "
+            f"{html.escape(self.backends)} backends)<table><thead><tr><th>step</th><th>after</th><th>what</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )

@@ -1,0 +1,396 @@
+"""What operations return: a :class:`Plan`, a :class:`Report`, a :class:`Status`, a
+:class:`CommandResult` or a :class:`DownloadResult`. Each is a frozen dataclass with a
+readable ``repr`` and, for notebooks, an HTML view (``_repr_html_``)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+
+from .events import Change, Event, PlannedEvent, WarningEvent
+
+__all__ = [
+    "PlannedStep",
+    "Plan",
+    "StepResult",
+    "Report",
+    "Status",
+    "CommandResult",
+    "DownloadResult",
+    "StepInfo",
+]
+
+_SIGN = {"none": " ", "create": "+", "update": "~", "delete": "-", "unknown": "?"}
+_COLOR = {"create": "#1a7f37", "update": "#9a6700", "delete": "#cf222e", "unknown": "#6e7781", "none": "#6e7781"}
+
+Outcome = Literal["satisfied", "changed", "removed", "nothing", "planned", "failed", "skipped"]
+
+
+def _e(s: object) -> str:
+    return html.escape(str(s))
+
+
+def _table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th style='text-align:left'>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<div><b>{_e(title)}</b><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One step of an environment, before anything runs.
+
+    Attributes:
+        id: Step id (``instance``, ``firewall/kg-ssh``, ``data/titanic``).
+        deps: Steps that must be done first.
+        summary: What the step manages.
+    """
+
+    id: str
+    deps: tuple[str, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """What ``plan`` expects one step to do.
+
+    Attributes:
+        step: Step id.
+        summary: What the step manages.
+        change: ``none``, ``create``, ``update``, ``delete`` or ``unknown``.
+        diff: Readable differences (updates), or why the state cannot be observed yet.
+        actions: The API calls and host commands the change would make.
+    """
+
+    step: str
+    summary: str
+    change: Change
+    diff: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [f"{_SIGN.get(self.change, '?')} {self.step}: {self.summary} ({self.change})"]
+        lines += [f"      {d}" for d in self.diff]
+        lines += [f"      > {a}" for a in self.actions]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``up`` would change, step by step, with the calls it would make.
+
+    Iterating yields the :class:`PlannedStep` objects in the environment's step order.
+
+    Attributes:
+        env: Environment name.
+        steps: Every step's verdict.
+        warnings: ``(step, message)`` pairs the user should read (a world-open firewall).
+        elapsed_ms: How long planning took.
+    """
+
+    env: str
+    steps: tuple[PlannedStep, ...]
+    warnings: tuple[tuple[str, str], ...] = ()
+    elapsed_ms: int = 0
+
+    def __iter__(self) -> Iterator[PlannedStep]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, step: str) -> PlannedStep:
+        """The verdict for one step id."""
+        for s in self.steps:
+            if s.step == step:
+                return s
+        raise KeyError(step)
+
+    def count(self, change: Change) -> int:
+        """How many steps expect ``change``."""
+        return sum(1 for s in self.steps if s.change == change)
+
+    @property
+    def changes(self) -> tuple[PlannedStep, ...]:
+        """The steps that would change something (or cannot be observed yet)."""
+        return tuple(s for s in self.steps if s.change != "none")
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether ``up`` would change anything."""
+        return bool(self.changes)
+
+    def _headline(self) -> str:
+        return (
+            f"plan for {self.env}: {self.count('create')} to create, {self.count('update')} to update, "
+            f"{self.count('none')} unchanged, {self.count('unknown')} unknown"
+        )
+
+    def __str__(self) -> str:
+        lines = [self._headline()] + [str(s) for s in self.steps]
+        lines += [f"warning: {step}: {msg}" for step, msg in self.warnings]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Plan {self._headline()}>\n" + "\n".join(str(s) for s in self.steps) + "".join(
+            f"\nwarning: {step}: {msg}" for step, msg in self.warnings
+        )
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for s in self.steps:
+            color = _COLOR.get(s.change, "#000")
+            details = "<br>".join([_e(d) for d in s.diff] + [f"<code>{_e(a)}</code>" for a in s.actions])
+            rows.append(
+                [f"<code>{_e(s.step)}</code>", f"<span style='color:{color}'>{_e(_SIGN.get(s.change, '?'))} {_e(s.change)}</span>", _e(s.summary), details]
+            )
+        out = _table(self._headline(), ["step", "change", "what", "details"], rows)
+        if self.warnings:
+            out += "".join(f"<div style='color:#cf222e'>⚠ {_e(step)}: {_e(msg)}</div>" for step, msg in self.warnings)
+        return out
+
+    @classmethod
+    def _build(cls, report: Mapping[str, Any], events: Sequence[Event], order: Sequence[str]) -> Plan:
+        planned = {e.step: e for e in events if isinstance(e, PlannedEvent)}
+        steps = []
+        for r in report.get("steps", []):
+            p = planned.get(r["step"])
+            if p is not None:
+                steps.append(PlannedStep(p.step, p.summary, p.change, p.diff, p.actions))
+        rank = {s: i for i, s in enumerate(order)}
+        steps.sort(key=lambda s: rank.get(s.step, len(rank)))
+        warnings = tuple((e.step, e.message) for e in events if isinstance(e, WarningEvent))
+        return cls(str(report.get("env", "")), tuple(steps), warnings, int(report.get("elapsed_ms", 0)))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How one step ended in ``up`` or ``down``.
+
+    Attributes:
+        step: Step id.
+        outcome: ``satisfied`` or ``changed`` (up), ``removed`` or ``nothing`` (down),
+            ``failed`` or ``skipped``.
+        elapsed_ms: Its wall time.
+        error_kind: The error's kind when it failed.
+        message: The error when it failed.
+        reason: Why it was skipped.
+    """
+
+    step: str
+    outcome: Outcome
+    elapsed_ms: int = 0
+    error_kind: str | None = None
+    message: str | None = None
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        extra = self.message or self.reason
+        return f"{self.step}: {self.outcome}" + (f" ({extra})" if extra else "") + f" [{self.elapsed_ms} ms]"
+
+
+_MARK = {"satisfied": "=", "changed": "✓", "removed": "-", "nothing": "·", "failed": "✗", "skipped": "…", "planned": "?"}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``up`` or ``down`` did.
+
+    Attributes:
+        operation: ``up`` or ``down``.
+        env: Environment name.
+        steps: Each step's result, in the environment's step order.
+        warnings: ``(step, message)`` pairs raised during the run.
+        elapsed_ms: Wall time.
+    """
+
+    operation: str
+    env: str
+    steps: tuple[StepResult, ...]
+    warnings: tuple[tuple[str, str], ...] = ()
+    elapsed_ms: int = 0
+
+    def __iter__(self) -> Iterator[StepResult]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, step: str) -> StepResult:
+        """The result of one step id."""
+        for s in self.steps:
+            if s.step == step:
+                return s
+        raise KeyError(step)
+
+    def with_outcome(self, *outcomes: Outcome) -> tuple[str, ...]:
+        """Ids of the steps that ended in one of ``outcomes``."""
+        return tuple(s.step for s in self.steps if s.outcome in outcomes)
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """Steps that changed something (created, updated or removed)."""
+        return self.with_outcome("changed", "removed")
+
+    @property
+    def satisfied(self) -> tuple[str, ...]:
+        """Steps that were already as specified."""
+        return self.with_outcome("satisfied")
+
+    def _headline(self) -> str:
+        took = f"in {self.elapsed_ms / 1000:.1f}s"
+        if self.operation == "down":
+            return f"down {self.env}: {len(self.changed)} removed, {len(self.with_outcome('nothing'))} had nothing to remove {took}"
+        return f"{self.operation} {self.env}: {len(self.changed)} changed, {len(self.satisfied)} already as specified {took}"
+
+    def __str__(self) -> str:
+        return "\n".join([self._headline()] + [f"  {_MARK.get(s.outcome, '?')} {s}" for s in self.steps])
+
+    def __repr__(self) -> str:
+        return f"<Report {self._headline()}>\n" + "\n".join(f"  {_MARK.get(s.outcome, '?')} {s}" for s in self.steps)
+
+    def _repr_html_(self) -> str:
+        rows = [
+            [f"<code>{_e(s.step)}</code>", f"{_e(_MARK.get(s.outcome, '?'))} {_e(s.outcome)}", f"{s.elapsed_ms} ms", _e(s.message or s.reason or "")]
+            for s in self.steps
+        ]
+        out = _table(self._headline(), ["step", "outcome", "time", ""], rows)
+        return out + "".join(f"<div style='color:#cf222e'>⚠ {_e(step)}: {_e(msg)}</div>" for step, msg in self.warnings)
+
+    @classmethod
+    def _build(cls, report: Mapping[str, Any], events: Sequence[Event], order: Sequence[str]) -> Report:
+        steps = [
+            StepResult(
+                step=r["step"],
+                outcome=r["outcome"],
+                elapsed_ms=int(r.get("elapsed_ms", 0)),
+                error_kind=r.get("kind"),
+                message=r.get("message"),
+                reason=r.get("reason"),
+            )
+            for r in report.get("steps", [])
+        ]
+        rank = {s: i for i, s in enumerate(order)}
+        steps.sort(key=lambda s: rank.get(s.step, len(rank)))
+        warnings = tuple((e.step, e.message) for e in events if isinstance(e, WarningEvent))
+        return cls(str(report.get("operation", "")), str(report.get("env", "")), tuple(steps), warnings, int(report.get("elapsed_ms", 0)))
+
+
+@dataclass(frozen=True)
+class Status:
+    """What kgenv recorded for an environment and a live look at each step.
+
+    Attributes:
+        env: Environment name.
+        target: ``gce``, ``ssh`` or ``local``.
+        state_file: The state file (it may not exist when nothing stands).
+        created: By step, what kgenv created and still owns (role → resource).
+        facts: By step, what steps observed (zone used, external IP, ...). Never secrets.
+        live: The live check, as :meth:`kgenv.Env.plan` shows it.
+    """
+
+    env: str
+    target: str
+    state_file: Path
+    created: Mapping[str, Mapping[str, str]]
+    facts: Mapping[str, Mapping[str, str]]
+    live: Plan
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether nothing kgenv created still stands."""
+        return not any(self.created.values())
+
+    def resources(self) -> list[tuple[str, str, str]]:
+        """Every created resource as ``(step, role, resource)``."""
+        return [(step, role, res) for step, roles in self.created.items() for role, res in roles.items()]
+
+    def _lines(self) -> list[str]:
+        head = f"status of {self.env} ({self.target}): " + ("nothing created" if self.is_empty else f"{len(self.resources())} resource(s)")
+        lines = [head, f"  state file: {self.state_file}"]
+        lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
+        lines.append("  " + self.live._headline())
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self._lines())
+
+    def __repr__(self) -> str:
+        return "<Status " + "\n".join(self._lines()) + ">"
+
+    def _repr_html_(self) -> str:
+        rows = [[f"<code>{_e(s)}</code>", _e(r), f"<code>{_e(v)}</code>"] for s, r, v in self.resources()]
+        head = f"status of {self.env} ({self.target}) — state file {self.state_file}"
+        return _table(head, ["step", "role", "resource"], rows) + self.live._repr_html_()
+
+    @classmethod
+    def _build(cls, status: Mapping[str, Any], events: Sequence[Event], order: Sequence[str]) -> Status:
+        state = status.get("state", {})
+        steps = state.get("steps", {})
+        return cls(
+            env=str(state.get("env", "")),
+            target=str(state.get("target", "")),
+            state_file=Path(status.get("state_file", "")),
+            created={k: dict(v.get("created", {})) for k, v in steps.items() if v.get("created")},
+            facts={k: dict(v.get("facts", {})) for k, v in steps.items() if v.get("facts")},
+            live=Plan._build(status.get("live", {}), events, order),
+        )
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A command's result from :meth:`kgenv.Env.ssh`.
+
+    Attributes:
+        command: The shell line that ran.
+        exit_code: Its exit status (-1 when killed by a signal).
+        stdout: Everything it wrote to stdout.
+        stderr: Everything it wrote to stderr.
+    """
+
+    command: str
+    exit_code: int
+    stdout: bytes = field(repr=False)
+    stderr: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether it exited 0."""
+        return self.exit_code == 0
+
+    @property
+    def text(self) -> str:
+        """Stdout decoded as UTF-8 (invalid bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What :func:`kgenv.data.download` did.
+
+    Attributes:
+        competition: The competition.
+        dest: Where the files are.
+        fetched: ``(file, bytes)`` for each file downloaded.
+        skipped: Files already complete at ``dest``.
+    """
+
+    competition: str
+    dest: str
+    fetched: tuple[tuple[str, int], ...]
+    skipped: tuple[str, ...]
+
+    @property
+    def bytes(self) -> int:
+        """Bytes downloaded."""
+        return sum(n for _, n in self.fetched)
+
+    def __str__(self) -> str:
+        return f"{self.competition} → {self.dest}: {len(self.fetched)} file(s), {self.bytes} bytes fetched; {len(self.skipped)} already there"
+
+    def _repr_html_(self) -> str:
+        rows = [[f"<code>{_e(n)}</code>", f"{b:,}", "fetched"] for n, b in self.fetched] + [[f"<code>{_e(n)}</code>", "", "already there"] for n in self.skipped]
+        return _table(str(self), ["file", "bytes", ""], rows)

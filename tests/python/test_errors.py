@@ -1,0 +1,135 @@
+"""Exceptions mirror the core's error kinds and carry their fields."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import kgenv
+from conftest import assert_consistent, gce_env
+from kgenv.testing import Fault, MockWorld
+
+
+def test_stockout_in_every_zone(world: MockWorld) -> None:
+    env = gce_env(world)
+    world.add_stockout_zone("us-central1-a")
+    world.add_stockout_zone("us-central1-b")
+    with pytest.raises(kgenv.StockoutError) as e:
+        env.up(progress=False)
+    err = e.value
+    assert err.zone == "us-central1-b", "the last zone tried"
+    assert err.step == "instance" and "instance" in err.failed_steps
+    assert err.kind == "stockout" and not err.retryable
+    assert "us-central1-a" in err.message and "us-central1-b" in err.message
+    assert isinstance(err, kgenv.BackendError) and isinstance(err, kgenv.KgenvError)
+    assert not world.state()["instances"]
+    assert_consistent(env, world)
+
+
+def test_stockout_in_one_zone_moves_on(world: MockWorld) -> None:
+    env = gce_env(world)
+    world.add_stockout_zone("us-central1-a")
+    env.up(progress=False)
+    assert list(world.state()["instances"]) == ["my-project/us-central1-b/kg"]
+
+
+def test_quota_fields(world: MockWorld) -> None:
+    env = gce_env(world)
+    world.fail_next("compute.insert_instance", Fault.quota("GPUS_ALL_REGIONS", limit=0))
+    with pytest.raises(kgenv.QuotaError) as e:
+        env.up(progress=False)
+    assert (e.value.metric, e.value.limit, e.value.scope, e.value.region) == ("GPUS_ALL_REGIONS", 0.0, "global", None)
+    world.fail_next("compute.insert_instance", Fault.quota("NVIDIA_T4_GPUS", limit=4, region="us-central1"))
+    with pytest.raises(kgenv.QuotaError) as e:
+        env.up(progress=False)
+    assert (e.value.metric, e.value.limit, e.value.scope, e.value.region) == ("NVIDIA_T4_GPUS", 4.0, "region", "us-central1")
+    assert "in region us-central1" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "fields"),
+    [
+        (Fault.permission_denied(), kgenv.AuthError, {"kind": "permission_denied"}),
+        (Fault.connection(), kgenv.ConnectionFailedError, {"kind": "connection", "retryable": True}),
+        (Fault.rate_limited(), kgenv.RateLimitedError, {"kind": "rate_limited", "service": "mock", "retryable": True}),
+        (Fault.transient(), kgenv.TransientError, {"kind": "transient", "retryable": True}),
+    ],
+)
+def test_fault_kinds_map_to_classes(world: MockWorld, fault: Fault, cls: type[kgenv.KgenvError], fields: dict[str, object]) -> None:
+    env = gce_env(world)
+    # Every call of the op fails, so retries (if any) cannot hide the fault.
+    world.fail_next("compute.get_firewall", fault, times=100)
+    with pytest.raises(cls) as e:
+        env.up(progress=False)
+    for k, v in fields.items():
+        assert getattr(e.value, k) == v, (k, e.value)
+    assert e.value.step == "firewall/kg-ssh"
+    # Steps after the failed one did not run.
+    assert not world.state()["containers"]
+
+
+def test_connection_errors_are_remote_errors(world: MockWorld) -> None:
+    env = gce_env(world)
+    world.fail_next("remote.connect", Fault.connection(), times=100)
+    with pytest.raises(kgenv.RemoteError) as e:
+        env.up(progress=False)
+    assert isinstance(e.value, kgenv.ConnectionFailedError) and e.value.endpoint
+    assert e.value.step == "host"
+    assert_consistent(env, world)
+
+
+def test_failed_command_fields(world: MockWorld) -> None:
+    world.set_host_gpus(0)
+    env = gce_env(world)
+    with pytest.raises(kgenv.CommandFailedError) as e:
+        env.up(progress=False)
+    assert e.value.step == "gpu" and e.value.exit_code == 127
+    assert "nvidia-smi" in (e.value.command or "") and "not found" in (e.value.stderr_tail or "")
+
+
+def test_real_backends_are_unavailable_until_wired() -> None:
+    env = kgenv.Env("kg", target="local", image=kgenv.Image(), container=kgenv.Container())
+    assert env.backends == "real" and env.world is None
+    with pytest.raises(kgenv.UnavailableError) as e:
+        env.plan()
+    assert e.value.backend == "real" and "MockWorld" in (e.value.hint or "")
+
+
+def test_env_is_locked_while_another_run_holds_it(world: MockWorld) -> None:
+    import threading
+
+    world.set_latency("compute.insert_instance", 0.5)
+    env = gce_env(world)
+    other = gce_env(world)
+    entered = threading.Event()
+    t = threading.Thread(target=lambda: env.up(on_event=lambda e: entered.set()))
+    t.start()
+    entered.wait()
+    try:
+        with pytest.raises(kgenv.EnvLockedError) as e:
+            other.up(progress=False)
+        assert e.value.reason == "locked" and str(e.value.path).endswith("kg.lock")
+        assert isinstance(e.value, kgenv.StateError)
+    finally:
+        t.join()
+
+
+def test_corrupt_state_is_a_state_error(env: kgenv.Env) -> None:
+    env.state_file.parent.mkdir(parents=True, exist_ok=True)
+    env.state_file.write_text("{not json")
+    with pytest.raises(kgenv.StateError) as e:
+        env.status()
+    assert e.value.reason == "corrupt" and e.value.path == env.state_file
+    assert "will not delete what it cannot read" in str(e.value)
+
+
+def test_exceptions_pickle_and_repr() -> None:
+    err = kgenv.StockoutError("zone us-central1-a has no capacity", zone="us-central1-a", resource="t4", step="instance")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is kgenv.StockoutError
+    assert (back.zone, back.step, str(back)) == ("us-central1-a", "instance", "zone us-central1-a has no capacity")
+    assert repr(err) == "StockoutError('zone us-central1-a has no capacity', zone='us-central1-a', resource='t4', step='instance')"
+    t = kgenv.OperationTimeoutError("waited", what="boot", after=60.0)
+    assert isinstance(t, TimeoutError) and t.what == "boot"
+    assert kgenv.KgenvError("x", brand_new_field=1).details == {"brand_new_field": 1}
