@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from pathlib import Path
 
 import kgenv
 from conftest import assert_consistent, gce_env
@@ -88,12 +89,18 @@ def test_failed_command_fields(world: MockWorld) -> None:
     assert "nvidia-smi" in (e.value.command or "") and "not found" in (e.value.stderr_tail or "")
 
 
-def test_real_backends_are_unavailable_until_wired() -> None:
-    env = kgenv.Env("kg", target="local", image=kgenv.Image(), container=kgenv.Container())
+def test_real_backends_plan_without_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No credential source at all: the real GCE client says so, and plan still runs,
+    # showing what it could not observe (as the CLI does). Nothing is contacted.
+    for var in ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    env = kgenv.Env("kg", instance=kgenv.Instance(project="my-project", zones=["us-central1-a"]), state_dir=tmp_path / "state")
     assert env.backends == "real" and env.world is None
-    with pytest.raises(kgenv.UnavailableError) as e:
-        env.plan()
-    assert e.value.backend == "real" and "MockWorld" in (e.value.hint or "")
+    plan = env.plan(progress=False)
+    instance = plan["instance"]
+    assert instance.change == "unknown", instance
+    assert any("no Google Cloud credentials" in d for d in instance.diff), instance.diff
 
 
 def test_env_is_locked_while_another_run_holds_it(world: MockWorld) -> None:

@@ -66,23 +66,9 @@ impl TokenSource {
         {
             return Ok(Self::Static(Secret::new(t)));
         }
-        if !credentials_source_present() {
-            // gcp_auth would fall through to the GCE metadata server; off GCE that is a
-            // probe of a link-local address kgenv has no business contacting.
-            return Err(BackendError::Unauthenticated {
-                service: "compute",
-                message: format!("no Google Cloud credentials found on this machine; {HOW_TO_AUTH}"),
-            });
-        }
-        match gcp_auth::provider().await {
+        match adc_provider().await {
             Ok(p) => Ok(Self::Provider(p)),
-            Err(e) => Err(BackendError::Unauthenticated {
-                service: "compute",
-                message: format!(
-                    "no Google Cloud credentials found ({}); {HOW_TO_AUTH}",
-                    crate::plan::error_chain(&e)
-                ),
-            }),
+            Err(message) => Err(BackendError::Unauthenticated { service: "compute", message }),
         }
     }
 
@@ -104,25 +90,35 @@ impl TokenSource {
     }
 }
 
-/// Whether any source Application Default Credentials would use exists, checked locally
-/// with no network call: a key file, gcloud's ADC file, the gcloud CLI, or a GCE VM (where
-/// the metadata server answers).
-pub fn credentials_source_present() -> bool {
-    let file = |p: std::path::PathBuf| p.is_file();
-    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some_and(|p| file(p.into())) {
-        return true;
+/// Application Default Credentials, choosing the source locally first: a key file
+/// (`GOOGLE_APPLICATION_CREDENTIALS`), gcloud's ADC file, the metadata server only on a GCE
+/// VM, then a logged-in gcloud CLI. gcp_auth's own discovery probes the metadata server on
+/// any machine; off GCE that is a link-local address kgenv has no business contacting.
+pub async fn adc_provider() -> Result<Arc<dyn gcp_auth::TokenProvider>, String> {
+    let fail = |what: &str, e: gcp_auth::Error| format!("{what}: {}; {HOW_TO_AUTH}", crate::plan::error_chain(&e));
+    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
+        return match gcp_auth::CustomServiceAccount::from_env() {
+            Ok(Some(p)) => Ok(Arc::new(p)),
+            Ok(None) => Err(format!("GOOGLE_APPLICATION_CREDENTIALS is empty; {HOW_TO_AUTH}")),
+            Err(e) => Err(fail("reading GOOGLE_APPLICATION_CREDENTIALS", e)),
+        };
     }
     let gcloud_dir = std::env::var_os("CLOUDSDK_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")));
-    if gcloud_dir.is_some_and(|d| file(d.join("application_default_credentials.json"))) {
-        return true;
+    if gcloud_dir.as_ref().is_some_and(|d| d.join("application_default_credentials.json").is_file()) {
+        return gcp_auth::ConfigDefaultCredentials::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("gcloud's application default credentials", e));
     }
-    let on_path = |name: &str| {
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| file(d.join(name))))
-    };
-    if on_path("gcloud") {
-        return true;
+    if on_gce() {
+        return gcp_auth::MetadataServiceAccount::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("the VM's service account", e));
     }
+    if gcloud_dir.is_some_and(|d| d.join("credentials.db").is_file()) {
+        return gcp_auth::GCloudAuthorizedUser::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("the gcloud CLI's login", e));
+    }
+    Err(format!("no Google Cloud credentials found on this machine; {HOW_TO_AUTH}"))
+}
+
+/// Whether this machine is a GCE VM (from its DMI product name; no network call).
+fn on_gce() -> bool {
     std::fs::read_to_string("/sys/class/dmi/id/product_name").is_ok_and(|p| p.contains("Google"))
 }
