@@ -24,6 +24,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod keys;
 pub mod mock;
