@@ -348,7 +348,8 @@ impl ContainerEngine for DockerEngine {
             .docker
             .create_container(Some(opts), create_body(req))
             .await
-            .map_err(self.err(&format!("container {}", req.name)))?;
+            // The container does not exist yet: a 404 is about its image.
+            .map_err(self.err(&format!("image {} for container {}", req.image, req.name)))?;
         for w in created.warnings {
             tracing::warn!("docker: creating {}: {w}", req.name);
         }
