@@ -8,7 +8,9 @@ mod docker_support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use docker_support::{base_image, engine, free_port, require_engine, unique, Cleanup, Collect, Via};
+use docker_support::{
+    base_image, engine, free_port, require_engine, unique, Cleanup, Collect, Via,
+};
 use futures::StreamExt;
 
 /// A `docker-registry serve` on a free loopback port, killed on drop.
@@ -35,9 +37,16 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start docker-registry ({e}): install Debian's docker-registry (scripts/setup/50-docker.sh does)"));
-        let reg = Self { child, port, _dir: dir };
+        let reg = Self {
+            child,
+            port,
+            _dir: dir,
+        };
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return reg;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -62,46 +71,95 @@ async fn pushed_image(reg: &Registry, cleanup: &mut Cleanup, tag: &str) -> Strin
     let base = base_image().await;
     let dockerfile = format!("FROM {base}\nRUN head -c 4000000 /dev/urandom > /payload\n");
     use kgenv_core::backends::container::ContainerEngine;
-    engine.build_image(&reference, &dockerfile, &Default::default(), &|_| {}).await.expect("build");
-    let opts = bollard::query_parameters::PushImageOptionsBuilder::default().tag(tag).build();
+    engine
+        .build_image(&reference, &dockerfile, &Default::default(), &|_| {})
+        .await
+        .expect("build");
+    let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(tag)
+        .build();
     let repo = format!("127.0.0.1:{}/kgenv-test/pull", reg.port);
     let mut push = engine.client().push_image(&repo, Some(opts), None);
     while let Some(ev) = push.next().await {
         ev.expect("push to the local registry");
     }
-    let rm = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
-    engine.client().remove_image(&reference, Some(rm), None).await.expect("remove the local tag");
+    let rm = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    engine
+        .client()
+        .remove_image(&reference, Some(rm), None)
+        .await
+        .expect("remove the local tag");
     reference
 }
 
 async fn pull_reports_bytes_per_layer(via: Via) {
     let reg = Registry::start().await;
     let mut cleanup = Cleanup::default();
-    let reference = pushed_image(&reg, &mut cleanup, &unique(&format!("{via:?}").to_lowercase())).await;
+    let reference = pushed_image(
+        &reg,
+        &mut cleanup,
+        &unique(&format!("{via:?}").to_lowercase()),
+    )
+    .await;
     let (engine, remote) = engine(via).await;
-    assert!(engine.inspect_image(&reference).await.expect("inspect").is_none());
+    assert!(engine
+        .inspect_image(&reference)
+        .await
+        .expect("inspect")
+        .is_none());
 
     let seen = Collect::default();
     let sink = seen.clone();
-    engine.pull_image(&reference, &move |p| sink.push(p)).await.expect("pull");
-    let img = engine.inspect_image(&reference).await.expect("inspect").expect("pulled");
+    engine
+        .pull_image(&reference, &move |p| sink.push(p))
+        .await
+        .expect("pull");
+    let img = engine
+        .inspect_image(&reference)
+        .await
+        .expect("inspect")
+        .expect("pulled");
     assert!(img.id.starts_with("sha256:"));
 
-    let bytes: Vec<(String, u64, Option<u64>)> = seen.bytes().into_iter().filter(|(i, _, _)| !i.ends_with("(extract)")).collect();
-    assert!(!bytes.is_empty(), "byte progress reported: {:?}", seen.0.lock().expect("lock"));
+    let bytes: Vec<(String, u64, Option<u64>)> = seen
+        .bytes()
+        .into_iter()
+        .filter(|(i, _, _)| !i.ends_with("(extract)"))
+        .collect();
+    assert!(
+        !bytes.is_empty(),
+        "byte progress reported: {:?}",
+        seen.0.lock().expect("lock")
+    );
     // The new layer ends at its full size, which is the 4 MB payload compressed (random
     // data does not compress).
     let (item, done, total) = bytes.last().cloned().expect("a report");
     assert!(item.starts_with("layer "), "{item}");
     assert_eq!(Some(done), total, "the last report is the complete layer");
-    assert!(done >= 4_000_000 && done < 4_200_000, "layer of {done} bytes");
+    assert!(
+        done >= 4_000_000 && done < 4_200_000,
+        "layer of {done} bytes"
+    );
     let lines = seen.lines(kgenv_core::backends::Stream::Stdout);
-    assert!(lines.iter().any(|l| l.contains("already exists")), "the base layers were not downloaded again: {lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("Status: Downloaded newer image")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("already exists")),
+        "the base layers were not downloaded again: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Status: Downloaded newer image")),
+        "{lines:?}"
+    );
 
     // A tag the registry does not have is a typed not-found.
     let missing = format!("127.0.0.1:{}/kgenv-test/pull:no-such-tag", reg.port);
-    let err = engine.pull_image(&missing, &|_| {}).await.expect_err("no such tag");
+    let err = engine
+        .pull_image(&missing, &|_| {})
+        .await
+        .expect_err("no such tag");
     assert!(err.is_not_found(), "{err}");
     if let Some(r) = remote {
         assert!(r.opened() > 0);

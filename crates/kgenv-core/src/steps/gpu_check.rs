@@ -182,6 +182,7 @@ pub async fn gpu_report(engine: &dyn ContainerEngine, container: &str) -> Backen
 pub struct GpuCheckStep {
     container: String,
     wants_gpu: bool,
+    asks_gpu: bool,
     deps: Vec<String>,
 }
 
@@ -191,6 +192,7 @@ impl GpuCheckStep {
         Self {
             container: container.name.clone(),
             wants_gpu: gpu_required(env, container),
+            asks_gpu: container.gpus != Gpus::None,
             deps: vec!["container".into()],
         }
     }
@@ -219,6 +221,10 @@ impl Step for GpuCheckStep {
         vec![format!("docker exec {} sh -c <probe: nvidia-smi, libcuda along LD_LIBRARY_PATH, torch.cuda.is_available()>", self.container)]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
+        if !self.asks_gpu {
+            // `gpus = "none"`: nothing to check, and no warning about a GPU nobody asked for.
+            return Ok(CheckOutcome::satisfied());
+        }
         let engine = ctx.engine().await?;
         let report = gpu_report(engine.as_ref(), &self.container).await?;
         for l in report.lines() {
