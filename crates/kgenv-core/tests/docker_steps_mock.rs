@@ -137,6 +137,10 @@ async fn a_required_gpu_is_an_error_and_none_never_asks() {
     assert_eq!(ok.outcome("container"), Some(&Outcome::Changed));
     assert!(!world.state().gpu_containers.contains("kgenv-kg"));
     assert!(
+        !world.calls().iter().any(|c| c.op == "engine.exec"),
+        "no GPU probe when no GPU was asked for"
+    );
+    assert!(
         !warnings(&events)
             .iter()
             .any(|m| m.contains("without a GPU")),
