@@ -139,7 +139,7 @@ async fn pull_reports_bytes_per_layer(via: Via) {
     assert!(item.starts_with("layer "), "{item}");
     assert_eq!(Some(done), total, "the last report is the complete layer");
     assert!(
-        done >= 4_000_000 && done < 4_200_000,
+        (4_000_000..4_200_000).contains(&done),
         "layer of {done} bytes"
     );
     let lines = seen.lines(kgenv_core::backends::Stream::Stdout);
