@@ -456,6 +456,27 @@ async fn pull_of_a_missing_image_is_typed(via: Via) {
         .is_none());
 }
 
+#[tokio::test]
+async fn a_tunnel_that_cannot_reach_the_socket_says_why() {
+    use kgenv_core::backends::container::EngineLocation;
+    let remote = docker_support::SocketRemote::to("/nonexistent/kgenv-test/docker.sock");
+    let err = kgenv_core::docker::DockerConnector::new()
+        .open(EngineLocation::Remote(remote.clone()))
+        .await
+        .expect_err("no socket there");
+    assert!(err.is_retryable(), "a connection error: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("test@socket-forward:0:/var/run/docker.sock"),
+        "{text}"
+    );
+    assert!(
+        text.contains("No such file or directory"),
+        "the cause is kept in the message: {text}"
+    );
+    assert!(remote.opened() >= 1);
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod local {

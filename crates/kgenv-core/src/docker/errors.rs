@@ -21,14 +21,33 @@ pub(crate) fn map_err(err: DockerError, what: &str, endpoint: &str) -> BackendEr
             hint: format!("no Docker engine socket at {path}: install and start Docker, or set DOCKER_HOST"),
         },
         e @ (DockerError::HyperLegacyError { .. } | DockerError::HyperResponseError { .. } | DockerError::IOError { .. }) => {
-            BackendError::Connection { endpoint: format!("docker engine at {endpoint}"), message: e.to_string(), source: Some(Box::new(e)) }
+            let mut message = chain(&e);
+            if message.to_ascii_lowercase().contains("permission denied") {
+                message.push_str(". The login user cannot open the engine socket: add it to the `docker` group (`sudo usermod -aG docker USER`, then log in again)");
+            }
+            BackendError::Connection { endpoint: format!("docker engine at {endpoint}"), message, source: Some(Box::new(e)) }
         }
+
         e @ DockerError::APIVersionParseError {} => BackendError::Other {
             message: format!("the engine at {endpoint} did not say which API version it speaks; is it a Docker Engine?"),
             source: Some(Box::new(e)),
         },
         e => BackendError::Other { message: format!("docker ({what}): {e}"), source: Some(Box::new(e)) },
     }
+}
+
+/// An error and its sources, `: `-joined (hyper's "client error (Connect)" alone says little).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }
 
 /// Maps an HTTP error status of the Engine API.

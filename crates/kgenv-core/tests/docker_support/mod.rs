@@ -63,6 +63,14 @@ impl SocketRemote {
         })
     }
 
+    /// A remote whose engine socket is at `socket` on this machine.
+    pub fn to(socket: &str) -> Arc<Self> {
+        Arc::new(Self {
+            socket: socket.into(),
+            opened: AtomicUsize::new(0),
+        })
+    }
+
     /// Streams opened so far.
     pub fn opened(&self) -> usize {
         self.opened.load(Ordering::SeqCst)
