@@ -68,17 +68,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let socket = arg(&args, "--socket").unwrap_or_else(|| "/var/run/docker.sock".into());
 
     let t0 = Instant::now();
-    let at =
-        match via.as_str() {
-            "local" => EngineLocation::Local,
-            "forward" => EngineLocation::Remote(Arc::new(Forward(socket))),
-            // Once the SSH layer is merged, `ssh` connects with its RemoteConnector and passes
-            // `EngineLocation::Remote(session)`; the script already has the sshd for it.
-            other => return Err(format!(
+    let at = match via.as_str() {
+        "local" => EngineLocation::Local,
+        "forward" => EngineLocation::Remote(Arc::new(Forward(socket))),
+        // Once the SSH layer is merged, `ssh` connects with its RemoteConnector and passes
+        // `EngineLocation::Remote(session)`; the script already has the sshd for it.
+        other => {
+            return Err(format!(
                 "--via {other}: use local or forward (ssh needs the SSH layer's RemoteConnector)"
             )
-            .into()),
-        };
+            .into())
+        }
+    };
     let engine: Arc<dyn ContainerEngine> = DockerConnector::new().connect(at).await?;
     // One call to warm the connection pool, as a CLI session would after connecting.
     engine
