@@ -32,6 +32,7 @@ cleanup() {
   sleep 0.2
   userdel "$user" >/dev/null 2>&1 || true
   docker rm -f "$name" >/dev/null 2>&1 || true
+  docker rmi kgenv-bench/busybox >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
