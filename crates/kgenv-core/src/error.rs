@@ -199,6 +199,15 @@ pub enum BackendError {
         /// The last lines of its stderr.
         stderr_tail: String,
     },
+    /// The host cannot give a container the GPU it asked for: the engine has no `nvidia`
+    /// device driver (the NVIDIA Container Toolkit is missing) or the host has no GPU.
+    #[error("{host} cannot give the container a GPU: {message}")]
+    GpuUnavailable {
+        /// The engine or host (`local`, `user@host:22`).
+        host: String,
+        /// The engine's message and what to do.
+        message: String,
+    },
     /// The backend is not available in this build or configuration.
     #[error("{backend} backend unavailable: {hint}")]
     Unavailable {
@@ -260,6 +269,11 @@ impl BackendError {
         matches!(self, Self::NotFound { .. })
     }
 
+    /// Whether the host cannot give a container a GPU (no NVIDIA container runtime or no GPU).
+    pub fn is_gpu_unavailable(&self) -> bool {
+        matches!(self, Self::GpuUnavailable { .. })
+    }
+
     /// Whether the error means credentials are missing or rejected.
     pub fn is_auth(&self) -> bool {
         matches!(
@@ -284,6 +298,7 @@ impl BackendError {
             Self::HostKeyMismatch { .. } => "host_key_mismatch",
             Self::Connection { .. } => "connection",
             Self::CommandFailed { .. } => "command_failed",
+            Self::GpuUnavailable { .. } => "gpu_unavailable",
             Self::Unavailable { .. } => "unavailable",
             Self::Io { .. } => "io",
             Self::Cancelled => "cancelled",

@@ -25,6 +25,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod github;
 pub mod http;

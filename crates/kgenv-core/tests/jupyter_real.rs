@@ -493,7 +493,7 @@ fn container_runs_the_supervisor_and_binds_as_published() {
         env.image.clone().expect("i"),
         env.jupyter.clone().expect("j"),
     );
-    let req = ContainerStep::new(&env, c, i, Vec::new()).request();
+    let req = ContainerStep::new(&env, c, i, Vec::new()).request(&[]);
     let cmd = req.command.expect("a command");
     assert_eq!(
         cmd.last().map(String::as_str),

@@ -16,6 +16,43 @@ pub struct EngineImage {
     pub id: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The image's environment (`KEY=value`), e.g. to find CUDA's stub directory in
+    /// `LD_LIBRARY_PATH`.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// What the engine says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// Engine version (`27.3.1`).
+    pub version: String,
+    /// API version in use (`1.47`).
+    pub api_version: String,
+    /// Registered OCI runtimes (`runc`, `nvidia`).
+    pub runtimes: Vec<String>,
+    /// The default runtime.
+    pub default_runtime: String,
+}
+
+impl EngineInfo {
+    /// Whether the NVIDIA container runtime is registered (the sign of a host set up for
+    /// GPU containers). An engine may also serve GPU requests through the toolkit's hook
+    /// alone, so `false` is a hint, not a proof.
+    pub fn has_nvidia_runtime(&self) -> bool {
+        self.runtimes.iter().any(|r| r == "nvidia") || self.default_runtime == "nvidia"
+    }
+}
+
+/// Which logs to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogOptions {
+    /// Keep streaming new lines until the container stops (or the caller drops the call).
+    pub follow: bool,
+    /// Only the last `n` lines; `None`: all.
+    pub tail: Option<u64>,
+    /// Prefix each line with its RFC 3339 timestamp.
+    pub timestamps: bool,
 }
 
 /// A port published from the container to the host.
@@ -63,6 +100,9 @@ pub struct ContainerRequest {
     pub labels: BTreeMap<String, String>,
     /// Command, or the image's default.
     pub command: Option<Vec<String>>,
+    /// Working directory, or the image's default.
+    #[serde(default)]
+    pub working_dir: Option<String>,
 }
 
 /// What kgenv knows of an existing container.
@@ -103,13 +143,23 @@ pub trait ContainerEngine: Send + Sync {
     async fn start_container(&self, name: &str) -> BackendResult<()>;
     /// Removes a container, stopping it first.
     async fn remove_container(&self, name: &str) -> BackendResult<()>;
-    /// Runs a command in a running container.
+    /// Runs a command in a running container, streaming its output lines to `progress`.
     async fn exec(
         &self,
         container: &str,
         cmd: &[String],
         progress: ProgressFn<'_>,
     ) -> BackendResult<ExecOutput>;
+    /// Streams a container's log lines to `progress`; with `follow`, until the container
+    /// stops or the caller drops the future.
+    async fn logs(
+        &self,
+        container: &str,
+        opts: LogOptions,
+        progress: ProgressFn<'_>,
+    ) -> BackendResult<()>;
+    /// Version and runtimes of the engine.
+    async fn info(&self) -> BackendResult<EngineInfo>;
 }
 
 /// Where the engine lives.

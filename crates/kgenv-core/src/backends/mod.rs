@@ -100,7 +100,7 @@ impl Backends {
             },
             storage: unavailable::Unavailable::arc("storage", hint),
             remote: Arc::new(crate::ssh::SshConnector::new()),
-            engine: unavailable::Unavailable::arc("engine", hint),
+            engine: Arc::new(crate::docker::DockerConnector::new()),
             kaggle: unavailable::Unavailable::arc("kaggle", hint),
             github: match crate::github::GitHubClient::from_env() {
                 Ok(c) => Arc::new(c),

@@ -117,6 +117,10 @@ pub struct WorldState {
     pub images: BTreeMap<String, EngineImage>,
     /// Engine containers by name.
     pub containers: BTreeMap<String, ContainerInfo>,
+    /// Containers created with a GPU request (starting one fails when `host_gpus` is 0,
+    /// as a real engine without the NVIDIA runtime does).
+    #[serde(default)]
+    pub gpu_containers: std::collections::BTreeSet<String>,
     /// GitHub keys with their scope.
     pub github_keys: Vec<(KeyScope, GithubKeyInfo)>,
     /// Competitions and their files.

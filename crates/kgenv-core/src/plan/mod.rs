@@ -7,6 +7,7 @@
 
 mod events;
 mod executor;
+mod ops;
 mod step;
 
 pub use events::{Change, Event, EventSink, Phase};

@@ -28,7 +28,7 @@ pub use container::{parse_size, Container, ContainerBuilder, Gpus, Mount, Publis
 pub use data::{Data, DataBuilder};
 pub use firewall::{Firewall, FirewallBuilder};
 pub use github_key::{GithubKey, GithubKeyBuilder};
-pub use image::{Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_GPU_IMAGE};
+pub use image::{Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO};
 pub use instance::{
     image_min_disk_gb, Instance, InstanceBuilder, DEFAULT_DISK_GB, DEFAULT_GPU_TYPE,
     DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
@@ -294,11 +294,13 @@ impl EnvBuilder {
             .github_key
             .map(|b| b.default_title(&name).build().map_err(|e| e.within("github_key")))
             .transpose()?;
-        let image = self.image.map(|b| b.build().map_err(|e| e.within("image"))).transpose()?;
         let container = self
             .container
             .map(|b| b.default_name(&name).build().map_err(|e| e.within("container")))
             .transpose()?;
+        // A container that asks for no GPU runs Kaggle's CPU image unless `base` says otherwise.
+        let cpu = container.as_ref().is_some_and(|c| c.gpus == Gpus::None);
+        let image = self.image.map(|b| b.default_cpu(cpu).build().map_err(|e| e.within("image"))).transpose()?;
         if container.is_some() && image.is_none() {
             return Err(ValidationError::new("image", "[container] needs an [image] section (it can be empty to use Kaggle's GPU image)"));
         }

@@ -2,19 +2,33 @@
 //! modern `--runtime nvidia`), Jupyter's port on the host's 127.0.0.1, the bucket mount with
 //! `rslave` propagation, data and workdir mounted. Same spec keeps the container; a changed
 //! spec recreates it.
+//!
+//! Two things the guide did by hand happen here:
+//! - CUDA's stub directory (`/usr/local/cuda/lib64/stubs`) in the image's `LD_LIBRARY_PATH`
+//!   shadows the driver's `libcuda` and makes `torch.cuda.is_available()` false
+//!   (docker-python issue 361). The container gets the image's `LD_LIBRARY_PATH` without the
+//!   stub directories, unless the user set `LD_LIBRARY_PATH` in the spec.
+//! - A host whose engine has no NVIDIA runtime cannot start a container that asks for GPUs.
+//!   When the spec requires a GPU ([`super::gpu_check::gpu_required`]) that stops the run with
+//!   [`BackendError::GpuUnavailable`]; with the default `gpus = "all"` the container is
+//!   created without the GPU request, with a warning, and labelled [`GPU_FALLBACK_LABEL`]: a
+//!   later `up` recreates it with GPUs once the engine reports the NVIDIA runtime.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use super::hostfs::HostFs;
-use crate::backends::container::{BindMount, ContainerRequest, PortPublish};
+use crate::backends::container::{BindMount, ContainerEngine, ContainerRequest, PortPublish};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Container, Env, Gpus, Image};
 
 /// Label holding the hash of the create request, to tell "same spec" from "changed".
 pub const SPEC_HASH_LABEL: &str = "kgenv.spec-hash";
+/// Label on a container created without the GPUs its spec asked for, because the engine
+/// could not give any (value: `true`).
+pub const GPU_FALLBACK_LABEL: &str = "kgenv.gpu-fallback";
 /// Where the Jupyter config directory is mounted inside the container.
 pub const JUPYTER_DIR_IN_CONTAINER: &str = "/etc/kgenv/jupyter";
 
@@ -26,6 +40,7 @@ pub struct ContainerStep {
     image: Image,
     bucket_mount: Option<String>,
     with_jupyter: bool,
+    gpu_required: bool,
     deps: Vec<String>,
 }
 
@@ -35,32 +50,63 @@ impl ContainerStep {
         Self {
             env: env.name.clone(),
             host_dir: env.host_dir(),
-            spec,
             image,
             bucket_mount: env.bucket.as_ref().map(|b| b.mount_point.clone()),
             with_jupyter: env.jupyter.is_some(),
+            gpu_required: super::gpu_check::gpu_required(env, &spec),
+            spec,
             deps,
         }
     }
 
     /// Host directories the container mounts.
     fn host_dirs(&self) -> [String; 3] {
-        [format!("{}/input", self.host_dir), format!("{}/working", self.host_dir), format!("{}/jupyter", self.host_dir)]
+        [
+            format!("{}/input", self.host_dir),
+            format!("{}/working", self.host_dir),
+            format!("{}/jupyter", self.host_dir),
+        ]
     }
 
-    /// The create request (without the spec-hash label).
-    pub fn request(&self) -> ContainerRequest {
+    /// The create request (without the spec-hash label) for the image whose environment is
+    /// `image_env` (`KEY=value`, from the image's config).
+    pub fn request(&self, image_env: &[String]) -> ContainerRequest {
         let [input, working, jupyter] = self.host_dirs();
         let mut mounts = vec![
-            BindMount { source: input, target: "/kaggle/input".into(), read_only: true, propagation: None },
-            BindMount { source: working, target: self.spec.workdir.clone(), read_only: false, propagation: None },
-            BindMount { source: jupyter, target: JUPYTER_DIR_IN_CONTAINER.into(), read_only: true, propagation: None },
+            BindMount {
+                source: input,
+                target: "/kaggle/input".into(),
+                read_only: true,
+                propagation: None,
+            },
+            BindMount {
+                source: working,
+                target: self.spec.workdir.clone(),
+                read_only: false,
+                propagation: None,
+            },
+            BindMount {
+                source: jupyter,
+                target: JUPYTER_DIR_IN_CONTAINER.into(),
+                read_only: true,
+                propagation: None,
+            },
         ];
         if let Some(mp) = &self.bucket_mount {
             // rslave: a gcsfuse mount made (or remade) on the host after start shows inside.
-            mounts.push(BindMount { source: mp.clone(), target: mp.clone(), read_only: false, propagation: Some("rslave".into()) });
+            mounts.push(BindMount {
+                source: mp.clone(),
+                target: mp.clone(),
+                read_only: false,
+                propagation: Some("rslave".into()),
+            });
         }
-        mounts.extend(self.spec.mounts.iter().map(|m| BindMount { source: m.source.clone(), target: m.target.clone(), read_only: m.read_only, propagation: None }));
+        mounts.extend(self.spec.mounts.iter().map(|m| BindMount {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            propagation: None,
+        }));
         let command = if self.with_jupyter {
             // A supervisor loop: Jupyter starts once its config lands, restarts if it crashes
             // or its config or certificate changes (tested against the real jupyter_server).
@@ -78,25 +124,92 @@ impl ContainerStep {
                 Gpus::Count(n) => Some(n),
                 Gpus::None => None,
             },
-            ports: self.spec.ports.iter().map(|p| PortPublish {
-                container_port: p.container as u16,
-                host_port: p.host.unwrap_or(p.container) as u16,
-                host_ip: p.bind.clone().unwrap_or_else(|| "127.0.0.1".into()),
-            }).collect(),
+            ports: self
+                .spec
+                .ports
+                .iter()
+                .map(|p| PortPublish {
+                    container_port: p.container as u16,
+                    host_port: p.host.unwrap_or(p.container) as u16,
+                    host_ip: p.bind.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                })
+                .collect(),
             mounts,
             shm_size_bytes: self.spec.shm_size_bytes,
-            env: self.spec.env.clone(),
+            env: container_env(&self.spec.env, image_env),
             labels,
             command: Some(vec!["sh".into(), "-c".into(), command]),
+            working_dir: Some(self.spec.workdir.clone()),
         }
     }
 
-    fn hashed_request(&self) -> (ContainerRequest, String) {
-        let mut req = self.request();
+    /// The request for the image as it is in the engine, and its hash (also set as label).
+    async fn hashed_request(
+        &self,
+        engine: &dyn ContainerEngine,
+    ) -> Result<Option<(ContainerRequest, String)>> {
+        let Some(image) = engine.inspect_image(&self.image.run_reference()).await? else {
+            return Ok(None);
+        };
+        let mut req = self.request(&image.env);
         let hash = super::short_hash(&serde_json::to_vec(&req).unwrap_or_default());
         req.labels.insert(SPEC_HASH_LABEL.into(), hash.clone());
-        (req, hash)
+        Ok(Some((req, hash)))
     }
+
+    /// Starts `req`'s container; when the engine cannot give it GPUs and the spec does not
+    /// require them, recreates it without the GPU request.
+    async fn start_or_fall_back(
+        &self,
+        ctx: &StepCtx,
+        engine: &dyn ContainerEngine,
+        req: &ContainerRequest,
+    ) -> Result<()> {
+        match engine.start_container(&req.name).await {
+            Err(e @ BackendError::GpuUnavailable { .. })
+                if !self.gpu_required && req.gpus.is_some() =>
+            {
+                ctx.warn(format!("{e}; running {} without a GPU (set `gpus = \"none\"` to silence this, or a GPU count to make it an error)", req.name));
+                engine.remove_container(&req.name).await?;
+                let mut cpu = req.clone();
+                cpu.gpus = None;
+                cpu.labels.insert(GPU_FALLBACK_LABEL.into(), "true".into());
+                engine.create_container(&cpu).await?;
+                engine.start_container(&cpu.name).await?;
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The container's environment: the user's variables, plus the image's `LD_LIBRARY_PATH`
+/// without CUDA stub directories when the image has such an entry (docker-python issue 361)
+/// and the user did not set `LD_LIBRARY_PATH` themselves.
+pub fn container_env(
+    user: &BTreeMap<String, String>,
+    image_env: &[String],
+) -> BTreeMap<String, String> {
+    let mut env = user.clone();
+    if env.contains_key("LD_LIBRARY_PATH") {
+        return env;
+    }
+    let image_path = image_env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
+    if let Some(path) = image_path {
+        let kept: Vec<&str> = path.split(':').filter(|d| !is_stub_dir(d)).collect();
+        if kept.len() != path.split(':').count() {
+            env.insert("LD_LIBRARY_PATH".into(), kept.join(":"));
+        }
+    }
+    env
+}
+
+/// Whether a library directory is one of CUDA's link-time stub directories.
+pub fn is_stub_dir(dir: &str) -> bool {
+    dir.trim_end_matches('/').ends_with("/stubs")
 }
 
 #[async_trait]
@@ -108,52 +221,137 @@ impl Step for ContainerStep {
         &self.deps
     }
     fn summary(&self) -> String {
-        let ports: Vec<String> = self.spec.ports.iter().map(|p| format!("{}:{}→{}", p.bind.as_deref().unwrap_or("127.0.0.1"), p.host.unwrap_or(p.container), p.container)).collect();
-        format!("container {} from {} (GPUs: {:?}, ports {})", self.spec.name, self.image.run_reference(), self.spec.gpus, ports.join(", "))
+        let ports: Vec<String> = self
+            .spec
+            .ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}→{}",
+                    p.bind.as_deref().unwrap_or("127.0.0.1"),
+                    p.host.unwrap_or(p.container),
+                    p.container
+                )
+            })
+            .collect();
+        format!(
+            "container {} from {} (GPUs: {:?}, ports {})",
+            self.spec.name,
+            self.image.run_reference(),
+            self.spec.gpus,
+            ports.join(", ")
+        )
     }
     fn planned_actions(&self) -> Vec<String> {
         vec![format!("docker: create + start {}", self.spec.name)]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let engine = ctx.engine().await?;
-        let (_, hash) = self.hashed_request();
         let Some(info) = engine.inspect_container(&self.spec.name).await? else {
             return Ok(CheckOutcome::missing(self.planned_actions()));
         };
         if info.labels.get(super::OWNER_LABEL) != Some(&self.env) {
-            return Err(BackendError::AlreadyExists { resource: format!("container {} (not created by kgenv; set `container.name`)", self.spec.name) }.into());
-        }
-        if info.labels.get(SPEC_HASH_LABEL) != Some(&hash) {
-            let mut diff = vec![format!("spec changed (hash {} → {hash})", info.labels.get(SPEC_HASH_LABEL).map_or("none", String::as_str))];
-            if info.image != self.image.run_reference() {
-                diff.push(format!("image: {} → {}", info.image, self.image.run_reference()));
+            return Err(BackendError::AlreadyExists {
+                resource: format!(
+                    "container {} (not created by kgenv; set `container.name`)",
+                    self.spec.name
+                ),
             }
-            return Ok(CheckOutcome::drifted(diff, vec![format!("docker: remove + create + start {}", self.spec.name)]));
+            .into());
+        }
+        let Some((_, hash)) = self.hashed_request(engine.as_ref()).await? else {
+            return Ok(CheckOutcome::drifted(
+                vec![format!(
+                    "image {} is not in the engine",
+                    self.image.run_reference()
+                )],
+                vec![format!(
+                    "docker: remove + create + start {}",
+                    self.spec.name
+                )],
+            ));
+        };
+        if info.labels.get(SPEC_HASH_LABEL) != Some(&hash) {
+            let mut diff = vec![format!(
+                "spec changed (hash {} → {hash})",
+                info.labels
+                    .get(SPEC_HASH_LABEL)
+                    .map_or("none", String::as_str)
+            )];
+            if info.image != self.image.run_reference() {
+                diff.push(format!(
+                    "image: {} → {}",
+                    info.image,
+                    self.image.run_reference()
+                ));
+            }
+            return Ok(CheckOutcome::drifted(
+                diff,
+                vec![format!(
+                    "docker: remove + create + start {}",
+                    self.spec.name
+                )],
+            ));
+        }
+        if info.labels.contains_key(GPU_FALLBACK_LABEL) {
+            if engine.info().await?.has_nvidia_runtime() {
+                return Ok(CheckOutcome::drifted(
+                    vec!["running without a GPU, and the engine now has the NVIDIA runtime".into()],
+                    vec![format!(
+                        "docker: remove + create + start {} with GPUs",
+                        self.spec.name
+                    )],
+                ));
+            }
+            ctx.warn(format!(
+                "{} runs without a GPU: the engine has no NVIDIA runtime",
+                self.spec.name
+            ));
         }
         if !info.running {
-            return Ok(CheckOutcome::drifted(vec!["stopped → running".into()], vec![format!("docker: start {}", self.spec.name)]));
+            return Ok(CheckOutcome::drifted(
+                vec!["stopped → running".into()],
+                vec![format!("docker: start {}", self.spec.name)],
+            ));
         }
         Ok(CheckOutcome::satisfied())
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let engine = ctx.engine().await?;
-        let (req, hash) = self.hashed_request();
+        let (req, hash) =
+            self.hashed_request(engine.as_ref())
+                .await?
+                .ok_or_else(|| BackendError::NotFound {
+                    resource: format!(
+                        "image {} (the image step makes it)",
+                        self.image.run_reference()
+                    ),
+                })?;
         let dirs = self.host_dirs();
-        HostFs::of(ctx).await?.mkdirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        HostFs::of(ctx)
+            .await?
+            .mkdirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>())
+            .await?;
         if let Some(info) = engine.inspect_container(&self.spec.name).await? {
-            if info.labels.get(SPEC_HASH_LABEL) == Some(&hash) {
-                engine.start_container(&self.spec.name).await?;
+            let fallback_can_go = info.labels.contains_key(GPU_FALLBACK_LABEL)
+                && engine.info().await?.has_nvidia_runtime();
+            if info.labels.get(SPEC_HASH_LABEL) == Some(&hash) && !fallback_can_go {
+                if !info.running {
+                    self.start_or_fall_back(ctx, engine.as_ref(), &req).await?;
+                }
                 return Ok(());
             }
-            ctx.log(format!("spec changed: recreating {}", self.spec.name));
+            ctx.log(format!("recreating {}", self.spec.name));
             engine.remove_container(&self.spec.name).await?;
         }
         engine.create_container(&req).await?;
-        ctx.state.update("container", |r| {
-            r.created.insert("container".into(), self.spec.name.clone());
-            r.spec_hash = Some(hash.clone());
-        }).await?;
-        engine.start_container(&self.spec.name).await?;
+        ctx.state
+            .update("container", |r| {
+                r.created.insert("container".into(), self.spec.name.clone());
+                r.spec_hash = Some(hash.clone());
+            })
+            .await?;
+        self.start_or_fall_back(ctx, engine.as_ref(), &req).await?;
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
@@ -166,7 +364,9 @@ impl Step for ContainerStep {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        ctx.state.update("container", |r| *r = Default::default()).await?;
+        ctx.state
+            .update("container", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

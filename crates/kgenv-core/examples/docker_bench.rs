@@ -1,0 +1,105 @@
+//! Times N container inspects through kgenv's Docker layer, for `scripts/bench/docker.sh`.
+//!
+//! ```text
+//! cargo run --release -p kgenv-core --example docker_bench -- --via local   --container NAME -n 100
+//! cargo run --release -p kgenv-core --example docker_bench -- --via forward --container NAME -n 100
+//! ```
+//!
+//! `local` uses `DOCKER_HOST` (the script points it at an OpenSSH-forwarded socket to time a
+//! tunnel); `forward` uses the tunnelled transport with an in-process `Remote` whose
+//! `open_unix` connects to the local socket (no SSH). Prints one line:
+//! `kgenv <via> n=<N> connect_ms=<..> total_ms=<..> per_call_us=<..>`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kgenv_core::backends::container::{ContainerEngine, EngineConnector, EngineLocation};
+use kgenv_core::backends::remote::{ByteStream, ExecOutput, ExecRequest, Remote};
+use kgenv_core::backends::{BackendResult, ProgressFn};
+use kgenv_core::docker::DockerConnector;
+use kgenv_core::BackendError;
+
+/// A `Remote` that only forwards `open_unix` to this machine's socket.
+struct Forward(String);
+
+#[async_trait]
+impl Remote for Forward {
+    fn endpoint(&self) -> String {
+        "bench@forward:0".into()
+    }
+    async fn exec(
+        &self,
+        _req: ExecRequest,
+        _progress: ProgressFn<'_>,
+    ) -> BackendResult<ExecOutput> {
+        Err(BackendError::other("not used by the benchmark"))
+    }
+    async fn put_file(&self, _path: &str, _content: &[u8], _mode: u32) -> BackendResult<()> {
+        Err(BackendError::other("not used by the benchmark"))
+    }
+    async fn read_file(&self, _path: &str) -> BackendResult<Option<Vec<u8>>> {
+        Err(BackendError::other("not used by the benchmark"))
+    }
+    async fn open_tcp(&self, _host: &str, _port: u16) -> BackendResult<Box<dyn ByteStream>> {
+        Err(BackendError::other("not used by the benchmark"))
+    }
+    async fn open_unix(&self, _path: &str) -> BackendResult<Box<dyn ByteStream>> {
+        let s = tokio::net::UnixStream::connect(&self.0)
+            .await
+            .map_err(|e| BackendError::io("connecting to the docker socket", e))?;
+        Ok(Box::new(s))
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let via = arg(&args, "--via").unwrap_or_else(|| "local".into());
+    let container = arg(&args, "--container").ok_or("--container NAME is required")?;
+    let n: u32 = arg(&args, "-n").map_or(Ok(100), |v| v.parse())?;
+    let socket = arg(&args, "--socket").unwrap_or_else(|| "/var/run/docker.sock".into());
+
+    let t0 = Instant::now();
+    let at = match via.as_str() {
+        "local" => EngineLocation::Local,
+        "forward" => EngineLocation::Remote(Arc::new(Forward(socket))),
+        // Once the SSH layer is merged, `ssh` connects with its RemoteConnector and passes
+        // `EngineLocation::Remote(session)`; the script already has the sshd for it.
+        other => {
+            return Err(format!(
+                "--via {other}: use local or forward (ssh needs the SSH layer's RemoteConnector)"
+            )
+            .into())
+        }
+    };
+    let engine: Arc<dyn ContainerEngine> = DockerConnector::new().connect(at).await?;
+    // One call to warm the connection pool, as a CLI session would after connecting.
+    engine
+        .inspect_container(&container)
+        .await?
+        .ok_or("no such container")?;
+    let connect_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let t = Instant::now();
+    for _ in 0..n {
+        let info = engine.inspect_container(&container).await?;
+        if !info.is_some_and(|c| c.running) {
+            return Err("the container stopped during the benchmark".into());
+        }
+    }
+    let total = t.elapsed();
+    println!(
+        "kgenv {via} n={n} connect_ms={connect_ms:.1} total_ms={:.1} per_call_us={:.0}",
+        total.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e6 / f64::from(n.max(1))
+    );
+    Ok(())
+}
