@@ -129,6 +129,27 @@ pub enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Show the container's logs (Jupyter's output among them).
+    Logs {
+        /// Keep following new lines until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+    },
+    /// Run a command in the container: `kgenv exec -- python -c 'import torch'`.
+    Exec {
+        /// The command, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// What the container sees of the GPU (nvidia-smi, driver, CUDA, torch).
+    Gpu,
+    /// Stop the GCE instance and keep its disk: the GPU stops billing. `up` or `start` resumes.
+    Stop,
+    /// Start the stopped GCE instance (and pin its host keys again if needed).
+    Start,
     /// Open an SSH tunnel to Jupyter and print its URL; runs until Ctrl-C.
     Jupyter {
         /// Local port of the tunnel (0 picks a free one).

@@ -142,6 +142,55 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let order: Vec<String> = runner.steps().iter().map(|s| s.id().to_string()).collect();
     match &cli.command {
         Command::Init { .. } => Ok(()),
+        Command::Logs { follow, tail } => {
+            let opts = kgenv_core::backends::container::LogOptions { follow: *follow, tail: *tail, timestamps: false };
+            let print = |e: Event| {
+                if let Event::Log { line, .. } = e {
+                    out!("{line}");
+                }
+            };
+            tokio::select! {
+                r = runner.logs(opts, print) => r,
+                () = cancel.cancelled() => Ok(()),
+            }
+        }
+        Command::Exec { command } => {
+            let output = runner.exec(command, |e| if let Event::Log { line, stream, .. } = e {
+                match stream {
+                    kgenv_core::backends::Stream::Stdout => out!("{line}"),
+                    kgenv_core::backends::Stream::Stderr => eprintln!("{line}"),
+                }
+            }).await?;
+            if output.success() {
+                Ok(())
+            } else {
+                Err(kgenv_core::BackendError::CommandFailed { command: command.join(" "), exit_code: output.exit_code, stderr_tail: String::new() }.into())
+            }
+        }
+        Command::Gpu => {
+            let report = runner.gpu_report().await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&report) {
+                    out!("{s}");
+                }
+            } else {
+                out!("{report:#?}");
+            }
+            Ok(())
+        }
+        Command::Stop | Command::Start => {
+            let stop = matches!(cli.command, Command::Stop);
+            let sink = move |e: Event| renderer.event(&e);
+            let info = if stop { runner.stop_instance(sink).await? } else { runner.start_instance(sink).await? };
+            if json {
+                if let Ok(s) = serde_json::to_string(&info) {
+                    out!("{s}");
+                }
+            } else {
+                out!("{}: {:?}{}", info.at, info.status, info.external_ip.as_deref().map(|ip| format!(" at {ip}")).unwrap_or_default());
+            }
+            Ok(())
+        }
         Command::Ssh { tty, command } => ssh(&runner, command, *tty, cli.global.mock),
         Command::Jupyter { port, show_token } => jupyter(&runner, *port, *show_token, &cancel).await,
         Command::Steps => {
