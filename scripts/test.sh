@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export KGENV_REPO="$ROOT"
 export KGENV_VENV="${KGENV_VENV:-$ROOT/.venv}"
+# The test wheel is built unoptimised: it then shares its dependency builds with
+# `cargo test` (a release wheel would compile every dependency once more on a cold
+# machine). Benchmarks build their own release wheel.
+export KGENV_PY_PROFILE="${KGENV_PY_PROFILE:-dev}"
 
 echo "== setup"
 for s in scripts/setup/*.sh; do
