@@ -24,7 +24,9 @@
 
 pub mod backends;
 pub mod config;
+pub mod download;
 pub mod error;
+pub mod gcs;
 pub mod keys;
 pub mod mock;
 pub mod paths;

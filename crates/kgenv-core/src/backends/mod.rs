@@ -38,6 +38,21 @@ pub enum Progress {
         /// Total bytes, when known.
         total: Option<u64>,
     },
+    /// Bytes of a long transfer (a download), with its measured rate and the time it
+    /// expects to need for the rest. Sinks that only know [`Progress::Bytes`] can treat it
+    /// the same way.
+    Transfer {
+        /// What is being transferred: a file name, or `total` for all files of a pull.
+        item: String,
+        /// Bytes done so far.
+        done: u64,
+        /// Total bytes, when known.
+        total: Option<u64>,
+        /// Recent rate in bytes per second (smoothed).
+        bytes_per_sec: u64,
+        /// Seconds left at the recent rate, when the total is known and the rate is not 0.
+        eta_secs: Option<u64>,
+    },
     /// One line of output.
     Line {
         /// Which stream it came from.
