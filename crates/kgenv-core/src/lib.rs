@@ -27,6 +27,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod gcs;
+pub mod kaggle;
 pub mod keys;
 pub mod mock;
 pub mod paths;
