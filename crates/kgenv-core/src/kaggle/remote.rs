@@ -206,12 +206,8 @@ enum AgentLine {
     Log {
         line: String,
     },
-    Result {
-        value: serde_json::Value,
-    },
-    Error {
-        error: WireError,
-    },
+    Result(serde_json::Value),
+    Error(WireError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -227,10 +223,9 @@ fn encode(line: AgentLine) -> String {
 }
 
 fn decode(line: &str) -> Option<AgentLine> {
-    if !line.contains(TAG) {
-        return None;
-    }
-    serde_json::from_str::<Tagged>(line.trim())
+    // The line may carry a prefix (a test harness, a shell); the JSON starts at the tag.
+    let start = line.find(&format!("{{\"{TAG}\""))?;
+    serde_json::from_str::<Tagged>(line[start..].trim())
         .ok()
         .map(|t| t.line)
 }
@@ -256,9 +251,10 @@ pub async fn agent_main() -> i32 {
     let input = match read {
         Ok(i) => i,
         Err(e) => {
-            print(AgentLine::Error {
-                error: WireError::from(&BackendError::io("reading the request", e)),
-            });
+            print(AgentLine::Error(WireError::from(&BackendError::io(
+                "reading the request",
+                e,
+            ))));
             return 1;
         }
     };
@@ -271,13 +267,11 @@ pub async fn agent_main() -> i32 {
     };
     match result {
         Ok(value) => {
-            print(AgentLine::Result { value });
+            print(AgentLine::Result(value));
             0
         }
         Err(e) => {
-            print(AgentLine::Error {
-                error: WireError::from(&e),
-            });
+            print(AgentLine::Error(WireError::from(&e)));
             1
         }
     }
@@ -533,8 +527,8 @@ impl RemoteKaggle {
         let host = self.remote.endpoint();
         for line in out.stdout_text().lines().rev() {
             match decode(line) {
-                Some(AgentLine::Result { value }) => return Ok(value),
-                Some(AgentLine::Error { error }) => return Err(error.into_error(&host)),
+                Some(AgentLine::Result(value)) => return Ok(value),
+                Some(AgentLine::Error(error)) => return Err(error.into_error(&host)),
                 _ => {}
             }
         }
@@ -612,6 +606,10 @@ mod tests {
             Some(AgentLine::Progress { done: 5, .. })
         ));
         assert!(decode("Welcome to Ubuntu").is_none());
+        assert!(matches!(
+            decode(&format!("test agent ... {l}")),
+            Some(AgentLine::Progress { done: 5, .. })
+        ));
         assert!(decode("{\"kgenv_agent\": 1, \"bogus\": {}}").is_none());
     }
 
