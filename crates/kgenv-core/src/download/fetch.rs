@@ -102,6 +102,14 @@ impl UrlCell {
     pub(crate) fn describe(&self) -> String {
         self.source.describe()
     }
+
+    /// Bytes arrived: the URL works, so the refresh budget starts again (a long download
+    /// outlives many signed URLs; only refreshes that bring no progress count).
+    pub(crate) fn progressed(&self) {
+        if self.refreshes.load(Ordering::Relaxed) != 0 {
+            self.refreshes.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the first request learnt about the object.
@@ -320,6 +328,7 @@ pub(crate) async fn fetch_range(
                         }
                     }
                     let mut failure = None;
+                    url.progressed();
                     loop {
                         match resp.chunk().await {
                             Ok(Some(b)) => {

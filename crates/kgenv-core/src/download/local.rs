@@ -21,6 +21,7 @@ use crate::backends::{BackendResult, ProgressFn};
 use crate::error::BackendError;
 
 const WRITE_BUF: usize = 1 << 20;
+const FLUSH_EVERY: u64 = 64 << 20;
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
     let context = context.into();
@@ -217,6 +218,9 @@ pub(crate) async fn ranged(
     let mut meter = Meter::new(item, Some(total), resumed);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut workers_done = false;
+    // Start writeback while the download runs, so the final fsync has little left to do
+    // and the disk works in parallel with the network.
+    let (mut since_flush, mut flushing) = (0u64, None::<tokio::task::JoinHandle<()>>);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -224,6 +228,15 @@ pub(crate) async fn ranged(
                     ledger.mark(idx, crc);
                     if let Some((s, p)) = store(&ledger) {
                         blocking(move || s.store(&p).map_err(io_err(format!("writing {}", p.display())))).await?;
+                    }
+                    let (s, e) = ledger.range(idx);
+                    since_flush += e - s;
+                    if since_flush >= FLUSH_EVERY && flushing.as_ref().is_none_or(|h| h.is_finished()) {
+                        since_flush = 0;
+                        let f = file.clone();
+                        flushing = Some(tokio::task::spawn_blocking(move || {
+                            let _ = f.sync_data();
+                        }));
                     }
                 }
                 None if workers_done => break,
@@ -241,6 +254,9 @@ pub(crate) async fn ranged(
                 progress(meter.progress(done));
             }
         }
+    }
+    if let Some(h) = flushing {
+        let _ = h.await;
     }
     let done = counter.load(Ordering::Relaxed);
     meter.update(done);

@@ -68,7 +68,8 @@ pub struct DownloadOptions {
     pub retry_min_delay: Duration,
     /// Whole-file attempts after a checksum mismatch or a changed object (default 3).
     pub file_attempts: u32,
-    /// Fresh signed URLs fetched per file before giving up (default 20).
+    /// Fresh signed URLs fetched in a row without any bytes arriving before giving up
+    /// (default 5); any progress resets the count.
     pub max_url_refreshes: u32,
 }
 
@@ -80,7 +81,7 @@ impl Default for DownloadOptions {
             max_retries: 8,
             retry_min_delay: Duration::from_millis(200),
             file_attempts: 3,
-            max_url_refreshes: 20,
+            max_url_refreshes: 5,
         }
     }
 }

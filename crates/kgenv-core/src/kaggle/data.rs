@@ -14,9 +14,12 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::client::KaggleClient;
+use super::remote::{AgentCommand, RemoteKaggle};
 use crate::backends::kaggle::{DataFile, Kaggle};
-use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
+use crate::backends::{BackendResult, Progress, ProgressFn, Remote, Stream};
 use crate::download::{self, checksum, ChunkSink, DownloadOptions, Downloader, TransferError};
 use crate::error::BackendError;
 use crate::gcs::{GcsClient, GsPath, ResumableUpload};
@@ -463,6 +466,12 @@ impl Kaggle for KaggleData {
             Dest::Local(dir) => self.fetch_local(competition, file, &dir, progress).await,
             Dest::Gs(gs) => self.fetch_gs(competition, file, &gs, progress).await,
         }
+    }
+    fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        let remote = RemoteKaggle::new(host, &self.client, AgentCommand::current()?)
+            .download(self.dl.options().clone())
+            .extract(self.extract);
+        Ok(Some(Arc::new(remote)))
     }
 }
 
