@@ -25,7 +25,7 @@ pub mod remote;
 
 pub use client::KaggleClient;
 pub use credentials::Credentials;
-pub use data::{Dest, KaggleData};
+pub use data::{Dest, KaggleData, LazyKaggle};
 pub use env::KaggleEndpoint;
 pub use pull::{list_files, pull, pull_with, PullEvent, PullOptions, PullReport};
 pub use remote::{agent_main, AgentCommand, RemoteKaggle};
