@@ -24,7 +24,7 @@ pub mod upload;
 
 pub use api::ObjectInfo;
 pub use transport::GcsClient;
-pub use upload::ResumableUpload;
+pub use upload::{ResumableUpload, SavedUpload};
 
 use async_trait::async_trait;
 

@@ -99,18 +99,20 @@ impl GcsClient {
         })
     }
 
-    /// Continues a session saved with [`ResumableUpload::session_uri`] and
-    /// [`ResumableUpload::persisted`]; `crc` is the CRC32C of the persisted bytes.
+    /// Continues a saved session. `saved` says where it may stand: `persisted` bytes, or,
+    /// when a chunk was in flight at the interruption, that many more. Which one is asked
+    /// of the server: GCS answers a status query (`Content-Range: bytes */*`); under
+    /// `STORAGE_EMULATOR_HOST` (fake-gcs-server finalizes on that query) an empty chunk at
+    /// the saved offset returns the CRC32C of what the server holds, which picks the
+    /// candidate. Neither matching is an error (start a new session).
     pub async fn resume_upload(
         &self,
         bucket: &str,
         name: &str,
-        session_uri: &str,
-        persisted: u64,
-        crc: u32,
+        saved: &SavedUpload,
     ) -> BackendResult<ResumableUpload> {
         let what = format!("gs://{bucket}/{name}");
-        let session = Url::parse(session_uri).map_err(|e| BackendError::InvalidArgument {
+        let session = Url::parse(&saved.session).map_err(|e| BackendError::InvalidArgument {
             resource: what.clone(),
             message: format!("bad upload session URI: {e}"),
         })?;
@@ -118,19 +120,58 @@ impl GcsClient {
             client: self.clone(),
             session,
             what,
-            persisted,
-            crc,
+            persisted: saved.persisted,
+            crc: saved.crc,
             done: None,
             retry: DownloadOptions::default(),
         };
-        if !self.is_emulated() {
-            let server = up.status().await?;
-            if server != persisted {
-                // The CRC of what the server has is only known for our own record.
-                return Err(BackendError::transient("storage", format!("{}: the server holds {server} bytes, kgenv recorded {persisted}; restarting the upload", up.what)));
-            }
+        let mut candidates = vec![(saved.persisted, saved.crc)];
+        if let Some((len, crc)) = saved.next {
+            candidates.push((saved.persisted + len, crc));
         }
-        Ok(up)
+        let found = if self.is_emulated() {
+            let server_crc = up.emulator_crc(saved.persisted).await?;
+            candidates.into_iter().find(|&(_, c)| c == server_crc)
+        } else {
+            let server = up.status().await?;
+            candidates.into_iter().find(|&(n, _)| n == server)
+        };
+        match found {
+            Some((persisted, crc)) => {
+                up.persisted = persisted;
+                up.crc = crc;
+                Ok(up)
+            }
+            None => Err(BackendError::transient(
+                "storage",
+                format!(
+                    "{}: the server holds bytes kgenv has no record of; starting a new upload",
+                    up.what
+                ),
+            )),
+        }
+    }
+}
+
+/// What a process records to continue an upload later.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedUpload {
+    /// Session URI (a capability: keep it private).
+    pub session: String,
+    /// Bytes acknowledged by the server.
+    pub persisted: u64,
+    /// CRC32C of those bytes.
+    pub crc: u32,
+    /// The chunk in flight when this was recorded: its length and the CRC32C up to its end.
+    pub next: Option<(u64, u32)>,
+}
+
+impl std::fmt::Debug for SavedUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedUpload")
+            .field("persisted", &self.persisted)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,6 +213,29 @@ impl ResumableUpload {
                 let n = o.size;
                 self.done = Some(o);
                 Ok(n)
+            }
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(BackendError::NotFound {
+                resource: format!("upload session for {}", self.what),
+            }),
+            _ => Err(status_error(resp, &self.what).await),
+        }
+    }
+
+    /// fake-gcs-server only: the CRC32C of what it holds, from an empty chunk at `at`
+    /// (it appends nothing, does not finalize, and answers with the object so far).
+    async fn emulator_crc(&mut self, at: u64) -> BackendResult<u32> {
+        let range = format!("bytes {at}-{}/*", at as i64 - 1);
+        let req = self
+            .client
+            .request(Method::PUT, self.session.clone())
+            .await?
+            .header(CONTENT_RANGE, range)
+            .header(CONTENT_LENGTH, 0);
+        let resp = req.send().await.map_err(|e| map_err(&self.what, e))?;
+        match resp.status() {
+            StatusCode::PERMANENT_REDIRECT => {
+                let o: ObjectInfo = decode(resp, &self.what).await?;
+                Ok(o.crc32c().unwrap_or(0))
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(BackendError::NotFound {
                 resource: format!("upload session for {}", self.what),

@@ -22,7 +22,7 @@ use crate::backends::kaggle::{DataFile, Kaggle};
 use crate::backends::{BackendResult, Progress, ProgressFn, Remote, Stream};
 use crate::download::{self, checksum, ChunkSink, DownloadOptions, Downloader, TransferError};
 use crate::error::BackendError;
-use crate::gcs::{GcsClient, GsPath, ResumableUpload};
+use crate::gcs::{GcsClient, GsPath, ResumableUpload, SavedUpload};
 
 /// Where files land.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,13 +116,13 @@ fn marker_path(dir: &Path, rel: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The resume record of a `gs://` upload (mode 0600: the session URI is a capability).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UploadState {
-    session: String,
     validator: String,
     total: u64,
-    persisted: u64,
-    crc: u32,
+    #[serde(flatten)]
+    saved: SavedUpload,
 }
 
 fn upload_state_path(gs: &GsPath, object: &str) -> PathBuf {
@@ -144,14 +144,28 @@ struct RecordingSink<'a> {
 #[async_trait]
 impl ChunkSink for RecordingSink<'_> {
     async fn put(&mut self, offset: u64, data: bytes::Bytes, last: bool) -> BackendResult<()> {
-        self.up.put_chunk(offset, data, last).await?;
-        if let (Some(v), false) = (&self.validator, last) {
+        // Recorded BEFORE the chunk goes out: where the upload stands, and where it will
+        // stand if the server takes this chunk. A resumed run asks the server which.
+        if let Some(v) = &self.validator {
+            let persisted = self.up.persisted();
+            let skip = usize::try_from(persisted.saturating_sub(offset))
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let rest = &data[skip..];
             let s = UploadState {
-                session: self.up.session_uri().into(),
                 validator: v.clone(),
                 total: self.total,
-                persisted: self.up.persisted(),
-                crc: self.up.crc32c(),
+                saved: SavedUpload {
+                    session: self.up.session_uri().into(),
+                    persisted,
+                    crc: self.up.crc32c(),
+                    next: (!rest.is_empty()).then(|| {
+                        (
+                            rest.len() as u64,
+                            crc32c::crc32c_append(self.up.crc32c(), rest),
+                        )
+                    }),
+                },
             };
             let bytes = serde_json::to_vec(&s).map_err(|e| BackendError::other(e.to_string()))?;
             let path = self.state.clone();
@@ -160,7 +174,7 @@ impl ChunkSink for RecordingSink<'_> {
                 .map_err(|e| BackendError::other(e.to_string()))?
                 .map_err(|e| BackendError::io(format!("writing {}", self.state.display()), e))?;
         }
-        Ok(())
+        self.up.put_chunk(offset, data, last).await
     }
 }
 
@@ -361,10 +375,7 @@ impl KaggleData {
             let mut resumed = None;
             if let (Some(s), Some(v), Some(t)) = (saved, &validator, total) {
                 if s.validator == *v && s.total == t && transfer.ranges() {
-                    match gcs
-                        .resume_upload(&gs.bucket, &object, &s.session, s.persisted, s.crc)
-                        .await
-                    {
+                    match gcs.resume_upload(&gs.bucket, &object, &s.saved).await {
                         Ok(up) => resumed = Some(up),
                         Err(e) => {
                             tracing::info!(error = %e, "cannot resume the upload of {object}; starting it over")
