@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+
 /// kgenv — a Kaggle GPU analysis environment in one command.
 ///
 /// kgenv creates a GCE VM with a GPU (or uses an SSH host or this machine), mounts a GCS
@@ -129,6 +130,11 @@ pub enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Kaggle competition data, no environment needed: list files, pull them here or to gs://.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Show the container's logs (Jupyter's output among them).
     Logs {
         /// Keep following new lines until Ctrl-C.
@@ -159,4 +165,31 @@ pub enum Command {
         #[arg(long)]
         show_token: bool,
     },
+}
+
+/// `kgenv data …`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// List a competition's files and sizes.
+    List {
+        /// The competition's slug (the part after /competitions/ in its URL).
+        competition: String,
+    },
+    /// Download a competition's files: parallel, resumable, verified.
+    Pull {
+        /// The competition's slug.
+        competition: String,
+        /// A directory, or gs://bucket/prefix to stream straight into a bucket.
+        #[arg(long, default_value = ".")]
+        dest: String,
+        /// Only files matching this glob (repeatable), e.g. --files '*.csv'.
+        #[arg(long, value_name = "GLOB")]
+        files: Vec<String>,
+        /// Unpack the .zip files Kaggle serves.
+        #[arg(long)]
+        extract: bool,
+    },
+    /// Runs on a VM for the data step (reads one JSON request on stdin).
+    #[command(hide = true)]
+    Agent,
 }

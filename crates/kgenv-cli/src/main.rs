@@ -103,6 +103,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Init { force } = &cli.command {
         return init(&cli.global.config, *force);
     }
+    if let Command::Data { command } = &cli.command {
+        return data(command, cli.global.json).await;
+    }
     let overrides = Overrides {
         target: cli.global.target.map(|t| match t {
             TargetArg::Gce => "gce".to_string(),
@@ -141,7 +144,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.global.json;
     let order: Vec<String> = runner.steps().iter().map(|s| s.id().to_string()).collect();
     match &cli.command {
-        Command::Init { .. } => Ok(()),
+        Command::Init { .. } | Command::Data { .. } => Ok(()),
         Command::Logs { follow, tail } => {
             let opts = kgenv_core::backends::container::LogOptions { follow: *follow, tail: *tail, timestamps: false };
             let print = |e: Event| {
@@ -342,6 +345,69 @@ async fn jupyter(runner: &Runner, port: u16, show_token: bool, cancel: &Cancella
         cancel.cancelled().await;
     }
     Ok(())
+}
+
+async fn data(command: &cli::DataCommand, json: bool) -> Result<(), Error> {
+    use kgenv_core::kaggle::{self, PullEvent, PullOptions};
+    match command {
+        cli::DataCommand::Agent => std::process::exit(kaggle::agent_main().await),
+        cli::DataCommand::List { competition } => {
+            let files = kaggle::list_files(competition).await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&files) {
+                    out!("{s}");
+                }
+                return Ok(());
+            }
+            let total: u64 = files.iter().map(|f| f.size).sum();
+            for f in &files {
+                out!("{:>14}  {}", f.size, f.name);
+            }
+            out!("{} file(s), {total} bytes", files.len());
+            Ok(())
+        }
+        cli::DataCommand::Pull { competition, dest, files, extract } => {
+            let mut opts = PullOptions::new(dest.clone()).extract(*extract);
+            for g in files {
+                opts = opts.files(g.clone());
+            }
+            let last = std::sync::Mutex::new(std::time::Instant::now());
+            let on_event = move |e: PullEvent| {
+                if json {
+                    if let Ok(s) = serde_json::to_string(&e) {
+                        out!("{s}");
+                    }
+                    return;
+                }
+                match &e {
+                    PullEvent::Progress { item, done, total, bytes_per_sec, eta_secs } => {
+                        // A line a second is plenty on a log; bars would need a terminal.
+                        let mut t = last.lock().unwrap_or_else(|p| p.into_inner());
+                        if t.elapsed() >= std::time::Duration::from_secs(1) {
+                            *t = std::time::Instant::now();
+                            let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                            let eta = eta_secs.map(|s| format!(", {}m{:02}s left", s / 60, s % 60)).unwrap_or_default();
+                            eprintln!("  {item}: {done}{of} bytes, {:.1} MB/s{eta}", *bytes_per_sec as f64 / 1e6);
+                        }
+                    }
+                    PullEvent::Listed { competition, files, selected, bytes } => eprintln!("{competition}: {selected} of {files} file(s) selected, {bytes} bytes"),
+                    PullEvent::Skipped { file, .. } => eprintln!("  {file}: already complete"),
+                    PullEvent::Started { file, size } => eprintln!("  {file}: fetching {size} bytes"),
+                    PullEvent::Finished { file, bytes } => eprintln!("  {file}: done ({bytes} bytes)"),
+                    PullEvent::Log { line } => eprintln!("  {line}"),
+                }
+            };
+            let report = kaggle::pull(competition, &opts, &on_event).await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&serde_json::json!({ "result": report })) {
+                    out!("{s}");
+                }
+            } else {
+                out!("pulled {} file(s), {} already complete, {} bytes in {:.1}s", report.fetched, report.skipped, report.bytes, report.elapsed_ms as f64 / 1000.0);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn init(path: &Path, force: bool) -> Result<(), Error> {

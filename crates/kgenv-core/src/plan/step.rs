@@ -158,7 +158,17 @@ impl StepCtx {
     pub fn progress(&self, p: Progress) {
         let step = self.step.clone();
         self.events.emit(match p {
-            Progress::Bytes { item, done, total } => Event::Progress { step, item, done, total },
+            Progress::Bytes { item, done, total } => {
+                Event::Progress { step, item, done, total, bytes_per_sec: None, eta_secs: None }
+            }
+            Progress::Transfer { item, done, total, bytes_per_sec, eta_secs } => Event::Progress {
+                step,
+                item,
+                done,
+                total,
+                bytes_per_sec: Some(bytes_per_sec),
+                eta_secs,
+            },
             Progress::Line { stream, line } => Event::Log { step, stream, line },
         });
     }
