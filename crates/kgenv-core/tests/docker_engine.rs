@@ -1,6 +1,8 @@
-//! The Docker layer against the real Docker Engine on this machine, each test twice: through
-//! the local socket, and through the tunnelled transport (a test `Remote` whose `open_unix`
-//! forwards to the same socket — the lead re-runs the suite over a real sshd).
+//! The Docker layer against the real Docker Engine on this machine, each test three times:
+//! through the local socket; through the tunnelled transport over a test `Remote` whose
+//! `open_unix` forwards to the same socket (no SSH); and through a real OpenSSH sshd on
+//! 127.0.0.1 with kgenv's russh session, the engine API carried by `direct-streamlocal`
+//! channels to `/var/run/docker.sock`.
 
 mod docker_support;
 
@@ -486,6 +488,10 @@ macro_rules! both {
         mod tunnel {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Tunnel).await })*
+        }
+        mod ssh {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Ssh).await })*
         }
     };
 }
