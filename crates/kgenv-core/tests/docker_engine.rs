@@ -479,6 +479,36 @@ async fn a_tunnel_that_cannot_reach_the_socket_says_why() {
     assert!(remote.opened() >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ssh_tunnel_that_cannot_reach_the_socket_says_why() {
+    use kgenv_core::backends::container::EngineLocation;
+    // sshd answers a streamlocal open it cannot connect with a bare "connect failed", for a
+    // missing socket and for one the login user may not open alike: the error names the
+    // socket and both causes, with the docker-group fix.
+    let sshd = docker_support::start_sshd();
+    let remote = docker_support::ssh_session(&sshd).await;
+    let err = kgenv_core::docker::DockerConnector::new()
+        .remote_socket("/nonexistent/kgenv-test/docker.sock")
+        .open(EngineLocation::Remote(remote))
+        .await
+        .expect_err("no socket there");
+    assert!(err.is_retryable(), "a connection error: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("/nonexistent/kgenv-test/docker.sock"),
+        "names the socket: {text}"
+    );
+    assert!(
+        text.contains("`docker` group"),
+        "says how to fix access: {text}"
+    );
+    assert!(
+        sshd.log().contains("/nonexistent/kgenv-test/docker.sock"),
+        "the open reached sshd:\n{}",
+        sshd.log()
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod local {
