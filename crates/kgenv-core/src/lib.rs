@@ -26,12 +26,12 @@
 pub mod backends;
 pub mod config;
 pub mod docker;
+pub mod download;
 pub mod error;
+pub mod gce;
+pub mod gcs;
 pub mod github;
 pub mod http;
-pub mod gce;
-pub mod download;
-pub mod gcs;
 pub mod kaggle;
 pub mod keys;
 pub mod mock;

@@ -172,7 +172,10 @@ pub(crate) fn start_gpus(
                 return Err(BackendError::CommandFailed {
                     command: format!("nvidia-smi in {container} (no GPU visible)"),
                     exit_code: 127,
-                    stderr_tail: report.problem.clone().unwrap_or_else(|| "nvidia-smi: not found".into()),
+                    stderr_tail: report
+                        .problem
+                        .clone()
+                        .unwrap_or_else(|| "nvidia-smi: not found".into()),
                 }
                 .into());
             }

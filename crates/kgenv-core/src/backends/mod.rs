@@ -119,7 +119,9 @@ impl Backends {
             remote: Arc::new(crate::ssh::SshConnector::new()),
             engine: Arc::new(crate::docker::DockerConnector::new()),
             // Credentials are read on first use, so environments without [[data]] need none.
-            kaggle: Arc::new(crate::kaggle::LazyKaggle::new(crate::download::DownloadOptions::default())),
+            kaggle: Arc::new(crate::kaggle::LazyKaggle::new(
+                crate::download::DownloadOptions::default(),
+            )),
             github: match crate::github::GitHubClient::from_env() {
                 Ok(c) => Arc::new(c),
                 Err(e) => unavailable::Unavailable::arc("github", e.to_string()),

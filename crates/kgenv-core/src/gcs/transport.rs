@@ -134,7 +134,12 @@ impl GcsClient {
             Auth::Adc(cell) => {
                 let provider = cell
                     .get_or_try_init(|| async {
-                        crate::gce::auth::adc_provider().await.map_err(|message| BackendError::Unauthenticated { service: SERVICE, message })
+                        crate::gce::auth::adc_provider().await.map_err(|message| {
+                            BackendError::Unauthenticated {
+                                service: SERVICE,
+                                message,
+                            }
+                        })
                     })
                     .await?;
                 let token =

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use crate::backends::remote::{ExecRequest, HostAddr};
 use crate::backends::no_progress;
+use crate::backends::remote::{ExecRequest, HostAddr};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Target};
@@ -30,11 +30,9 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             trust_on_first_use: h.trust_on_first_use,
         }),
         Target::Gce => {
-            let ip = state.fact("instance", "external_ip").ok_or_else(|| BackendError::Connection {
-                endpoint: format!("instance {}", env.name),
-                message: "no external IP recorded: the instance does not exist yet (run `kgenv up`)".into(),
-                source: None,
-            })?;
+            let ip = state
+                .fact("instance", "external_ip")
+                .ok_or_else(|| no_instance_address(&env.name))?;
             let pinned = state
                 .fact("instance", "host_keys")
                 .map(|k| k.lines().map(str::to_string).collect())
@@ -48,7 +46,21 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
                 trust_on_first_use: false,
             })
         }
-        Target::Local => Err(BackendError::Unavailable { backend: "remote", hint: "the local target has no SSH host".into() }.into()),
+        Target::Local => Err(BackendError::Unavailable {
+            backend: "remote",
+            hint: "the local target has no SSH host".into(),
+        }
+        .into()),
+    }
+}
+
+/// The error for a gce host whose instance has no recorded address yet.
+fn no_instance_address(env: &str) -> BackendError {
+    const WHY: &str = "no external IP recorded: the instance does not exist yet (run `kgenv up`)";
+    BackendError::Connection {
+        endpoint: format!("instance {env}"),
+        message: WHY.into(),
+        source: None,
     }
 }
 
@@ -89,7 +101,12 @@ impl Step for HostStep {
             Some(remote) => {
                 let out = remote.exec(ExecRequest::new("true"), &no_progress).await?;
                 if !out.success() {
-                    return Err(BackendError::CommandFailed { command: "true".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
+                    return Err(BackendError::CommandFailed {
+                        command: "true".into(),
+                        exit_code: out.exit_code,
+                        stderr_tail: out.stderr_tail(),
+                    }
+                    .into());
                 }
             }
             None => {
@@ -99,21 +116,34 @@ impl Step for HostStep {
         // `ssh <env>` works once kgenv's Host block matches the address it logs in with.
         if ctx.ssh_config().is_some() && ctx.env.target != Target::Local {
             let addr = host_addr(ctx).await?;
-            let recorded = ctx.state.snapshot().await.fact("host", "ssh_config").map(str::to_string);
+            let recorded = ctx
+                .state
+                .snapshot()
+                .await
+                .fact("host", "ssh_config")
+                .map(str::to_string);
             if recorded.as_deref() != Some(&ssh_config_stamp(&addr)) {
-                return Ok(CheckOutcome::missing(vec![format!("write the `Host {}` block and the `Include` in ~/.ssh/config", ctx.env.name)]));
+                return Ok(CheckOutcome::missing(vec![format!(
+                    "write the `Host {}` block and the `Include` in ~/.ssh/config",
+                    ctx.env.name
+                )]));
             }
         }
         Ok(CheckOutcome::satisfied())
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         // Reaching the host happened in `check`; what is left is the user's SSH config.
-        let Some(files) = ctx.ssh_config() else { return Ok(()) };
+        let Some(files) = ctx.ssh_config() else {
+            return Ok(());
+        };
         let addr = host_addr(ctx).await?;
         files.write_host(&ctx.env.name, &addr)?;
         ctx.state
             .update("host", |r| {
-                r.created.insert("ssh_config".into(), files.kgenv_config.display().to_string());
+                r.created.insert(
+                    "ssh_config".into(),
+                    files.kgenv_config.display().to_string(),
+                );
                 r.facts.insert("ssh_config".into(), ssh_config_stamp(&addr));
             })
             .await?;
@@ -121,14 +151,21 @@ impl Step for HostStep {
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
-        let recorded = ctx.state.snapshot().await.step("host").is_some_and(|r| !r.created.is_empty());
+        let recorded = ctx
+            .state
+            .snapshot()
+            .await
+            .step("host")
+            .is_some_and(|r| !r.created.is_empty());
         if !recorded {
             return Ok(Destroyed::Nothing);
         }
         if let Some(files) = ctx.ssh_config() {
             files.remove_host(&ctx.env.name)?;
         }
-        ctx.state.update("host", |r| *r = Default::default()).await?;
+        ctx.state
+            .update("host", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }
