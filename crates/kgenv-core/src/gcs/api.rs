@@ -122,3 +122,22 @@ pub(super) struct ErrorDetail {
     #[serde(default)]
     pub(super) message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_buckets_ask_for_uniform_bucket_level_access() {
+        let body =
+            serde_json::to_value(NewBucket::uniform("kgenv-data", "us-central1")).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "name": "kgenv-data",
+                "location": "us-central1",
+                "iamConfiguration": { "uniformBucketLevelAccess": { "enabled": true } }
+            })
+        );
+    }
+}
