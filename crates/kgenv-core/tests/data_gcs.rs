@@ -201,7 +201,7 @@ async fn pulls_straight_into_a_bucket_and_resumes_after_a_kill() {
         })
         .unwrap_or_else(|| panic!("the second run resumed the upload: {out:?}"));
     assert!(
-        resumed_at > 0 && resumed_at % (256 * 1024) == 0,
+        resumed_at > 0 && resumed_at.is_multiple_of(256 * 1024),
         "resumed at {resumed_at}"
     );
     let refetched = fake.served() - size;
