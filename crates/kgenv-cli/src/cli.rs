@@ -43,7 +43,13 @@ Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent), 130
 #[derive(Debug, Args)]
 pub struct Global {
     /// The config file.
-    #[arg(short, long, global = true, env = "KGENV_CONFIG", default_value = "kgenv.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "KGENV_CONFIG",
+        default_value = "kgenv.toml"
+    )]
     pub config: PathBuf,
     /// Run on this target instead of the config's (gce-only sections are then ignored).
     #[arg(long, global = true, value_enum)]

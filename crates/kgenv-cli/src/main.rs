@@ -36,7 +36,10 @@ const EXIT_CANCELLED: u8 = 130;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -66,14 +69,20 @@ fn init_tracing(verbose: u8) {
         1 => "info,kgenv_core=info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 fn report_error(e: &Error, json: bool) {
     if json {
-        let mut obj = serde_json::json!({ "error": { "kind": e.kind(), "message": error_chain(e) } });
+        let mut obj =
+            serde_json::json!({ "error": { "kind": e.kind(), "message": error_chain(e) } });
         if let Error::Config(c) = e {
             obj["error"]["file"] = serde_json::json!(c.path);
             obj["error"]["line"] = serde_json::json!(c.line);
@@ -84,7 +93,11 @@ fn report_error(e: &Error, json: bool) {
     }
     match e {
         Error::RunFailed { failed, first } => {
-            eprintln!("error: {} step(s) failed: {}", failed.len(), failed.join(", "));
+            eprintln!(
+                "error: {} step(s) failed: {}",
+                failed.len(),
+                failed.join(", ")
+            );
             eprintln!("  first failure: {}", error_chain(first.as_ref()));
         }
         other => eprintln!("error: {}", error_chain(other)),
@@ -92,11 +105,18 @@ fn report_error(e: &Error, json: bool) {
 }
 
 fn state_dir(cli: &Cli) -> PathBuf {
-    cli.global.state_dir.clone().unwrap_or_else(kgenv_core::state::StateStore::default_dir)
+    cli.global
+        .state_dir
+        .clone()
+        .unwrap_or_else(kgenv_core::state::StateStore::default_dir)
 }
 
 fn options(s: &Selection) -> RunOptions {
-    RunOptions { only: s.only.clone(), until: s.until.clone(), ..RunOptions::default() }
+    RunOptions {
+        only: s.only.clone(),
+        until: s.until.clone(),
+        ..RunOptions::default()
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -115,14 +135,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let env = config::load_with(&cli.global.config, &overrides)?;
     let state_dir = state_dir(&cli);
     let backends = if cli.global.mock {
-        eprintln!("SIMULATED (--mock): nothing real is created; the simulated world lives in {}", state_dir.join("mock-world.json").display());
+        eprintln!(
+            "SIMULATED (--mock): nothing real is created; the simulated world lives in {}",
+            state_dir.join("mock-world.json").display()
+        );
         MockWorld::persistent(&state_dir.join("mock-world.json"))?.backends()
     } else {
         Backends::from_env().await
     };
     let cancel = CancellationToken::new();
     spawn_ctrl_c(cancel.clone());
-    let mut runner = Runner::new(env, backends).state_dir(&state_dir).cancel_token(cancel.clone());
+    let mut runner = Runner::new(env, backends)
+        .state_dir(&state_dir)
+        .cancel_token(cancel.clone());
     if !cli.global.mock {
         // Real hosts get a Host block so `ssh <env>` and editors' remote plugins work.
         runner = runner.ssh_config(kgenv_core::ssh::SshConfigFiles::default_paths()?);
@@ -133,7 +158,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
         let (renderer, planned) = (renderer.clone(), planned.clone());
         move |e: Event| {
             if matches!(e, Event::Planned { .. }) {
-                planned.lock().unwrap_or_else(|p| p.into_inner()).push(e.clone());
+                planned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e.clone());
             }
             renderer.event(&e);
         }
@@ -143,10 +171,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Init { .. } => Ok(()),
         Command::Ssh { tty, command } => ssh(&runner, command, *tty, cli.global.mock),
-        Command::Jupyter { port, show_token } => jupyter(&runner, *port, *show_token, &cancel).await,
+        Command::Jupyter { port, show_token } => {
+            jupyter(&runner, *port, *show_token, &cancel).await
+        }
         Command::Steps => {
             for s in runner.steps() {
-                let deps = if s.deps().is_empty() { String::new() } else { format!("  (after {})", s.deps().join(", ")) };
+                let deps = if s.deps().is_empty() {
+                    String::new()
+                } else {
+                    format!("  (after {})", s.deps().join(", "))
+                };
                 out!("{:<22} {}{deps}", s.id(), s.summary());
             }
             Ok(())
@@ -158,7 +192,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if json {
                 print_json(&report);
             } else {
-                print_plan(&order, &planned.lock().unwrap_or_else(|p| p.into_inner()), &report);
+                print_plan(
+                    &order,
+                    &planned.lock().unwrap_or_else(|p| p.into_inner()),
+                    &report,
+                );
             }
             Ok(())
         }
@@ -169,20 +207,38 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if json {
                 print_json(&report);
             } else {
-                let satisfied = report.steps.iter().filter(|s| s.outcome == Outcome::Satisfied).count();
-                out!("up: {} step(s) changed, {satisfied} already as specified ({:.1}s)", report.changed(), report.elapsed_ms as f64 / 1000.0);
+                let satisfied = report
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == Outcome::Satisfied)
+                    .count();
+                out!(
+                    "up: {} step(s) changed, {satisfied} already as specified ({:.1}s)",
+                    report.changed(),
+                    report.elapsed_ms as f64 / 1000.0
+                );
             }
             Ok(())
         }
-        Command::Down { select, delete_bucket } => {
-            let opts = RunOptions { delete_buckets: delete_bucket.clone(), ..options(select) };
+        Command::Down {
+            select,
+            delete_bucket,
+        } => {
+            let opts = RunOptions {
+                delete_buckets: delete_bucket.clone(),
+                ..options(select)
+            };
             let result = runner.down(opts, sink).await;
             renderer.finish();
             let report = result?;
             if json {
                 print_json(&report);
             } else {
-                out!("down: removed {} step(s)' resources; buckets and data are kept ({:.1}s)", report.changed(), report.elapsed_ms as f64 / 1000.0);
+                out!(
+                    "down: removed {} step(s)' resources; buckets and data are kept ({:.1}s)",
+                    report.changed(),
+                    report.elapsed_ms as f64 / 1000.0
+                );
             }
             Ok(())
         }
@@ -196,7 +252,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
                 return Ok(());
             }
-            out!("environment {} (state: {})", runner.env().name, status.state_file.display());
+            out!(
+                "environment {} (state: {})",
+                runner.env().name,
+                status.state_file.display()
+            );
             if status.state.is_empty() {
                 out!("  kgenv has created nothing yet");
             }
@@ -205,17 +265,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     out!("  {step:<20} {role}: {id}");
                 }
                 for (k, v) in &rec.facts {
-                    let v = if k == "host_keys" { format!("{} key(s) pinned", v.lines().count()) } else { v.clone() };
+                    let v = if k == "host_keys" {
+                        format!("{} key(s) pinned", v.lines().count())
+                    } else {
+                        v.clone()
+                    };
                     out!("  {step:<20} {k} = {v}");
                 }
             }
             out!("live:");
-            print_plan(&order, &planned.lock().unwrap_or_else(|p| p.into_inner()), &status.live);
+            print_plan(
+                &order,
+                &planned.lock().unwrap_or_else(|p| p.into_inner()),
+                &status.live,
+            );
             Ok(())
         }
     }
 }
-
 
 fn print_json(report: &Report) {
     if let Ok(s) = serde_json::to_string(&serde_json::json!({ "result": report })) {
@@ -225,13 +292,23 @@ fn print_json(report: &Report) {
 
 fn print_plan(order: &[String], planned: &[Event], report: &Report) {
     // The DAG's declared order reads top to bottom; completion order would not.
-    let pos = |e: &Event| order.iter().position(|id| id == e.step()).unwrap_or(usize::MAX);
+    let pos = |e: &Event| {
+        order
+            .iter()
+            .position(|id| id == e.step())
+            .unwrap_or(usize::MAX)
+    };
     let mut planned: Vec<&Event> = planned.iter().collect();
     planned.sort_by_key(|e| pos(e));
     for e in &planned {
         out!("{e}");
     }
-    let count = |c: Change| planned.iter().filter(|e| matches!(e, Event::Planned { change, .. } if *change == c)).count();
+    let count = |c: Change| {
+        planned
+            .iter()
+            .filter(|e| matches!(e, Event::Planned { change, .. } if *change == c))
+            .count()
+    };
     out!(
         "plan: {} to create, {} to update, {} unchanged, {} unknown ({} steps)",
         count(Change::Create),
@@ -248,42 +325,91 @@ fn print_plan(order: &[String], planned: &[Event], report: &Report) {
 fn ssh(runner: &Runner, command: &[String], tty: bool, mock: bool) -> Result<(), Error> {
     let env = runner.env();
     if mock || env.target == kgenv_core::spec::Target::Local {
-        return Err(Error::Usage(format!("`kgenv ssh` needs a real gce or ssh host; `{}` is {}", env.name, if mock { "simulated (--mock)" } else { "local" })));
+        return Err(Error::Usage(format!(
+            "`kgenv ssh` needs a real gce or ssh host; `{}` is {}",
+            env.name,
+            if mock { "simulated (--mock)" } else { "local" }
+        )));
     }
     let files = kgenv_core::ssh::SshConfigFiles::default_paths()?;
     if !files.kgenv_config.exists() {
-        return Err(Error::Usage(format!("no SSH config for `{}` yet: run `kgenv up` first", env.name)));
+        return Err(Error::Usage(format!(
+            "no SSH config for `{}` yet: run `kgenv up` first",
+            env.name
+        )));
     }
     let status = files
         .ssh_command(&env.name, command, tty)
         .status()
-        .map_err(|e| kgenv_core::BackendError::io("running ssh (is OpenSSH's client installed?)", e))?;
+        .map_err(|e| {
+            kgenv_core::BackendError::io("running ssh (is OpenSSH's client installed?)", e)
+        })?;
     match status.code() {
         Some(0) => Ok(()),
-        code => Err(kgenv_core::BackendError::CommandFailed { command: "ssh".into(), exit_code: code.map_or(-1, i64::from), stderr_tail: String::new() }.into()),
+        code => Err(kgenv_core::BackendError::CommandFailed {
+            command: "ssh".into(),
+            exit_code: code.map_or(-1, i64::from),
+            stderr_tail: String::new(),
+        }
+        .into()),
     }
 }
 
-async fn jupyter(runner: &Runner, port: u16, show_token: bool, cancel: &CancellationToken) -> Result<(), Error> {
+async fn jupyter(
+    runner: &Runner,
+    port: u16,
+    show_token: bool,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     let env = runner.env();
     let published = env
         .container
         .as_ref()
         .zip(env.jupyter.as_ref())
-        .and_then(|(c, j)| c.ports.iter().find(|p| p.container == u32::from(j.port)).map(|p| (p.bind.clone().unwrap_or_else(|| "127.0.0.1".into()), p.host.unwrap_or(p.container) as u16)))
-        .ok_or_else(|| Error::Usage(format!("`{}` has no [jupyter] published by its [container]", env.name)))?;
+        .and_then(|(c, j)| {
+            c.ports
+                .iter()
+                .find(|p| p.container == u32::from(j.port))
+                .map(|p| {
+                    (
+                        p.bind.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                        p.host.unwrap_or(p.container) as u16,
+                    )
+                })
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "`{}` has no [jupyter] published by its [container]",
+                env.name
+            ))
+        })?;
     let (local_port, _forward) = match runner.connect_host().await? {
         Some(remote) => {
             let bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let forward = kgenv_core::ssh::forward_local(remote, bind, "127.0.0.1", published.1).await?;
+            let forward =
+                kgenv_core::ssh::forward_local(remote, bind, "127.0.0.1", published.1).await?;
             (forward.local_addr().port(), Some(forward))
         }
         None => (published.1, None),
     };
     let access = kgenv_core::steps::jupyter::access(env, local_port)?;
-    out!("Jupyter: {}", if show_token { access.browser_url() } else { access.url.clone() });
+    out!(
+        "Jupyter: {}",
+        if show_token {
+            access.browser_url()
+        } else {
+            access.url.clone()
+        }
+    );
     if let Some(fp) = &access.cert_sha256 {
-        out!("certificate SHA-256: {fp}{}", if access.self_signed { " (self-signed by kgenv: your browser will warn; compare this fingerprint)" } else { "" });
+        out!(
+            "certificate SHA-256: {fp}{}",
+            if access.self_signed {
+                " (self-signed by kgenv: your browser will warn; compare this fingerprint)"
+            } else {
+                ""
+            }
+        );
     }
     if access.token.is_some() && !show_token {
         out!("token mode: pass --show-token to print the URL with its token");
@@ -297,10 +423,17 @@ async fn jupyter(runner: &Runner, port: u16, show_token: bool, cancel: &Cancella
 
 fn init(path: &Path, force: bool) -> Result<(), Error> {
     if path.exists() && !force {
-        return Err(Error::Usage(format!("{} exists; pass --force to overwrite it", path.display())));
+        return Err(Error::Usage(format!(
+            "{} exists; pass --force to overwrite it",
+            path.display()
+        )));
     }
-    std::fs::write(path, config::TEMPLATE).map_err(|e| kgenv_core::BackendError::io(format!("writing {}", path.display()), e))?;
-    out!("wrote {}: set `instance.project` and `zones`, then run `kgenv plan`", path.display());
+    std::fs::write(path, config::TEMPLATE)
+        .map_err(|e| kgenv_core::BackendError::io(format!("writing {}", path.display()), e))?;
+    out!(
+        "wrote {}: set `instance.project` and `zones`, then run `kgenv plan`",
+        path.display()
+    );
     Ok(())
 }
 

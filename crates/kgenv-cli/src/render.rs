@@ -16,7 +16,12 @@ pub enum Renderer {
     /// Timestamped lines on stderr.
     Plain { start: Instant, verbose: bool },
     /// One bar per running step on stderr.
-    Bars { multi: MultiProgress, bars: Mutex<HashMap<String, ProgressBar>>, color: bool, verbose: bool },
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<HashMap<String, ProgressBar>>,
+        color: bool,
+        verbose: bool,
+    },
 }
 
 impl Renderer {
@@ -25,12 +30,21 @@ impl Renderer {
         if json {
             return Self::Json;
         }
-        if std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb") {
+        if std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb")
+        {
             let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            return Self::Bars { multi, bars: Mutex::default(), color, verbose };
+            return Self::Bars {
+                multi,
+                bars: Mutex::default(),
+                color,
+                verbose,
+            };
         }
-        Self::Plain { start: Instant::now(), verbose }
+        Self::Plain {
+            start: Instant::now(),
+            verbose,
+        }
     }
 
     /// Shows one event.
@@ -43,7 +57,17 @@ impl Renderer {
                 }
             }
             Self::Plain { start, verbose } => {
-                if matches!(e, Event::Progress { .. }) || (!verbose && matches!(e, Event::Log { .. } | Event::Started { phase: Phase::Check, .. })) {
+                if matches!(e, Event::Progress { .. })
+                    || (!verbose
+                        && matches!(
+                            e,
+                            Event::Log { .. }
+                                | Event::Started {
+                                    phase: Phase::Check,
+                                    ..
+                                }
+                        ))
+                {
                     return;
                 }
                 if matches!(e, Event::Planned { .. }) {
@@ -51,17 +75,36 @@ impl Renderer {
                 }
                 eprintln!("[{:>6.1}s] {e}", start.elapsed().as_secs_f64());
             }
-            Self::Bars { multi, bars, color, verbose } => self.bar_event(multi, bars, *color, *verbose, e),
+            Self::Bars {
+                multi,
+                bars,
+                color,
+                verbose,
+            } => self.bar_event(multi, bars, *color, *verbose, e),
         }
     }
 
-    fn bar_event(&self, multi: &MultiProgress, bars: &Mutex<HashMap<String, ProgressBar>>, color: bool, verbose: bool, e: &Event) {
+    fn bar_event(
+        &self,
+        multi: &MultiProgress,
+        bars: &Mutex<HashMap<String, ProgressBar>>,
+        color: bool,
+        verbose: bool,
+        e: &Event,
+    ) {
         let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
         let step = e.step().to_string();
         let spinner = || {
             let pb = multi.add(ProgressBar::new_spinner());
-            let t = if color { "{spinner:.cyan} {prefix:.bold} {wide_msg}" } else { "{spinner} {prefix} {wide_msg}" };
-            pb.set_style(ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            let t = if color {
+                "{spinner:.cyan} {prefix:.bold} {wide_msg}"
+            } else {
+                "{spinner} {prefix} {wide_msg}"
+            };
+            pb.set_style(
+                ProgressStyle::with_template(t)
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             pb.set_prefix(step.clone());
             pb.enable_steady_tick(Duration::from_millis(120));
             pb
@@ -75,13 +118,22 @@ impl Renderer {
                     Phase::Destroy => "removing",
                 });
             }
-            Event::Progress { item, done, total, .. } => {
+            Event::Progress {
+                item, done, total, ..
+            } => {
                 let pb = bars.entry(step.clone()).or_insert_with(spinner);
                 if let Some(t) = total {
                     if pb.length() != Some(*t) {
                         pb.set_length(*t);
-                        let tpl = if color { "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}" } else { "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}" };
-                        pb.set_style(ProgressStyle::with_template(tpl).unwrap_or_else(|_| ProgressStyle::default_bar()));
+                        let tpl = if color {
+                            "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}"
+                        } else {
+                            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}"
+                        };
+                        pb.set_style(
+                            ProgressStyle::with_template(tpl)
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                        );
                     }
                 }
                 pb.set_position(*done);

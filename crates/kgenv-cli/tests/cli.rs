@@ -33,14 +33,20 @@ fn stderr(o: &Output) -> String {
 }
 
 fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 #[test]
 fn plan_works_without_credentials() {
     let home = tempfile::tempdir().expect("home");
     let cfg = example();
-    let o = kgenv(home.path(), &["--config", cfg.to_str().expect("utf8"), "plan"]);
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "plan"],
+    );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("? instance"), "{out}");
@@ -56,29 +62,55 @@ fn mock_lifecycle_up_again_status_down() {
 
     let up = kgenv(home.path(), &["--config", c, "--mock", "--json", "up"]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert!(stderr(&up).contains("SIMULATED"), "the run is labelled as simulated");
+    assert!(
+        stderr(&up).contains("SIMULATED"),
+        "the run is labelled as simulated"
+    );
     let lines = json_lines(&up);
     let result = lines.last().expect("result line");
-    let changed = result["result"]["steps"].as_array().expect("steps").iter().filter(|s| s["outcome"] == "changed").count();
+    let changed = result["result"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["outcome"] == "changed")
+        .count();
     assert!(changed >= 8, "{result}");
-    assert!(lines.iter().any(|l| l["event"] == "started"), "events are streamed");
+    assert!(
+        lines.iter().any(|l| l["event"] == "started"),
+        "events are streamed"
+    );
 
     let again = kgenv(home.path(), &["--config", c, "--mock", "up"]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stdout(&again).contains("up: 0 step(s) changed"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("up: 0 step(s) changed"),
+        "{}",
+        stdout(&again)
+    );
 
     let status = kgenv(home.path(), &["--config", c, "--mock", "--json", "status"]);
     assert!(status.status.success(), "{}", stderr(&status));
-    let s: serde_json::Value = serde_json::from_str(stdout(&status).lines().last().expect("status line")).expect("json");
-    assert_eq!(s["state"]["steps"]["instance"]["facts"]["zone"], "us-central1-a");
+    let s: serde_json::Value =
+        serde_json::from_str(stdout(&status).lines().last().expect("status line")).expect("json");
+    assert_eq!(
+        s["state"]["steps"]["instance"]["facts"]["zone"],
+        "us-central1-a"
+    );
     assert!(!stdout(&status).contains("cli-test-password"));
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
-    let world: serde_json::Value = serde_json::from_slice(&std::fs::read(home.path().join("state/mock-world.json")).expect("world")).expect("json");
+    let world: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("state/mock-world.json")).expect("world"),
+    )
+    .expect("json");
     assert_eq!(world["instances"], serde_json::json!({}));
     assert_eq!(world["containers"], serde_json::json!({}));
-    assert_eq!(world["buckets"].as_object().map(|b| b.len()), Some(1), "bucket kept");
+    assert_eq!(
+        world["buckets"].as_object().map(|b| b.len()),
+        Some(1),
+        "bucket kept"
+    );
 }
 
 #[test]
@@ -86,16 +118,31 @@ fn bad_config_exits_2_with_position_and_makes_no_call() {
     let home = tempfile::tempdir().expect("home");
     let cfg = home.path().join("kgenv.toml");
     std::fs::write(&cfg, "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\ngpu_count = 3\n").expect("write");
-    let o = kgenv(home.path(), &["--config", cfg.to_str().expect("utf8"), "--mock", "up"]);
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--mock", "up"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("kgenv.toml:5:13") && err.contains("instance.gpu_count"), "{err}");
-    assert!(!home.path().join("state/mock-world.json").exists(), "no backend call was made");
+    assert!(
+        err.contains("kgenv.toml:5:13") && err.contains("instance.gpu_count"),
+        "{err}"
+    );
+    assert!(
+        !home.path().join("state/mock-world.json").exists(),
+        "no backend call was made"
+    );
 
-    let j = kgenv(home.path(), &["--config", cfg.to_str().expect("utf8"), "--json", "plan"]);
+    let j = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--json", "plan"],
+    );
     assert_eq!(j.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_str(stdout(&j).trim()).expect("json error");
-    assert_eq!((v["error"]["kind"].as_str(), v["error"]["line"].as_u64()), (Some("config"), Some(5)));
+    assert_eq!(
+        (v["error"]["kind"].as_str(), v["error"]["line"].as_u64()),
+        (Some("config"), Some(5))
+    );
 }
 
 #[test]
@@ -104,12 +151,29 @@ fn usage_errors_exit_2() {
     let o = kgenv(home.path(), &["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
     let cfg = example();
-    let o = kgenv(home.path(), &["--config", cfg.to_str().expect("utf8"), "--mock", "up", "--only", "nope"]);
+    let o = kgenv(
+        home.path(),
+        &[
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--mock",
+            "up",
+            "--only",
+            "nope",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("steps are:"), "{}", stderr(&o));
-    let missing = kgenv(home.path(), &["--config", "/nonexistent/kgenv.toml", "plan"]);
+    let missing = kgenv(
+        home.path(),
+        &["--config", "/nonexistent/kgenv.toml", "plan"],
+    );
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("kgenv init"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("kgenv init"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[test]
@@ -130,8 +194,19 @@ fn a_failing_step_exits_1() {
     let home = tempfile::tempdir().expect("home");
     let cfg = home.path().join("kgenv.toml");
     // A competition the simulated Kaggle does not have.
-    std::fs::write(&cfg, "name = \"kg\"\ntarget = \"local\"\n[[data]]\ncompetition = \"no-such-competition\"\n").expect("write");
-    let o = kgenv(home.path(), &["--config", cfg.to_str().expect("utf8"), "--mock", "up"]);
+    std::fs::write(
+        &cfg,
+        "name = \"kg\"\ntarget = \"local\"\n[[data]]\ncompetition = \"no-such-competition\"\n",
+    )
+    .expect("write");
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--mock", "up"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("data/no-such-competition"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("data/no-such-competition"),
+        "{}",
+        stderr(&o)
+    );
 }

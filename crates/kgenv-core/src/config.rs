@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, ValidationError};
 use crate::spec::{
-    AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder, GithubKeyBuilder, ImageBuilder,
-    InstanceBuilder, JupyterBuilder, SshHost, Target,
+    AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder,
+    GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost, Target,
 };
 
 /// The commented template `kgenv init` writes.
@@ -41,7 +41,11 @@ impl Overrides {
     /// Project and zone from gcloud's environment variables.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self { project: var("CLOUDSDK_CORE_PROJECT"), zone: var("CLOUDSDK_COMPUTE_ZONE"), ..Self::default() }
+        Self {
+            project: var("CLOUDSDK_CORE_PROJECT"),
+            zone: var("CLOUDSDK_COMPUTE_ZONE"),
+            ..Self::default()
+        }
     }
 }
 
@@ -92,7 +96,13 @@ pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Env, ConfigError>
 pub fn parse_str(text: &str, path: &Path, overrides: &Overrides) -> Result<Env, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-        ConfigError { path: path.to_path_buf(), line, column, field: None, message: e.message().trim().to_string() }
+        ConfigError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            field: None,
+            message: e.message().trim().to_string(),
+        }
     })?;
     build(raw, overrides).map_err(|e| locate(text, path, e))
 }
@@ -101,13 +111,18 @@ pub fn parse_str(text: &str, path: &Path, overrides: &Overrides) -> Result<Env, 
 /// memory (the Python bindings pass their keyword arguments this way). Errors name the
 /// dotted field, as [`crate::spec`]'s builders do; there is no file to point into.
 pub fn from_json(value: serde_json::Value, overrides: &Overrides) -> Result<Env, ValidationError> {
-    let raw: RawConfig = serde_json::from_value(value).map_err(|e| ValidationError::new("config", e.to_string()))?;
+    let raw: RawConfig =
+        serde_json::from_value(value).map_err(|e| ValidationError::new("config", e.to_string()))?;
     build(raw, overrides)
 }
 
 fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
     let overridden = o.target.is_some();
-    let kind = o.target.clone().or(raw.target.take()).unwrap_or_else(|| "gce".into());
+    let kind = o
+        .target
+        .clone()
+        .or(raw.target.take())
+        .unwrap_or_else(|| "gce".into());
     let target = match kind.as_str() {
         "gce" => Target::Gce,
         "local" => Target::Local,
@@ -117,13 +132,19 @@ fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
                 (None, Some(s)) => (s.host.clone(), s.identity_file.clone(), s.trust_on_first_use),
                 (None, None) => return Err(ValidationError::new("ssh", "target = \"ssh\" needs an [ssh] section with `host = \"user@host:port\"` (or pass --host)")),
             };
-            let mut h = SshHost::parse(&host).map_err(|e| ValidationError::new("ssh.host", e.rule))?;
+            let mut h =
+                SshHost::parse(&host).map_err(|e| ValidationError::new("ssh.host", e.rule))?;
             if let Some(i) = identity {
                 h = h.identity_file(i);
             }
             Target::Ssh(h.trust_on_first_use(tofu.unwrap_or(false)))
         }
-        other => return Err(ValidationError::new("target", format!("`{other}` is not \"gce\", \"ssh\" or \"local\""))),
+        other => {
+            return Err(ValidationError::new(
+                "target",
+                format!("`{other}` is not \"gce\", \"ssh\" or \"local\""),
+            ))
+        }
     };
     if overridden && target != Target::Gce {
         raw.instance = None;
@@ -133,7 +154,9 @@ fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
             raw.bucket = None;
         }
     }
-    let mut b = Env::builder(raw.name).target(target).location_defaults(o.project.clone(), o.zone.clone());
+    let mut b = Env::builder(raw.name)
+        .target(target)
+        .location_defaults(o.project.clone(), o.zone.clone());
     if let Some(i) = raw.instance {
         b = b.instance(i);
     }
@@ -177,7 +200,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn locate(text: &str, path: &Path, e: ValidationError) -> ConfigError {
     let span = field_span(text, &e.field);
     let (line, column) = span.map_or((1, 1), |s| line_col(text, s));
-    ConfigError { path: path.to_path_buf(), line, column, message: format!("`{}`: {}", e.field, e.rule), field: Some(e.field) }
+    ConfigError {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: format!("`{}`: {}", e.field, e.rule),
+        field: Some(e.field),
+    }
 }
 
 fn field_span(text: &str, field: &str) -> Option<usize> {
@@ -190,7 +219,9 @@ fn field_span(text: &str, field: &str) -> Option<usize> {
             Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
         };
-        let Some((k, item)) = table.get_key_value(key) else { break };
+        let Some((k, item)) = table.get_key_value(key) else {
+            break;
+        };
         best = k.span().map(|s| s.start).or(best);
         match (item, index) {
             (Item::ArrayOfTables(a), Some(i)) => {
@@ -222,7 +253,8 @@ mod tests {
 
     #[test]
     fn the_example_parses() {
-        let env = parse_str(TEMPLATE, Path::new("kgenv.toml"), &Overrides::default()).expect("example is valid");
+        let env = parse_str(TEMPLATE, Path::new("kgenv.toml"), &Overrides::default())
+            .expect("example is valid");
         assert_eq!(env.target, Target::Gce);
         assert!(env.instance.is_some());
     }
@@ -233,14 +265,19 @@ mod tests {
         let e = parse(text).expect_err("gpu_count");
         assert_eq!((e.line, e.column), (5, 13), "{e}");
         assert_eq!(e.field.as_deref(), Some("instance.gpu_count"));
-        assert!(e.to_string().starts_with("kgenv.toml:5:13: `instance.gpu_count`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("kgenv.toml:5:13: `instance.gpu_count`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_keys_and_types_are_syntax_errors_with_position() {
         let e = parse("name = \"kg\"\ntarget = \"local\"\n[image]\nbase = 5\n").expect_err("type");
         assert_eq!(e.line, 4, "{e}");
-        let e = parse("name = \"kg\"\ntarget = \"local\"\n[image]\nbasse = \"x\"\n").expect_err("unknown");
+        let e = parse("name = \"kg\"\ntarget = \"local\"\n[image]\nbasse = \"x\"\n")
+            .expect_err("unknown");
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("basse"), "{e}");
     }
@@ -256,10 +293,17 @@ mod tests {
     #[test]
     fn env_defaults_fill_project_and_zone() {
         let text = "name = \"kg\"\n[instance]\n";
-        let o = Overrides { project: Some("env-project".into()), zone: Some("europe-west4-a".into()), ..Overrides::default() };
+        let o = Overrides {
+            project: Some("env-project".into()),
+            zone: Some("europe-west4-a".into()),
+            ..Overrides::default()
+        };
         let env = parse_str(text, Path::new("k.toml"), &o).expect("valid");
         let i = env.instance.expect("instance");
-        assert_eq!((i.project.as_str(), i.zones[0].as_str()), ("env-project", "europe-west4-a"));
+        assert_eq!(
+            (i.project.as_str(), i.zones[0].as_str()),
+            ("env-project", "europe-west4-a")
+        );
     }
 
     #[test]
@@ -267,13 +311,20 @@ mod tests {
         let doc = serde_json::json!({ "name": "kg", "target": "local", "image": {}, "container": { "gpus": "none" }, "autostop": { "idle_minutes": 30 } });
         let e = from_json(doc, &Overrides::default()).expect_err("autostop on local");
         assert_eq!(e.field, "autostop");
-        let env = from_json(serde_json::json!({ "name": "kg", "target": "local", "image": {}, "container": {} }), &Overrides::default()).expect("valid");
+        let env = from_json(
+            serde_json::json!({ "name": "kg", "target": "local", "image": {}, "container": {} }),
+            &Overrides::default(),
+        )
+        .expect("valid");
         assert_eq!(env.container.map(|c| c.name), Some("kgenv-kg".to_string()));
     }
 
     #[test]
     fn target_override_drops_gce_only_sections() {
-        let o = Overrides { target: Some("local".into()), ..Overrides::default() };
+        let o = Overrides {
+            target: Some("local".into()),
+            ..Overrides::default()
+        };
         let env = parse_str(TEMPLATE, Path::new("kgenv.toml"), &o).expect("valid");
         assert_eq!(env.target, Target::Local);
         assert!(env.instance.is_none() && env.firewalls.is_empty() && env.autostop.is_none());

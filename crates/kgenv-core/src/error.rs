@@ -501,7 +501,10 @@ mod tests {
             },
             message: "Quota exceeded".into(),
         });
-        assert_eq!(q.quota().map(|q| q.metric.as_str()), Some("GPUS_ALL_REGIONS"));
+        assert_eq!(
+            q.quota().map(|q| q.metric.as_str()),
+            Some("GPUS_ALL_REGIONS")
+        );
         assert!(q.to_string().contains("in all regions"), "{q}");
         assert!(Error::from(BackendError::transient("compute", "503")).is_retryable());
         assert!(Error::from(ValidationError::new("x", "y")).is_config());

@@ -22,8 +22,11 @@ pub fn is_loopback(host: &str) -> bool {
 /// `HTTP(S)_PROXY`.
 pub fn client_builder(base: &str) -> reqwest::ClientBuilder {
     ensure_crypto_provider();
-    let builder = reqwest::Client::builder().user_agent(concat!("kgenv/", env!("CARGO_PKG_VERSION")));
-    let loopback = reqwest::Url::parse(base).ok().is_some_and(|u| u.host_str().is_some_and(is_loopback));
+    let builder =
+        reqwest::Client::builder().user_agent(concat!("kgenv/", env!("CARGO_PKG_VERSION")));
+    let loopback = reqwest::Url::parse(base)
+        .ok()
+        .is_some_and(|u| u.host_str().is_some_and(is_loopback));
     if loopback {
         builder.no_proxy()
     } else {

@@ -42,24 +42,45 @@ pub fn ensure_at(path: &Path, comment: &str) -> Result<EnvKey, BackendError> {
         let public = match std::fs::read_to_string(&pub_path) {
             Ok(p) => p.trim().to_string(),
             Err(_) => {
-                let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(format!("reading {}", path.display()), e))?;
-                let key = ssh_key::PrivateKey::from_openssh(&text).map_err(|e| BackendError::other(format!("{} is not an OpenSSH private key: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| BackendError::io(format!("reading {}", path.display()), e))?;
+                let key = ssh_key::PrivateKey::from_openssh(&text).map_err(|e| {
+                    BackendError::other(format!(
+                        "{} is not an OpenSSH private key: {e}",
+                        path.display()
+                    ))
+                })?;
                 if key.is_encrypted() {
                     return Err(BackendError::other(format!("{} is encrypted; kgenv needs an unencrypted key (or load it into ssh-agent and point `identity_file` at an unencrypted copy)", path.display())));
                 }
-                key.public_key().to_openssh().map_err(|e| BackendError::other(e.to_string()))?
+                key.public_key()
+                    .to_openssh()
+                    .map_err(|e| BackendError::other(e.to_string()))?
             }
         };
-        return Ok(EnvKey { private_path: path.to_path_buf(), public });
+        return Ok(EnvKey {
+            private_path: path.to_path_buf(),
+            public,
+        });
     }
     let mut key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
         .map_err(|e| BackendError::other(format!("generating an ed25519 key: {e}")))?;
     key.set_comment(comment);
-    let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|e| BackendError::other(e.to_string()))?;
-    let public = key.public_key().to_openssh().map_err(|e| BackendError::other(e.to_string()))?;
-    paths::write_atomic(path, private.as_bytes(), 0o600).map_err(|e| BackendError::io(format!("writing {}", path.display()), e))?;
-    paths::write_atomic(&pub_path, format!("{public}\n").as_bytes(), 0o644).map_err(|e| BackendError::io(format!("writing {}", pub_path.display()), e))?;
-    Ok(EnvKey { private_path: path.to_path_buf(), public })
+    let private = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| BackendError::other(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| BackendError::other(e.to_string()))?;
+    paths::write_atomic(path, private.as_bytes(), 0o600)
+        .map_err(|e| BackendError::io(format!("writing {}", path.display()), e))?;
+    paths::write_atomic(&pub_path, format!("{public}\n").as_bytes(), 0o644)
+        .map_err(|e| BackendError::io(format!("writing {}", pub_path.display()), e))?;
+    Ok(EnvKey {
+        private_path: path.to_path_buf(),
+        public,
+    })
 }
 
 #[cfg(test)]

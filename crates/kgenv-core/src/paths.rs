@@ -6,13 +6,19 @@
 use std::path::PathBuf;
 
 fn home_override() -> Option<PathBuf> {
-    std::env::var_os("KGENV_HOME").filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os("KGENV_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `$XDG_CONFIG_HOME/kgenv` (or `$KGENV_HOME/config`).
 pub fn config_dir() -> PathBuf {
     home_override().map_or_else(
-        || dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("kgenv"),
+        || {
+            dirs::config_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("kgenv")
+        },
         |h| h.join("config"),
     )
 }
@@ -34,7 +40,11 @@ pub fn state_dir() -> PathBuf {
 /// (workdir, data, Jupyter config) lives under it.
 pub fn data_dir() -> PathBuf {
     home_override().map_or_else(
-        || dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("kgenv"),
+        || {
+            dirs::data_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("kgenv")
+        },
         |h| h.join("data"),
     )
 }
@@ -54,7 +64,8 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io:
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     #[cfg(not(unix))]
     let _ = mode;

@@ -63,7 +63,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.words.extend(args.into_iter().map(|a| quote(a.as_ref())));
+        self.words
+            .extend(args.into_iter().map(|a| quote(a.as_ref())));
         self
     }
 

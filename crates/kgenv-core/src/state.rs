@@ -43,7 +43,12 @@ pub struct State {
 impl State {
     /// An empty state for `env`.
     pub fn new(env: &str, target: &str) -> Self {
-        Self { version: STATE_VERSION, env: env.into(), target: target.into(), steps: BTreeMap::new() }
+        Self {
+            version: STATE_VERSION,
+            env: env.into(),
+            target: target.into(),
+            steps: BTreeMap::new(),
+        }
     }
 
     /// The record of `step`, if any.
@@ -85,12 +90,19 @@ impl StateStore {
     pub fn open(dir: &Path, env: &str, target: &str) -> Result<Self, StateError> {
         let path = Self::path_for(dir, env);
         let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<State>(&bytes)
-                .map_err(|source| StateError::Corrupt { path: path.clone(), source })?,
+            Ok(bytes) => {
+                serde_json::from_slice::<State>(&bytes).map_err(|source| StateError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(env, target),
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        Ok(Self { path, inner: Arc::new(Mutex::new(state)) })
+        Ok(Self {
+            path,
+            inner: Arc::new(Mutex::new(state)),
+        })
     }
 
     /// The file.
@@ -123,15 +135,20 @@ impl StateStore {
             return match std::fs::remove_file(&self.path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StateError::Io { path: self.path.clone(), source }),
+                Err(source) => Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                }),
             };
         }
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        paths::write_atomic(&self.path, &bytes, 0o600)
-            .map_err(|source| StateError::Io { path: self.path.clone(), source })
+        paths::write_atomic(&self.path, &bytes, 0o600).map_err(|source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -145,14 +162,18 @@ mod tests {
         let store = StateStore::open(dir.path(), "kg", "gce").expect("open");
         store
             .update("instance", |r| {
-                r.created.insert("instance".into(), "projects/p/zones/z/instances/kg".into());
+                r.created
+                    .insert("instance".into(), "projects/p/zones/z/instances/kg".into());
                 r.facts.insert("zone".into(), "z".into());
             })
             .await
             .expect("write");
         let again = StateStore::open(dir.path(), "kg", "gce").expect("reopen");
         assert_eq!(again.snapshot().await.fact("instance", "zone"), Some("z"));
-        again.update("instance", |r| *r = StepRecord::default()).await.expect("clear");
+        again
+            .update("instance", |r| *r = StepRecord::default())
+            .await
+            .expect("clear");
         assert!(!store.path().exists());
     }
 

@@ -8,7 +8,9 @@ use kgenv_core::backends::compute::InstanceStatus;
 use kgenv_core::error::{QuotaInfo, QuotaScope};
 use kgenv_core::mock::{Fault, MockWorld};
 use kgenv_core::plan::{Change, Event, Outcome, RunOptions, Runner};
-use kgenv_core::spec::{BucketMount, Container, Data, Env, GithubKey, Image, Instance, Jupyter, Target};
+use kgenv_core::spec::{
+    BucketMount, Container, Data, Env, GithubKey, Image, Instance, Jupyter, Target,
+};
 use kgenv_core::state::StateStore;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +29,9 @@ fn home() -> &'static std::path::Path {
 fn full_env(name: &str, pw_var: &str, zones: &[&str]) -> Env {
     home();
     std::env::set_var(pw_var, format!("pw-{name}-secret"));
-    let mut inst = Instance::builder().project("my-project").gpu("nvidia-tesla-t4", 1);
+    let mut inst = Instance::builder()
+        .project("my-project")
+        .gpu("nvidia-tesla-t4", 1);
     for z in zones {
         inst = inst.zone(*z);
     }
@@ -59,21 +63,34 @@ impl Run {
     fn with_world(env: Env, world: MockWorld) -> Self {
         let state_dir = tempfile::tempdir().expect("state dir");
         let runner = Runner::new(env, world.backends()).state_dir(state_dir.path());
-        Self { world, runner, state_dir, events: Arc::default() }
+        Self {
+            world,
+            runner,
+            state_dir,
+            events: Arc::default(),
+        }
     }
     fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
         let events = self.events.clone();
         move |e| events.lock().expect("events").push(e)
     }
     fn state_text(&self) -> Option<String> {
-        std::fs::read_to_string(StateStore::path_for(self.state_dir.path(), &self.runner.env().name)).ok()
+        std::fs::read_to_string(StateStore::path_for(
+            self.state_dir.path(),
+            &self.runner.env().name,
+        ))
+        .ok()
     }
 }
 
 #[tokio::test]
 async fn up_converges_and_second_up_makes_no_mutating_call() {
     let r = Run::new(full_env("idem", "KG_PW_IDEM", &["us-central1-a"]));
-    let report = r.runner.up(RunOptions::default(), r.sink()).await.expect("up");
+    let report = r
+        .runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("up");
     assert!(report.changed() >= 8, "{report:#?}");
     assert!(!r.world.mutating_calls().is_empty());
     let w = r.world.state();
@@ -83,123 +100,240 @@ async fn up_converges_and_second_up_makes_no_mutating_call() {
     assert_eq!(w.landed.len(), 3, "titanic's three files");
 
     r.world.clear_calls();
-    let again = r.runner.up(RunOptions::default(), r.sink()).await.expect("second up");
+    let again = r
+        .runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("second up");
     assert_eq!(again.changed(), 0, "{again:#?}");
     let mutating = r.world.mutating_calls();
-    assert!(mutating.is_empty(), "second up made mutating calls: {mutating:#?}");
+    assert!(
+        mutating.is_empty(),
+        "second up made mutating calls: {mutating:#?}"
+    );
     assert!(again.steps.iter().all(|s| s.outcome == Outcome::Satisfied));
 
     // And plan agrees: nothing to change.
-    let plan = r.runner.plan(RunOptions::default(), |_| {}).await.expect("plan");
+    let plan = r
+        .runner
+        .plan(RunOptions::default(), |_| {})
+        .await
+        .expect("plan");
     assert_eq!(plan.planned_changes(), 0, "{plan:#?}");
 }
 
 #[tokio::test]
 async fn plan_makes_no_mutating_call_and_lists_actions() {
     let r = Run::new(full_env("plan", "KG_PW_PLAN", &["us-central1-a"]));
-    let report = r.runner.plan(RunOptions::default(), r.sink()).await.expect("plan");
-    assert!(r.world.mutating_calls().is_empty(), "{:#?}", r.world.mutating_calls());
-    assert_eq!(report.outcome("instance"), Some(&Outcome::Planned { change: Change::Create }));
+    let report = r
+        .runner
+        .plan(RunOptions::default(), r.sink())
+        .await
+        .expect("plan");
+    assert!(
+        r.world.mutating_calls().is_empty(),
+        "{:#?}",
+        r.world.mutating_calls()
+    );
+    assert_eq!(
+        report.outcome("instance"),
+        Some(&Outcome::Planned {
+            change: Change::Create
+        })
+    );
     let events = r.events.lock().expect("events");
     let instance_actions = events.iter().find_map(|e| match e {
         Event::Planned { step, actions, .. } if step == "instance" => Some(actions.clone()),
         _ => None,
     });
     let actions = instance_actions.expect("instance planned");
-    assert!(actions.iter().any(|a| a.contains("resolves to common-cu129-ubuntu-2204-nvidia-580-v20261101")), "{actions:?}");
-    assert!(actions.iter().any(|a| a.contains("POST compute/v1/projects/my-project/zones/us-central1-a/instances")), "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.contains("resolves to common-cu129-ubuntu-2204-nvidia-580-v20261101")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(
+            |a| a.contains("POST compute/v1/projects/my-project/zones/us-central1-a/instances")
+        ),
+        "{actions:?}"
+    );
     assert!(r.state_text().is_none(), "plan writes no state");
 }
 
 #[tokio::test]
 async fn independent_steps_overlap_and_dependents_wait() {
     let r = Run::new(full_env("overlap", "KG_PW_OVERLAP", &["us-central1-a"]));
-    r.world.set_latency("compute.insert_firewall", Duration::from_millis(150));
-    r.world.set_latency("compute.insert_instance", Duration::from_millis(150));
-    r.runner.up(RunOptions::default().until("host"), r.sink()).await.expect("up");
+    r.world
+        .set_latency("compute.insert_firewall", Duration::from_millis(150));
+    r.world
+        .set_latency("compute.insert_instance", Duration::from_millis(150));
+    r.runner
+        .up(RunOptions::default().until("host"), r.sink())
+        .await
+        .expect("up");
     let calls = r.world.calls();
-    let find = |op: &str| calls.iter().find(|c| c.op == op).cloned().unwrap_or_else(|| panic!("no {op} in {calls:#?}"));
+    let find = |op: &str| {
+        calls
+            .iter()
+            .find(|c| c.op == op)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {op} in {calls:#?}"))
+    };
     let fw = find("compute.insert_firewall");
     let inst = find("compute.insert_instance");
-    assert!(fw.start < inst.end && inst.start < fw.end, "firewall {fw:?} and instance {inst:?} did not overlap");
+    assert!(
+        fw.start < inst.end && inst.start < fw.end,
+        "firewall {fw:?} and instance {inst:?} did not overlap"
+    );
     let connect = find("remote.connect");
-    assert!(connect.start >= inst.end && connect.start >= fw.end, "host connected before its dependencies finished");
+    assert!(
+        connect.start >= inst.end && connect.start >= fw.end,
+        "host connected before its dependencies finished"
+    );
 }
 
 #[tokio::test]
 async fn down_reverses_the_order_and_leaves_only_buckets_and_data() {
     let r = Run::new(full_env("down", "KG_PW_DOWN", &["us-central1-a"]));
-    r.runner.up(RunOptions::default(), r.sink()).await.expect("up");
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("up");
     r.world.clear_calls();
-    let report = r.runner.down(RunOptions::default(), r.sink()).await.expect("down");
+    let report = r
+        .runner
+        .down(RunOptions::default(), r.sink())
+        .await
+        .expect("down");
     assert!(report.changed() >= 6, "{report:#?}");
     let calls = r.world.mutating_calls();
-    let pos = |op: &str| calls.iter().position(|c| c.op == op).unwrap_or_else(|| panic!("no {op} in {calls:#?}"));
+    let pos = |op: &str| {
+        calls
+            .iter()
+            .position(|c| c.op == op)
+            .unwrap_or_else(|| panic!("no {op} in {calls:#?}"))
+    };
     assert!(pos("engine.remove_container") < pos("compute.delete_instance"));
     assert!(pos("github.delete_key") < pos("compute.delete_instance"));
-    assert!(pos("compute.delete_instance") < pos("compute.delete_firewall") || pos("compute.delete_firewall") < pos("compute.delete_instance"), "both ran");
+    assert!(
+        pos("compute.delete_instance") < pos("compute.delete_firewall")
+            || pos("compute.delete_firewall") < pos("compute.delete_instance"),
+        "both ran"
+    );
     let w = r.world.state();
-    assert!(w.instances.is_empty() && w.firewalls.is_empty() && w.containers.is_empty(), "{w:#?}");
+    assert!(
+        w.instances.is_empty() && w.firewalls.is_empty() && w.containers.is_empty(),
+        "{w:#?}"
+    );
     assert!(w.github_keys.is_empty() && w.host_scripts.is_empty());
     assert_eq!(w.buckets.len(), 1, "buckets are kept");
     assert_eq!(w.landed.len(), 3, "data is kept");
     // Only the bucket fact (kept on purpose) remains in the state.
     let state = r.state_text().expect("state with the kept bucket");
-    assert!(state.contains("bucket_created_by_kgenv") && !state.contains("\"created\": {\n        \"instance\""), "{state}");
+    assert!(
+        state.contains("bucket_created_by_kgenv")
+            && !state.contains("\"created\": {\n        \"instance\""),
+        "{state}"
+    );
     // A second down has nothing to do.
     r.world.clear_calls();
-    r.runner.down(RunOptions::default(), r.sink()).await.expect("down again");
+    r.runner
+        .down(RunOptions::default(), r.sink())
+        .await
+        .expect("down again");
     assert!(r.world.mutating_calls().is_empty());
 }
 
 #[tokio::test]
 async fn a_failure_stops_only_its_dependents() {
     let r = Run::new(full_env("fail", "KG_PW_FAIL", &["us-central1-a"]));
-    r.world.fail_next("engine.build_image", 1, Fault::PermissionDenied);
-    let err = r.runner.up(RunOptions::default(), r.sink()).await.expect_err("image fails");
-    let kgenv_core::Error::RunFailed { failed, .. } = &err else { panic!("{err}") };
+    r.world
+        .fail_next("engine.build_image", 1, Fault::PermissionDenied);
+    let err = r
+        .runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect_err("image fails");
+    let kgenv_core::Error::RunFailed { failed, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(failed, &vec!["image".to_string()]);
-    let skipped: Vec<String> = r.events.lock().expect("events").iter().filter_map(|e| match e {
-        Event::Skipped { step, .. } => Some(step.clone()),
-        _ => None,
-    }).collect();
+    let skipped: Vec<String> = r
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skipped { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
     for dependent in ["container", "gpu", "jupyter"] {
-        assert!(skipped.iter().any(|s| s == dependent), "{dependent} should be skipped: {skipped:?}");
+        assert!(
+            skipped.iter().any(|s| s == dependent),
+            "{dependent} should be skipped: {skipped:?}"
+        );
     }
     let w = r.world.state();
-    assert_eq!(w.landed.len(), 3, "data does not depend on the image and still landed");
-    assert_eq!(w.github_keys.len(), 1, "github key does not depend on the image");
+    assert_eq!(
+        w.landed.len(),
+        3,
+        "data does not depend on the image and still landed"
+    );
+    assert_eq!(
+        w.github_keys.len(),
+        1,
+        "github key does not depend on the image"
+    );
     assert!(w.containers.is_empty());
     // The next up picks up where it failed.
-    r.runner.up(RunOptions::default(), r.sink()).await.expect("retry converges");
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("retry converges");
     assert_eq!(r.world.state().containers.len(), 1);
 }
 
 #[tokio::test]
 async fn cancel_lets_running_steps_finish_and_keeps_state_consistent() {
     let r = Run::new(full_env("cancel", "KG_PW_CANCEL", &["us-central1-a"]));
-    r.world.set_latency("compute.insert_instance", Duration::from_millis(300));
+    r.world
+        .set_latency("compute.insert_instance", Duration::from_millis(300));
     let token = CancellationToken::new();
     let world = r.world.clone();
-    let runner = Runner::new(r.runner.env().clone(), world.backends()).state_dir(r.state_dir.path()).cancel_token(token.clone());
+    let runner = Runner::new(r.runner.env().clone(), world.backends())
+        .state_dir(r.state_dir.path())
+        .cancel_token(token.clone());
     let t = token.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         t.cancel();
     });
-    let err = runner.up(RunOptions::default(), |_| {}).await.expect_err("cancelled");
+    let err = runner
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect_err("cancelled");
     assert!(err.is_cancelled(), "{err}");
     // The instance insert was in flight: it finished and was recorded, nothing after it ran.
     let w = r.world.state();
     assert_eq!(w.instances.len(), 1);
-    let state: serde_json::Value = serde_json::from_str(&r.state_text().expect("state written")).expect("state parses");
+    let state: serde_json::Value =
+        serde_json::from_str(&r.state_text().expect("state written")).expect("state parses");
     assert_eq!(state["steps"]["instance"]["facts"]["zone"], "us-central1-a");
     assert!(w.containers.is_empty());
-    assert!(!r.world.calls().iter().any(|c| c.op == "remote.connect"), "no step started after the cancel");
+    assert!(
+        !r.world.calls().iter().any(|c| c.op == "remote.connect"),
+        "no step started after the cancel"
+    );
     // From that state, down cleans up everything kgenv made.
     runner.down(RunOptions::default(), |_| {}).await.ok();
     let fresh = Runner::new(r.runner.env().clone(), world.backends()).state_dir(r.state_dir.path());
-    fresh.down(RunOptions::default(), |_| {}).await.expect("down");
+    fresh
+        .down(RunOptions::default(), |_| {})
+        .await
+        .expect("down");
     let w = r.world.state();
     assert!(w.instances.is_empty() && w.firewalls.is_empty(), "{w:#?}");
 }
@@ -208,25 +342,55 @@ async fn cancel_lets_running_steps_finish_and_keeps_state_consistent() {
 async fn stockout_moves_to_the_next_zone_and_leaves_nothing_behind() {
     let world = MockWorld::new();
     world.edit(|s| s.stockout_zones.push("us-central1-a".into()));
-    let r = Run::with_world(full_env("stock", "KG_PW_STOCK", &["us-central1-a", "us-central1-b"]), world);
-    r.runner.up(RunOptions::default().until("instance"), r.sink()).await.expect("up");
+    let r = Run::with_world(
+        full_env("stock", "KG_PW_STOCK", &["us-central1-a", "us-central1-b"]),
+        world,
+    );
+    r.runner
+        .up(RunOptions::default().until("instance"), r.sink())
+        .await
+        .expect("up");
     let w = r.world.state();
     let zones: Vec<&str> = w.instances.values().map(|i| i.at.zone.as_str()).collect();
     assert_eq!(zones, vec!["us-central1-b"]);
-    assert!(r.state_text().expect("state").contains("\"zone\": \"us-central1-b\""));
+    assert!(r
+        .state_text()
+        .expect("state")
+        .contains("\"zone\": \"us-central1-b\""));
 }
 
 #[tokio::test]
 async fn global_quota_stops_at_once_with_nothing_created() {
-    let r = Run::new(full_env("quota", "KG_PW_QUOTA", &["us-central1-a", "us-west1-b"]));
+    let r = Run::new(full_env(
+        "quota",
+        "KG_PW_QUOTA",
+        &["us-central1-a", "us-west1-b"],
+    ));
     r.world.fail_next(
         "compute.insert_instance",
         1,
-        Fault::Quota(QuotaInfo { metric: "GPUS_ALL_REGIONS".into(), limit: Some(0.0), scope: QuotaScope::Global }),
+        Fault::Quota(QuotaInfo {
+            metric: "GPUS_ALL_REGIONS".into(),
+            limit: Some(0.0),
+            scope: QuotaScope::Global,
+        }),
     );
-    let err = r.runner.up(RunOptions::default().until("instance"), r.sink()).await.expect_err("quota");
-    assert_eq!(err.quota().map(|q| q.metric.as_str()), Some("GPUS_ALL_REGIONS"), "{err}");
-    let inserts = r.world.calls().iter().filter(|c| c.op == "compute.insert_instance").count();
+    let err = r
+        .runner
+        .up(RunOptions::default().until("instance"), r.sink())
+        .await
+        .expect_err("quota");
+    assert_eq!(
+        err.quota().map(|q| q.metric.as_str()),
+        Some("GPUS_ALL_REGIONS"),
+        "{err}"
+    );
+    let inserts = r
+        .world
+        .calls()
+        .iter()
+        .filter(|c| c.op == "compute.insert_instance")
+        .count();
     assert_eq!(inserts, 1, "a global quota is not retried in another zone");
     assert!(r.world.state().instances.is_empty());
 }
@@ -234,10 +398,20 @@ async fn global_quota_stops_at_once_with_nothing_created() {
 #[tokio::test]
 async fn a_stopped_instance_is_started_not_recreated() {
     let r = Run::new(full_env("stopped", "KG_PW_STOPPED", &["us-central1-a"]));
-    r.runner.up(RunOptions::default().until("instance"), r.sink()).await.expect("up");
-    r.world.edit(|s| s.instances.values_mut().for_each(|i| i.status = InstanceStatus::Terminated));
+    r.runner
+        .up(RunOptions::default().until("instance"), r.sink())
+        .await
+        .expect("up");
+    r.world.edit(|s| {
+        s.instances
+            .values_mut()
+            .for_each(|i| i.status = InstanceStatus::Terminated)
+    });
     r.world.clear_calls();
-    r.runner.up(RunOptions::default().until("instance"), r.sink()).await.expect("up again");
+    r.runner
+        .up(RunOptions::default().until("instance"), r.sink())
+        .await
+        .expect("up again");
     let ops: Vec<String> = r.world.mutating_calls().into_iter().map(|c| c.op).collect();
     assert_eq!(ops, vec!["compute.start_instance".to_string()]);
 }
@@ -245,28 +419,62 @@ async fn a_stopped_instance_is_started_not_recreated() {
 #[tokio::test]
 async fn selection_runs_only_what_was_asked() {
     let r = Run::new(full_env("select", "KG_PW_SELECT", &["us-central1-a"]));
-    let report = r.runner.up(RunOptions::default().until("instance"), r.sink()).await.expect("until");
+    let report = r
+        .runner
+        .up(RunOptions::default().until("instance"), r.sink())
+        .await
+        .expect("until");
     let steps: Vec<&str> = report.steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(steps, vec!["instance"]);
-    let err = r.runner.up(RunOptions::default().only(["nope"]), r.sink()).await.expect_err("unknown step");
-    assert!(err.is_config() && err.to_string().contains("steps are:"), "{err}");
-    let report = r.runner.plan(RunOptions::default().only(["firewall"]), |_| {}).await.expect("prefix");
-    assert!(report.steps.iter().all(|s| s.step.starts_with("firewall/")), "{report:#?}");
+    let err = r
+        .runner
+        .up(RunOptions::default().only(["nope"]), r.sink())
+        .await
+        .expect_err("unknown step");
+    assert!(
+        err.is_config() && err.to_string().contains("steps are:"),
+        "{err}"
+    );
+    let report = r
+        .runner
+        .plan(RunOptions::default().only(["firewall"]), |_| {})
+        .await
+        .expect("prefix");
+    assert!(
+        report.steps.iter().all(|s| s.step.starts_with("firewall/")),
+        "{report:#?}"
+    );
 }
 
 #[tokio::test]
 async fn no_secret_reaches_state_events_or_the_simulated_host_in_plaintext() {
     let r = Run::new(full_env("secret", "KG_PW_SECRET", &["us-central1-a"]));
-    r.runner.up(RunOptions::default(), r.sink()).await.expect("up");
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("up");
     let secret = "pw-secret-secret";
     assert!(!r.state_text().expect("state").contains(secret));
     let events = format!("{:?}", r.events.lock().expect("events"));
     assert!(!events.contains(secret));
     let w = r.world.state();
-    let config = w.host_files.iter().find(|(p, _)| p.ends_with("jupyter_server_config.json")).map(|(_, (c, mode))| (String::from_utf8_lossy(c).into_owned(), *mode)).expect("jupyter config on host");
-    assert!(!config.0.contains(secret) && config.0.contains("argon2:$argon2id$"), "{}", config.0);
+    let config = w
+        .host_files
+        .iter()
+        .find(|(p, _)| p.ends_with("jupyter_server_config.json"))
+        .map(|(_, (c, mode))| (String::from_utf8_lossy(c).into_owned(), *mode))
+        .expect("jupyter config on host");
+    assert!(
+        !config.0.contains(secret) && config.0.contains("argon2:$argon2id$"),
+        "{}",
+        config.0
+    );
     assert_eq!(config.1, 0o600);
-    let key = w.host_files.iter().find(|(p, _)| p.ends_with("key.pem")).map(|(_, (_, m))| *m);
+    let key = w
+        .host_files
+        .iter()
+        .find(|(p, _)| p.ends_with("key.pem"))
+        .map(|(_, (_, m))| *m);
     assert_eq!(key, Some(0o600));
 }
 
@@ -281,7 +489,11 @@ async fn missing_password_fails_before_any_call() {
         .build()
         .expect("valid");
     let r = Run::new(env);
-    let err = r.runner.up(RunOptions::default(), r.sink()).await.expect_err("no password");
+    let err = r
+        .runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect_err("no password");
     assert!(err.is_config(), "{err}");
     assert!(err.to_string().contains("KG_PW_NEVER_SET"), "{err}");
     assert!(r.world.calls().is_empty(), "{:#?}", r.world.calls());
@@ -290,12 +502,19 @@ async fn missing_password_fails_before_any_call() {
 #[tokio::test]
 async fn two_runs_on_one_environment_exclude_each_other() {
     let r = Run::new(full_env("lock", "KG_PW_LOCK", &["us-central1-a"]));
-    r.world.set_latency("compute.insert_instance", Duration::from_millis(300));
-    let other = Runner::new(r.runner.env().clone(), r.world.backends()).state_dir(r.state_dir.path());
-    let (a, b) = tokio::join!(r.runner.up(RunOptions::default().until("instance"), |_| {}), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        other.up(RunOptions::default().until("instance"), |_| {}).await
-    });
+    r.world
+        .set_latency("compute.insert_instance", Duration::from_millis(300));
+    let other =
+        Runner::new(r.runner.env().clone(), r.world.backends()).state_dir(r.state_dir.path());
+    let (a, b) = tokio::join!(
+        r.runner.up(RunOptions::default().until("instance"), |_| {}),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            other
+                .up(RunOptions::default().until("instance"), |_| {})
+                .await
+        }
+    );
     a.expect("first run");
     let e = b.expect_err("second run is refused while the first holds the lock");
     assert!(e.to_string().contains("busy"), "{e}");

@@ -14,7 +14,8 @@ use crate::world::PyMockWorld;
 
 /// The real backends.
 pub(crate) fn real() -> Result<Backends, BackendError> {
-    let rt = crate::runtime::get().map_err(|e| BackendError::other(format!("starting kgenv's runtime: {e}")))?;
+    let rt = crate::runtime::get()
+        .map_err(|e| BackendError::other(format!("starting kgenv's runtime: {e}")))?;
     Ok(rt.block_on(Backends::from_env()))
 }
 

@@ -154,10 +154,19 @@ pub trait Compute: Send + Sync {
     /// Resolves an image family to its current image.
     async fn image_from_family(&self, project: &str, family: &str) -> BackendResult<ImageInfo>;
     /// Checks that an accelerator type exists in a zone (`NotFound` otherwise).
-    async fn check_accelerator(&self, project: &str, zone: &str, gpu_type: &str)
-        -> BackendResult<()>;
+    async fn check_accelerator(
+        &self,
+        project: &str,
+        zone: &str,
+        gpu_type: &str,
+    ) -> BackendResult<()>;
     /// Checks that a machine type exists in a zone (`NotFound` otherwise).
-    async fn check_machine_type(&self, project: &str, zone: &str, machine_type: &str) -> BackendResult<()>;
+    async fn check_machine_type(
+        &self,
+        project: &str,
+        zone: &str,
+        machine_type: &str,
+    ) -> BackendResult<()>;
     /// The public IPv4 address this machine reaches Google from, for SSH-only firewall
     /// rules (`<ip>/32`).
     async fn caller_ip(&self) -> BackendResult<String>;

@@ -136,6 +136,9 @@ pub trait Remote: Send + Sync {
 #[async_trait]
 pub trait RemoteConnector: Send + Sync {
     /// Connects, verifies the host key and logs in; waits for the host up to `ready_within`.
-    async fn connect(&self, addr: &HostAddr, ready_within: Duration)
-        -> BackendResult<Arc<dyn Remote>>;
+    async fn connect(
+        &self,
+        addr: &HostAddr,
+        ready_within: Duration,
+    ) -> BackendResult<Arc<dyn Remote>>;
 }

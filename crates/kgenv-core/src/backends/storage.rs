@@ -22,8 +22,12 @@ pub trait Storage: Send + Sync {
     /// The bucket, or `None` when it does not exist.
     async fn get_bucket(&self, name: &str) -> BackendResult<Option<BucketInfo>>;
     /// Creates a bucket with uniform bucket-level access in `location`.
-    async fn create_bucket(&self, project: &str, name: &str, location: &str)
-        -> BackendResult<BucketInfo>;
+    async fn create_bucket(
+        &self,
+        project: &str,
+        name: &str,
+        location: &str,
+    ) -> BackendResult<BucketInfo>;
     /// Deletes an (empty) bucket. kgenv only calls this when the user names the bucket.
     async fn delete_bucket(&self, name: &str) -> BackendResult<()>;
 }

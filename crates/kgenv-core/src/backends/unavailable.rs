@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::compute::{Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest};
+use super::compute::{
+    Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
+};
 use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
 use super::kaggle::{DataFile, Kaggle};
@@ -26,11 +28,17 @@ pub struct Unavailable {
 impl Unavailable {
     /// `backend` cannot be used; `hint` says what to do.
     pub fn new(backend: &'static str, hint: impl Into<String>) -> Self {
-        Self { backend, hint: hint.into() }
+        Self {
+            backend,
+            hint: hint.into(),
+        }
     }
 
     fn err<T>(&self) -> BackendResult<T> {
-        Err(BackendError::Unavailable { backend: self.backend, hint: self.hint.clone() })
+        Err(BackendError::Unavailable {
+            backend: self.backend,
+            hint: self.hint.clone(),
+        })
     }
 
     /// Shared, as a trait object of any backend trait.
@@ -56,7 +64,11 @@ impl Compute for Unavailable {
     async fn stop_instance(&self, _: &InstanceRef) -> BackendResult<()> {
         self.err()
     }
-    async fn guest_attributes(&self, _: &InstanceRef, _: &str) -> BackendResult<Vec<(String, String)>> {
+    async fn guest_attributes(
+        &self,
+        _: &InstanceRef,
+        _: &str,
+    ) -> BackendResult<Vec<(String, String)>> {
         self.err()
     }
     async fn get_firewall(&self, _: &str, _: &str) -> BackendResult<Option<FirewallRule>> {
@@ -136,7 +148,13 @@ impl GitHub for Unavailable {
     async fn list_keys(&self, _: &KeyScope) -> BackendResult<Vec<GithubKeyInfo>> {
         self.err()
     }
-    async fn add_key(&self, _: &KeyScope, _: &str, _: &str, _: bool) -> BackendResult<GithubKeyInfo> {
+    async fn add_key(
+        &self,
+        _: &KeyScope,
+        _: &str,
+        _: &str,
+        _: bool,
+    ) -> BackendResult<GithubKeyInfo> {
         self.err()
     }
     async fn delete_key(&self, _: &KeyScope, _: u64) -> BackendResult<()> {

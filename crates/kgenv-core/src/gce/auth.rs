@@ -68,7 +68,10 @@ impl TokenSource {
         }
         match adc_provider().await {
             Ok(p) => Ok(Self::Provider(p)),
-            Err(message) => Err(BackendError::Unauthenticated { service: "compute", message }),
+            Err(message) => Err(BackendError::Unauthenticated {
+                service: "compute",
+                message,
+            }),
         }
     }
 
@@ -95,27 +98,45 @@ impl TokenSource {
 /// VM, then a logged-in gcloud CLI. gcp_auth's own discovery probes the metadata server on
 /// any machine; off GCE that is a link-local address kgenv has no business contacting.
 pub async fn adc_provider() -> Result<Arc<dyn gcp_auth::TokenProvider>, String> {
-    let fail = |what: &str, e: gcp_auth::Error| format!("{what}: {}; {HOW_TO_AUTH}", crate::plan::error_chain(&e));
+    let fail = |what: &str, e: gcp_auth::Error| {
+        format!("{what}: {}; {HOW_TO_AUTH}", crate::plan::error_chain(&e))
+    };
     if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
         return match gcp_auth::CustomServiceAccount::from_env() {
             Ok(Some(p)) => Ok(Arc::new(p)),
-            Ok(None) => Err(format!("GOOGLE_APPLICATION_CREDENTIALS is empty; {HOW_TO_AUTH}")),
+            Ok(None) => Err(format!(
+                "GOOGLE_APPLICATION_CREDENTIALS is empty; {HOW_TO_AUTH}"
+            )),
             Err(e) => Err(fail("reading GOOGLE_APPLICATION_CREDENTIALS", e)),
         };
     }
     let gcloud_dir = std::env::var_os("CLOUDSDK_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")));
-    if gcloud_dir.as_ref().is_some_and(|d| d.join("application_default_credentials.json").is_file()) {
-        return gcp_auth::ConfigDefaultCredentials::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("gcloud's application default credentials", e));
+    if gcloud_dir
+        .as_ref()
+        .is_some_and(|d| d.join("application_default_credentials.json").is_file())
+    {
+        return gcp_auth::ConfigDefaultCredentials::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("gcloud's application default credentials", e));
     }
     if on_gce() {
-        return gcp_auth::MetadataServiceAccount::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("the VM's service account", e));
+        return gcp_auth::MetadataServiceAccount::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("the VM's service account", e));
     }
     if gcloud_dir.is_some_and(|d| d.join("credentials.db").is_file()) {
-        return gcp_auth::GCloudAuthorizedUser::new().await.map(|p| Arc::new(p) as _).map_err(|e| fail("the gcloud CLI's login", e));
+        return gcp_auth::GCloudAuthorizedUser::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("the gcloud CLI's login", e));
     }
-    Err(format!("no Google Cloud credentials found on this machine; {HOW_TO_AUTH}"))
+    Err(format!(
+        "no Google Cloud credentials found on this machine; {HOW_TO_AUTH}"
+    ))
 }
 
 /// Whether this machine is a GCE VM (from its DMI product name; no network call).

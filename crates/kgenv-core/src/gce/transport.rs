@@ -137,10 +137,11 @@ impl Transport {
         let base = normalize_base_url(base_url)?;
         let http = crate::http::client_builder(&base)
             .connect_timeout(Duration::from_secs(15))
-            .build().map_err(|e| BackendError::Other {
-            message: "building the HTTP client".into(),
-            source: Some(Box::new(e)),
-        })?;
+            .build()
+            .map_err(|e| BackendError::Other {
+                message: "building the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,

@@ -11,10 +11,18 @@ use crate::backends::BackendResult;
 use crate::error::BackendError;
 
 /// The host key the mock's instances publish in `hostkeys/`.
-pub const MOCK_HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockHostKeyForKgenvTestsOnly0000000000000";
+pub const MOCK_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockHostKeyForKgenvTestsOnly0000000000000";
 
 /// GPU types the mock knows in every zone.
-const KNOWN_GPUS: [&str; 6] = ["nvidia-tesla-t4", "nvidia-l4", "nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-tesla-a100", "nvidia-a100-80gb"];
+const KNOWN_GPUS: [&str; 6] = [
+    "nvidia-tesla-t4",
+    "nvidia-l4",
+    "nvidia-tesla-v100",
+    "nvidia-tesla-p100",
+    "nvidia-tesla-a100",
+    "nvidia-a100-80gb",
+];
 
 fn key(at: &InstanceRef) -> String {
     format!("{}/{}/{}", at.project, at.zone, at.name)
@@ -25,7 +33,11 @@ pub(super) struct MockCompute(pub(super) MockWorld);
 #[async_trait]
 impl Compute for MockCompute {
     async fn get_instance(&self, at: &InstanceRef) -> BackendResult<Option<InstanceInfo>> {
-        self.0.call("compute.get_instance", &key(at), false, |s| Ok(s.instances.get(&key(at)).cloned())).await
+        self.0
+            .call("compute.get_instance", &key(at), false, |s| {
+                Ok(s.instances.get(&key(at)).cloned())
+            })
+            .await
     }
 
     async fn insert_instance(&self, req: &InstanceRequest) -> BackendResult<InstanceInfo> {
@@ -35,12 +47,17 @@ impl Compute for MockCompute {
                 if s.stockout_zones.contains(&req.at.zone) {
                     return Err(BackendError::Stockout {
                         zone: req.at.zone.clone(),
-                        resource: req.gpu.as_ref().map_or(req.machine_type.clone(), |g| g.0.clone()),
+                        resource: req
+                            .gpu
+                            .as_ref()
+                            .map_or(req.machine_type.clone(), |g| g.0.clone()),
                         message: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
                     });
                 }
                 if s.instances.contains_key(&k) {
-                    return Err(BackendError::AlreadyExists { resource: req.at.to_string() });
+                    return Err(BackendError::AlreadyExists {
+                        resource: req.at.to_string(),
+                    });
                 }
                 let id = s.id();
                 let info = InstanceInfo {
@@ -61,24 +78,37 @@ impl Compute for MockCompute {
     async fn delete_instance(&self, at: &InstanceRef) -> BackendResult<()> {
         self.0
             .call("compute.delete_instance", &key(at), true, |s| {
-                s.instances.remove(&key(at)).map(|_| ()).ok_or_else(|| BackendError::NotFound { resource: at.to_string() })
+                s.instances
+                    .remove(&key(at))
+                    .map(|_| ())
+                    .ok_or_else(|| BackendError::NotFound {
+                        resource: at.to_string(),
+                    })
             })
             .await
     }
 
     async fn start_instance(&self, at: &InstanceRef) -> BackendResult<()> {
-        self.set_status(at, "compute.start_instance", InstanceStatus::Running).await
+        self.set_status(at, "compute.start_instance", InstanceStatus::Running)
+            .await
     }
 
     async fn stop_instance(&self, at: &InstanceRef) -> BackendResult<()> {
-        self.set_status(at, "compute.stop_instance", InstanceStatus::Terminated).await
+        self.set_status(at, "compute.stop_instance", InstanceStatus::Terminated)
+            .await
     }
 
-    async fn guest_attributes(&self, at: &InstanceRef, query_path: &str) -> BackendResult<Vec<(String, String)>> {
+    async fn guest_attributes(
+        &self,
+        at: &InstanceRef,
+        query_path: &str,
+    ) -> BackendResult<Vec<(String, String)>> {
         self.0
             .call("compute.guest_attributes", &key(at), false, |s| {
                 if !s.instances.contains_key(&key(at)) {
-                    return Err(BackendError::NotFound { resource: at.to_string() });
+                    return Err(BackendError::NotFound {
+                        resource: at.to_string(),
+                    });
                 }
                 Ok(if query_path.starts_with("hostkeys") {
                     let (alg, body) = MOCK_HOST_KEY.split_once(' ').unwrap_or_default();
@@ -92,7 +122,11 @@ impl Compute for MockCompute {
 
     async fn get_firewall(&self, project: &str, name: &str) -> BackendResult<Option<FirewallRule>> {
         let k = format!("{project}/{name}");
-        self.0.call("compute.get_firewall", &k, false, |s| Ok(s.firewalls.get(&k).cloned())).await
+        self.0
+            .call("compute.get_firewall", &k, false, |s| {
+                Ok(s.firewalls.get(&k).cloned())
+            })
+            .await
     }
 
     async fn insert_firewall(&self, rule: &FirewallRule) -> BackendResult<()> {
@@ -100,7 +134,9 @@ impl Compute for MockCompute {
         self.0
             .call("compute.insert_firewall", &k, true, |s| {
                 if s.firewalls.contains_key(&k) {
-                    return Err(BackendError::AlreadyExists { resource: format!("firewall {k}") });
+                    return Err(BackendError::AlreadyExists {
+                        resource: format!("firewall {k}"),
+                    });
                 }
                 s.firewalls.insert(k.clone(), rule.clone());
                 Ok(())
@@ -111,12 +147,16 @@ impl Compute for MockCompute {
     async fn patch_firewall(&self, rule: &FirewallRule) -> BackendResult<()> {
         let k = format!("{}/{}", rule.project, rule.name);
         self.0
-            .call("compute.patch_firewall", &k, true, |s| match s.firewalls.get_mut(&k) {
-                Some(r) => {
-                    *r = rule.clone();
-                    Ok(())
+            .call("compute.patch_firewall", &k, true, |s| {
+                match s.firewalls.get_mut(&k) {
+                    Some(r) => {
+                        *r = rule.clone();
+                        Ok(())
+                    }
+                    None => Err(BackendError::NotFound {
+                        resource: format!("firewall {k}"),
+                    }),
                 }
-                None => Err(BackendError::NotFound { resource: format!("firewall {k}") }),
             })
             .await
     }
@@ -125,7 +165,12 @@ impl Compute for MockCompute {
         let k = format!("{project}/{name}");
         self.0
             .call("compute.delete_firewall", &k, true, |s| {
-                s.firewalls.remove(&k).map(|_| ()).ok_or_else(|| BackendError::NotFound { resource: format!("firewall {k}") })
+                s.firewalls
+                    .remove(&k)
+                    .map(|_| ())
+                    .ok_or_else(|| BackendError::NotFound {
+                        resource: format!("firewall {k}"),
+                    })
             })
             .await
     }
@@ -143,47 +188,77 @@ impl Compute for MockCompute {
             .await
     }
 
-    async fn check_accelerator(&self, project: &str, zone: &str, gpu_type: &str) -> BackendResult<()> {
+    async fn check_accelerator(
+        &self,
+        project: &str,
+        zone: &str,
+        gpu_type: &str,
+    ) -> BackendResult<()> {
         let k = format!("{project}/{zone}/{gpu_type}");
         self.0
             .call("compute.check_accelerator", &k, false, |_| {
                 if KNOWN_GPUS.contains(&gpu_type) {
                     Ok(())
                 } else {
-                    Err(BackendError::NotFound { resource: format!("accelerator type {gpu_type} in zone {zone}") })
+                    Err(BackendError::NotFound {
+                        resource: format!("accelerator type {gpu_type} in zone {zone}"),
+                    })
                 }
             })
             .await
     }
 
-    async fn check_machine_type(&self, project: &str, zone: &str, machine_type: &str) -> BackendResult<()> {
+    async fn check_machine_type(
+        &self,
+        project: &str,
+        zone: &str,
+        machine_type: &str,
+    ) -> BackendResult<()> {
         let k = format!("{project}/{zone}/{machine_type}");
         self.0
             .call("compute.check_machine_type", &k, false, |_| {
                 // The mock offers the families GPU VMs use.
-                if ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"].iter().any(|f| machine_type.starts_with(f)) {
+                if ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"]
+                    .iter()
+                    .any(|f| machine_type.starts_with(f))
+                {
                     Ok(())
                 } else {
-                    Err(BackendError::NotFound { resource: format!("machine type {machine_type} in zone {zone}") })
+                    Err(BackendError::NotFound {
+                        resource: format!("machine type {machine_type} in zone {zone}"),
+                    })
                 }
             })
             .await
     }
 
     async fn caller_ip(&self) -> BackendResult<String> {
-        self.0.call("compute.caller_ip", "", false, |_| Ok("198.51.100.7".to_string())).await
+        self.0
+            .call("compute.caller_ip", "", false, |_| {
+                Ok("198.51.100.7".to_string())
+            })
+            .await
     }
 }
 
 impl MockCompute {
-    async fn set_status(&self, at: &InstanceRef, op: &str, status: InstanceStatus) -> BackendResult<()> {
+    async fn set_status(
+        &self,
+        at: &InstanceRef,
+        op: &str,
+        status: InstanceStatus,
+    ) -> BackendResult<()> {
         self.0
-            .call(op, &key(at), true, |s| match s.instances.get_mut(&key(at)) {
-                Some(i) => {
-                    i.status = status;
-                    Ok(())
+            .call(op, &key(at), true, |s| {
+                match s.instances.get_mut(&key(at)) {
+                    Some(i) => {
+                        i.status = status;
+                        Ok(())
+                    }
+                    None => Err(BackendError::NotFound {
+                        resource: at.to_string(),
+                    }),
                 }
-                None => Err(BackendError::NotFound { resource: at.to_string() }),
             })
             .await
     }

@@ -41,7 +41,7 @@ use crate::backends::container::{ContainerInfo, EngineImage};
 use crate::backends::github::{GithubKeyInfo, KeyScope};
 use crate::backends::kaggle::DataFile;
 use crate::backends::storage::BucketInfo;
-use crate::backends::{Backends, BackendResult};
+use crate::backends::{BackendResult, Backends};
 use crate::error::{BackendError, QuotaInfo};
 
 /// One recorded backend call.
@@ -82,15 +82,28 @@ impl Fault {
     fn to_error(&self, op: &str, target: &str) -> BackendError {
         match self {
             Self::Transient => BackendError::transient("mock", format!("injected 503 on {op}")),
-            Self::RateLimited => BackendError::RateLimited { service: "mock", retry_after: None },
+            Self::RateLimited => BackendError::RateLimited {
+                service: "mock",
+                retry_after: None,
+            },
             Self::Stockout => BackendError::Stockout {
                 zone: target.split('/').nth(1).unwrap_or("unknown").to_string(),
                 resource: target.to_string(),
                 message: "ZONE_RESOURCE_POOL_EXHAUSTED (injected)".into(),
             },
-            Self::Quota(q) => BackendError::Quota { quota: q.clone(), message: "injected".into() },
-            Self::PermissionDenied => BackendError::PermissionDenied { resource: target.into(), message: "injected".into() },
-            Self::Connection => BackendError::Connection { endpoint: target.into(), message: "injected drop".into(), source: None },
+            Self::Quota(q) => BackendError::Quota {
+                quota: q.clone(),
+                message: "injected".into(),
+            },
+            Self::PermissionDenied => BackendError::PermissionDenied {
+                resource: target.into(),
+                message: "injected".into(),
+            },
+            Self::Connection => BackendError::Connection {
+                endpoint: target.into(),
+                message: "injected drop".into(),
+                source: None,
+            },
         }
     }
 }
@@ -133,13 +146,26 @@ pub struct WorldState {
 
 impl WorldState {
     fn seeded() -> Self {
-        let mut s = Self { host_gpus: 1, next_id: 1000, ..Self::default() };
+        let mut s = Self {
+            host_gpus: 1,
+            next_id: 1000,
+            ..Self::default()
+        };
         s.competitions.insert(
             "titanic".into(),
             vec![
-                DataFile { name: "train.csv".into(), size: 61_194 },
-                DataFile { name: "test.csv".into(), size: 28_629 },
-                DataFile { name: "gender_submission.csv".into(), size: 3_258 },
+                DataFile {
+                    name: "train.csv".into(),
+                    size: 61_194,
+                },
+                DataFile {
+                    name: "test.csv".into(),
+                    size: 28_629,
+                },
+                DataFile {
+                    name: "gender_submission.csv".into(),
+                    size: 3_258,
+                },
             ],
         );
         s
@@ -212,7 +238,12 @@ impl MockWorld {
     /// processes see one simulated cloud in turn (the CLI's `--mock`).
     pub fn persistent(path: &Path) -> BackendResult<Self> {
         let state = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| BackendError::other(format!("mock world {} is corrupt: {e}; delete it to start over", path.display())))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                BackendError::other(format!(
+                    "mock world {} is corrupt: {e}; delete it to start over",
+                    path.display()
+                ))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => WorldState::seeded(),
             Err(e) => return Err(BackendError::io(format!("reading {}", path.display()), e)),
         };
@@ -260,7 +291,11 @@ impl MockWorld {
 
     /// Makes the next `n` calls of `op` (`compute.insert_instance`, or `*`) fail with `fault`.
     pub fn fail_next(&self, op: &str, n: u32, fault: Fault) {
-        lock(&self.inner.faults).push(FaultRule { op: op.into(), remaining: n, fault });
+        lock(&self.inner.faults).push(FaultRule {
+            op: op.into(),
+            remaining: n,
+            fault,
+        });
     }
 
     /// Adds `latency` to every call of `op` (or `*`).
@@ -297,7 +332,9 @@ impl MockWorld {
         }
         let fault = {
             let mut faults = lock(&self.inner.faults);
-            let hit = faults.iter_mut().find(|r| r.remaining > 0 && (r.op == op || r.op == "*"));
+            let hit = faults
+                .iter_mut()
+                .find(|r| r.remaining > 0 && (r.op == op || r.op == "*"));
             hit.map(|r| {
                 r.remaining -= 1;
                 r.fault.clone()

@@ -12,16 +12,31 @@ pub(super) struct MockStorage(pub(super) MockWorld);
 #[async_trait]
 impl Storage for MockStorage {
     async fn get_bucket(&self, name: &str) -> BackendResult<Option<BucketInfo>> {
-        self.0.call("storage.get_bucket", name, false, |s| Ok(s.buckets.get(name).cloned())).await
+        self.0
+            .call("storage.get_bucket", name, false, |s| {
+                Ok(s.buckets.get(name).cloned())
+            })
+            .await
     }
 
-    async fn create_bucket(&self, _project: &str, name: &str, location: &str) -> BackendResult<BucketInfo> {
+    async fn create_bucket(
+        &self,
+        _project: &str,
+        name: &str,
+        location: &str,
+    ) -> BackendResult<BucketInfo> {
         self.0
             .call("storage.create_bucket", name, true, |s| {
                 if s.buckets.contains_key(name) {
-                    return Err(BackendError::AlreadyExists { resource: format!("bucket {name}") });
+                    return Err(BackendError::AlreadyExists {
+                        resource: format!("bucket {name}"),
+                    });
                 }
-                let b = BucketInfo { name: name.into(), location: location.to_uppercase(), uniform_access: true };
+                let b = BucketInfo {
+                    name: name.into(),
+                    location: location.to_uppercase(),
+                    uniform_access: true,
+                };
                 s.buckets.insert(name.into(), b.clone());
                 Ok(b)
             })
@@ -31,7 +46,12 @@ impl Storage for MockStorage {
     async fn delete_bucket(&self, name: &str) -> BackendResult<()> {
         self.0
             .call("storage.delete_bucket", name, true, |s| {
-                s.buckets.remove(name).map(|_| ()).ok_or_else(|| BackendError::NotFound { resource: format!("bucket {name}") })
+                s.buckets
+                    .remove(name)
+                    .map(|_| ())
+                    .ok_or_else(|| BackendError::NotFound {
+                        resource: format!("bucket {name}"),
+                    })
             })
             .await
     }

@@ -151,7 +151,13 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Planned { step, summary, change, diff, actions } => {
+            Self::Planned {
+                step,
+                summary,
+                change,
+                diff,
+                actions,
+            } => {
                 let sign = match change {
                     Change::None => " ",
                     Change::Create => "+",
@@ -168,24 +174,42 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
-            Self::Started { step, phase } => write!(f, "{step}: {}", match phase {
-                Phase::Check => "checking",
-                Phase::Apply => "applying",
-                Phase::Destroy => "removing",
-            }),
-            Self::Progress { step, item, done, total } => match total {
+            Self::Started { step, phase } => write!(
+                f,
+                "{step}: {}",
+                match phase {
+                    Phase::Check => "checking",
+                    Phase::Apply => "applying",
+                    Phase::Destroy => "removing",
+                }
+            ),
+            Self::Progress {
+                step,
+                item,
+                done,
+                total,
+            } => match total {
                 Some(t) => write!(f, "{step}: {item} {done}/{t} bytes"),
                 None => write!(f, "{step}: {item} {done} bytes"),
             },
             Self::Log { step, line, .. } => write!(f, "{step}| {line}"),
             Self::Warning { step, message } => write!(f, "warning: {step}: {message}"),
             Self::Satisfied { step } => write!(f, "{step}: nothing to do"),
-            Self::Done { step, phase, elapsed_ms } => {
-                write!(f, "{step}: {} in {:.1}s", match phase {
-                    Phase::Check => "checked",
-                    Phase::Apply => "done",
-                    Phase::Destroy => "removed",
-                }, *elapsed_ms as f64 / 1000.0)
+            Self::Done {
+                step,
+                phase,
+                elapsed_ms,
+            } => {
+                write!(
+                    f,
+                    "{step}: {} in {:.1}s",
+                    match phase {
+                        Phase::Check => "checked",
+                        Phase::Apply => "done",
+                        Phase::Destroy => "removed",
+                    },
+                    *elapsed_ms as f64 / 1000.0
+                )
             }
             Self::Failed { step, message, .. } => write!(f, "{step}: FAILED: {message}"),
             Self::Skipped { step, reason } => write!(f, "{step}: skipped ({reason})"),

@@ -84,8 +84,14 @@ where
         prereqs.entry(s.id().to_string()).or_default();
         for d in s.deps().iter().filter(|d| selected.contains(*d)) {
             match direction {
-                Direction::Forward => prereqs.entry(s.id().to_string()).or_default().push(d.clone()),
-                Direction::Reverse => prereqs.entry(d.clone()).or_default().push(s.id().to_string()),
+                Direction::Forward => prereqs
+                    .entry(s.id().to_string())
+                    .or_default()
+                    .push(d.clone()),
+                Direction::Reverse => prereqs
+                    .entry(d.clone())
+                    .or_default()
+                    .push(s.id().to_string()),
             }
         }
     }
@@ -116,13 +122,23 @@ where
                 // `down` is best effort: a failed dependent does not keep us from removing
                 // the rest (the state keeps what is left, and the next `down` retries).
                 let blocked = match direction {
-                    Direction::Forward => pre.iter().find(|p| finished.get(*p) == Some(&false)).cloned(),
+                    Direction::Forward => pre
+                        .iter()
+                        .find(|p| finished.get(*p) == Some(&false))
+                        .cloned(),
                     Direction::Reverse => None,
                 };
                 if let Some(dep) = blocked {
                     let reason = format!("`{dep}` did not complete");
-                    events.emit(Event::Skipped { step: id.clone(), reason: reason.clone() });
-                    outcomes.push(StepOutcome { step: id.clone(), outcome: Outcome::Skipped { reason }, elapsed_ms: 0 });
+                    events.emit(Event::Skipped {
+                        step: id.clone(),
+                        reason: reason.clone(),
+                    });
+                    outcomes.push(StepOutcome {
+                        step: id.clone(),
+                        outcome: Outcome::Skipped { reason },
+                        elapsed_ms: 0,
+                    });
                     finished.insert(id, false);
                     continue;
                 }
@@ -136,24 +152,42 @@ where
             }
             pending = still;
             // Skipping may have unblocked others; loop again before waiting.
-            if running.is_empty() && !pending.is_empty() && pending.iter().any(|id| prereqs[id].iter().all(|p| finished.contains_key(p))) {
+            if running.is_empty()
+                && !pending.is_empty()
+                && pending
+                    .iter()
+                    .any(|id| prereqs[id].iter().all(|p| finished.contains_key(p)))
+            {
                 continue;
             }
         }
-        let Some((id, result, elapsed)) = running.next().await else { break };
+        let Some((id, result, elapsed)) = running.next().await else {
+            break;
+        };
         let elapsed_ms = elapsed.as_millis() as u64;
         match result {
             Ok(outcome) => {
                 finished.insert(id.clone(), true);
-                outcomes.push(StepOutcome { step: id, outcome, elapsed_ms });
+                outcomes.push(StepOutcome {
+                    step: id,
+                    outcome,
+                    elapsed_ms,
+                });
             }
             Err(e) => {
                 let e = e.in_step(&id);
                 let message = error_chain(&e);
-                events.emit(Event::Failed { step: id.clone(), kind: e.kind().to_string(), message: message.clone() });
+                events.emit(Event::Failed {
+                    step: id.clone(),
+                    kind: e.kind().to_string(),
+                    message: message.clone(),
+                });
                 outcomes.push(StepOutcome {
                     step: id.clone(),
-                    outcome: Outcome::Failed { kind: e.kind().to_string(), message },
+                    outcome: Outcome::Failed {
+                        kind: e.kind().to_string(),
+                        message,
+                    },
                     elapsed_ms,
                 });
                 finished.insert(id.clone(), false);
@@ -162,9 +196,20 @@ where
         }
     }
     for id in pending {
-        let reason = if cancel.is_cancelled() { "cancelled".to_string() } else { "not reached".to_string() };
-        events.emit(Event::Skipped { step: id.clone(), reason: reason.clone() });
-        outcomes.push(StepOutcome { step: id, outcome: Outcome::Skipped { reason }, elapsed_ms: 0 });
+        let reason = if cancel.is_cancelled() {
+            "cancelled".to_string()
+        } else {
+            "not reached".to_string()
+        };
+        events.emit(Event::Skipped {
+            step: id.clone(),
+            reason: reason.clone(),
+        });
+        outcomes.push(StepOutcome {
+            step: id,
+            outcome: Outcome::Skipped { reason },
+            elapsed_ms: 0,
+        });
     }
     (outcomes, errors)
 }

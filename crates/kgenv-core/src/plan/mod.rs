@@ -58,7 +58,12 @@ impl RunOptions {
     #[must_use]
     pub fn delete_bucket(mut self, name: impl Into<String>) -> Self {
         let name: String = name.into();
-        self.delete_buckets.push(name.strip_prefix("gs://").unwrap_or(&name).trim_end_matches('/').to_string());
+        self.delete_buckets.push(
+            name.strip_prefix("gs://")
+                .unwrap_or(&name)
+                .trim_end_matches('/')
+                .to_string(),
+        );
         self
     }
 }
@@ -89,13 +94,18 @@ impl Report {
     pub fn planned_changes(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| matches!(&s.outcome, Outcome::Planned { change } if *change != Change::None))
+            .filter(
+                |s| matches!(&s.outcome, Outcome::Planned { change } if *change != Change::None),
+            )
             .count()
     }
 
     /// The outcome of one step.
     pub fn outcome(&self, step: &str) -> Option<&Outcome> {
-        self.steps.iter().find(|s| s.step == step).map(|s| &s.outcome)
+        self.steps
+            .iter()
+            .find(|s| s.step == step)
+            .map(|s| &s.outcome)
     }
 }
 
@@ -123,7 +133,9 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("env", &self.env.name).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("env", &self.env.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +214,10 @@ impl Runner {
                 .map(|s| s.to_string())
                 .collect();
             if m.is_empty() {
-                return Err(Error::Usage(format!("no step `{pat}` in this environment; steps are: {}", ids.join(", "))));
+                return Err(Error::Usage(format!(
+                    "no step `{pat}` in this environment; steps are: {}",
+                    ids.join(", ")
+                )));
             }
             Ok(m)
         };
@@ -249,156 +264,278 @@ impl Runner {
     /// Holds the environment's lock for the duration of a mutating run, so two shells
     /// cannot run `up` and `down` on the same environment at once.
     fn lock(&self) -> Result<std::fs::File> {
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|source| StateError::Io { path: self.state_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.state_dir).map_err(|source| StateError::Io {
+            path: self.state_dir.clone(),
+            source,
+        })?;
         let path = self.state_dir.join(format!("{}.lock", self.env.name));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| StateError::Io { path: path.clone(), source })?;
+            .map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StateError::Locked { env: self.env.name.clone(), path }.into())
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                env: self.env.name.clone(),
+                path,
             }
-            Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io { path, source }.into()),
+            .into()),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StateError::Io { path, source }.into())
+            }
         }
     }
 
     /// Dry run: what would change, and the API calls and host commands it would make.
     /// Makes no mutating call. Steps whose dependencies will change are not observed (their
     /// host may not exist yet) and are shown with the actions they would take.
-    pub async fn plan(&self, opts: RunOptions, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+    pub async fn plan(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
         let events = EventSink::new(on_event);
         self.plan_with(opts, &events, "plan").await
     }
 
-    async fn plan_with(&self, opts: RunOptions, events: &EventSink, operation: &str) -> Result<Report> {
+    async fn plan_with(
+        &self,
+        opts: RunOptions,
+        events: &EventSink,
+        operation: &str,
+    ) -> Result<Report> {
         let selected = self.select(&opts)?;
         let ctx = self.ctx(events)?;
         let t0 = Instant::now();
         let changes: Arc<Mutex<BTreeMap<String, Change>>> = Arc::default();
-        let (outcomes, errors) = run_dag(&self.steps, &selected, Direction::Forward, &self.cancel, events, |step| {
-            let ctx = ctx.for_step(step.id());
-            let changes = changes.clone();
-            let events = events.clone();
-            async move {
-                for w in step.warnings() {
-                    ctx.warn(w);
-                }
-                let upstream: Vec<String> = {
-                    let c = changes.lock().unwrap_or_else(|p| p.into_inner());
-                    step.deps().iter().filter(|d| c.get(*d).is_some_and(|ch| *ch != Change::None)).cloned().collect()
-                };
-                let (change, diff, actions) = if upstream.is_empty() {
-                    match step.check(&ctx).await {
-                        Ok(CheckOutcome { observed: Observed::Satisfied, .. }) => (Change::None, vec![], vec![]),
-                        Ok(CheckOutcome { observed: Observed::Missing, actions }) => (Change::Create, vec![], actions),
-                        Ok(CheckOutcome { observed: Observed::Drifted(diff), actions }) => (Change::Update, diff, actions),
-                        Err(e) if e.backend().is_some_and(|b| b.is_auth() || matches!(b, crate::BackendError::Unavailable { .. } | crate::BackendError::Connection { .. })) => {
-                            (Change::Unknown, vec![format!("cannot observe: {}", error_chain(&e))], step.planned_actions())
-                        }
-                        Err(e) => return Err(e),
+        let (outcomes, errors) = run_dag(
+            &self.steps,
+            &selected,
+            Direction::Forward,
+            &self.cancel,
+            events,
+            |step| {
+                let ctx = ctx.for_step(step.id());
+                let changes = changes.clone();
+                let events = events.clone();
+                async move {
+                    for w in step.warnings() {
+                        ctx.warn(w);
                     }
-                } else {
-                    (Change::Create, vec![format!("after {} changes", upstream.join(", "))], step.planned_actions())
-                };
-                changes.lock().unwrap_or_else(|p| p.into_inner()).insert(step.id().to_string(), change);
-                events.emit(Event::Planned { step: step.id().to_string(), summary: step.summary(), change, diff, actions });
-                Ok(Outcome::Planned { change })
-            }
-        })
+                    let upstream: Vec<String> = {
+                        let c = changes.lock().unwrap_or_else(|p| p.into_inner());
+                        step.deps()
+                            .iter()
+                            .filter(|d| c.get(*d).is_some_and(|ch| *ch != Change::None))
+                            .cloned()
+                            .collect()
+                    };
+                    let (change, diff, actions) = if upstream.is_empty() {
+                        match step.check(&ctx).await {
+                            Ok(CheckOutcome {
+                                observed: Observed::Satisfied,
+                                ..
+                            }) => (Change::None, vec![], vec![]),
+                            Ok(CheckOutcome {
+                                observed: Observed::Missing,
+                                actions,
+                            }) => (Change::Create, vec![], actions),
+                            Ok(CheckOutcome {
+                                observed: Observed::Drifted(diff),
+                                actions,
+                            }) => (Change::Update, diff, actions),
+                            Err(e)
+                                if e.backend().is_some_and(|b| {
+                                    b.is_auth()
+                                        || matches!(
+                                            b,
+                                            crate::BackendError::Unavailable { .. }
+                                                | crate::BackendError::Connection { .. }
+                                        )
+                                }) =>
+                            {
+                                (
+                                    Change::Unknown,
+                                    vec![format!("cannot observe: {}", error_chain(&e))],
+                                    step.planned_actions(),
+                                )
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        (
+                            Change::Create,
+                            vec![format!("after {} changes", upstream.join(", "))],
+                            step.planned_actions(),
+                        )
+                    };
+                    changes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(step.id().to_string(), change);
+                    events.emit(Event::Planned {
+                        step: step.id().to_string(),
+                        summary: step.summary(),
+                        change,
+                        diff,
+                        actions,
+                    });
+                    Ok(Outcome::Planned { change })
+                }
+            },
+        )
         .await;
-        finish(operation, &self.env.name, outcomes, errors, t0, &self.cancel)
+        finish(
+            operation,
+            &self.env.name,
+            outcomes,
+            errors,
+            t0,
+            &self.cancel,
+        )
     }
 
     /// Converges the environment: each step checks, and applies only when it differs.
-    pub async fn up(&self, opts: RunOptions, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+    pub async fn up(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
         let _lock = self.lock()?;
         let events = EventSink::new(on_event);
         let selected = self.select(&opts)?;
         let ctx = self.ctx(&events)?;
         for step in self.steps.iter().filter(|s| selected.contains(s.id())) {
-            step.preflight(&ctx.for_step(step.id())).await.map_err(|e| e.in_step(step.id()))?;
+            step.preflight(&ctx.for_step(step.id()))
+                .await
+                .map_err(|e| e.in_step(step.id()))?;
         }
         let t0 = Instant::now();
-        let (outcomes, errors) = run_dag(&self.steps, &selected, Direction::Forward, &self.cancel, &events, |step| {
-            let ctx = ctx.for_step(step.id());
-            let events = events.clone();
-            async move {
-                let id = step.id().to_string();
-                for w in step.warnings() {
-                    ctx.warn(w);
-                }
-                events.emit(Event::Started { step: id.clone(), phase: Phase::Check });
-                let checked = step.check(&ctx).await?;
-                if checked.observed == Observed::Satisfied {
-                    events.emit(Event::Satisfied { step: id });
-                    return Ok(Outcome::Satisfied);
-                }
-                if let Observed::Drifted(diff) = &checked.observed {
-                    for d in diff {
-                        ctx.log(format!("differs: {d}"));
+        let (outcomes, errors) = run_dag(
+            &self.steps,
+            &selected,
+            Direction::Forward,
+            &self.cancel,
+            &events,
+            |step| {
+                let ctx = ctx.for_step(step.id());
+                let events = events.clone();
+                async move {
+                    let id = step.id().to_string();
+                    for w in step.warnings() {
+                        ctx.warn(w);
                     }
+                    events.emit(Event::Started {
+                        step: id.clone(),
+                        phase: Phase::Check,
+                    });
+                    let checked = step.check(&ctx).await?;
+                    if checked.observed == Observed::Satisfied {
+                        events.emit(Event::Satisfied { step: id });
+                        return Ok(Outcome::Satisfied);
+                    }
+                    if let Observed::Drifted(diff) = &checked.observed {
+                        for d in diff {
+                            ctx.log(format!("differs: {d}"));
+                        }
+                    }
+                    let t = Instant::now();
+                    events.emit(Event::Started {
+                        step: id.clone(),
+                        phase: Phase::Apply,
+                    });
+                    step.apply(&ctx).await?;
+                    events.emit(Event::Done {
+                        step: id,
+                        phase: Phase::Apply,
+                        elapsed_ms: t.elapsed().as_millis() as u64,
+                    });
+                    Ok(Outcome::Changed)
                 }
-                let t = Instant::now();
-                events.emit(Event::Started { step: id.clone(), phase: Phase::Apply });
-                step.apply(&ctx).await?;
-                events.emit(Event::Done { step: id, phase: Phase::Apply, elapsed_ms: t.elapsed().as_millis() as u64 });
-                Ok(Outcome::Changed)
-            }
-        })
+            },
+        )
         .await;
         finish("up", &self.env.name, outcomes, errors, t0, &self.cancel)
     }
 
     /// Removes what kgenv created, dependents first. Buckets and data are kept.
-    pub async fn down(&self, opts: RunOptions, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+    pub async fn down(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
         let _lock = self.lock()?;
         let events = EventSink::new(on_event);
         let selected = self.select(&opts)?;
         let known: Vec<&str> = self.env.bucket.iter().map(|b| b.bucket.as_str()).collect();
-        if let Some(unknown) = opts.delete_buckets.iter().find(|b| !known.contains(&b.as_str())) {
+        if let Some(unknown) = opts
+            .delete_buckets
+            .iter()
+            .find(|b| !known.contains(&b.as_str()))
+        {
             return Err(Error::Usage(format!("bucket `{unknown}` is not this environment's bucket ({}); kgenv deletes only the bucket it mounts, and only when named", if known.is_empty() { "it has none".to_string() } else { known.join(", ") })));
         }
         let mut ctx = self.ctx(&events)?;
         ctx.delete_buckets = Arc::new(opts.delete_buckets.clone());
         let t0 = Instant::now();
-        let (outcomes, errors) = run_dag(&self.steps, &selected, Direction::Reverse, &self.cancel, &events, |step| {
-            let ctx = ctx.for_step(step.id());
-            let events = events.clone();
-            async move {
-                let id = step.id().to_string();
-                let t = Instant::now();
-                events.emit(Event::Started { step: id.clone(), phase: Phase::Destroy });
-                Ok(match step.destroy(&ctx).await? {
-                    Destroyed::Removed => {
-                        events.emit(Event::Done { step: id, phase: Phase::Destroy, elapsed_ms: t.elapsed().as_millis() as u64 });
-                        Outcome::Removed
-                    }
-                    Destroyed::Nothing => {
-                        events.emit(Event::Satisfied { step: id });
-                        Outcome::Nothing
-                    }
-                })
-            }
-        })
+        let (outcomes, errors) = run_dag(
+            &self.steps,
+            &selected,
+            Direction::Reverse,
+            &self.cancel,
+            &events,
+            |step| {
+                let ctx = ctx.for_step(step.id());
+                let events = events.clone();
+                async move {
+                    let id = step.id().to_string();
+                    let t = Instant::now();
+                    events.emit(Event::Started {
+                        step: id.clone(),
+                        phase: Phase::Destroy,
+                    });
+                    Ok(match step.destroy(&ctx).await? {
+                        Destroyed::Removed => {
+                            events.emit(Event::Done {
+                                step: id,
+                                phase: Phase::Destroy,
+                                elapsed_ms: t.elapsed().as_millis() as u64,
+                            });
+                            Outcome::Removed
+                        }
+                        Destroyed::Nothing => {
+                            events.emit(Event::Satisfied { step: id });
+                            Outcome::Nothing
+                        }
+                    })
+                }
+            },
+        )
         .await;
         finish("down", &self.env.name, outcomes, errors, t0, &self.cancel)
     }
 
     /// `kgenv stop`: stops the environment's GCE instance and keeps its disk, so the GPU is
     /// no longer billed. Returns the instance as it is afterwards.
-    pub async fn stop_instance(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<crate::backends::compute::InstanceInfo> {
+    pub async fn stop_instance(
+        &self,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<crate::backends::compute::InstanceInfo> {
         let (step, ctx, _lock) = self.instance_step(on_event)?;
         step.stop(&ctx).await.map_err(|e| e.in_step("instance"))
     }
 
     /// `kgenv start`: starts the environment's stopped GCE instance, records its new
     /// address, and pins its host keys if they are not yet. Returns the running instance.
-    pub async fn start_instance(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<crate::backends::compute::InstanceInfo> {
+    pub async fn start_instance(
+        &self,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<crate::backends::compute::InstanceInfo> {
         let (step, ctx, _lock) = self.instance_step(on_event)?;
         step.start(&ctx).await.map_err(|e| e.in_step("instance"))
     }
@@ -409,19 +546,38 @@ impl Runner {
     ) -> Result<(crate::steps::instance::InstanceStep, StepCtx, std::fs::File)> {
         let spec = match (&self.env.target, &self.env.instance) {
             (crate::spec::Target::Gce, Some(i)) => i.clone(),
-            _ => return Err(Error::Usage(format!("`{}` has no GCE instance to stop or start (target is `{}`)", self.env.name, self.env.target.kind()))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "`{}` has no GCE instance to stop or start (target is `{}`)",
+                    self.env.name,
+                    self.env.target.kind()
+                )))
+            }
         };
         let lock = self.lock()?;
         let ctx = self.ctx(&EventSink::new(on_event))?.for_step("instance");
-        Ok((crate::steps::instance::InstanceStep::new(&self.env, spec), ctx, lock))
+        Ok((
+            crate::steps::instance::InstanceStep::new(&self.env, spec),
+            ctx,
+            lock,
+        ))
     }
 
     /// The state file and a live check of every step.
-    pub async fn status(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<StatusReport> {
+    pub async fn status(
+        &self,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<StatusReport> {
         let events = EventSink::new(on_event);
-        let live = self.plan_with(RunOptions::default(), &events, "status").await?;
+        let live = self
+            .plan_with(RunOptions::default(), &events, "status")
+            .await?;
         let store = StateStore::open(&self.state_dir, &self.env.name, self.env.target.kind())?;
-        Ok(StatusReport { state_file: store.path().to_path_buf(), state: store.snapshot().await, live })
+        Ok(StatusReport {
+            state_file: store.path().to_path_buf(),
+            state: store.snapshot().await,
+            live,
+        })
     }
 }
 
@@ -439,7 +595,15 @@ fn finish(
     if !errors.is_empty() {
         let failed = errors.iter().map(|(id, _)| id.clone()).collect();
         let (_, first) = errors.remove(0);
-        return Err(Error::RunFailed { failed, first: Box::new(first) });
+        return Err(Error::RunFailed {
+            failed,
+            first: Box::new(first),
+        });
     }
-    Ok(Report { operation: operation.into(), env: env.into(), steps, elapsed_ms: t0.elapsed().as_millis() as u64 })
+    Ok(Report {
+        operation: operation.into(),
+        env: env.into(),
+        steps,
+        elapsed_ms: t0.elapsed().as_millis() as u64,
+    })
 }

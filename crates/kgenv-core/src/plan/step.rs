@@ -37,15 +37,24 @@ pub struct CheckOutcome {
 impl CheckOutcome {
     /// Nothing to do.
     pub fn satisfied() -> Self {
-        Self { observed: Observed::Satisfied, actions: Vec::new() }
+        Self {
+            observed: Observed::Satisfied,
+            actions: Vec::new(),
+        }
     }
     /// To be created by these actions.
     pub fn missing(actions: Vec<String>) -> Self {
-        Self { observed: Observed::Missing, actions }
+        Self {
+            observed: Observed::Missing,
+            actions,
+        }
     }
     /// To be changed: differences and actions.
     pub fn drifted(diff: Vec<String>, actions: Vec<String>) -> Self {
-        Self { observed: Observed::Drifted(diff), actions }
+        Self {
+            observed: Observed::Drifted(diff),
+            actions,
+        }
     }
 }
 
@@ -125,14 +134,19 @@ pub struct StepCtx {
 
 impl std::fmt::Debug for StepCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepCtx").field("step", &self.step).finish_non_exhaustive()
+        f.debug_struct("StepCtx")
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
 }
 
 impl StepCtx {
     /// The same context for another step (events are attributed to it).
     pub(crate) fn for_step(&self, step: &str) -> Self {
-        Self { step: step.to_string(), ..self.clone() }
+        Self {
+            step: step.to_string(),
+            ..self.clone()
+        }
     }
 
     /// Whether the user asked `down` to delete bucket `name` (buckets are kept otherwise).
@@ -151,14 +165,22 @@ impl StepCtx {
 
     /// Reports a warning.
     pub fn warn(&self, message: impl Into<String>) {
-        self.events.emit(Event::Warning { step: self.step.clone(), message: message.into() });
+        self.events.emit(Event::Warning {
+            step: self.step.clone(),
+            message: message.into(),
+        });
     }
 
     /// Forwards backend progress as events of this step.
     pub fn progress(&self, p: Progress) {
         let step = self.step.clone();
         self.events.emit(match p {
-            Progress::Bytes { item, done, total } => Event::Progress { step, item, done, total },
+            Progress::Bytes { item, done, total } => Event::Progress {
+                step,
+                item,
+                done,
+                total,
+            },
             Progress::Line { stream, line } => Event::Log { step, stream, line },
         });
     }
@@ -179,7 +201,11 @@ impl StepCtx {
             .get_or_try_init(|| async {
                 let addr = crate::steps::host::host_addr(self).await?;
                 self.log(format!("connecting to {addr}"));
-                let r = self.backends.remote.connect(&addr, self.host_ready_within).await?;
+                let r = self
+                    .backends
+                    .remote
+                    .connect(&addr, self.host_ready_within)
+                    .await?;
                 Ok::<_, crate::Error>(r)
             })
             .await?;
@@ -189,7 +215,11 @@ impl StepCtx {
     /// The host session, or an error on the local target (for host-only steps).
     pub async fn require_remote(&self) -> Result<Arc<dyn Remote>> {
         self.remote().await?.ok_or_else(|| {
-            BackendError::Unavailable { backend: "remote", hint: "this step needs a gce or ssh host".into() }.into()
+            BackendError::Unavailable {
+                backend: "remote",
+                hint: "this step needs a gce or ssh host".into(),
+            }
+            .into()
         })
     }
 

@@ -23,7 +23,9 @@ pub struct AutostopBuilder {
 impl Autostop {
     /// A builder stopping after `idle_minutes`.
     pub fn builder(idle_minutes: u32) -> AutostopBuilder {
-        AutostopBuilder { idle_minutes: Some(idle_minutes) }
+        AutostopBuilder {
+            idle_minutes: Some(idle_minutes),
+        }
     }
 }
 

@@ -36,7 +36,10 @@ pub struct BucketMountBuilder {
 impl BucketMount {
     /// A builder for `bucket`, mounted at `/mnt/gcs` by default.
     pub fn builder(bucket: impl Into<String>) -> BucketMountBuilder {
-        BucketMountBuilder { bucket: Some(bucket.into()), ..Default::default() }
+        BucketMountBuilder {
+            bucket: Some(bucket.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -64,23 +67,47 @@ impl BucketMountBuilder {
 
     /// Validates and returns the spec.
     pub fn build(self) -> Result<BucketMount, ValidationError> {
-        let bucket = self.bucket.ok_or_else(|| ValidationError::new("bucket", "is required"))?;
-        let bucket = bucket.strip_prefix("gs://").unwrap_or(&bucket).trim_end_matches('/').to_string();
+        let bucket = self
+            .bucket
+            .ok_or_else(|| ValidationError::new("bucket", "is required"))?;
+        let bucket = bucket
+            .strip_prefix("gs://")
+            .unwrap_or(&bucket)
+            .trim_end_matches('/')
+            .to_string();
         rules::bucket_name("bucket", &bucket)?;
         let mount_point = self.mount_point.unwrap_or_else(|| "/mnt/gcs".into());
         rules::abs_path("mount_point", &mount_point)?;
         if mount_point.chars().any(char::is_control) {
-            return Err(ValidationError::new("mount_point", "must not contain control characters (it goes into /etc/fstab)"));
+            return Err(ValidationError::new(
+                "mount_point",
+                "must not contain control characters (it goes into /etc/fstab)",
+            ));
         }
         if mount_point == "/" {
             return Err(ValidationError::new("mount_point", "cannot be `/`"));
         }
         let options = self.options.unwrap_or_default();
         for o in &options {
-            if o.is_empty() || !o.chars().all(|c| c.is_ascii_alphanumeric() || "_=,.-/".contains(c)) {
-                return Err(ValidationError::new("options", format!("`{o}` is not a gcsfuse option like `implicit_dirs` or `file_mode=644`")));
+            if o.is_empty()
+                || !o
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_=,.-/".contains(c))
+            {
+                return Err(ValidationError::new(
+                    "options",
+                    format!(
+                        "`{o}` is not a gcsfuse option like `implicit_dirs` or `file_mode=644`"
+                    ),
+                ));
             }
         }
-        Ok(BucketMount { bucket, mount_point, options, create: self.create.unwrap_or(true), location: self.location })
+        Ok(BucketMount {
+            bucket,
+            mount_point,
+            options,
+            create: self.create.unwrap_or(true),
+            location: self.location,
+        })
     }
 }

@@ -119,8 +119,17 @@ impl ContainerBuilder {
         self
     }
     /// Adds a bind mount.
-    pub fn mount(mut self, source: impl Into<String>, target: impl Into<String>, read_only: bool) -> Self {
-        self.mounts.get_or_insert_with(Vec::new).push(Mount { source: source.into(), target: target.into(), read_only });
+    pub fn mount(
+        mut self,
+        source: impl Into<String>,
+        target: impl Into<String>,
+        read_only: bool,
+    ) -> Self {
+        self.mounts.get_or_insert_with(Vec::new).push(Mount {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        });
         self
     }
     /// `/dev/shm` size like `16g`, `512m`.
@@ -130,7 +139,9 @@ impl ContainerBuilder {
     }
     /// Adds an environment variable.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.env.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self.env
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
         self
     }
     /// Working directory inside the container.
@@ -147,9 +158,14 @@ impl ContainerBuilder {
     pub fn build(self) -> Result<Container, ValidationError> {
         let name = self.name.unwrap_or_else(|| "kgenv".into());
         let name_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !name_ok {
-            return Err(ValidationError::new("name", format!("`{name}` is not a container name: letters, digits, `_`, `.`, `-`")));
+            return Err(ValidationError::new(
+                "name",
+                format!("`{name}` is not a container name: letters, digits, `_`, `.`, `-`"),
+            ));
         }
         let gpus = match self.gpus {
             None => Gpus::All,
@@ -157,10 +173,19 @@ impl ContainerBuilder {
             Some(GpusValue::Word(w)) if w == "none" => Gpus::None,
             Some(GpusValue::Count(n)) if (1..=16).contains(&n) => Gpus::Count(n as u32),
             Some(other) => {
-                return Err(ValidationError::new("gpus", format!("{other:?} is not \"all\", \"none\" or a count from 1 to 16")));
+                return Err(ValidationError::new(
+                    "gpus",
+                    format!("{other:?} is not \"all\", \"none\" or a count from 1 to 16"),
+                ));
             }
         };
-        let mut ports = self.ports.unwrap_or_else(|| vec![Publish { container: 8888, host: None, bind: None }]);
+        let mut ports = self.ports.unwrap_or_else(|| {
+            vec![Publish {
+                container: 8888,
+                host: None,
+                bind: None,
+            }]
+        });
         for p in &mut ports {
             rules::port("ports", p.container)?;
             let host = p.host.unwrap_or(p.container);
@@ -168,7 +193,10 @@ impl ContainerBuilder {
             p.host = Some(host);
             let bind = p.bind.get_or_insert_with(|| "127.0.0.1".into());
             if bind.parse::<std::net::IpAddr>().is_err() {
-                return Err(ValidationError::new("ports", format!("bind address `{bind}` is not an IP address like `127.0.0.1`")));
+                return Err(ValidationError::new(
+                    "ports",
+                    format!("bind address `{bind}` is not an IP address like `127.0.0.1`"),
+                ));
             }
         }
         let mounts = self.mounts.unwrap_or_default();
@@ -179,7 +207,10 @@ impl ContainerBuilder {
         let shm_size_bytes = parse_size(self.shm_size.as_deref().unwrap_or("16g"))
             .ok_or_else(|| ValidationError::new("shm_size", "write a size like `16g` or `512m`"))?;
         if shm_size_bytes < 64 << 20 {
-            return Err(ValidationError::new("shm_size", "must be at least 64m (Docker's default)"));
+            return Err(ValidationError::new(
+                "shm_size",
+                "must be at least 64m (Docker's default)",
+            ));
         }
         let env = self.env.unwrap_or_default();
         for k in env.keys() {
@@ -187,7 +218,15 @@ impl ContainerBuilder {
         }
         let workdir = self.workdir.unwrap_or_else(|| "/kaggle/working".into());
         rules::abs_path("workdir", &workdir)?;
-        Ok(Container { name, gpus, ports, mounts, shm_size_bytes, env, workdir })
+        Ok(Container {
+            name,
+            gpus,
+            ports,
+            mounts,
+            shm_size_bytes,
+            env,
+            workdir,
+        })
     }
 }
 
@@ -218,11 +257,49 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        assert_eq!(Container::builder().shm_size("lots").build().expect_err("").field, "shm_size");
-        assert_eq!(Container::builder().publish(0, 1, "127.0.0.1").build().expect_err("").field, "ports");
-        assert_eq!(Container::builder().publish(8888, 8888, "localhost!").build().expect_err("").field, "ports");
-        assert_eq!(Container::builder().mount("rel", "/x", false).build().expect_err("").field, "mounts");
-        assert_eq!(Container::builder().env("BAD-NAME", "1").build().expect_err("").field, "env");
-        assert_eq!(Container::builder().name("/x").build().expect_err("").field, "name");
+        assert_eq!(
+            Container::builder()
+                .shm_size("lots")
+                .build()
+                .expect_err("")
+                .field,
+            "shm_size"
+        );
+        assert_eq!(
+            Container::builder()
+                .publish(0, 1, "127.0.0.1")
+                .build()
+                .expect_err("")
+                .field,
+            "ports"
+        );
+        assert_eq!(
+            Container::builder()
+                .publish(8888, 8888, "localhost!")
+                .build()
+                .expect_err("")
+                .field,
+            "ports"
+        );
+        assert_eq!(
+            Container::builder()
+                .mount("rel", "/x", false)
+                .build()
+                .expect_err("")
+                .field,
+            "mounts"
+        );
+        assert_eq!(
+            Container::builder()
+                .env("BAD-NAME", "1")
+                .build()
+                .expect_err("")
+                .field,
+            "env"
+        );
+        assert_eq!(
+            Container::builder().name("/x").build().expect_err("").field,
+            "name"
+        );
     }
 }

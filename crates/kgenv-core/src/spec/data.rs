@@ -36,14 +36,17 @@ impl Data {
     /// defaults to `<host data dir>/input/<competition>`, which the container sees as
     /// `/kaggle/input/<competition>`.
     pub fn builder(competition: impl Into<String>) -> DataBuilder {
-        DataBuilder { competition: Some(competition.into()), ..Default::default() }
+        DataBuilder {
+            competition: Some(competition.into()),
+            ..Default::default()
+        }
     }
 
     /// Whether `name` is selected by the globs.
     pub fn selects(&self, name: &str) -> bool {
-        self.files.iter().any(|g| {
-            globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(name))
-        })
+        self.files
+            .iter()
+            .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(name)))
     }
 }
 
@@ -73,25 +76,42 @@ impl DataBuilder {
 
     /// Validates and returns the spec.
     pub fn build(self) -> Result<Data, ValidationError> {
-        let competition = self.competition.ok_or_else(|| ValidationError::new("competition", "is required"))?;
+        let competition = self
+            .competition
+            .ok_or_else(|| ValidationError::new("competition", "is required"))?;
         let ok = competition.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && competition.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && competition
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
             return Err(ValidationError::new("competition", format!("`{competition}` is not a competition slug like `titanic` (the part after /competitions/ in its URL)")));
         }
         let files = self.files.unwrap_or_else(|| vec!["*".into()]);
         for g in &files {
             if let Err(e) = globset::Glob::new(g) {
-                return Err(ValidationError::new("files", format!("`{g}` is not a valid glob: {e}")));
+                return Err(ValidationError::new(
+                    "files",
+                    format!("`{g}` is not a valid glob: {e}"),
+                ));
             }
         }
-        let dest = self.dest.ok_or_else(|| ValidationError::new("dest", "is required: a directory such as `/data/titanic` or `gs://bucket/prefix`"))?;
+        let dest = self.dest.ok_or_else(|| {
+            ValidationError::new(
+                "dest",
+                "is required: a directory such as `/data/titanic` or `gs://bucket/prefix`",
+            )
+        })?;
         if let Some(rest) = dest.strip_prefix("gs://") {
             let bucket = rest.split('/').next().unwrap_or_default();
             rules::bucket_name("dest", bucket)?;
         } else {
             rules::abs_path("dest", &dest)?;
         }
-        Ok(Data { competition, files, dest, extract: self.extract.unwrap_or(false) })
+        Ok(Data {
+            competition,
+            files,
+            dest,
+            extract: self.extract.unwrap_or(false),
+        })
     }
 }

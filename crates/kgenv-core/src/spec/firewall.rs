@@ -75,17 +75,23 @@ impl FirewallBuilder {
     }
     /// Adds a port.
     pub fn port(mut self, v: u16) -> Self {
-        self.ports.get_or_insert_with(Vec::new).push(PortValue::Number(v.into()));
+        self.ports
+            .get_or_insert_with(Vec::new)
+            .push(PortValue::Number(v.into()));
         self
     }
     /// Adds a port range like `8000-8100`.
     pub fn port_range(mut self, v: impl Into<String>) -> Self {
-        self.ports.get_or_insert_with(Vec::new).push(PortValue::Text(v.into()));
+        self.ports
+            .get_or_insert_with(Vec::new)
+            .push(PortValue::Text(v.into()));
         self
     }
     /// Adds an allowed source range (CIDR).
     pub fn source_range(mut self, v: impl Into<String>) -> Self {
-        self.source_ranges.get_or_insert_with(Vec::new).push(v.into());
+        self.source_ranges
+            .get_or_insert_with(Vec::new)
+            .push(v.into());
         self
     }
     /// Adds a target tag.
@@ -102,11 +108,16 @@ impl FirewallBuilder {
 
     /// Validates and returns the spec.
     pub fn build(self) -> Result<Firewall, ValidationError> {
-        let name = self.name.ok_or_else(|| ValidationError::new("name", "is required"))?;
+        let name = self
+            .name
+            .ok_or_else(|| ValidationError::new("name", "is required"))?;
         rules::gce_name("name", &name)?;
         let protocol = self.protocol.unwrap_or_else(|| "tcp".into());
         if !["tcp", "udp"].contains(&protocol.as_str()) {
-            return Err(ValidationError::new("protocol", format!("`{protocol}` is not `tcp` or `udp`")));
+            return Err(ValidationError::new(
+                "protocol",
+                format!("`{protocol}` is not `tcp` or `udp`"),
+            ));
         }
         let mut ports = Vec::new();
         for p in self.ports.unwrap_or_default() {
@@ -122,7 +133,10 @@ impl FirewallBuilder {
             }
         }
         if ports.is_empty() {
-            return Err(ValidationError::new("ports", "list at least one port, e.g. [22]"));
+            return Err(ValidationError::new(
+                "ports",
+                "list at least one port, e.g. [22]",
+            ));
         }
         let source_ranges = self.source_ranges.unwrap_or_default();
         for r in &source_ranges {
@@ -130,12 +144,21 @@ impl FirewallBuilder {
         }
         let target_tags = self.target_tags.unwrap_or_default();
         if target_tags.is_empty() {
-            return Err(ValidationError::new("target_tags", "a rule must target a network tag so it applies only to kgenv's instance"));
+            return Err(ValidationError::new(
+                "target_tags",
+                "a rule must target a network tag so it applies only to kgenv's instance",
+            ));
         }
         for t in &target_tags {
             rules::gce_name("target_tags", t)?;
         }
-        Ok(Firewall { name, protocol, ports, source_ranges, target_tags })
+        Ok(Firewall {
+            name,
+            protocol,
+            ports,
+            source_ranges,
+            target_tags,
+        })
     }
 }
 
@@ -146,18 +169,58 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let base = || Firewall::builder("kg-ssh").port(22).target_tag("kg");
-        assert_eq!(Firewall::builder("Bad").port(22).target_tag("kg").build().expect_err("").field, "name");
-        assert_eq!(base().protocol("icmpx").build().expect_err("").field, "protocol");
+        assert_eq!(
+            Firewall::builder("Bad")
+                .port(22)
+                .target_tag("kg")
+                .build()
+                .expect_err("")
+                .field,
+            "name"
+        );
+        assert_eq!(
+            base().protocol("icmpx").build().expect_err("").field,
+            "protocol"
+        );
         assert_eq!(base().port(0).build().expect_err("").field, "ports");
-        assert_eq!(base().port_range("10-5").build().expect_err("").field, "ports");
-        assert_eq!(base().source_range("10.0.0.0/99").build().expect_err("").field, "source_ranges");
-        assert_eq!(Firewall::builder("kg").port(22).build().expect_err("").field, "target_tags");
-        assert_eq!(Firewall::builder("kg").target_tag("kg").build().expect_err("").field, "ports");
+        assert_eq!(
+            base().port_range("10-5").build().expect_err("").field,
+            "ports"
+        );
+        assert_eq!(
+            base()
+                .source_range("10.0.0.0/99")
+                .build()
+                .expect_err("")
+                .field,
+            "source_ranges"
+        );
+        assert_eq!(
+            Firewall::builder("kg")
+                .port(22)
+                .build()
+                .expect_err("")
+                .field,
+            "target_tags"
+        );
+        assert_eq!(
+            Firewall::builder("kg")
+                .target_tag("kg")
+                .build()
+                .expect_err("")
+                .field,
+            "ports"
+        );
     }
 
     #[test]
     fn world_open_is_detected() {
-        let f = Firewall::builder("kg-jupyter").port(8888).source_range("0.0.0.0/0").target_tag("kg").build().expect("valid");
+        let f = Firewall::builder("kg-jupyter")
+            .port(8888)
+            .source_range("0.0.0.0/0")
+            .target_tag("kg")
+            .build()
+            .expect("valid");
         assert!(f.is_world_open());
         assert!(!Firewall::default_ssh("kg", "kg").is_world_open());
     }

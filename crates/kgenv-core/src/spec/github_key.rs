@@ -58,21 +58,35 @@ impl GithubKeyBuilder {
     pub fn build(self) -> Result<GithubKey, ValidationError> {
         if let Some(repo) = &self.repo {
             let ok = repo.split_once('/').is_some_and(|(o, n)| {
-                let part = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                let part = |s: &str| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                };
                 part(o) && part(n) && !n.contains('/')
             });
             if !ok {
-                return Err(ValidationError::new("repo", format!("`{repo}` is not a repository like `owner/name`")));
+                return Err(ValidationError::new(
+                    "repo",
+                    format!("`{repo}` is not a repository like `owner/name`"),
+                ));
             }
         }
         let title = self.title.unwrap_or_else(|| "kgenv".into());
         if title.is_empty() || title.len() > 100 || title.chars().any(char::is_control) {
-            return Err(ValidationError::new("title", "must be 1-100 printable characters"));
+            return Err(ValidationError::new(
+                "title",
+                "must be 1-100 printable characters",
+            ));
         }
         let read_only = self.read_only.unwrap_or(true);
         if self.repo.is_none() && self.read_only == Some(true) {
             return Err(ValidationError::new("read_only", "only deploy keys can be read-only: set `repo = \"owner/name\"`, or drop read_only for a user key"));
         }
-        Ok(GithubKey { read_only: read_only && self.repo.is_some(), repo: self.repo, title })
+        Ok(GithubKey {
+            read_only: read_only && self.repo.is_some(),
+            repo: self.repo,
+            title,
+        })
     }
 }

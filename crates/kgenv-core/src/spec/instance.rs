@@ -156,7 +156,9 @@ impl InstanceBuilder {
     }
     /// Adds a label.
     pub fn label(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.labels.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
         self
     }
 
@@ -166,7 +168,11 @@ impl InstanceBuilder {
         self
     }
     /// Fills project and zone from the environment when missing.
-    pub(crate) fn default_location(mut self, project: Option<String>, zone: Option<String>) -> Self {
+    pub(crate) fn default_location(
+        mut self,
+        project: Option<String>,
+        zone: Option<String>,
+    ) -> Self {
         if self.project.is_none() {
             self.project = project;
         }
@@ -182,20 +188,30 @@ impl InstanceBuilder {
 
     /// Validates every field and returns the spec.
     pub fn build(self) -> Result<Instance, ValidationError> {
-        let name = self.name.ok_or_else(|| ValidationError::new("name", "is required"))?;
+        let name = self
+            .name
+            .ok_or_else(|| ValidationError::new("name", "is required"))?;
         rules::gce_name("name", &name)?;
         let project = self.project.ok_or_else(|| {
-            ValidationError::new("project", "is required: set it in kgenv.toml or export CLOUDSDK_CORE_PROJECT")
+            ValidationError::new(
+                "project",
+                "is required: set it in kgenv.toml or export CLOUDSDK_CORE_PROJECT",
+            )
         })?;
         rules::project_id("project", &project)?;
         let zones = self.zones.unwrap_or_default();
         if zones.is_empty() {
-            return Err(ValidationError::new("zones", "give at least one zone, e.g. [\"us-central1-a\"], or export CLOUDSDK_COMPUTE_ZONE"));
+            return Err(ValidationError::new(
+                "zones",
+                "give at least one zone, e.g. [\"us-central1-a\"], or export CLOUDSDK_COMPUTE_ZONE",
+            ));
         }
         for z in &zones {
             rules::zone("zones", z)?;
         }
-        let machine_type = self.machine_type.unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+        let machine_type = self
+            .machine_type
+            .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
         rules::gce_name("machine_type", &machine_type)?;
         let gpu_type = match self.gpu_type {
             None => Some(DEFAULT_GPU_TYPE.to_string()),
@@ -210,11 +226,18 @@ impl InstanceBuilder {
         }
         let gpu_count = self.gpu_count.unwrap_or(1);
         if gpu_type.is_some() && ![1, 2, 4, 8].contains(&gpu_count) {
-            return Err(ValidationError::new("gpu_count", format!("{gpu_count} GPUs cannot be attached: GCE takes 1, 2, 4 or 8")));
+            return Err(ValidationError::new(
+                "gpu_count",
+                format!("{gpu_count} GPUs cannot be attached: GCE takes 1, 2, 4 or 8"),
+            ));
         }
-        let image_project = self.image_project.unwrap_or_else(|| DEFAULT_IMAGE_PROJECT.into());
+        let image_project = self
+            .image_project
+            .unwrap_or_else(|| DEFAULT_IMAGE_PROJECT.into());
         rules::project_id("image_project", &image_project)?;
-        let image_family = self.image_family.unwrap_or_else(|| DEFAULT_IMAGE_FAMILY.into());
+        let image_family = self
+            .image_family
+            .unwrap_or_else(|| DEFAULT_IMAGE_FAMILY.into());
         rules::gce_name("image_family", &image_family)?;
         let disk_size_gb = self.disk_size_gb.unwrap_or(DEFAULT_DISK_GB);
         let min = image_min_disk_gb(&image_project);
@@ -222,12 +245,24 @@ impl InstanceBuilder {
             return Err(ValidationError::new("disk_size_gb", format!("{disk_size_gb} GB is below the {min} GB the `{image_project}` images need; the Kaggle GPU image alone is ~60 GB, so 200 is a good size")));
         }
         if disk_size_gb > 65_536 {
-            return Err(ValidationError::new("disk_size_gb", format!("{disk_size_gb} GB is above GCE's 65536 GB limit for a boot disk")));
+            return Err(ValidationError::new(
+                "disk_size_gb",
+                format!("{disk_size_gb} GB is above GCE's 65536 GB limit for a boot disk"),
+            ));
         }
         let disk_type = self.disk_type.unwrap_or_else(|| "pd-balanced".into());
-        const DISK_TYPES: [&str; 5] = ["pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced"];
+        const DISK_TYPES: [&str; 5] = [
+            "pd-standard",
+            "pd-balanced",
+            "pd-ssd",
+            "pd-extreme",
+            "hyperdisk-balanced",
+        ];
         if !DISK_TYPES.contains(&disk_type.as_str()) {
-            return Err(ValidationError::new("disk_type", format!("`{disk_type}` is not one of {}", DISK_TYPES.join(", "))));
+            return Err(ValidationError::new(
+                "disk_type",
+                format!("`{disk_type}` is not one of {}", DISK_TYPES.join(", ")),
+            ));
         }
         let scopes: Vec<String> = self
             .scopes
@@ -236,8 +271,14 @@ impl InstanceBuilder {
             .map(|s| expand_scope(&s))
             .collect();
         for s in &scopes {
-            let short = s.strip_prefix("https://www.googleapis.com/auth/").unwrap_or_default();
-            if short.is_empty() || !short.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) {
+            let short = s
+                .strip_prefix("https://www.googleapis.com/auth/")
+                .unwrap_or_default();
+            if short.is_empty()
+                || !short
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            {
                 return Err(ValidationError::new("scopes", format!("`{s}` is not a scope URL or short name like `cloud-platform` or `devstorage.read_write`")));
             }
         }
@@ -281,7 +322,9 @@ impl Instance {
     /// Whether the scopes let gcsfuse write to a bucket.
     pub fn can_write_storage(&self) -> bool {
         self.scopes.iter().any(|s| {
-            s.ends_with("/cloud-platform") || s.ends_with("/devstorage.read_write") || s.ends_with("/devstorage.full_control")
+            s.ends_with("/cloud-platform")
+                || s.ends_with("/devstorage.read_write")
+                || s.ends_with("/devstorage.full_control")
         })
     }
 }
@@ -291,7 +334,10 @@ mod tests {
     use super::*;
 
     fn ok() -> InstanceBuilder {
-        Instance::builder().name("kg").project("my-project").zone("us-central1-a")
+        Instance::builder()
+            .name("kg")
+            .project("my-project")
+            .zone("us-central1-a")
     }
 
     #[test]
@@ -309,7 +355,10 @@ mod tests {
         let cases: Vec<(InstanceBuilder, &str)> = vec![
             (ok().name("Bad_Name"), "name"),
             (ok().project("x"), "project"),
-            (Instance::builder().name("kg").project("my-project"), "zones"),
+            (
+                Instance::builder().name("kg").project("my-project"),
+                "zones",
+            ),
             (ok().zone("nowhere"), "zones"),
             (ok().gpu("nvidia-tesla-t4", 3), "gpu_count"),
             (ok().gpu("tpu-v4", 1), "gpu_type"),

@@ -113,29 +113,54 @@ impl JupyterBuilder {
     pub fn build(self) -> Result<Jupyter, ValidationError> {
         let auth = match self.auth.as_deref().unwrap_or("password") {
             "password" => {
-                let env = self.password_env.unwrap_or_else(|| "KGENV_JUPYTER_PASSWORD".into());
+                let env = self
+                    .password_env
+                    .unwrap_or_else(|| "KGENV_JUPYTER_PASSWORD".into());
                 rules::env_name("password_env", &env)?;
                 JupyterAuth::Password { env }
             }
             "token" => JupyterAuth::Token,
             "none" | "off" => {
-                return Err(ValidationError::new("auth", "Jupyter never runs without authentication: use \"password\" or \"token\""));
+                return Err(ValidationError::new(
+                    "auth",
+                    "Jupyter never runs without authentication: use \"password\" or \"token\"",
+                ));
             }
-            other => return Err(ValidationError::new("auth", format!("`{other}` is not \"password\" or \"token\""))),
+            other => {
+                return Err(ValidationError::new(
+                    "auth",
+                    format!("`{other}` is not \"password\" or \"token\""),
+                ))
+            }
         };
         let tls = match self.tls.as_deref().unwrap_or("self-signed") {
             "off" => JupyterTls::Off,
             "self-signed" => JupyterTls::SelfSigned,
             "files" => match (self.cert, self.key) {
                 (Some(cert), Some(key)) => JupyterTls::Files { cert, key },
-                _ => return Err(ValidationError::new("tls", "tls = \"files\" needs both `cert` and `key` paths")),
+                _ => {
+                    return Err(ValidationError::new(
+                        "tls",
+                        "tls = \"files\" needs both `cert` and `key` paths",
+                    ))
+                }
             },
-            other => return Err(ValidationError::new("tls", format!("`{other}` is not \"off\", \"self-signed\" or \"files\""))),
+            other => {
+                return Err(ValidationError::new(
+                    "tls",
+                    format!("`{other}` is not \"off\", \"self-signed\" or \"files\""),
+                ))
+            }
         };
         let port = self.port.unwrap_or(8888);
         rules::port("port", port)?;
         let root_dir = self.root_dir.unwrap_or_else(|| "/kaggle".into());
         rules::abs_path("root_dir", &root_dir)?;
-        Ok(Jupyter { auth, tls, port: port as u16, root_dir })
+        Ok(Jupyter {
+            auth,
+            tls,
+            port: port as u16,
+            root_dir,
+        })
     }
 }

@@ -28,7 +28,9 @@ pub use container::{parse_size, Container, ContainerBuilder, Gpus, Mount, Publis
 pub use data::{Data, DataBuilder};
 pub use firewall::{Firewall, FirewallBuilder};
 pub use github_key::{GithubKey, GithubKeyBuilder};
-pub use image::{Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO};
+pub use image::{
+    Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO,
+};
 pub use instance::{
     image_min_disk_gb, Instance, InstanceBuilder, DEFAULT_DISK_GB, DEFAULT_GPU_TYPE,
     DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
@@ -86,20 +88,44 @@ impl SshHost {
         })?;
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                let port: u32 = p.parse().map_err(|_| ValidationError::new("ssh.host", format!("`{p}` is not a port")))?;
+                let port: u32 = p.parse().map_err(|_| {
+                    ValidationError::new("ssh.host", format!("`{p}` is not a port"))
+                })?;
                 rules::port("ssh.host", port)?;
-                (h.trim_matches(|c| c == '[' || c == ']').to_string(), port as u16)
+                (
+                    h.trim_matches(|c| c == '[' || c == ']').to_string(),
+                    port as u16,
+                )
             }
             _ => (rest.to_string(), 22),
         };
-        let user_ok = !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let user_ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !user_ok {
-            return Err(ValidationError::new("ssh.host", format!("`{user}` is not a user name")));
+            return Err(ValidationError::new(
+                "ssh.host",
+                format!("`{user}` is not a user name"),
+            ));
         }
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || "/@'\"`$;".contains(c)) {
-            return Err(ValidationError::new("ssh.host", format!("`{host}` is not a host name or address")));
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || "/@'\"`$;".contains(c))
+        {
+            return Err(ValidationError::new(
+                "ssh.host",
+                format!("`{host}` is not a host name or address"),
+            ));
         }
-        Ok(SshHost { user: user.into(), host, port, identity_file: None, trust_on_first_use: false })
+        Ok(SshHost {
+            user: user.into(),
+            host,
+            port,
+            identity_file: None,
+            trust_on_first_use: false,
+        })
     }
 
     /// Uses this private key.
@@ -167,7 +193,10 @@ pub struct EnvBuilder {
 impl Env {
     /// A builder for an environment named `name` (a GCE name: it names the instance).
     pub fn builder(name: impl Into<String>) -> EnvBuilder {
-        EnvBuilder { name: name.into(), ..Default::default() }
+        EnvBuilder {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// The network tag kgenv puts on the instance and targets with its firewall rules.
@@ -253,7 +282,10 @@ impl EnvBuilder {
     pub fn build(self) -> Result<Env, ValidationError> {
         rules::gce_name("name", &self.name)?;
         if self.name.len() > 40 {
-            return Err(ValidationError::new("name", "must be at most 40 characters: kgenv derives longer names from it"));
+            return Err(ValidationError::new(
+                "name",
+                "must be at most 40 characters: kgenv derives longer names from it",
+            ));
         }
         let name = self.name;
         let target = self.target.unwrap_or(Target::Gce);
@@ -279,35 +311,65 @@ impl EnvBuilder {
             (Target::Gce, Some(list)) => list
                 .into_iter()
                 .enumerate()
-                .map(|(i, b)| b.default_target_tag(&tag).build().map_err(|e| e.within(&format!("firewall[{i}]"))))
+                .map(|(i, b)| {
+                    b.default_target_tag(&tag)
+                        .build()
+                        .map_err(|e| e.within(&format!("firewall[{i}]")))
+                })
                 .collect::<Result<_, _>>()?,
             (_, Some(_)) => {
-                return Err(ValidationError::new("firewall", "[[firewall]] only applies to target = \"gce\""));
+                return Err(ValidationError::new(
+                    "firewall",
+                    "[[firewall]] only applies to target = \"gce\"",
+                ));
             }
             (_, None) => Vec::new(),
         };
-        let bucket = self.bucket.map(|b| b.build().map_err(|e| e.within("bucket"))).transpose()?;
+        let bucket = self
+            .bucket
+            .map(|b| b.build().map_err(|e| e.within("bucket")))
+            .transpose()?;
         if bucket.is_some() && target == Target::Local {
             return Err(ValidationError::new("bucket", "gcsfuse mounts need a gce or ssh host; for the local target mount the bucket yourself and add it under [container] mounts"));
         }
         let github_key = self
             .github_key
-            .map(|b| b.default_title(&name).build().map_err(|e| e.within("github_key")))
+            .map(|b| {
+                b.default_title(&name)
+                    .build()
+                    .map_err(|e| e.within("github_key"))
+            })
             .transpose()?;
         let container = self
             .container
-            .map(|b| b.default_name(&name).build().map_err(|e| e.within("container")))
+            .map(|b| {
+                b.default_name(&name)
+                    .build()
+                    .map_err(|e| e.within("container"))
+            })
             .transpose()?;
         // A container that asks for no GPU runs Kaggle's CPU image unless `base` says otherwise.
         let cpu = container.as_ref().is_some_and(|c| c.gpus == Gpus::None);
-        let image = self.image.map(|b| b.default_cpu(cpu).build().map_err(|e| e.within("image"))).transpose()?;
+        let image = self
+            .image
+            .map(|b| b.default_cpu(cpu).build().map_err(|e| e.within("image")))
+            .transpose()?;
         if container.is_some() && image.is_none() {
-            return Err(ValidationError::new("image", "[container] needs an [image] section (it can be empty to use Kaggle's GPU image)"));
+            return Err(ValidationError::new(
+                "image",
+                "[container] needs an [image] section (it can be empty to use Kaggle's GPU image)",
+            ));
         }
-        let jupyter = self.jupyter.map(|b| b.build().map_err(|e| e.within("jupyter"))).transpose()?;
+        let jupyter = self
+            .jupyter
+            .map(|b| b.build().map_err(|e| e.within("jupyter")))
+            .transpose()?;
         if let (Some(j), None) = (&jupyter, &container) {
             let _ = j;
-            return Err(ValidationError::new("container", "[jupyter] runs inside the container: add a [container] section"));
+            return Err(ValidationError::new(
+                "container",
+                "[jupyter] runs inside the container: add a [container] section",
+            ));
         }
         if let (Some(j), Some(c)) = (&jupyter, &container) {
             if !c.ports.iter().any(|p| p.container == u32::from(j.port)) {
@@ -319,13 +381,35 @@ impl EnvBuilder {
             .data
             .into_iter()
             .enumerate()
-            .map(|(i, b)| b.default_dest_dir(&data_dir).build().map_err(|e| e.within(&format!("data[{i}]"))))
+            .map(|(i, b)| {
+                b.default_dest_dir(&data_dir)
+                    .build()
+                    .map_err(|e| e.within(&format!("data[{i}]")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let autostop = self.autostop.map(|b| b.build().map_err(|e| e.within("autostop"))).transpose()?;
+        let autostop = self
+            .autostop
+            .map(|b| b.build().map_err(|e| e.within("autostop")))
+            .transpose()?;
         if autostop.is_some() && target != Target::Gce {
-            return Err(ValidationError::new("autostop", "autostop stops a GCE VM; it only applies to target = \"gce\""));
+            return Err(ValidationError::new(
+                "autostop",
+                "autostop stops a GCE VM; it only applies to target = \"gce\"",
+            ));
         }
-        Ok(Env { name, target, instance, firewalls, bucket, github_key, image, container, jupyter, data, autostop })
+        Ok(Env {
+            name,
+            target,
+            instance,
+            firewalls,
+            bucket,
+            github_key,
+            image,
+            container,
+            jupyter,
+            data,
+            autostop,
+        })
     }
 }
 
@@ -336,7 +420,10 @@ mod tests {
     #[test]
     fn ssh_host_parses() {
         let h = SshHost::parse("ubuntu@gpu-box:2222").expect("valid");
-        assert_eq!((h.user.as_str(), h.host.as_str(), h.port), ("ubuntu", "gpu-box", 2222));
+        assert_eq!(
+            (h.user.as_str(), h.host.as_str(), h.port),
+            ("ubuntu", "gpu-box", 2222)
+        );
         assert_eq!(SshHost::parse("me@10.0.0.5").expect("valid").port, 22);
         assert!(SshHost::parse("nohost").is_err());
         assert!(SshHost::parse("me@host:0").is_err());
@@ -346,25 +433,47 @@ mod tests {
     #[test]
     fn env_errors_carry_section_paths() {
         let e = Env::builder("kg")
-            .instance(Instance::builder().project("my-project").zone("us-central1-a").gpu("nvidia-tesla-t4", 3))
+            .instance(
+                Instance::builder()
+                    .project("my-project")
+                    .zone("us-central1-a")
+                    .gpu("nvidia-tesla-t4", 3),
+            )
             .build()
             .expect_err("bad gpu count");
         assert_eq!(e.field, "instance.gpu_count");
-        let e = Env::builder("kg").target(Target::Local).autostop(Autostop::builder(30)).build().expect_err("");
+        let e = Env::builder("kg")
+            .target(Target::Local)
+            .autostop(Autostop::builder(30))
+            .build()
+            .expect_err("");
         assert_eq!(e.field, "autostop");
-        let e = Env::builder("Bad").target(Target::Local).build().expect_err("");
+        let e = Env::builder("Bad")
+            .target(Target::Local)
+            .build()
+            .expect_err("");
         assert_eq!(e.field, "name");
     }
 
     #[test]
     fn gce_defaults_close_everything_but_ssh() {
         let env = Env::builder("kg")
-            .instance(Instance::builder().project("my-project").zone("us-central1-a"))
+            .instance(
+                Instance::builder()
+                    .project("my-project")
+                    .zone("us-central1-a"),
+            )
             .build()
             .expect("valid");
         assert_eq!(env.firewalls.len(), 1);
         assert_eq!(env.firewalls[0].ports, vec!["22"]);
-        assert!(env.firewalls[0].source_ranges.is_empty(), "caller IP detected at run time");
-        assert_eq!(env.instance.as_ref().map(|i| i.tags.clone()), Some(vec!["kgenv-kg".to_string()]));
+        assert!(
+            env.firewalls[0].source_ranges.is_empty(),
+            "caller IP detected at run time"
+        );
+        assert_eq!(
+            env.instance.as_ref().map(|i| i.tags.clone()),
+            Some(vec!["kgenv-kg".to_string()])
+        );
     }
 }

@@ -15,7 +15,8 @@ pub(crate) fn gce_name(field: &str, v: &str) -> Rule {
     let ok = !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.last() != Some(&b'-');
     if ok {
         Ok(())
@@ -32,7 +33,8 @@ pub(crate) fn project_id(field: &str, v: &str) -> Rule {
     let b = v.as_bytes();
     let ok = (6..=30).contains(&b.len())
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.last() != Some(&b'-');
     if ok {
         Ok(())
@@ -47,15 +49,23 @@ pub(crate) fn zone(field: &str, v: &str) -> Rule {
     let ok = parts.len() == 3
         && parts[0].chars().all(|c| c.is_ascii_lowercase())
         && !parts[0].is_empty()
-        && parts[1].chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && parts[1]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase())
         && parts[1].chars().last().is_some_and(|c| c.is_ascii_digit())
-        && parts[1].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && parts[1]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && parts[2].len() == 1
         && parts[2].chars().all(|c| c.is_ascii_lowercase());
     if ok {
         Ok(())
     } else {
-        fail(field, format!("`{v}` is not a zone like `us-central1-a` (see `gcloud compute zones list`)"))
+        fail(
+            field,
+            format!("`{v}` is not a zone like `us-central1-a` (see `gcloud compute zones list`)"),
+        )
     }
 }
 
@@ -75,7 +85,12 @@ pub(crate) fn port(field: &str, v: u32) -> Rule {
 
 /// A port or `low-high` range.
 pub(crate) fn port_range(field: &str, v: &str) -> Rule {
-    let parse = |s: &str| s.trim().parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+    };
     let ok = match v.split_once('-') {
         Some((a, b)) => matches!((parse(a), parse(b)), (Some(a), Some(b)) if a <= b),
         None => parse(v).is_some(),
@@ -83,7 +98,10 @@ pub(crate) fn port_range(field: &str, v: &str) -> Rule {
     if ok {
         Ok(())
     } else {
-        fail(field, format!("`{v}` is not a port (1-65535) or a range like `8000-8100`"))
+        fail(
+            field,
+            format!("`{v}` is not a port (1-65535) or a range like `8000-8100`"),
+        )
     }
 }
 
@@ -92,7 +110,10 @@ pub(crate) fn cidr(field: &str, v: &str) -> Rule {
     if v.parse::<ipnet::IpNet>().is_ok() {
         Ok(())
     } else {
-        fail(field, format!("`{v}` is not a valid CIDR range like `203.0.113.4/32`"))
+        fail(
+            field,
+            format!("`{v}` is not a valid CIDR range like `203.0.113.4/32`"),
+        )
     }
 }
 
@@ -109,7 +130,11 @@ pub(crate) fn label(field: &str, key: &str, value: &str) -> Rule {
         s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
     };
-    if key.is_empty() || key.len() > 63 || !key.starts_with(|c: char| c.is_ascii_lowercase()) || !chars_ok(key) {
+    if key.is_empty()
+        || key.len() > 63
+        || !key.starts_with(|c: char| c.is_ascii_lowercase())
+        || !chars_ok(key)
+    {
         return fail(field, format!("label key `{key}` must be 1-63 lowercase letters, digits, `_` or `-`, starting with a letter"));
     }
     if value.len() > 63 || !chars_ok(value) {
@@ -122,7 +147,8 @@ pub(crate) fn label(field: &str, key: &str, value: &str) -> Rule {
 pub(crate) fn bucket_name(field: &str, v: &str) -> Rule {
     let b = v.as_bytes();
     let ok = (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
         && !v.starts_with("goog");
@@ -138,7 +164,10 @@ pub(crate) fn abs_path(field: &str, v: &str) -> Rule {
     if v.starts_with('/') && !v.split('/').any(|p| p == "..") && !v.contains('\0') {
         Ok(())
     } else {
-        fail(field, format!("`{v}` must be an absolute path such as `/mnt/data`, without `..`"))
+        fail(
+            field,
+            format!("`{v}` must be an absolute path such as `/mnt/data`, without `..`"),
+        )
     }
 }
 
@@ -147,12 +176,17 @@ pub(crate) fn apt_package(field: &str, v: &str) -> Rule {
     let name = v.split_once('=').map_or(v, |(n, _)| n);
     let ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
         && v.chars().all(|c| !c.is_whitespace());
     if ok {
         Ok(())
     } else {
-        fail(field, format!("`{v}` is not a Debian package name like `cmake` or `libgl1`"))
+        fail(
+            field,
+            format!("`{v}` is not a Debian package name like `cmake` or `libgl1`"),
+        )
     }
 }
 
@@ -160,7 +194,8 @@ pub(crate) fn apt_package(field: &str, v: &str) -> Rule {
 pub(crate) fn pip_requirement(field: &str, v: &str) -> Rule {
     let ok = !v.is_empty()
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]=<>!~,*".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-[]=<>!~,*".contains(c));
     if ok {
         Ok(())
     } else {
@@ -173,12 +208,18 @@ pub(crate) fn image_ref(field: &str, v: &str) -> Rule {
     let ok = !v.is_empty()
         && v.len() <= 255
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
         && !v.contains("//");
     if ok {
         Ok(())
     } else {
-        fail(field, format!("`{v}` is not an image reference like `gcr.io/kaggle-gpu-images/python:latest`"))
+        fail(
+            field,
+            format!(
+                "`{v}` is not an image reference like `gcr.io/kaggle-gpu-images/python:latest`"
+            ),
+        )
     }
 }
 

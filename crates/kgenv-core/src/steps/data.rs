@@ -19,19 +19,35 @@ impl DataStep {
     /// The step for `spec` in `env`.
     pub fn new(env: &Env, spec: Data) -> Self {
         let mut deps = vec!["host".to_string()];
-        let in_bucket = env.bucket.as_ref().is_some_and(|b| spec.dest.starts_with(&b.mount_point) || spec.dest.starts_with(&format!("gs://{}", b.bucket)));
+        let in_bucket = env.bucket.as_ref().is_some_and(|b| {
+            spec.dest.starts_with(&b.mount_point)
+                || spec.dest.starts_with(&format!("gs://{}", b.bucket))
+        });
         if in_bucket {
             deps.push("bucket".into());
         }
-        Self { id: format!("data/{}", spec.competition), spec, deps }
+        Self {
+            id: format!("data/{}", spec.competition),
+            spec,
+            deps,
+        }
     }
 
     async fn missing(&self, ctx: &StepCtx) -> Result<Vec<DataFile>> {
         let kaggle = &ctx.backends.kaggle;
         let files = kaggle.list_files(&self.spec.competition).await?;
-        let selected: Vec<DataFile> = files.into_iter().filter(|f| self.spec.selects(&f.name)).collect();
+        let selected: Vec<DataFile> = files
+            .into_iter()
+            .filter(|f| self.spec.selects(&f.name))
+            .collect();
         if selected.is_empty() {
-            return Err(BackendError::NotFound { resource: format!("files matching {:?} in competition {}", self.spec.files, self.spec.competition) }.into());
+            return Err(BackendError::NotFound {
+                resource: format!(
+                    "files matching {:?} in competition {}",
+                    self.spec.files, self.spec.competition
+                ),
+            }
+            .into());
         }
         let mut missing = Vec::new();
         for f in selected {
@@ -52,10 +68,16 @@ impl Step for DataStep {
         &self.deps
     }
     fn summary(&self) -> String {
-        format!("competition {} files {:?} → {} (kept by `down`)", self.spec.competition, self.spec.files, self.spec.dest)
+        format!(
+            "competition {} files {:?} → {} (kept by `down`)",
+            self.spec.competition, self.spec.files, self.spec.dest
+        )
     }
     fn planned_actions(&self) -> Vec<String> {
-        vec![format!("POST api.kaggle.com ListDataFiles {}; download the selected files to {}", self.spec.competition, self.spec.dest)]
+        vec![format!(
+            "POST api.kaggle.com ListDataFiles {}; download the selected files to {}",
+            self.spec.competition, self.spec.dest
+        )]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let missing = self.missing(ctx).await?;
@@ -63,7 +85,12 @@ impl Step for DataStep {
             return Ok(CheckOutcome::satisfied());
         }
         let total: u64 = missing.iter().map(|f| f.size).sum();
-        Ok(CheckOutcome::missing(vec![format!("download {} file(s), {} bytes, to {}", missing.len(), total, self.spec.dest)]))
+        Ok(CheckOutcome::missing(vec![format!(
+            "download {} file(s), {} bytes, to {}",
+            missing.len(),
+            total,
+            self.spec.dest
+        )]))
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         for f in self.missing(ctx).await? {
@@ -71,7 +98,12 @@ impl Step for DataStep {
                 // Partial files resume on the next run.
                 return Err(BackendError::Cancelled.into());
             }
-            ctx.backends.kaggle.fetch(&self.spec.competition, &f, &self.spec.dest, &|p| ctx.progress(p)).await?;
+            ctx.backends
+                .kaggle
+                .fetch(&self.spec.competition, &f, &self.spec.dest, &|p| {
+                    ctx.progress(p)
+                })
+                .await?;
         }
         Ok(())
     }

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use crate::backends::remote::{ExecRequest, HostAddr};
 use crate::backends::no_progress;
+use crate::backends::remote::{ExecRequest, HostAddr};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Target};
@@ -30,10 +30,14 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             trust_on_first_use: h.trust_on_first_use,
         }),
         Target::Gce => {
-            let ip = state.fact("instance", "external_ip").ok_or_else(|| BackendError::Connection {
-                endpoint: format!("instance {}", env.name),
-                message: "no external IP recorded: the instance does not exist yet (run `kgenv up`)".into(),
-                source: None,
+            let ip = state.fact("instance", "external_ip").ok_or_else(|| {
+                BackendError::Connection {
+                    endpoint: format!("instance {}", env.name),
+                    message:
+                        "no external IP recorded: the instance does not exist yet (run `kgenv up`)"
+                            .into(),
+                    source: None,
+                }
             })?;
             let pinned = state
                 .fact("instance", "host_keys")
@@ -42,14 +46,32 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             Ok(HostAddr {
                 user: crate::keys::GCE_USER.into(),
                 host: ip.to_string(),
-                port: 22,
+                port: gce_ssh_port(),
                 identity_file: Some(key),
                 pinned_host_keys: pinned,
                 trust_on_first_use: false,
             })
         }
-        Target::Local => Err(BackendError::Unavailable { backend: "remote", hint: "the local target has no SSH host".into() }.into()),
+        Target::Local => Err(BackendError::Unavailable {
+            backend: "remote",
+            hint: "the local target has no SSH host".into(),
+        }
+        .into()),
     }
+}
+
+/// Environment variable that moves the gce target's SSH port off 22: a test hook only (the
+/// end-to-end tests' sshd on 127.0.0.1 cannot listen on 22), not a user setting — the
+/// firewall kgenv writes opens 22, and GCE's images listen there.
+pub const GCE_SSH_PORT_ENV: &str = "KGENV_GCE_SSH_PORT";
+
+/// Port 22, unless [`GCE_SSH_PORT_ENV`] holds another valid port.
+fn gce_ssh_port() -> u16 {
+    std::env::var(GCE_SSH_PORT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(22)
 }
 
 /// What the Host block was written for: a change of address or pinned keys rewrites it.
@@ -89,7 +111,12 @@ impl Step for HostStep {
             Some(remote) => {
                 let out = remote.exec(ExecRequest::new("true"), &no_progress).await?;
                 if !out.success() {
-                    return Err(BackendError::CommandFailed { command: "true".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
+                    return Err(BackendError::CommandFailed {
+                        command: "true".into(),
+                        exit_code: out.exit_code,
+                        stderr_tail: out.stderr_tail(),
+                    }
+                    .into());
                 }
             }
             None => {
@@ -99,21 +126,34 @@ impl Step for HostStep {
         // `ssh <env>` works once kgenv's Host block matches the address it logs in with.
         if ctx.ssh_config().is_some() && ctx.env.target != Target::Local {
             let addr = host_addr(ctx).await?;
-            let recorded = ctx.state.snapshot().await.fact("host", "ssh_config").map(str::to_string);
+            let recorded = ctx
+                .state
+                .snapshot()
+                .await
+                .fact("host", "ssh_config")
+                .map(str::to_string);
             if recorded.as_deref() != Some(&ssh_config_stamp(&addr)) {
-                return Ok(CheckOutcome::missing(vec![format!("write the `Host {}` block and the `Include` in ~/.ssh/config", ctx.env.name)]));
+                return Ok(CheckOutcome::missing(vec![format!(
+                    "write the `Host {}` block and the `Include` in ~/.ssh/config",
+                    ctx.env.name
+                )]));
             }
         }
         Ok(CheckOutcome::satisfied())
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         // Reaching the host happened in `check`; what is left is the user's SSH config.
-        let Some(files) = ctx.ssh_config() else { return Ok(()) };
+        let Some(files) = ctx.ssh_config() else {
+            return Ok(());
+        };
         let addr = host_addr(ctx).await?;
         files.write_host(&ctx.env.name, &addr)?;
         ctx.state
             .update("host", |r| {
-                r.created.insert("ssh_config".into(), files.kgenv_config.display().to_string());
+                r.created.insert(
+                    "ssh_config".into(),
+                    files.kgenv_config.display().to_string(),
+                );
                 r.facts.insert("ssh_config".into(), ssh_config_stamp(&addr));
             })
             .await?;
@@ -121,14 +161,21 @@ impl Step for HostStep {
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
-        let recorded = ctx.state.snapshot().await.step("host").is_some_and(|r| !r.created.is_empty());
+        let recorded = ctx
+            .state
+            .snapshot()
+            .await
+            .step("host")
+            .is_some_and(|r| !r.created.is_empty());
         if !recorded {
             return Ok(Destroyed::Nothing);
         }
         if let Some(files) = ctx.ssh_config() {
             files.remove_host(&ctx.env.name)?;
         }
-        ctx.state.update("host", |r| *r = Default::default()).await?;
+        ctx.state
+            .update("host", |r| *r = Default::default())
+            .await?;
         Ok(Destroyed::Removed)
     }
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::backends::remote::{ExecRequest, Remote};
 use crate::backends::no_progress;
+use crate::backends::remote::{ExecRequest, Remote};
 use crate::error::{BackendError, Result};
 use crate::plan::StepCtx;
 use crate::shell::Cmd;
@@ -57,15 +57,27 @@ impl HostFs {
     pub async fn mkdirs(&self, dirs: &[&str]) -> Result<()> {
         match self {
             Self::Remote(r) => {
-                let out = r.exec(ExecRequest::new(Cmd::new("mkdir").arg("-p").args(dirs).line()).sudo(), &no_progress).await?;
+                let out = r
+                    .exec(
+                        ExecRequest::new(Cmd::new("mkdir").arg("-p").args(dirs).line()).sudo(),
+                        &no_progress,
+                    )
+                    .await?;
                 if !out.success() {
-                    return Err(BackendError::CommandFailed { command: "mkdir -p".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
+                    return Err(BackendError::CommandFailed {
+                        command: "mkdir -p".into(),
+                        exit_code: out.exit_code,
+                        stderr_tail: out.stderr_tail(),
+                    }
+                    .into());
                 }
                 Ok(())
             }
             Self::Local => {
                 for d in dirs {
-                    tokio::fs::create_dir_all(d).await.map_err(|e| BackendError::io(format!("creating {d}"), e))?;
+                    tokio::fs::create_dir_all(d)
+                        .await
+                        .map_err(|e| BackendError::io(format!("creating {d}"), e))?;
                 }
                 Ok(())
             }
@@ -76,9 +88,20 @@ impl HostFs {
     pub async fn remove(&self, path: &str) -> Result<()> {
         match self {
             Self::Remote(r) => {
-                let out = r.exec(ExecRequest::new(Cmd::new("rm").arg("-rf").arg("--").arg(path).line()).sudo(), &no_progress).await?;
+                let out = r
+                    .exec(
+                        ExecRequest::new(Cmd::new("rm").arg("-rf").arg("--").arg(path).line())
+                            .sudo(),
+                        &no_progress,
+                    )
+                    .await?;
                 if !out.success() {
-                    return Err(BackendError::CommandFailed { command: "rm -rf".into(), exit_code: out.exit_code, stderr_tail: out.stderr_tail() }.into());
+                    return Err(BackendError::CommandFailed {
+                        command: "rm -rf".into(),
+                        exit_code: out.exit_code,
+                        stderr_tail: out.stderr_tail(),
+                    }
+                    .into());
                 }
                 Ok(())
             }

@@ -18,7 +18,10 @@ pub struct ImageStep {
 impl ImageStep {
     /// The step for `spec`.
     pub fn new(spec: Image) -> Self {
-        Self { spec, deps: vec!["host".into()] }
+        Self {
+            spec,
+            deps: vec!["host".into()],
+        }
     }
 }
 
@@ -32,7 +35,13 @@ impl Step for ImageStep {
     }
     fn summary(&self) -> String {
         if self.spec.has_extras() {
-            format!("image {} = {} + apt [{}] + pip [{}]", self.spec.run_reference(), self.spec.base, self.spec.apt.join(" "), self.spec.pip.join(" "))
+            format!(
+                "image {} = {} + apt [{}] + pip [{}]",
+                self.spec.run_reference(),
+                self.spec.base,
+                self.spec.apt.join(" "),
+                self.spec.pip.join(" ")
+            )
         } else {
             format!("image {}", self.spec.base)
         }
@@ -40,13 +49,20 @@ impl Step for ImageStep {
     fn planned_actions(&self) -> Vec<String> {
         let mut a = vec![format!("docker: pull {}", self.spec.base)];
         if self.spec.has_extras() {
-            a.push(format!("docker: build {} (extras layer)", self.spec.run_reference()));
+            a.push(format!(
+                "docker: build {} (extras layer)",
+                self.spec.run_reference()
+            ));
         }
         a
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let engine = ctx.engine().await?;
-        if engine.inspect_image(&self.spec.run_reference()).await?.is_some() {
+        if engine
+            .inspect_image(&self.spec.run_reference())
+            .await?
+            .is_some()
+        {
             return Ok(CheckOutcome::satisfied());
         }
         let mut actions = Vec::new();
@@ -54,7 +70,10 @@ impl Step for ImageStep {
             actions.push(format!("docker: pull {}", self.spec.base));
         }
         if self.spec.has_extras() {
-            actions.push(format!("docker: build {} (extras layer)", self.spec.run_reference()));
+            actions.push(format!(
+                "docker: build {} (extras layer)",
+                self.spec.run_reference()
+            ));
         }
         Ok(CheckOutcome::missing(actions))
     }
@@ -62,13 +81,27 @@ impl Step for ImageStep {
         let engine = ctx.engine().await?;
         if engine.inspect_image(&self.spec.base).await?.is_none() {
             ctx.log(format!("pulling {}", self.spec.base));
-            engine.pull_image(&self.spec.base, &|p| ctx.progress(p)).await?;
+            engine
+                .pull_image(&self.spec.base, &|p| ctx.progress(p))
+                .await?;
         }
-        if self.spec.has_extras() && engine.inspect_image(&self.spec.run_reference()).await?.is_none() {
+        if self.spec.has_extras()
+            && engine
+                .inspect_image(&self.spec.run_reference())
+                .await?
+                .is_none()
+        {
             let mut labels = BTreeMap::new();
             labels.insert("kgenv.base".to_string(), self.spec.base.clone());
             ctx.log(format!("building {}", self.spec.run_reference()));
-            engine.build_image(&self.spec.run_reference(), &self.spec.dockerfile(), &labels, &|p| ctx.progress(p)).await?;
+            engine
+                .build_image(
+                    &self.spec.run_reference(),
+                    &self.spec.dockerfile(),
+                    &labels,
+                    &|p| ctx.progress(p),
+                )
+                .await?;
         }
         Ok(())
     }

@@ -409,14 +409,21 @@ impl Step for JupyterStep {
     async fn preflight(&self, ctx: &StepCtx) -> Result<()> {
         // Once applied, `check` can live without the password (it just cannot verify it);
         // the first run needs it to hash.
-        let applied = ctx.state.snapshot().await.step("jupyter").is_some_and(|r| !r.created.is_empty());
+        let applied = ctx
+            .state
+            .snapshot()
+            .await
+            .step("jupyter")
+            .is_some_and(|r| !r.created.is_empty());
         if !applied {
             self.password()?;
         }
         if let JupyterTls::Files { cert, key } = &self.spec.tls {
             for (field, p) in [("jupyter.cert", cert), ("jupyter.key", key)] {
                 if !std::path::Path::new(p).is_file() {
-                    return Err(ValidationError::new(field, format!("{p} is not a readable file")).into());
+                    return Err(
+                        ValidationError::new(field, format!("{p} is not a readable file")).into(),
+                    );
                 }
             }
         }

@@ -43,7 +43,10 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
     let mut host_deps = Vec::new();
     if env.target == Target::Gce {
         // Bad input must fail before the firewall or the instance is touched.
-        let preflight = env.instance.as_ref().map(|i| instance::PreflightStep::new(i.clone()));
+        let preflight = env
+            .instance
+            .as_ref()
+            .map(|i| instance::PreflightStep::new(i.clone()));
         let fw_deps: Vec<String> = preflight.iter().map(|p| p.id().to_string()).collect();
         if let Some(p) = preflight {
             steps.push(Arc::new(p));
@@ -72,7 +75,12 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
         container_deps.push("image".into());
     }
     if let (Some(c), Some(i)) = (&env.container, &env.image) {
-        steps.push(Arc::new(container::ContainerStep::new(env, c.clone(), i.clone(), container_deps.clone())));
+        steps.push(Arc::new(container::ContainerStep::new(
+            env,
+            c.clone(),
+            i.clone(),
+            container_deps.clone(),
+        )));
         steps.push(Arc::new(gpu_check::GpuCheckStep::new(env, c)));
         if let Some(j) = &env.jupyter {
             steps.push(Arc::new(jupyter::JupyterStep::new(env, j.clone())));
