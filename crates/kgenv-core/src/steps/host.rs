@@ -30,15 +30,18 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             trust_on_first_use: h.trust_on_first_use,
         }),
         Target::Gce => {
-            let ip = state.fact("instance", "external_ip").ok_or_else(|| {
-                BackendError::Connection {
+            let ip =
+                state
+                    .fact("instance", "external_ip")
+                    .ok_or_else(|| {
+                        BackendError::Connection {
                     endpoint: format!("instance {}", env.name),
                     message:
                         "no external IP recorded: the instance does not exist yet (run `kgenv up`)"
                             .into(),
                     source: None,
                 }
-            })?;
+                    })?;
             let pinned = state
                 .fact("instance", "host_keys")
                 .map(|k| k.lines().map(str::to_string).collect())
