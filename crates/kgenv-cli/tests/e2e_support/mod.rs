@@ -351,6 +351,16 @@ port = 8888
     /// Runs `kgenv --json up` and SIGKILLs it right after its `nth` event line (0-based);
     /// returns how many event lines it printed (it may finish first).
     pub fn up_killed_after(&self, nth: usize) -> usize {
+        let mut n = 0;
+        self.up_killed_when(move |_| {
+            n += 1;
+            n > nth
+        })
+    }
+
+    /// Runs `kgenv --json up` and SIGKILLs it right after the first event for which
+    /// `kill_now` is true; returns how many event lines it printed.
+    pub fn up_killed_when(&self, mut kill_now: impl FnMut(&Value) -> bool) -> usize {
         let mut child = self
             .command(&["--json", "up"])
             .stdout(Stdio::piped())
@@ -361,13 +371,16 @@ port = 8888
         let mut seen = 0;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with("{\"event\"") {
-                if seen == nth {
-                    let _ = child.kill(); // SIGKILL
-                    seen += 1;
-                    break;
-                }
-                seen += 1;
+            let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if ev.get("event").is_none() {
+                continue;
+            }
+            seen += 1;
+            if kill_now(&ev) {
+                let _ = child.kill(); // SIGKILL
+                break;
             }
         }
         let _ = child.kill();
