@@ -12,5 +12,5 @@ export KGENV_REPO=$PWD KGENV_VENV="${KGENV_VENV:-$PWD/.venv}"
 # shellcheck source=/dev/null
 . scripts/setup/80-e2e.sh
 export KGENV_E2E_BENCH_ROUNDS="${1:-3}"
-cargo test -q --release -p kgenv-cli --test e2e_ssh bench_ssh_up_to_login -- --ignored --nocapture 2>&1 \
+cargo test -q -p kgenv-cli --test e2e_ssh bench_ssh_up_to_login -- --ignored --nocapture 2>&1 \
   | grep -v '^running\|^test \|^$\|test result'
