@@ -11,6 +11,7 @@ tag=$1
 : "${KGENV_VENV:?KGENV_VENV must point at the test venv}"
 jupyter_server_version=${KGENV_E2E_JUPYTER_SERVER_VERSION:?}
 tabulate_version=${KGENV_E2E_TABULATE_VERSION:?}
+# shellcheck source=/dev/null
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 mirror=${KGENV_E2E_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 work=$(mktemp -d /var/tmp/kgenv-e2e-image.XXXXXX)
