@@ -243,8 +243,8 @@ identity_file = "{key}"
     }
 
     /// An environment whose target section is `target(&parts)`, with the common image
-    /// (extras from the offline apt repository and wheel directory), a container without
-    /// GPUs publishing Jupyter on a free port of 127.0.0.1, and Jupyter with a password and
+    /// (extras from the offline apt repository and wheel directory), a container with the
+    /// default `gpus = "all"` ("the GPUs the host has, if any": none here) publishing Jupyter on a free port of 127.0.0.1, and Jupyter with a password and
     /// a self-signed certificate.
     pub fn new(tag: &str, target: impl FnOnce(&Parts<'_>) -> String) -> Self {
         let image = base_image();
@@ -270,7 +270,7 @@ apt = ["tree"]
 pip = ["tabulate"]
 
 [container]
-gpus = "none"
+gpus = "all"
 ports = [{{ container = 8888, host = {jupyter_port}, bind = "127.0.0.1" }}]
 
 [jupyter]
