@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export KGENV_REPO="$ROOT"
 export KGENV_VENV="${KGENV_VENV:-$ROOT/.venv}"
+# The test wheel is built unoptimised: it then shares its dependency builds with
+# `cargo test` (a release wheel would compile every dependency once more on a cold
+# machine). Benchmarks build their own release wheel.
+export KGENV_PY_PROFILE="${KGENV_PY_PROFILE:-dev}"
 
 echo "== setup"
 for s in scripts/setup/*.sh; do
@@ -21,7 +25,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest"
   "$KGENV_VENV/bin/python" -m pytest -q tests/python

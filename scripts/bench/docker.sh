@@ -3,11 +3,11 @@
 # side against one running container on this machine's engine, printing ratios.
 #
 #   A  kgenv, local socket                 vs  B  `docker inspect` CLI, local socket
-#   C  kgenv through an SSH tunnel         vs  D  `docker -H ssh://…` CLI, same sshd and engine
-#      (OpenSSH `ssh -L` forwarding the engine socket: one SSH connection, one channel per
-#       HTTP connection, the shape of kgenv's own direct-streamlocal tunnel)
+#   F  kgenv over its own russh session    vs  D  `docker -H ssh://…` CLI, same sshd and engine
+#      (one SSH login, one direct-streamlocal channel per pooled HTTP connection)
+#   C  kgenv through OpenSSH `ssh -L` forwarding the engine socket (same shape as F, with
+#      OpenSSH's client instead of russh: how russh's channels compare)
 #   E  kgenv's tunnelled transport over an in-process forward (no SSH: transport cost only)
-#   F  kgenv over its own russh session: needs the SSH layer (see examples/docker_bench.rs)
 #
 # The sshd is started here on a free 127.0.0.1 port with throwaway keys and a throwaway user
 # in the docker group (needs root, openssh-server, docker CLI and engine, busybox-static).
@@ -117,12 +117,18 @@ echo "== D: docker -H ssh:// CLI, same sshd"
 D=$(cli_loop docker -H ssh://kgbench); echo "docker-cli ssh n=$N total_ms=$D"
 echo "== E: kgenv tunnelled transport, in-process forward (no SSH)"
 E_line=$("$bench" --via forward --container "$name" -n "$N"); echo "$E_line"; E=$(echo "$E_line" | kgenv_ms)
+echo "== F: kgenv over its own russh session (direct-streamlocal), same sshd and user"
+F_line=$("$bench" --via ssh --container "$name" -n "$N" --ssh "$user@127.0.0.1:$port" \
+  --identity "$tmp/client_key" --known-hosts "$tmp/known_hosts"); echo "$F_line"
+F=$(echo "$F_line" | kgenv_ms)
+Fc=$(echo "$F_line" | sed -n 's/.*connect_ms=\([0-9.]*\).*/\1/p')
 
 echo
 echo "== ratios (N=$N inspects; higher = kgenv faster)"
-awk -v a="$A" -v b="$B" -v c="$C" -v d="$D" -v e="$E" 'BEGIN {
+awk -v a="$A" -v b="$B" -v c="$C" -v d="$D" -v e="$E" -v f="$F" -v fc="$Fc" 'BEGIN {
   printf "local:  docker CLI %.0f ms / kgenv %.1f ms = %.1fx\n", b, a, b / a
-  printf "ssh:    docker -H ssh:// %.0f ms / kgenv via SSH tunnel %.1f ms = %.1fx\n", d, c, d / c
+  printf "ssh:    docker -H ssh:// %.0f ms / kgenv over russh %.1f ms = %.1fx (%.1fx counting kgenv'"'"'s login, %.0f ms)\n", d, f, d / f, d / (f + fc), fc
+  printf "ssh:    kgenv over ssh -L %.1f ms / kgenv over russh %.1f ms = %.2fx\n", c, f, c / f
+  printf "ssh:    docker -H ssh:// %.0f ms / kgenv over ssh -L %.1f ms = %.1fx\n", d, c, d / c
   printf "tunnel transport without SSH: kgenv forward %.1f ms vs kgenv local %.1f ms = %.2fx\n", e, a, e / a
 }'
-echo "(F: kgenv over its own russh session is not measured until the SSH layer is merged)"

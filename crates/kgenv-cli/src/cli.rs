@@ -135,6 +135,32 @@ pub enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Kaggle competition data, no environment needed: list files, pull them here or to gs://.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Show the container's logs (Jupyter's output among them).
+    Logs {
+        /// Keep following new lines until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+    },
+    /// Run a command in the container: `kgenv exec -- python -c 'import torch'`.
+    Exec {
+        /// The command, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// What the container sees of the GPU (nvidia-smi, driver, CUDA, torch).
+    Gpu,
+    /// Stop the GCE instance and keep its disk: the GPU stops billing. `up` or `start` resumes.
+    Stop,
+    /// Start the stopped GCE instance (and pin its host keys again if needed).
+    Start,
     /// Open an SSH tunnel to Jupyter and print its URL; runs until Ctrl-C.
     Jupyter {
         /// Local port of the tunnel (0 picks a free one).
@@ -144,4 +170,31 @@ pub enum Command {
         #[arg(long)]
         show_token: bool,
     },
+}
+
+/// `kgenv data …`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// List a competition's files and sizes.
+    List {
+        /// The competition's slug (the part after /competitions/ in its URL).
+        competition: String,
+    },
+    /// Download a competition's files: parallel, resumable, verified.
+    Pull {
+        /// The competition's slug.
+        competition: String,
+        /// A directory, or gs://bucket/prefix to stream straight into a bucket.
+        #[arg(long, default_value = ".")]
+        dest: String,
+        /// Only files matching this glob (repeatable), e.g. --files '*.csv'.
+        #[arg(long, value_name = "GLOB")]
+        files: Vec<String>,
+        /// Unpack the .zip files Kaggle serves.
+        #[arg(long)]
+        extract: bool,
+    },
+    /// Runs on a VM for the data step (reads one JSON request on stdin).
+    #[command(hide = true)]
+    Agent,
 }

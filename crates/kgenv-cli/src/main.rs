@@ -123,6 +123,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Init { force } = &cli.command {
         return init(&cli.global.config, *force);
     }
+    if let Command::Data { command } = &cli.command {
+        return data(command, cli.global.json).await;
+    }
     let overrides = Overrides {
         target: cli.global.target.map(|t| match t {
             TargetArg::Gce => "gce".to_string(),
@@ -169,7 +172,81 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.global.json;
     let order: Vec<String> = runner.steps().iter().map(|s| s.id().to_string()).collect();
     match &cli.command {
-        Command::Init { .. } => Ok(()),
+        Command::Init { .. } | Command::Data { .. } => Ok(()),
+        Command::Logs { follow, tail } => {
+            let opts = kgenv_core::backends::container::LogOptions {
+                follow: *follow,
+                tail: *tail,
+                timestamps: false,
+            };
+            let print = |e: Event| {
+                if let Event::Log { line, .. } = e {
+                    out!("{line}");
+                }
+            };
+            tokio::select! {
+                r = runner.logs(opts, print) => r,
+                () = cancel.cancelled() => Ok(()),
+            }
+        }
+        Command::Exec { command } => {
+            let output = runner
+                .exec(command, |e| {
+                    if let Event::Log { line, stream, .. } = e {
+                        match stream {
+                            kgenv_core::backends::Stream::Stdout => out!("{line}"),
+                            kgenv_core::backends::Stream::Stderr => eprintln!("{line}"),
+                        }
+                    }
+                })
+                .await?;
+            if output.success() {
+                Ok(())
+            } else {
+                Err(kgenv_core::BackendError::CommandFailed {
+                    command: command.join(" "),
+                    exit_code: output.exit_code,
+                    stderr_tail: String::new(),
+                }
+                .into())
+            }
+        }
+        Command::Gpu => {
+            let report = runner.gpu_report().await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&report) {
+                    out!("{s}");
+                }
+            } else {
+                out!("{report:#?}");
+            }
+            Ok(())
+        }
+        Command::Stop | Command::Start => {
+            let stop = matches!(cli.command, Command::Stop);
+            let sink = move |e: Event| renderer.event(&e);
+            let info = if stop {
+                runner.stop_instance(sink).await?
+            } else {
+                runner.start_instance(sink).await?
+            };
+            if json {
+                if let Ok(s) = serde_json::to_string(&info) {
+                    out!("{s}");
+                }
+            } else {
+                out!(
+                    "{}: {:?}{}",
+                    info.at,
+                    info.status,
+                    info.external_ip
+                        .as_deref()
+                        .map(|ip| format!(" at {ip}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         Command::Ssh { tty, command } => ssh(&runner, command, *tty, cli.global.mock),
         Command::Jupyter { port, show_token } => {
             jupyter(&runner, *port, *show_token, &cancel).await
@@ -419,6 +496,102 @@ async fn jupyter(
         cancel.cancelled().await;
     }
     Ok(())
+}
+
+async fn data(command: &cli::DataCommand, json: bool) -> Result<(), Error> {
+    use kgenv_core::kaggle::{self, PullEvent, PullOptions};
+    match command {
+        cli::DataCommand::Agent => std::process::exit(kaggle::agent_main().await),
+        cli::DataCommand::List { competition } => {
+            let files = kaggle::list_files(competition).await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&files) {
+                    out!("{s}");
+                }
+                return Ok(());
+            }
+            let total: u64 = files.iter().map(|f| f.size).sum();
+            for f in &files {
+                out!("{:>14}  {}", f.size, f.name);
+            }
+            out!("{} file(s), {total} bytes", files.len());
+            Ok(())
+        }
+        cli::DataCommand::Pull {
+            competition,
+            dest,
+            files,
+            extract,
+        } => {
+            let mut opts = PullOptions::new(dest.clone()).extract(*extract);
+            for g in files {
+                opts = opts.files(g.clone());
+            }
+            let last = std::sync::Mutex::new(std::time::Instant::now());
+            let on_event = move |e: PullEvent| {
+                if json {
+                    if let Ok(s) = serde_json::to_string(&e) {
+                        out!("{s}");
+                    }
+                    return;
+                }
+                match &e {
+                    PullEvent::Progress {
+                        item,
+                        done,
+                        total,
+                        bytes_per_sec,
+                        eta_secs,
+                    } => {
+                        // A line a second is plenty on a log; bars would need a terminal.
+                        let mut t = last.lock().unwrap_or_else(|p| p.into_inner());
+                        if t.elapsed() >= std::time::Duration::from_secs(1) {
+                            *t = std::time::Instant::now();
+                            let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                            let eta = eta_secs
+                                .map(|s| format!(", {}m{:02}s left", s / 60, s % 60))
+                                .unwrap_or_default();
+                            eprintln!(
+                                "  {item}: {done}{of} bytes, {:.1} MB/s{eta}",
+                                *bytes_per_sec as f64 / 1e6
+                            );
+                        }
+                    }
+                    PullEvent::Listed {
+                        competition,
+                        files,
+                        selected,
+                        bytes,
+                    } => eprintln!(
+                        "{competition}: {selected} of {files} file(s) selected, {bytes} bytes"
+                    ),
+                    PullEvent::Skipped { file, .. } => eprintln!("  {file}: already complete"),
+                    PullEvent::Started { file, size } => {
+                        eprintln!("  {file}: fetching {size} bytes")
+                    }
+                    PullEvent::Finished { file, bytes } => {
+                        eprintln!("  {file}: done ({bytes} bytes)")
+                    }
+                    PullEvent::Log { line } => eprintln!("  {line}"),
+                }
+            };
+            let report = kaggle::pull(competition, &opts, &on_event).await?;
+            if json {
+                if let Ok(s) = serde_json::to_string(&serde_json::json!({ "result": report })) {
+                    out!("{s}");
+                }
+            } else {
+                out!(
+                    "pulled {} file(s), {} already complete, {} bytes in {:.1}s",
+                    report.fetched,
+                    report.skipped,
+                    report.bytes,
+                    report.elapsed_ms as f64 / 1000.0
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn init(path: &Path, force: bool) -> Result<(), Error> {

@@ -5,9 +5,17 @@
 //! cargo run --release -p kgenv-core --example docker_bench -- --via forward --container NAME -n 100
 //! ```
 //!
+//! ```text
+//! cargo run --release -p kgenv-core --example docker_bench -- --via ssh --container NAME -n 100 \
+//!     --ssh USER@127.0.0.1:PORT --identity KEY --known-hosts FILE
+//! ```
+//!
 //! `local` uses `DOCKER_HOST` (the script points it at an OpenSSH-forwarded socket to time a
 //! tunnel); `forward` uses the tunnelled transport with an in-process `Remote` whose
-//! `open_unix` connects to the local socket (no SSH). Prints one line:
+//! `open_unix` connects to the local socket (no SSH); `ssh` logs in with kgenv's own
+//! `SshConnector` (host key checked against `--known-hosts`) and reaches the host's
+//! `/var/run/docker.sock` through russh `direct-streamlocal` channels on that one
+//! connection. `connect_ms` includes the SSH login. Prints one line:
 //! `kgenv <via> n=<N> connect_ms=<..> total_ms=<..> per_call_us=<..>`.
 
 use std::sync::Arc;
@@ -15,9 +23,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use kgenv_core::backends::container::{ContainerEngine, EngineConnector, EngineLocation};
-use kgenv_core::backends::remote::{ByteStream, ExecOutput, ExecRequest, Remote};
-use kgenv_core::backends::{BackendResult, ProgressFn};
+use kgenv_core::backends::remote::{ByteStream, ExecOutput, ExecRequest, HostAddr, Remote};
+use kgenv_core::backends::{BackendResult, ProgressFn, RemoteConnector};
 use kgenv_core::docker::DockerConnector;
+use kgenv_core::spec::SshHost;
+use kgenv_core::ssh::SshConnector;
 use kgenv_core::BackendError;
 
 /// A `Remote` that only forwards `open_unix` to this machine's socket.
@@ -71,14 +81,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let at = match via.as_str() {
         "local" => EngineLocation::Local,
         "forward" => EngineLocation::Remote(Arc::new(Forward(socket))),
-        // Once the SSH layer is merged, `ssh` connects with its RemoteConnector and passes
-        // `EngineLocation::Remote(session)`; the script already has the sshd for it.
-        other => {
-            return Err(format!(
-                "--via {other}: use local or forward (ssh needs the SSH layer's RemoteConnector)"
-            )
-            .into())
+        "ssh" => {
+            let host =
+                SshHost::parse(&arg(&args, "--ssh").ok_or("--ssh USER@HOST:PORT is required")?)?;
+            let known_hosts =
+                arg(&args, "--known-hosts").ok_or("--known-hosts FILE is required")?;
+            let addr = HostAddr {
+                user: host.user,
+                host: host.host,
+                port: host.port,
+                identity_file: Some(
+                    arg(&args, "--identity")
+                        .ok_or("--identity KEY is required")?
+                        .into(),
+                ),
+                pinned_host_keys: Vec::new(),
+                trust_on_first_use: false,
+            };
+            let session = SshConnector::new()
+                .known_hosts(known_hosts)
+                .connect(&addr, std::time::Duration::from_secs(20))
+                .await?;
+            EngineLocation::Remote(session)
         }
+        other => return Err(format!("--via {other}: use local, forward or ssh").into()),
     };
     let engine: Arc<dyn ContainerEngine> = DockerConnector::new().connect(at).await?;
     // One call to warm the connection pool, as a CLI session would after connecting.

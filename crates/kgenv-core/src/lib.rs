@@ -26,10 +26,13 @@
 pub mod backends;
 pub mod config;
 pub mod docker;
+pub mod download;
 pub mod error;
 pub mod gce;
+pub mod gcs;
 pub mod github;
 pub mod http;
+pub mod kaggle;
 pub mod keys;
 pub mod mock;
 pub mod paths;

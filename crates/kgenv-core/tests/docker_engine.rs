@@ -1,6 +1,8 @@
-//! The Docker layer against the real Docker Engine on this machine, each test twice: through
-//! the local socket, and through the tunnelled transport (a test `Remote` whose `open_unix`
-//! forwards to the same socket — the lead re-runs the suite over a real sshd).
+//! The Docker layer against the real Docker Engine on this machine, each test three times:
+//! through the local socket; through the tunnelled transport over a test `Remote` whose
+//! `open_unix` forwards to the same socket (no SSH); and through a real OpenSSH sshd on
+//! 127.0.0.1 with kgenv's russh session, the engine API carried by `direct-streamlocal`
+//! channels to `/var/run/docker.sock`.
 
 mod docker_support;
 
@@ -178,7 +180,15 @@ async fn logs_are_read_and_followed(via: Via) {
         )
         .await
         .expect("tail");
-    assert_eq!(tail.lines(Stream::Stdout), vec!["third"]);
+    // The restart policy (unless-stopped) may already have started the command again, so the
+    // last line is any of its lines; what tail must guarantee is exactly one of them.
+    let mut last = tail.lines(Stream::Stdout);
+    last.extend(tail.lines(Stream::Stderr));
+    assert_eq!(last.len(), 1, "tail 1 returns one line: {last:?}");
+    assert!(
+        ["first", "to-stderr", "second", "third"].contains(&last[0].as_str()),
+        "{last:?}"
+    );
     assert!(engine
         .logs(&unique("no-such"), LogOptions::default(), &|_| {})
         .await
@@ -477,6 +487,36 @@ async fn a_tunnel_that_cannot_reach_the_socket_says_why() {
     assert!(remote.opened() >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ssh_tunnel_that_cannot_reach_the_socket_says_why() {
+    use kgenv_core::backends::container::EngineLocation;
+    // sshd answers a streamlocal open it cannot connect with a bare "connect failed", for a
+    // missing socket and for one the login user may not open alike: the error names the
+    // socket and both causes, with the docker-group fix.
+    let sshd = docker_support::start_sshd();
+    let remote = docker_support::ssh_session(&sshd).await;
+    let err = kgenv_core::docker::DockerConnector::new()
+        .remote_socket("/nonexistent/kgenv-test/docker.sock")
+        .open(EngineLocation::Remote(remote))
+        .await
+        .expect_err("no socket there");
+    assert!(err.is_retryable(), "a connection error: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("/nonexistent/kgenv-test/docker.sock"),
+        "names the socket: {text}"
+    );
+    assert!(
+        text.contains("`docker` group"),
+        "says how to fix access: {text}"
+    );
+    assert!(
+        sshd.log().contains("/nonexistent/kgenv-test/docker.sock"),
+        "the open reached sshd:\n{}",
+        sshd.log()
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -486,6 +526,10 @@ macro_rules! both {
         mod tunnel {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Tunnel).await })*
+        }
+        mod ssh {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Ssh).await })*
         }
     };
 }

@@ -1,15 +1,19 @@
 //! The image, container and GPU steps run by the core's `plan::Runner` on the real Docker
-//! Engine: target `local` (this machine's engine) and target `ssh` through the test
-//! socket-forwarding `Remote` (the tunnelled transport). Build-with-extras on a locally built
-//! base, no rebuild and no recreate on a second `up`, a changed spec recreates, `down`
-//! removes.
+//! Engine: target `local` (this machine's engine), target `ssh` through the test
+//! socket-forwarding `Remote` (the tunnelled transport without SSH), and target `ssh` to a
+//! real OpenSSH sshd on 127.0.0.1 with kgenv's `SshConnector` (host key from known_hosts,
+//! commands and the engine socket over one russh connection). Build-with-extras on a
+//! locally built base, no rebuild and no recreate on a second `up`, a changed spec
+//! recreates, `down` removes.
 
 mod docker_support;
 
 use std::sync::{Arc, Mutex};
 
+use docker_support::sshd::Sshd;
 use docker_support::{
-    base_image, engine, free_port, Cleanup, SocketRemote, SocketRemoteConnector, Via,
+    base_image, engine, free_port, ssh_connector, start_sshd, Cleanup, CountingConnector,
+    SocketRemote, SocketRemoteConnector, Via,
 };
 use kgenv_core::backends::container::ContainerEngine;
 use kgenv_core::backends::Backends;
@@ -22,7 +26,9 @@ use kgenv_core::steps::container::GPU_FALLBACK_LABEL;
 struct Setup {
     backends: Backends,
     target: Target,
-    remote: Option<Arc<SocketRemote>>,
+    remote: Option<Arc<CountingConnector>>,
+    /// The sshd of `Via::Ssh`, running as long as the setup (and any session) lives.
+    sshd: Option<Arc<Sshd>>,
 }
 
 fn setup(via: Via) -> Setup {
@@ -33,15 +39,37 @@ fn setup(via: Via) -> Setup {
             backends,
             target: Target::Local,
             remote: None,
+            sshd: None,
         },
         Via::Tunnel => {
-            let remote = SocketRemote::new();
-            backends.remote = Arc::new(SocketRemoteConnector(remote.clone()));
+            let connector = Arc::new(CountingConnector::new(
+                Arc::new(SocketRemoteConnector(SocketRemote::new())),
+                None,
+            ));
+            backends.remote = connector.clone();
             let host = SshHost::parse("root@127.0.0.1:22").expect("ssh host");
             Setup {
                 backends,
                 target: Target::Ssh(host),
-                remote: Some(remote),
+                remote: Some(connector),
+                sshd: None,
+            }
+        }
+        Via::Ssh => {
+            let sshd = start_sshd();
+            let connector = Arc::new(CountingConnector::new(
+                Arc::new(ssh_connector(&sshd)),
+                Some(sshd.clone()),
+            ));
+            backends.remote = connector.clone();
+            let mut host = SshHost::parse(&format!("{}@127.0.0.1:{}", sshd.user, sshd.port))
+                .expect("ssh host");
+            host.identity_file = Some(sshd.client_key.display().to_string());
+            Setup {
+                backends,
+                target: Target::Ssh(host),
+                remote: Some(connector),
+                sshd: Some(sshd),
             }
         }
     }
@@ -51,7 +79,11 @@ fn env_name(via: Via, what: &str) -> String {
     format!(
         "kgt{}{}{what}",
         std::process::id(),
-        if via == Via::Local { "l" } else { "t" }
+        match via {
+            Via::Local => "l",
+            Via::Tunnel => "t",
+            Via::Ssh => "s",
+        }
     )
 }
 
@@ -352,6 +384,12 @@ async fn up_is_idempotent_recreates_on_change_and_down_removes(via: Via) {
     if let Some(r) = &s.remote {
         assert!(r.opened() > 0, "the engine was reached through the tunnel");
     }
+    if let Some(sshd) = &s.sshd {
+        assert!(
+            sshd.accepted_logins() >= 1,
+            "logged in through the real sshd"
+        );
+    }
 }
 
 async fn a_required_gpu_on_a_host_without_one_stops_the_run(via: Via) {
@@ -417,6 +455,10 @@ macro_rules! both {
         mod tunnel {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Tunnel).await })*
+        }
+        mod ssh {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Via::Ssh).await })*
         }
     };
 }

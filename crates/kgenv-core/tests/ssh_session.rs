@@ -58,7 +58,7 @@ async fn exit_codes_streams_lines_and_stdin() {
         .into_iter()
         .filter_map(|p| match p {
             Progress::Line { stream, line } => Some((stream, line)),
-            Progress::Bytes { .. } => None,
+            _ => None,
         })
         .collect();
     assert!(

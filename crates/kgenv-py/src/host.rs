@@ -15,7 +15,7 @@ use kgenv_core::plan::Event;
 use kgenv_core::shell::Cmd;
 use kgenv_core::spec::{Env, JupyterAuth, JupyterTls, Target};
 use kgenv_core::state::StateStore;
-use kgenv_core::steps::gpu_check::parse_nvidia_smi;
+use kgenv_core::steps::gpu_check::gpu_report;
 use kgenv_core::{BackendError, Error};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -167,25 +167,28 @@ pub(crate) fn start_gpus(
                 None => EngineLocation::Local,
             };
             let engine = s.backends.engine.connect(at).await?;
-            let cmd: Vec<String> = [
-                "nvidia-smi",
-                "--query-gpu=name,driver_version,memory.total",
-                "--format=csv,noheader",
-            ]
-            .map(String::from)
-            .to_vec();
-            let out = engine
-                .exec(&container, &cmd, &kgenv_core::backends::no_progress)
-                .await?;
-            if !out.success() {
+            let report = gpu_report(engine.as_ref(), &container).await?;
+            if report.gpus.is_empty() {
                 return Err(BackendError::CommandFailed {
-                    command: format!("nvidia-smi in {container}"),
-                    exit_code: out.exit_code,
-                    stderr_tail: out.stderr_tail(),
+                    command: format!("nvidia-smi in {container} (no GPU visible)"),
+                    exit_code: 127,
+                    stderr_tail: report
+                        .problem
+                        .clone()
+                        .unwrap_or_else(|| "nvidia-smi: not found".into()),
                 }
                 .into());
             }
-            Ok(Output::Gpus(parse_nvidia_smi(&out.stdout_text()).gpus))
+            // One line per GPU, as `nvidia-smi --query-gpu=name,driver_version,memory.total` prints it.
+            let lines = report
+                .gpus
+                .iter()
+                .map(|g| match g.memory_mib {
+                    Some(m) => format!("{}, {}, {m} MiB", g.name, g.driver_version),
+                    None => format!("{}, {}", g.name, g.driver_version),
+                })
+                .collect();
+            Ok(Output::Gpus(lines))
         })
     })
 }

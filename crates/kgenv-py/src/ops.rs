@@ -51,7 +51,11 @@ pub(crate) fn start_run(
     let backends = backends::resolve(world).map_err(|e| errors::to_py(py, &e.into()))?;
     let dir = backends::state_dir(state_dir, world);
     let env = (*spec.get().env).clone();
-    let opts = RunOptions { only, until };
+    let opts = RunOptions {
+        only,
+        until,
+        ..RunOptions::default()
+    };
     run::spawn(notify, move |emitter, cancel| async move {
         let runner = Runner::new(env, backends)
             .state_dir(dir)

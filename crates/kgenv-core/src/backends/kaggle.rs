@@ -1,9 +1,11 @@
 //! The Kaggle backend trait: list a competition's files and fetch them to a destination.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendResult, ProgressFn};
+use super::{BackendResult, ProgressFn, Remote};
 
 /// One file of a competition's data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,4 +33,11 @@ pub trait Kaggle: Send + Sync {
         dest: &str,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64>;
+    /// The same backend working ON `host`, so data goes from Kaggle to the host directly
+    /// (the real backend copies kgenv there and runs its data agent, see
+    /// `kaggle::remote`). `None`: this backend runs where it is (mocks, remote backends).
+    fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        let _ = host;
+        Ok(None)
+    }
 }

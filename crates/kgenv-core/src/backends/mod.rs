@@ -39,6 +39,21 @@ pub enum Progress {
         /// Total bytes, when known.
         total: Option<u64>,
     },
+    /// Bytes of a long transfer (a download), with its measured rate and the time it
+    /// expects to need for the rest. Sinks that only know [`Progress::Bytes`] can treat it
+    /// the same way.
+    Transfer {
+        /// What is being transferred: a file name, or `total` for all files of a pull.
+        item: String,
+        /// Bytes done so far.
+        done: u64,
+        /// Total bytes, when known.
+        total: Option<u64>,
+        /// Recent rate in bytes per second (smoothed).
+        bytes_per_sec: u64,
+        /// Seconds left at the recent rate, when the total is known and the rate is not 0.
+        eta_secs: Option<u64>,
+    },
     /// One line of output.
     Line {
         /// Which stream it came from.
@@ -92,16 +107,21 @@ impl Backends {
     /// A system kgenv cannot reach in this build answers with
     /// [`BackendError::Unavailable`] and a hint, so `plan` still runs without credentials.
     pub async fn from_env() -> Self {
-        let hint = "this kgenv build has no client for it yet; use --mock to simulate";
         Self {
             compute: match crate::gce::GceCompute::from_env().await {
                 Ok(c) => Arc::new(c),
                 Err(e) => unavailable::Unavailable::arc("compute", e.to_string()),
             },
-            storage: unavailable::Unavailable::arc("storage", hint),
+            storage: match crate::gcs::GcsClient::from_env() {
+                Ok(c) => Arc::new(c),
+                Err(e) => unavailable::Unavailable::arc("storage", e.to_string()),
+            },
             remote: Arc::new(crate::ssh::SshConnector::new()),
             engine: Arc::new(crate::docker::DockerConnector::new()),
-            kaggle: unavailable::Unavailable::arc("kaggle", hint),
+            // Credentials are read on first use, so environments without [[data]] need none.
+            kaggle: Arc::new(crate::kaggle::LazyKaggle::new(
+                crate::download::DownloadOptions::default(),
+            )),
             github: match crate::github::GitHubClient::from_env() {
                 Ok(c) => Arc::new(c),
                 Err(e) => unavailable::Unavailable::arc("github", e.to_string()),

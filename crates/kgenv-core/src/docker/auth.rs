@@ -89,7 +89,7 @@ impl RegistryAuth {
         let provider = self
             .provider
             .get_or_init(|| async {
-                match gcp_auth::provider().await {
+                match crate::gce::auth::adc_provider().await {
                     Ok(p) => Some(p),
                     Err(e) => {
                         tracing::debug!(

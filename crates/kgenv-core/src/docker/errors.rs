@@ -22,7 +22,7 @@ pub(crate) fn map_err(err: DockerError, what: &str, endpoint: &str) -> BackendEr
         },
         e @ (DockerError::HyperLegacyError { .. } | DockerError::HyperResponseError { .. } | DockerError::IOError { .. }) => {
             let mut message = chain(&e);
-            if message.to_ascii_lowercase().contains("permission denied") {
+            if message.to_ascii_lowercase().contains("permission denied") && !message.contains(super::transport::DOCKER_GROUP_HINT) {
                 message.push_str(". The login user cannot open the engine socket: add it to the `docker` group (`sudo usermod -aG docker USER`, then log in again)");
             }
             BackendError::Connection { endpoint: format!("docker engine at {endpoint}"), message, source: Some(Box::new(e)) }

@@ -166,11 +166,42 @@ impl tower_service::Service<http::Uri> for RemoteSocketConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let (remote, socket) = (self.remote.clone(), self.socket.clone());
         Box::pin(async move {
-            let stream = remote.open_unix(&socket).await?;
+            let stream = remote
+                .open_unix(&socket)
+                .await
+                .map_err(|e| with_socket_hint(e, &socket))?;
             Ok(TokioIo::new(Tunnel(stream)))
         })
     }
 }
+
+/// What to check when the host's engine socket cannot be opened. sshd answers a
+/// `direct-streamlocal` open it cannot connect with a bare "connect failed", whether the
+/// socket is missing or the login user may not open it (not root and not in the `docker`
+/// group), so the message names both.
+fn with_socket_hint(err: BackendError, socket: &str) -> BackendError {
+    match err {
+        BackendError::Connection {
+            endpoint,
+            mut message,
+            source,
+        } if !message.contains(DOCKER_GROUP_HINT) => {
+            message.push_str(&format!(
+                ". Check that Docker runs on the host and that the login user may open {socket}: {DOCKER_GROUP_HINT}"
+            ));
+            BackendError::Connection {
+                endpoint,
+                message,
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
+/// How a non-root login user gets access to the engine socket.
+pub(crate) const DOCKER_GROUP_HINT: &str =
+    "root, or a member of the `docker` group (`sudo usermod -aG docker USER`, then log in again)";
 
 /// One tunnelled stream, as hyper's client wants it.
 pub(crate) struct Tunnel(Box<dyn ByteStream>);

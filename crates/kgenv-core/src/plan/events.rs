@@ -81,6 +81,12 @@ pub enum Event {
         done: u64,
         /// Total bytes, when known.
         total: Option<u64>,
+        /// Recent rate in bytes per second, for transfers that measure it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes_per_sec: Option<u64>,
+        /// Seconds left at the recent rate, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_secs: Option<u64>,
     },
     /// A line of output from a command the step runs.
     Log {
@@ -188,10 +194,21 @@ impl fmt::Display for Event {
                 item,
                 done,
                 total,
-            } => match total {
-                Some(t) => write!(f, "{step}: {item} {done}/{t} bytes"),
-                None => write!(f, "{step}: {item} {done} bytes"),
-            },
+                bytes_per_sec,
+                eta_secs,
+            } => {
+                match total {
+                    Some(t) => write!(f, "{step}: {item} {done}/{t} bytes")?,
+                    None => write!(f, "{step}: {item} {done} bytes")?,
+                }
+                if let Some(rate) = bytes_per_sec {
+                    write!(f, ", {:.1} MB/s", *rate as f64 / 1e6)?;
+                }
+                if let Some(eta) = eta_secs {
+                    write!(f, ", {}m{:02}s left", eta / 60, eta % 60)?;
+                }
+                Ok(())
+            }
             Self::Log { step, line, .. } => write!(f, "{step}| {line}"),
             Self::Warning { step, message } => write!(f, "warning: {step}: {message}"),
             Self::Satisfied { step } => write!(f, "{step}: nothing to do"),

@@ -327,15 +327,37 @@ impl Runner {
                     for w in step.warnings() {
                         ctx.warn(w);
                     }
-                    let upstream: Vec<String> = {
+                    let (upstream, unobserved): (Vec<String>, Vec<String>) = {
                         let c = changes.lock().unwrap_or_else(|p| p.into_inner());
-                        step.deps()
-                            .iter()
-                            .filter(|d| c.get(*d).is_some_and(|ch| *ch != Change::None))
-                            .cloned()
-                            .collect()
+                        let with = |want: &dyn Fn(Change) -> bool| {
+                            step.deps()
+                                .iter()
+                                .filter(|d| c.get(*d).is_some_and(|ch| want(*ch)))
+                                .cloned()
+                                .collect()
+                        };
+                        (
+                            with(&|ch| !matches!(ch, Change::None | Change::Unknown)),
+                            with(&|ch| ch == Change::Unknown),
+                        )
                     };
-                    let (change, diff, actions) = if upstream.is_empty() {
+                    let (change, diff, actions) = if !upstream.is_empty() {
+                        (
+                            Change::Create,
+                            vec![format!("after {} changes", upstream.join(", "))],
+                            step.planned_actions(),
+                        )
+                    } else if !unobserved.is_empty() {
+                        // Its host or inputs could not be observed either; trying would only wait.
+                        (
+                            Change::Unknown,
+                            vec![format!(
+                                "after {}, which could not be observed",
+                                unobserved.join(", ")
+                            )],
+                            step.planned_actions(),
+                        )
+                    } else {
                         match step.check(&ctx).await {
                             Ok(CheckOutcome {
                                 observed: Observed::Satisfied,
@@ -367,12 +389,6 @@ impl Runner {
                             }
                             Err(e) => return Err(e),
                         }
-                    } else {
-                        (
-                            Change::Create,
-                            vec![format!("after {} changes", upstream.join(", "))],
-                            step.planned_actions(),
-                        )
                     };
                     changes
                         .lock()

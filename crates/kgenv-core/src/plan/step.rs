@@ -180,6 +180,22 @@ impl StepCtx {
                 item,
                 done,
                 total,
+                bytes_per_sec: None,
+                eta_secs: None,
+            },
+            Progress::Transfer {
+                item,
+                done,
+                total,
+                bytes_per_sec,
+                eta_secs,
+            } => Event::Progress {
+                step,
+                item,
+                done,
+                total,
+                bytes_per_sec: Some(bytes_per_sec),
+                eta_secs,
             },
             Progress::Line { stream, line } => Event::Log { step, stream, line },
         });

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 
-use crate::backends::kaggle::DataFile;
+use std::sync::Arc;
+
+use crate::backends::kaggle::{DataFile, Kaggle};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Data, Env};
@@ -33,8 +35,17 @@ impl DataStep {
         }
     }
 
-    async fn missing(&self, ctx: &StepCtx) -> Result<Vec<DataFile>> {
-        let kaggle = &ctx.backends.kaggle;
+    /// The Kaggle backend for this run: on a VM or SSH target it works on the host, so the
+    /// data never passes through this machine.
+    async fn kaggle(&self, ctx: &StepCtx) -> Result<Arc<dyn Kaggle>> {
+        let local = ctx.backends.kaggle.clone();
+        match ctx.remote().await? {
+            Some(host) => Ok(local.on_host(host)?.unwrap_or(local)),
+            None => Ok(local),
+        }
+    }
+
+    async fn missing(&self, kaggle: &dyn Kaggle) -> Result<Vec<DataFile>> {
         let files = kaggle.list_files(&self.spec.competition).await?;
         let selected: Vec<DataFile> = files
             .into_iter()
@@ -80,7 +91,8 @@ impl Step for DataStep {
         )]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
-        let missing = self.missing(ctx).await?;
+        let kaggle = self.kaggle(ctx).await?;
+        let missing = self.missing(kaggle.as_ref()).await?;
         if missing.is_empty() {
             return Ok(CheckOutcome::satisfied());
         }
@@ -93,13 +105,13 @@ impl Step for DataStep {
         )]))
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
-        for f in self.missing(ctx).await? {
+        let kaggle = self.kaggle(ctx).await?;
+        for f in self.missing(kaggle.as_ref()).await? {
             if ctx.cancel.is_cancelled() {
                 // Partial files resume on the next run.
                 return Err(BackendError::Cancelled.into());
             }
-            ctx.backends
-                .kaggle
+            kaggle
                 .fetch(&self.spec.competition, &f, &self.spec.dest, &|p| {
                     ctx.progress(p)
                 })

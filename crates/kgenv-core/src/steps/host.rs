@@ -30,18 +30,9 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             trust_on_first_use: h.trust_on_first_use,
         }),
         Target::Gce => {
-            let ip =
-                state
-                    .fact("instance", "external_ip")
-                    .ok_or_else(|| {
-                        BackendError::Connection {
-                    endpoint: format!("instance {}", env.name),
-                    message:
-                        "no external IP recorded: the instance does not exist yet (run `kgenv up`)"
-                            .into(),
-                    source: None,
-                }
-                    })?;
+            let ip = state
+                .fact("instance", "external_ip")
+                .ok_or_else(|| no_instance_address(&env.name))?;
             let pinned = state
                 .fact("instance", "host_keys")
                 .map(|k| k.lines().map(str::to_string).collect())
@@ -75,6 +66,16 @@ fn gce_ssh_port() -> u16 {
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p != 0)
         .unwrap_or(22)
+}
+
+/// The error for a gce host whose instance has no recorded address yet.
+fn no_instance_address(env: &str) -> BackendError {
+    const WHY: &str = "no external IP recorded: the instance does not exist yet (run `kgenv up`)";
+    BackendError::Connection {
+        endpoint: format!("instance {env}"),
+        message: WHY.into(),
+        source: None,
+    }
 }
 
 /// What the Host block was written for: a change of address or pinned keys rewrites it.

@@ -1,8 +1,12 @@
-//! Shared by the `docker_*` tests: the real engine, a locally built test image, and a
-//! test-only [`Remote`] whose `open_unix` forwards to this machine's Docker socket, so the
-//! tunnelled transport runs exactly as it does over SSH (one stream per HTTP connection,
-//! hijacked exec streams), minus the SSH.
+//! Shared by the `docker_*` tests: the real engine, a locally built test image, a test-only
+//! [`Remote`] whose `open_unix` forwards to this machine's Docker socket (the tunnelled
+//! transport minus the SSH), and the real thing: a real OpenSSH sshd on 127.0.0.1
+//! (`tests/support/sshd.rs`) reached with kgenv's own [`SshConnector`], whose
+//! `direct-streamlocal` channels carry the Engine API to `/var/run/docker.sock`.
 #![allow(dead_code)]
+
+#[path = "../support/sshd.rs"]
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +21,9 @@ use kgenv_core::backends::remote::{
 };
 use kgenv_core::backends::{BackendResult, Progress, ProgressFn, Stream};
 use kgenv_core::docker::{DockerConnector, DockerEngine};
+use kgenv_core::ssh::SshConnector;
 use kgenv_core::BackendError;
+use sshd::Sshd;
 use tokio::sync::OnceCell;
 
 /// Where a test reaches the engine.
@@ -27,6 +33,8 @@ pub enum Via {
     Local,
     /// The tunnelled transport through [`SocketRemote`].
     Tunnel,
+    /// The tunnelled transport through a real sshd and kgenv's russh session.
+    Ssh,
 }
 
 /// The local engine's socket path (`DOCKER_HOST=unix://…` or the default).
@@ -161,29 +169,139 @@ impl RemoteConnector for SocketRemoteConnector {
     }
 }
 
-/// An engine reached `via`, and the test remote when tunnelled.
-pub async fn engine(via: Via) -> (Arc<dyn ContainerEngine>, Option<Arc<SocketRemote>>) {
-    require_engine().await;
-    let connector = DockerConnector::new();
-    match via {
-        Via::Local => (
-            Arc::new(
-                connector
-                    .open(EngineLocation::Local)
-                    .await
-                    .expect("local engine"),
-            ),
-            None,
-        ),
-        Via::Tunnel => {
-            let remote = SocketRemote::new();
-            let engine = connector
-                .open(EngineLocation::Remote(remote.clone()))
-                .await
-                .expect("tunnelled engine");
-            (Arc::new(engine), Some(remote))
+/// A [`Remote`] that counts the engine streams it opens, and keeps the sshd it logs in to
+/// (if any) running for as long as it lives: the engine's transport holds it, so the sshd
+/// stops only when the engine is dropped.
+pub struct Counted {
+    inner: Arc<dyn Remote>,
+    opened: Arc<AtomicUsize>,
+    _sshd: Option<Arc<Sshd>>,
+}
+
+impl Counted {
+    /// Streams opened so far.
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Remote for Counted {
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+    async fn exec(&self, req: ExecRequest, progress: ProgressFn<'_>) -> BackendResult<ExecOutput> {
+        self.inner.exec(req, progress).await
+    }
+    async fn put_file(&self, path: &str, content: &[u8], mode: u32) -> BackendResult<()> {
+        self.inner.put_file(path, content, mode).await
+    }
+    async fn read_file(&self, path: &str) -> BackendResult<Option<Vec<u8>>> {
+        self.inner.read_file(path).await
+    }
+    async fn open_tcp(&self, host: &str, port: u16) -> BackendResult<Box<dyn ByteStream>> {
+        self.inner.open_tcp(host, port).await
+    }
+    async fn open_unix(&self, path: &str) -> BackendResult<Box<dyn ByteStream>> {
+        let s = self.inner.open_unix(path).await?;
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(s)
+    }
+}
+
+/// A real sshd on 127.0.0.1 logging in as the test user (root here, who can open the
+/// engine socket), with its host key in the client's known_hosts file (as kgenv records it
+/// for target `ssh`; no pinned keys there).
+pub fn start_sshd() -> Arc<Sshd> {
+    let sshd = Sshd::start_new();
+    std::fs::write(
+        sshd.client_known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_pub),
+    )
+    .expect("client known_hosts");
+    Arc::new(sshd)
+}
+
+/// kgenv's SSH connector for `sshd` (its own known_hosts file, never the user's).
+pub fn ssh_connector(sshd: &Sshd) -> SshConnector {
+    SshConnector::new().known_hosts(sshd.client_known_hosts())
+}
+
+/// Opens a real SSH session to `sshd` with kgenv's connector.
+pub async fn ssh_session(sshd: &Sshd) -> Arc<dyn Remote> {
+    ssh_connector(sshd)
+        .connect(&sshd.addr(), Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("SSH login to the test sshd: {e}\nsshd log:\n{}", sshd.log()))
+}
+
+/// Hands out remotes from `inner`, counted, keeping `sshd` running while any lives.
+pub struct CountingConnector {
+    inner: Arc<dyn RemoteConnector>,
+    opened: Arc<AtomicUsize>,
+    sshd: Option<Arc<Sshd>>,
+}
+
+impl CountingConnector {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn RemoteConnector>, sshd: Option<Arc<Sshd>>) -> Self {
+        Self {
+            inner,
+            opened: Arc::new(AtomicUsize::new(0)),
+            sshd,
         }
     }
+    /// Engine streams opened through every remote handed out so far.
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl RemoteConnector for CountingConnector {
+    async fn connect(
+        &self,
+        addr: &HostAddr,
+        ready_within: Duration,
+    ) -> BackendResult<Arc<dyn Remote>> {
+        let inner = self.inner.connect(addr, ready_within).await?;
+        Ok(Arc::new(Counted {
+            inner,
+            opened: self.opened.clone(),
+            _sshd: self.sshd.clone(),
+        }))
+    }
+}
+
+/// An engine reached `via`, and the counted tunnel remote when tunnelled (through the test
+/// forward, or through a real sshd that lives as long as the engine).
+pub async fn engine(via: Via) -> (Arc<dyn ContainerEngine>, Option<Arc<Counted>>) {
+    require_engine().await;
+    let connector = DockerConnector::new();
+    let (inner, sshd): (Arc<dyn Remote>, _) = match via {
+        Via::Local => {
+            let engine = connector
+                .open(EngineLocation::Local)
+                .await
+                .expect("local engine");
+            return (Arc::new(engine), None);
+        }
+        Via::Tunnel => (SocketRemote::new(), None),
+        Via::Ssh => {
+            let sshd = start_sshd();
+            (ssh_session(&sshd).await, Some(sshd))
+        }
+    };
+    let remote = Arc::new(Counted {
+        inner,
+        opened: Arc::new(AtomicUsize::new(0)),
+        _sshd: sshd,
+    });
+    let engine = connector
+        .open(EngineLocation::Remote(remote.clone()))
+        .await
+        .expect("tunnelled engine");
+    (Arc::new(engine), Some(remote))
 }
 
 /// A name unique to this test process.

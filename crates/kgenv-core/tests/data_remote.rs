@@ -1,0 +1,235 @@
+//! The data step on a "remote" host: `RemoteKaggle` copies the agent binary over the
+//! `Remote` trait and runs it there with the request on stdin. The host here is this
+//! machine behind a `Remote` that runs `sh -c` in a scratch `$HOME`; the agent binary is
+//! this test executable, whose ignored `agent_child` test runs `kaggle::agent_main`.
+
+#[path = "support/kaggle_fake.rs"]
+mod kaggle_fake;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kaggle_fake::{generate, sha256_file, FakeAuth, FakeKaggle};
+use kgenv_core::backends::remote::{ByteStream, ExecOutput, ExecRequest, Remote};
+use kgenv_core::backends::{BackendResult, Kaggle, Progress, ProgressFn, Stream};
+use kgenv_core::kaggle::credentials::Secret;
+use kgenv_core::kaggle::{
+    pull_with, AgentCommand, Credentials, KaggleClient, KaggleEndpoint, PullEvent, PullOptions,
+    RemoteKaggle,
+};
+use kgenv_core::BackendError;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "remote-secret-token-77";
+const AGENT_VAR: &str = "KGENV_TEST_AGENT_CHILD";
+
+#[test]
+#[ignore = "helper: the agent the remote tests run"]
+fn agent_child() {
+    if std::env::var_os(AGENT_VAR).is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = rt.block_on(kgenv_core::kaggle::agent_main());
+    std::process::exit(code);
+}
+
+/// A `Remote` that is this machine, with `$HOME` in a scratch directory.
+struct LocalRemote {
+    home: PathBuf,
+    commands: Mutex<Vec<String>>,
+    puts: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Remote for LocalRemote {
+    fn endpoint(&self) -> String {
+        "tester@local:22".into()
+    }
+    async fn exec(&self, req: ExecRequest, progress: ProgressFn<'_>) -> BackendResult<ExecOutput> {
+        self.commands
+            .lock()
+            .expect("lock")
+            .push(req.command.clone());
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&req.command)
+            .env("HOME", &self.home)
+            .env(AGENT_VAR, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| BackendError::io("spawn sh", e))?;
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = req.stdin.clone().unwrap_or_default();
+        let writer = tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+        let mut stderr = child.stderr.take().expect("stderr");
+        let err_task = tokio::spawn(async move {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v).await;
+            v
+        });
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stdout = Vec::new();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| BackendError::io("read stdout", e))?
+        {
+            progress(Progress::Line {
+                stream: Stream::Stdout,
+                line: line.clone(),
+            });
+            stdout.extend_from_slice(line.as_bytes());
+            stdout.push(b'\n');
+        }
+        let _ = writer.await;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| BackendError::io("wait", e))?;
+        Ok(ExecOutput {
+            exit_code: status.code().map_or(-1, i64::from),
+            stdout,
+            stderr: err_task.await.unwrap_or_default(),
+        })
+    }
+    async fn put_file(&self, path: &str, content: &[u8], mode: u32) -> BackendResult<()> {
+        use std::os::unix::fs::PermissionsExt;
+        self.puts.lock().expect("lock").push(path.to_string());
+        let p = PathBuf::from(path);
+        std::fs::create_dir_all(p.parent().expect("parent"))
+            .map_err(|e| BackendError::io("mkdir", e))?;
+        std::fs::write(&p, content).map_err(|e| BackendError::io("write", e))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| BackendError::io("chmod", e))
+    }
+    async fn read_file(&self, path: &str) -> BackendResult<Option<Vec<u8>>> {
+        Ok(std::fs::read(path).ok())
+    }
+    async fn open_tcp(&self, _host: &str, _port: u16) -> BackendResult<Box<dyn ByteStream>> {
+        Err(BackendError::other("not used"))
+    }
+    async fn open_unix(&self, _path: &str) -> BackendResult<Box<dyn ByteStream>> {
+        Err(BackendError::other("not used"))
+    }
+}
+
+fn agent() -> AgentCommand {
+    AgentCommand {
+        binary: std::env::current_exe().expect("test binary"),
+        args: [
+            "--exact",
+            "agent_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_step_runs_on_the_host_through_the_agent() {
+    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
+    let src = tempfile::tempdir().expect("tempdir");
+    let h = generate(&src.path().join("f"), 3_000_000, 1);
+    fake.add_file("rc", "data/f.bin", &src.path().join("f"));
+    generate(&src.path().join("g"), 10, 2);
+    fake.add_file("ruled", "g.csv", &src.path().join("g"));
+    fake.require_rules("ruled");
+
+    let home = tempfile::tempdir().expect("tempdir");
+    let remote = Arc::new(LocalRemote {
+        home: home.path().into(),
+        commands: Mutex::new(Vec::new()),
+        puts: Mutex::new(Vec::new()),
+    });
+    let client = KaggleClient::new(
+        KaggleEndpoint::custom(&fake.endpoint()).expect("endpoint"),
+        Credentials::Token {
+            token: Secret::new(TOKEN),
+            source: "test".into(),
+        },
+    )
+    .expect("client");
+    let rk = RemoteKaggle::new(remote.clone(), &client, agent());
+
+    let files = rk.list_files("rc").await.expect("list on the host");
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        (files[0].name.as_str(), files[0].size),
+        ("data/f.bin", 3_000_000)
+    );
+
+    let dest = tempfile::tempdir().expect("tempdir");
+    let d = dest.path().to_str().expect("utf8");
+    let events = Mutex::new(Vec::new());
+    let report = pull_with(&rk, "rc", &PullOptions::new(d), &|e| {
+        events.lock().expect("lock").push(e)
+    })
+    .await
+    .expect("pull on the host");
+    assert_eq!(report.fetched, 1);
+    assert_eq!(sha256_file(&dest.path().join("data/f.bin")), h);
+    assert!(
+        events.lock().expect("lock").iter().any(|e| matches!(e, PullEvent::Progress { item, done, .. } if item == "data/f.bin" && *done == 3_000_000)),
+        "progress lines from the host come back as progress events"
+    );
+    assert_eq!(
+        rk.present(d, "data/f.bin").await.expect("present"),
+        Some(3_000_000)
+    );
+
+    // Copied once, executable, byte for byte the local binary.
+    let puts = remote.puts.lock().expect("lock").clone();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(
+        puts[0].starts_with(&format!(
+            "{}/.cache/kgenv/bin/kgenv-",
+            home.path().display()
+        )),
+        "{puts:?}"
+    );
+    assert_eq!(
+        std::fs::read(&puts[0]).expect("copied binary"),
+        std::fs::read(std::env::current_exe().expect("exe")).expect("exe bytes")
+    );
+
+    // Typed errors come back from the host.
+    let err = pull_with(&rk, "ruled", &PullOptions::new(d), &|_| {})
+        .await
+        .expect_err("403 on the host");
+    assert!(
+        matches!(err, BackendError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("/competitions/ruled/rules"),
+        "{err}"
+    );
+    assert!(rk
+        .list_files("nope")
+        .await
+        .expect_err("unknown")
+        .is_not_found());
+
+    // The token travelled on stdin only.
+    for c in remote.commands.lock().expect("lock").iter() {
+        assert!(!c.contains(TOKEN), "a command line carries the token: {c}");
+    }
+
+    // A second backend finds the binary already there and does not copy it again.
+    let rk2 = RemoteKaggle::new(remote.clone(), &client, agent());
+    rk2.list_files("rc").await.expect("list again");
+    assert_eq!(remote.puts.lock().expect("lock").len(), 1);
+}
