@@ -63,14 +63,10 @@ pub(crate) fn start_download(
                     continue;
                 }
                 let (em, st) = (emitter.clone(), step.clone());
-                let progress = move |p| {
-                    if let kgenv_core::backends::Progress::Bytes { item, done, total } = p {
-                        em.event(Event::Progress {
-                            step: st.clone(),
-                            item,
-                            done,
-                            total,
-                        });
+                let progress = move |p: kgenv_core::backends::Progress| {
+                    // Byte counts only: a download's log lines are not progress.
+                    if !matches!(p, kgenv_core::backends::Progress::Line { .. }) {
+                        em.event(Event::from_progress(&st, p));
                     }
                 };
                 let n = kaggle

@@ -44,16 +44,7 @@ async fn connect(
 }
 
 fn progress_to_event(step: &str, p: Progress) -> Event {
-    let step = step.to_string();
-    match p {
-        Progress::Bytes { item, done, total } => Event::Progress {
-            step,
-            item,
-            done,
-            total,
-        },
-        Progress::Line { stream, line } => Event::Log { step, stream, line },
-    }
+    Event::from_progress(step, p)
 }
 
 struct Setup {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::Stream;
+use crate::backends::{Progress, Stream};
 
 /// Which operation a step is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +138,36 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event a backend's [`Progress`] report becomes for `step`.
+    pub fn from_progress(step: &str, p: Progress) -> Self {
+        let step = step.to_string();
+        match p {
+            Progress::Bytes { item, done, total } => Self::Progress {
+                step,
+                item,
+                done,
+                total,
+                bytes_per_sec: None,
+                eta_secs: None,
+            },
+            Progress::Transfer {
+                item,
+                done,
+                total,
+                bytes_per_sec,
+                eta_secs,
+            } => Self::Progress {
+                step,
+                item,
+                done,
+                total,
+                bytes_per_sec: Some(bytes_per_sec),
+                eta_secs,
+            },
+            Progress::Line { stream, line } => Self::Log { step, stream, line },
+        }
+    }
+
     /// The step the event is about.
     pub fn step(&self) -> &str {
         match self {

@@ -173,32 +173,7 @@ impl StepCtx {
 
     /// Forwards backend progress as events of this step.
     pub fn progress(&self, p: Progress) {
-        let step = self.step.clone();
-        self.events.emit(match p {
-            Progress::Bytes { item, done, total } => Event::Progress {
-                step,
-                item,
-                done,
-                total,
-                bytes_per_sec: None,
-                eta_secs: None,
-            },
-            Progress::Transfer {
-                item,
-                done,
-                total,
-                bytes_per_sec,
-                eta_secs,
-            } => Event::Progress {
-                step,
-                item,
-                done,
-                total,
-                bytes_per_sec: Some(bytes_per_sec),
-                eta_secs,
-            },
-            Progress::Line { stream, line } => Event::Log { step, stream, line },
-        });
+        self.events.emit(Event::from_progress(&self.step, p));
     }
 
     /// The user's SSH config files to keep `ssh <env>` working, when the run manages them.
