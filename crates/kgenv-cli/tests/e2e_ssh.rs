@@ -18,22 +18,23 @@ use std::time::Instant;
 
 use e2e_support::{assert_noop, docker, login_and_list, serial, E2e};
 
+/// Removes the extras images built on the e2e base image (only those: other tests' images
+/// are left alone), so the next `up` builds the extras layer again.
+fn remove_extras_images() {
+    let base = e2e_support::base_image();
+    let label = format!("label=kgenv.base={base}");
+    for id in docker(&["images", "--quiet", "--filter", &label]).lines() {
+        let _ = docker(&["rmi", "-f", id]);
+    }
+}
+
 #[test]
 fn ssh_target_up_login_noop_down() {
     let _serial = serial();
     let e = E2e::ssh("s");
     // Build the extras layer every run (the base stays cached): the image step is tested,
     // not a leftover.
-    for tag in docker(&[
-        "images",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "kgenv/extras",
-    ])
-    .lines()
-    {
-        let _ = docker(&["rmi", "-f", tag]);
-    }
+    remove_extras_images();
 
     let t0 = Instant::now();
     let up = e.run(&["up"]);
@@ -223,16 +224,7 @@ fn ssh_target_survives_sigkill_during_up() {
     kills.insert(0, ("image build".into(), usize::MAX));
     for (label, at) in kills {
         let seen = if at == usize::MAX {
-            for tag in docker(&[
-                "images",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-                "kgenv/extras",
-            ])
-            .lines()
-            {
-                let _ = docker(&["rmi", "-f", tag]);
-            }
+            remove_extras_images();
             e.up_killed_when(|ev| ev["step"] == "image" && ev["event"] == "log")
         } else {
             e.up_killed_after(at)
