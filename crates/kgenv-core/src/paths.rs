@@ -54,13 +54,56 @@ pub fn keys_dir(env: &str) -> PathBuf {
     config_dir().join("keys").join(env)
 }
 
+/// Marks kgenv's temp files: `.<target name>.kgenv-tmp-<pid>-<random>`.
+const TMP_MARK: &str = ".kgenv-tmp-";
+
+/// Whether process `pid` is alive, when this system can tell (`/proc`); `None` otherwise.
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = std::path::Path::new("/proc");
+    proc.join("self")
+        .exists()
+        .then(|| proc.join(pid.to_string()).exists())
+}
+
+/// Removes the temp files in `dir` left by kgenv processes that died between creating
+/// and renaming them (a SIGKILL, a power cut): such a file can never be renamed any more.
+/// Files of live processes are left alone; where liveness cannot be told, nothing is removed.
+pub fn sweep_stale_temps(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .split_once(TMP_MARK)
+            .and_then(|(_, rest)| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if process_alive(pid) == Some(false) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsynced, renamed
 /// over the target, then the directory fsynced. `mode` applies on Unix (0600 for secrets).
+/// Temp files of killed kgenv processes in that directory are swept first
+/// ([`sweep_stale_temps`]).
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    sweep_stale_temps(dir);
+    let prefix = format!(
+        ".{}{TMP_MARK}{}-",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    let mut tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -76,4 +119,33 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io:
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn temps_of_dead_processes_are_swept_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A pid that cannot be alive (above the kernel's pid_max of 2^22).
+        let dead = dir.path().join(format!(".state.json{TMP_MARK}4294967-abc"));
+        let live = dir
+            .path()
+            .join(format!(".state.json{TMP_MARK}{}-def", std::process::id()));
+        let other = dir.path().join(".tmpXYZ");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").expect("write");
+        }
+        write_atomic(&dir.path().join("state.json"), b"{}", 0o600).expect("write_atomic");
+        if process_alive(1).is_some() {
+            assert!(!dead.exists(), "a dead process's temp file is swept");
+        }
+        assert!(live.exists(), "a live process's temp file is kept");
+        assert!(other.exists(), "files that are not kgenv's temps are kept");
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json")).expect("read"),
+            b"{}"
+        );
+    }
 }

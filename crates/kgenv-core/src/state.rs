@@ -131,7 +131,10 @@ impl StateStore {
 
     fn write(&self, state: &State) -> Result<(), StateError> {
         if state.steps.is_empty() {
-            // Nothing of kgenv's stands: no file left behind.
+            // Nothing of kgenv's stands: no file left behind (nor a killed run's temp file).
+            if let Some(dir) = self.path.parent() {
+                paths::sweep_stale_temps(dir);
+            }
             return match std::fs::remove_file(&self.path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -40,7 +40,7 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
             Ok(HostAddr {
                 user: crate::keys::GCE_USER.into(),
                 host: ip.to_string(),
-                port: 22,
+                port: gce_ssh_port(),
                 identity_file: Some(key),
                 pinned_host_keys: pinned,
                 trust_on_first_use: false,
@@ -52,6 +52,20 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
         }
         .into()),
     }
+}
+
+/// Environment variable that moves the gce target's SSH port off 22: a test hook only (the
+/// end-to-end tests' sshd on 127.0.0.1 cannot listen on 22), not a user setting — the
+/// firewall kgenv writes opens 22, and GCE's images listen there.
+pub const GCE_SSH_PORT_ENV: &str = "KGENV_GCE_SSH_PORT";
+
+/// Port 22, unless [`GCE_SSH_PORT_ENV`] holds another valid port.
+fn gce_ssh_port() -> u16 {
+    std::env::var(GCE_SSH_PORT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(22)
 }
 
 /// The error for a gce host whose instance has no recorded address yet.

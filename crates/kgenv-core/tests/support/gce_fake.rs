@@ -72,6 +72,15 @@ pub struct Config {
     pub stockout_zones: BTreeSet<String>,
     /// Whether a stockout leaves a TERMINATED instance behind (it sometimes does).
     pub half_made_on_stockout: bool,
+    /// The external IP every running instance gets (the end-to-end tests: `127.0.0.1`, so
+    /// kgenv reaches a local sshd); `None`: a fresh 203.0.113.x address per start.
+    pub fixed_nat_ip: Option<String>,
+    /// The host key instances publish in `hostkeys/` (type, base64); default [`HOST_KEY`].
+    pub host_key: (String, String),
+    /// Plays the guest agent: after every instance change, the `ssh-keys` metadata of the
+    /// running instances is written to this file (one public key a line), which the
+    /// end-to-end tests' sshd uses as its `AuthorizedKeysFile`.
+    pub guest_authorized_keys: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -116,6 +125,9 @@ impl Default for Config {
             images,
             stockout_zones: BTreeSet::new(),
             half_made_on_stockout: false,
+            fixed_nat_ip: None,
+            host_key: (HOST_KEY.0.to_string(), HOST_KEY.1.to_string()),
+            guest_authorized_keys: None,
         }
     }
 }
@@ -368,7 +380,34 @@ impl World {
 
     fn nat_ip(&mut self) -> String {
         let n = self.id();
-        format!("203.0.113.{}", n % 250 + 1)
+        match &self.config.fixed_nat_ip {
+            Some(ip) => ip.clone(),
+            None => format!("203.0.113.{}", n % 250 + 1),
+        }
+    }
+
+    /// The guest agent's part: `ssh-keys` of running instances into the authorized keys file.
+    fn sync_guest_keys(&self) {
+        let Some(path) = &self.config.guest_authorized_keys else {
+            return;
+        };
+        let mut lines = String::new();
+        for i in self.instances.values().filter(|i| i.status == "RUNNING") {
+            let items = i.body["metadata"]["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for item in items.iter().filter(|it| it["key"] == "ssh-keys") {
+                for l in item["value"].as_str().unwrap_or_default().lines() {
+                    // `user:ssh-ed25519 AAAA… comment` → the key part.
+                    if let Some((_, key)) = l.split_once(':') {
+                        lines.push_str(key.trim());
+                        lines.push('\n');
+                    }
+                }
+            }
+        }
+        std::fs::write(path, lines).expect("guest authorized_keys file");
     }
 
     fn advance(&mut self, now: Instant) {
@@ -385,6 +424,7 @@ impl World {
             op.finalized = true;
             let (effect, failed, done_at) = (op.effect.clone(), op.error.is_some(), op.done_at);
             self.finalize(effect, failed, done_at);
+            self.sync_guest_keys();
         }
     }
 
@@ -868,7 +908,7 @@ impl Shared {
                 Outcome::Reply(
                     200,
                     json!({"kind": "compute#guestAttributes", "queryPath": qp, "selfLink": format!("{SELF_ROOT}{}/guestAttributes/{qp}", ipath(name)),
-                           "queryValue": {"items": [{"namespace": "hostkeys", "key": HOST_KEY.0, "value": HOST_KEY.1}]}}),
+                           "queryValue": {"items": [{"namespace": "hostkeys", "key": w.config.host_key.0, "value": w.config.host_key.1}]}}),
                     None,
                 )
             }

@@ -1,0 +1,240 @@
+//! End to end on the gce target (issue 9): the `kgenv` binary against the Compute API fake
+//! (`kgenv-core/tests/support/gce_fake.rs`, every request checked against Google's
+//! discovery document), whose instance is this machine: it reports 127.0.0.1 as external IP,
+//! publishes the test sshd's host key in its `hostkeys/` guest attributes, and, like GCE's
+//! guest agent, turns the `ssh-keys` metadata kgenv sets into the sshd's authorized keys.
+//! The login user is kgenv's GCE user `kgenv`, a local account made by
+//! `scripts/setup/80-e2e.sh` (docker group, passwordless sudo, as on GCE's images).
+//!
+//! The sshd cannot listen on port 22 here, so the tests set `KGENV_GCE_SSH_PORT` (a test hook
+//! in `steps::host`) to its port.
+
+mod e2e_support;
+#[path = "../../kgenv-core/tests/support/gce_fake.rs"]
+mod gce_fake;
+
+use std::time::Duration;
+
+use e2e_support::{serial, E2e};
+use gce_fake::FakeGce;
+
+const PROJECT: &str = "kgenv-e2e";
+const ZONE: &str = "us-central1-a";
+
+struct GceE2e {
+    e: E2e,
+    fake: FakeGce,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// A gce environment on the fake; `published_host_key` overrides what `hostkeys/` says.
+fn gce(tag: &str, published_host_key: Option<(&str, &str)>) -> GceE2e {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut e = E2e::new(tag, |_| {
+        format!(
+            r#"target = "gce"
+
+[instance]
+project = "{PROJECT}"
+zones = ["{ZONE}"]
+machine_type = "n1-standard-8"
+gpu_type = "none"
+disk_size_gb = 60
+"#
+        )
+    });
+    assert!(
+        std::process::Command::new("id")
+            .arg(kgenv_core::keys::GCE_USER)
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the local account `{}` is missing: run scripts/setup/80-e2e.sh (it creates it, as GCE's guest agent would)",
+        kgenv_core::keys::GCE_USER
+    );
+    let mut parts = e.sshd.host_pub.split_whitespace();
+    let sshd_key = (
+        parts.next().expect("key type").to_string(),
+        parts.next().expect("key body").to_string(),
+    );
+    let authorized = e.sshd.dir().join("authorized_keys");
+    let fake = rt.block_on(FakeGce::start_with(gce_fake::Config {
+        fixed_nat_ip: Some("127.0.0.1".into()),
+        host_key: published_host_key
+            .map(|(t, k)| (t.to_string(), k.to_string()))
+            .unwrap_or(sshd_key),
+        guest_authorized_keys: Some(authorized),
+        hostkey_delay: Duration::from_millis(100),
+        ..gce_fake::Config::default()
+    }));
+    e.env = vec![
+        (
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE".into(),
+            fake.base_url(),
+        ),
+        ("GOOGLE_OAUTH_ACCESS_TOKEN".into(), gce_fake::TOKEN.into()),
+        ("KGENV_CALLER_IP_URL".into(), fake.caller_ip_url()),
+        ("KGENV_GCE_SSH_PORT".into(), e.sshd.port.to_string()),
+    ];
+    GceE2e { e, fake, _rt: rt }
+}
+
+#[test]
+fn gce_target_up_login_noop_down() {
+    let _serial = serial();
+    let GceE2e { e, fake, _rt } = gce("g", None);
+
+    let up = e.run(&["up"]);
+    up.expect_ok("kgenv up (gce on the Compute fake)");
+    for step in [
+        "firewall/".to_string() + &e.name + "-ssh",
+        "instance".into(),
+        "host".into(),
+        "container".into(),
+        "jupyter".into(),
+    ] {
+        assert_eq!(
+            up.outcome(&step).as_deref(),
+            Some("changed"),
+            "step {step} changed on the first up\n{}",
+            up.diagnosis()
+        );
+    }
+    // The image was built by the ssh scenario or is built now (a cache either way).
+    assert!(matches!(
+        up.outcome("image").as_deref(),
+        Some("changed" | "satisfied")
+    ));
+    // The key kgenv published in `ssh-keys` is the one the host accepted for its GCE user.
+    let inst = fake
+        .instance(PROJECT, ZONE, &e.name)
+        .expect("the instance exists on the fake");
+    let ssh_keys: String = inst["metadata"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["key"] == "ssh-keys")
+        .filter_map(|i| i["value"].as_str().map(str::to_string))
+        .collect();
+    let public = std::fs::read_to_string(
+        e.kgenv_home()
+            .join("config/keys")
+            .join(&e.name)
+            .join("id_ed25519.pub"),
+    )
+    .expect("kgenv's public key for the env");
+    let key_body = public.split_whitespace().nth(1).expect("key body");
+    assert!(
+        ssh_keys.starts_with(&format!("{}:", kgenv_core::keys::GCE_USER))
+            && ssh_keys.contains(key_body),
+        "ssh-keys metadata holds kgenv's key for its user: {ssh_keys}"
+    );
+    assert!(
+        e.sshd.log().contains(&format!(
+            "Accepted publickey for {}",
+            kgenv_core::keys::GCE_USER
+        )),
+        "the sshd accepted the published key:\n{}",
+        e.sshd.log()
+    );
+    // The host key pinned in the state is the one the sshd presents.
+    let state = std::fs::read_to_string(e.state_file()).expect("state file");
+    let sshd_key_body = e
+        .sshd
+        .host_pub
+        .split_whitespace()
+        .nth(1)
+        .expect("host key body");
+    assert!(
+        state.contains(sshd_key_body),
+        "the sshd's host key is pinned in the state"
+    );
+
+    std::fs::write(e.host_dir().join("working/gce.csv"), "a\n1\n").expect("write a file");
+    e2e_support::login_and_list(&e, "working", "gce.csv");
+
+    // A second up: nothing mutating reaches the Compute API, nothing is applied.
+    fake.clear_requests();
+    let id = e.container_id();
+    let again = e.run(&["up"]);
+    again.expect_ok("second kgenv up (gce)");
+    let applied = again.applied();
+    assert!(
+        applied.is_empty(),
+        "second up applied {applied:?}\n{}",
+        again.diagnosis()
+    );
+    let mutating: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is_mutating())
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "second up sent mutating calls: {mutating:?}"
+    );
+    assert_eq!(e.container_id(), id, "the container was not recreated");
+    fake.assert_conforms();
+
+    let down = e.run(&["down"]);
+    down.expect_ok("kgenv down (gce)");
+    assert!(
+        fake.instances().is_empty(),
+        "down deleted the instance: {:?}",
+        fake.instances()
+    );
+    assert!(
+        fake.firewalls().is_empty(),
+        "down deleted kgenv's firewall rule: {:?}",
+        fake.firewalls()
+    );
+    assert!(e.container_id().is_none(), "down removed the container");
+    let block =
+        std::fs::read_to_string(e.kgenv_home().join("config/ssh_config")).unwrap_or_default();
+    assert!(
+        !block.contains(&format!("Host {}", e.name)),
+        "down removed the Host block: {block}"
+    );
+    fake.assert_conforms();
+}
+
+#[test]
+fn gce_wrong_published_host_key_stops_up() {
+    let _serial = serial();
+    // The instance publishes a host key the sshd does not have.
+    let GceE2e { e, fake, _rt } = gce("w", Some(gce_fake::HOST_KEY));
+    let up = e.run(&["up"]);
+    assert!(
+        !up.output.status.success(),
+        "up must stop on a wrong host key\n{}",
+        up.diagnosis()
+    );
+    let failed: Vec<&serde_json::Value> = up
+        .events
+        .iter()
+        .filter(|ev| ev["event"] == "failed")
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|f| f["step"] == "host" && f["kind"] == "host_key_mismatch"),
+        "the host step failed with the host-key error: {failed:?}\n{}",
+        up.diagnosis()
+    );
+    assert!(
+        e.container_id().is_none(),
+        "nothing ran on an unverified host"
+    );
+    assert!(
+        !e.sshd.log().contains("Accepted publickey"),
+        "no login to an unverified host:\n{}",
+        e.sshd.log()
+    );
+    let down = e.run(&["down"]);
+    down.expect_ok("kgenv down after the host-key failure");
+    assert!(fake.instances().is_empty(), "down deleted the instance");
+}

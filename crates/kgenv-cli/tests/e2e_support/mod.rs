@@ -1,0 +1,657 @@
+//! The end-to-end harness: a real OpenSSH sshd on 127.0.0.1 (the SSH layer's fixture) with
+//! this machine's Docker Engine behind it, the stand-in Kaggle image built by
+//! `scripts/setup/80-e2e.sh`, a temp `HOME` and `KGENV_HOME`, and the real `kgenv` binary.
+//!
+//! Every kgenv run is `--json`; a failed run panics with the step that failed, its error
+//! and its log lines, so a red CI run is diagnosable from the output alone.
+#![allow(dead_code)]
+
+#[path = "../../../kgenv-core/tests/support/sshd.rs"]
+pub mod sshd;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The kgenv binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
+/// The Jupyter password the tests use.
+pub const PASSWORD: &str = "e2e-Password-9d1f";
+
+/// Serializes the e2e scenarios: each drives Docker and an sshd on a shared 2-core machine.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the e2e lock (a failed scenario does not block the others).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The stand-in image's tag, from `scripts/setup/80-e2e.sh`.
+pub fn base_image() -> String {
+    let tag = std::env::var("KGENV_E2E_BASE_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "KGENV_E2E_BASE_IMAGE is not set: run scripts/test.sh, or \
+             `export KGENV_VENV=$PWD/.venv; . scripts/setup/00-base.sh; . scripts/setup/50-docker.sh; . scripts/setup/80-e2e.sh`"
+        )
+    });
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the e2e image {tag} is missing from Docker: run scripts/setup/80-e2e.sh (it builds it with debootstrap)"
+    );
+    tag
+}
+
+/// Runs `docker ARGS` and returns trimmed stdout (empty on failure).
+pub fn docker(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// One kgenv run's output, parsed.
+pub struct Run {
+    /// The process output.
+    pub output: Output,
+    /// The JSON event lines (without the final result).
+    pub events: Vec<Value>,
+    /// The final `{"result": …}` report, when the run finished.
+    pub result: Option<Value>,
+}
+
+impl Run {
+    /// Parses `--json` output.
+    pub fn parse(output: Output) -> Self {
+        let mut events = Vec::new();
+        let mut result = None;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if let Some(r) = v.get("result") {
+                result = Some(r.clone());
+            } else {
+                events.push(v);
+            }
+        }
+        Self {
+            output,
+            events,
+            result,
+        }
+    }
+
+    /// Panics with a diagnosis unless the run succeeded.
+    pub fn expect_ok(&self, what: &str) -> &Self {
+        if !self.output.status.success() || self.result.is_none() {
+            panic!("{what} failed:\n{}", self.diagnosis());
+        }
+        self
+    }
+
+    /// Which step failed, its error and its log lines, then kgenv's stderr.
+    pub fn diagnosis(&self) -> String {
+        let mut out = format!("exit status: {}\n", self.output.status);
+        let failed: Vec<&Value> = self
+            .events
+            .iter()
+            .filter(|e| e["event"] == "failed")
+            .collect();
+        for f in &failed {
+            let step = f["step"].as_str().unwrap_or("?");
+            out.push_str(&format!(
+                "step `{step}` FAILED ({}): {}\n  its log:\n",
+                f["kind"], f["message"]
+            ));
+            for l in self
+                .events
+                .iter()
+                .filter(|e| e["step"] == step && e["event"] == "log")
+            {
+                out.push_str(&format!("    {}\n", l["line"].as_str().unwrap_or("")));
+            }
+        }
+        if failed.is_empty() {
+            out.push_str("no step reported a failure; last events:\n");
+            for e in self.events.iter().rev().take(15).rev() {
+                out.push_str(&format!("  {e}\n"));
+            }
+        }
+        out.push_str(&format!(
+            "stdout (non-event):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&self.output.stdout)
+                .lines()
+                .filter(|l| !l.starts_with("{\"event\""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&self.output.stderr)
+        ));
+        out
+    }
+
+    /// `step → outcome` from the final report.
+    pub fn outcomes(&self) -> Vec<(String, String)> {
+        self.result
+            .as_ref()
+            .and_then(|r| r["steps"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                (
+                    s["step"].as_str().unwrap_or("").to_string(),
+                    s["outcome"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The outcome of `step`.
+    pub fn outcome(&self, step: &str) -> Option<String> {
+        self.outcomes()
+            .into_iter()
+            .find(|(s, _)| s == step)
+            .map(|(_, o)| o)
+    }
+
+    /// Steps that ran their apply phase.
+    pub fn applied(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == "started" && e["phase"] == "apply")
+            .filter_map(|e| e["step"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Warnings and log lines of `step`.
+    pub fn messages(&self, step: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["step"] == step)
+            .filter_map(|e| {
+                e.get("message")
+                    .or_else(|| e.get("line"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+}
+
+/// What a target section is written from.
+pub struct Parts<'a> {
+    /// The host's sshd.
+    pub sshd: &'a sshd::Sshd,
+    /// The environment's name.
+    pub name: &'a str,
+}
+
+/// One environment on the local sshd: its config file, temp HOME and KGENV_HOME.
+pub struct E2e {
+    /// The host.
+    pub sshd: sshd::Sshd,
+    /// Temp dir holding `home/` (HOME) and `kgenv/` (KGENV_HOME) and the config.
+    pub dir: tempfile::TempDir,
+    /// Environment name (unique per test process and scenario).
+    pub name: String,
+    /// kgenv.toml.
+    pub config: PathBuf,
+    /// The host port Jupyter is published on (127.0.0.1).
+    pub jupyter_port: u16,
+    /// Extra environment for kgenv runs.
+    pub env: Vec<(String, String)>,
+}
+
+impl E2e {
+    /// An ssh-target environment named `e2e<tag><pid>` on a fresh sshd whose host key is
+    /// in kgenv's known_hosts (verified, no trust-on-first-use).
+    pub fn ssh(tag: &str) -> Self {
+        let e = Self::new(tag, |p| {
+            format!(
+                r#"target = "ssh"
+
+[ssh]
+host = "{user}@127.0.0.1:{port}"
+identity_file = "{key}"
+"#,
+                user = p.sshd.user,
+                port = p.sshd.port,
+                key = p.sshd.client_key.display(),
+            )
+        });
+        std::fs::write(
+            e.kgenv_home().join("config/known_hosts"),
+            format!("[127.0.0.1]:{} {}\n", e.sshd.port, e.sshd.host_pub),
+        )
+        .expect("known_hosts");
+        e
+    }
+
+    /// An environment whose target section is `target(&parts)`, with the common image
+    /// (extras from the offline apt repository and wheel directory), a container with the
+    /// default `gpus = "all"` ("the GPUs the host has, if any": none here) publishing Jupyter on a free port of 127.0.0.1, and Jupyter with a password and
+    /// a self-signed certificate.
+    pub fn new(tag: &str, target: impl FnOnce(&Parts<'_>) -> String) -> Self {
+        let image = base_image();
+        let sshd = sshd::Sshd::start_new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = format!("e2e{tag}{}", std::process::id());
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).expect("home/.ssh");
+        std::fs::create_dir_all(dir.path().join("kgenv/config")).expect("kgenv config dir");
+        let jupyter_port = free_port();
+        let target = target(&Parts {
+            sshd: &sshd,
+            name: &name,
+        });
+        let config = dir.path().join("kgenv.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"name = "{name}"
+{target}
+[image]
+base = "{image}"
+apt = ["tree"]
+pip = ["tabulate"]
+
+[container]
+gpus = "all"
+ports = [{{ container = 8888, host = {jupyter_port}, bind = "127.0.0.1" }}]
+
+[jupyter]
+auth = "password"
+password_env = "KGENV_JUPYTER_PASSWORD"
+tls = "self-signed"
+port = 8888
+"#
+            ),
+        )
+        .expect("kgenv.toml");
+        let e = Self {
+            sshd,
+            dir,
+            name,
+            config,
+            jupyter_port,
+            env: Vec::new(),
+        };
+        e.cleanup_host();
+        e
+    }
+
+    /// The temp HOME.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The temp KGENV_HOME.
+    pub fn kgenv_home(&self) -> PathBuf {
+        self.dir.path().join("kgenv")
+    }
+
+    /// The container's name.
+    pub fn container(&self) -> String {
+        format!("kgenv-{}", self.name)
+    }
+
+    /// kgenv's directory on the host.
+    pub fn host_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/var/lib/kgenv/{}", self.name))
+    }
+
+    /// The state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.kgenv_home()
+            .join("state")
+            .join(format!("{}.json", self.name))
+    }
+
+    /// A `kgenv` command with this environment's config, HOME and KGENV_HOME.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("HOME", self.home())
+            .env("KGENV_HOME", self.kgenv_home())
+            .env("KGENV_JUPYTER_PASSWORD", PASSWORD)
+            .env("NO_COLOR", "1")
+            .env_remove("KGENV_CONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `kgenv --json ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        Run::parse(self.command(&all).output().expect("kgenv runs"))
+    }
+
+    /// Runs `kgenv --json up` and SIGKILLs it right after its `nth` event line (0-based);
+    /// returns how many event lines it printed (it may finish first).
+    pub fn up_killed_after(&self, nth: usize) -> usize {
+        let mut n = 0;
+        self.up_killed_when(move |_| {
+            n += 1;
+            n > nth
+        })
+    }
+
+    /// Runs `kgenv --json up` and SIGKILLs it right after the first event for which
+    /// `kill_now` is true; returns how many event lines it printed.
+    pub fn up_killed_when(&self, mut kill_now: impl FnMut(&Value) -> bool) -> usize {
+        let mut child = self
+            .command(&["--json", "up"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kgenv up starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if ev.get("event").is_none() {
+                continue;
+            }
+            seen += 1;
+            if kill_now(&ev) {
+                let _ = child.kill(); // SIGKILL
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        seen
+    }
+
+    /// The container's id, if it exists.
+    pub fn container_id(&self) -> Option<String> {
+        let id = docker(&["inspect", "--format", "{{.Id}}", &self.container()]);
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Containers labelled as this environment's.
+    pub fn labelled_containers(&self) -> Vec<String> {
+        docker(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=kgenv-env={}", self.name),
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// The container's log tail, for failure messages.
+    pub fn container_log(&self) -> String {
+        let o = Command::new("docker")
+            .args(["logs", "--tail", "40", &self.container()])
+            .output();
+        o.map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    /// Removes what a crashed test may have left on the host (container, host dir).
+    pub fn cleanup_host(&self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container()])
+            .output();
+        let _ = std::fs::remove_dir_all(self.host_dir());
+    }
+
+    /// Opens `kgenv jupyter --port 0` and returns it with the URL it printed.
+    pub fn jupyter_tunnel(&self) -> Tunnel {
+        let mut child = self
+            .command(&["jupyter", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kgenv jupyter starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = Vec::new();
+        let url = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    if let Some(u) = line.strip_prefix("Jupyter: ") {
+                        break u.trim().to_string();
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let mut err = String::new();
+                        if let Some(mut e) = child.stderr.take() {
+                            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                        }
+                        panic!(
+                            "kgenv jupyter exited ({status}) before printing its URL:\n{}\n{err}",
+                            lines.join("\n")
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "kgenv jupyter printed no URL within 30s: {lines:?}"
+                    );
+                }
+            }
+        };
+        Tunnel { child, url }
+    }
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        self.cleanup_host();
+    }
+}
+
+/// A running `kgenv jupyter`.
+pub struct Tunnel {
+    child: Child,
+    /// The URL it printed (`https://127.0.0.1:PORT/`).
+    pub url: String,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS client that trusts only the certificate at `cert` and keeps cookies.
+pub fn client_trusting(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert)
+        .unwrap_or_else(|e| panic!("kgenv's certificate {}: {e}", cert.display()));
+    kgenv_core::http::client_builder("https://127.0.0.1/")
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("a PEM certificate")])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GET /login for the `_xsrf` cookie, then POST the password with it; retries while
+/// Jupyter is (re)starting, up to `wait`. Returns the login response's status.
+pub async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+    wait: Duration,
+) -> Result<reqwest::StatusCode, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let last = match try_login(client, base, password).await {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn try_login(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+) -> Result<reqwest::StatusCode, String> {
+    let page = client
+        .get(format!("{base}login"))
+        .send()
+        .await
+        .map_err(|e| format!("GET /login: {e:?}"))?;
+    let xsrf = page
+        .cookies()
+        .find(|c| c.name() == "_xsrf")
+        .map(|c| c.value().to_string())
+        .ok_or_else(|| {
+            format!(
+                "GET /login answered {} without an _xsrf cookie",
+                page.status()
+            )
+        })?;
+    let resp = client
+        .post(format!("{base}login"))
+        .form(&[("_xsrf", xsrf.as_str()), ("password", password)])
+        .send()
+        .await
+        .map_err(|e| format!("POST /login: {e:?}"))?;
+    Ok(resp.status())
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Asserts every step of a finished `up` is `satisfied` and nothing was applied.
+pub fn assert_noop(run: &Run, what: &str) {
+    let changed: Vec<_> = run
+        .outcomes()
+        .into_iter()
+        .filter(|(_, o)| o != "satisfied")
+        .collect();
+    assert!(
+        changed.is_empty() && run.applied().is_empty(),
+        "{what}: expected no change, got outcomes {changed:?}, applied {:?}\n{}",
+        run.applied(),
+        run.diagnosis()
+    );
+}
+
+/// Logs in through `kgenv jupyter`'s tunnel with TLS verified against kgenv's certificate
+/// and lists `file` in Jupyter's directory `dir` via the contents API.
+pub fn login_and_list(e: &E2e, dir: &str, file: &str) {
+    let tunnel = e.jupyter_tunnel();
+    assert!(
+        tunnel.url.starts_with("https://127.0.0.1:"),
+        "kgenv jupyter prints an https URL on the tunnel's local end: {}",
+        tunnel.url
+    );
+    let cert = e
+        .kgenv_home()
+        .join("config/keys")
+        .join(&e.name)
+        .join("jupyter-cert.pem");
+    let base = if tunnel.url.ends_with('/') {
+        tunnel.url.clone()
+    } else {
+        format!("{}/", tunnel.url)
+    };
+    runtime().block_on(async {
+        // Nothing without a login.
+        let anon = client_trusting(&cert);
+        let wrong = login(&anon, &base, "not-the-password", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|err| {
+                panic!(
+                    "Jupyter did not answer through the tunnel within 60s: {err}\ncontainer log:\n{}",
+                    e.container_log()
+                )
+            });
+        assert!(
+            !wrong.is_redirection(),
+            "a wrong password must not log in (got {wrong})"
+        );
+        let refused = anon
+            .get(format!("{base}api/contents"))
+            .send()
+            .await
+            .expect("contents API answers");
+        assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+
+        let user = client_trusting(&cert);
+        let st = login(&user, &base, PASSWORD, Duration::from_secs(30))
+            .await
+            .expect("login page answers");
+        assert!(
+            st.is_redirection(),
+            "the password logs in (302), got {st}"
+        );
+        let listing: serde_json::Value = user
+            .get(format!("{base}api/contents/{dir}"))
+            .send()
+            .await
+            .expect("contents API answers")
+            .error_for_status()
+            .expect("contents API after login")
+            .json()
+            .await
+            .expect("contents JSON");
+        let names: Vec<&str> = listing["content"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.contains(&file),
+            "{dir}/{file} listed by Jupyter's contents API: {names:?}"
+        );
+    });
+}
