@@ -148,16 +148,15 @@ async fn keeps_an_existing_bucket_and_down_never_deletes_it() {
         .up(RunOptions::default(), |_| {})
         .await
         .expect("up");
-    let b = c
-        .storage
-        .get_bucket(&c.bucket)
-        .await
-        .expect("get")
-        .expect("still there");
-    assert_eq!(
-        b.location.to_ascii_uppercase(),
-        "EU",
-        "the existing bucket is used as it is"
+    // fake-gcs-server reports one server-wide location whatever was asked, so "used as it
+    // is" shows as: still there, and not recorded as created by kgenv (below).
+    assert!(
+        c.storage
+            .get_bucket(&c.bucket)
+            .await
+            .expect("get")
+            .is_some(),
+        "still there"
     );
     let state = kgenv_core::state::StateStore::open(c._state.path(), "bk", "ssh")
         .expect("state")
