@@ -9,14 +9,29 @@
 //! container and the ssh config entry and keeps the data. Then: `up` SIGKILLed at several
 //! points, each followed by an `up` that converges and a `down` that leaves nothing.
 //!
-//! Not covered here: the data step (this branch has no real Kaggle client; the data step
-//! is tested on the mock Kaggle backend in kgenv-core's pipeline tests).
+//! The main scenario also has a `[[data]]` section: a competition served by the Kaggle fake
+//! (`kgenv-core/tests/support/kaggle_fake.rs`) on 127.0.0.1. On the ssh target the data step
+//! runs on the host — kgenv copies itself there over SSH and runs `kgenv data agent` — and
+//! the file lands in `<host dir>/input/<competition>`, which the container mounts at
+//! `/kaggle/input`: Jupyter lists it through the tunnel, the second `up` downloads nothing,
+//! and `down` keeps it.
 
 mod e2e_support;
 
+#[path = "../../kgenv-core/tests/support/kaggle_fake.rs"]
+mod kaggle_fake;
+
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use kaggle_fake::{sha256_file, FakeAuth, FakeKaggle};
+
 use e2e_support::{assert_noop, docker, login_and_list, serial, E2e};
+
+/// The competition the Kaggle fake serves to the main scenario.
+const COMPETITION: &str = "e2e-titanic";
+/// The Kaggle API token the fake accepts.
+const KAGGLE_TOKEN: &str = "e2e-kaggle-token-5c7e";
 
 /// Removes the extras images built on the e2e base image (only those: other tests' images
 /// are left alone), so the next `up` builds the extras layer again.
@@ -31,15 +46,41 @@ fn remove_extras_images() {
 #[test]
 fn ssh_target_up_login_noop_down() {
     let _serial = serial();
-    let e = E2e::ssh("s");
+    let mut e = E2e::ssh("s");
     // Build the extras layer every run (the base stays cached): the image step is tested,
     // not a leftover.
     remove_extras_images();
 
+    // The Kaggle fake, serving one small file of one competition to a bearer token; kgenv
+    // finds it through the variables the Kaggle client reads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime for the Kaggle fake");
+    let fake = rt.block_on(FakeKaggle::start(FakeAuth::Token(KAGGLE_TOKEN.into())));
+    let source = e.dir.path().join("kaggle-src/train.csv");
+    std::fs::create_dir_all(source.parent().expect("parent")).expect("fake's source dir");
+    std::fs::write(&source, "PassengerId,Survived\n1,0\n2,1\n3,1\n").expect("fake's file");
+    let served = fake.add_file(COMPETITION, "train.csv", &source);
+    let mut config = std::fs::read_to_string(&e.config).expect("kgenv.toml");
+    config.push_str(&format!("\n[[data]]\ncompetition = \"{COMPETITION}\"\n"));
+    std::fs::write(&e.config, config).expect("kgenv.toml with [[data]]");
+    e.env.extend([
+        ("KGENV_KAGGLE_ENDPOINT".to_string(), fake.endpoint()),
+        ("KAGGLE_API_TOKEN".to_string(), KAGGLE_TOKEN.to_string()),
+    ]);
+    let data_step = format!("data/{COMPETITION}");
+    let pulled = e
+        .host_dir()
+        .join("input")
+        .join(COMPETITION)
+        .join("train.csv");
+
     let t0 = Instant::now();
     let up = e.run(&["up"]);
     up.expect_ok("first kgenv up");
-    for step in ["host", "image", "container", "jupyter"] {
+    for step in ["host", "image", "container", "jupyter", data_step.as_str()] {
         assert_eq!(
             up.outcome(step).as_deref(),
             Some("changed"),
@@ -81,6 +122,27 @@ fn ssh_target_up_login_noop_down() {
         "e2e: up to logged-in Jupyter in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
+    // The data step pulled the competition's file, byte for byte, into the directory the
+    // container mounts, and Jupyter (root `/kaggle`) lists it under `input/`.
+    assert!(
+        pulled.exists(),
+        "the data step put {} on the host\n{}",
+        pulled.display(),
+        up.diagnosis()
+    );
+    assert_eq!(
+        sha256_file(&pulled),
+        sha256_file(&served.path),
+        "the pulled file has the served bytes"
+    );
+    login_and_list(&e, &format!("input/{COMPETITION}"), "train.csv");
+    let signed_urls = fake.state.signed_urls.load(Ordering::SeqCst);
+    let bytes_served = fake.served();
+    assert!(
+        signed_urls >= 1 && bytes_served >= served.size,
+        "the first up downloaded from the fake ({signed_urls} URLs, {bytes_served} bytes)"
+    );
+    let data_mtime = std::fs::metadata(&pulled).and_then(|m| m.modified()).ok();
 
     // The Host block is in the temp HOME's ssh config.
     let include =
@@ -123,6 +185,16 @@ fn ssh_target_up_login_noop_down() {
         state_before,
         "the state file was not rewritten"
     );
+    assert_eq!(
+        (fake.state.signed_urls.load(Ordering::SeqCst), fake.served()),
+        (signed_urls, bytes_served),
+        "the second up downloaded nothing: the data step is satisfied"
+    );
+    assert_eq!(
+        mtime(&pulled),
+        data_mtime,
+        "the pulled file was not rewritten"
+    );
 
     // down: container and ssh entry gone, data kept.
     let down = e.run(&["down"]);
@@ -141,6 +213,12 @@ fn ssh_target_up_login_noop_down() {
         working.join("train.csv").exists(),
         "down keeps the user's data in {}",
         working.display()
+    );
+    assert_eq!(
+        std::fs::read(&pulled).ok(),
+        std::fs::read(&served.path).ok(),
+        "down keeps the competition data in {}",
+        pulled.display()
     );
     let after = e.run(&["down"]);
     after.expect_ok("second kgenv down");
