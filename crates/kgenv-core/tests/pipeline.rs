@@ -425,7 +425,9 @@ async fn selection_runs_only_what_was_asked() {
         .await
         .expect("until");
     let steps: Vec<&str> = report.steps.iter().map(|s| s.step.as_str()).collect();
-    assert_eq!(steps, vec!["instance"]);
+    // The instance and what it depends on (the read-only preflight), not the firewall
+    // beside it nor anything after it.
+    assert_eq!(steps, vec!["preflight", "instance"]);
     let err = r
         .runner
         .up(RunOptions::default().only(["nope"]), r.sink())
