@@ -200,6 +200,26 @@ async fn login(client: &reqwest::Client, site: &Site, password: &str) -> reqwest
         .expect("the login page answers")
 }
 
+/// [`login`], retried while the server does not answer: the supervisor may restart it once
+/// more when the config and certificate land a moment apart.
+async fn login_when_up(
+    client: &reqwest::Client,
+    site: &Site,
+    password: &str,
+) -> reqwest::StatusCode {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = try_login(client, site, password).await {
+            return status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the login page never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// [`login`], `None` when the server does not answer (restarting).
 async fn try_login(
     client: &reqwest::Client,
@@ -397,7 +417,9 @@ async fn supervisor_starts_restarts_and_reloads() {
     );
     site.write(&spec, &hash_password("first").expect("hash"), None);
     wait_up(&site, &sup, Duration::from_secs(90)).await;
-    assert!(login(&site.client(), &site, "first").await.is_redirection());
+    assert!(login_when_up(&site.client(), &site, "first")
+        .await
+        .is_redirection());
 
     // A crash (the server killed) is followed by a restart.
     let server_pid = children(sup.child.id())
@@ -447,7 +469,9 @@ async fn supervisor_starts_restarts_and_reloads() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(
-        !login(&site.client(), &site, "first").await.is_redirection(),
+        !login_when_up(&site.client(), &site, "first")
+            .await
+            .is_redirection(),
         "the old password no longer works"
     );
 }
