@@ -81,12 +81,22 @@ def test_connection_errors_are_remote_errors(world: MockWorld) -> None:
 
 
 def test_failed_command_fields(world: MockWorld) -> None:
+    env = gce_env(world)
+    env.up(progress=False)
+    world.set_host_gpus(0)
+    with pytest.raises(kgenv.CommandFailedError) as e:
+        env.gpus()
+    assert e.value.exit_code == 127
+    assert "nvidia-smi" in (e.value.command or "") and e.value.stderr_tail
+
+
+def test_a_required_gpu_missing_stops_at_the_container(world: MockWorld) -> None:
+    # The gce spec asks for a GPU: a host without one fails the container step, typed.
     world.set_host_gpus(0)
     env = gce_env(world)
-    with pytest.raises(kgenv.CommandFailedError) as e:
+    with pytest.raises(kgenv.KgenvError) as e:
         env.up(progress=False)
-    assert e.value.step == "gpu" and e.value.exit_code == 127
-    assert "nvidia-smi" in (e.value.command or "") and "not found" in (e.value.stderr_tail or "")
+    assert "container" in str(e.value) and "GPU" in str(e.value)
 
 
 def test_real_backends_plan_without_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +110,9 @@ def test_real_backends_plan_without_credentials(tmp_path: Path, monkeypatch: pyt
     plan = env.plan(progress=False)
     instance = plan["instance"]
     assert instance.change == "unknown", instance
-    assert any("no Google Cloud credentials" in d for d in instance.diff), instance.diff
+    preflight = plan["preflight"]
+    assert preflight.change == "unknown", preflight
+    assert any("no Google Cloud credentials" in d for d in preflight.diff), preflight.diff
 
 
 def test_env_is_locked_while_another_run_holds_it(world: MockWorld) -> None:

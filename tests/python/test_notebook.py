@@ -34,7 +34,7 @@ def test_example_notebook_runs_headless(kgenv_home: Path) -> None:
     assert "plan for kaggle-gpu: 11 to create" in text
     assert "<table>" in text and "<code>instance</code>" in text
     assert "kgenv up kaggle-gpu" in text, "the live progress display rendered"
-    assert "✓ instance: already as specified" in text, "on_event output from the async run is shown"
+    assert "✓ instance: nothing to do" in text, "on_event output from the async run is shown"
     assert "Tesla T4" in text
     assert "open https://127.0.0.1:" in text
     assert "no GPUs left in us-central1-a" in text

@@ -17,7 +17,8 @@ def test_plan_up_status_down_round_trip(env: kgenv.Env, world: MockWorld) -> Non
     plan = env.plan()
     ids = [s.id for s in env.steps]
     assert [p.step for p in plan] == ids, "plan lists steps in declared order"
-    assert plan.count("create") == len(ids) and plan.has_changes
+    # Everything is to create but the read-only preflight, which finds nothing to change.
+    assert plan.count("create") == len(ids) - 1 and plan["preflight"].change == "none" and plan.has_changes
     assert any("insert" in a for a in plan["instance"].actions)
     assert not world.mutating_calls(), "plan changes nothing"
 
@@ -82,7 +83,7 @@ def test_planned_events_and_html(env: kgenv.Env) -> None:
     plan = env.plan(on_event=seen.append)
     planned = [e for e in seen if isinstance(e, events.PlannedEvent)]
     assert {p.step for p in planned} == {s.id for s in env.steps}
-    assert all(p.change == "create" for p in planned)
+    assert all(p.change == "create" for p in planned if p.step != "preflight")
     html = plan._repr_html_()
     assert "<table>" in html and "<code>instance</code>" in html and "create" in html
     assert repr(plan).startswith("<Plan plan for kg: ")
@@ -98,7 +99,7 @@ def test_world_open_firewall_warns(world: MockWorld) -> None:
 
 def test_only_and_until_select_steps(env: kgenv.Env, world: MockWorld) -> None:
     report = env.up(until="host")
-    assert {s.step for s in report} == {"firewall/kg-ssh", "instance", "host"}
+    assert {s.step for s in report} == {"preflight", "firewall/kg-ssh", "instance", "host"}
     assert not world.state()["containers"]
     assert_consistent(env, world)
     report = env.up(only="firewall")
@@ -128,7 +129,7 @@ def test_raising_from_on_event_cancels_the_run_and_reraises(env: kgenv.Env, worl
 def test_default_progress_prints_lines_outside_notebooks(env: kgenv.Env, capsys: pytest.CaptureFixture[str]) -> None:
     env.up()
     err = capsys.readouterr().err
-    assert "instance: Apply started" in err and "data/titanic: train.csv" in err
+    assert "instance: applying" in err and "data/titanic: train.csv" in err
     env.up(progress=False)
     assert capsys.readouterr().err == ""
     env.up(on_event=lambda e: None)
