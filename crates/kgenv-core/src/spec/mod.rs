@@ -364,8 +364,7 @@ impl EnvBuilder {
             .jupyter
             .map(|b| b.build().map_err(|e| e.within("jupyter")))
             .transpose()?;
-        if let (Some(j), None) = (&jupyter, &container) {
-            let _ = j;
+        if jupyter.is_some() && container.is_none() {
             return Err(ValidationError::new(
                 "container",
                 "[jupyter] runs inside the container: add a [container] section",
