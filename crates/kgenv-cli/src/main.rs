@@ -12,7 +12,8 @@ use clap::Parser;
 use kgenv_core::backends::Backends;
 use kgenv_core::config::{self, Overrides};
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{error_chain, Change, Event, Outcome, Report, RunOptions, Runner};
+use kgenv_core::error::error_chain;
+use kgenv_core::plan::{Change, Event, Outcome, Report, RunOptions, Runner};
 use kgenv_core::Error;
 use tokio_util::sync::CancellationToken;
 

@@ -367,7 +367,7 @@ async fn stockout_everywhere_says_which_zones_were_tried() {
     });
     let e = rig.up().await.expect_err("no capacity anywhere");
     assert!(e.is_stockout(), "{e}");
-    let msg = kgenv_core::plan::error_chain(&e);
+    let msg = kgenv_core::error::error_chain(&e);
     assert!(
         msg.contains("us-central1-a (stockout)")
             && msg.contains("europe-west4-a (stockout)")
@@ -432,7 +432,7 @@ async fn a_global_quota_stops_at_once_with_a_clear_error_and_nothing_left_behind
         (q.metric.as_str(), &q.scope, q.limit),
         ("GPUS_ALL_REGIONS", &QuotaScope::Global, Some(0.0))
     );
-    let msg = kgenv_core::plan::error_chain(&e);
+    let msg = kgenv_core::error::error_chain(&e);
     assert!(
         msg.contains("GPUS_ALL_REGIONS")
             && msg.contains("no other zone will help")
@@ -464,7 +464,7 @@ async fn an_operation_that_fails_after_the_instance_appeared_is_cleaned_up() {
         Fault::fails_after_appearing(),
     );
     let e = rig.up().await.expect_err("the insert failed");
-    let msg = kgenv_core::plan::error_chain(&e);
+    let msg = kgenv_core::error::error_chain(&e);
     assert!(
         msg.contains("RESOURCE_OPERATION_RATE_EXCEEDED") && msg.contains("Operation rate exceeded"),
         "{msg}"
@@ -493,7 +493,7 @@ async fn bad_input_fails_before_any_mutating_call() {
     let e = rig.up().await.expect_err("unknown GPU");
     assert!(e.is_config(), "{e}");
     assert!(
-        kgenv_core::plan::error_chain(&e).contains("instance.gpu_type"),
+        kgenv_core::error::error_chain(&e).contains("instance.gpu_type"),
         "{e}"
     );
     assert!(
@@ -512,10 +512,10 @@ async fn bad_input_fails_before_any_mutating_call() {
     let rig = Rig::with_fake(fake, env_with(&["us-central1-a"], |b| b.disk_size_gb(200)));
     let e = rig.up().await.expect_err("disk too small");
     assert!(
-        e.is_config() && kgenv_core::plan::error_chain(&e).contains("instance.disk_size_gb"),
+        e.is_config() && kgenv_core::error::error_chain(&e).contains("instance.disk_size_gb"),
         "{e}"
     );
-    assert!(kgenv_core::plan::error_chain(&e).contains("250"), "{e}");
+    assert!(kgenv_core::error::error_chain(&e).contains("250"), "{e}");
     assert!(
         rig.mutating().is_empty(),
         "no mutating call: {:?}",
@@ -529,7 +529,7 @@ async fn bad_input_fails_before_any_mutating_call() {
     .await;
     let e = rig.up().await.expect_err("unknown machine type");
     assert!(
-        e.is_config() && kgenv_core::plan::error_chain(&e).contains("instance.machine_type"),
+        e.is_config() && kgenv_core::error::error_chain(&e).contains("instance.machine_type"),
         "{e}"
     );
     assert!(rig.mutating().is_empty());
@@ -678,9 +678,9 @@ async fn resources_that_are_not_kgenvs_are_never_changed() {
         "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "sourceRanges": ["0.0.0.0/0"], "targetTags": ["kgenv-kg"]}));
     let e = rig.up().await.expect_err("name clash");
     assert!(
-        kgenv_core::plan::error_chain(&e).contains("not created by kgenv"),
+        kgenv_core::error::error_chain(&e).contains("not created by kgenv"),
         "{}",
-        kgenv_core::plan::error_chain(&e)
+        kgenv_core::error::error_chain(&e)
     );
     assert!(
         rig.mutating().is_empty(),

@@ -664,7 +664,7 @@ async fn step_key_used_elsewhere_fails_clearly() {
         .up()
         .await
         .expect_err("same host key as a deploy key");
-    let chain = kgenv_core::plan::error_chain(&e);
+    let chain = kgenv_core::error::error_chain(&e);
     assert!(
         chain.contains("already in use")
             && chain.contains("registered elsewhere")

@@ -5,7 +5,7 @@
 //! `kgenv.StockoutError(zone=..., step=..., failed_steps=[...])`.
 
 use kgenv_core::error::{QuotaScope, StateError};
-use kgenv_core::plan::error_chain;
+use kgenv_core::error::error_chain;
 use kgenv_core::{BackendError, Error};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -85,7 +85,7 @@ impl TokenSource {
                     service: "compute",
                     message: format!(
                         "could not get an access token ({}); {HOW_TO_AUTH}",
-                        crate::plan::error_chain(&e)
+                        crate::error::error_chain(&e)
                     ),
                 }),
             },
@@ -99,7 +99,7 @@ impl TokenSource {
 /// any machine; off GCE that is a link-local address kgenv has no business contacting.
 pub async fn adc_provider() -> Result<Arc<dyn gcp_auth::TokenProvider>, String> {
     let fail = |what: &str, e: gcp_auth::Error| {
-        format!("{what}: {}; {HOW_TO_AUTH}", crate::plan::error_chain(&e))
+        format!("{what}: {}; {HOW_TO_AUTH}", crate::error::error_chain(&e))
     };
     if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
         return match gcp_auth::CustomServiceAccount::from_env() {

@@ -32,7 +32,7 @@ pub async fn detect(http: &reqwest::Client, url: &str) -> BackendResult<IpAddr> 
         let resp = match http.get(url).timeout(Duration::from_secs(10)).send().await {
             Ok(r) => r,
             Err(e) => {
-                last = crate::plan::error_chain(&e);
+                last = crate::error::error_chain(&e);
                 continue;
             }
         };
@@ -47,7 +47,7 @@ pub async fn detect(http: &reqwest::Client, url: &str) -> BackendResult<IpAddr> 
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
-                last = crate::plan::error_chain(&e);
+                last = crate::error::error_chain(&e);
                 continue;
             }
         };

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventSink};
 use super::step::Step;
-use crate::error::Error;
+use crate::error::{error_chain, Error};
 
 /// How a step ended in a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -214,18 +214,3 @@ where
     (outcomes, errors)
 }
 
-/// An error and its causes on one line: `a: b: c`, without repeating a cause the message
-/// already contains.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        cur = s.source();
-    }
-    msg
-}

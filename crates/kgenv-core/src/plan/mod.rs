@@ -11,7 +11,7 @@ mod ops;
 mod step;
 
 pub use events::{Change, Event, EventSink, Phase};
-pub use executor::{error_chain, Outcome, StepOutcome};
+pub use executor::{Outcome, StepOutcome};
 pub use step::{CheckOutcome, Destroyed, Observed, Step, StepCtx};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
-use crate::error::{Error, Result, StateError};
+use crate::error::{error_chain, Error, Result, StateError};
 use crate::spec::Env;
 use crate::state::{State, StateStore};
 use executor::{run_dag, Direction};
