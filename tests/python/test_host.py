@@ -117,5 +117,5 @@ def test_jupyter_on_local_target_is_the_published_port(world: MockWorld) -> None
 
 def test_jupyter_needs_a_jupyter_section(world: MockWorld) -> None:
     env = gce_env(world, jupyter=None)
-    with pytest.raises(kgenv.UsageError, match="no Jupyter"):
+    with pytest.raises(kgenv.UsageError, match=r"no \[jupyter\]"):
         env.jupyter_url()

@@ -28,6 +28,11 @@ Examples:
   kgenv up --until container      stop after the container step
   kgenv --mock up                 simulate the whole pipeline on in-memory backends
   kgenv status --json             what kgenv created, machine-readable
+  kgenv jupyter                   Jupyter through an SSH tunnel: prints the URL
+  kgenv exec -- nvidia-smi        a command in the container
+  kgenv stop / kgenv start        stop paying for the GPU, keep the disks / resume
+  kgenv autostop 30               stop the VM after 30 idle minutes (`off` to disable)
+  kgenv data pull titanic --dest ./titanic --extract
   kgenv down                      remove what kgenv created (buckets and data are kept)
 
 Environment:
@@ -157,10 +162,25 @@ pub enum Command {
     },
     /// What the container sees of the GPU (nvidia-smi, driver, CUDA, torch).
     Gpu,
-    /// Stop the GCE instance and keep its disk: the GPU stops billing. `up` or `start` resumes.
+    /// Stop the GCE instance and keep its disks: the GPU stops billing. `up` or `start` resumes.
     Stop,
-    /// Start the stopped GCE instance (and pin its host keys again if needed).
+    /// Start the stopped GCE instance and reach it again (`up --until host`: new address
+    /// recorded, host keys pinned, firewall and `ssh <env>` updated).
     Start,
+    /// Change the idle stop of the running VM in place: MINUTES (5 to 10080) or `off`.
+    ///
+    /// The VM powers off after MINUTES without Jupyter activity or SSH session. The next
+    /// `kgenv up` brings back what kgenv.toml says.
+    Autostop {
+        /// Idle minutes before the VM stops, or `off`.
+        #[arg(value_name = "MINUTES|off")]
+        setting: Autostop,
+    },
+    /// Hash a Jupyter password as jupyter_server does (argon2), locally.
+    ///
+    /// Asks twice without echo on a terminal, or reads one line from stdin. The password
+    /// never leaves this machine; the printed hash can go in a Jupyter config.
+    HashPassword,
     /// Open an SSH tunnel to Jupyter and print its URL; runs until Ctrl-C.
     Jupyter {
         /// Local port of the tunnel (0 picks a free one).
@@ -170,6 +190,27 @@ pub enum Command {
         #[arg(long)]
         show_token: bool,
     },
+}
+
+/// `kgenv autostop`'s setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autostop {
+    /// Remove the idle agent.
+    Off,
+    /// Stop after this many idle minutes.
+    Minutes(u32),
+}
+
+impl std::str::FromStr for Autostop {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse::<u32>()
+            .map(Self::Minutes)
+            .map_err(|_| format!("`{s}` is not a number of minutes or `off`"))
+    }
 }
 
 /// `kgenv data …`

@@ -1,5 +1,7 @@
-//! Renders run events: progress bars on a TTY, plain timestamped lines otherwise, JSON
-//! lines with `--json`. Human output goes to stderr so stdout stays for results.
+//! Everything the CLI prints. Run events: progress bars on a TTY, plain timestamped lines
+//! otherwise, JSON lines with `--json` ([`Renderer`]); progress goes to stderr so stdout
+//! stays for results. Results: the plan, status, reports and the other commands' answers,
+//! as text or (with `--json`) one JSON line.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -7,14 +9,33 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kgenv_core::plan::{Event, Phase};
+use kgenv_core::runner::{
+    Change, Event, GpuReport, HostAddr, JupyterTunnel, Outcome, Phase, Report, StatusReport,
+    StepInfo,
+};
+
+/// Prints a line on stdout; a closed pipe (`kgenv plan | head`) ends the program quietly
+/// instead of panicking.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 
 /// How events are shown.
 pub enum Renderer {
     /// JSON lines on stdout.
     Json,
-    /// Timestamped lines on stderr.
-    Plain { start: Instant, verbose: bool },
+    /// Timestamped lines on stderr; a transfer's progress at most once a second per step.
+    Plain {
+        start: Instant,
+        verbose: bool,
+        last_progress: Mutex<HashMap<String, Instant>>,
+    },
     /// One bar per running step on stderr.
     Bars {
         multi: MultiProgress,
@@ -44,6 +65,7 @@ impl Renderer {
         Self::Plain {
             start: Instant::now(),
             verbose,
+            last_progress: Mutex::default(),
         }
     }
 
@@ -56,17 +78,31 @@ impl Renderer {
                     let _ = writeln!(out, "{line}");
                 }
             }
-            Self::Plain { start, verbose } => {
-                if matches!(e, Event::Progress { .. })
-                    || (!verbose
-                        && matches!(
-                            e,
-                            Event::Log { .. }
-                                | Event::Started {
-                                    phase: Phase::Check,
-                                    ..
-                                }
-                        ))
+            Self::Plain {
+                start,
+                verbose,
+                last_progress,
+            } => {
+                if let Event::Progress { step, .. } = e {
+                    // A line a second is plenty on a log; bars need a terminal.
+                    let mut last = last_progress.lock().unwrap_or_else(|p| p.into_inner());
+                    if last
+                        .get(step)
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+                    {
+                        return;
+                    }
+                    last.insert(step.clone(), Instant::now());
+                }
+                if !verbose
+                    && matches!(
+                        e,
+                        Event::Log { .. }
+                            | Event::Started {
+                                phase: Phase::Check,
+                                ..
+                            }
+                    )
                 {
                     return;
                 }
@@ -116,6 +152,7 @@ impl Renderer {
                     Phase::Check => "checking",
                     Phase::Apply => "applying",
                     Phase::Destroy => "removing",
+                    Phase::Stop => "stopping",
                 });
             }
             Event::Progress {
@@ -172,4 +209,208 @@ impl Renderer {
             }
         }
     }
+}
+
+/// Any serializable answer as one JSON line.
+pub fn json(value: &impl serde::Serialize) {
+    if let Ok(s) = serde_json::to_string(value) {
+        out!("{s}");
+    }
+}
+
+/// A run's final JSON line: `{"result": …}` after the event lines.
+pub fn json_result(value: &impl serde::Serialize) {
+    json(&serde_json::json!({ "result": value }));
+}
+
+/// `plan` (and the live part of `status`): each step's verdict in the DAG's declared order,
+/// then the counts.
+pub fn plan(order: &[String], planned: &[Event], report: &Report) {
+    // The DAG's declared order reads top to bottom; completion order would not.
+    let pos = |e: &Event| {
+        order
+            .iter()
+            .position(|id| id == e.step())
+            .unwrap_or(usize::MAX)
+    };
+    let mut planned: Vec<&Event> = planned.iter().collect();
+    planned.sort_by_key(|e| pos(e));
+    for e in &planned {
+        out!("{e}");
+    }
+    let count = |c: Change| {
+        planned
+            .iter()
+            .filter(|e| matches!(e, Event::Planned { change, .. } if *change == c))
+            .count()
+    };
+    out!(
+        "plan: {} to create, {} to update, {} unchanged, {} unknown ({} steps)",
+        count(Change::Create),
+        count(Change::Update),
+        count(Change::None),
+        count(Change::Unknown),
+        report.steps.len()
+    );
+    if count(Change::Unknown) > 0 {
+        out!("      (unknown: kgenv could not observe them — no credentials or unreachable; see the reasons above)");
+    }
+}
+
+fn secs(report: &Report) -> f64 {
+    report.elapsed_ms as f64 / 1000.0
+}
+
+/// `up`'s closing line.
+pub fn up(report: &Report) {
+    let satisfied = report
+        .steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Satisfied)
+        .count();
+    out!(
+        "up: {} step(s) changed, {satisfied} already as specified ({:.1}s)",
+        report.changed(),
+        secs(report)
+    );
+}
+
+/// `down`'s closing line.
+pub fn down(report: &Report) {
+    out!(
+        "down: removed {} step(s)' resources; buckets and data are kept ({:.1}s)",
+        report.changed(),
+        secs(report)
+    );
+}
+
+/// `stop`'s closing line.
+pub fn stopped(env: &str, report: &Report) {
+    if report.changed() == 0 {
+        out!("stop: `{env}` was already stopped; its disks are kept");
+    } else {
+        out!(
+            "stop: `{env}` stopped, its disks kept ({:.1}s); `kgenv start` or `kgenv up` resumes",
+            secs(report)
+        );
+    }
+}
+
+/// `start`'s closing line, with where the host is now.
+pub fn started(env: &str, report: &Report, addr: Option<&HostAddr>) {
+    let at = addr.map(|a| format!(" at {a}")).unwrap_or_default();
+    out!(
+        "start: `{env}` is running{at} ({:.1}s); `ssh {env}` and `kgenv jupyter` reach it",
+        secs(report)
+    );
+}
+
+/// `status`: what kgenv recorded, then the live check.
+pub fn status(env: &str, order: &[String], planned: &[Event], status: &StatusReport) {
+    out!("environment {env} (state: {})", status.state_file.display());
+    if status.state.is_empty() {
+        out!("  kgenv has created nothing yet");
+    }
+    for (step, rec) in &status.state.steps {
+        for (role, id) in &rec.created {
+            out!("  {step:<20} {role}: {id}");
+        }
+        for (k, v) in &rec.facts {
+            let v = if k == "host_keys" {
+                format!("{} key(s) pinned", v.lines().count())
+            } else {
+                v.clone()
+            };
+            out!("  {step:<20} {k} = {v}");
+        }
+    }
+    out!("live:");
+    plan(order, planned, &status.live);
+}
+
+/// `steps`.
+pub fn steps(steps: &[StepInfo]) {
+    for s in steps {
+        let deps = if s.deps.is_empty() {
+            String::new()
+        } else {
+            format!("  (after {})", s.deps.join(", "))
+        };
+        out!("{:<22} {}{deps}", s.id, s.summary);
+    }
+}
+
+/// `gpu`: one line per finding.
+pub fn gpu(report: &GpuReport) {
+    for l in report.lines() {
+        out!("{l}");
+    }
+    if report.usable() {
+        out!("usable: yes");
+    } else {
+        out!("usable: no");
+    }
+}
+
+/// `jupyter`: where to point the browser.
+pub fn jupyter(t: &JupyterTunnel, show_token: bool, json: bool) {
+    let url = if show_token {
+        t.browser_url()
+    } else {
+        t.url().to_string()
+    };
+    if json {
+        self::json(&serde_json::json!({ "result": {
+            "url": url, "port": t.port(), "tunnelled": t.tunnelled(),
+            "cert_sha256": t.cert_sha256(), "self_signed": t.self_signed(),
+        }}));
+        return;
+    }
+    out!("Jupyter: {url}");
+    if let Some(fp) = t.cert_sha256() {
+        out!(
+            "certificate SHA-256: {fp}{}",
+            if t.self_signed() {
+                " (self-signed by kgenv: your browser will warn; compare this fingerprint)"
+            } else {
+                ""
+            }
+        );
+    }
+    if t.token_mode() && !show_token {
+        out!("token mode: pass --show-token to print the URL with its token");
+    }
+}
+
+/// `autostop`'s answer.
+pub fn autostop(env: &str, minutes: Option<u32>, json: bool) {
+    if json {
+        json_result(&serde_json::json!({ "idle_minutes": minutes }));
+        return;
+    }
+    match minutes {
+        Some(m) => out!("autostop: `{env}` stops after {m} idle minutes (until the next `kgenv up` applies kgenv.toml)"),
+        None => out!("autostop: off for `{env}` (until the next `kgenv up` applies kgenv.toml)"),
+    }
+}
+
+/// `data list`: size and name per file, then the total.
+pub fn data_files(files: &[kgenv_core::runner::data::DataFile]) {
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    for f in files {
+        out!("{:>14}  {}", f.size, f.name);
+    }
+    out!("{} file(s), {total} bytes", files.len());
+}
+
+/// `data pull`'s closing line.
+pub fn pulled(r: &kgenv_core::runner::data::PullReport) {
+    out!(
+        "pulled {} file(s), {} already complete, {} bytes in {:.1}s → {}",
+        r.fetched.len(),
+        r.skipped.len(),
+        r.bytes,
+        r.elapsed_ms as f64 / 1000.0,
+        r.dest
+    );
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use gce_fake::FakeGce;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{RunOptions, Runner};
+use kgenv_core::runner::{RunOptions, Runner};
 use kgenv_core::spec::{Env, Instance};
 
 const RTT: Duration = Duration::from_millis(30);

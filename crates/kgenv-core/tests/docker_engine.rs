@@ -14,7 +14,7 @@ use kgenv_core::backends::container::{
     BindMount, ContainerEngine, ContainerRequest, LogOptions, PortPublish,
 };
 use kgenv_core::backends::{Progress, Stream};
-use kgenv_core::steps::gpu_check::gpu_report;
+use kgenv_core::gpu::gpu_report;
 
 fn request(name: &str, image: &str, command: &str) -> ContainerRequest {
     ContainerRequest {

@@ -19,7 +19,7 @@ use kgenv_core::backends::container::ContainerEngine;
 use kgenv_core::backends::Backends;
 use kgenv_core::docker::DockerConnector;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{Change, Event, Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Change, Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{Container, Env, Gpus, Image, SshHost, Target};
 use kgenv_core::steps::container::GPU_FALLBACK_LABEL;
 

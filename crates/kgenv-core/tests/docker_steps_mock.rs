@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{Change, Event, Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Change, Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{Container, Env, Gpus, Image, SshHost, Target};
 use kgenv_core::steps::container::GPU_FALLBACK_LABEL;
 

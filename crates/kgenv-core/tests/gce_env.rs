@@ -12,7 +12,7 @@ use std::time::Duration;
 use gce_fake::FakeGce;
 use kgenv_core::gce::GceCompute;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{RunOptions, Runner};
+use kgenv_core::runner::{RunOptions, Runner};
 use kgenv_core::spec::{Env, Instance};
 use kgenv_core::BackendError;
 

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use gce_fake::{FakeGce, Fault, Recorded};
+use kgenv_core::backends::remote::HostAddr;
+use kgenv_core::backends::RemoteConnector;
 use kgenv_core::error::QuotaScope;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{Event, Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{Env, Firewall, Instance, InstanceBuilder};
 use kgenv_core::state::StateStore;
 
@@ -40,8 +42,35 @@ fn env_with(zones: &[&str], f: impl FnOnce(InstanceBuilder) -> InstanceBuilder) 
         .expect("a valid env")
 }
 
+/// The mock host, reached at whatever address and pinned keys the Compute fake hands out
+/// (the mock's own connector ties its 203.0.113.x addresses and its key to mock instances).
+/// Records the addresses it was asked for, so a test can tell where kgenv logged in.
+struct FakeHosts {
+    inner: Arc<dyn RemoteConnector>,
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl RemoteConnector for FakeHosts {
+    async fn connect(
+        &self,
+        addr: &HostAddr,
+        ready_within: Duration,
+    ) -> kgenv_core::backends::BackendResult<Arc<dyn kgenv_core::backends::Remote>> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(addr.host.clone());
+        let mut at = addr.clone();
+        at.host = "10.0.0.1".into();
+        at.pinned_host_keys.clear();
+        self.inner.connect(&at, ready_within).await
+    }
+}
+
 struct Rig {
     fake: FakeGce,
+    hosts: Arc<FakeHosts>,
     runner: Runner,
     events: Arc<Mutex<Vec<Event>>>,
     _state: tempfile::TempDir,
@@ -57,11 +86,17 @@ impl Rig {
         let state = tempfile::tempdir().expect("state dir");
         let mut backends = MockWorld::new().backends();
         backends.compute = Arc::new(fake.client());
+        let hosts = Arc::new(FakeHosts {
+            inner: backends.remote.clone(),
+            asked: Mutex::default(),
+        });
+        backends.remote = hosts.clone();
         let runner = Runner::new(env, backends)
             .state_dir(state.path())
             .host_ready_within(Duration::from_secs(20));
         Self {
             fake,
+            hosts,
             runner,
             events: Arc::default(),
             _state: state,
@@ -75,7 +110,7 @@ impl Rig {
 
     /// `up` of the GCE part: the preflight, the firewall rules and the instance (the firewall
     /// is not a dependency of the instance, so `--until instance` alone would leave it out).
-    async fn up(&self) -> kgenv_core::Result<kgenv_core::plan::Report> {
+    async fn up(&self) -> kgenv_core::Result<kgenv_core::runner::Report> {
         self.runner.up(gce_part(), self.sink()).await
     }
 
@@ -301,7 +336,7 @@ async fn transient_errors_on_every_call_kind_still_converge_without_duplicates()
         );
     }
     rig.runner
-        .stop_instance(rig.sink())
+        .stop(rig.sink())
         .await
         .expect("stop through faults");
     rig.runner
@@ -587,11 +622,8 @@ async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
         .fact("instance", "external_ip")
         .map(str::to_string)
         .expect("ip");
-    let stopped = rig.runner.stop_instance(rig.sink()).await.expect("stop");
-    assert_eq!(
-        stopped.status,
-        kgenv_core::backends::compute::InstanceStatus::Terminated
-    );
+    let stopped = rig.runner.stop(rig.sink()).await.expect("stop");
+    assert_eq!(stopped.outcome("instance"), Some(&Outcome::Changed));
     assert_eq!(
         rig.fake.instances()[0].2,
         "TERMINATED",
@@ -602,19 +634,34 @@ async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
         None,
         "a stopped VM has no address"
     );
-    let started = rig.runner.start_instance(rig.sink()).await.expect("start");
-    let ip2 = started.external_ip.expect("new ip");
+    let again = rig
+        .runner
+        .stop(rig.sink())
+        .await
+        .expect("stop a stopped VM");
+    assert_eq!(
+        again.outcome("instance"),
+        Some(&Outcome::Nothing),
+        "already stopped"
+    );
+    let started = rig.runner.start(rig.sink()).await.expect("start");
+    assert_eq!(started.outcome("instance"), Some(&Outcome::Changed));
+    assert_eq!(rig.fake.instances()[0].2, "RUNNING");
+    let ip2 = rig
+        .state()
+        .await
+        .fact("instance", "external_ip")
+        .map(str::to_string)
+        .expect("new ip recorded");
     assert_ne!(ip1, ip2, "an ephemeral address changes on start");
     assert_eq!(
-        rig.state().await.fact("instance", "external_ip"),
-        Some(ip2.as_str())
+        rig.runner.host_addr().await.expect("addr").map(|a| a.host),
+        Some(ip2.clone()),
+        "the host is reached at the new address"
     );
     assert!(rig.state().await.fact("instance", "host_keys").is_some());
     // `up` after a stop starts the VM again; the same VM keeps its pinned host keys.
-    rig.runner
-        .stop_instance(rig.sink())
-        .await
-        .expect("stop again");
+    rig.runner.stop(rig.sink()).await.expect("stop again");
     rig.fake.clear_requests();
     rig.up().await.expect("up restarts");
     assert_eq!(rig.fake.instances()[0].2, "RUNNING");

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use kgenv_core::backends::github::{key_fingerprint, GitHub, KeyScope};
 use kgenv_core::github::{GitHubClient, GitHubConfig};
 use kgenv_core::mock::{MockWorld, GITHUB_HOST_KEYS};
-use kgenv_core::plan::{Event, Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{Env, GithubKey, SshHost, Target};
 use kgenv_core::BackendError;
 
@@ -519,7 +519,7 @@ fn run(env: Env, world: MockWorld, client: GitHubClient, state: tempfile::TempDi
 }
 
 impl Run {
-    async fn up(&self) -> kgenv_core::Result<kgenv_core::plan::Report> {
+    async fn up(&self) -> kgenv_core::Result<kgenv_core::runner::Report> {
         let ev = self.events.clone();
         self.runner
             .up(RunOptions::default(), move |e| {
@@ -527,7 +527,7 @@ impl Run {
             })
             .await
     }
-    async fn down(&self) -> kgenv_core::Result<kgenv_core::plan::Report> {
+    async fn down(&self) -> kgenv_core::Result<kgenv_core::runner::Report> {
         let ev = self.events.clone();
         self.runner
             .down(RunOptions::default(), move |e| {

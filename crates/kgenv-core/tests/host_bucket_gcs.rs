@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kgenv_core::backends::Storage;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Outcome, RunOptions, Runner};
 use kgenv_core::spec::{BucketMount, Env, SshHost, Target};
 
 #[path = "support/fake_gcs.rs"]

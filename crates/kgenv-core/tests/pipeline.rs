@@ -7,7 +7,7 @@ use std::time::Duration;
 use kgenv_core::backends::compute::InstanceStatus;
 use kgenv_core::error::{QuotaInfo, QuotaScope};
 use kgenv_core::mock::{Fault, MockWorld};
-use kgenv_core::plan::{Change, Event, Outcome, RunOptions, Runner};
+use kgenv_core::runner::{Change, Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{
     BucketMount, Container, Data, Env, GithubKey, Image, Instance, Jupyter, Target,
 };

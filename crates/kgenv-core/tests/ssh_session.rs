@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use kgenv_core::backends::remote::{ExecRequest, Remote};
 use kgenv_core::backends::{no_progress, Progress, Stream};
+use kgenv_core::runner::tunnel::forward_local;
 use kgenv_core::shell::{quote, Cmd};
-use kgenv_core::ssh::{forward_local, SshConnector, SshSession};
+use kgenv_core::ssh::{SshConnector, SshSession};
 use support::sshd::Sshd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use kgenv_core::mock::MockWorld;
-use kgenv_core::plan::{RunOptions, Runner};
+use kgenv_core::runner::{RunOptions, Runner};
 use kgenv_core::spec::{Container, Data, Env, Gpus, Image, Target};
 
 fn spec() -> Env {

@@ -1,87 +1,92 @@
-//! `kgenv.data.download`: a competition's files, selected by glob, fetched through the
-//! Kaggle backend to a destination, skipping files that are already complete there. The
-//! same backend calls as the `data/<competition>` step, without an environment.
+//! `kgenv.data` from Python: a competition's files (`list_files`) and a download to a
+//! directory or `gs://` (`download`), through the core's [`runner::data`] on the real
+//! Kaggle backend or a mock world's. Progress streams as events of step
+//! `data/<competition>`.
 
-use kgenv_core::plan::{Event, Phase};
+use kgenv_core::runner::data::{self as runner_data, PullOptions};
 use kgenv_core::spec::Data;
-use kgenv_core::{BackendError, Error};
+use kgenv_core::Error;
 use pyo3::prelude::*;
-use serde_json::json;
 
-use crate::run::{self, Emitter, Output, Run};
+use crate::errors;
+use crate::run::{self, cancellable, Emitter, Output, Run};
 use crate::world::PyMockWorld;
-use crate::{backends, errors};
+
+/// The mock world's Kaggle, or the real one (its credentials are read on first use, so a
+/// missing token surfaces from the call).
+fn kaggle(
+    world: Option<&Bound<'_, PyMockWorld>>,
+) -> std::sync::Arc<dyn kgenv_core::backends::Kaggle> {
+    match world {
+        Some(w) => w.get().world.backends().kaggle,
+        None => kgenv_core::wiring::kaggle_from_env(),
+    }
+}
+
+fn to_value(v: &impl serde::Serialize) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(v).map_err(|e| kgenv_core::BackendError::other(e.to_string()).into())
+}
 
 /// Downloads `competition`'s files matching `files` to `dest` (an absolute directory or
-/// `gs://bucket/prefix`). Progress streams as events of step `data/<competition>`; the
-/// result is `{"competition", "dest", "fetched": [[name, bytes]], "skipped": [name]}`.
+/// `gs://bucket/prefix`), unpacking zips with `extract`. The result is the core's
+/// `PullReport` as a dictionary.
 #[pyfunction]
-#[pyo3(signature = (competition, dest, *, files=None, world=None, notify=None))]
+#[pyo3(signature = (competition, dest, *, files=None, extract=false, world=None, notify=None))]
 pub(crate) fn start_download(
     py: Python<'_>,
     competition: &str,
     dest: &str,
     files: Option<Vec<String>>,
+    extract: bool,
     world: Option<Bound<'_, PyMockWorld>>,
     notify: Option<Py<PyAny>>,
 ) -> PyResult<Run> {
-    let mut b = Data::builder(competition).dest(dest);
+    // The spec's rules name the argument that is wrong before anything is sent.
+    let mut b = Data::builder(competition).dest(dest).extract(extract);
     for f in files.unwrap_or_default() {
         b = b.files(f);
     }
     let spec = b
         .build()
         .map_err(|e| errors::validation(py, &e.field, &e.rule, e.to_string()))?;
-    let kaggle = backends::resolve(world.as_ref().map(Bound::get))
-        .map_err(|e| errors::to_py(py, &e.into()))?
-        .kaggle;
+    let mut opts = PullOptions::new(spec.dest.clone()).extract(spec.extract);
+    for g in &spec.files {
+        opts = opts.files(g.clone());
+    }
+    let kaggle = kaggle(world.as_ref());
     run::spawn(notify, move |emitter: Emitter, cancel| {
-        run::cancellable(cancel, async move {
-            let step = format!("data/{}", spec.competition);
-            let t0 = std::time::Instant::now();
-            emitter.event(Event::Started {
-                step: step.clone(),
-                phase: Phase::Apply,
-            });
-            let listed = kaggle.list_files(&spec.competition).await?;
-            let selected: Vec<_> = listed
-                .into_iter()
-                .filter(|f| spec.selects(&f.name))
-                .collect();
-            if selected.is_empty() {
-                return Err(Error::from(BackendError::NotFound {
-                    resource: format!(
-                        "files matching {:?} in competition {}",
-                        spec.files, spec.competition
-                    ),
-                }));
-            }
-            let (mut fetched, mut skipped) = (Vec::new(), Vec::new());
-            for f in &selected {
-                if kaggle.present(&spec.dest, &f.name).await? == Some(f.size) {
-                    skipped.push(f.name.clone());
-                    continue;
-                }
-                let (em, st) = (emitter.clone(), step.clone());
-                let progress = move |p: kgenv_core::backends::Progress| {
-                    // Byte counts only: a download's log lines are not progress.
-                    if !matches!(p, kgenv_core::backends::Progress::Line { .. }) {
-                        em.event(Event::from_progress(&st, p));
-                    }
-                };
-                let n = kaggle
-                    .fetch(&spec.competition, f, &spec.dest, &progress)
-                    .await?;
-                fetched.push(json!([f.name, n]));
-            }
-            emitter.event(Event::Done {
-                step,
-                phase: Phase::Apply,
-                elapsed_ms: t0.elapsed().as_millis() as u64,
-            });
-            Ok(Output::Download(
-                json!({ "competition": spec.competition, "dest": spec.dest, "fetched": fetched, "skipped": skipped }),
-            ))
+        cancellable(cancel, async move {
+            let report = runner_data::pull(kaggle.as_ref(), &spec.competition, &opts, move |e| {
+                emitter.event(e)
+            })
+            .await?;
+            Ok(Output::Value(to_value(&report)?))
+        })
+    })
+}
+
+/// The files of `competition` as `[{"name", "size"}]`.
+#[pyfunction]
+#[pyo3(signature = (competition, *, world=None, notify=None))]
+pub(crate) fn start_list(
+    py: Python<'_>,
+    competition: String,
+    world: Option<Bound<'_, PyMockWorld>>,
+    notify: Option<Py<PyAny>>,
+) -> PyResult<Run> {
+    if competition.trim().is_empty() {
+        return Err(errors::validation(
+            py,
+            "competition",
+            "is empty: use the slug from the competition's URL",
+            "invalid `competition`: is empty".into(),
+        ));
+    }
+    let kaggle = kaggle(world.as_ref());
+    run::spawn(notify, move |_, cancel| {
+        cancellable(cancel, async move {
+            let files = runner_data::list(kaggle.as_ref(), &competition).await?;
+            Ok(Output::Value(to_value(&files)?))
         })
     })
 }

@@ -5,9 +5,9 @@
 //! exceptions, progress, asyncio — and calls into this module, which wraps `kgenv-core`:
 //!
 //! - [`spec`]: validated environments from TOML or keyword arguments;
-//! - [`ops`], [`host`], [`data`]: operations started as [`run::Run`]s on the shared
-//!   [`runtime`], which Python waits for (blocking, GIL released, Ctrl-C cancels cleanly)
-//!   or polls from an asyncio loop;
+//! - [`ops`], [`tunnel`], [`data`]: the core runner's verbs started as [`run::Run`]s on the
+//!   shared [`runtime`], which Python waits for (blocking, GIL released, Ctrl-C cancels
+//!   cleanly) or polls from an asyncio loop;
 //! - [`world`]: the core's mock backends; [`backends`]: where the real ones plug in;
 //! - [`errors`]: core errors as `kgenv` exceptions; [`convert`]: plain data across.
 
@@ -15,12 +15,12 @@ mod backends;
 mod convert;
 mod data;
 mod errors;
-mod host;
 mod jupyter;
 mod ops;
 mod run;
 mod runtime;
 mod spec;
+mod tunnel;
 mod world;
 
 use pyo3::prelude::*;
@@ -35,6 +35,21 @@ fn version() -> &'static str {
 #[pyfunction]
 fn noop() {}
 
+/// The core's verbs, for the parity test: `(verb, cli, python, rust)` each.
+#[pyfunction]
+fn verbs() -> Vec<(String, &'static str, &'static str, &'static str)> {
+    kgenv_core::runner::VERBS
+        .iter()
+        .map(|v| {
+            let name = serde_json::to_value(v.verb)
+                .ok()
+                .and_then(|n| n.as_str().map(str::to_string))
+                .unwrap_or_default();
+            (name, v.cli, v.python, v.rust)
+        })
+        .collect()
+}
+
 /// The compiled module.
 #[pymodule]
 fn _kgenv(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -44,12 +59,17 @@ fn _kgenv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spec::validate_section, m)?)?;
     m.add_class::<world::PyMockWorld>()?;
     m.add_class::<run::Run>()?;
-    m.add_class::<host::JupyterTunnel>()?;
+    m.add_class::<tunnel::JupyterTunnel>()?;
     m.add_function(wrap_pyfunction!(ops::start_run, m)?)?;
-    m.add_function(wrap_pyfunction!(host::start_ssh, m)?)?;
-    m.add_function(wrap_pyfunction!(host::start_gpus, m)?)?;
-    m.add_function(wrap_pyfunction!(host::start_jupyter, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_ssh, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_exec, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_gpu, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_autostop, m)?)?;
+    m.add_function(wrap_pyfunction!(tunnel::start_jupyter, m)?)?;
     m.add_function(wrap_pyfunction!(data::start_download, m)?)?;
+    m.add_function(wrap_pyfunction!(data::start_list, m)?)?;
+    m.add_function(wrap_pyfunction!(verbs, m)?)?;
     m.add_function(wrap_pyfunction!(jupyter::hash_password, m)?)?;
     m.add_function(wrap_pyfunction!(jupyter::verify_password, m)?)?;
     Ok(())

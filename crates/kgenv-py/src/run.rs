@@ -17,14 +17,14 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError}
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kgenv_core::plan::{Event, Report, StatusReport};
+use kgenv_core::runner::{Event, JupyterTunnel as Tunnel, Report, StatusReport};
 use kgenv_core::Error;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio_util::sync::CancellationToken;
 
-use crate::host::{JupyterTunnel, TunnelOpen};
+use crate::tunnel::JupyterTunnel;
 use crate::{convert, errors, runtime};
 
 /// What a run produces.
@@ -35,12 +35,12 @@ pub(crate) enum Output {
     Status(StatusReport),
     /// A command's exit code, stdout and stderr.
     Exec(i64, Vec<u8>, Vec<u8>),
-    /// One line per GPU.
-    Gpus(Vec<String>),
-    /// A data download's summary.
-    Download(serde_json::Value),
+    /// Lines of text (the container's logs).
+    Lines(Vec<String>),
+    /// Plain data (a GPU report, a data pull's report, ...).
+    Value(serde_json::Value),
     /// An open Jupyter tunnel.
-    Tunnel(TunnelOpen),
+    Tunnel(Tunnel),
 }
 
 enum Msg {
@@ -153,8 +153,8 @@ fn output_to_py(py: Python<'_>, out: Output) -> PyResult<Py<PyAny>> {
             d.set_item("stderr", PyBytes::new(py, &stderr))?;
             d.into_any().unbind()
         }
-        Output::Gpus(g) => g.into_pyobject(py)?.into_any().unbind(),
-        Output::Download(v) => convert::to_py(py, &v)?.unbind(),
+        Output::Lines(l) => l.into_pyobject(py)?.into_any().unbind(),
+        Output::Value(v) => convert::to_py(py, &v)?.unbind(),
         Output::Tunnel(t) => Py::new(py, JupyterTunnel::from(t))?.into_any(),
     })
 }

@@ -115,17 +115,17 @@ impl EnvSpec {
 
     /// The steps in declared order: `(id, dependencies, summary)`.
     fn steps(&self) -> Vec<(String, Vec<String>, String)> {
-        kgenv_core::steps::for_env(&self.env)
-            .iter()
-            .map(|s| (s.id().to_string(), s.deps().to_vec(), s.summary()))
+        kgenv_core::runner::step_infos(&self.env)
+            .into_iter()
+            .map(|s| (s.id, s.deps, s.summary))
             .collect()
     }
 
     /// The state file of this environment under `state_dir` (or the default state dir).
     #[pyo3(signature = (state_dir=None))]
     fn state_path(&self, state_dir: Option<PathBuf>) -> PathBuf {
-        let dir = state_dir.unwrap_or_else(kgenv_core::state::StateStore::default_dir);
-        kgenv_core::state::StateStore::path_for(&dir, &self.env.name)
+        let dir = state_dir.unwrap_or_else(kgenv_core::runner::default_state_dir);
+        kgenv_core::runner::state_file(&dir, &self.env.name)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

@@ -7,6 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use super::BackendResult;
 
+/// Google's project of Deep Learning VM images.
+pub const DEEP_LEARNING_IMAGE_PROJECT: &str = "deeplearning-platform-release";
+
+/// Minimum boot disk for an image project, as documented (Deep Learning VM images need
+/// 50 GB): what the real client falls back to when an image does not say, what the mock's
+/// images say, and what the spec checks before any call.
+pub fn image_min_disk_gb(image_project: &str) -> u64 {
+    if image_project == DEEP_LEARNING_IMAGE_PROJECT {
+        50
+    } else {
+        10
+    }
+}
+
 /// Identifies one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InstanceRef {

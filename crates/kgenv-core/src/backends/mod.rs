@@ -1,9 +1,10 @@
 //! Backend traits: the only doors through which steps reach the outside world.
 //!
-//! Each trait has a real client (added by the GCE, SSH, Docker, Kaggle and GitHub layers)
-//! and a stateful in-memory mock in [`crate::mock`]. Steps never talk HTTP, SSH or Docker
-//! directly, which is what makes every step testable on mocks and every backend testable
-//! against a real peer.
+//! This module holds the traits and the values they exchange, and depends on nothing but
+//! [`crate::error`]. Each trait has a real client (`gce`, `gcs`, `ssh`, `docker`, `kaggle`,
+//! `github`, assembled from the environment by [`crate::wiring`]) and a stateful in-memory
+//! mock in [`crate::mock`]. Steps never talk HTTP, SSH or Docker directly, which is what
+//! makes every step testable on mocks and every backend testable against a real peer.
 
 pub mod compute;
 pub mod container;
@@ -19,7 +20,7 @@ pub use compute::Compute;
 pub use container::{ContainerEngine, EngineConnector};
 pub use github::GitHub;
 pub use kaggle::Kaggle;
-pub use remote::{Remote, RemoteConnector};
+pub use remote::{Remote, RemoteConnector, SshAliases};
 pub use storage::Storage;
 
 use crate::error::BackendError;
@@ -94,38 +95,13 @@ pub struct Backends {
     pub kaggle: Arc<dyn Kaggle>,
     /// GitHub's keys API.
     pub github: Arc<dyn GitHub>,
+    /// The user's OpenSSH config, for the `ssh <env>` alias; `None` leaves it alone
+    /// (mocks, tests, library use without a home directory).
+    pub ssh_aliases: Option<Arc<dyn SshAliases>>,
 }
 
 impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends").finish_non_exhaustive()
-    }
-}
-
-impl Backends {
-    /// The real backends, built from the environment (credentials, endpoint overrides).
-    /// A system kgenv cannot reach in this build answers with
-    /// [`BackendError::Unavailable`] and a hint, so `plan` still runs without credentials.
-    pub async fn from_env() -> Self {
-        Self {
-            compute: match crate::gce::GceCompute::from_env().await {
-                Ok(c) => Arc::new(c),
-                Err(e) => unavailable::Unavailable::arc("compute", e.to_string()),
-            },
-            storage: match crate::gcs::GcsClient::from_env() {
-                Ok(c) => Arc::new(c),
-                Err(e) => unavailable::Unavailable::arc("storage", e.to_string()),
-            },
-            remote: Arc::new(crate::ssh::SshConnector::new()),
-            engine: Arc::new(crate::docker::DockerConnector::new()),
-            // Credentials are read on first use, so environments without [[data]] need none.
-            kaggle: Arc::new(crate::kaggle::LazyKaggle::new(
-                crate::download::DownloadOptions::default(),
-            )),
-            github: match crate::github::GitHubClient::from_env() {
-                Ok(c) => Arc::new(c),
-                Err(e) => unavailable::Unavailable::arc("github", e.to_string()),
-            },
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! The Remote (SSH) backend trait: commands, files and tunnels on a host.
+//! The Remote (SSH) backend traits: commands, files and tunnels on a host, and the user's
+//! OpenSSH configuration where kgenv keeps a `Host <env>` alias for it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,4 +142,22 @@ pub trait RemoteConnector: Send + Sync {
         addr: &HostAddr,
         ready_within: Duration,
     ) -> BackendResult<Arc<dyn Remote>>;
+}
+
+/// The user's OpenSSH configuration, where kgenv keeps one `Host <env>` block per
+/// environment so `ssh <env>`, `scp` and editors' remote plugins reach the host with kgenv's
+/// key and its pinned host key. The real one edits `~/.ssh/config` (an `Include` line) and a
+/// file of kgenv's own; the mocks have none, so simulated runs never touch it.
+pub trait SshAliases: Send + Sync {
+    /// Writes (or replaces) the block for `env` pointing at `addr`. Idempotent.
+    fn write_host(&self, env: &str, addr: &HostAddr) -> BackendResult<()>;
+    /// Removes the block for `env` and its host-key entries.
+    fn remove_host(&self, env: &str) -> BackendResult<()>;
+    /// Whether a block for `env` exists.
+    fn has_host(&self, env: &str) -> bool;
+    /// Where the blocks live, for the state file and messages.
+    fn location(&self) -> PathBuf;
+    /// The system `ssh` command reaching `env` through its block: an interactive login
+    /// without `command`; `tty` forces a terminal.
+    fn ssh_command(&self, env: &str, command: &[String], tty: bool) -> std::process::Command;
 }

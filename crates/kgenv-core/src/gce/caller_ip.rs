@@ -64,11 +64,3 @@ pub async fn detect(http: &reqwest::Client, url: &str) -> BackendResult<IpAddr> 
         hint: advice(url, &last),
     })
 }
-
-/// The range that admits exactly `ip`: `/32` for IPv4, `/128` for IPv6.
-pub fn host_range(ip: &str) -> String {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(_)) => format!("{ip}/128"),
-        _ => format!("{ip}/32"),
-    }
-}

@@ -366,7 +366,7 @@ impl Compute for GceCompute {
             name: image.name,
             disk_size_gb: image
                 .disk_size_gb
-                .unwrap_or_else(|| crate::spec::image_min_disk_gb(project)),
+                .unwrap_or_else(|| crate::backends::compute::image_min_disk_gb(project)),
         })
     }
 

@@ -182,7 +182,7 @@ impl Compute for MockCompute {
                 Ok(ImageInfo {
                     self_link: format!("https://compute.googleapis.com/compute/v1/projects/{project}/global/images/{family}-v20261101"),
                     name: format!("{family}-v20261101"),
-                    disk_size_gb: crate::spec::image_min_disk_gb(project),
+                    disk_size_gb: crate::backends::compute::image_min_disk_gb(project),
                 })
             })
             .await

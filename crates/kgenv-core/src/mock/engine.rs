@@ -197,7 +197,7 @@ impl ContainerEngine for MockEngine {
                             })
                         }
                     }
-                    if cmd.last().map(String::as_str) == Some(crate::steps::gpu_check::PROBE) {
+                    if cmd.last().map(String::as_str) == Some(crate::gpu::PROBE) {
                         let mut out = String::from("@ldpath /usr/local/nvidia/lib64\n");
                         if s.host_gpus > 0 && s.gpu_containers.contains(container) {
                             out.push_str(

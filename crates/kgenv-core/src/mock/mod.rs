@@ -250,7 +250,7 @@ impl MockWorld {
         Ok(Self::with_state(state, Some(path.to_path_buf())))
     }
 
-    /// All six backends, viewing this world.
+    /// All six backends, viewing this world. A simulated run keeps no `ssh <env>` alias.
     pub fn backends(&self) -> Backends {
         Backends {
             compute: Arc::new(compute::MockCompute(self.clone())),
@@ -259,6 +259,7 @@ impl MockWorld {
             engine: Arc::new(engine::MockEngineConnector(self.clone())),
             kaggle: Arc::new(kaggle::MockKaggle(self.clone())),
             github: Arc::new(github::MockGitHub(self.clone())),
+            ssh_aliases: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub enum Phase {
     Apply,
     /// Removing what kgenv created.
     Destroy,
+    /// Stopping what bills by the hour (`kgenv stop`), keeping everything else.
+    Stop,
 }
 
 /// What `plan` expects a step to do.
@@ -217,6 +219,7 @@ impl fmt::Display for Event {
                     Phase::Check => "checking",
                     Phase::Apply => "applying",
                     Phase::Destroy => "removing",
+                    Phase::Stop => "stopping",
                 }
             ),
             Self::Progress {
@@ -254,6 +257,7 @@ impl fmt::Display for Event {
                         Phase::Check => "checked",
                         Phase::Apply => "done",
                         Phase::Destroy => "removed",
+                        Phase::Stop => "stopped",
                     },
                     *elapsed_ms as f64 / 1000.0
                 )

@@ -1,6 +1,12 @@
 //! The [`Step`] trait every step of the guide implements, and the context it runs in.
+//!
+//! The engine knows no step: what steps share during a run (the GCE preflight's findings,
+//! the caller's IP) lives in typed slots of the run's session ([`StepCtx::shared`]), and how
+//! to reach the host is a function the runner hands in ([`HostLocator`]).
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventSink};
 use crate::backends::container::{ContainerEngine, EngineLocation};
-use crate::backends::{Backends, Progress, Remote};
+use crate::backends::remote::HostAddr;
+use crate::backends::{Backends, Progress, Remote, SshAliases};
 use crate::error::{BackendError, Result};
 use crate::spec::{Env, Target};
-use crate::state::StateStore;
+use crate::state::{State, StateStore};
 
 /// What `check` observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,17 +105,24 @@ pub trait Step: Send + Sync {
     async fn apply(&self, ctx: &StepCtx) -> Result<()>;
     /// Removes what kgenv created.
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed>;
+    /// `stop`: pauses what bills by the hour and keeps everything else (the VM stops, its
+    /// disks stay). `Ok(true)` when something was stopped; most steps have nothing to stop.
+    async fn stop(&self, _ctx: &StepCtx) -> Result<bool> {
+        Ok(false)
+    }
 }
 
-/// Connections opened during a run, shared by its steps and opened on first use.
+/// How to reach an environment's host from its spec and what the state file recorded (on
+/// gce: the instance's address and pinned host keys). Given by the runner, so the engine
+/// does not depend on the step that records the address.
+pub type HostLocator = fn(&Env, &State) -> Result<HostAddr>;
+
+/// Connections opened during a run and values its steps share, made on first use.
 #[derive(Default)]
 pub(crate) struct Session {
     remote: OnceCell<Arc<dyn Remote>>,
     engine: OnceCell<Arc<dyn ContainerEngine>>,
-    /// The GCE preflight's findings (resolved image, usable zones), once per run.
-    pub(crate) gce_preflight: OnceCell<crate::steps::instance::Preflight>,
-    /// The caller's public IP, detected once per run for the firewall rules.
-    pub(crate) caller_ip: OnceCell<String>,
+    shared: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 /// Everything a step may use: the spec, the backends, the state file, events, cancellation.
@@ -122,14 +136,12 @@ pub struct StepCtx {
     pub state: StateStore,
     /// Cancelled on Ctrl-C; long steps stop at a safe point.
     pub cancel: CancellationToken,
-    pub(crate) session: Arc<Session>,
-    pub(crate) events: EventSink,
-    pub(crate) step: String,
-    pub(crate) host_ready_within: Duration,
-    /// Where `ssh <env>` gets its Host block; `None` leaves the user's SSH config alone
-    /// (mocks, tests, library use).
-    pub(crate) ssh_config: Option<crate::ssh::SshConfigFiles>,
-    pub(crate) delete_buckets: Arc<Vec<String>>,
+    session: Arc<Session>,
+    events: EventSink,
+    step: String,
+    locate_host: HostLocator,
+    host_ready_within: Duration,
+    delete_buckets: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -141,12 +153,95 @@ impl std::fmt::Debug for StepCtx {
 }
 
 impl StepCtx {
+    /// A context for a run of `env` on `backends` with its state in `state`. Events go to
+    /// `events`; the host is found with `locate_host`.
+    pub fn new(
+        env: Arc<Env>,
+        backends: Backends,
+        state: StateStore,
+        events: EventSink,
+        locate_host: HostLocator,
+    ) -> Self {
+        Self {
+            env,
+            backends,
+            state,
+            cancel: CancellationToken::new(),
+            session: Arc::default(),
+            events,
+            step: String::new(),
+            locate_host,
+            host_ready_within: Duration::from_secs(600),
+            delete_buckets: Arc::default(),
+        }
+    }
+
+    /// Cancels the run's steps when `token` is cancelled.
+    #[must_use]
+    pub fn with_cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// How long a step waits for the host to accept SSH (a new VM takes minutes).
+    #[must_use]
+    pub fn with_host_ready_within(mut self, d: Duration) -> Self {
+        self.host_ready_within = d;
+        self
+    }
+
+    /// `down` also deletes these buckets (kept otherwise).
+    #[must_use]
+    pub fn with_delete_buckets(mut self, names: Vec<String>) -> Self {
+        self.delete_buckets = Arc::new(names);
+        self
+    }
+
     /// The same context for another step (events are attributed to it).
-    pub(crate) fn for_step(&self, step: &str) -> Self {
+    pub fn for_step(&self, step: &str) -> Self {
         Self {
             step: step.to_string(),
             ..self.clone()
         }
+    }
+
+    /// Where the run's events go.
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    /// The step this context reports for.
+    pub fn step_id(&self) -> &str {
+        &self.step
+    }
+
+    /// How long to wait for the host to accept SSH.
+    pub fn host_ready_within(&self) -> Duration {
+        self.host_ready_within
+    }
+
+    /// The value of type `T` shared by every step of this run, made with `Default` on first
+    /// use: how one step hands what it learned to another (a `OnceCell` inside `T` makes
+    /// it computed once) without the engine knowing the type.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut slots = self
+            .session
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let slot = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        match slot.clone().downcast::<T>() {
+            Ok(v) => v,
+            // Unreachable: the slot was made for this TypeId.
+            Err(_) => Arc::new(T::default()),
+        }
+    }
+
+    /// How to reach the host, from the spec and the state recorded so far.
+    pub async fn host_addr(&self) -> Result<HostAddr> {
+        (self.locate_host)(&self.env, &self.state.snapshot().await)
     }
 
     /// Whether the user asked `down` to delete bucket `name` (buckets are kept otherwise).
@@ -176,9 +271,9 @@ impl StepCtx {
         self.events.emit(Event::from_progress(&self.step, p));
     }
 
-    /// The user's SSH config files to keep `ssh <env>` working, when the run manages them.
-    pub fn ssh_config(&self) -> Option<&crate::ssh::SshConfigFiles> {
-        self.ssh_config.as_ref()
+    /// The user's SSH config, to keep `ssh <env>` working, when the run manages it.
+    pub fn ssh_aliases(&self) -> Option<&Arc<dyn SshAliases>> {
+        self.backends.ssh_aliases.as_ref()
     }
 
     /// The host session (SSH), connecting on first use. `None` on the local target.
@@ -190,7 +285,7 @@ impl StepCtx {
             .session
             .remote
             .get_or_try_init(|| async {
-                let addr = crate::steps::host::host_addr(self).await?;
+                let addr = self.host_addr().await?;
                 self.log(format!("connecting to {addr}"));
                 let r = self
                     .backends

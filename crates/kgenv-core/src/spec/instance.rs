@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::rules;
+use crate::backends::compute::{image_min_disk_gb, DEEP_LEARNING_IMAGE_PROJECT};
 use crate::error::ValidationError;
 
 /// Default machine type: the guide's smallest recommended size.
@@ -12,22 +13,13 @@ pub const DEFAULT_MACHINE_TYPE: &str = "n1-standard-8";
 /// Default GPU type.
 pub const DEFAULT_GPU_TYPE: &str = "nvidia-tesla-t4";
 /// Project that publishes the Deep Learning VM images.
-pub const DEFAULT_IMAGE_PROJECT: &str = "deeplearning-platform-release";
+pub const DEFAULT_IMAGE_PROJECT: &str = DEEP_LEARNING_IMAGE_PROJECT;
 /// Deep Learning VM family with CUDA 12.9 and the 580 driver on Ubuntu 22.04.
 pub const DEFAULT_IMAGE_FAMILY: &str = "common-cu129-ubuntu-2204-nvidia-580";
 /// Default boot disk: the Kaggle GPU image is about 60 GB unpacked, plus data and pip caches.
 pub const DEFAULT_DISK_GB: u64 = 200;
 /// The scope the guide calls "storage: full"; it lets gcsfuse write.
 pub const DEFAULT_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-
-/// Minimum boot disk for an image project, as documented (Deep Learning VM images need 50 GB).
-pub fn image_min_disk_gb(image_project: &str) -> u64 {
-    if image_project == DEFAULT_IMAGE_PROJECT {
-        50
-    } else {
-        10
-    }
-}
 
 /// A validated GCE instance spec. Build one with [`Instance::builder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,8 +32,8 @@ pub use image::{
     Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO,
 };
 pub use instance::{
-    image_min_disk_gb, Instance, InstanceBuilder, DEFAULT_DISK_GB, DEFAULT_GPU_TYPE,
-    DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
+    Instance, InstanceBuilder, DEFAULT_DISK_GB, DEFAULT_GPU_TYPE, DEFAULT_IMAGE_FAMILY,
+    DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
 

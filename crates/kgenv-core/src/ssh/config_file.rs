@@ -326,6 +326,25 @@ impl SshConfigFiles {
     }
 }
 
+impl crate::backends::SshAliases for SshConfigFiles {
+    fn write_host(&self, env: &str, addr: &HostAddr) -> Result<(), BackendError> {
+        SshConfigFiles::write_host(self, env, addr)
+    }
+    fn remove_host(&self, env: &str) -> Result<(), BackendError> {
+        SshConfigFiles::remove_host(self, env)
+    }
+    fn has_host(&self, env: &str) -> bool {
+        let (begin, _) = markers(env);
+        read_or_empty(&self.kgenv_config).is_ok_and(|t| t.lines().any(|l| l.trim() == begin))
+    }
+    fn location(&self) -> PathBuf {
+        self.kgenv_config.clone()
+    }
+    fn ssh_command(&self, env: &str, command: &[String], tty: bool) -> Command {
+        SshConfigFiles::ssh_command(self, env, command, tty)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! The SSH layer: kgenv's [`Remote`](crate::backends::Remote) and
-//! [`RemoteConnector`](crate::backends::RemoteConnector) on russh, plus what the CLI needs
-//! around them (`kgenv ssh`, `kgenv jupyter`, the `~/.ssh/config` entry).
+//! The SSH layer: kgenv's [`Remote`](crate::backends::Remote),
+//! [`RemoteConnector`](crate::backends::RemoteConnector) and
+//! [`SshAliases`](crate::backends::SshAliases) on russh and OpenSSH's config files.
 //!
 //! - [`connect`]: the client's options, dialing in two stages (TCP + banner, then login +
 //!   `id -u`) and the bounded readiness wait;
@@ -12,8 +12,7 @@
 //!   reconnect after a drop;
 //! - `exec` / `files`: commands with streamed output, timeouts and `sudo -n`; binary-safe
 //!   file upload and read;
-//! - [`tunnel`]: TCP and unix-socket byte streams on the host, and the local port forward
-//!   behind `kgenv jupyter`;
+//! - [`tunnel`]: TCP and unix-socket byte streams on the host;
 //! - [`config_file`]: the `Include`d ssh_config file and the `ssh` command for `kgenv ssh`.
 //!
 //! ```no_run
@@ -48,4 +47,3 @@ pub mod verify;
 pub use config_file::SshConfigFiles;
 pub use connect::SshOptions;
 pub use session::{SshConnector, SshSession};
-pub use tunnel::{forward_local, LocalForward};

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use super::hostfs::HostFs;
 use crate::backends::container::{BindMount, ContainerEngine, ContainerRequest, PortPublish};
 use crate::error::{BackendError, Result};
+use crate::gpu::is_stub_dir;
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Container, Env, Gpus, Image};
 
@@ -205,11 +206,6 @@ pub fn container_env(
         }
     }
     env
-}
-
-/// Whether a library directory is one of CUDA's link-time stub directories.
-pub fn is_stub_dir(dir: &str) -> bool {
-    dir.trim_end_matches('/').ends_with("/stubs")
 }
 
 #[async_trait]

@@ -13,6 +13,18 @@ fn owner_marker(env: &str) -> String {
     format!("managed by kgenv ({}={env})", super::OWNER_LABEL)
 }
 
+/// The caller's public IP, detected once per run whatever the number of rules.
+#[derive(Default)]
+struct CallerIp(tokio::sync::OnceCell<String>);
+
+/// The range that admits exactly `ip`: `/32` for IPv4, `/128` for IPv6.
+fn host_range(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => format!("{ip}/128"),
+        _ => format!("{ip}/32"),
+    }
+}
+
 /// Creates, updates or removes one firewall rule.
 pub struct FirewallStep {
     id: String,
@@ -56,12 +68,12 @@ impl FirewallStep {
     async fn desired(&self, ctx: &StepCtx) -> Result<FirewallRule> {
         let source_ranges = if self.spec.source_ranges.is_empty() {
             // Detected once per run, whatever the number of rules.
-            let ip = ctx
-                .session
-                .caller_ip
+            let caller = ctx.shared::<CallerIp>();
+            let ip = caller
+                .0
                 .get_or_try_init(|| ctx.backends.compute.caller_ip())
                 .await?;
-            vec![crate::gce::caller_ip::host_range(ip)]
+            vec![host_range(ip)]
         } else {
             self.spec.source_ranges.clone()
         };

@@ -10,14 +10,9 @@ use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Target};
 use crate::state::State;
 
-/// How to reach the run's host: from the spec (ssh) or from what the instance step
-/// recorded (gce: external IP, host keys from guest attributes).
-pub async fn host_addr(ctx: &StepCtx) -> Result<HostAddr> {
-    addr_for(&ctx.env, &ctx.state.snapshot().await)
-}
-
-/// How to reach `env`'s host given its recorded `state`, for callers outside a run (the
-/// Python bindings' `Env.ssh`, a Jupyter tunnel).
+/// How to reach `env`'s host given its recorded `state`: from the spec (ssh) or from what
+/// the instance step recorded (gce: external IP, host keys from guest attributes). The
+/// runner hands it to the engine as the run's [`crate::plan::HostLocator`].
 pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
     let key = crate::keys::private_key_path(&env.name);
     match &env.target {
@@ -128,8 +123,8 @@ impl Step for HostStep {
             }
         }
         // `ssh <env>` works once kgenv's Host block matches the address it logs in with.
-        if ctx.ssh_config().is_some() && ctx.env.target != Target::Local {
-            let addr = host_addr(ctx).await?;
+        if ctx.ssh_aliases().is_some() && ctx.env.target != Target::Local {
+            let addr = ctx.host_addr().await?;
             let recorded = ctx
                 .state
                 .snapshot()
@@ -147,17 +142,15 @@ impl Step for HostStep {
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         // Reaching the host happened in `check`; what is left is the user's SSH config.
-        let Some(files) = ctx.ssh_config() else {
+        let Some(files) = ctx.ssh_aliases() else {
             return Ok(());
         };
-        let addr = host_addr(ctx).await?;
+        let addr = ctx.host_addr().await?;
         files.write_host(&ctx.env.name, &addr)?;
         ctx.state
             .update("host", |r| {
-                r.created.insert(
-                    "ssh_config".into(),
-                    files.kgenv_config.display().to_string(),
-                );
+                r.created
+                    .insert("ssh_config".into(), files.location().display().to_string());
                 r.facts.insert("ssh_config".into(), ssh_config_stamp(&addr));
             })
             .await?;
@@ -174,7 +167,7 @@ impl Step for HostStep {
         if !recorded {
             return Ok(Destroyed::Nothing);
         }
-        if let Some(files) = ctx.ssh_config() {
+        if let Some(files) = ctx.ssh_aliases() {
             files.remove_host(&ctx.env.name)?;
         }
         ctx.state

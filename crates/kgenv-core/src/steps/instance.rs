@@ -7,7 +7,8 @@
 //! whatever half-made instance it left, a stockout moves to the next zone, a region quota
 //! skips that region's zones, a global quota (`GPUS_ALL_REGIONS`) stops at once. The zone
 //! used, the external IP and the host keys (from guest attributes) are recorded for the SSH
-//! layer. [`InstanceStep::stop`] and [`InstanceStep::start`] back `kgenv stop`/`start`.
+//! layer. The step's `stop` backs `kgenv stop`; `kgenv start` is `up --until host`, whose
+//! `apply` starts a stopped instance.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -130,12 +131,18 @@ pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
     })
 }
 
+/// The preflight's findings, shared by the steps of a run.
+#[derive(Default)]
+struct PreflightOnce(tokio::sync::OnceCell<Preflight>);
+
 /// The preflight of this run (computed once, shared by the steps of the run).
-async fn preflight_once<'a>(ctx: &'a StepCtx, spec: &Instance) -> Result<&'a Preflight> {
-    ctx.session
-        .gce_preflight
+async fn preflight_once(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
+    let once = ctx.shared::<PreflightOnce>();
+    Ok(once
+        .0
         .get_or_try_init(|| preflight(ctx, spec))
-        .await
+        .await?
+        .clone())
 }
 
 /// Runs the preflight before the firewall and instance steps change anything.
@@ -372,7 +379,7 @@ impl InstanceStep {
                 Err(e @ BackendError::NotFound { .. }) => last_seen = e.to_string(),
                 Err(e) => return Err(e.into()),
             }
-            if started.elapsed() + delay > ctx.host_ready_within {
+            if started.elapsed() + delay > ctx.host_ready_within() {
                 return Err(BackendError::Timeout {
                     what: format!("host keys in the guest attributes of {at}"),
                     after: started.elapsed(),
@@ -516,10 +523,11 @@ impl InstanceStep {
     }
 
     /// `kgenv stop`: stops the instance and keeps its disk, so the GPU is no longer billed.
-    /// Returns the instance as it is afterwards.
-    pub async fn stop(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
+    /// Returns whether it was running.
+    async fn power_off(&self, ctx: &StepCtx) -> Result<bool> {
         let info = self.find_owned(ctx).await?;
-        if info.status == InstanceStatus::Terminated {
+        let was_running = info.status != InstanceStatus::Terminated;
+        if !was_running {
             ctx.log(format!("{} is already stopped", info.at));
         } else {
             ctx.log(format!("stopping {} (the disk is kept)", info.at));
@@ -535,20 +543,7 @@ impl InstanceStep {
             })?;
         // A stopped instance has no external address; the next start gets a new one.
         self.record(ctx, &after).await?;
-        Ok(after)
-    }
-
-    /// `kgenv start`: starts the stopped instance, records its new address and makes sure
-    /// its host keys are pinned. Returns the running instance.
-    pub async fn start(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
-        let info = self.find_owned(ctx).await?;
-        let info = self.power_on(ctx, info).await?;
-        let keys_pinned = self.keys_pinned_for(ctx, &info).await;
-        self.record(ctx, &info).await?;
-        if !keys_pinned {
-            self.record_host_keys(ctx, &info.at).await?;
-        }
-        Ok(info)
+        Ok(was_running)
     }
 
     async fn power_on(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
@@ -701,6 +696,9 @@ impl Step for InstanceStep {
             return Ok(());
         }
         self.record_host_keys(ctx, &info.at).await
+    }
+    async fn stop(&self, ctx: &StepCtx) -> Result<bool> {
+        self.power_off(ctx).await
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;

@@ -9,8 +9,10 @@ idempotent, secure call, from a notebook.
     env = kgenv.Env.from_toml("kgenv.toml")     # or kgenv.Env("name", instance=..., ...)
     env.plan()                                  # what would change, and how
     env.up()                                    # converge; a second call changes nothing
-    env.gpus()                                  # ['Tesla T4, 580.65.06, 15360 MiB']
+    env.gpu()                                   # what the container sees of the GPU
+    env.exec(["python", "-V"]); env.logs(tail=20)
     env.jupyter_url()                           # through an SSH tunnel, no public port
+    env.stop(); env.start()                     # stop paying for the GPU, keep the disks
     env.down()                                  # remove what kgenv made (data is kept)
 
 Every blocking call has an ``*_async`` twin for ``await`` (Jupyter's running loop
@@ -48,7 +50,7 @@ from ._errors import (
     ValidationError,
 )
 from ._kgenv import JupyterTunnel
-from ._results import CommandResult, DownloadResult, Plan, PlannedStep, Report, Status, StepInfo, StepResult
+from ._results import CommandResult, DataFile, DownloadResult, GpuInfo, GpuReport, Plan, PlannedStep, Report, Status, StepInfo, StepResult
 from ._specs import (
     Autostop,
     BucketMount,
@@ -89,6 +91,9 @@ __all__ = [
     "Status",
     "StepInfo",
     "CommandResult",
+    "GpuInfo",
+    "GpuReport",
+    "DataFile",
     "DownloadResult",
     "JupyterTunnel",
     "Event",

@@ -1,6 +1,8 @@
 """:class:`Env`: one environment, built from ``kgenv.toml`` or keyword arguments, and
-the operations on it — ``plan``, ``up``, ``down``, ``status`` (blocking or ``*_async``),
-and, once it is up, ``ssh``, ``gpus`` and ``jupyter_url``."""
+the operations on it — ``plan``, ``up``, ``down``, ``status``, ``stop``, ``start`` and,
+once it is up, ``ssh``, ``exec``, ``logs``, ``gpu``, ``jupyter`` and ``autostop`` — each
+blocking or as an ``*_async`` coroutine. They are the core runner's verbs, the same as the
+CLI's (``kgenv._kgenv.verbs()`` lists them)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 from . import _kgenv
 from ._errors import ValidationError
-from ._results import CommandResult, Plan, Report, Status, StepInfo
+from ._results import CommandResult, GpuReport, Plan, Report, Status, StepInfo
 from ._runner import Dispatch, OnEvent, run_async, run_sync
 from ._specs import (
     Autostop,
@@ -281,10 +283,11 @@ class Env:
 
     # -- operations -----------------------------------------------------------------------
 
-    def _start(self, operation: str, only: Steps = None, until: str | None = None) -> Any:
+    def _start(self, operation: str, only: Steps = None, until: str | None = None, delete_buckets: Sequence[str] = ()) -> Any:
         spec, kw = self._spec, self._kw()
         steps = _steps(only)
-        return lambda notify: _kgenv.start_run(spec, operation, only=steps, until=until, notify=notify, **kw)
+        buckets = [delete_buckets] if isinstance(delete_buckets, str) else list(delete_buckets)
+        return lambda notify: _kgenv.start_run(spec, operation, only=steps, until=until, delete_buckets=buckets, notify=notify, **kw)
 
     def plan(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = False) -> Plan:
         """What ``up`` would change and the calls it would make. Changes nothing.
@@ -317,11 +320,14 @@ class Env:
         d = Dispatch("up", self.name, on_event, progress)
         return Report._build(run_sync(self._start("up", only, until), d), d.events, self._order())
 
-    def down(self, *, only: Steps = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+    def down(
+        self, *, only: Steps = None, delete_buckets: Sequence[str] = (), on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """Removes what kgenv created for this environment, dependents first. Buckets and
-        data are kept. Cancels like :meth:`up`."""
+        data are kept; ``delete_buckets`` names buckets to delete too (only the
+        environment's own, as ``kgenv down --delete-bucket``). Cancels like :meth:`up`."""
         d = Dispatch("down", self.name, on_event, progress)
-        return Report._build(run_sync(self._start("down", only), d), d.events, self._order())
+        return Report._build(run_sync(self._start("down", only, delete_buckets=delete_buckets), d), d.events, self._order())
 
     def status(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
         """What kgenv recorded, and a live check of each step."""
@@ -339,15 +345,39 @@ class Env:
         d = Dispatch("up", self.name, on_event, progress)
         return Report._build(await run_async(self._start("up", only, until), d), d.events, self._order())
 
-    async def down_async(self, *, only: Steps = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+    async def down_async(
+        self, *, only: Steps = None, delete_buckets: Sequence[str] = (), on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """:meth:`down` as a coroutine."""
         d = Dispatch("down", self.name, on_event, progress)
-        return Report._build(await run_async(self._start("down", only), d), d.events, self._order())
+        return Report._build(await run_async(self._start("down", only, delete_buckets=delete_buckets), d), d.events, self._order())
 
     async def status_async(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
         """:meth:`status` as a coroutine."""
         d = Dispatch("status", self.name, on_event, progress)
         return Status._build(await run_async(self._start("status"), d), d.events, self._order())
+
+    def stop(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """Stops the environment's GCE VM and keeps its disks, so the GPU stops billing.
+        :meth:`start` or :meth:`up` resumes."""
+        d = Dispatch("stop", self.name, on_event, progress)
+        return Report._build(run_sync(self._start("stop"), d), d.events, self._order())
+
+    async def stop_async(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """:meth:`stop` as a coroutine."""
+        d = Dispatch("stop", self.name, on_event, progress)
+        return Report._build(await run_async(self._start("stop"), d), d.events, self._order())
+
+    def start(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """Starts the stopped VM and reaches it again (``up`` until the ``host`` step: its
+        new address recorded, host keys pinned, firewall and ``ssh <name>`` updated)."""
+        d = Dispatch("start", self.name, on_event, progress)
+        return Report._build(run_sync(self._start("start"), d), d.events, self._order())
+
+    async def start_async(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """:meth:`start` as a coroutine."""
+        d = Dispatch("start", self.name, on_event, progress)
+        return Report._build(await run_async(self._start("start"), d), d.events, self._order())
 
     # -- on the host ----------------------------------------------------------------------
 
@@ -358,7 +388,7 @@ class Env:
         return lambda notify: _kgenv.start_ssh(spec, command, stdin=stdin, sudo=sudo, timeout=timeout, notify=notify, **kw)
 
     @staticmethod
-    def _command_result(command: str | Sequence[str], r: dict[str, Any], check: bool) -> CommandResult:
+    def _command_result(command: str | Sequence[str], r: dict[str, Any], check: bool, step: str = "ssh") -> CommandResult:
         from ._errors import CommandFailedError
 
         line = command if isinstance(command, str) else " ".join(command)
@@ -367,7 +397,7 @@ class Env:
             tail = "\n".join(result.stderr.decode("utf-8", "replace").splitlines()[-5:])
             raise CommandFailedError(
                 f"`{line}` exited with {result.exit_code}" + (f": {tail}" if tail else ""),
-                step="ssh",
+                step=step,
                 command=line,
                 exit_code=result.exit_code,
                 stderr_tail=tail,
@@ -407,18 +437,103 @@ class Env:
         d = Dispatch("ssh", self.name, on_event, False)
         return self._command_result(command, await run_async(self._ssh_start(command, stdin, sudo, timeout), d), check)
 
-    def gpus(self) -> list[str]:
-        """The GPUs the container sees (``nvidia-smi``): one ``name, driver, memory`` line
-        each. Raises :class:`kgenv.CommandFailedError` when the GPU is not visible."""
+    # -- in the container -----------------------------------------------------------------
+
+    @staticmethod
+    def _argv(command: str | Sequence[str]) -> list[str]:
+        # A string is a shell line (run by the container's `sh -c`); a list is the argv.
+        if isinstance(command, str):
+            return ["sh", "-c", command]
+        return list(command)
+
+    def _exec_start(self, command: str | Sequence[str]) -> Any:
+        spec, kw, argv = self._spec, self._kw(), self._argv(command)
+        return lambda notify: _kgenv.start_exec(spec, argv, notify=notify, **kw)
+
+    def exec(self, command: str | Sequence[str], *, check: bool = True, on_event: OnEvent | None = None) -> CommandResult:
+        """Runs a command in the environment's container (``kgenv exec``): a list is the
+        argv as is, a string a shell line. Output lines arrive as
+        :class:`kgenv.events.LogEvent` of step ``exec``. With ``check`` (default), a non-zero
+        exit raises :class:`kgenv.CommandFailedError`."""
+        d = Dispatch("exec", self.name, on_event, False)
+        return self._command_result(command, run_sync(self._exec_start(command), d), check, "exec")
+
+    async def exec_async(self, command: str | Sequence[str], *, check: bool = True, on_event: OnEvent | None = None) -> CommandResult:
+        """:meth:`exec` as a coroutine."""
+        d = Dispatch("exec", self.name, on_event, False)
+        return self._command_result(command, await run_async(self._exec_start(command), d), check, "exec")
+
+    def _logs_start(self, tail: int | None, follow: bool) -> Any:
         spec, kw = self._spec, self._kw()
-        d = Dispatch("gpus", self.name, None, False)
-        return list(run_sync(lambda notify: _kgenv.start_gpus(spec, notify=notify, **kw), d))
+        return lambda notify: _kgenv.start_logs(spec, follow=follow, tail=tail, notify=notify, **kw)
+
+    def logs(self, *, tail: int | None = None, follow: bool = False, on_event: OnEvent | None = None) -> str:
+        """The container's logs (Jupyter's among them), the last ``tail`` lines or all. With
+        ``follow``, keeps streaming new lines to ``on_event`` (as
+        :class:`kgenv.events.LogEvent`) until the container stops or Ctrl-C."""
+        d = Dispatch("logs", self.name, on_event, False)
+        return "\n".join(run_sync(self._logs_start(tail, follow), d))
+
+    async def logs_async(self, *, tail: int | None = None, follow: bool = False, on_event: OnEvent | None = None) -> str:
+        """:meth:`logs` as a coroutine; cancelling the task stops following."""
+        d = Dispatch("logs", self.name, on_event, False)
+        return "\n".join(await run_async(self._logs_start(tail, follow), d))
+
+    def _gpu_start(self) -> Any:
+        spec, kw = self._spec, self._kw()
+        return lambda notify: _kgenv.start_gpu(spec, notify=notify, **kw)
+
+    def gpu(self) -> GpuReport:
+        """What the container sees of the GPU (``kgenv gpu``): GPUs, driver and CUDA
+        versions, whether PyTorch can use it, and why not."""
+        d = Dispatch("gpu", self.name, None, False)
+        return GpuReport._build(run_sync(self._gpu_start(), d))
+
+    async def gpu_async(self) -> GpuReport:
+        """:meth:`gpu` as a coroutine."""
+        d = Dispatch("gpu", self.name, None, False)
+        return GpuReport._build(await run_async(self._gpu_start(), d))
+
+    @staticmethod
+    def _gpu_lines(report: GpuReport) -> list[str]:
+        from ._errors import CommandFailedError
+
+        if not report.gpus:
+            why = report.problem or "nvidia-smi: not found"
+            raise CommandFailedError(
+                f"no GPU visible in the container: {why}", step="gpu", command="nvidia-smi", exit_code=127, stderr_tail=why
+            )
+        return [str(g) for g in report.gpus]
+
+    def gpus(self) -> list[str]:
+        """The GPUs the container sees: one ``name, driver, memory`` line each (see
+        :meth:`gpu` for the whole report). Raises :class:`kgenv.CommandFailedError` when
+        no GPU is visible."""
+        return self._gpu_lines(self.gpu())
 
     async def gpus_async(self) -> list[str]:
         """:meth:`gpus` as a coroutine."""
+        return self._gpu_lines(await self.gpu_async())
+
+    def _autostop_start(self, minutes: int | None) -> Any:
+        if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)):
+            raise TypeError(f"minutes must be an int or None, got {type(minutes).__name__}")
         spec, kw = self._spec, self._kw()
-        d = Dispatch("gpus", self.name, None, False)
-        return list(await run_async(lambda notify: _kgenv.start_gpus(spec, notify=notify, **kw), d))
+        return lambda notify: _kgenv.start_autostop(spec, minutes, notify=notify, **kw)
+
+    def autostop(self, minutes: int | None, *, on_event: OnEvent | None = None) -> None:
+        """Changes the running VM's idle stop in place (``kgenv autostop``): stop after
+        ``minutes`` (5 to 10080) without Jupyter activity or SSH session, or never with
+        None. The next :meth:`up` brings back what the spec says."""
+        d = Dispatch("autostop", self.name, on_event, False)
+        run_sync(self._autostop_start(minutes), d)
+
+    async def autostop_async(self, minutes: int | None, *, on_event: OnEvent | None = None) -> None:
+        """:meth:`autostop` as a coroutine."""
+        d = Dispatch("autostop", self.name, on_event, False)
+        await run_async(self._autostop_start(minutes), d)
+
+    # -- Jupyter --------------------------------------------------------------------------
 
     def jupyter(self, *, local_port: int = 0) -> _kgenv.JupyterTunnel:
         """Opens a new local address for Jupyter: on ``gce``/``ssh`` a tunnel through the

@@ -15,12 +15,17 @@ __all__ = [
     "Run",
     "hash_password",
     "noop",
+    "start_autostop",
     "start_download",
-    "start_gpus",
+    "start_exec",
+    "start_gpu",
     "start_jupyter",
+    "start_list",
+    "start_logs",
     "start_run",
     "start_ssh",
     "validate_section",
+    "verbs",
     "verify_password",
     "version",
 ]
@@ -33,6 +38,9 @@ def version() -> str:
 
 def noop() -> None:
     """Does nothing; `scripts/bench` times it to measure the cost of crossing into Rust."""
+
+def verbs() -> list[tuple[str, str, str, str]]:
+    """The core's verbs, for the parity test: `(verb, cli, python, rust)` each."""
 
 @final
 class EnvSpec:
@@ -106,6 +114,8 @@ class JupyterTunnel:
     @property
     def tunnelled(self) -> bool: ...
     @property
+    def cert_sha256(self) -> str | None: ...
+    @property
     def is_open(self) -> bool: ...
     def close(self) -> None: ...
     def __enter__(self) -> JupyterTunnel: ...
@@ -119,6 +129,7 @@ def start_run(
     state_dir: _StrPath | None = None,
     only: Sequence[str] = ...,
     until: str | None = None,
+    delete_buckets: Sequence[str] = ...,
     notify: _Notify = None,
 ) -> Run: ...
 def start_ssh(
@@ -132,13 +143,35 @@ def start_ssh(
     timeout: float | None = None,
     notify: _Notify = None,
 ) -> Run: ...
-def start_gpus(spec: EnvSpec, *, world: MockWorld | None = None, state_dir: _StrPath | None = None, notify: _Notify = None) -> Run: ...
+def start_exec(
+    spec: EnvSpec, command: Sequence[str], *, world: MockWorld | None = None, state_dir: _StrPath | None = None, notify: _Notify = None
+) -> Run: ...
+def start_logs(
+    spec: EnvSpec,
+    *,
+    world: MockWorld | None = None,
+    state_dir: _StrPath | None = None,
+    follow: bool = False,
+    tail: int | None = None,
+    notify: _Notify = None,
+) -> Run: ...
+def start_gpu(spec: EnvSpec, *, world: MockWorld | None = None, state_dir: _StrPath | None = None, notify: _Notify = None) -> Run: ...
+def start_autostop(
+    spec: EnvSpec, minutes: int | None, *, world: MockWorld | None = None, state_dir: _StrPath | None = None, notify: _Notify = None
+) -> Run: ...
 def start_jupyter(
     spec: EnvSpec, *, world: MockWorld | None = None, state_dir: _StrPath | None = None, local_port: int = 0, notify: _Notify = None
 ) -> Run: ...
 def start_download(
-    competition: str, dest: str, *, files: Sequence[str] | None = None, world: MockWorld | None = None, notify: _Notify = None
+    competition: str,
+    dest: str,
+    *,
+    files: Sequence[str] | None = None,
+    extract: bool = False,
+    world: MockWorld | None = None,
+    notify: _Notify = None,
 ) -> Run: ...
+def start_list(competition: str, *, world: MockWorld | None = None, notify: _Notify = None) -> Run: ...
 def hash_password(password: str) -> str:
     """Hashes `password` in jupyter_server's argon2 format."""
 

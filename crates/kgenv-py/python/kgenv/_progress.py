@@ -121,7 +121,7 @@ class NotebookDisplay(Display):
 
     def event(self, ev: Event) -> None:
         if isinstance(ev, StartedEvent):
-            self._set(ev.step, {"check": "checking", "apply": "applying", "destroy": "removing"}[ev.phase])
+            self._set(ev.step, {"check": "checking", "apply": "applying", "destroy": "removing", "stop": "stopping"}[ev.phase])
         elif isinstance(ev, SatisfiedEvent):
             self._set(ev.step, "as specified")
         elif isinstance(ev, DoneEvent):

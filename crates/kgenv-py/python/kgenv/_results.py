@@ -1,5 +1,6 @@
 """What operations return: a :class:`Plan`, a :class:`Report`, a :class:`Status`, a
-:class:`CommandResult` or a :class:`DownloadResult`. Each is a frozen dataclass with a
+:class:`CommandResult`, a :class:`GpuReport`, a :class:`DataFile` list or a
+:class:`DownloadResult`. Each is a frozen dataclass with a
 readable ``repr`` and, for notebooks, an HTML view (``_repr_html_``)."""
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ __all__ = [
     "Report",
     "Status",
     "CommandResult",
+    "GpuInfo",
+    "GpuReport",
+    "DataFile",
     "DownloadResult",
     "StepInfo",
 ]
@@ -197,10 +201,10 @@ _MARK = {"satisfied": "=", "changed": "✓", "removed": "-", "nothing": "·", "f
 
 @dataclass(frozen=True)
 class Report:
-    """What ``up`` or ``down`` did.
+    """What ``up``, ``down``, ``stop`` or ``start`` did.
 
     Attributes:
-        operation: ``up`` or ``down``.
+        operation: ``up``, ``down``, ``stop`` or ``start``.
         env: Environment name.
         steps: Each step's result, in the environment's step order.
         warnings: ``(step, message)`` pairs raised during the run.
@@ -244,6 +248,8 @@ class Report:
         took = f"in {self.elapsed_ms / 1000:.1f}s"
         if self.operation == "down":
             return f"down {self.env}: {len(self.changed)} removed, {len(self.with_outcome('nothing'))} had nothing to remove {took}"
+        if self.operation == "stop":
+            return f"stop {self.env}: {'stopped, disks kept' if self.changed else 'already stopped'} {took}"
         return f"{self.operation} {self.env}: {len(self.changed)} changed, {len(self.satisfied)} already as specified {took}"
 
     def __str__(self) -> str:
@@ -342,7 +348,7 @@ class Status:
 
 @dataclass(frozen=True)
 class CommandResult:
-    """A command's result from :meth:`kgenv.Env.ssh`.
+    """A command's result from :meth:`kgenv.Env.ssh` or :meth:`kgenv.Env.exec`.
 
     Attributes:
         command: The shell line that ran.
@@ -368,6 +374,90 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as ``nvidia-smi`` sees it in the container.
+
+    Attributes:
+        name: Model (``Tesla T4``).
+        driver_version: Driver version.
+        memory_mib: Memory in MiB, when reported.
+    """
+
+    name: str
+    driver_version: str
+    memory_mib: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}, {self.driver_version}" + (f", {self.memory_mib} MiB" if self.memory_mib is not None else "")
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    """What :meth:`kgenv.Env.gpu` saw in the container.
+
+    Attributes:
+        gpus: GPUs visible inside the container.
+        driver_version: The driver version (of the first GPU).
+        cuda_version: The highest CUDA version the driver supports.
+        torch_cuda: ``torch.cuda.is_available()``; None when the image has no PyTorch.
+        stub_shadowing: A CUDA stub directory that shadows the driver's ``libcuda``.
+        ld_library_path: ``LD_LIBRARY_PATH`` inside the container.
+        problem: Why no GPU was seen.
+    """
+
+    gpus: tuple[GpuInfo, ...]
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    torch_cuda: bool | None = None
+    stub_shadowing: str | None = None
+    ld_library_path: str | None = None
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether a GPU is visible and nothing stops PyTorch from using it."""
+        return bool(self.gpus) and self.stub_shadowing is None and self.torch_cuda is not False
+
+    def __str__(self) -> str:
+        lines = [f"GPU: {g}" for g in self.gpus]
+        if self.cuda_version:
+            lines.append(f"CUDA (driver): {self.cuda_version}")
+        if self.torch_cuda is not None:
+            lines.append(f"torch.cuda.is_available(): {self.torch_cuda}")
+        if self.stub_shadowing:
+            lines.append(f"CUDA stub library in {self.stub_shadowing} shadows the driver's libcuda")
+        if self.problem:
+            lines.append(f"no GPU: {self.problem}")
+        return "\n".join(lines)
+
+    @classmethod
+    def _build(cls, r: Mapping[str, Any]) -> GpuReport:
+        gpus = tuple(GpuInfo(g["name"], g["driver_version"], g.get("memory_mib")) for g in r.get("gpus", []))
+        return cls(
+            gpus,
+            r.get("driver_version"),
+            r.get("cuda_version"),
+            r.get("torch_cuda"),
+            r.get("stub_shadowing"),
+            r.get("ld_library_path"),
+            r.get("problem"),
+        )
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of a competition's data.
+
+    Attributes:
+        name: Path within the competition's data.
+        size: Size in bytes.
+    """
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
 class DownloadResult:
     """What :func:`kgenv.data.download` did.
 
@@ -382,6 +472,7 @@ class DownloadResult:
     dest: str
     fetched: tuple[tuple[str, int], ...]
     skipped: tuple[str, ...]
+    elapsed_ms: int = 0
 
     @property
     def bytes(self) -> int:

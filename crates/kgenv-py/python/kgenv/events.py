@@ -36,7 +36,7 @@ __all__ = [
 Change = Literal["none", "create", "update", "delete", "unknown"]
 """What ``plan`` expects a step to do."""
 
-Phase = Literal["check", "apply", "destroy"]
+Phase = Literal["check", "apply", "destroy", "stop"]
 """Which part of its work a step is doing."""
 
 
@@ -78,7 +78,7 @@ class PlannedEvent(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class StartedEvent(Event):
-    """A step began a phase (``check``, ``apply`` or ``destroy``)."""
+    """A step began a phase (``check``, ``apply``, ``destroy`` or ``stop``)."""
 
     kind: ClassVar[str] = "started"
     phase: Phase
@@ -92,12 +92,16 @@ class ProgressEvent(Event):
         item: What is transferred.
         done: Bytes done.
         total: Total bytes, when known.
+        bytes_per_sec: Recent rate, for transfers that measure it (downloads).
+        eta_secs: Seconds left at the recent rate, when known.
     """
 
     kind: ClassVar[str] = "progress"
     item: str
     done: int
     total: int | None = None
+    bytes_per_sec: int | None = None
+    eta_secs: int | None = None
 
     @property
     def fraction(self) -> float | None:

@@ -1,12 +1,15 @@
-//! Container operations beside `plan`/`up`/`down`, for `kgenv logs`, `kgenv exec` and
-//! `kgenv gpu`: they reach the environment's engine the way the steps do (locally, or through
-//! the host's SSH session) and stream what they get as [`Event`]s.
+//! Operations on the environment's container, for `kgenv logs`, `kgenv exec` and
+//! `kgenv gpu`: they reach the engine the way the steps do (locally, or through the host's
+//! SSH session) and stream what they get as [`Event`]s.
 
-use super::{Event, EventSink, Runner};
+use std::sync::Arc;
+
+use super::{Event, Runner};
 use crate::backends::container::{ContainerEngine, LogOptions};
 use crate::backends::remote::ExecOutput;
 use crate::error::{Error, Result};
-use crate::steps::gpu_check::{gpu_report, GpuReport};
+use crate::gpu::{gpu_report, GpuReport};
+use crate::plan::{EventSink, StepCtx};
 
 impl Runner {
     fn container_name(&self) -> Result<String> {
@@ -24,10 +27,10 @@ impl Runner {
 
     async fn engine_for(
         &self,
-        events: &EventSink,
+        events: EventSink,
         step: &str,
-    ) -> Result<(std::sync::Arc<dyn ContainerEngine>, super::StepCtx)> {
-        let ctx = self.ctx(events)?.for_step(step);
+    ) -> Result<(Arc<dyn ContainerEngine>, StepCtx)> {
+        let ctx = self.ops_ctx(events, step)?;
         Ok((ctx.engine().await?, ctx))
     }
 
@@ -39,30 +42,33 @@ impl Runner {
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<()> {
         let name = self.container_name()?;
-        let events = EventSink::new(on_event);
-        let (engine, ctx) = self.engine_for(&events, "logs").await?;
+        let (engine, ctx) = self.engine_for(EventSink::new(on_event), "logs").await?;
         engine.logs(&name, opts, &|p| ctx.progress(p)).await?;
         Ok(())
     }
 
     /// Runs `cmd` in the container, streaming its output as [`Event::Log`] (step `exec`), and
-    /// returns its exit code and output.
+    /// returns its exit code and output. A non-zero exit is an output, not an error.
     pub async fn exec(
         &self,
         cmd: &[String],
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<ExecOutput> {
+        if cmd.is_empty() {
+            return Err(Error::Usage(
+                "exec needs a command: `kgenv exec -- python -V`".into(),
+            ));
+        }
         let name = self.container_name()?;
-        let events = EventSink::new(on_event);
-        let (engine, ctx) = self.engine_for(&events, "exec").await?;
+        let (engine, ctx) = self.engine_for(EventSink::new(on_event), "exec").await?;
         Ok(engine.exec(&name, cmd, &|p| ctx.progress(p)).await?)
     }
 
-    /// What the container sees of the GPU (see [`crate::steps::gpu_check`]).
+    /// What the container sees of the GPU (see [`crate::gpu`]): GPUs, driver and CUDA
+    /// versions, whether PyTorch can use it, and why not.
     pub async fn gpu_report(&self) -> Result<GpuReport> {
         let name = self.container_name()?;
-        let events = EventSink::new(|_| {});
-        let (engine, _) = self.engine_for(&events, "gpu").await?;
+        let (engine, _) = self.engine_for(EventSink::new(|_| {}), "gpu").await?;
         Ok(gpu_report(engine.as_ref(), &name).await?)
     }
 }

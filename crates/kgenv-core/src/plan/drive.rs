@@ -1,0 +1,385 @@
+//! The four ways the engine drives a set of steps through the DAG: observe them (`plan`),
+//! converge them (`up`), tear them down (`down`) and stop what bills by the hour (`stop`).
+//! Each streams [`Event`]s and returns a [`Report`]; none knows which steps it drives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::events::{Change, Event, Phase};
+use super::executor::{run_dag, Direction, Outcome, StepOutcome};
+use super::step::{CheckOutcome, Destroyed, Observed, Step, StepCtx};
+use crate::error::{error_chain, BackendError, Error, Result};
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `plan`, `up`, `down`, `status`, `stop` or `start`.
+    pub operation: String,
+    /// Environment name.
+    pub env: String,
+    /// Each step's outcome, in the order they finished.
+    pub steps: Vec<StepOutcome>,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Report {
+    /// Steps that changed something (created, updated, removed, stopped).
+    pub fn changed(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Changed | Outcome::Removed))
+            .count()
+    }
+
+    /// Steps `plan` expects to change.
+    pub fn planned_changes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(
+                |s| matches!(&s.outcome, Outcome::Planned { change } if *change != Change::None),
+            )
+            .count()
+    }
+
+    /// The outcome of one step.
+    pub fn outcome(&self, step: &str) -> Option<&Outcome> {
+        self.steps
+            .iter()
+            .find(|s| s.step == step)
+            .map(|s| &s.outcome)
+    }
+}
+
+/// The ids a run covers: every step, or those matching `only` (an id, or a prefix such as
+/// `firewall` for `firewall/*`), cut down to `until` and everything it depends on.
+pub fn select(
+    steps: &[Arc<dyn Step>],
+    only: &[String],
+    until: Option<&str>,
+) -> Result<BTreeSet<String>> {
+    let ids: Vec<&str> = steps.iter().map(|s| s.id()).collect();
+    let matching = |pat: &str| -> Result<Vec<String>> {
+        let m: Vec<String> = ids
+            .iter()
+            .filter(|id| **id == pat || id.starts_with(&format!("{pat}/")))
+            .map(|s| s.to_string())
+            .collect();
+        if m.is_empty() {
+            return Err(Error::Usage(format!(
+                "no step `{pat}` in this environment; steps are: {}",
+                ids.join(", ")
+            )));
+        }
+        Ok(m)
+    };
+    let mut selected: BTreeSet<String> = if only.is_empty() {
+        ids.iter().map(|s| s.to_string()).collect()
+    } else {
+        let mut s = BTreeSet::new();
+        for pat in only {
+            s.extend(matching(pat)?);
+        }
+        s
+    };
+    if let Some(until) = until {
+        let mut keep = BTreeSet::new();
+        let mut stack = matching(until)?;
+        while let Some(id) = stack.pop() {
+            if keep.insert(id.clone()) {
+                if let Some(step) = steps.iter().find(|s| s.id() == id) {
+                    stack.extend(step.deps().iter().cloned());
+                }
+            }
+        }
+        selected = selected.intersection(&keep).cloned().collect();
+    }
+    Ok(selected)
+}
+
+/// Whether `check` failed only because kgenv cannot observe the step now (no credentials,
+/// a backend missing from this build, a host not reachable yet): `plan` shows it as
+/// unknown instead of failing.
+fn unobservable(e: &Error) -> bool {
+    e.backend().is_some_and(|b| {
+        b.is_auth()
+            || matches!(
+                b,
+                BackendError::Unavailable { .. } | BackendError::Connection { .. }
+            )
+    })
+}
+
+/// Dry run: what would change, and the calls each step would make. Makes no mutating
+/// call. Steps whose dependencies will change are not observed (their host may not exist
+/// yet) and are shown with the actions they would take.
+pub async fn plan(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+    operation: &str,
+) -> Result<Report> {
+    let t0 = Instant::now();
+    let changes: Arc<Mutex<BTreeMap<String, Change>>> = Arc::default();
+    let events = ctx.events().clone();
+    let (outcomes, errors) = run_dag(
+        steps,
+        selected,
+        Direction::Forward,
+        &ctx.cancel,
+        &events,
+        |step| {
+            let ctx = ctx.for_step(step.id());
+            let changes = changes.clone();
+            let events = events.clone();
+            async move {
+                for w in step.warnings() {
+                    ctx.warn(w);
+                }
+                let (upstream, unobserved): (Vec<String>, Vec<String>) = {
+                    let c = changes.lock().unwrap_or_else(|p| p.into_inner());
+                    let with = |want: &dyn Fn(Change) -> bool| {
+                        step.deps()
+                            .iter()
+                            .filter(|d| c.get(*d).is_some_and(|ch| want(*ch)))
+                            .cloned()
+                            .collect()
+                    };
+                    (
+                        with(&|ch| !matches!(ch, Change::None | Change::Unknown)),
+                        with(&|ch| ch == Change::Unknown),
+                    )
+                };
+                let (change, diff, actions) = if !upstream.is_empty() {
+                    (
+                        Change::Create,
+                        vec![format!("after {} changes", upstream.join(", "))],
+                        step.planned_actions(),
+                    )
+                } else if !unobserved.is_empty() {
+                    // Its host or inputs could not be observed either; trying would only wait.
+                    (
+                        Change::Unknown,
+                        vec![format!(
+                            "after {}, which could not be observed",
+                            unobserved.join(", ")
+                        )],
+                        step.planned_actions(),
+                    )
+                } else {
+                    match step.check(&ctx).await {
+                        Ok(CheckOutcome {
+                            observed: Observed::Satisfied,
+                            ..
+                        }) => (Change::None, vec![], vec![]),
+                        Ok(CheckOutcome {
+                            observed: Observed::Missing,
+                            actions,
+                        }) => (Change::Create, vec![], actions),
+                        Ok(CheckOutcome {
+                            observed: Observed::Drifted(diff),
+                            actions,
+                        }) => (Change::Update, diff, actions),
+                        Err(e) if unobservable(&e) => (
+                            Change::Unknown,
+                            vec![format!("cannot observe: {}", error_chain(&e))],
+                            step.planned_actions(),
+                        ),
+                        Err(e) => return Err(e),
+                    }
+                };
+                changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(step.id().to_string(), change);
+                events.emit(Event::Planned {
+                    step: step.id().to_string(),
+                    summary: step.summary(),
+                    change,
+                    diff,
+                    actions,
+                });
+                Ok(Outcome::Planned { change })
+            }
+        },
+    )
+    .await;
+    finish(operation, ctx, outcomes, errors, t0)
+}
+
+/// Converges the selected steps: each checks, and applies only when it differs. Every
+/// step's preflight runs first, so bad local input fails before any call is made.
+pub async fn up(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+    operation: &str,
+) -> Result<Report> {
+    for step in steps.iter().filter(|s| selected.contains(s.id())) {
+        step.preflight(&ctx.for_step(step.id()))
+            .await
+            .map_err(|e| e.in_step(step.id()))?;
+    }
+    let t0 = Instant::now();
+    let events = ctx.events().clone();
+    let (outcomes, errors) = run_dag(
+        steps,
+        selected,
+        Direction::Forward,
+        &ctx.cancel,
+        &events,
+        |step| {
+            let ctx = ctx.for_step(step.id());
+            let events = events.clone();
+            async move {
+                let id = step.id().to_string();
+                for w in step.warnings() {
+                    ctx.warn(w);
+                }
+                events.emit(Event::Started {
+                    step: id.clone(),
+                    phase: Phase::Check,
+                });
+                let checked = step.check(&ctx).await?;
+                if checked.observed == Observed::Satisfied {
+                    events.emit(Event::Satisfied { step: id });
+                    return Ok(Outcome::Satisfied);
+                }
+                if let Observed::Drifted(diff) = &checked.observed {
+                    for d in diff {
+                        ctx.log(format!("differs: {d}"));
+                    }
+                }
+                let t = Instant::now();
+                events.emit(Event::Started {
+                    step: id.clone(),
+                    phase: Phase::Apply,
+                });
+                step.apply(&ctx).await?;
+                events.emit(Event::Done {
+                    step: id,
+                    phase: Phase::Apply,
+                    elapsed_ms: elapsed_ms(t),
+                });
+                Ok(Outcome::Changed)
+            }
+        },
+    )
+    .await;
+    finish(operation, ctx, outcomes, errors, t0)
+}
+
+/// Removes what kgenv created, dependents first. Best effort: a step that fails does not
+/// keep the others from being removed (the state keeps what is left for the next `down`).
+pub async fn down(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+) -> Result<Report> {
+    reverse(steps, selected, ctx, "down", Phase::Destroy, |step, ctx| {
+        Box::pin(async move { Ok(step.destroy(&ctx).await? == Destroyed::Removed) })
+    })
+    .await
+}
+
+/// Stops what bills by the hour (the VM) and keeps everything else, dependents first.
+pub async fn stop(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+) -> Result<Report> {
+    reverse(steps, selected, ctx, "stop", Phase::Stop, |step, ctx| {
+        Box::pin(async move { step.stop(&ctx).await })
+    })
+    .await
+}
+
+/// A step's action in a reverse run: `Ok(true)` when it changed something.
+type ReverseAction =
+    fn(
+        Arc<dyn Step>,
+        StepCtx,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>;
+
+/// Runs `action` on the selected steps, dependents first.
+async fn reverse(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+    operation: &str,
+    phase: Phase,
+    action: ReverseAction,
+) -> Result<Report> {
+    let t0 = Instant::now();
+    let events = ctx.events().clone();
+    let (outcomes, errors) = run_dag(
+        steps,
+        selected,
+        Direction::Reverse,
+        &ctx.cancel,
+        &events,
+        |step| {
+            let ctx = ctx.for_step(step.id());
+            let events = events.clone();
+            async move {
+                let id = step.id().to_string();
+                let t = Instant::now();
+                events.emit(Event::Started {
+                    step: id.clone(),
+                    phase,
+                });
+                Ok(if action(step, ctx).await? {
+                    events.emit(Event::Done {
+                        step: id,
+                        phase,
+                        elapsed_ms: elapsed_ms(t),
+                    });
+                    if phase == Phase::Destroy {
+                        Outcome::Removed
+                    } else {
+                        Outcome::Changed
+                    }
+                } else {
+                    events.emit(Event::Satisfied { step: id });
+                    Outcome::Nothing
+                })
+            }
+        },
+    )
+    .await;
+    finish(operation, ctx, outcomes, errors, t0)
+}
+
+fn elapsed_ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The run's report, or its error: cancelled, or the failed steps with the first failure.
+fn finish(
+    operation: &str,
+    ctx: &StepCtx,
+    steps: Vec<StepOutcome>,
+    mut errors: Vec<(String, Error)>,
+    t0: Instant,
+) -> Result<Report> {
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    if !errors.is_empty() {
+        let failed = errors.iter().map(|(id, _)| id.clone()).collect();
+        let (_, first) = errors.remove(0);
+        return Err(Error::RunFailed {
+            failed,
+            first: Box::new(first),
+        });
+    }
+    Ok(Report {
+        operation: operation.into(),
+        env: ctx.env.name.clone(),
+        steps,
+        elapsed_ms: elapsed_ms(t0),
+    })
+}

@@ -1,0 +1,28 @@
+//! `kgenv autostop MINUTES|off`: changes the idle agent on a running VM in place, without a
+//! new `up` (the next `up` brings back what `kgenv.toml` says).
+
+use super::{Event, Runner};
+use crate::error::Result;
+use crate::plan::EventSink;
+use crate::steps::autostop::set_autostop;
+
+impl Runner {
+    /// Installs the idle agent with `minutes` (5 to 10080), or removes it with `None`, on
+    /// the environment's GCE instance, and records it so `down` removes it. Its script's
+    /// output streams as [`Event::Log`] (step `autostop`).
+    pub async fn autostop(
+        &self,
+        minutes: Option<u32>,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<()> {
+        // Powering off is for a VM kgenv made, never for someone's SSH host.
+        self.needs_instance("autostop")?;
+        let _lock = self.lock()?;
+        let ctx = self.ops_ctx(EventSink::new(on_event), "autostop")?;
+        let remote = ctx.require_remote().await?;
+        set_autostop(&self.env, remote.as_ref(), &ctx.state, minutes, &|p| {
+            ctx.progress(p)
+        })
+        .await
+    }
+}

@@ -1,0 +1,390 @@
+//! kgenv's verbs: the one API the CLI, the Python bindings and Rust programs call.
+//!
+//! A [`Runner`] joins an environment's spec, its backends and its state file to kgenv's
+//! steps ([`crate::steps`]) and drives them with the engine ([`crate::plan`]):
+//!
+//! | verb | call |
+//! | --- | --- |
+//! | plan, up, down, status | [`Runner::plan`], [`Runner::up`], [`Runner::down`], [`Runner::status`] |
+//! | stop, start | [`Runner::stop`], [`Runner::start`] |
+//! | run a command on the host, log in | [`Runner::ssh`], [`Runner::ssh_command`] |
+//! | the container: logs, a command, the GPU | [`Runner::logs`], [`Runner::exec`], [`Runner::gpu_report`] |
+//! | Jupyter through an SSH tunnel | [`Runner::jupyter`] |
+//! | change autostop in place | [`Runner::autostop`] |
+//! | competition data, no environment needed | [`data::list`], [`data::pull`] |
+//! | Jupyter password hash | [`hash_password`] |
+//!
+//! [`verbs::VERBS`] lists them for the surfaces' parity tests.
+//!
+//! ```no_run
+//! # async fn demo() -> kgenv_core::Result<()> {
+//! use kgenv_core::{config, mock::MockWorld, runner::{RunOptions, Runner}};
+//! let env = config::load("kgenv.toml".as_ref())?;
+//! let world = MockWorld::new(); // or kgenv_core::wiring::from_env().await
+//! let runner = Runner::new(env, world.backends()).state_dir(std::env::temp_dir());
+//! let report = runner.up(RunOptions::default(), |event| eprintln!("{event}")).await?;
+//! println!("{} steps changed", report.changed());
+//! # Ok(()) }
+//! ```
+
+mod autostop;
+mod container;
+pub mod data;
+mod host;
+mod jupyter;
+pub mod tunnel;
+pub mod verbs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::backends::container::LogOptions;
+pub use crate::backends::remote::{ExecOutput, ExecRequest, HostAddr};
+pub use crate::backends::Stream;
+pub use crate::gpu::{GpuInfo, GpuReport};
+pub use crate::plan::{Change, Event, Outcome, Phase, Report, StepOutcome};
+pub use crate::state::State;
+pub use crate::steps::jupyter::{hash_password, verify_password};
+pub use jupyter::JupyterTunnel;
+pub use verbs::{Verb, VERBS};
+
+use crate::backends::Backends;
+use crate::error::{Error, Result, StateError};
+use crate::plan::{drive, EventSink, Step, StepCtx};
+use crate::spec::{Env, Target};
+use crate::state::StateStore;
+
+/// How long an operation on a running environment (`exec`, `logs`, a tunnel, ...) waits
+/// for its host to accept SSH. The host should be up; `up` waits longer for a new VM.
+const OPS_CONNECT_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long `up` waits for a new host to accept SSH (a fresh VM boots in minutes).
+const UP_CONNECT_WITHIN: Duration = Duration::from_secs(600);
+
+/// The default directory of state files: the XDG state dir, or `$KGENV_HOME/state`.
+pub fn default_state_dir() -> PathBuf {
+    StateStore::default_dir()
+}
+
+/// The state file of environment `env` in `state_dir` (it exists while kgenv has created
+/// something).
+pub fn state_file(state_dir: &std::path::Path, env: &str) -> PathBuf {
+    StateStore::path_for(state_dir, env)
+}
+
+/// The steps `env` runs, in declared order, with what they run after.
+pub fn step_infos(env: &Env) -> Vec<StepInfo> {
+    infos(&crate::steps::for_env(env))
+}
+
+fn infos(steps: &[Arc<dyn Step>]) -> Vec<StepInfo> {
+    steps
+        .iter()
+        .map(|s| StepInfo {
+            id: s.id().to_string(),
+            deps: s.deps().to_vec(),
+            summary: s.summary(),
+        })
+        .collect()
+}
+
+/// Which steps a run covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Only these steps (an id, or a prefix such as `firewall` for `firewall/*`).
+    pub only: Vec<String>,
+    /// This step and everything it depends on.
+    pub until: Option<String>,
+    /// `down` only: buckets to delete, by name. Buckets are kept by `down` unless named
+    /// here (GCS refuses to delete a bucket that still holds objects).
+    #[serde(default)]
+    pub delete_buckets: Vec<String>,
+}
+
+impl RunOptions {
+    /// Only these steps.
+    #[must_use]
+    pub fn only<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.only = ids.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Up to and including this step.
+    #[must_use]
+    pub fn until(mut self, id: impl Into<String>) -> Self {
+        self.until = Some(id.into());
+        self
+    }
+    /// `down` also deletes this bucket (by name, `gs://` optional).
+    #[must_use]
+    pub fn delete_bucket(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        self.delete_buckets.push(
+            name.strip_prefix("gs://")
+                .unwrap_or(&name)
+                .trim_end_matches('/')
+                .to_string(),
+        );
+        self
+    }
+}
+
+/// What `status` shows: the state file and a live look at each step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The state file's path.
+    pub state_file: PathBuf,
+    /// What kgenv recorded.
+    pub state: State,
+    /// A live check of each step (as `plan` does).
+    pub live: Report,
+}
+
+/// One step as `kgenv steps` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// Step id (`instance`, `firewall/kg-ssh`, `data/titanic`).
+    pub id: String,
+    /// Ids of the steps it runs after.
+    pub deps: Vec<String>,
+    /// What it manages.
+    pub summary: String,
+}
+
+/// Runs kgenv's verbs on one environment.
+pub struct Runner {
+    env: Arc<Env>,
+    backends: Backends,
+    state_dir: PathBuf,
+    cancel: CancellationToken,
+    steps: Vec<Arc<dyn Step>>,
+    host_ready_within: Duration,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("env", &self.env.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner for `env` on `backends`, with state in the XDG state dir.
+    pub fn new(env: Env, backends: Backends) -> Self {
+        let steps = crate::steps::for_env(&env);
+        Self {
+            env: Arc::new(env),
+            backends,
+            state_dir: default_state_dir(),
+            cancel: CancellationToken::new(),
+            steps,
+            host_ready_within: UP_CONNECT_WITHIN,
+        }
+    }
+
+    /// Keeps the state file in `dir`.
+    #[must_use]
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// Cancels runs when `token` is cancelled (Ctrl-C).
+    #[must_use]
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// How long `up` waits for a new host to accept SSH (default 10 minutes).
+    #[must_use]
+    pub fn host_ready_within(mut self, d: Duration) -> Self {
+        self.host_ready_within = d;
+        self
+    }
+
+    /// The spec.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// The steps, in declared order, with what they run after.
+    pub fn steps(&self) -> Vec<StepInfo> {
+        infos(&self.steps)
+    }
+
+    /// The state file of this environment (it exists while kgenv has created something).
+    pub fn state_path(&self) -> PathBuf {
+        state_file(&self.state_dir, &self.env.name)
+    }
+
+    /// What kgenv recorded for this environment.
+    pub async fn state(&self) -> Result<State> {
+        Ok(self.store()?.snapshot().await)
+    }
+
+    fn store(&self) -> Result<StateStore> {
+        Ok(StateStore::open(
+            &self.state_dir,
+            &self.env.name,
+            self.env.target.kind(),
+        )?)
+    }
+
+    /// The engine's context for a run of this environment.
+    fn ctx(&self, events: EventSink) -> Result<StepCtx> {
+        Ok(StepCtx::new(
+            self.env.clone(),
+            self.backends.clone(),
+            self.store()?,
+            events,
+            crate::steps::host::addr_for,
+        )
+        .with_cancel(self.cancel.clone())
+        .with_host_ready_within(self.host_ready_within))
+    }
+
+    /// The context of an operation on a running environment, reporting as `step`: it
+    /// waits for SSH only [`OPS_CONNECT_WITHIN`].
+    fn ops_ctx(&self, events: EventSink, step: &str) -> Result<StepCtx> {
+        Ok(self
+            .ctx(events)?
+            .with_host_ready_within(OPS_CONNECT_WITHIN)
+            .for_step(step))
+    }
+
+    /// Holds the environment's lock for the duration of a mutating run, so two shells
+    /// cannot run `up` and `down` on the same environment at once.
+    fn lock(&self) -> Result<std::fs::File> {
+        std::fs::create_dir_all(&self.state_dir).map_err(|source| StateError::Io {
+            path: self.state_dir.clone(),
+            source,
+        })?;
+        let path = self.state_dir.join(format!("{}.lock", self.env.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                env: self.env.name.clone(),
+                path,
+            }
+            .into()),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StateError::Io { path, source }.into())
+            }
+        }
+    }
+
+    fn select(&self, opts: &RunOptions) -> Result<std::collections::BTreeSet<String>> {
+        drive::select(&self.steps, &opts.only, opts.until.as_deref())
+    }
+
+    /// Dry run: what would change, and the API calls and host commands it would make.
+    /// Makes no mutating call. Steps whose dependencies will change are not observed (their
+    /// host may not exist yet) and are shown with the actions they would take.
+    pub async fn plan(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
+        let selected = self.select(&opts)?;
+        let ctx = self.ctx(EventSink::new(on_event))?;
+        drive::plan(&self.steps, &selected, &ctx, "plan").await
+    }
+
+    /// Converges the environment: each step checks, and applies only when it differs.
+    pub async fn up(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
+        let _lock = self.lock()?;
+        let selected = self.select(&opts)?;
+        let ctx = self.ctx(EventSink::new(on_event))?;
+        drive::up(&self.steps, &selected, &ctx, "up").await
+    }
+
+    /// Removes what kgenv created, dependents first. Buckets and data are kept unless a
+    /// bucket is named in `opts.delete_buckets`.
+    pub async fn down(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
+        let _lock = self.lock()?;
+        let selected = self.select(&opts)?;
+        let known: Vec<&str> = self.env.bucket.iter().map(|b| b.bucket.as_str()).collect();
+        if let Some(unknown) = opts
+            .delete_buckets
+            .iter()
+            .find(|b| !known.contains(&b.as_str()))
+        {
+            return Err(Error::Usage(format!("bucket `{unknown}` is not this environment's bucket ({}); kgenv deletes only the bucket it mounts, and only when named", if known.is_empty() { "it has none".to_string() } else { known.join(", ") })));
+        }
+        let ctx = self
+            .ctx(EventSink::new(on_event))?
+            .with_delete_buckets(opts.delete_buckets.clone());
+        drive::down(&self.steps, &selected, &ctx).await
+    }
+
+    /// The state file and a live check of every step.
+    pub async fn status(
+        &self,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<StatusReport> {
+        let selected = self.select(&RunOptions::default())?;
+        let ctx = self.ctx(EventSink::new(on_event))?;
+        let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
+        let store = self.store()?;
+        Ok(StatusReport {
+            state_file: store.path().to_path_buf(),
+            state: store.snapshot().await,
+            live,
+        })
+    }
+
+    /// The error for a verb that needs a GCE instance on an environment without one.
+    fn needs_instance(&self, verb: &str) -> Result<()> {
+        match (&self.env.target, &self.env.instance) {
+            (Target::Gce, Some(_)) => Ok(()),
+            _ => Err(Error::Usage(format!(
+                "`kgenv {verb}` needs a GCE instance; `{}` has none (target is `{}`)",
+                self.env.name,
+                self.env.target.kind()
+            ))),
+        }
+    }
+
+    /// `kgenv stop`: stops the environment's GCE instance and keeps its disks, so the GPU
+    /// is no longer billed. `start` or `up` resumes.
+    pub async fn stop(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+        self.needs_instance("stop")?;
+        let _lock = self.lock()?;
+        let selected = self.select(&RunOptions::default())?;
+        let ctx = self.ctx(EventSink::new(on_event))?;
+        drive::stop(&self.steps, &selected, &ctx).await
+    }
+
+    /// `kgenv start`: starts the stopped instance and converges everything up to the host
+    /// (its new address and pinned host keys recorded, the firewall rule still admitting
+    /// this machine, `ssh <env>` pointing at it): `up --until host`.
+    pub async fn start(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+        self.needs_instance("start")?;
+        let _lock = self.lock()?;
+        let selected = self.select(&RunOptions::default().until("host"))?;
+        let ctx = self.ctx(EventSink::new(on_event))?;
+        drive::up(&self.steps, &selected, &ctx, "start").await
+    }
+}
