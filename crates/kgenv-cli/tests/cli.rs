@@ -210,3 +210,232 @@ fn a_failing_step_exits_1() {
         stderr(&o)
     );
 }
+
+/// The subcommand words `--help` lists for `args` (clap's "Commands:" section).
+fn subcommands(home: &Path, args: &[&str]) -> Vec<String> {
+    let mut a = args.to_vec();
+    a.push("--help");
+    let o = kgenv(home, &a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let section = out
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // "  name  about"; wrapped descriptions continue further right.
+    section
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l[2..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_core_verb_is_a_command_and_every_command_a_verb() {
+    let home = tempfile::tempdir().expect("home");
+    let mut offered: Vec<String> = subcommands(home.path(), &[]);
+    for group in ["data"] {
+        offered.extend(
+            subcommands(home.path(), &[group])
+                .into_iter()
+                .map(|s| format!("{group} {s}")),
+        );
+    }
+    for v in kgenv_core::runner::VERBS {
+        assert!(
+            offered.iter().any(|o| o == v.cli),
+            "the core's verb {:?} has no `kgenv {}` command (offered: {offered:?})",
+            v.verb,
+            v.cli
+        );
+        let mut args: Vec<&str> = v.cli.split(' ').collect();
+        args.push("--help");
+        assert!(
+            kgenv(home.path(), &args).status.success(),
+            "kgenv {} --help",
+            v.cli
+        );
+    }
+    // Commands of the CLI alone: files and listings on this machine.
+    let cli_only = ["init", "steps", "data"];
+    for o in &offered {
+        assert!(
+            cli_only.contains(&o.as_str()) || kgenv_core::runner::VERBS.iter().any(|v| v.cli == o),
+            "`kgenv {o}` is not a verb of the core: add it to runner::VERBS (and to Python) or to the CLI-only list"
+        );
+    }
+}
+
+/// `up` on the simulated world, for the commands that work on a running environment.
+fn mock_up(home: &Path) -> String {
+    let cfg = example();
+    let c = cfg.to_str().expect("utf8").to_string();
+    let up = kgenv(home, &["--config", &c, "--mock", "up"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    c
+}
+
+fn world(home: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join("state/mock-world.json")).expect("world"))
+        .expect("json")
+}
+
+#[test]
+fn stop_keeps_the_disk_and_start_brings_the_vm_back() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let status_of = |w: &serde_json::Value| {
+        w["instances"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .map(|i| i["status"].clone())
+    };
+    let stop = kgenv(home.path(), &["--config", &c, "--mock", "stop"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert!(stdout(&stop).contains("stopped"), "{}", stdout(&stop));
+    assert_eq!(
+        status_of(&world(home.path())),
+        Some(serde_json::json!("TERMINATED"))
+    );
+    let again = kgenv(home.path(), &["--config", &c, "--mock", "stop"]);
+    assert!(
+        stdout(&again).contains("already stopped"),
+        "{}",
+        stdout(&again)
+    );
+    let start = kgenv(home.path(), &["--config", &c, "--mock", "--json", "start"]);
+    assert!(start.status.success(), "{}", stderr(&start));
+    let result = json_lines(&start).pop().expect("result");
+    assert_eq!(result["result"]["operation"], "start");
+    assert_eq!(
+        status_of(&world(home.path())),
+        Some(serde_json::json!("RUNNING"))
+    );
+    let local = tempfile::tempdir().expect("cfg");
+    let cfg = local.path().join("kgenv.toml");
+    std::fs::write(&cfg, "name = \"kg\"\ntarget = \"local\"\n").expect("write");
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--mock", "stop"],
+    );
+    assert_eq!(o.status.code(), Some(2), "no VM to stop: {}", stderr(&o));
+}
+
+#[test]
+fn container_commands_exec_logs_and_gpu() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let exec = kgenv(
+        home.path(),
+        &[
+            "--config",
+            &c,
+            "--mock",
+            "exec",
+            "--",
+            "echo",
+            "hello from the container",
+        ],
+    );
+    assert!(exec.status.success(), "{}", stderr(&exec));
+    assert!(
+        stdout(&exec).contains("hello from the container"),
+        "{}",
+        stdout(&exec)
+    );
+    let gpu = kgenv(home.path(), &["--config", &c, "--mock", "--json", "gpu"]);
+    assert!(gpu.status.success(), "{}", stderr(&gpu));
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&gpu).trim()).expect("a GPU report");
+    assert!(
+        report["gpus"].as_array().is_some_and(|g| !g.is_empty()),
+        "{report}"
+    );
+    let text = kgenv(home.path(), &["--config", &c, "--mock", "gpu"]);
+    assert!(stdout(&text).contains("GPU: "), "{}", stdout(&text));
+    let logs = kgenv(
+        home.path(),
+        &["--config", &c, "--mock", "logs", "--tail", "5"],
+    );
+    assert!(logs.status.success(), "{}", stderr(&logs));
+}
+
+#[test]
+fn autostop_changes_the_agent_in_place() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let state = home.path().join("state/kaggle-gpu.json");
+    let minutes = || -> serde_json::Value {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("json");
+        s["steps"]["autostop"]["facts"]["idle_minutes"].clone()
+    };
+    assert_eq!(minutes(), "60", "from kgenv.toml");
+    let on = kgenv(home.path(), &["--config", &c, "--mock", "autostop", "15"]);
+    assert!(on.status.success(), "{}", stderr(&on));
+    assert_eq!(minutes(), "15");
+    let off = kgenv(home.path(), &["--config", &c, "--mock", "autostop", "off"]);
+    assert!(off.status.success(), "{}", stderr(&off));
+    assert_eq!(minutes(), serde_json::Value::Null);
+    let bad = kgenv(home.path(), &["--config", &c, "--mock", "autostop", "2"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("idle_minutes"), "{}", stderr(&bad));
+    let junk = kgenv(home.path(), &["--config", &c, "--mock", "autostop", "soon"]);
+    assert_eq!(junk.status.code(), Some(2));
+}
+
+#[test]
+fn hash_password_reads_stdin_and_matches_the_core() {
+    use std::io::Write as _;
+    let home = tempfile::tempdir().expect("home");
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .env("KGENV_HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kgenv runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("exits");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hashed = stdout(&o).trim().to_string();
+    assert!(hashed.starts_with("argon2:$argon2id$"), "{hashed}");
+    assert!(kgenv_core::runner::verify_password(
+        "correct horse",
+        &hashed
+    ));
+    assert!(!kgenv_core::runner::verify_password(
+        "correct horse\n",
+        &hashed
+    ));
+    let empty = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kgenv runs");
+    assert_eq!(empty.status.code(), Some(2), "an empty password is refused");
+}
+
+#[test]
+fn ssh_without_an_alias_says_what_to_do() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let o = kgenv(
+        home.path(),
+        &["--config", &c, "--mock", "ssh", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--mock"), "{}", stderr(&o));
+}

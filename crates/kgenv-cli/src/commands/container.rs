@@ -14,9 +14,10 @@ pub async fn logs(s: &Session, follow: bool, tail: Option<u64>) -> Result<(), Er
         timestamps: false,
     };
     let json = s.json;
+    // The container's lines on stdout; how the host was reached stays out of them.
     let print = move |e: Event| match (&e, json) {
-        (Event::Log { .. }, true) => render::json(&e),
-        (Event::Log { line, .. }, false) => out!("{line}"),
+        (Event::Log { step, .. }, true) if step == "logs" => render::json(&e),
+        (Event::Log { step, line, .. }, false) if step == "logs" => out!("{line}"),
         _ => {}
     };
     tokio::select! {
@@ -31,8 +32,13 @@ pub async fn exec(s: &Session, command: &[String]) -> Result<(), Error> {
     let output = s
         .runner
         .exec(command, move |e| match (&e, json) {
-            (Event::Log { .. }, true) => render::json(&e),
-            (Event::Log { line, stream, .. }, false) => match stream {
+            (Event::Log { step, .. }, true) if step == "exec" => render::json(&e),
+            (
+                Event::Log {
+                    step, line, stream, ..
+                },
+                false,
+            ) if step == "exec" => match stream {
                 Stream::Stdout => out!("{line}"),
                 Stream::Stderr => eprintln!("{line}"),
             },

@@ -34,6 +34,14 @@ impl KeyScope {
             Self::User => format!("{web}/settings/ssh/new"),
         }
     }
+
+    /// The REST path of this scope's keys collection (`/repos/o/r/keys`, `/user/keys`).
+    pub fn keys_path(&self) -> String {
+        match self {
+            Self::Repo(r) => format!("/repos/{r}/keys"),
+            Self::User => "/user/keys".into(),
+        }
+    }
 }
 
 /// A registered key.

@@ -233,7 +233,19 @@ impl ContainerEngine for MockEngine {
                             ..Default::default()
                         });
                     }
-                    Ok(ExecOutput::default())
+                    // A few commands behave as in a shell, so exec's plumbing can be seen.
+                    match cmd.first().map(String::as_str) {
+                        Some("echo") => Ok(ExecOutput {
+                            exit_code: 0,
+                            stdout: format!("{}\n", cmd[1..].join(" ")).into_bytes(),
+                            ..Default::default()
+                        }),
+                        Some("false") => Ok(ExecOutput {
+                            exit_code: 1,
+                            ..Default::default()
+                        }),
+                        _ => Ok(ExecOutput::default()),
+                    }
                 },
             )
             .await?;

@@ -25,13 +25,17 @@ impl Runner {
             })
     }
 
+    /// The engine, and the context `step`'s output is reported in. Reaching the host is
+    /// reported as step `host`, so a command's output (step `exec`, `logs`) holds only
+    /// what the command printed.
     async fn engine_for(
         &self,
         events: EventSink,
         step: &str,
     ) -> Result<(Arc<dyn ContainerEngine>, StepCtx)> {
-        let ctx = self.ops_ctx(events, step)?;
-        Ok((ctx.engine().await?, ctx))
+        let reach = self.ops_ctx(events, "host")?;
+        let engine = reach.engine().await?;
+        Ok((engine, reach.for_step(step)))
     }
 
     /// Streams the container's logs as [`Event::Log`] (step `logs`); with `opts.follow`,

@@ -37,8 +37,10 @@ impl Runner {
         if req.command.trim().is_empty() {
             return Err(Error::Usage("the command is empty".into()));
         }
-        let ctx = self.ops_ctx(EventSink::new(on_event), "ssh")?;
-        let remote = ctx.remote().await?.ok_or_else(|| BackendError::Unavailable {
+        // Reaching the host is reported as step `host`; the command's output as `ssh`.
+        let reach = self.ops_ctx(EventSink::new(on_event), "host")?;
+        let ctx = reach.for_step("ssh");
+        let remote = reach.remote().await?.ok_or_else(|| BackendError::Unavailable {
             backend: "remote",
             hint: "the local target has no SSH host: run commands in a terminal, or in the container with `exec`".into(),
         })?;

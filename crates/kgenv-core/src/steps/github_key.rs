@@ -213,7 +213,7 @@ impl Step for GithubKeyStep {
         vec![
             "GET /meta (GitHub's SSH host keys)".into(),
             format!("host: sh -s -- apply  # github-key: ssh-keygen -t ed25519 -f {} when missing, known_hosts, ssh config", self.key_path()),
-            format!("POST {}", crate::github::api::keys_path(&self.scope())),
+            format!("POST {}", self.scope().keys_path()),
         ]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {

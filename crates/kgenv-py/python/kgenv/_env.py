@@ -543,6 +543,12 @@ class Env:
         d = Dispatch("jupyter", self.name, None, False)
         return run_sync(lambda notify: _kgenv.start_jupyter(spec, local_port=local_port, notify=notify, **kw), d)  # type: ignore[no-any-return]
 
+    async def jupyter_async(self, *, local_port: int = 0) -> _kgenv.JupyterTunnel:
+        """:meth:`jupyter` as a coroutine."""
+        spec, kw = self._spec, self._kw()
+        d = Dispatch("jupyter", self.name, None, False)
+        return await run_async(lambda notify: _kgenv.start_jupyter(spec, local_port=local_port, notify=notify, **kw), d)  # type: ignore[no-any-return]
+
     def jupyter_url(self) -> str:
         """The URL of the environment's Jupyter on this machine, opening a tunnel on first
         use that lives as long as this ``Env`` (or until :meth:`close`). In token mode the

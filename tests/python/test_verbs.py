@@ -1,0 +1,122 @@
+"""The Python surface of kgenv's verbs: every verb of the core's list (``runner::VERBS``,
+which the CLI's and Rust's parity tests walk too) exists here, and each new one works on
+the mock world as its CLI twin does."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+
+import pytest
+
+import kgenv
+from conftest import gce_env
+from kgenv import _kgenv, events
+from kgenv.testing import MockWorld
+
+
+def _resolve(dotted: str) -> object:
+    obj: object = kgenv
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_every_core_verb_has_a_python_name() -> None:
+    verbs = _kgenv.verbs()
+    assert len(verbs) >= 15
+    for verb, cli, python, rust in verbs:
+        fn = _resolve(python)
+        assert callable(fn), f"{verb} ({cli}) → kgenv.{python} is not callable"
+        assert inspect.getdoc(fn), f"kgenv.{python} has no docstring"
+        if python.startswith("Env."):
+            twin = _resolve(python + "_async")
+            assert inspect.iscoroutinefunction(twin), f"kgenv.{python}_async is not a coroutine function"
+
+
+def test_stop_keeps_the_vm_and_start_brings_it_back(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    status = lambda: next(iter(world.state()["instances"].values()))["status"]  # noqa: E731
+    stopped = env.stop(progress=False)
+    assert stopped.operation == "stop" and stopped["instance"].outcome == "changed"
+    assert status() == "TERMINATED"
+    assert "stopped, disks kept" in str(stopped)
+    assert env.stop(progress=False)["instance"].outcome == "nothing"
+    started = env.start(progress=False)
+    assert started["instance"].outcome == "changed" and status() == "RUNNING"
+    assert "host" in started.satisfied or "host" in started.changed
+
+
+def test_stop_needs_a_vm(world: MockWorld) -> None:
+    env = kgenv.Env("kg", target="local", image=kgenv.Image(), container=kgenv.Container(), backends=world)
+    with pytest.raises(kgenv.UsageError, match="needs a GCE instance"):
+        env.stop()
+
+
+def test_exec_runs_in_the_container(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    seen: list[kgenv.Event] = []
+    r = env.exec(["echo", "hi there"], on_event=seen.append)
+    assert r.ok and r.text == "hi there\n"
+    assert [e.line for e in seen if isinstance(e, events.LogEvent) and e.step == "exec"] == ["hi there"]
+    with pytest.raises(kgenv.CommandFailedError) as e:
+        env.exec(["false"])
+    assert e.value.step == "exec" and e.value.exit_code == 1
+    assert env.exec(["false"], check=False).exit_code == 1
+    assert world.calls("engine.exec")[-1].target.endswith(": false")
+
+
+def test_logs_and_gpu_report(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    assert isinstance(env.logs(tail=10), str)
+    report = env.gpu()
+    assert report.usable and report.gpus[0].name == "Tesla T4"
+    assert "GPU: Tesla T4" in str(report)
+    world.set_host_gpus(0)
+    assert not env.gpu().usable and env.gpu().problem
+
+
+def test_autostop_in_place(world: MockWorld) -> None:
+    env = gce_env(world, autostop=kgenv.Autostop(idle_minutes=60))
+    env.up(progress=False)
+    facts = lambda: json.loads(env.state_file.read_text())["steps"].get("autostop", {}).get("facts", {})  # noqa: E731
+    assert facts()["idle_minutes"] == "60"
+    env.autostop(15)
+    assert facts()["idle_minutes"] == "15"
+    env.autostop(None)
+    assert "idle_minutes" not in facts()
+    with pytest.raises(kgenv.ValidationError, match="idle_minutes"):
+        env.autostop(2)
+    with pytest.raises(TypeError):
+        env.autostop("soon")  # type: ignore[arg-type]
+
+
+def test_down_deletes_only_the_named_bucket(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    with pytest.raises(kgenv.UsageError, match="not this environment's bucket"):
+        env.down(delete_buckets=["someone-elses"], progress=False)
+    assert world.state()["buckets"], "nothing deleted on a usage error"
+    env.down(delete_buckets=["gs://my-project-data"], progress=False)
+    assert world.state()["buckets"] == {}
+
+
+def test_data_list(world: MockWorld) -> None:
+    files = kgenv.data.list_files("titanic", backends=world)
+    assert {f.name for f in files} >= {"train.csv", "test.csv"}
+    assert all(isinstance(f.size, int) and f.size > 0 for f in files)
+    with pytest.raises(kgenv.NotFoundError):
+        kgenv.data.list_files("no-such-competition", backends=world)
+
+
+def test_async_twins(env: kgenv.Env) -> None:
+    async def go() -> tuple[kgenv.CommandResult, kgenv.GpuReport, bool, kgenv.Report]:
+        await env.up_async(progress=False)
+        r = await env.exec_async(["echo", "async"])
+        g = await env.gpu_async()
+        with await env.jupyter_async() as t:
+            tunnelled = t.tunnelled and t.port > 0
+        return r, g, tunnelled, await env.stop_async(progress=False)
+
+    r, g, tunnelled, s = asyncio.run(go())
+    assert r.text == "async\n" and g.usable and tunnelled and s.operation == "stop"
