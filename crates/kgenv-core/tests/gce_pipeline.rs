@@ -655,9 +655,17 @@ async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
         .expect("new ip recorded");
     assert_ne!(ip1, ip2, "an ephemeral address changes on start");
     assert_eq!(
+        rig.hosts
+            .asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last(),
+        Some(&ip2),
+        "start logs in to the host at its new address"
+    );
+    assert_eq!(
         rig.runner.host_addr().await.expect("addr").map(|a| a.host),
-        Some(ip2.clone()),
-        "the host is reached at the new address"
+        Some(ip2.clone())
     );
     assert!(rig.state().await.fact("instance", "host_keys").is_some());
     // `up` after a stop starts the VM again; the same VM keeps its pinned host keys.
