@@ -26,6 +26,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+echo "== examples (examples/*.rs, on the simulated backends)"
+for example in plan up data_pull; do
+  echo "-- $example"
+  cargo run --locked --quiet -p kgenv-core --example "$example"
+done
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
   echo "== pytest"
   "$KGENV_VENV/bin/python" -m pytest -q tests/python
