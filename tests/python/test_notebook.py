@@ -36,6 +36,9 @@ def test_example_notebook_runs_headless(kgenv_home: Path) -> None:
     assert "kgenv up kaggle-gpu" in text, "the live progress display rendered"
     assert "✓ instance: nothing to do" in text, "on_event output from the async run is shown"
     assert "Tesla T4" in text
+    assert "hello from the container" in text, "exec in the container"
+    assert "train.csv" in text, "data list"
+    assert "stop kaggle-gpu: stopped, disks kept" in text, "stop"
     assert "open https://127.0.0.1:" in text
     assert "no GPUs left in us-central1-a" in text
     assert "instances left: []" in text
