@@ -5,7 +5,7 @@
 //!   and no proxy for loopback endpoints (emulators, test fakes);
 //! - [`Secret`]: the one wrapper for tokens and keys, never shown by `Debug` or `Display`;
 //! - [`TokenSource`]: what a client authenticates with — nothing, a static secret, or a
-//!   [`TokenProvider`] (Google's credentials live in [`crate::google_auth`]);
+//!   [`TokenProvider`] (Google's credentials, a layer above, implement one);
 //! - [`RetryPolicy`]: exponential backoff with full jitter, `Retry-After` as a floor, a
 //!   retry count, a time budget and a cap on how long a server may ask to wait;
 //! - [`retry_after`]: the one `Retry-After` parser (seconds or an HTTP-date);

@@ -1,7 +1,7 @@
 //! Where a client's credentials come from, as one type every service authenticates with:
 //! none (emulators, anonymous calls), one static secret (a bearer token, or a Kaggle
 //! username and key as HTTP Basic), or a provider that hands out fresh bearer tokens
-//! (Google's Application Default Credentials, see [`crate::google_auth`]).
+//! (Google's Application Default Credentials implement one, a layer above).
 
 use std::sync::Arc;
 
