@@ -89,7 +89,8 @@ impl KaggleClient {
         Self::new(KaggleEndpoint::from_env()?, Credentials::from_env()?)
     }
 
-    /// The same client with another retry policy (default [`RETRY`]).
+    /// The same client with another retry policy (default: from 500 ms, 5 retries,
+    /// `Retry-After` waited up to a minute).
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.transport = self.transport.with_retry_policy(policy);
