@@ -31,6 +31,7 @@ pub mod error;
 pub mod gce;
 pub mod gcs;
 pub mod github;
+pub mod google_auth;
 pub mod gpu;
 pub mod http;
 pub mod kaggle;

@@ -12,7 +12,8 @@ use gce_fake::{discovery::Discovery, FakeGce, Fault};
 use kgenv_core::backends::compute::{
     Compute, FirewallRule, InstanceRef, InstanceRequest, InstanceStatus,
 };
-use kgenv_core::gce::{recipe, GceCompute, RetryPolicy};
+use kgenv_core::gce::{recipe, GceCompute};
+use kgenv_core::http::RetryPolicy;
 use kgenv_core::BackendError;
 use serde_json::json;
 
@@ -337,7 +338,7 @@ async fn retries_stop_within_the_time_budget() {
         .base_url(fake.base_url())
         .static_token(gce_fake::TOKEN)
         .retry_policy(RetryPolicy {
-            max_elapsed: Duration::from_millis(400),
+            max_elapsed: Some(Duration::from_millis(400)),
             max_retries: 1000,
             ..gce_fake::fast_retries()
         })

@@ -48,7 +48,7 @@ async fn from_env_uses_the_endpoint_override_and_the_static_token() {
         !format!("{gce:?}").contains(gce_fake::TOKEN),
         "the token stays out of Debug output"
     );
-    assert_eq!(gce.transport().base_url(), fake.base_url());
+    assert_eq!(gce.base_url(), fake.base_url());
 
     let env = Env::builder("kg")
         .instance(

@@ -141,7 +141,7 @@ impl Site {
 
     /// A client that trusts only the generated certificate (and keeps cookies).
     fn client(&self) -> reqwest::Client {
-        kgenv_core::github::transport::ensure_crypto_provider();
+        kgenv_core::http::ensure_crypto_provider();
         let mut b = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())

@@ -3,33 +3,19 @@
 //! `oauth2accesstoken`, which is what `gcloud auth configure-docker` sets up.
 //!
 //! The token comes from `GOOGLE_OAUTH_ACCESS_TOKEN` when set (Terraform's convention), else
-//! from Application Default Credentials through `gcp_auth`. Without either, the pull is
+//! from Application Default Credentials ([`crate::google_auth`]). Without either, the pull is
 //! anonymous, which is enough for Kaggle's public images. The token is only ever put in the
 //! `X-Registry-Auth` header of that one pull: never logged, never in an error.
 
 use bollard::auth::DockerCredentials;
-use tokio::sync::OnceCell;
 
-/// The scope a registry pull needs.
-const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+use crate::google_auth;
+use crate::http::{Secret, TokenSource};
 
 /// Where registry tokens come from.
+#[derive(Debug)]
 pub struct RegistryAuth {
-    static_token: Option<String>,
-    use_adc: bool,
-    provider: OnceCell<Option<std::sync::Arc<dyn gcp_auth::TokenProvider>>>,
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field(
-                "static_token",
-                &self.static_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("use_adc", &self.use_adc)
-            .finish()
-    }
+    source: TokenSource,
 }
 
 impl Default for RegistryAuth {
@@ -39,77 +25,44 @@ impl Default for RegistryAuth {
 }
 
 impl RegistryAuth {
-    /// `GOOGLE_OAUTH_ACCESS_TOKEN` if set, else Application Default Credentials.
+    /// `GOOGLE_OAUTH_ACCESS_TOKEN` if set, else Application Default Credentials (scope
+    /// `cloud-platform`), looked for at the first pull from a Google registry.
     pub fn from_env() -> Self {
-        let static_token = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty());
         Self {
-            static_token,
-            use_adc: true,
-            provider: OnceCell::new(),
+            source: google_auth::lazy_token_source("docker", google_auth::CLOUD_PLATFORM),
         }
     }
 
     /// Always anonymous pulls.
     pub fn anonymous() -> Self {
         Self {
-            static_token: None,
-            use_adc: false,
-            provider: OnceCell::new(),
+            source: TokenSource::None,
         }
     }
 
     /// This token for Google's registries.
     pub fn token(token: impl Into<String>) -> Self {
         Self {
-            static_token: Some(token.into()),
-            use_adc: false,
-            provider: OnceCell::new(),
+            source: TokenSource::Static(Secret::new(token)),
         }
     }
 
     /// Credentials for pulling `image`, or `None` for an anonymous pull.
     pub async fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {
         let host = google_registry(image)?;
-        let token = match &self.static_token {
-            Some(t) => t.clone(),
-            None if self.use_adc => self.adc_token().await?,
-            None => return None,
+        let token = match self.source.bearer_token().await {
+            Ok(t) => t?,
+            Err(e) => {
+                tracing::debug!("no Google token for the registry ({e}); pulling anonymously");
+                return None;
+            }
         };
         Some(DockerCredentials {
             username: Some("oauth2accesstoken".into()),
-            password: Some(token),
+            password: Some(token.expose().to_string()),
             serveraddress: Some(format!("https://{host}")),
             ..Default::default()
         })
-    }
-
-    async fn adc_token(&self) -> Option<String> {
-        let provider = self
-            .provider
-            .get_or_init(|| async {
-                match crate::gce::auth::adc_provider().await {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::debug!(
-                            "no Google credentials for the registry ({e}); pulling anonymously"
-                        );
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()?;
-        match provider.token(&[SCOPE]).await {
-            Ok(t) => Some(t.as_str().to_string()),
-            Err(e) => {
-                tracing::debug!(
-                    "could not get a Google token for the registry ({e}); pulling anonymously"
-                );
-                None
-            }
-        }
     }
 }
 

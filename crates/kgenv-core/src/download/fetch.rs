@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use reqwest::header::{
     HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
@@ -138,38 +137,15 @@ pub enum TransferError {
     Backend(#[from] BackendError),
 }
 
-/// Maps a reqwest error to the backend error kinds.
-pub(crate) fn map_reqwest(service: &'static str, what: &str, e: reqwest::Error) -> BackendError {
-    let e = e.without_url(); // signed URLs carry credentials in their query
-    if e.is_timeout() {
-        BackendError::Transient {
-            service,
-            message: format!("{what}: timed out"),
-            source: Some(Box::new(e)),
-        }
-    } else if e.is_connect() {
-        BackendError::Connection {
-            endpoint: what.to_string(),
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        }
-    } else {
-        BackendError::Transient {
-            service,
-            message: format!("{what}: {e}"),
-            source: Some(Box::new(e)),
-        }
-    }
+/// Maps a reqwest error of the download of `what` (the shared mapping; the signed URL is
+/// stripped from the error).
+pub(crate) fn map_reqwest(what: &str, e: reqwest::Error) -> BackendError {
+    crate::http::map_reqwest(e, &crate::http::Failure::new(SERVICE, what))
 }
 
-/// A backoff schedule for one request.
+/// The retry schedule of one request.
 pub(crate) fn backoff(opts: &DownloadOptions) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(opts.retry_min_delay)
-        .with_max_delay(Duration::from_secs(30))
-        .with_max_times(opts.max_retries as usize)
-        .with_jitter()
-        .build()
+    opts.retry_policy().delays()
 }
 
 fn validator(headers: &HeaderMap) -> Option<String> {
@@ -272,7 +248,7 @@ pub(crate) async fn probe(
                     }
                 }
             }
-            Err(e) => map_reqwest(SERVICE, &url.describe(), e),
+            Err(e) => map_reqwest(&url.describe(), e),
         };
         match delays.next() {
             Some(d) => tokio::time::sleep(d).await,
@@ -346,7 +322,7 @@ pub(crate) async fn fetch_range(
                             }
                             Ok(None) => break,
                             Err(e) => {
-                                failure = Some(map_reqwest(SERVICE, &url.describe(), e));
+                                failure = Some(map_reqwest(&url.describe(), e));
                                 break;
                             }
                         }
@@ -386,7 +362,7 @@ pub(crate) async fn fetch_range(
                     .into())
                 }
             },
-            Err(e) => map_reqwest(SERVICE, &url.describe(), e),
+            Err(e) => map_reqwest(&url.describe(), e),
         };
         if pos > before {
             delays = backoff(opts); // progress was made: a fresh retry budget

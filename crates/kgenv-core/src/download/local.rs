@@ -290,7 +290,7 @@ pub(crate) async fn single(
                 .get(u)
                 .send()
                 .await
-                .map_err(|e| super::fetch::map_reqwest("download", &url.describe(), e))?;
+                .map_err(|e| super::fetch::map_reqwest(&url.describe(), e))?;
             if !r.status().is_success() {
                 return Err(BackendError::transient(
                     "download",
@@ -310,7 +310,7 @@ pub(crate) async fn single(
     while let Some(b) = resp
         .chunk()
         .await
-        .map_err(|e| super::fetch::map_reqwest("download", &url.describe(), e))?
+        .map_err(|e| super::fetch::map_reqwest(&url.describe(), e))?
     {
         crc = crc32c::crc32c_append(crc, &b);
         pos += b.len() as u64;

@@ -42,7 +42,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use fetch::{backoff as backoff_delays, map_reqwest};
 pub use fetch::{FixedUrl, TransferError, UrlSource};
 pub use ordered::{ChunkSink, Streamed};
 
@@ -50,6 +49,7 @@ use self::checksum::Announced;
 use self::fetch::{Probe, UrlCell};
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::error::BackendError;
+use crate::http::RetryPolicy;
 
 /// GCS resumable uploads take chunks in multiples of this.
 pub const CHUNK_ALIGN: u64 = 256 * 1024;
@@ -120,6 +120,17 @@ impl DownloadOptions {
     pub fn file_attempts(mut self, n: u32) -> Self {
         self.file_attempts = n.max(1);
         self
+    }
+
+    /// The retry schedule of one request: the shared policy from `retry_min_delay` to 30 s,
+    /// `max_retries` retries. The transfers keep their own loops (they resume from the
+    /// last byte received rather than repeat a request) and take only its waits.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(
+            self.retry_min_delay,
+            Duration::from_secs(30),
+            self.max_retries as usize,
+        )
     }
 }
 

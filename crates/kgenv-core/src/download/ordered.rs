@@ -174,7 +174,7 @@ pub(crate) async fn single(
             http.get(u)
                 .send()
                 .await
-                .map_err(|e| super::fetch::map_reqwest("download", &url.describe(), e))?
+                .map_err(|e| super::fetch::map_reqwest(&url.describe(), e))?
         }
     };
     let cs = usize::try_from(opts.chunk_size).unwrap_or(usize::MAX);
@@ -186,7 +186,7 @@ pub(crate) async fn single(
     while let Some(mut b) = resp
         .chunk()
         .await
-        .map_err(|e| super::fetch::map_reqwest("download", &url.describe(), e))?
+        .map_err(|e| super::fetch::map_reqwest(&url.describe(), e))?
     {
         if pos < start {
             let skip = usize::try_from(start - pos)

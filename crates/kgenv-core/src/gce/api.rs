@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde::Serialize;
 
 use super::model;
 use crate::backends::BackendResult;
 use crate::error::BackendError;
+use crate::http::Request;
 
 /// How long a `wait` long-poll may take on the wire (the server returns after ~2 minutes).
 pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(150);
@@ -60,6 +61,36 @@ impl ApiRequest {
     fn query(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.query.push((k, v.into()));
         self
+    }
+
+    /// The HTTP request under the service root `base` (with its trailing slash). A mutating
+    /// call carries `request_id`, the same on every attempt of the call.
+    pub fn to_http(&self, base: &str, request_id: Option<&str>) -> BackendResult<Request> {
+        let endpoint = format!("{base}{}", self.path);
+        let mut url = Url::parse(&endpoint).map_err(|e| BackendError::InvalidArgument {
+            resource: self.resource.clone(),
+            message: format!("bad request path: {e}"),
+        })?;
+        if !self.query.is_empty() || request_id.is_some() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &self.query {
+                q.append_pair(k, v);
+            }
+            if let Some(id) = request_id {
+                q.append_pair("requestId", id);
+            }
+        }
+        let what = format!("{} {endpoint}", self.method);
+        let mut req = Request::new(self.method.clone(), url, what).endpoint(endpoint);
+        if self.long_poll {
+            req = req.timeout(LONG_POLL_TIMEOUT);
+        }
+        Ok(match &self.body {
+            Some(b) => req.json_value(b),
+            // Compute's POST actions (start, stop, wait) take an empty body with a length.
+            None if self.method == Method::POST => req.empty_body(),
+            None => req,
+        })
     }
 }
 
@@ -396,6 +427,29 @@ mod tests {
             r.path,
             "projects/example.com:my-project/zones/us-central1-a/instances/kg"
         );
+    }
+
+    #[test]
+    fn http_requests_carry_the_request_id_and_timeouts() {
+        let base = "https://compute.googleapis.com/compute/v1/";
+        let r = get_guest_attributes("my-project", "us-central1-a", "kg", "hostkeys/")
+            .expect("ok")
+            .to_http(base, None)
+            .expect("request");
+        assert_eq!(r.url.as_str(), "https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-a/instances/kg/getGuestAttributes?queryPath=hostkeys%2F");
+        assert!(r.timeout.is_none());
+        let r = delete_instance("my-project", "us-central1-a", "kg")
+            .expect("ok")
+            .to_http(base, Some("id-1"))
+            .expect("request");
+        assert_eq!(r.url.query(), Some("requestId=id-1"));
+        assert_eq!(r.endpoint.as_deref(), Some("https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-a/instances/kg"));
+        let w = wait_global_operation("my-project", "operation-1")
+            .expect("ok")
+            .to_http(base, None)
+            .expect("request");
+        assert_eq!(w.timeout, Some(LONG_POLL_TIMEOUT));
+        assert!(matches!(w.body, crate::http::Body::Empty));
     }
 
     #[test]

@@ -1,24 +1,73 @@
 //! [`GceCompute`]: the real [`Compute`] backend. Each trait call is a request built by
-//! [`super::api`], sent by the [`Transport`], and — for mutating calls — followed by
-//! waiting on its operation ([`super::operation`]).
+//! [`super::api`], sent on the shared [`Transport`] (bearer token, retries), and — for
+//! mutating calls — followed by waiting on its operation ([`super::operation`]).
+//!
+//! Retries follow Google's advice for Compute ([`RETRY`]: truncated exponential backoff
+//! from 1 s to 32 s with full jitter, at most 10 retries within 180 s, `Retry-After`
+//! honoured). A mutating call carries one `requestId` (a UUID) on every attempt, so Compute
+//! Engine treats a retried insert whose first attempt landed as the same request and never
+//! creates a second instance.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 
 use super::api;
-use super::auth::{Secret, TokenSource};
 use super::caller_ip;
+use super::errors;
 use super::model;
 use super::operation;
 use super::recipe;
-use super::transport::{RetryPolicy, Transport, BASE_URL_ENV, DEFAULT_BASE_URL};
 use crate::backends::compute::{
     Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
+use crate::google_auth;
+use crate::http::{is_loopback, RetryPolicy, Secret, TokenSource, Transport, TransportConfig};
+
+/// The public service root.
+pub const DEFAULT_BASE_URL: &str = "https://compute.googleapis.com/compute/v1/";
+/// gcloud's override of the service root (`https://host/compute/v1/`), used by tests and emulators.
+pub const BASE_URL_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE";
+
+/// Compute's retry policy: Google's advice, truncated exponential backoff from 1 s to 32 s,
+/// at most 10 retries, none starting past 180 s; 60 s per ordinary attempt (long-polls get
+/// [`api::LONG_POLL_TIMEOUT`]).
+pub const RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(32), 10)
+        .with_budget(Duration::from_secs(180))
+        .with_attempt_timeout(Duration::from_secs(60));
+
+const SERVICE: &str = "compute";
+
+/// Checks a service root and gives it a trailing slash. Plain HTTP is allowed only on a
+/// loopback address: the token must not cross a network in clear.
+pub fn normalize_base_url(url: &str) -> BackendResult<String> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| BackendError::InvalidArgument {
+        resource: format!("compute endpoint `{url}` (from {BASE_URL_ENV} or the client builder)"),
+        message: format!("is not a URL ({e}); use e.g. {DEFAULT_BASE_URL}"),
+    })?;
+    let host = parsed.host_str().unwrap_or_default();
+    let ok = match parsed.scheme() {
+        "https" => !host.is_empty(),
+        "http" => is_loopback(host),
+        _ => false,
+    };
+    if !ok || parsed.query().is_some() {
+        return Err(BackendError::InvalidArgument {
+            resource: format!("compute endpoint `{url}`"),
+            message: "must be https://… (plain http only on a loopback address, since the access token travels with every request) and have no query".into(),
+        });
+    }
+    let mut s = parsed.to_string();
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    Ok(s)
+}
 
 /// How long kgenv waits for one operation (a GPU VM insert takes a minute or two).
 pub const DEFAULT_OPERATION_LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -36,6 +85,7 @@ pub const DEFAULT_OPERATION_LIMIT: Duration = Duration::from_secs(20 * 60);
 #[derive(Clone, Debug)]
 pub struct GceCompute {
     transport: Transport,
+    base: String,
     caller_ip_url: String,
     operation_limit: Duration,
 }
@@ -85,19 +135,35 @@ impl GceComputeBuilder {
     /// The client; `Unauthenticated` when no token source was given.
     pub fn build(self) -> BackendResult<GceCompute> {
         let token = self.token.ok_or_else(|| BackendError::Unauthenticated {
-            service: "compute",
+            service: SERVICE,
             message: format!(
                 "no token source given to the client builder; {}",
-                super::auth::HOW_TO_AUTH
+                google_auth::HOW_TO_AUTH
             ),
         })?;
+        let base = normalize_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let base_url =
+            reqwest::Url::parse(&base).map_err(|e| BackendError::other(e.to_string()))?;
+        let http = crate::http::client_builder(&base)
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| BackendError::Other {
+                message: "building the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
         let transport = Transport::new(
-            self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
-            token,
-            self.retry.unwrap_or_default(),
-        )?;
+            http,
+            TransportConfig {
+                service: SERVICE,
+                base: base_url,
+                auth: token,
+                retry: self.retry.unwrap_or(RETRY),
+                connect_hint: Some("could not connect to Compute Engine"),
+            },
+        );
         Ok(GceCompute {
             transport,
+            base,
             caller_ip_url: self
                 .caller_ip_url
                 .unwrap_or_else(|| caller_ip::DEFAULT_URL.into()),
@@ -125,7 +191,8 @@ impl GceCompute {
     /// Fails with [`BackendError::Unauthenticated`] (saying how to log in) when there are
     /// no credentials.
     pub async fn from_env() -> BackendResult<Self> {
-        let mut b = Self::builder().token_source(TokenSource::from_env().await?);
+        let mut b = Self::builder()
+            .token_source(google_auth::token_source(SERVICE, google_auth::CLOUD_PLATFORM).await?);
         if let Some(url) = env_nonempty(BASE_URL_ENV) {
             b = b.base_url(url);
         }
@@ -135,26 +202,53 @@ impl GceCompute {
         b.build()
     }
 
-    /// The transport (service root, retries).
+    /// The shared transport (credentials, retries).
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
 
+    /// The service root, with a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends `req`, retrying what may pass, and decodes the JSON answer. A mutating call
+    /// carries one `requestId` on all its attempts.
+    pub async fn send<T: DeserializeOwned>(&self, req: &api::ApiRequest) -> BackendResult<T> {
+        // One id for every attempt of this call: that is what makes the retries safe.
+        let request_id = req.mutating.then(|| uuid::Uuid::new_v4().to_string());
+        let http_req = req.to_http(&self.base, request_id.as_deref())?;
+        let answer = self
+            .transport
+            .call(&http_req, |r| {
+                if r.status.is_success() {
+                    Ok(r)
+                } else {
+                    Err(errors::from_http(
+                        r.status.as_u16(),
+                        &r.body,
+                        r.retry_after(),
+                        &req.resource,
+                    ))
+                }
+            })
+            .await?;
+        serde_json::from_slice(&answer.body).map_err(|e| BackendError::Other {
+            message: format!(
+                "{}: unexpected answer from Compute Engine to {} {}",
+                req.resource, req.method, req.path
+            ),
+            source: Some(Box::new(e)),
+        })
+    }
+
     async fn run(&self, project: &str, req: api::ApiRequest) -> BackendResult<model::Operation> {
-        let op: model::Operation = self.transport.send(&req).await?;
-        operation::wait(
-            &self.transport,
-            project,
-            op,
-            &req.resource,
-            self.operation_limit,
-        )
-        .await
+        let op: model::Operation = self.send(&req).await?;
+        operation::wait(self, project, op, &req.resource, self.operation_limit).await
     }
 
     async fn get_instance_model(&self, at: &InstanceRef) -> BackendResult<Option<model::Instance>> {
         match self
-            .transport
             .send(&api::get_instance(&at.project, &at.zone, &at.name)?)
             .await
         {
@@ -246,7 +340,6 @@ impl GceCompute {
         machine_type: &str,
     ) -> BackendResult<()> {
         let _: model::Named = self
-            .transport
             .send(&api::get_machine_type(project, zone, machine_type)?)
             .await?;
         Ok(())
@@ -306,7 +399,6 @@ impl Compute for GceCompute {
         query_path: &str,
     ) -> BackendResult<Vec<(String, String)>> {
         let ga: model::GuestAttributes = self
-            .transport
             .send(&api::get_guest_attributes(
                 &at.project,
                 &at.zone,
@@ -322,7 +414,6 @@ impl Compute for GceCompute {
 
     async fn get_firewall(&self, project: &str, name: &str) -> BackendResult<Option<FirewallRule>> {
         match self
-            .transport
             .send::<model::Firewall>(&api::get_firewall(project, name)?)
             .await
         {
@@ -357,10 +448,7 @@ impl Compute for GceCompute {
     }
 
     async fn image_from_family(&self, project: &str, family: &str) -> BackendResult<ImageInfo> {
-        let image: model::Image = self
-            .transport
-            .send(&api::image_from_family(project, family)?)
-            .await?;
+        let image: model::Image = self.send(&api::image_from_family(project, family)?).await?;
         Ok(ImageInfo {
             self_link: image.self_link,
             name: image.name,
@@ -377,7 +465,6 @@ impl Compute for GceCompute {
         gpu_type: &str,
     ) -> BackendResult<()> {
         let _: model::Named = self
-            .transport
             .send(&api::get_accelerator_type(project, zone, gpu_type)?)
             .await?;
         Ok(())
@@ -398,5 +485,41 @@ impl Compute for GceCompute {
                 .await?
                 .to_string(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert_eq!(
+            normalize_base_url("http://127.0.0.1:8080/compute/v1").expect("loopback"),
+            "http://127.0.0.1:8080/compute/v1/"
+        );
+        assert!(normalize_base_url("http://[::1]:1/compute/v1/").is_ok());
+        assert!(normalize_base_url("http://localhost:1/compute/v1/").is_ok());
+        assert!(normalize_base_url("http://compute.example.com/compute/v1/").is_err());
+        assert!(normalize_base_url("ftp://127.0.0.1/").is_err());
+        assert!(normalize_base_url("https://compute.googleapis.com/compute/v1/?x=1").is_err());
+        assert_eq!(
+            normalize_base_url(DEFAULT_BASE_URL).expect("default"),
+            DEFAULT_BASE_URL
+        );
+    }
+
+    #[test]
+    fn compute_keeps_googles_retry_budget() {
+        assert_eq!(
+            RETRY
+                .ceilings()
+                .map(|d| (d.as_secs_f64() * 1e3).round() as u64)
+                .collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 32, 32, 32, 32].map(|s| s * 1000)
+        );
+        assert_eq!(RETRY.max_elapsed, Some(Duration::from_secs(180)));
+        assert_eq!(RETRY.attempt_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(RETRY.max_retry_after, None);
     }
 }

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use super::model::{self, ErrorBody, Operation};
+use super::model::{self, region_of, ErrorBody, Operation};
 use crate::error::{BackendError, QuotaInfo, QuotaScope};
-use crate::spec::rules::region_of;
 
 const SERVICE: &str = "compute";
 
@@ -187,7 +186,7 @@ fn classify(f: Facts<'_>, resource: &str) -> BackendError {
     match f.status {
         Some(401) => BackendError::Unauthenticated {
             service: SERVICE,
-            message: format!("{} ({})", f.message, super::auth::HOW_TO_AUTH),
+            message: format!("{} ({})", f.message, crate::google_auth::HOW_TO_AUTH),
         },
         Some(403) => BackendError::PermissionDenied {
             resource: resource.to_string(),

@@ -1,19 +1,18 @@
 //! Google Compute Engine over its REST API: the real [`crate::backends::Compute`].
 //!
-//! Layers, bottom up (the shape of google-cloud-rust and bollard, written for kgenv):
+//! Layers, bottom up (the shape of google-cloud-rust and bollard, written for kgenv), on
+//! the shared [`crate::http`] transport and [`crate::google_auth`] credentials:
 //!
-//! - [`auth`]: bearer tokens — `GOOGLE_OAUTH_ACCESS_TOKEN`, else Application Default
-//!   Credentials through `gcp_auth`;
-//! - [`transport`]: one `reqwest` client, the service root
-//!   (`CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`), retries with backoff and full jitter,
-//!   `Retry-After`, a `requestId` per mutating call reused across its retries;
 //! - [`model`]: serde models of the fields kgenv uses, typed as the discovery document says;
 //! - [`api`]: one request builder per method, no I/O, every path segment checked;
 //! - [`recipe`]: kgenv's instance and firewall bodies (Google's GPU recipe);
 //! - [`errors`]: HTTP errors and failed operations → typed [`crate::BackendError`]s;
 //! - [`operation`]: `operations.wait` long-polls, looped until DONE;
 //! - [`caller_ip`]: the caller's public address for SSH-only firewall rules;
-//! - [`client`]: [`GceCompute`], the trait implementation.
+//! - [`client`]: [`GceCompute`], the trait implementation: the service root
+//!   (`CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`), bearer tokens (`GOOGLE_OAUTH_ACCESS_TOKEN`,
+//!   else Application Default Credentials), retries with backoff and full jitter,
+//!   `Retry-After`, a `requestId` per mutating call reused across its retries.
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::Result<()> {
@@ -29,14 +28,11 @@
 //! ```
 
 pub mod api;
-pub mod auth;
 pub mod caller_ip;
 pub mod client;
 pub mod errors;
 pub mod model;
 pub mod operation;
 pub mod recipe;
-pub mod transport;
 
-pub use client::{GceCompute, GceComputeBuilder};
-pub use transport::RetryPolicy;
+pub use client::{GceCompute, GceComputeBuilder, BASE_URL_ENV, DEFAULT_BASE_URL, RETRY};

@@ -6,16 +6,16 @@
 use std::time::{Duration, Instant};
 
 use super::api;
+use super::client::GceCompute;
 use super::errors;
 use super::model::{short_name, Operation};
-use super::transport::Transport;
 use crate::backends::BackendResult;
 use crate::error::BackendError;
 
 /// Waits until `op` (started in `project`) is DONE and returns it; its error, if any, as a
 /// typed [`BackendError`] about `resource`.
 pub async fn wait(
-    transport: &Transport,
+    gce: &GceCompute,
     project: &str,
     mut op: Operation,
     resource: &str,
@@ -44,7 +44,7 @@ pub async fn wait(
             None => api::wait_global_operation(project, &op.name)?,
         };
         let asked = Instant::now();
-        let next: Operation = transport.send(&req).await?;
+        let next: Operation = gce.send(&req).await?;
         if !next.is_done() && asked.elapsed() < Duration::from_millis(50) {
             early_answers += 1;
             tokio::time::sleep(Duration::from_millis(50u64 << early_answers.min(5))).await;

@@ -1,126 +1,155 @@
-//! Typed bodies of the GCS JSON API calls kgenv makes (no I/O here).
+//! Request builders for the GCS JSON API calls kgenv makes: each returns a
+//! [`Request`] under the service root (Google's, or the emulator's) — no I/O here. Every
+//! name is one percent-encoded path segment, so no bucket or object name can change the
+//! URL's shape.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use reqwest::header::{HeaderName, CONTENT_LENGTH, CONTENT_RANGE};
+use reqwest::{Method, Url};
 
-use crate::backends::storage::BucketInfo;
+use super::model::{NewBucket, NewObject};
+use crate::backends::BackendResult;
+use crate::error::BackendError;
+use crate::http::Request;
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct NewBucket<'a> {
-    name: &'a str,
-    location: &'a str,
-    iam_configuration: IamConfiguration,
-}
-
-impl<'a> NewBucket<'a> {
-    pub(super) fn uniform(name: &'a str, location: &'a str) -> Self {
-        Self {
-            name,
-            location,
-            iam_configuration: IamConfiguration {
-                uniform_bucket_level_access: Some(Toggle { enabled: true }),
-            },
-        }
+/// `base` with `segments` appended (each one path segment) and `query`.
+pub(super) fn url(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> BackendResult<Url> {
+    let mut u = base.clone();
+    {
+        let mut p = u
+            .path_segments_mut()
+            .map_err(|_| BackendError::other("GCS base URL cannot take a path"))?;
+        p.pop_if_empty();
+        p.extend(segments);
     }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct IamConfiguration {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    uniform_bucket_level_access: Option<Toggle>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Toggle {
-    #[serde(default)]
-    enabled: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Bucket {
-    name: String,
-    #[serde(default)]
-    location: String,
-    #[serde(default)]
-    iam_configuration: IamConfiguration,
-}
-
-impl Bucket {
-    pub(super) fn into_info(self) -> BucketInfo {
-        BucketInfo {
-            name: self.name,
-            location: self.location,
-            uniform_access: self
-                .iam_configuration
-                .uniform_bucket_level_access
-                .is_some_and(|t| t.enabled),
-        }
+    if !query.is_empty() {
+        u.query_pairs_mut().extend_pairs(query);
     }
+    Ok(u)
 }
 
-/// An object's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectInfo {
-    /// Object name.
-    pub name: String,
-    /// Bucket.
-    #[serde(default)]
-    pub bucket: String,
-    /// Size in bytes (the API sends it as a string).
-    #[serde(default, deserialize_with = "de_u64_string")]
-    pub size: u64,
-    /// Base64 big-endian CRC32C.
-    #[serde(default)]
-    pub crc32c: Option<String>,
-    /// Custom metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+fn bucket_what(name: &str) -> String {
+    format!("bucket {name}")
 }
 
-impl ObjectInfo {
-    /// The CRC32C as a number.
-    pub fn crc32c(&self) -> Option<u32> {
-        self.crc32c
-            .as_deref()
-            .and_then(crate::download::checksum::decode_crc32c)
+/// `gs://bucket/name`, for messages.
+pub(super) fn object_what(bucket: &str, name: &str) -> String {
+    format!("gs://{bucket}/{name}")
+}
+
+/// `buckets.get`.
+pub(super) fn get_bucket(base: &Url, name: &str) -> BackendResult<Request> {
+    Ok(Request::new(
+        Method::GET,
+        url(base, &["storage", "v1", "b", name], &[])?,
+        bucket_what(name),
+    ))
+}
+
+/// `buckets.insert` with `body` in `project`.
+pub(super) fn insert_bucket(
+    base: &Url,
+    project: &str,
+    body: &NewBucket<'_>,
+) -> BackendResult<Request> {
+    Request::new(
+        Method::POST,
+        url(base, &["storage", "v1", "b"], &[("project", project)])?,
+        bucket_what(body.name),
+    )
+    .json(body)
+}
+
+/// `buckets.delete`.
+pub(super) fn delete_bucket(base: &Url, name: &str) -> BackendResult<Request> {
+    Ok(Request::new(
+        Method::DELETE,
+        url(base, &["storage", "v1", "b", name], &[])?,
+        bucket_what(name),
+    ))
+}
+
+/// `objects.get` (metadata).
+pub(super) fn get_object(base: &Url, bucket: &str, name: &str) -> BackendResult<Request> {
+    Ok(Request::new(
+        Method::GET,
+        url(base, &["storage", "v1", "b", bucket, "o", name], &[])?,
+        object_what(bucket, name),
+    ))
+}
+
+/// `objects.get?alt=media` (content).
+pub(super) fn read_object(base: &Url, bucket: &str, name: &str) -> BackendResult<Request> {
+    Ok(Request::new(
+        Method::GET,
+        url(
+            base,
+            &["storage", "v1", "b", bucket, "o", name],
+            &[("alt", "media")],
+        )?,
+        object_what(bucket, name),
+    ))
+}
+
+/// `objects.delete`.
+pub(super) fn delete_object(base: &Url, bucket: &str, name: &str) -> BackendResult<Request> {
+    Ok(Request::new(
+        Method::DELETE,
+        url(base, &["storage", "v1", "b", bucket, "o", name], &[])?,
+        object_what(bucket, name),
+    ))
+}
+
+/// Opens a resumable upload session of `bucket/name` (`size` when known).
+pub(super) fn start_upload(
+    base: &Url,
+    bucket: &str,
+    name: &str,
+    size: Option<u64>,
+    metadata: &BTreeMap<String, String>,
+) -> BackendResult<Request> {
+    let mut req = Request::new(
+        Method::POST,
+        url(
+            base,
+            &["upload", "storage", "v1", "b", bucket, "o"],
+            &[("uploadType", "resumable"), ("name", name)],
+        )?,
+        object_what(bucket, name),
+    )
+    .header(
+        HeaderName::from_static("x-upload-content-type"),
+        "application/octet-stream",
+    )?
+    .json(&NewObject { name, metadata })?;
+    if let Some(n) = size {
+        req = req.header(
+            HeaderName::from_static("x-upload-content-length"),
+            &n.to_string(),
+        )?;
     }
+    Ok(req)
 }
 
-fn de_u64_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        S(String),
-        N(u64),
-    }
-    match N::deserialize(d)? {
-        N::S(s) => s.parse().map_err(serde::de::Error::custom),
-        N::N(n) => Ok(n),
-    }
+/// A PUT to an upload session with this `Content-Range` and body.
+pub(super) fn put_chunk(
+    session: &Url,
+    what: &str,
+    range: &str,
+    body: Bytes,
+) -> BackendResult<Request> {
+    Ok(Request::new(Method::PUT, session.clone(), what)
+        .header(CONTENT_RANGE, range)?
+        .bytes(body))
 }
 
-#[derive(Debug, Serialize)]
-pub(super) struct NewObject<'a> {
-    pub(super) name: &'a str,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) metadata: &'a BTreeMap<String, String>,
-}
-
-/// `{"error": {"code": 404, "message": "..."}}`
-#[derive(Debug, Deserialize)]
-pub(super) struct ErrorBody {
-    pub(super) error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct ErrorDetail {
-    #[serde(default)]
-    pub(super) message: String,
+/// An empty PUT to an upload session with this `Content-Range` (a status query).
+pub(super) fn put_empty(session: &Url, what: &str, range: &str) -> BackendResult<Request> {
+    Request::new(Method::PUT, session.clone(), what)
+        .header(CONTENT_RANGE, range)?
+        .header(CONTENT_LENGTH, "0")
 }
 
 #[cfg(test)]
@@ -128,16 +157,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn new_buckets_ask_for_uniform_bucket_level_access() {
-        let body =
-            serde_json::to_value(NewBucket::uniform("kgenv-data", "us-central1")).expect("json");
+    fn names_stay_one_segment() {
+        let base: Url = "http://127.0.0.1:4443".parse().expect("url");
+        let r = get_object(&base, "bk", "comp/a b?.csv").expect("request");
         assert_eq!(
-            body,
-            serde_json::json!({
-                "name": "kgenv-data",
-                "location": "us-central1",
-                "iamConfiguration": { "uniformBucketLevelAccess": { "enabled": true } }
-            })
+            r.url.as_str(),
+            "http://127.0.0.1:4443/storage/v1/b/bk/o/comp%2Fa%20b%3F.csv"
         );
+        assert_eq!(r.what, "gs://bk/comp/a b?.csv");
+        let r = insert_bucket(
+            &base,
+            "my-project",
+            &NewBucket::uniform("kgenv-data", "us-central1"),
+        )
+        .expect("request");
+        assert_eq!(
+            r.url.as_str(),
+            "http://127.0.0.1:4443/storage/v1/b?project=my-project"
+        );
+        assert_eq!(r.what, "bucket kgenv-data");
     }
 }

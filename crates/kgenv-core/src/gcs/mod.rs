@@ -1,12 +1,16 @@
-//! Google Cloud Storage through its JSON API: buckets (the [`Storage`] trait: get, create
+//! Google Cloud Storage through its JSON API: buckets (the [`Storage`](crate::backends::Storage) trait: get, create
 //! with uniform bucket-level access, delete), object metadata, and resumable uploads in
 //! multiples of 256 KiB that resume from the `Range` of the server's 308 answers.
 //!
 //! Where it connects and how it authenticates follows Google's client libraries:
 //! `STORAGE_EMULATOR_HOST` (e.g. `127.0.0.1:4443` or `http://127.0.0.1:4443`) sends every
 //! request to an emulator without credentials; otherwise `GOOGLE_OAUTH_ACCESS_TOKEN` is
-//! used as a static bearer token when set, else Application Default Credentials via
-//! `gcp_auth`.
+//! used as a static bearer token when set, else Application Default Credentials
+//! ([`crate::google_auth`], scope `devstorage.full_control`).
+//!
+//! The files: `model` (typed bodies), `api` (request builders, no I/O), `errors` (statuses
+//! → typed errors), `client` ([`GcsClient`] on the shared [`crate::http`] transport, with
+//! retries) and [`upload`] (resumable uploads, with their own resume protocol).
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::backends::BackendResult<()> {
@@ -19,17 +23,15 @@
 //! ```
 
 mod api;
-mod transport;
+mod client;
+mod errors;
+mod model;
 pub mod upload;
 
-pub use api::ObjectInfo;
-pub use transport::GcsClient;
+pub use client::{GcsClient, RETRY};
+pub use model::ObjectInfo;
 pub use upload::{ResumableUpload, SavedUpload};
 
-use async_trait::async_trait;
-
-use crate::backends::storage::{BucketInfo, Storage};
-use crate::backends::BackendResult;
 use crate::error::BackendError;
 
 /// A `gs://bucket/prefix` location.
@@ -73,101 +75,6 @@ impl std::fmt::Display for GsPath {
         } else {
             write!(f, "gs://{}/{}", self.bucket, self.prefix)
         }
-    }
-}
-
-#[async_trait]
-impl Storage for GcsClient {
-    async fn get_bucket(&self, name: &str) -> BackendResult<Option<BucketInfo>> {
-        match self
-            .get_json::<api::Bucket>(
-                &["storage", "v1", "b", name],
-                &[],
-                &format!("bucket {name}"),
-            )
-            .await
-        {
-            Ok(b) => Ok(Some(b.into_info())),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn create_bucket(
-        &self,
-        project: &str,
-        name: &str,
-        location: &str,
-    ) -> BackendResult<BucketInfo> {
-        let body = api::NewBucket::uniform(name, location);
-        let b: api::Bucket = self
-            .post_json(
-                &["storage", "v1", "b"],
-                &[("project", project)],
-                &body,
-                &format!("bucket {name}"),
-            )
-            .await?;
-        Ok(b.into_info())
-    }
-
-    async fn delete_bucket(&self, name: &str) -> BackendResult<()> {
-        self.delete(&["storage", "v1", "b", name], &format!("bucket {name}"))
-            .await
-    }
-}
-
-impl GcsClient {
-    /// An object's metadata, `None` when it does not exist.
-    pub async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<Option<ObjectInfo>> {
-        match self
-            .get_json::<ObjectInfo>(
-                &["storage", "v1", "b", bucket, "o", name],
-                &[],
-                &format!("gs://{bucket}/{name}"),
-            )
-            .await
-        {
-            Ok(o) => Ok(Some(o)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Deletes an object.
-    pub async fn delete_object(&self, bucket: &str, name: &str) -> BackendResult<()> {
-        self.delete(
-            &["storage", "v1", "b", bucket, "o", name],
-            &format!("gs://{bucket}/{name}"),
-        )
-        .await
-    }
-
-    /// Streams an object's content to `each` (tests and verification).
-    pub async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        each: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> BackendResult<u64> {
-        let what = format!("gs://{bucket}/{name}");
-        let mut resp = self
-            .get_raw(
-                &["storage", "v1", "b", bucket, "o", name],
-                &[("alt", "media")],
-                &what,
-            )
-            .await?;
-        let mut n = 0u64;
-        while let Some(b) = resp
-            .chunk()
-            .await
-            .map_err(|e| transport::map_err(&what, e))?
-        {
-            n += b.len() as u64;
-            each(&b);
-        }
-        Ok(n)
     }
 }
 

@@ -9,17 +9,27 @@
 //! under `STORAGE_EMULATOR_HOST` the saved offset (taken from the last 308) is used as is.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::header::{LOCATION, RANGE};
+use reqwest::{StatusCode, Url};
 
-use super::api::{NewObject, ObjectInfo};
-use super::transport::{decode, map_err, status_error, GcsClient};
+use super::api;
+use super::client::GcsClient;
+use super::errors::status_error;
+use super::model::ObjectInfo;
 use crate::backends::BackendResult;
-use crate::download::{backoff_delays, ChunkSink, DownloadOptions};
+use crate::download::ChunkSink;
 use crate::error::BackendError;
+use crate::http::{Response, RetryPolicy};
+
+/// The waits between tries of one chunk (the downloader's schedule: 200 ms to 30 s, 8
+/// retries). They are the only retries of a chunk: each try resumes from what the server
+/// says it has persisted.
+const CHUNK_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(30), 8);
 
 /// An upload session. The session URI authorizes uploads by itself: it is never logged and
 /// not shown by `Debug`.
@@ -30,7 +40,6 @@ pub struct ResumableUpload {
     persisted: u64,
     crc: u32,
     done: Option<ObjectInfo>,
-    retry: DownloadOptions,
 }
 
 impl std::fmt::Debug for ResumableUpload {
@@ -42,9 +51,9 @@ impl std::fmt::Debug for ResumableUpload {
     }
 }
 
-fn persisted_from(resp: &reqwest::Response) -> u64 {
+fn persisted_from(resp: &Response) -> u64 {
     // `Range: bytes=0-N` → N+1 persisted; no header → nothing persisted.
-    resp.headers()
+    resp.headers
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bytes=0-"))
@@ -54,6 +63,8 @@ fn persisted_from(resp: &reqwest::Response) -> u64 {
 
 impl GcsClient {
     /// Opens a resumable upload of `bucket/name` (`size` when known), with custom metadata.
+    /// Opening is retried like any JSON API call (a session opened by a lost answer is
+    /// never used and expires on its own).
     pub async fn start_upload(
         &self,
         bucket: &str,
@@ -61,33 +72,30 @@ impl GcsClient {
         size: Option<u64>,
         metadata: &BTreeMap<String, String>,
     ) -> BackendResult<ResumableUpload> {
-        let what = format!("gs://{bucket}/{name}");
-        let url = self.url(
-            &["upload", "storage", "v1", "b", bucket, "o"],
-            &[("uploadType", "resumable"), ("name", name)],
-        )?;
-        let mut req = self
-            .request(Method::POST, url)
-            .await?
-            .header("X-Upload-Content-Type", "application/octet-stream")
-            .json(&NewObject { name, metadata });
-        if let Some(n) = size {
-            req = req.header("X-Upload-Content-Length", n);
-        }
-        let resp = self.send(req, &what).await.map_err(|e| match e {
-            BackendError::NotFound { .. } => BackendError::NotFound {
-                resource: format!("bucket {bucket}"),
-            },
-            e => e,
-        })?;
-        let session = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Url::parse(v).ok())
-            .ok_or_else(|| {
-                BackendError::other(format!("{what}: the upload session answer had no Location"))
-            })?;
+        let req = api::start_upload(self.base(), bucket, name, size, metadata)?;
+        let what = req.what.clone();
+        let session = self
+            .transport()
+            .call(&req, |r| {
+                if !r.status.is_success() {
+                    return Err(match status_error(&r, &what) {
+                        BackendError::NotFound { .. } => BackendError::NotFound {
+                            resource: format!("bucket {bucket}"),
+                        },
+                        e => e,
+                    });
+                }
+                r.headers
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| Url::parse(v).ok())
+                    .ok_or_else(|| {
+                        BackendError::other(format!(
+                            "{what}: the upload session answer had no Location"
+                        ))
+                    })
+            })
+            .await?;
         Ok(ResumableUpload {
             client: self.clone(),
             session,
@@ -95,7 +103,6 @@ impl GcsClient {
             persisted: 0,
             crc: 0,
             done: None,
-            retry: DownloadOptions::default(),
         })
     }
 
@@ -111,7 +118,7 @@ impl GcsClient {
         name: &str,
         saved: &SavedUpload,
     ) -> BackendResult<ResumableUpload> {
-        let what = format!("gs://{bucket}/{name}");
+        let what = api::object_what(bucket, name);
         let session = Url::parse(&saved.session).map_err(|e| BackendError::InvalidArgument {
             resource: what.clone(),
             message: format!("bad upload session URI: {e}"),
@@ -123,7 +130,6 @@ impl GcsClient {
             persisted: saved.persisted,
             crc: saved.crc,
             done: None,
-            retry: DownloadOptions::default(),
         };
         let mut candidates = vec![(saved.persisted, saved.crc)];
         if let Some((len, crc)) = saved.next {
@@ -199,17 +205,12 @@ impl ResumableUpload {
     /// Asks the server how much it has (`Content-Range: bytes */*`). Not for
     /// fake-gcs-server, which finalizes the object on this request.
     pub async fn status(&mut self) -> BackendResult<u64> {
-        let req = self
-            .client
-            .request(Method::PUT, self.session.clone())
-            .await?
-            .header(CONTENT_RANGE, "bytes */*")
-            .header(CONTENT_LENGTH, 0);
-        let resp = req.send().await.map_err(|e| map_err(&self.what, e))?;
-        match resp.status() {
+        let req = api::put_empty(&self.session, &self.what, "bytes */*")?;
+        let resp = self.client.transport().fetch_once(&req).await?;
+        match resp.status {
             StatusCode::PERMANENT_REDIRECT => Ok(persisted_from(&resp)),
             s if s.is_success() => {
-                let o: ObjectInfo = decode(resp, &self.what).await?;
+                let o: ObjectInfo = resp.json(&self.what, "GCS")?;
                 let n = o.size;
                 self.done = Some(o);
                 Ok(n)
@@ -217,7 +218,7 @@ impl ResumableUpload {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(BackendError::NotFound {
                 resource: format!("upload session for {}", self.what),
             }),
-            _ => Err(status_error(resp, &self.what).await),
+            _ => Err(status_error(&resp, &self.what)),
         }
     }
 
@@ -225,22 +226,17 @@ impl ResumableUpload {
     /// (it appends nothing, does not finalize, and answers with the object so far).
     async fn emulator_crc(&mut self, at: u64) -> BackendResult<u32> {
         let range = format!("bytes {at}-{}/*", at as i64 - 1);
-        let req = self
-            .client
-            .request(Method::PUT, self.session.clone())
-            .await?
-            .header(CONTENT_RANGE, range)
-            .header(CONTENT_LENGTH, 0);
-        let resp = req.send().await.map_err(|e| map_err(&self.what, e))?;
-        match resp.status() {
+        let req = api::put_empty(&self.session, &self.what, &range)?;
+        let resp = self.client.transport().fetch_once(&req).await?;
+        match resp.status {
             StatusCode::PERMANENT_REDIRECT => {
-                let o: ObjectInfo = decode(resp, &self.what).await?;
+                let o: ObjectInfo = resp.json(&self.what, "GCS")?;
                 Ok(o.crc32c().unwrap_or(0))
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(BackendError::NotFound {
                 resource: format!("upload session for {}", self.what),
             }),
-            _ => Err(status_error(resp, &self.what).await),
+            _ => Err(status_error(&resp, &self.what)),
         }
     }
 
@@ -257,7 +253,7 @@ impl ResumableUpload {
             )));
         }
         let end = offset + data.len() as u64;
-        let mut delays = backoff_delays(&self.retry);
+        let mut delays = CHUNK_RETRY.delays();
         loop {
             let from = self.persisted.max(offset);
             let skip = usize::try_from(from - offset)
@@ -272,14 +268,9 @@ impl ResumableUpload {
                 (false, true) => format!("bytes {from}-{}/{end}", end - 1),
                 (false, false) => format!("bytes {from}-{}/*", end - 1),
             };
-            let req = self
-                .client
-                .request(Method::PUT, self.session.clone())
-                .await?
-                .header(CONTENT_RANGE, range)
-                .body(body.clone());
-            let err = match req.send().await {
-                Ok(resp) => match resp.status() {
+            let req = api::put_chunk(&self.session, &self.what, &range, body.clone())?;
+            let err = match self.client.transport().fetch_once(&req).await {
+                Ok(resp) => match resp.status {
                     StatusCode::PERMANENT_REDIRECT => {
                         let now = persisted_from(&resp);
                         if now < self.persisted && now < offset {
@@ -295,7 +286,7 @@ impl ResumableUpload {
                         continue;
                     }
                     s if s.is_success() => {
-                        let o: ObjectInfo = decode(resp, &self.what).await?;
+                        let o: ObjectInfo = resp.json(&self.what, "GCS")?;
                         self.advance(&data, offset, end);
                         self.done = Some(o);
                         return Ok(());
@@ -303,9 +294,10 @@ impl ResumableUpload {
                     s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                         BackendError::transient("storage", format!("{}: HTTP {s}", self.what))
                     }
-                    _ => return Err(status_error(resp, &self.what).await),
+                    _ => return Err(status_error(&resp, &self.what)),
                 },
-                Err(e) => map_err(&self.what, e),
+                Err(e) if e.is_retryable() => e,
+                Err(e) => return Err(e),
             };
             match delays.next() {
                 Some(d) => tokio::time::sleep(d).await,

@@ -1,13 +1,19 @@
-//! GitHub's keys and meta endpoints as kgenv uses them: paths, request bodies, decoded
-//! answers, and the mapping of GitHub's statuses to typed [`BackendError`]s with messages
-//! that say what to do. No I/O here: [`super::transport`] sends.
+//! GitHub's keys and meta endpoints as kgenv uses them: paths, request builders (GitHub's
+//! `Accept` and API version headers on each), request bodies, and decoded answers. No I/O
+//! here: [`super::GitHubClient`] sends on the shared transport; [`super::errors`] maps the
+//! statuses.
 
-use reqwest::StatusCode;
-use serde::Deserialize;
+use reqwest::header::{HeaderName, ACCEPT};
+use reqwest::{Method, StatusCode, Url};
 
-use super::transport::RawResponse;
+use super::errors::error_for;
+use super::model::{KeyJson, MetaJson};
 use crate::backends::github::{GithubKeyInfo, KeyScope};
 use crate::error::BackendError;
+use crate::http::{Request, Response};
+
+/// GitHub's REST API version kgenv speaks.
+pub const API_VERSION: &str = "2022-11-28";
 
 /// The path of the keys collection of `scope`.
 pub fn keys_path(scope: &KeyScope) -> String {
@@ -37,75 +43,48 @@ pub fn add_key_body(
     }
 }
 
-#[derive(Deserialize)]
-struct KeyJson {
-    id: u64,
-    #[serde(default)]
-    title: Option<String>,
-    key: String,
-    #[serde(default)]
-    read_only: Option<bool>,
+/// A request of `method` to `path` (with its query) under the API base `base` (no trailing
+/// slash), with GitHub's headers.
+pub fn request(base: &str, method: Method, path: &str) -> Result<Request, BackendError> {
+    let url = format!("{base}{path}");
+    let parsed = Url::parse(&url).map_err(|e| BackendError::InvalidArgument {
+        resource: "GITHUB_API_URL".into(),
+        message: format!("`{url}` is not a URL: {e}"),
+    })?;
+    Request::new(method.clone(), parsed, format!("{method} {url}"))
+        .header(ACCEPT, "application/vnd.github+json")?
+        .header(HeaderName::from_static("x-github-api-version"), API_VERSION)
 }
 
-impl From<KeyJson> for GithubKeyInfo {
-    fn from(k: KeyJson) -> Self {
-        Self {
-            id: k.id,
-            title: k.title.unwrap_or_default(),
-            key: k.key,
-            read_only: k.read_only.unwrap_or(false),
-        }
-    }
+/// `GET /meta`.
+pub fn meta(base: &str) -> Result<Request, BackendError> {
+    request(base, Method::GET, "/meta")
 }
 
-#[derive(Deserialize)]
-struct MetaJson {
-    #[serde(default)]
-    ssh_keys: Option<Vec<String>>,
+/// `GET` one page (1-based, 100 keys) of the keys of `scope`.
+pub fn list_keys(base: &str, scope: &KeyScope, page: u32) -> Result<Request, BackendError> {
+    request(
+        base,
+        Method::GET,
+        &format!("{}?per_page=100&page={page}", keys_path(scope)),
+    )
 }
 
-#[derive(Deserialize, Default)]
-struct ErrorJson {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    errors: Vec<ErrorItem>,
+/// `POST` a key to `scope`.
+pub fn add_key(
+    base: &str,
+    scope: &KeyScope,
+    title: &str,
+    key: &str,
+    read_only: bool,
+) -> Result<Request, BackendError> {
+    Ok(request(base, Method::POST, &keys_path(scope))?
+        .json_value(&add_key_body(scope, title, key, read_only)))
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ErrorItem {
-    Detail {
-        #[serde(default)]
-        message: Option<String>,
-        #[serde(default)]
-        code: Option<String>,
-    },
-    Text(String),
-}
-
-impl ErrorJson {
-    fn parse(body: &[u8]) -> Self {
-        serde_json::from_slice(body).unwrap_or_default()
-    }
-
-    /// GitHub's message with the details of `errors`, e.g. `Validation Failed: key is already in use`.
-    fn text(&self) -> String {
-        let details: Vec<String> = self
-            .errors
-            .iter()
-            .filter_map(|e| match e {
-                ErrorItem::Detail { message, code } => message.clone().or_else(|| code.clone()),
-                ErrorItem::Text(t) => Some(t.clone()),
-            })
-            .collect();
-        match (self.message.is_empty(), details.is_empty()) {
-            (true, true) => "no message".into(),
-            (false, true) => self.message.clone(),
-            (true, false) => details.join("; "),
-            (false, false) => format!("{}: {}", self.message, details.join("; ")),
-        }
-    }
+/// `DELETE` key `id` of `scope`.
+pub fn delete_key(base: &str, scope: &KeyScope, id: u64) -> Result<Request, BackendError> {
+    request(base, Method::DELETE, &key_path(scope, id))
 }
 
 /// What a call was about, for error messages.
@@ -117,58 +96,9 @@ pub struct Call<'a> {
     pub what: String,
 }
 
-fn resource(call: &Call<'_>) -> String {
-    match call.scope {
-        Some(KeyScope::Repo(r)) => format!("GitHub deploy keys of {r}"),
-        Some(KeyScope::User) => "GitHub SSH keys of the token's user".into(),
-        None => "GitHub /meta".into(),
-    }
-}
-
-fn token_scope_hint(scope: Option<&KeyScope>) -> &'static str {
-    match scope {
-        Some(KeyScope::Repo(_)) => "a fine-grained token with the repository's \"Administration: read and write\" permission, or a classic token with the `repo` scope",
-        Some(KeyScope::User) => "a fine-grained token with the account permission \"Git SSH keys: read and write\", or a classic token with the `admin:public_key` scope",
-        None => "no token",
-    }
-}
-
-/// Maps a non-2xx answer to a typed error.
-pub fn error_for(call: &Call<'_>, r: &RawResponse) -> BackendError {
-    let gh = ErrorJson::parse(&r.body);
-    let text = gh.text();
-    let status = r.status;
-    match status {
-        StatusCode::UNAUTHORIZED => BackendError::Unauthenticated {
-            service: "github",
-            message: format!("{} answered 401 ({text}): GITHUB_TOKEN is wrong, expired or revoked; make a new one with {}", call.what, token_scope_hint(call.scope)),
-        },
-        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if r.rate_limit_spent || status == StatusCode::TOO_MANY_REQUESTS || text.to_ascii_lowercase().contains("rate limit") => {
-            BackendError::RateLimited { service: "github", retry_after: r.retry_after }
-        }
-        StatusCode::FORBIDDEN => BackendError::PermissionDenied {
-            resource: resource(call),
-            message: format!("{} answered 403 ({text}): the token needs {}", call.what, token_scope_hint(call.scope)),
-        },
-        StatusCode::NOT_FOUND => match call.scope {
-            Some(KeyScope::Repo(r)) => BackendError::PermissionDenied {
-                resource: format!("GitHub repository {r}"),
-                message: format!("{} answered 404: the repository does not exist or GITHUB_TOKEN cannot see it (GitHub answers 404 to both); check `github_key.repo` and give the token access to {r} with {}", call.what, token_scope_hint(call.scope)),
-            },
-            _ => BackendError::NotFound { resource: format!("{} ({})", resource(call), call.what) },
-        },
-        StatusCode::UNPROCESSABLE_ENTITY if text.contains("already in use") => BackendError::AlreadyExists {
-            resource: format!("GitHub key (GitHub: {text}; a key can be registered once across GitHub, as one deploy key or one user key)"),
-        },
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => BackendError::InvalidArgument { resource: resource(call), message: format!("{} answered {} ({text})", call.what, status.as_u16()) },
-        s if s.is_server_error() => BackendError::transient("github", format!("{} answered {} ({text})", call.what, s.as_u16())),
-        s => BackendError::other(format!("{} answered {} ({text})", call.what, s.as_u16())),
-    }
-}
-
 fn decode_json<T: serde::de::DeserializeOwned>(
     call: &Call<'_>,
-    r: &RawResponse,
+    r: &Response,
 ) -> Result<T, BackendError> {
     serde_json::from_slice(&r.body).map_err(|e| BackendError::Other {
         message: format!("{}: GitHub's answer is not the expected JSON", call.what),
@@ -177,7 +107,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Decodes a key list (200).
-pub fn decode_keys(call: &Call<'_>, r: RawResponse) -> Result<Vec<GithubKeyInfo>, BackendError> {
+pub fn decode_keys(call: &Call<'_>, r: Response) -> Result<Vec<GithubKeyInfo>, BackendError> {
     if r.status != StatusCode::OK {
         return Err(error_for(call, &r));
     }
@@ -188,7 +118,7 @@ pub fn decode_keys(call: &Call<'_>, r: RawResponse) -> Result<Vec<GithubKeyInfo>
 }
 
 /// Decodes a created key (201).
-pub fn decode_created(call: &Call<'_>, r: RawResponse) -> Result<GithubKeyInfo, BackendError> {
+pub fn decode_created(call: &Call<'_>, r: Response) -> Result<GithubKeyInfo, BackendError> {
     if r.status != StatusCode::CREATED && r.status != StatusCode::OK {
         return Err(error_for(call, &r));
     }
@@ -196,7 +126,7 @@ pub fn decode_created(call: &Call<'_>, r: RawResponse) -> Result<GithubKeyInfo, 
 }
 
 /// Decodes a deletion (204).
-pub fn decode_deleted(call: &Call<'_>, r: RawResponse) -> Result<(), BackendError> {
+pub fn decode_deleted(call: &Call<'_>, r: Response) -> Result<(), BackendError> {
     if r.status.is_success() {
         return Ok(());
     }
@@ -210,7 +140,7 @@ pub fn decode_deleted(call: &Call<'_>, r: RawResponse) -> Result<(), BackendErro
 }
 
 /// Decodes `/meta`'s SSH host keys, each checked to be one OpenSSH public key.
-pub fn decode_meta_ssh_keys(call: &Call<'_>, r: RawResponse) -> Result<Vec<String>, BackendError> {
+pub fn decode_meta_ssh_keys(call: &Call<'_>, r: Response) -> Result<Vec<String>, BackendError> {
     if r.status != StatusCode::OK {
         return Err(error_for(call, &r));
     }
@@ -232,4 +162,50 @@ pub fn decode_meta_ssh_keys(call: &Call<'_>, r: RawResponse) -> Result<Vec<Strin
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_githubs_headers() {
+        let r = list_keys(
+            "https://ghe.example/api/v3",
+            &KeyScope::Repo("o/r".into()),
+            2,
+        )
+        .expect("request");
+        assert_eq!(
+            r.url.as_str(),
+            "https://ghe.example/api/v3/repos/o/r/keys?per_page=100&page=2"
+        );
+        assert_eq!(
+            r.what,
+            "GET https://ghe.example/api/v3/repos/o/r/keys?per_page=100&page=2"
+        );
+        assert_eq!(
+            r.headers.get("x-github-api-version").map(|v| v.as_bytes()),
+            Some(API_VERSION.as_bytes())
+        );
+        assert_eq!(
+            r.headers.get(ACCEPT).map(|v| v.as_bytes()),
+            Some(&b"application/vnd.github+json"[..])
+        );
+        let r = add_key(
+            "https://api.github.com",
+            &KeyScope::User,
+            "t",
+            "ssh-ed25519 AAAA k\n",
+            true,
+        )
+        .expect("request");
+        match &r.body {
+            crate::http::Body::Json(b) => assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(b).expect("json"),
+                serde_json::json!({"title": "t", "key": "ssh-ed25519 AAAA k"})
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

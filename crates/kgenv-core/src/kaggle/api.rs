@@ -1,13 +1,33 @@
 //! Typed bodies of the Kaggle competition API calls kgenv makes, as the official client
 //! (`kagglesdk.competitions`) sends them: JSON `POST`s to
-//! `<api>/competitions.CompetitionApiService/<Method>`. No I/O here.
+//! `<api>/competitions.CompetitionApiService/<Method>`, and the request builder that makes
+//! them. No I/O here.
 
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
+use super::env::KaggleEndpoint;
 use crate::backends::kaggle::DataFile;
+use crate::backends::BackendResult;
+use crate::http::Request;
 
 /// The service all competition data calls belong to.
 pub const SERVICE: &str = "competitions.CompetitionApiService";
+
+/// The JSON `POST` of `method` of the competition service with `body` (credentials are
+/// the transport's to add).
+pub fn request(
+    endpoint: &KaggleEndpoint,
+    method: &str,
+    body: &impl Serialize,
+) -> BackendResult<Request> {
+    Request::new(
+        Method::POST,
+        endpoint.method_url(SERVICE, method)?,
+        format!("Kaggle {method}"),
+    )
+    .json(body)
+}
 
 /// `ListDataFiles` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,4 +114,36 @@ pub struct ApiError {
     /// Message.
     #[serde(default)]
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_json_posts_to_the_competition_service() {
+        let r = request(
+            &KaggleEndpoint::prod(),
+            "ListDataFiles",
+            &ListDataFilesRequest {
+                competition_name: "titanic".into(),
+                page_size: Some(200),
+                page_token: None,
+            },
+        )
+        .expect("request");
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(
+            r.url.as_str(),
+            "https://api.kaggle.com/v1/competitions.CompetitionApiService/ListDataFiles"
+        );
+        assert_eq!(r.what, "Kaggle ListDataFiles");
+        match &r.body {
+            crate::http::Body::Json(b) => assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(b).expect("json"),
+                serde_json::json!({"competitionName": "titanic", "pageSize": 200})
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

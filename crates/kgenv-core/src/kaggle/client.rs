@@ -1,16 +1,19 @@
-//! The Kaggle API transport: JSON `POST`s with the user's credentials, typed errors (a 403
-//! on a competition's data means its rules are not accepted yet, and the message says where
-//! to accept them), retries of transient failures, and the signed storage URL that the
-//! download methods answer with.
+//! The Kaggle API client: JSON `POST`s with the user's credentials on the shared
+//! [`Transport`], typed errors (a 403 on a competition's data means its rules are not
+//! accepted yet, and the message says where to accept them), retries of transient failures
+//! ([`RETRY`]), and the signed storage URL that the download methods answer with.
+//!
+//! Redirects are never followed: a download method's 3xx (or its `HttpRedirect` body) names
+//! the signed storage URL, which is returned, not fetched. Kaggle's credentials go only to
+//! the API's origin; the storage URL is fetched by the [`crate::download`] client, which has
+//! none.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::LOCATION;
 use reqwest::{StatusCode, Url};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{self, ApiError, HttpRedirect};
@@ -20,13 +23,20 @@ use crate::backends::kaggle::DataFile;
 use crate::backends::BackendResult;
 use crate::download::UrlSource;
 use crate::error::BackendError;
+use crate::http::{Response, RetryPolicy, Transport, TransportConfig};
 
 const SERVICE: &str = "kaggle";
+
+/// Kaggle's retry policy: exponential backoff from 500 ms (up to 60 s) with full jitter, at
+/// most 5 retries; a `Retry-After` longer than a minute is not waited for.
+pub const RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(60), 5)
+        .with_max_retry_after(Duration::from_secs(60));
 
 /// A Kaggle API client; cheap to clone. Never logs or shows its credentials.
 #[derive(Clone)]
 pub struct KaggleClient {
-    http: reqwest::Client,
+    transport: Transport,
     endpoint: KaggleEndpoint,
     creds: Arc<Credentials>,
 }
@@ -43,6 +53,10 @@ impl std::fmt::Debug for KaggleClient {
 impl KaggleClient {
     /// A client for `endpoint` with `creds`.
     pub fn new(endpoint: KaggleEndpoint, creds: Credentials) -> BackendResult<Self> {
+        let base = Url::parse(&endpoint.api_base).map_err(|e| BackendError::InvalidArgument {
+            resource: "Kaggle endpoint".into(),
+            message: format!("`{}` is not a URL: {e}", endpoint.api_base),
+        })?;
         let http = crate::http::client_builder(&endpoint.api_base)
             .connect_timeout(Duration::from_secs(30))
             .timeout(Duration::from_secs(120))
@@ -52,8 +66,18 @@ impl KaggleClient {
                 message: "building the HTTP client".into(),
                 source: Some(Box::new(e)),
             })?;
-        Ok(Self {
+        let transport = Transport::new(
             http,
+            TransportConfig {
+                service: SERVICE,
+                base,
+                auth: creds.token_source(),
+                retry: RETRY,
+                connect_hint: None,
+            },
+        );
+        Ok(Self {
+            transport,
             endpoint,
             creds: Arc::new(creds),
         })
@@ -63,6 +87,14 @@ impl KaggleClient {
     /// (or `KGENV_KAGGLE_ENDPOINT`), credentials in the official order.
     pub fn from_env() -> BackendResult<Self> {
         Self::new(KaggleEndpoint::from_env()?, Credentials::from_env()?)
+    }
+
+    /// The same client with another retry policy (default: from 500 ms, 5 retries,
+    /// `Retry-After` waited up to a minute).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.transport = self.transport.with_retry_policy(policy);
+        self
     }
 
     /// The endpoint.
@@ -75,62 +107,32 @@ impl KaggleClient {
         &self.creds
     }
 
-    async fn post_once<B: Serialize + ?Sized>(
+    /// Calls `method`, retrying transient failures; a success or a redirect is the answer.
+    async fn post<B: Serialize + ?Sized + Sync>(
         &self,
         method: &str,
         body: &B,
         competition: &str,
-    ) -> BackendResult<reqwest::Response> {
-        let url = self.endpoint.method_url(api::SERVICE, method)?;
-        let req = self.creds.apply(self.http.post(url).json(body));
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| crate::download::map_reqwest(SERVICE, &format!("Kaggle {method}"), e))?;
-        let status = resp.status();
-        if status.is_success() || status.is_redirection() {
-            return Ok(resp);
-        }
-        Err(self.error(resp, method, competition).await)
-    }
-
-    async fn post<B: Serialize + ?Sized>(
-        &self,
-        method: &str,
-        body: &B,
-        competition: &str,
-    ) -> BackendResult<reqwest::Response> {
-        (|| self.post_once(method, body, competition))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_times(5)
-                    .with_jitter(),
-            )
-            .when(BackendError::is_retryable)
-            .notify(|e, d| tracing::debug!(error = %e, "Kaggle {method} failed; retrying in {d:?}"))
+    ) -> BackendResult<Response> {
+        let req = api::request(&self.endpoint, method, &body)?;
+        self.transport
+            .call(&req, |r| {
+                if r.status.is_success() || r.status.is_redirection() {
+                    Ok(r)
+                } else {
+                    Err(self.error(&r, method, competition))
+                }
+            })
             .await
     }
 
-    async fn error(
-        &self,
-        resp: reqwest::Response,
-        method: &str,
-        competition: &str,
-    ) -> BackendError {
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
-        let said = serde_json::from_str::<ApiError>(&text)
+    /// The typed error of a failed call about `competition`.
+    fn error(&self, r: &Response, method: &str, competition: &str) -> BackendError {
+        let said = serde_json::from_slice::<ApiError>(&r.body)
             .map(|e| e.message)
-            .unwrap_or_else(|_| text.chars().take(200).collect());
+            .unwrap_or_else(|_| r.snippet(200));
         let resource = format!("competition {competition}");
-        match status {
+        match r.status {
             StatusCode::UNAUTHORIZED => BackendError::Unauthenticated {
                 service: SERVICE,
                 message: format!(
@@ -146,24 +148,10 @@ impl KaggleClient {
                 ),
             },
             StatusCode::NOT_FOUND => BackendError::NotFound { resource: if said.is_empty() { resource } else { format!("{resource} ({said})") } },
-            StatusCode::TOO_MANY_REQUESTS => BackendError::RateLimited { service: SERVICE, retry_after },
+            StatusCode::TOO_MANY_REQUESTS => BackendError::RateLimited { service: SERVICE, retry_after: r.retry_after() },
             s if s.is_server_error() => BackendError::transient(SERVICE, format!("Kaggle {method}: HTTP {s}: {said}")),
             s => BackendError::InvalidArgument { resource, message: format!("Kaggle {method}: HTTP {s}: {said}") },
         }
-    }
-
-    async fn json<T: DeserializeOwned>(resp: reqwest::Response, method: &str) -> BackendResult<T> {
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| crate::download::map_reqwest(SERVICE, &format!("Kaggle {method}"), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| BackendError::Other {
-            message: format!(
-                "Kaggle {method}: unexpected answer: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ),
-            source: Some(Box::new(e)),
-        })
     }
 
     /// Every data file of `competition` (all pages).
@@ -177,7 +165,7 @@ impl KaggleClient {
                 page_token: token.clone(),
             };
             let resp = self.post("ListDataFiles", &req, competition).await?;
-            let page: api::ListDataFilesResponse = Self::json(resp, "ListDataFiles").await?;
+            let page: api::ListDataFilesResponse = json(&resp, "ListDataFiles")?;
             files.extend(page.files.into_iter().map(DataFile::from));
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(t) if Some(&t) != token.as_ref() => token = Some(t),
@@ -194,22 +182,21 @@ impl KaggleClient {
         competition: &str,
     ) -> BackendResult<Url> {
         let resp = self.post(method, body, competition).await?;
-        let base = resp.url().clone();
-        if resp.status().is_redirection() {
+        let bad = |e: &dyn std::fmt::Display| {
+            BackendError::other(format!("Kaggle {method}: bad redirect: {e}"))
+        };
+        if resp.status.is_redirection() {
             let loc = resp
-                .headers()
+                .headers
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
                     BackendError::other(format!("Kaggle {method}: redirect without a Location"))
                 })?;
-            return base
-                .join(loc)
-                .map_err(|e| BackendError::other(format!("Kaggle {method}: bad redirect: {e}")));
+            return resp.url.join(loc).map_err(|e| bad(&e));
         }
-        let r: HttpRedirect = Self::json(resp, method).await?;
-        base.join(&r.url)
-            .map_err(|e| BackendError::other(format!("Kaggle {method}: bad redirect: {e}")))
+        let r: HttpRedirect = json(&resp, method)?;
+        resp.url.join(&r.url).map_err(|e| bad(&e))
     }
 
     /// The signed URL of one data file.
@@ -251,6 +238,14 @@ impl KaggleClient {
             first: std::sync::Mutex::new(first),
         })
     }
+}
+
+/// Decodes the JSON answer to `method`.
+fn json<T: serde::de::DeserializeOwned>(resp: &Response, method: &str) -> BackendResult<T> {
+    serde_json::from_slice(&resp.body).map_err(|e| BackendError::Other {
+        message: format!("Kaggle {method}: unexpected answer: {}", resp.snippet(200)),
+        source: Some(Box::new(e)),
+    })
 }
 
 struct FileSource {

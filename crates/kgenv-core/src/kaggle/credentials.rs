@@ -6,8 +6,9 @@
 //!    `$XDG_CONFIG_HOME/kaggle` on Linux when `~/.kaggle` does not exist), with
 //!    `KAGGLE_USERNAME` / `KAGGLE_KEY` overriding its fields; sent as HTTP Basic auth.
 //!
-//! Tokens are sent as `Authorization: Bearer`. No secret is ever logged: `Debug` and
-//! [`Credentials::describe`] show only where the credentials came from.
+//! Tokens are sent as `Authorization: Bearer` (see [`Credentials::token_source`]), and only
+//! to the API's origin. No secret is ever logged: `Debug` and [`Credentials::describe`] show
+//! only where the credentials came from.
 
 use std::path::{Path, PathBuf};
 
@@ -15,27 +16,11 @@ use serde::Deserialize;
 
 use crate::backends::BackendResult;
 use crate::error::BackendError;
+use crate::http::TokenSource;
 
-/// A secret string: redacted in `Debug`, never displayed, not serializable.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for building a request.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// Kaggle's secrets are the shared [`crate::http::Secret`] (kept at this path for the
+/// remote agent).
+pub use crate::http::Secret;
 
 /// How kgenv authenticates to Kaggle. Deliberately not `Serialize`: the only place the
 /// secret leaves the process is the remote agent's stdin (see [`super::remote`]).
@@ -70,11 +55,14 @@ impl Credentials {
         }
     }
 
-    /// Adds the credentials to a request.
-    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// What the API client sends: the token as a bearer, the legacy key as HTTP Basic.
+    pub fn token_source(&self) -> TokenSource {
         match self {
-            Self::Token { token, .. } => req.bearer_auth(token.expose()),
-            Self::ApiKey { username, key, .. } => req.basic_auth(username, Some(key.expose())),
+            Self::Token { token, .. } => TokenSource::Static(token.clone()),
+            Self::ApiKey { username, key, .. } => TokenSource::Basic {
+                username: username.clone(),
+                password: key.clone(),
+            },
         }
     }
 
@@ -105,13 +93,13 @@ impl Credentials {
             if p.exists() {
                 if let Some(t) = read_token(p) {
                     return Ok(Self::Token {
-                        token: Secret(t),
+                        token: Secret::new(t),
                         source: format!("the file named by KAGGLE_API_TOKEN ({})", p.display()),
                     });
                 }
             } else {
                 return Ok(Self::Token {
-                    token: Secret(v.trim().to_string()),
+                    token: Secret::new(v.trim()),
                     source: "KAGGLE_API_TOKEN".into(),
                 });
             }
@@ -121,7 +109,7 @@ impl Credentials {
                 let p = home.join(".kaggle").join(name);
                 if let Some(t) = read_token(&p) {
                     return Ok(Self::Token {
-                        token: Secret(t),
+                        token: Secret::new(t),
                         source: p.display().to_string(),
                     });
                 }
@@ -173,7 +161,7 @@ impl Credentials {
         if let (Some(username), Some(key)) = (username, key) {
             return Ok(Self::ApiKey {
                 username,
-                key: Secret(key),
+                key: Secret::new(key),
                 source,
             });
         }
@@ -262,6 +250,8 @@ mod tests {
             format!("{t:?}"),
             c.describe(),
             t.describe(),
+            format!("{:?}", c.token_source()),
+            format!("{:?}", t.token_source()),
         ] {
             assert!(!s.contains("very-secret"), "{s}");
         }

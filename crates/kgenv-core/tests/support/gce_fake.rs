@@ -1439,12 +1439,13 @@ impl FakeGce {
 }
 
 /// Retries in milliseconds, for tests: same shape as the default policy, scaled down.
-pub fn fast_retries() -> kgenv_core::gce::RetryPolicy {
-    kgenv_core::gce::RetryPolicy {
+pub fn fast_retries() -> kgenv_core::http::RetryPolicy {
+    kgenv_core::http::RetryPolicy {
         initial_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(80),
         max_retries: 8,
-        max_elapsed: Duration::from_secs(20),
-        attempt_timeout: Duration::from_secs(20),
+        ..kgenv_core::gce::RETRY
     }
+    .with_budget(Duration::from_secs(20))
+    .with_attempt_timeout(Duration::from_secs(20))
 }

@@ -1,6 +1,5 @@
-//! The one place kgenv's HTTP clients (GCE, GCS, GitHub, Kaggle) are built: rustls with the
-//! ring provider for all of them, kgenv's user agent, and no proxy for loopback endpoints
-//! (emulators and test fakes).
+//! How kgenv's `reqwest` clients are built: rustls with the ring provider for all of them,
+//! kgenv's user agent, and no proxy for loopback endpoints (emulators and test fakes).
 
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built without a
 /// provider of its own, so every client shares this one; installing twice keeps the first.
@@ -31,5 +30,20 @@ pub fn client_builder(base: &str) -> reqwest::ClientBuilder {
         builder.no_proxy()
     } else {
         builder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "127.0.0.1", "[::1]", "::1", "127.1.2.3"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["example.com", "10.0.0.1", "[2001:db8::1]", ""] {
+            assert!(!is_loopback(h), "{h}");
+        }
     }
 }

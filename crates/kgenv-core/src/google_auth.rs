@@ -1,0 +1,193 @@
+//! Google credentials for the clients that talk to Google (Compute, Storage, and the
+//! registries Docker pulls from), as Google's own tools find them:
+//!
+//! 1. `GOOGLE_OAUTH_ACCESS_TOKEN`: a static access token (the name Terraform's google
+//!    provider reads);
+//! 2. Application Default Credentials through `gcp_auth`, the source chosen locally first
+//!    ([`adc_provider`]): a service-account key in `GOOGLE_APPLICATION_CREDENTIALS`,
+//!    `gcloud auth application-default login`, the metadata server — only on a GCE VM —,
+//!    then a logged-in `gcloud` CLI.
+//!
+//! The caller chooses the OAuth scope (Compute and registries ask for `cloud-platform`,
+//! Storage for `devstorage.full_control`). Tokens are [`Secret`]s: never in `Debug`
+//! output, logs or errors.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kgenv_core::BackendError> {
+//! use kgenv_core::google_auth::{self, CLOUD_PLATFORM};
+//! let source = google_auth::token_source("compute", CLOUD_PLATFORM).await?;
+//! let token = source.bearer_token().await?; // a Secret: `{token:?}` prints no token
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use crate::error::{error_chain, BackendError};
+use crate::http::{Secret, TokenProvider, TokenSource};
+
+/// The broad scope: Compute Engine and Google's registries need it.
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Full control of Cloud Storage buckets and objects.
+pub const DEVSTORAGE_FULL_CONTROL: &str = "https://www.googleapis.com/auth/devstorage.full_control";
+
+/// The environment variable holding a static access token.
+pub const TOKEN_ENV: &str = "GOOGLE_OAUTH_ACCESS_TOKEN";
+
+/// What to tell a user who has no credentials.
+pub const HOW_TO_AUTH: &str = "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or GOOGLE_OAUTH_ACCESS_TOKEN to an access token (e.g. `export GOOGLE_OAUTH_ACCESS_TOKEN=$(gcloud auth print-access-token)`)";
+
+/// `GOOGLE_OAUTH_ACCESS_TOKEN`, trimmed, when set and not empty.
+pub fn token_from_env() -> Option<Secret> {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .and_then(|t| Secret::non_empty(&t))
+}
+
+/// `GOOGLE_OAUTH_ACCESS_TOKEN` when set, else Application Default Credentials looked for
+/// now: `Unauthenticated` (for `service`, saying how to log in) when there are none.
+pub async fn token_source(
+    service: &'static str,
+    scope: &'static str,
+) -> Result<TokenSource, BackendError> {
+    if let Some(t) = token_from_env() {
+        return Ok(TokenSource::Static(t));
+    }
+    Ok(TokenSource::Provider(Arc::new(
+        Adc::discover(service, scope).await?,
+    )))
+}
+
+/// `GOOGLE_OAUTH_ACCESS_TOKEN` when set, else Application Default Credentials looked for
+/// on first use (for clients built without `await`, and those that may never need a token).
+pub fn lazy_token_source(service: &'static str, scope: &'static str) -> TokenSource {
+    match token_from_env() {
+        Some(t) => TokenSource::Static(t),
+        None => TokenSource::Provider(Arc::new(Adc::lazy(service, scope))),
+    }
+}
+
+/// Application Default Credentials for one scope, as a [`TokenProvider`]; `gcp_auth`
+/// caches and refreshes the tokens.
+pub struct Adc {
+    service: &'static str,
+    scope: &'static str,
+    provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+}
+
+impl std::fmt::Debug for Adc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adc")
+            .field("service", &self.service)
+            .field("scope", &self.scope)
+            .field("found", &self.provider.initialized())
+            .finish()
+    }
+}
+
+impl Adc {
+    /// Credentials for `service` (named in errors) with `scope`, looked for on first use.
+    pub fn lazy(service: &'static str, scope: &'static str) -> Self {
+        Self {
+            service,
+            scope,
+            provider: OnceCell::new(),
+        }
+    }
+
+    /// Credentials looked for now.
+    pub async fn discover(
+        service: &'static str,
+        scope: &'static str,
+    ) -> Result<Self, BackendError> {
+        let adc = Self::lazy(service, scope);
+        adc.provider().await?;
+        Ok(adc)
+    }
+
+    async fn provider(&self) -> Result<&Arc<dyn gcp_auth::TokenProvider>, BackendError> {
+        self.provider
+            .get_or_try_init(|| async {
+                adc_provider()
+                    .await
+                    .map_err(|message| BackendError::Unauthenticated {
+                        service: self.service,
+                        message,
+                    })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl TokenProvider for Adc {
+    async fn token(&self) -> Result<Secret, BackendError> {
+        match self.provider().await?.token(&[self.scope]).await {
+            Ok(t) => Ok(Secret::new(t.as_str())),
+            Err(e) => Err(BackendError::Unauthenticated {
+                service: self.service,
+                message: format!(
+                    "could not get an access token ({}); {HOW_TO_AUTH}",
+                    error_chain(&e)
+                ),
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "application default credentials".into()
+    }
+}
+
+/// Application Default Credentials, choosing the source locally first: a key file
+/// (`GOOGLE_APPLICATION_CREDENTIALS`), gcloud's ADC file, the metadata server only on a GCE
+/// VM, then a logged-in gcloud CLI. gcp_auth's own discovery probes the metadata server on
+/// any machine; off GCE that is a link-local address kgenv has no business contacting.
+pub async fn adc_provider() -> Result<Arc<dyn gcp_auth::TokenProvider>, String> {
+    let fail =
+        |what: &str, e: gcp_auth::Error| format!("{what}: {}; {HOW_TO_AUTH}", error_chain(&e));
+    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
+        return match gcp_auth::CustomServiceAccount::from_env() {
+            Ok(Some(p)) => Ok(Arc::new(p)),
+            Ok(None) => Err(format!(
+                "GOOGLE_APPLICATION_CREDENTIALS is empty; {HOW_TO_AUTH}"
+            )),
+            Err(e) => Err(fail("reading GOOGLE_APPLICATION_CREDENTIALS", e)),
+        };
+    }
+    let gcloud_dir = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")));
+    if gcloud_dir
+        .as_ref()
+        .is_some_and(|d| d.join("application_default_credentials.json").is_file())
+    {
+        return gcp_auth::ConfigDefaultCredentials::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("gcloud's application default credentials", e));
+    }
+    if on_gce() {
+        return gcp_auth::MetadataServiceAccount::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("the VM's service account", e));
+    }
+    if gcloud_dir.is_some_and(|d| d.join("credentials.db").is_file()) {
+        return gcp_auth::GCloudAuthorizedUser::new()
+            .await
+            .map(|p| Arc::new(p) as _)
+            .map_err(|e| fail("the gcloud CLI's login", e));
+    }
+    Err(format!(
+        "no Google Cloud credentials found on this machine; {HOW_TO_AUTH}"
+    ))
+}
+
+/// Whether this machine is a GCE VM (from its DMI product name; no network call).
+fn on_gce() -> bool {
+    std::fs::read_to_string("/sys/class/dmi/id/product_name").is_ok_and(|p| p.contains("Google"))
+}
