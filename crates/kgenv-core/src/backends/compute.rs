@@ -10,6 +10,11 @@ use super::BackendResult;
 /// Google's project of Deep Learning VM images.
 pub const DEEP_LEARNING_IMAGE_PROJECT: &str = "deeplearning-platform-release";
 
+/// The region of a zone: `us-central1-a` → `us-central1`.
+pub fn region_of(zone: &str) -> &str {
+    zone.rsplit_once('-').map_or(zone, |(r, _)| r)
+}
+
 /// Minimum boot disk for an image project, as documented (Deep Learning VM images need
 /// 50 GB): what the real client falls back to when an image does not say, what the mock's
 /// images say, and what the spec checks before any call.

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::model::{self, region_of, ErrorBody, Operation};
+use super::model::{self, ErrorBody, Operation};
+use crate::backends::compute::region_of;
 use crate::error::{BackendError, QuotaInfo, QuotaScope};
 
 const SERVICE: &str = "compute";

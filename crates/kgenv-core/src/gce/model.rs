@@ -458,8 +458,3 @@ pub struct HttpErrorItem {
 pub fn short_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
-
-/// The region of a zone name: `us-central1-a` → `us-central1`.
-pub fn region_of(zone: &str) -> &str {
-    zone.rsplit_once('-').map_or(zone, |(r, _)| r)
-}

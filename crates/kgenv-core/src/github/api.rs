@@ -15,12 +15,9 @@ use crate::http::{Request, Response};
 /// GitHub's REST API version kgenv speaks.
 pub const API_VERSION: &str = "2022-11-28";
 
-/// The path of the keys collection of `scope`.
+/// The path of the keys collection of `scope` ([`KeyScope::keys_path`]).
 pub fn keys_path(scope: &KeyScope) -> String {
-    match scope {
-        KeyScope::Repo(r) => format!("/repos/{r}/keys"),
-        KeyScope::User => "/user/keys".into(),
-    }
+    scope.keys_path()
 }
 
 /// The path of one key.

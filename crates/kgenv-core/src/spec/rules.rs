@@ -69,10 +69,7 @@ pub(crate) fn zone(field: &str, v: &str) -> Rule {
     }
 }
 
-/// The region of a zone: `us-central1-a` → `us-central1`.
-pub fn region_of(zone: &str) -> &str {
-    zone.rsplit_once('-').map_or(zone, |(r, _)| r)
-}
+pub use crate::backends::compute::region_of;
 
 /// A TCP/UDP port, 1-65535.
 pub(crate) fn port(field: &str, v: u32) -> Rule {
