@@ -35,7 +35,7 @@ pub trait Kaggle: Send + Sync {
     ) -> BackendResult<u64>;
     /// The same backend working ON `host`, so data goes from Kaggle to the host directly
     /// (the real backend copies kgenv there and runs its data agent, see
-    /// `kaggle::remote`). `None`: this backend runs where it is (mocks, remote backends).
+    /// `kaggle::agent`). `None`: this backend runs where it is (mocks, remote backends).
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
         let _ = host;
         Ok(None)
