@@ -70,7 +70,13 @@ pub(crate) fn start_download(
                     }
                 };
                 let n = kaggle
-                    .fetch(&spec.competition, f, &spec.dest, &progress)
+                    .fetch(
+                        &spec.competition,
+                        f,
+                        &kgenv_core::backends::kaggle::FetchOptions::new(&spec.dest)
+                            .extract(spec.extract),
+                        &progress,
+                    )
                     .await?;
                 fetched.push(json!([f.name, n]));
             }

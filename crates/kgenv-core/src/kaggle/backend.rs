@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::agent::{AgentCommand, RemoteKaggle};
 use super::data::KaggleData;
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
 use crate::backends::{BackendResult, ProgressFn, Remote};
 use crate::download::DownloadOptions;
 
@@ -30,16 +30,15 @@ impl Kaggle for KaggleData {
         &self,
         competition: &str,
         file: &DataFile,
-        dest: &str,
+        opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
-        self.fetch_to(competition, file, dest, progress).await
+        self.fetch_to(competition, file, opts, progress).await
     }
 
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
         let remote = RemoteKaggle::new(host, self.client(), AgentCommand::current()?)
-            .download(self.download_options().clone())
-            .extract(self.extracts());
+            .download(self.download_options().clone());
         Ok(Some(Arc::new(remote)))
     }
 }
@@ -49,7 +48,6 @@ impl Kaggle for KaggleData {
 /// reported by the first call, not at start-up).
 pub struct LazyKaggle {
     opts: DownloadOptions,
-    extract: bool,
     inner: tokio::sync::OnceCell<KaggleData>,
 }
 
@@ -66,23 +64,13 @@ impl LazyKaggle {
     pub fn new(opts: DownloadOptions) -> Self {
         Self {
             opts,
-            extract: false,
             inner: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Unpacks the `.zip` files Kaggle serves.
-    #[must_use]
-    pub fn extract(mut self, yes: bool) -> Self {
-        self.extract = yes;
-        self
-    }
-
     async fn get(&self) -> BackendResult<&KaggleData> {
         self.inner
-            .get_or_try_init(|| async {
-                Ok(KaggleData::from_env(self.opts.clone())?.extract(self.extract))
-            })
+            .get_or_try_init(|| async { KaggleData::from_env(self.opts.clone()) })
             .await
     }
 }
@@ -101,12 +89,12 @@ impl Kaggle for LazyKaggle {
         &self,
         competition: &str,
         file: &DataFile,
-        dest: &str,
+        opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
         self.get()
             .await?
-            .fetch(competition, file, dest, progress)
+            .fetch(competition, file, opts, progress)
             .await
     }
 
@@ -114,7 +102,7 @@ impl Kaggle for LazyKaggle {
         // Credentials are needed to forward them: resolve them now (synchronously cheap).
         let data = match self.inner.get() {
             Some(d) => d.clone(),
-            None => KaggleData::from_env(self.opts.clone())?.extract(self.extract),
+            None => KaggleData::from_env(self.opts.clone())?,
         };
         data.on_host(host)
     }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::client::KaggleClient;
-use crate::backends::kaggle::DataFile;
+use crate::backends::kaggle::{DataFile, FetchOptions};
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::download::{self, checksum, ChunkSink, DownloadOptions, Downloader, TransferError};
 use crate::error::BackendError;
@@ -186,7 +186,6 @@ pub struct KaggleData {
     client: KaggleClient,
     dl: Downloader,
     gcs: Option<GcsClient>,
-    extract: bool,
 }
 
 impl KaggleData {
@@ -197,7 +196,6 @@ impl KaggleData {
             client,
             dl: Downloader::new(opts)?,
             gcs: None,
-            extract: false,
         })
     }
 
@@ -213,13 +211,6 @@ impl KaggleData {
         self
     }
 
-    /// Unpacks the `.zip` files Kaggle serves (local destinations only).
-    #[must_use]
-    pub fn extract(mut self, yes: bool) -> Self {
-        self.extract = yes;
-        self
-    }
-
     /// The API client.
     pub fn client(&self) -> &KaggleClient {
         &self.client
@@ -228,11 +219,6 @@ impl KaggleData {
     /// The downloader's settings (a host running the agent gets the same).
     pub(crate) fn download_options(&self) -> &DownloadOptions {
         self.dl.options()
-    }
-
-    /// Whether zips are unpacked (a host running the agent does the same).
-    pub(crate) fn extracts(&self) -> bool {
-        self.extract
     }
 
     fn gcs(&self) -> BackendResult<GcsClient> {
@@ -275,6 +261,7 @@ impl KaggleData {
         competition: &str,
         file: &DataFile,
         dir: &Path,
+        extract: bool,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
         let rel = safe_relative(&file.name)?;
@@ -293,7 +280,7 @@ impl KaggleData {
             crc32c: got.crc32c,
             extracted: Vec::new(),
         };
-        if self.extract && target.extension().is_some_and(|e| e == "zip") {
+        if extract && target.extension().is_some_and(|e| e == "zip") {
             let into = target.parent().unwrap_or(dir).to_path_buf();
             progress(Progress::Line {
                 stream: Stream::Stdout,
@@ -353,9 +340,10 @@ impl KaggleData {
         competition: &str,
         file: &DataFile,
         gs: &GsPath,
+        extract: bool,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
-        if self.extract {
+        if extract {
             return Err(BackendError::InvalidArgument {
                 resource: gs.to_string(),
                 message: "zip extraction needs a directory destination; unpack from the bucket's gcsfuse mount instead".into(),
@@ -477,17 +465,24 @@ impl KaggleData {
         }
     }
 
-    /// Fetches `file` to `dest` from here, as [`Kaggle::fetch`](crate::backends::Kaggle::fetch) does it.
+    /// Fetches `file` as `opts` say, from here, as
+    /// [`Kaggle::fetch`](crate::backends::Kaggle::fetch) does it.
     pub(crate) async fn fetch_to(
         &self,
         competition: &str,
         file: &DataFile,
-        dest: &str,
+        opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
-        match Dest::parse(dest)? {
-            Dest::Local(dir) => self.fetch_local(competition, file, &dir, progress).await,
-            Dest::Gs(gs) => self.fetch_gs(competition, file, &gs, progress).await,
+        match Dest::parse(&opts.dest)? {
+            Dest::Local(dir) => {
+                self.fetch_local(competition, file, &dir, opts.extract, progress)
+                    .await
+            }
+            Dest::Gs(gs) => {
+                self.fetch_gs(competition, file, &gs, opts.extract, progress)
+                    .await
+            }
         }
     }
 }

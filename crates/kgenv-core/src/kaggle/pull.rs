@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::KaggleData;
 use super::KaggleClient;
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
 use crate::backends::{BackendResult, Progress};
 use crate::download::progress::Meter;
 use crate::download::DownloadOptions;
@@ -156,7 +156,7 @@ pub async fn pull(
     opts: &PullOptions,
     on_event: &(dyn Fn(PullEvent) + Send + Sync),
 ) -> BackendResult<PullReport> {
-    let data = KaggleData::from_env(opts.download.clone())?.extract(opts.extract);
+    let data = KaggleData::from_env(opts.download.clone())?;
     pull_with(&data, competition, opts, on_event).await
 }
 
@@ -224,6 +224,7 @@ pub async fn pull_with(
         }
     }
     let total: u64 = missing.iter().map(|f| f.size).sum();
+    let fetch = FetchOptions::new(&opts.dest).extract(opts.extract);
     on_event(PullEvent::Listed {
         competition: competition.into(),
         files: n_all,
@@ -266,7 +267,8 @@ pub async fn pull_with(
     let fetched = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(missing.iter().map(Ok::<_, BackendError>))
         .try_for_each_concurrent(opts.parallel_files.max(1), |f| {
-            let (totals, emit_total, bytes, fetched) = (&totals, &emit_total, &bytes, &fetched);
+            let (totals, emit_total, bytes, fetched, fetch) =
+                (&totals, &emit_total, &bytes, &fetched, &fetch);
             async move {
                 on_event(PullEvent::Started {
                     file: f.name.clone(),
@@ -306,7 +308,7 @@ pub async fn pull_with(
                     }
                     Progress::Line { line, .. } => on_event(PullEvent::Log { line }),
                 };
-                let n = kaggle.fetch(competition, f, &opts.dest, &progress).await?;
+                let n = kaggle.fetch(competition, f, fetch, &progress).await?;
                 if let Ok(mut t) = totals.lock() {
                     t.running.remove(&f.name);
                     t.finished += f.size;

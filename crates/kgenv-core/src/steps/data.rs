@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use std::sync::Arc;
 
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Data, Env};
@@ -85,8 +85,13 @@ impl Step for DataStep {
         )
     }
     fn planned_actions(&self) -> Vec<String> {
+        let unpack = if self.spec.extract {
+            ", unpacking the zips"
+        } else {
+            ""
+        };
         vec![format!(
-            "POST api.kaggle.com ListDataFiles {}; download the selected files to {}",
+            "POST api.kaggle.com ListDataFiles {}; download the selected files to {}{unpack}",
             self.spec.competition, self.spec.dest
         )]
     }
@@ -106,15 +111,14 @@ impl Step for DataStep {
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let kaggle = self.kaggle(ctx).await?;
+        let opts = FetchOptions::new(&self.spec.dest).extract(self.spec.extract);
         for f in self.missing(kaggle.as_ref()).await? {
             if ctx.cancel.is_cancelled() {
                 // Partial files resume on the next run.
                 return Err(BackendError::Cancelled.into());
             }
             kaggle
-                .fetch(&self.spec.competition, &f, &self.spec.dest, &|p| {
-                    ctx.progress(p)
-                })
+                .fetch(&self.spec.competition, &f, &opts, &|p| ctx.progress(p))
                 .await?;
         }
         Ok(())

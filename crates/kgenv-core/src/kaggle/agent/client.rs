@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::protocol::{decode, AgentLine, AgentOp, AgentRequest, WireCredentials};
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
 use crate::backends::remote::{ExecRequest, Remote};
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::download::DownloadOptions;
@@ -59,7 +59,6 @@ pub struct RemoteKaggle {
     endpoint: KaggleEndpoint,
     credentials: Credentials,
     download: DownloadOptions,
-    extract: bool,
     installed: OnceCell<String>,
 }
 
@@ -82,7 +81,6 @@ impl RemoteKaggle {
             endpoint: client.endpoint().clone(),
             credentials: client.credentials().clone(),
             download: DownloadOptions::default(),
-            extract: false,
             installed: OnceCell::new(),
         }
     }
@@ -91,13 +89,6 @@ impl RemoteKaggle {
     #[must_use]
     pub fn download(mut self, opts: DownloadOptions) -> Self {
         self.download = opts;
-        self
-    }
-
-    /// Unpack zips on the host.
-    #[must_use]
-    pub fn extract(mut self, yes: bool) -> Self {
-        self.extract = yes;
         self
     }
 
@@ -177,7 +168,6 @@ impl RemoteKaggle {
             credentials: WireCredentials::from(&self.credentials),
             concurrency: self.download.concurrency,
             chunk_size: self.download.chunk_size,
-            extract: self.extract,
         };
         let stdin = serde_json::to_vec(&req).map_err(|e| BackendError::other(e.to_string()))?;
         let cmd = Cmd::new(&path).args(&self.agent.args).to_string();
@@ -265,13 +255,13 @@ impl Kaggle for RemoteKaggle {
         &self,
         competition: &str,
         file: &DataFile,
-        dest: &str,
+        opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
         let op = AgentOp::Fetch {
             competition: competition.into(),
             file: file.clone(),
-            dest: dest.into(),
+            opts: opts.clone(),
         };
         Self::parse(self.call(op, progress).await?)
     }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::kaggle::DataFile;
+use crate::backends::kaggle::{DataFile, FetchOptions};
 use crate::error::BackendError;
 use crate::kaggle::credentials::{Credentials, Secret};
 use crate::kaggle::env::KaggleEndpoint;
@@ -87,14 +87,15 @@ pub enum AgentOp {
         /// File.
         file: String,
     },
-    /// Fetch `file` to `dest`.
+    /// Fetch `file` as `opts` say (destination and extraction are per call, like
+    /// [`Kaggle::fetch`](crate::backends::Kaggle::fetch)'s).
     Fetch {
         /// Competition.
         competition: String,
         /// File.
         file: DataFile,
-        /// Destination.
-        dest: String,
+        /// Destination and extraction.
+        opts: FetchOptions,
     },
 }
 
@@ -106,7 +107,6 @@ pub struct AgentRequest {
     pub(super) credentials: WireCredentials,
     pub(super) concurrency: usize,
     pub(super) chunk_size: u64,
-    pub(super) extract: bool,
 }
 
 impl std::fmt::Debug for AgentRequest {
@@ -235,6 +235,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fetch_carries_its_own_extract_choice() {
+        let op = AgentOp::Fetch {
+            competition: "c".into(),
+            file: DataFile {
+                name: "train.csv".into(),
+                size: 3,
+            },
+            opts: FetchOptions::new("/data/c").extract(true),
+        };
+        let back: AgentOp =
+            serde_json::from_value(serde_json::to_value(&op).expect("encode")).expect("decode");
+        match back {
+            AgentOp::Fetch { opts, .. } => {
+                assert_eq!(opts, FetchOptions::new("/data/c").extract(true));
+            }
+            _ => panic!("not a fetch"),
+        }
+    }
+
+    #[test]
     fn request_debug_hides_credentials() {
         let req = AgentRequest {
             op: AgentOp::List {
@@ -247,7 +267,6 @@ mod tests {
             },
             concurrency: 1,
             chunk_size: 1,
-            extract: false,
         };
         assert!(!format!("{req:?}").contains("sekrit"));
     }

@@ -66,7 +66,7 @@ async fn serve(
     let opts = DownloadOptions::default()
         .concurrency(req.concurrency)
         .chunk_size(req.chunk_size);
-    let data = KaggleData::new(client, opts)?.extract(req.extract);
+    let data = KaggleData::new(client, opts)?;
     let json = |v: Result<serde_json::Value, serde_json::Error>| {
         v.map_err(|e| BackendError::other(e.to_string()))
     };
@@ -78,7 +78,7 @@ async fn serve(
         AgentOp::Fetch {
             competition,
             file,
-            dest,
+            opts,
         } => {
             let progress = |p: Progress| match p {
                 Progress::Transfer {
@@ -104,7 +104,7 @@ async fn serve(
                 Progress::Line { line, .. } => print(AgentLine::Log { line }),
             };
             json(serde_json::to_value(
-                data.fetch_to(&competition, &file, &dest, &progress).await?,
+                data.fetch_to(&competition, &file, &opts, &progress).await?,
             ))
         }
     }
