@@ -1,5 +1,6 @@
 //! The Kaggle backend trait: list a competition's files and fetch them to a destination,
-//! with the per-call choices of a fetch in [`FetchOptions`].
+//! with the per-call choices of a fetch in [`FetchOptions`], and the one rule for which
+//! listed files a set of globs selects ([`FileSelection`]).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{BackendResult, ProgressFn, Remote};
+use crate::error::BackendError;
 
 /// One file of a competition's data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +17,61 @@ pub struct DataFile {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// Which of a competition's files a list of globs selects: the one rule shared by
+/// `[[data]] files`, the data step and `kgenv data pull --files`. `*` matches across `/`
+/// (`*.png` selects `train/a.png`), and no globs at all select every file.
+///
+/// ```
+/// use kgenv_core::backends::kaggle::FileSelection;
+/// let sel = FileSelection::new(&["*.csv"])?;
+/// assert!(sel.matches("dir/train.csv"));
+/// assert!(!sel.matches("train.zip"));
+/// assert!(FileSelection::new::<&str>(&[])?.matches("anything"));
+/// # Ok::<(), kgenv_core::BackendError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileSelection {
+    /// `None`: no globs, everything is selected.
+    set: Option<globset::GlobSet>,
+}
+
+impl FileSelection {
+    /// The selection `globs` make; a glob that does not parse is an error naming it.
+    pub fn new<S: AsRef<str>>(globs: &[S]) -> BackendResult<Self> {
+        if globs.is_empty() {
+            return Ok(Self { set: None });
+        }
+        let mut b = globset::GlobSetBuilder::new();
+        for g in globs {
+            let g = g.as_ref();
+            b.add(
+                globset::Glob::new(g).map_err(|e| BackendError::InvalidArgument {
+                    resource: format!("glob `{g}`"),
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        let set = b.build().map_err(|e| BackendError::InvalidArgument {
+            resource: "file globs".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { set: Some(set) })
+    }
+
+    /// Whether the file called `name` (its path within the competition) is selected.
+    pub fn matches(&self, name: &str) -> bool {
+        self.set.as_ref().is_none_or(|s| s.is_match(name))
+    }
+
+    /// The selected files of `files`, in their order.
+    pub fn select(&self, files: Vec<DataFile>) -> Vec<DataFile> {
+        files
+            .into_iter()
+            .filter(|f| self.matches(&f.name))
+            .collect()
+    }
 }
 
 /// Where one file goes and what is done with it there: the per-call choices of

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::KaggleData;
 use super::KaggleClient;
-use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, FileSelection, Kaggle};
 use crate::backends::{BackendResult, Progress};
 use crate::download::progress::Meter;
 use crate::download::DownloadOptions;
@@ -160,30 +160,6 @@ pub async fn pull(
     pull_with(&data, competition, opts, on_event).await
 }
 
-/// The files of `files` that `globs` select (every file when `globs` is empty).
-pub fn select(files: Vec<DataFile>, globs: &[String]) -> BackendResult<Vec<DataFile>> {
-    if globs.is_empty() {
-        return Ok(files);
-    }
-    let mut b = globset::GlobSetBuilder::new();
-    for g in globs {
-        b.add(
-            globset::Glob::new(g).map_err(|e| BackendError::InvalidArgument {
-                resource: format!("glob `{g}`"),
-                message: e.to_string(),
-            })?,
-        );
-    }
-    let set = b.build().map_err(|e| BackendError::InvalidArgument {
-        resource: "file globs".into(),
-        message: e.to_string(),
-    })?;
-    Ok(files
-        .into_iter()
-        .filter(|f| set.is_match(&f.name))
-        .collect())
-}
-
 struct Totals {
     meter: Meter,
     finished: u64,
@@ -201,7 +177,7 @@ pub async fn pull_with(
     let started = Instant::now();
     let all = kaggle.list_files(competition).await?;
     let n_all = all.len();
-    let selected = select(all, &opts.files)?;
+    let selected = FileSelection::new(&opts.files)?.select(all);
     if selected.is_empty() {
         return Err(BackendError::NotFound {
             resource: format!(

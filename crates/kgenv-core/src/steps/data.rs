@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use std::sync::Arc;
 
-use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, FileSelection, Kaggle};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Data, Env};
@@ -47,10 +47,7 @@ impl DataStep {
 
     async fn missing(&self, kaggle: &dyn Kaggle) -> Result<Vec<DataFile>> {
         let files = kaggle.list_files(&self.spec.competition).await?;
-        let selected: Vec<DataFile> = files
-            .into_iter()
-            .filter(|f| self.spec.selects(&f.name))
-            .collect();
+        let selected = FileSelection::new(&self.spec.files)?.select(files);
         if selected.is_empty() {
             return Err(BackendError::NotFound {
                 resource: format!(
