@@ -470,7 +470,7 @@ async fn jupyter(
         }
         None => (published.1, None),
     };
-    let access = kgenv_core::steps::jupyter::access(env, local_port)?;
+    let access = kgenv_core::jupyter::access(env, local_port)?;
     out!(
         "Jupyter: {}",
         if show_token {

@@ -32,6 +32,7 @@ pub mod gce;
 pub mod gcs;
 pub mod github;
 pub mod http;
+pub mod jupyter;
 pub mod kaggle;
 pub mod keys;
 pub mod mock;

@@ -10,7 +10,7 @@ use crate::errors;
 #[pyfunction]
 pub(crate) fn hash_password(py: Python<'_>, password: &str) -> PyResult<String> {
     let password = password.to_string();
-    py.detach(move || kgenv_core::steps::jupyter::hash_password(&password))
+    py.detach(move || kgenv_core::jupyter::hash_password(&password))
         .map_err(|e| errors::to_py(py, &e.into()))
 }
 
@@ -18,5 +18,5 @@ pub(crate) fn hash_password(py: Python<'_>, password: &str) -> PyResult<String> 
 #[pyfunction]
 pub(crate) fn verify_password(py: Python<'_>, password: &str, hashed: &str) -> bool {
     let (password, hashed) = (password.to_string(), hashed.to_string());
-    py.detach(move || kgenv_core::steps::jupyter::verify_password(&password, &hashed))
+    py.detach(move || kgenv_core::jupyter::verify_password(&password, &hashed))
 }
