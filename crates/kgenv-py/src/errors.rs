@@ -4,8 +4,8 @@
 //! `Error::RunFailed { first: Step { source: Backend(Stockout { zone, .. }) } }` becomes
 //! `kgenv.StockoutError(zone=..., step=..., failed_steps=[...])`.
 
-use kgenv_core::error::{QuotaScope, StateError};
 use kgenv_core::error::error_chain;
+use kgenv_core::error::{QuotaScope, StateError};
 use kgenv_core::{BackendError, Error};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

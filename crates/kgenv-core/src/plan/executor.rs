@@ -213,4 +213,3 @@ where
     }
     (outcomes, errors)
 }
-
