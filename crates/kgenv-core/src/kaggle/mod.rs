@@ -3,15 +3,16 @@
 //! directory or `gs://`, the remote variant that runs on a VM, and the `list`/`pull` entry
 //! points the CLI calls.
 //!
-//! The files, by role (each imports only the ones below it):
+//! The files, by role; no two import each other (the agent's server runs `data` on the
+//! host, and only `backend` joins the agent's client to `data`):
 //!
 //! - [`backend`]: the `Kaggle` implementation of [`KaggleData`] (which hands itself to a
-//!   host's agent) and [`LazyKaggle`] — the only file that joins the two below;
+//!   host's agent) and [`LazyKaggle`];
 //! - [`agent`]: the data agent that runs on a host — its wire protocol, its server
 //!   ([`agent_main`]) over [`data`], and its client ([`RemoteKaggle`]);
 //! - [`data`]: the local and `gs://` work ([`KaggleData`], [`Dest`]);
-//! - [`pull`]: `kgenv data pull` over any backend;
-//! - `client`, [`credentials`], [`env`], [`api`]: the Kaggle API itself.
+//! - [`pull`](mod@pull): `kgenv data pull` over any backend;
+//! - `client`, [`credentials`], [`env`](mod@env), [`api`]: the Kaggle API itself.
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::backends::BackendResult<()> {
