@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use kgenv_core::steps::jupyter::{hash_password, verify_password};
+use kgenv_core::jupyter::{hash_password, verify_password};
 
 fn python() -> PathBuf {
     std::env::var_os("KGENV_JUPYTER_PYTHON")

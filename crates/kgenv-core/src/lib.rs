@@ -34,6 +34,7 @@ pub mod github;
 pub mod google_auth;
 pub mod gpu;
 pub mod http;
+pub mod jupyter;
 pub mod kaggle;
 pub mod keys;
 pub mod mock;

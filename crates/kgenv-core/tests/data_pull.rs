@@ -412,14 +412,13 @@ async fn a_checksum_mismatch_is_detected_and_the_file_fetched_again() {
     assert!(!dest.path().join("f.bin").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zipped_files_are_extracted_on_request() {
+/// Serves competition `z` with `data/train.csv` (700 000 bytes) wrapped in a zip, as Kaggle
+/// wraps large files; returns the archive's path and the unpacked file's sha256.
+fn serve_zipped(fake: &FakeKaggle, src: &std::path::Path) -> (std::path::PathBuf, String) {
     use std::io::Write;
-    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
-    let src = tempfile::tempdir().expect("tempdir");
-    let raw = src.path().join("train.csv");
+    let raw = src.join("train.csv");
     let h = generate(&raw, 700_000, 9);
-    let zpath = src.path().join("train.csv.zip");
+    let zpath = src.join("train.csv.zip");
     {
         let mut z = zip::ZipWriter::new(std::fs::File::create(&zpath).expect("zip"));
         z.start_file("train.csv", zip::write::SimpleFileOptions::default())
@@ -429,9 +428,17 @@ async fn zipped_files_are_extracted_on_request() {
         z.finish().expect("finish");
     }
     fake.add_zipped("z", "data/train.csv", &zpath, 700_000);
+    (zpath, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zipped_files_are_extracted_on_request() {
+    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
+    let src = tempfile::tempdir().expect("tempdir");
+    let (zpath, h) = serve_zipped(&fake, src.path());
     let dest = tempfile::tempdir().expect("tempdir");
     let d = dest.path().to_str().expect("utf8");
-    let data = backend(&fake, opts()).extract(true);
+    let data = backend(&fake, opts());
     pull_with(&data, "z", &PullOptions::new(d).extract(true), &|_| {})
         .await
         .expect("pull");
@@ -465,4 +472,48 @@ async fn zipped_files_are_extracted_on_request() {
         sha256_file(&dest2.path().join("data/train.csv.zip")),
         sha256_file(&zpath)
     );
+}
+
+/// `[[data]] extract` reaches the real backend: the data step (on the local target, the
+/// rest of the world mocked) unpacks the zip when the spec says so, and leaves it when not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_step_honours_extract_with_the_real_backend() {
+    use kgenv_core::mock::MockWorld;
+    use kgenv_core::runner::{RunOptions, Runner};
+    use kgenv_core::spec::{Data, Env, Target};
+
+    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
+    let src = tempfile::tempdir().expect("tempdir");
+    let (zpath, h) = serve_zipped(&fake, src.path());
+    for extract in [true, false] {
+        let dest = tempfile::tempdir().expect("tempdir");
+        let state = tempfile::tempdir().expect("tempdir");
+        let env = Env::builder("unzip")
+            .target(Target::Local)
+            .data(
+                Data::builder("z")
+                    .dest(dest.path().to_str().expect("utf8"))
+                    .extract(extract),
+            )
+            .build()
+            .expect("valid env");
+        let mut backends = MockWorld::new().backends();
+        backends.kaggle = std::sync::Arc::new(backend(&fake, opts()));
+        Runner::new(env, backends)
+            .state_dir(state.path())
+            .up(RunOptions::default(), |_| {})
+            .await
+            .expect("up");
+        let (csv, zip) = (
+            dest.path().join("data/train.csv"),
+            dest.path().join("data/train.csv.zip"),
+        );
+        if extract {
+            assert_eq!(sha256_file(&csv), h, "extract = true unpacks the zip");
+            assert!(!zip.exists(), "the archive is removed after extraction");
+        } else {
+            assert_eq!(sha256_file(&zip), sha256_file(&zpath), "the zip as served");
+            assert!(!csv.exists(), "extract = false unpacks nothing");
+        }
+    }
 }

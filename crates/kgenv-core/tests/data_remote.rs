@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kaggle_fake::{generate, sha256_file, FakeAuth, FakeKaggle};
-use kgenv_core::backends::remote::{ByteStream, ExecOutput, ExecRequest, Remote};
+use kgenv_core::backends::kaggle::{DataFile, FetchOptions};
+use kgenv_core::backends::remote::{
+    ByteStream, ExecOutput, ExecRequest, HostAddr, Remote, RemoteConnector,
+};
 use kgenv_core::backends::{BackendResult, Kaggle, Progress, ProgressFn, Stream};
 use kgenv_core::kaggle::credentials::Secret;
 use kgenv_core::kaggle::{
@@ -232,4 +235,143 @@ async fn the_data_step_runs_on_the_host_through_the_agent() {
     let rk2 = RemoteKaggle::new(remote.clone(), &client, agent());
     rk2.list_files("rc").await.expect("list again");
     assert_eq!(remote.puts.lock().expect("lock").len(), 1);
+}
+
+/// The run's host is always the one `LocalRemote`.
+struct OneHost(Arc<LocalRemote>);
+
+#[async_trait]
+impl RemoteConnector for OneHost {
+    async fn connect(
+        &self,
+        _: &HostAddr,
+        _: std::time::Duration,
+    ) -> BackendResult<Arc<dyn Remote>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A backend that only works on a host, through this test's agent: anything done here
+/// instead is an error, so the test knows the step went through the agent.
+struct OnlyOnHost(KaggleClient);
+
+#[async_trait]
+impl Kaggle for OnlyOnHost {
+    async fn list_files(&self, _: &str) -> BackendResult<Vec<DataFile>> {
+        Err(BackendError::other("listed here, not on the host"))
+    }
+    async fn present(&self, _: &str, _: &str) -> BackendResult<Option<u64>> {
+        Err(BackendError::other("checked here, not on the host"))
+    }
+    async fn fetch(
+        &self,
+        _: &str,
+        _: &DataFile,
+        _: &FetchOptions,
+        _: ProgressFn<'_>,
+    ) -> BackendResult<u64> {
+        Err(BackendError::other("fetched here, not on the host"))
+    }
+    fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        Ok(Some(Arc::new(RemoteKaggle::new(host, &self.0, agent()))))
+    }
+}
+
+/// `[[data]] extract` reaches the agent on the host (it travels in each fetch request): the
+/// data step on an ssh target unpacks there when the spec says so, and the same agent
+/// backend leaves the zip when a call does not ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_step_extracts_on_the_host_when_the_spec_says_so() {
+    use std::io::Write;
+
+    use kgenv_core::mock::MockWorld;
+    use kgenv_core::runner::{RunOptions, Runner};
+    use kgenv_core::spec::{Data, Env, SshHost, Target};
+
+    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
+    let src = tempfile::tempdir().expect("tempdir");
+    let raw = src.path().join("train.csv");
+    let h = generate(&raw, 400_000, 4);
+    let zpath = src.path().join("train.csv.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&zpath).expect("zip"));
+        z.start_file("train.csv", zip::write::SimpleFileOptions::default())
+            .expect("entry");
+        z.write_all(&std::fs::read(&raw).expect("raw"))
+            .expect("write");
+        z.finish().expect("finish");
+    }
+    fake.add_zipped("hz", "train.csv", &zpath, 400_000);
+
+    let home = tempfile::tempdir().expect("tempdir");
+    let remote = Arc::new(LocalRemote {
+        home: home.path().into(),
+        commands: Mutex::new(Vec::new()),
+        puts: Mutex::new(Vec::new()),
+    });
+    let client = KaggleClient::new(
+        KaggleEndpoint::custom(&fake.endpoint()).expect("endpoint"),
+        Credentials::Token {
+            token: Secret::new(TOKEN),
+            source: "test".into(),
+        },
+    )
+    .expect("client");
+    // The data step: the spec's choice goes with the fetch request to the agent.
+    let dest = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let env = Env::builder("onhost")
+        .target(Target::Ssh(
+            SshHost::parse("tester@127.0.0.1").expect("ssh host"),
+        ))
+        .data(
+            Data::builder("hz")
+                .dest(dest.path().to_str().expect("utf8"))
+                .extract(true),
+        )
+        .build()
+        .expect("valid env");
+    let mut backends = MockWorld::new().backends();
+    backends.remote = Arc::new(OneHost(remote.clone()));
+    backends.kaggle = Arc::new(OnlyOnHost(client.clone()));
+    Runner::new(env, backends)
+        .state_dir(state.path())
+        .up(RunOptions::default(), |_| {})
+        .await
+        .expect("up");
+    assert_eq!(
+        sha256_file(&dest.path().join("train.csv")),
+        h,
+        "unpacked on the host"
+    );
+    assert!(
+        !dest.path().join("train.csv.zip").exists(),
+        "the archive is removed after extraction"
+    );
+
+    // One agent backend, two calls, two choices: extraction is per call, not per backend.
+    let rk = RemoteKaggle::new(remote.clone(), &client, agent());
+    let file = DataFile {
+        name: "train.csv".into(),
+        size: 400_000,
+    };
+    let (kept, unpacked) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let to = |d: &tempfile::TempDir| FetchOptions::new(d.path().to_str().expect("utf8"));
+    rk.fetch("hz", &file, &to(&kept), &|_| {})
+        .await
+        .expect("fetch as served");
+    rk.fetch("hz", &file, &to(&unpacked).extract(true), &|_| {})
+        .await
+        .expect("fetch and unpack");
+    assert_eq!(
+        sha256_file(&kept.path().join("train.csv.zip")),
+        sha256_file(&zpath),
+        "extract = false: the zip as served"
+    );
+    assert!(!kept.path().join("train.csv").exists());
+    assert_eq!(sha256_file(&unpacked.path().join("train.csv")), h);
+    assert!(!unpacked.path().join("train.csv.zip").exists());
 }

@@ -8,12 +8,12 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use kgenv_core::jupyter::supervisor_command;
 use kgenv_core::mock::GITHUB_HOST_KEYS;
 use kgenv_core::spec::BucketMount;
 use kgenv_core::steps::autostop::{AutostopScript, JupyterProbe, IDLE_DECIDE_FN};
 use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN};
 use kgenv_core::steps::github_key::GithubKeyScript;
-use kgenv_core::steps::jupyter::supervisor_command;
 
 const NASTY: &str = "it's \"x\" $(touch /tmp/kgenv-pwned) `id` \\ ; | & *";
 

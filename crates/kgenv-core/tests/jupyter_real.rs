@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kgenv_core::spec::{Container, Env, Image, Jupyter, JupyterTls, Target};
-use kgenv_core::steps::container::{ContainerStep, JUPYTER_DIR_IN_CONTAINER};
-use kgenv_core::steps::jupyter::{
+use kgenv_core::jupyter::{
     certificate_sha256, hash_password, render_config, self_signed_certificate, supervisor_command,
-    JupyterLayout, CONFIG_FILE,
+    JupyterLayout, CONFIG_FILE, JUPYTER_DIR_IN_CONTAINER,
 };
+use kgenv_core::spec::{Container, Env, Image, Jupyter, JupyterTls, Target};
+use kgenv_core::steps::container::ContainerStep;
 
 /// The venv's python with jupyter_server, or a failure saying how to install it.
 fn python() -> PathBuf {
@@ -561,14 +561,14 @@ fn url_and_certificate_fingerprint() {
         .build()
         .expect("env");
     assert!(
-        kgenv_core::steps::jupyter::access(&env, 18888).is_err(),
+        kgenv_core::jupyter::access(&env, 18888).is_err(),
         "no certificate before `up`"
     );
     let (cert, _) = self_signed_certificate(&["localhost".into()]).expect("cert");
     let keys = kgenv_core::paths::keys_dir("jt");
     std::fs::create_dir_all(&keys).expect("keys dir");
     std::fs::write(keys.join("jupyter-cert.pem"), &cert).expect("cert");
-    let a = kgenv_core::steps::jupyter::access(&env, 18888).expect("access");
+    let a = kgenv_core::jupyter::access(&env, 18888).expect("access");
     assert_eq!(a.url, "https://127.0.0.1:18888/");
     assert!(a.self_signed);
     let token = a.token.clone().expect("token mode has a token");

@@ -522,3 +522,74 @@ async fn two_runs_on_one_environment_exclude_each_other() {
     assert!(e.to_string().contains("busy"), "{e}");
     assert_eq!(r.world.state().instances.len(), 1);
 }
+
+/// A local environment whose only work is titanic's data, `train.csv` served zipped.
+fn zipped_data_run(name: &str, extract: bool) -> (Run, String) {
+    home();
+    let dest = format!("/data/{name}");
+    let env = Env::builder(name)
+        .target(Target::Local)
+        .data(Data::builder("titanic").dest(&dest).extract(extract))
+        .build()
+        .expect("valid env");
+    let r = Run::new(env);
+    r.world.edit(|s| {
+        s.zipped.insert(
+            "titanic/train.csv".into(),
+            vec![kgenv_core::backends::kaggle::DataFile {
+                name: "train.csv".into(),
+                size: 61_194,
+            }],
+        );
+    });
+    (r, dest)
+}
+
+#[tokio::test]
+async fn the_data_step_extracts_when_the_spec_says_so() {
+    let (r, dest) = zipped_data_run("unzip", true);
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("up");
+    let w = r.world.state();
+    let file = |f: &str| w.data_files.get(&format!("{dest}/{f}")).copied();
+    assert_eq!(file("train.csv"), Some(61_194), "{:?}", w.data_files);
+    assert_eq!(
+        file("train.csv.zip"),
+        None,
+        "the archive is gone once unpacked"
+    );
+    assert_eq!(
+        file("test.csv"),
+        Some(28_629),
+        "files not zipped land as they are"
+    );
+    assert!(w.extract_requested.contains(&format!("{dest}/train.csv")));
+
+    // A second run finds everything there (by listed name) and fetches nothing.
+    r.world.clear_calls();
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("second up");
+    assert!(
+        r.world.mutating_calls().is_empty(),
+        "{:#?}",
+        r.world.mutating_calls()
+    );
+}
+
+#[tokio::test]
+async fn the_data_step_leaves_zips_alone_by_default() {
+    let (r, dest) = zipped_data_run("keepzip", false);
+    r.runner
+        .up(RunOptions::default(), r.sink())
+        .await
+        .expect("up");
+    let w = r.world.state();
+    let file = |f: &str| w.data_files.get(&format!("{dest}/{f}")).copied();
+    assert_eq!(file("train.csv.zip"), Some(61_194), "{:?}", w.data_files);
+    assert_eq!(file("train.csv"), None, "nothing unpacked");
+    assert!(w.extract_requested.is_empty());
+}

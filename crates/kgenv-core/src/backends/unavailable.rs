@@ -12,7 +12,7 @@ use super::compute::{
 };
 use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
-use super::kaggle::{DataFile, Kaggle};
+use super::kaggle::{DataFile, FetchOptions, Kaggle};
 use super::remote::{HostAddr, Remote, RemoteConnector};
 use super::storage::{BucketInfo, Storage};
 use super::{BackendResult, ProgressFn};
@@ -132,7 +132,13 @@ impl Kaggle for Unavailable {
     async fn present(&self, _: &str, _: &str) -> BackendResult<Option<u64>> {
         self.err()
     }
-    async fn fetch(&self, _: &str, _: &DataFile, _: &str, _: ProgressFn<'_>) -> BackendResult<u64> {
+    async fn fetch(
+        &self,
+        _: &str,
+        _: &DataFile,
+        _: &FetchOptions,
+        _: ProgressFn<'_>,
+    ) -> BackendResult<u64> {
         self.err()
     }
 }

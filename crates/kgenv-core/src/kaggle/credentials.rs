@@ -23,7 +23,7 @@ use crate::http::TokenSource;
 pub use crate::http::Secret;
 
 /// How kgenv authenticates to Kaggle. Deliberately not `Serialize`: the only place the
-/// secret leaves the process is the remote agent's stdin (see [`super::remote`]).
+/// secret leaves the process is the remote agent's stdin (see [`super::agent`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// An API token (`Authorization: Bearer`).

@@ -1,7 +1,12 @@
-//! [`KaggleData`]: the real [`Kaggle`] backend. Lists through [`KaggleClient`], downloads
-//! with the [`Downloader`], and lands files in a local directory (including a gcsfuse
-//! mount) or straight in `gs://bucket/prefix` through a GCS resumable upload, with nothing
-//! on local disk but a small resume record.
+//! [`KaggleData`]: the real Kaggle data work done from this process. Lists through
+//! [`KaggleClient`], downloads with the [`Downloader`], and lands files in a local directory
+//! (including a gcsfuse mount) or straight in `gs://bucket/prefix` through a GCS resumable
+//! upload, with nothing on local disk but a small resume record.
+//!
+//! This file knows nothing of remote hosts: its [`Kaggle`](crate::backends::Kaggle)
+//! implementation, which hands the work to a host's data agent, is in
+//! [`super::backend`], above both this file and [`super::agent`] (whose server side runs
+//! this code on the host).
 //!
 //! Kaggle wraps large files in a zip (`train.csv` arrives as `train.csv.zip`, which only the
 //! signed URL's name tells); the landed name follows the URL, as in the official client.
@@ -14,12 +19,9 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
 use super::client::KaggleClient;
-use super::remote::{AgentCommand, RemoteKaggle};
-use crate::backends::kaggle::{DataFile, Kaggle};
-use crate::backends::{BackendResult, Progress, ProgressFn, Remote, Stream};
+use crate::backends::kaggle::{DataFile, FetchOptions};
+use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::download::{self, checksum, ChunkSink, DownloadOptions, Downloader, TransferError};
 use crate::error::BackendError;
 use crate::gcs::{GcsClient, GsPath, ResumableUpload, SavedUpload};
@@ -184,7 +186,6 @@ pub struct KaggleData {
     client: KaggleClient,
     dl: Downloader,
     gcs: Option<GcsClient>,
-    extract: bool,
 }
 
 impl KaggleData {
@@ -195,7 +196,6 @@ impl KaggleData {
             client,
             dl: Downloader::new(opts)?,
             gcs: None,
-            extract: false,
         })
     }
 
@@ -211,16 +211,14 @@ impl KaggleData {
         self
     }
 
-    /// Unpacks the `.zip` files Kaggle serves (local destinations only).
-    #[must_use]
-    pub fn extract(mut self, yes: bool) -> Self {
-        self.extract = yes;
-        self
-    }
-
     /// The API client.
     pub fn client(&self) -> &KaggleClient {
         &self.client
+    }
+
+    /// The downloader's settings (a host running the agent gets the same).
+    pub(crate) fn download_options(&self) -> &DownloadOptions {
+        self.dl.options()
     }
 
     fn gcs(&self) -> BackendResult<GcsClient> {
@@ -263,6 +261,7 @@ impl KaggleData {
         competition: &str,
         file: &DataFile,
         dir: &Path,
+        extract: bool,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
         let rel = safe_relative(&file.name)?;
@@ -281,7 +280,7 @@ impl KaggleData {
             crc32c: got.crc32c,
             extracted: Vec::new(),
         };
-        if self.extract && target.extension().is_some_and(|e| e == "zip") {
+        if extract && target.extension().is_some_and(|e| e == "zip") {
             let into = target.parent().unwrap_or(dir).to_path_buf();
             progress(Progress::Line {
                 stream: Stream::Stdout,
@@ -341,9 +340,10 @@ impl KaggleData {
         competition: &str,
         file: &DataFile,
         gs: &GsPath,
+        extract: bool,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
-        if self.extract {
+        if extract {
             return Err(BackendError::InvalidArgument {
                 resource: gs.to_string(),
                 message: "zip extraction needs a directory destination; unpack from the bucket's gcsfuse mount instead".into(),
@@ -451,114 +451,39 @@ impl KaggleData {
         }
         Err(last.unwrap_or_else(|| BackendError::other(format!("{}: upload failed", file.name))))
     }
-}
 
-#[async_trait]
-impl Kaggle for KaggleData {
-    async fn list_files(&self, competition: &str) -> BackendResult<Vec<DataFile>> {
+    /// The competition's files, as [`Kaggle::list_files`](crate::backends::Kaggle::list_files) answers them.
+    pub(crate) async fn list(&self, competition: &str) -> BackendResult<Vec<DataFile>> {
         self.client.list_files(competition).await
     }
 
-    async fn present(&self, dest: &str, file: &str) -> BackendResult<Option<u64>> {
+    /// Whether `file` is fully at `dest`, as [`Kaggle::present`](crate::backends::Kaggle::present) answers it here.
+    pub(crate) async fn present_at(&self, dest: &str, file: &str) -> BackendResult<Option<u64>> {
         match Dest::parse(dest)? {
             Dest::Local(dir) => self.present_local(&dir, file).await,
             Dest::Gs(gs) => self.present_gs(&gs, file).await,
         }
     }
 
-    async fn fetch(
+    /// Fetches `file` as `opts` say, from here, as
+    /// [`Kaggle::fetch`](crate::backends::Kaggle::fetch) does it.
+    pub(crate) async fn fetch_to(
         &self,
         competition: &str,
         file: &DataFile,
-        dest: &str,
+        opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64> {
-        match Dest::parse(dest)? {
-            Dest::Local(dir) => self.fetch_local(competition, file, &dir, progress).await,
-            Dest::Gs(gs) => self.fetch_gs(competition, file, &gs, progress).await,
+        match Dest::parse(&opts.dest)? {
+            Dest::Local(dir) => {
+                self.fetch_local(competition, file, &dir, opts.extract, progress)
+                    .await
+            }
+            Dest::Gs(gs) => {
+                self.fetch_gs(competition, file, &gs, opts.extract, progress)
+                    .await
+            }
         }
-    }
-    fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
-        let remote = RemoteKaggle::new(host, &self.client, AgentCommand::current()?)
-            .download(self.dl.options().clone())
-            .extract(self.extract);
-        Ok(Some(Arc::new(remote)))
-    }
-}
-
-/// A [`KaggleData`] configured from the environment on first use, so a program can build
-/// its backends before knowing whether a data step will run (missing Kaggle credentials are
-/// reported by the first call, not at start-up).
-pub struct LazyKaggle {
-    opts: DownloadOptions,
-    extract: bool,
-    inner: tokio::sync::OnceCell<KaggleData>,
-}
-
-impl std::fmt::Debug for LazyKaggle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyKaggle")
-            .field("ready", &self.inner.initialized())
-            .finish_non_exhaustive()
-    }
-}
-
-impl LazyKaggle {
-    /// A lazy backend with downloader settings `opts`.
-    pub fn new(opts: DownloadOptions) -> Self {
-        Self {
-            opts,
-            extract: false,
-            inner: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// Unpacks the `.zip` files Kaggle serves.
-    #[must_use]
-    pub fn extract(mut self, yes: bool) -> Self {
-        self.extract = yes;
-        self
-    }
-
-    async fn get(&self) -> BackendResult<&KaggleData> {
-        self.inner
-            .get_or_try_init(|| async {
-                Ok(KaggleData::from_env(self.opts.clone())?.extract(self.extract))
-            })
-            .await
-    }
-}
-
-#[async_trait]
-impl Kaggle for LazyKaggle {
-    async fn list_files(&self, competition: &str) -> BackendResult<Vec<DataFile>> {
-        self.get().await?.list_files(competition).await
-    }
-
-    async fn present(&self, dest: &str, file: &str) -> BackendResult<Option<u64>> {
-        self.get().await?.present(dest, file).await
-    }
-
-    async fn fetch(
-        &self,
-        competition: &str,
-        file: &DataFile,
-        dest: &str,
-        progress: ProgressFn<'_>,
-    ) -> BackendResult<u64> {
-        self.get()
-            .await?
-            .fetch(competition, file, dest, progress)
-            .await
-    }
-
-    fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
-        // Credentials are needed to forward them: resolve them now (synchronously cheap).
-        let data = match self.inner.get() {
-            Some(d) => d.clone(),
-            None => KaggleData::from_env(self.opts.clone())?.extract(self.extract),
-        };
-        data.on_host(host)
     }
 }
 

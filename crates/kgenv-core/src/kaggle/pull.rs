@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::KaggleData;
 use super::KaggleClient;
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, FileSelection, Kaggle};
 use crate::backends::{BackendResult, Progress};
 use crate::download::progress::Meter;
 use crate::download::DownloadOptions;
@@ -156,32 +156,8 @@ pub async fn pull(
     opts: &PullOptions,
     on_event: &(dyn Fn(PullEvent) + Send + Sync),
 ) -> BackendResult<PullReport> {
-    let data = KaggleData::from_env(opts.download.clone())?.extract(opts.extract);
+    let data = KaggleData::from_env(opts.download.clone())?;
     pull_with(&data, competition, opts, on_event).await
-}
-
-/// The files of `files` that `globs` select (every file when `globs` is empty).
-pub fn select(files: Vec<DataFile>, globs: &[String]) -> BackendResult<Vec<DataFile>> {
-    if globs.is_empty() {
-        return Ok(files);
-    }
-    let mut b = globset::GlobSetBuilder::new();
-    for g in globs {
-        b.add(
-            globset::Glob::new(g).map_err(|e| BackendError::InvalidArgument {
-                resource: format!("glob `{g}`"),
-                message: e.to_string(),
-            })?,
-        );
-    }
-    let set = b.build().map_err(|e| BackendError::InvalidArgument {
-        resource: "file globs".into(),
-        message: e.to_string(),
-    })?;
-    Ok(files
-        .into_iter()
-        .filter(|f| set.is_match(&f.name))
-        .collect())
 }
 
 struct Totals {
@@ -201,7 +177,7 @@ pub async fn pull_with(
     let started = Instant::now();
     let all = kaggle.list_files(competition).await?;
     let n_all = all.len();
-    let selected = select(all, &opts.files)?;
+    let selected = FileSelection::new(&opts.files)?.select(all);
     if selected.is_empty() {
         return Err(BackendError::NotFound {
             resource: format!(
@@ -224,6 +200,7 @@ pub async fn pull_with(
         }
     }
     let total: u64 = missing.iter().map(|f| f.size).sum();
+    let fetch = FetchOptions::new(&opts.dest).extract(opts.extract);
     on_event(PullEvent::Listed {
         competition: competition.into(),
         files: n_all,
@@ -266,7 +243,8 @@ pub async fn pull_with(
     let fetched = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(missing.iter().map(Ok::<_, BackendError>))
         .try_for_each_concurrent(opts.parallel_files.max(1), |f| {
-            let (totals, emit_total, bytes, fetched) = (&totals, &emit_total, &bytes, &fetched);
+            let (totals, emit_total, bytes, fetched, fetch) =
+                (&totals, &emit_total, &bytes, &fetched, &fetch);
             async move {
                 on_event(PullEvent::Started {
                     file: f.name.clone(),
@@ -306,7 +284,7 @@ pub async fn pull_with(
                     }
                     Progress::Line { line, .. } => on_event(PullEvent::Log { line }),
                 };
-                let n = kaggle.fetch(competition, f, &opts.dest, &progress).await?;
+                let n = kaggle.fetch(competition, f, fetch, &progress).await?;
                 if let Ok(mut t) = totals.lock() {
                     t.running.remove(&f.name);
                     t.finished += f.size;

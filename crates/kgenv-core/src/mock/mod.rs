@@ -138,8 +138,20 @@ pub struct WorldState {
     pub github_keys: Vec<(KeyScope, GithubKeyInfo)>,
     /// Competitions and their files.
     pub competitions: BTreeMap<String, Vec<DataFile>>,
-    /// Data landed: `dest/file` → bytes.
+    /// Data landed: `dest/file` → bytes, by listed name (what `present` answers).
     pub landed: BTreeMap<String, u64>,
+    /// Competition files that arrive as a zip archive: `competition/file` → the entries
+    /// inside (names relative to the file's directory). A name without `.zip` is served as
+    /// `<name>.zip`, as Kaggle wraps large files.
+    #[serde(default)]
+    pub zipped: BTreeMap<String, Vec<DataFile>>,
+    /// What the destinations hold after fetches, as a directory listing would show it:
+    /// `dest/path` → bytes — an archive as served, or its entries once a fetch extracted it.
+    #[serde(default)]
+    pub data_files: BTreeMap<String, u64>,
+    /// Fetches that asked for extraction, as `dest/file` (the per-call choice, recorded).
+    #[serde(default)]
+    pub extract_requested: std::collections::BTreeSet<String>,
     /// Counter for ids.
     pub next_id: u64,
 }

@@ -6,7 +6,7 @@
 use super::tunnel::{forward_local, LocalForward};
 use super::Runner;
 use crate::error::{Error, Result};
-use crate::steps::jupyter::{access, JupyterAccess};
+use crate::jupyter::{access, JupyterAccess};
 
 /// A local address for Jupyter. A tunnel serves until it is dropped or [`close`]d.
 ///

@@ -46,9 +46,9 @@ pub use crate::backends::container::LogOptions;
 pub use crate::backends::remote::{ExecOutput, ExecRequest, HostAddr};
 pub use crate::backends::Stream;
 pub use crate::gpu::{GpuInfo, GpuReport};
+pub use crate::jupyter::{hash_password, verify_password};
 pub use crate::plan::{Change, Event, Outcome, Phase, Report, StepOutcome};
 pub use crate::state::State;
-pub use crate::steps::jupyter::{hash_password, verify_password};
 pub use jupyter::JupyterTunnel;
 pub use verbs::{Verb, VERBS};
 

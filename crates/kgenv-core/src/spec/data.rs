@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::rules;
+use crate::backends::kaggle::FileSelection;
 use crate::error::ValidationError;
 
 /// A validated data spec.
@@ -42,11 +43,10 @@ impl Data {
         }
     }
 
-    /// Whether `name` is selected by the globs.
+    /// Whether `name` is selected by the globs, by the rule every data path shares
+    /// ([`FileSelection`]; a spec whose globs do not parse selects nothing).
     pub fn selects(&self, name: &str) -> bool {
-        self.files
-            .iter()
-            .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(name)))
+        FileSelection::new(&self.files).is_ok_and(|s| s.matches(name))
     }
 }
 

@@ -9,10 +9,10 @@
 
 use async_trait::async_trait;
 
-use super::jupyter::AGENT_TOKEN_FILE;
 use super::script::{assignment, HostScript, ScriptBuilder};
 use crate::backends::{ProgressFn, Remote};
 use crate::error::Result;
+use crate::jupyter::AGENT_TOKEN_FILE;
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Autostop, Env, JupyterTls};
 use crate::state::StateStore;

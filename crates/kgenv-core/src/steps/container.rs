@@ -22,6 +22,7 @@ use super::hostfs::HostFs;
 use crate::backends::container::{BindMount, ContainerEngine, ContainerRequest, PortPublish};
 use crate::error::{BackendError, Result};
 use crate::gpu::is_stub_dir;
+use crate::jupyter::{supervisor_command, JUPYTER_DIR_IN_CONTAINER};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Container, Env, Gpus, Image};
 
@@ -30,8 +31,6 @@ pub const SPEC_HASH_LABEL: &str = "kgenv.spec-hash";
 /// Label on a container created without the GPUs its spec asked for, because the engine
 /// could not give any (value: `true`).
 pub const GPU_FALLBACK_LABEL: &str = "kgenv.gpu-fallback";
-/// Where the Jupyter config directory is mounted inside the container.
-pub const JUPYTER_DIR_IN_CONTAINER: &str = "/etc/kgenv/jupyter";
 
 /// Creates, recreates or removes the container.
 pub struct ContainerStep {
@@ -111,7 +110,7 @@ impl ContainerStep {
         let command = if self.with_jupyter {
             // A supervisor loop: Jupyter starts once its config lands, restarts if it crashes
             // or its config or certificate changes (tested against the real jupyter_server).
-            super::jupyter::supervisor_command(JUPYTER_DIR_IN_CONTAINER)
+            supervisor_command(JUPYTER_DIR_IN_CONTAINER)
         } else {
             "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done".to_string()
         };

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use std::sync::Arc;
 
-use crate::backends::kaggle::{DataFile, Kaggle};
+use crate::backends::kaggle::{DataFile, FetchOptions, FileSelection, Kaggle};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Data, Env};
@@ -47,10 +47,7 @@ impl DataStep {
 
     async fn missing(&self, kaggle: &dyn Kaggle) -> Result<Vec<DataFile>> {
         let files = kaggle.list_files(&self.spec.competition).await?;
-        let selected: Vec<DataFile> = files
-            .into_iter()
-            .filter(|f| self.spec.selects(&f.name))
-            .collect();
+        let selected = FileSelection::new(&self.spec.files)?.select(files);
         if selected.is_empty() {
             return Err(BackendError::NotFound {
                 resource: format!(
@@ -85,8 +82,13 @@ impl Step for DataStep {
         )
     }
     fn planned_actions(&self) -> Vec<String> {
+        let unpack = if self.spec.extract {
+            ", unpacking the zips"
+        } else {
+            ""
+        };
         vec![format!(
-            "POST api.kaggle.com ListDataFiles {}; download the selected files to {}",
+            "POST api.kaggle.com ListDataFiles {}; download the selected files to {}{unpack}",
             self.spec.competition, self.spec.dest
         )]
     }
@@ -106,15 +108,14 @@ impl Step for DataStep {
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let kaggle = self.kaggle(ctx).await?;
+        let opts = FetchOptions::new(&self.spec.dest).extract(self.spec.extract);
         for f in self.missing(kaggle.as_ref()).await? {
             if ctx.cancel.is_cancelled() {
                 // Partial files resume on the next run.
                 return Err(BackendError::Cancelled.into());
             }
             kaggle
-                .fetch(&self.spec.competition, &f, &self.spec.dest, &|p| {
-                    ctx.progress(p)
-                })
+                .fetch(&self.spec.competition, &f, &opts, &|p| ctx.progress(p))
                 .await?;
         }
         Ok(())

@@ -1,0 +1,111 @@
+//! The data agent's server side: what runs ON the host as the hidden `kgenv data agent`.
+//! [`agent_main`] reads one [`AgentRequest`] from stdin, does the work with the local
+//! backend ([`KaggleData`], so the bytes go from Kaggle to the host's disk or bucket
+//! directly) and prints [`AgentLine`]s: progress and log lines while it works, then one
+//! result or typed error.
+
+use super::protocol::{encode, AgentLine, AgentOp, AgentRequest, WireError};
+use crate::backends::{BackendResult, Progress};
+use crate::download::DownloadOptions;
+use crate::error::BackendError;
+use crate::kaggle::data::KaggleData;
+use crate::kaggle::KaggleClient;
+
+/// Runs one agent request: reads it from stdin, writes JSON lines to stdout. Returns the
+/// process exit code (0 on success, 1 on a failure that was reported as an error line).
+pub async fn agent_main() -> i32 {
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let print = |l: AgentLine| {
+        use std::io::Write;
+        if let Ok(mut o) = out.lock() {
+            let _ = writeln!(o, "{}", encode(l));
+            let _ = o.flush();
+        }
+    };
+    let read = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut input = Vec::new();
+        std::io::stdin().read_to_end(&mut input).map(|_| input)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let input = match read {
+        Ok(i) => i,
+        Err(e) => {
+            print(AgentLine::Error(WireError::from(&BackendError::io(
+                "reading the request",
+                e,
+            ))));
+            return 1;
+        }
+    };
+    let result = match serde_json::from_slice::<AgentRequest>(&input) {
+        Ok(req) => serve(req, &|l| print(l)).await,
+        Err(e) => Err(BackendError::InvalidArgument {
+            resource: "agent request".into(),
+            message: e.to_string(),
+        }),
+    };
+    match result {
+        Ok(value) => {
+            print(AgentLine::Result(value));
+            0
+        }
+        Err(e) => {
+            print(AgentLine::Error(WireError::from(&e)));
+            1
+        }
+    }
+}
+
+async fn serve(
+    req: AgentRequest,
+    print: &(dyn Fn(AgentLine) + Send + Sync),
+) -> BackendResult<serde_json::Value> {
+    let client = KaggleClient::new(req.endpoint, req.credentials.into())?;
+    let opts = DownloadOptions::default()
+        .concurrency(req.concurrency)
+        .chunk_size(req.chunk_size);
+    let data = KaggleData::new(client, opts)?;
+    let json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| BackendError::other(e.to_string()))
+    };
+    match req.op {
+        AgentOp::List { competition } => json(serde_json::to_value(data.list(&competition).await?)),
+        AgentOp::Present { dest, file } => {
+            json(serde_json::to_value(data.present_at(&dest, &file).await?))
+        }
+        AgentOp::Fetch {
+            competition,
+            file,
+            opts,
+        } => {
+            let progress = |p: Progress| match p {
+                Progress::Transfer {
+                    item,
+                    done,
+                    total,
+                    bytes_per_sec,
+                    eta_secs,
+                } => print(AgentLine::Progress {
+                    item,
+                    done,
+                    total,
+                    bytes_per_sec,
+                    eta_secs,
+                }),
+                Progress::Bytes { item, done, total } => print(AgentLine::Progress {
+                    item,
+                    done,
+                    total,
+                    bytes_per_sec: 0,
+                    eta_secs: None,
+                }),
+                Progress::Line { line, .. } => print(AgentLine::Log { line }),
+            };
+            json(serde_json::to_value(
+                data.fetch_to(&competition, &file, &opts, &progress).await?,
+            ))
+        }
+    }
+}
