@@ -4,8 +4,9 @@
 //! - `data_bench serve ADDR COMPETITION NAME=PATH...`: runs the fake Kaggle API + signed
 //!   URL storage server (`tests/support/kaggle_fake.rs`); accepts `FAKE_USER`/`FAKE_KEY`;
 //! - `data_bench pull COMPETITION DEST [--concurrency N] [--chunk BYTES] [--files GLOB]`:
-//!   `kgenv_core::kaggle::pull` configured from the environment exactly like
-//!   `kgenv data pull` (KAGGLE_API_ENVIRONMENT, Kaggle credentials, STORAGE_EMULATOR_HOST);
+//!   `kgenv data pull`'s operation (`runner::data::pull`) on the real Kaggle backend
+//!   configured from the environment (KAGGLE_API_ENVIRONMENT, Kaggle credentials,
+//!   STORAGE_EMULATOR_HOST), with the downloader's streams and chunk size set;
 //! - `data_bench gs-sha256 BUCKET OBJECT`: SHA-256 of an object (STORAGE_EMULATOR_HOST).
 
 #[path = "../tests/support/kaggle_fake.rs"]
@@ -14,7 +15,9 @@ mod kaggle_fake;
 use std::process::ExitCode;
 
 use kgenv_core::download::DownloadOptions;
-use kgenv_core::kaggle::{PullEvent, PullOptions};
+use kgenv_core::kaggle::KaggleData;
+use kgenv_core::runner::data::{self, PullOptions};
+use kgenv_core::runner::Event;
 use sha2::Digest;
 
 fn usage() -> ExitCode {
@@ -75,18 +78,24 @@ async fn main() -> ExitCode {
                     _ => return usage(),
                 }
             }
-            let opts = opts.download(dl);
-            let on_event = |e: PullEvent| {
-                if let PullEvent::Log { line } = e {
+            let kaggle = match KaggleData::from_env(dl) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("kgenv: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let on_event = |e: Event| {
+                if let Event::Log { line, .. } = e {
                     eprintln!("{line}");
                 }
             };
-            match kgenv_core::kaggle::pull(&args[1], &opts, &on_event).await {
+            match data::pull(&kaggle, &args[1], &opts, on_event).await {
                 Ok(r) => {
                     let secs = r.elapsed_ms as f64 / 1000.0;
                     eprintln!(
                         "kgenv: {} file(s), {} bytes in {secs:.2}s ({:.0} MB/s)",
-                        r.fetched,
+                        r.fetched.len(),
                         r.bytes,
                         r.bytes as f64 / 1e6 / secs.max(1e-3)
                     );

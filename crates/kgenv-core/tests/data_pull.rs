@@ -8,16 +8,16 @@ mod kaggle_fake;
 
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kaggle_fake::{generate, sha256_file, FakeAuth, FakeKaggle};
 use kgenv_core::backends::Kaggle;
 use kgenv_core::download::DownloadOptions;
 use kgenv_core::kaggle::credentials::Secret;
-use kgenv_core::kaggle::{
-    pull_with, Credentials, KaggleClient, KaggleData, KaggleEndpoint, PullEvent, PullOptions,
-};
+use kgenv_core::kaggle::{Credentials, KaggleClient, KaggleData, KaggleEndpoint};
+use kgenv_core::runner::data::{pull, PullOptions};
+use kgenv_core::runner::Event;
 use kgenv_core::BackendError;
 
 const TOKEN: &str = "test-token-0123";
@@ -47,15 +47,18 @@ fn backend(fake: &FakeKaggle, dl: DownloadOptions) -> KaggleData {
     KaggleData::new(client(fake, TOKEN), dl).expect("backend")
 }
 
-struct Events(Mutex<Vec<PullEvent>>);
+/// The events of a pull, kept for the assertions.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
 impl Events {
     fn new() -> Self {
-        Self(Mutex::new(Vec::new()))
+        Self::default()
     }
-    fn push(&self, e: PullEvent) {
-        self.0.lock().expect("lock").push(e);
+    fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
+        let events = self.0.clone();
+        move |e| events.lock().expect("lock").push(e)
     }
-    fn all(&self) -> Vec<PullEvent> {
+    fn all(&self) -> Vec<Event> {
         self.0.lock().expect("lock").clone()
     }
 }
@@ -122,11 +125,9 @@ async fn downloads_verified_files_and_skips_what_is_there() {
     let o = PullOptions::new(dest.path().to_str().expect("utf8"))
         .files("*.csv")
         .files("images/*");
-    let report = pull_with(&data, "comp", &o, &|e| events.push(e))
-        .await
-        .expect("pull");
+    let report = pull(&data, "comp", &o, events.sink()).await.expect("pull");
     assert_eq!(
-        (report.selected, report.fetched, report.skipped),
+        (report.selected, report.fetched.len(), report.skipped.len()),
         (3, 3, 0),
         "{report:?}"
     );
@@ -140,18 +141,18 @@ async fn downloads_verified_files_and_skips_what_is_there() {
         assert!(!dest.path().join(format!("{name}.kgenv-partial")).exists());
     }
     let evs = events.all();
-    assert!(evs.iter().any(|e| matches!(e, PullEvent::Progress { item, done, total: Some(t), .. } if item == "total" && done == t)), "a final total progress event");
+    assert!(evs.iter().any(|e| matches!(e, Event::Progress { item, done, total: Some(t), .. } if item == "total" && done == t)), "a final total progress event");
     assert!(evs
         .iter()
-        .any(|e| matches!(e, PullEvent::Progress { item, .. } if item == "train.csv")));
+        .any(|e| matches!(e, Event::Progress { item, .. } if item == "train.csv")));
 
     // Everything is there now: a second pull fetches nothing.
     let served = fake.served();
     let events = Events::new();
-    let report = pull_with(&data, "comp", &o, &|e| events.push(e))
+    let report = pull(&data, "comp", &o, events.sink())
         .await
         .expect("pull again");
-    assert_eq!((report.fetched, report.skipped), (0, 3));
+    assert_eq!((report.fetched.len(), report.skipped.len()), (0, 3));
     assert_eq!(fake.served(), served, "nothing downloaded again");
     assert_eq!(
         data.present(dest.path().to_str().expect("utf8"), "train.csv")
@@ -167,11 +168,11 @@ async fn downloads_verified_files_and_skips_what_is_there() {
     );
 
     // The empty file on its own.
-    pull_with(
+    pull(
         &data,
         "comp",
         &PullOptions::new(dest.path().to_str().expect("utf8")).files("empty.txt"),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect("empty file");
@@ -266,11 +267,11 @@ async fn a_signed_url_that_expires_mid_download_is_refreshed() {
     fake.state.throttle_bps.store(2 << 20, Ordering::SeqCst); // ~1.5 s in all
     let dest = tempfile::tempdir().expect("tempdir");
     let data = backend(&fake, opts().chunk_size(256 * 1024).concurrency(2));
-    pull_with(
+    pull(
         &data,
         "exp",
         &PullOptions::new(dest.path().to_str().expect("utf8")),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect("pull");
@@ -315,16 +316,16 @@ async fn unaccepted_rules_say_where_to_accept_them() {
     );
     let data = KaggleData::new(c, opts()).expect("backend");
     let dest = tempfile::tempdir().expect("tempdir");
-    let err = pull_with(
+    let err = pull(
         &data,
         "ruled",
         &PullOptions::new(dest.path().to_str().expect("utf8")),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect_err("403");
     assert!(
-        matches!(err, BackendError::PermissionDenied { .. }),
+        matches!(err.backend(), Some(BackendError::PermissionDenied { .. })),
         "{err:?}"
     );
     let msg = err.to_string();
@@ -346,11 +347,11 @@ async fn a_server_without_ranges_gets_one_stream() {
     fake.state.ranges.store(false, Ordering::SeqCst);
     let dest = tempfile::tempdir().expect("tempdir");
     let data = backend(&fake, opts().chunk_size(256 * 1024).concurrency(8));
-    pull_with(
+    pull(
         &data,
         "norange",
         &PullOptions::new(dest.path().to_str().expect("utf8")),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect("pull");
@@ -370,11 +371,11 @@ async fn a_checksum_mismatch_is_detected_and_the_file_fetched_again() {
     let dest = tempfile::tempdir().expect("tempdir");
     let data = backend(&fake, opts().chunk_size(256 * 1024).concurrency(3));
     let events = Events::new();
-    pull_with(
+    pull(
         &data,
         "crc",
         &PullOptions::new(dest.path().to_str().expect("utf8")),
-        &|e| events.push(e),
+        events.sink(),
     )
     .await
     .expect("pull");
@@ -392,7 +393,7 @@ async fn a_checksum_mismatch_is_detected_and_the_file_fetched_again() {
         events
             .all()
             .iter()
-            .any(|e| matches!(e, PullEvent::Log { line } if line.contains("checksum mismatch"))),
+            .any(|e| matches!(e, Event::Log { line, .. } if line.contains("checksum mismatch"))),
         "the mismatch is reported: {:?}",
         events.all()
     );
@@ -400,11 +401,11 @@ async fn a_checksum_mismatch_is_detected_and_the_file_fetched_again() {
     // A server that keeps corrupting makes the pull fail instead of landing bad bytes.
     fake.state.corrupt.store(100, Ordering::SeqCst);
     let dest = tempfile::tempdir().expect("tempdir");
-    let err = pull_with(
+    let err = pull(
         &data,
         "crc",
         &PullOptions::new(dest.path().to_str().expect("utf8")),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect_err("always corrupt");
@@ -439,7 +440,7 @@ async fn zipped_files_are_extracted_on_request() {
     let dest = tempfile::tempdir().expect("tempdir");
     let d = dest.path().to_str().expect("utf8");
     let data = backend(&fake, opts());
-    pull_with(&data, "z", &PullOptions::new(d).extract(true), &|_| {})
+    pull(&data, "z", &PullOptions::new(d).extract(true), |_| {})
         .await
         .expect("pull");
     assert_eq!(sha256_file(&dest.path().join("data/train.csv")), h);
@@ -452,19 +453,19 @@ async fn zipped_files_are_extracted_on_request() {
         Some(700_000)
     );
     let served = fake.served();
-    let r = pull_with(&data, "z", &PullOptions::new(d).extract(true), &|_| {})
+    let r = pull(&data, "z", &PullOptions::new(d).extract(true), |_| {})
         .await
         .expect("again");
-    assert_eq!((r.fetched, r.skipped), (0, 1));
+    assert_eq!((r.fetched.len(), r.skipped.len()), (0, 1));
     assert_eq!(fake.served(), served);
 
     // Without extraction the zip lands under the name the signed URL gives.
     let dest2 = tempfile::tempdir().expect("tempdir");
-    pull_with(
+    pull(
         &backend(&fake, opts()),
         "z",
         &PullOptions::new(dest2.path().to_str().expect("utf8")),
-        &|_| {},
+        |_| {},
     )
     .await
     .expect("pull zip");

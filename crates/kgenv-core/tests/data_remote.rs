@@ -17,10 +17,9 @@ use kgenv_core::backends::remote::{
 };
 use kgenv_core::backends::{BackendResult, Kaggle, Progress, ProgressFn, Stream};
 use kgenv_core::kaggle::credentials::Secret;
-use kgenv_core::kaggle::{
-    pull_with, AgentCommand, Credentials, KaggleClient, KaggleEndpoint, PullEvent, PullOptions,
-    RemoteKaggle,
-};
+use kgenv_core::kaggle::{AgentCommand, Credentials, KaggleClient, KaggleEndpoint, RemoteKaggle};
+use kgenv_core::runner::data::{pull, PullOptions};
+use kgenv_core::runner::Event;
 use kgenv_core::BackendError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -176,16 +175,17 @@ async fn the_data_step_runs_on_the_host_through_the_agent() {
 
     let dest = tempfile::tempdir().expect("tempdir");
     let d = dest.path().to_str().expect("utf8");
-    let events = Mutex::new(Vec::new());
-    let report = pull_with(&rk, "rc", &PullOptions::new(d), &|e| {
-        events.lock().expect("lock").push(e)
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let report = pull(&rk, "rc", &PullOptions::new(d), move |e| {
+        sink.lock().expect("lock").push(e)
     })
     .await
     .expect("pull on the host");
-    assert_eq!(report.fetched, 1);
+    assert_eq!(report.fetched.len(), 1);
     assert_eq!(sha256_file(&dest.path().join("data/f.bin")), h);
     assert!(
-        events.lock().expect("lock").iter().any(|e| matches!(e, PullEvent::Progress { item, done, .. } if item == "data/f.bin" && *done == 3_000_000)),
+        events.lock().expect("lock").iter().any(|e| matches!(e, Event::Progress { item, done, .. } if item == "data/f.bin" && *done == 3_000_000)),
         "progress lines from the host come back as progress events"
     );
     assert_eq!(
@@ -209,11 +209,11 @@ async fn the_data_step_runs_on_the_host_through_the_agent() {
     );
 
     // Typed errors come back from the host.
-    let err = pull_with(&rk, "ruled", &PullOptions::new(d), &|_| {})
+    let err = pull(&rk, "ruled", &PullOptions::new(d), |_| {})
         .await
         .expect_err("403 on the host");
     assert!(
-        matches!(err, BackendError::PermissionDenied { .. }),
+        matches!(err.backend(), Some(BackendError::PermissionDenied { .. })),
         "{err:?}"
     );
     assert!(

@@ -10,6 +10,7 @@ pub mod compute;
 pub mod container;
 pub mod github;
 pub mod kaggle;
+pub mod meter;
 pub mod remote;
 pub mod storage;
 pub mod unavailable;
@@ -20,6 +21,7 @@ pub use compute::Compute;
 pub use container::{ContainerEngine, EngineConnector};
 pub use github::GitHub;
 pub use kaggle::Kaggle;
+pub use meter::Meter;
 pub use remote::{Remote, RemoteConnector, SshAliases};
 pub use storage::Storage;
 

@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::fetch::{fetch_range, Probe, RangeWriter, TransferError, UrlCell};
-use super::progress::Meter;
 use super::sidecar::{Ledger, Sidecar};
 use super::DownloadOptions;
+use crate::backends::Meter;
 use crate::backends::{BackendResult, ProgressFn};
 use crate::error::BackendError;
 

@@ -35,7 +35,6 @@ pub mod extract;
 mod fetch;
 mod local;
 mod ordered;
-pub mod progress;
 pub mod sidecar;
 
 use std::path::{Path, PathBuf};

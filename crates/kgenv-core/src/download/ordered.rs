@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::checksum;
 use super::fetch::{fetch_range, Probe, RangeWriter, TransferError, UrlCell};
-use super::progress::Meter;
 use super::DownloadOptions;
+use crate::backends::Meter;
 use crate::backends::{BackendResult, ProgressFn};
 use crate::error::BackendError;
 

@@ -1,7 +1,8 @@
 //! Kaggle competition data: the API client (credentials and endpoint as the official
 //! client finds them), the real [`Kaggle`](crate::backends::Kaggle) backend for a local
-//! directory or `gs://`, the remote variant that runs on a VM, and the `list`/`pull` entry
-//! points the CLI calls.
+//! directory or `gs://`, and the remote variant that runs on a VM. The pull itself (select,
+//! skip what is complete, fetch a few files at a time) is the data step's
+//! ([`crate::steps::data::pull`]), over any backend.
 //!
 //! The files, by role; no two import each other (the agent's server runs `data` on the
 //! host, and only `backend` joins the agent's client to `data`):
@@ -11,18 +12,22 @@
 //! - [`agent`]: the data agent that runs on a host — its wire protocol, its server
 //!   ([`agent_main`]) over [`data`], and its client ([`RemoteKaggle`]);
 //! - [`data`]: the local and `gs://` work ([`KaggleData`], [`Dest`]);
-//! - [`pull`](mod@pull): `kgenv data pull` over any backend;
 //! - `client`, [`credentials`], [`env`](mod@env), [`api`]: the Kaggle API itself.
 //!
 //! ```no_run
-//! # async fn demo() -> kgenv_core::backends::BackendResult<()> {
-//! use kgenv_core::kaggle::{self, PullOptions};
-//! for f in kaggle::list_files("titanic").await? {
+//! # async fn demo() -> kgenv_core::Result<()> {
+//! use kgenv_core::backends::Kaggle;
+//! use kgenv_core::download::DownloadOptions;
+//! use kgenv_core::kaggle::KaggleData;
+//! use kgenv_core::runner::data::{self, PullOptions};
+//! // Credentials as the official client finds them; 8 parallel streams per file.
+//! let kaggle = KaggleData::from_env(DownloadOptions { concurrency: 8, ..Default::default() })?;
+//! for f in kaggle.list_files("titanic").await? {
 //!     println!("{} {}", f.name, f.size);
 //! }
 //! let opts = PullOptions::new("/data/titanic").files("*.csv");
-//! let report = kaggle::pull("titanic", &opts, &|e| println!("{e:?}")).await?;
-//! println!("{} files, {} bytes", report.fetched, report.bytes);
+//! let report = data::pull(&kaggle, "titanic", &opts, |e| println!("{e}")).await?;
+//! println!("{} files, {} bytes", report.fetched.len(), report.bytes);
 //! # Ok(()) }
 //! ```
 
@@ -33,7 +38,6 @@ mod client;
 pub mod credentials;
 pub mod data;
 pub mod env;
-pub mod pull;
 
 pub use agent::{agent_main, AgentCommand, RemoteKaggle};
 pub use backend::LazyKaggle;
@@ -41,4 +45,3 @@ pub use client::KaggleClient;
 pub use credentials::Credentials;
 pub use data::{Dest, KaggleData};
 pub use env::KaggleEndpoint;
-pub use pull::{list_files, pull, pull_with, PullEvent, PullOptions, PullReport};

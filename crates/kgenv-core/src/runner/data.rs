@@ -1,40 +1,64 @@
 //! Competition data without an environment: `kgenv data list`, `kgenv data pull` and
 //! `kgenv.data` in Python. Both work through any [`Kaggle`] backend (the real one from
-//! [`crate::wiring::kaggle_from_env`], or a mock) and report as the steps do, with
-//! [`Event`]s of step `data/<competition>`.
+//! [`crate::wiring::kaggle_from_env`], or a mock's) and a pull is the data step's own
+//! operation ([`crate::steps::data::pull`]), reporting as the step does: [`Event`]s of step
+//! `data/<competition>`.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::Event;
-pub use crate::backends::kaggle::DataFile;
 use crate::backends::kaggle::Kaggle;
-use crate::backends::Stream;
 use crate::error::Result;
-use crate::kaggle::PullEvent;
-use crate::plan::Phase;
+use crate::plan::{EventSink, Phase};
+use crate::steps::data::{PullPlan, PARALLEL_FILES};
 
-pub use crate::kaggle::PullOptions;
+pub use crate::backends::kaggle::DataFile;
+pub use crate::steps::data::PullReport;
 
-/// What a pull did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullReport {
-    /// The competition.
-    pub competition: String,
-    /// Where the files are.
+/// What to pull and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullOptions {
+    /// A directory or `gs://bucket/prefix`.
     pub dest: String,
-    /// Files the globs selected.
-    pub selected: usize,
-    /// `(file, bytes)` for each file fetched now.
-    pub fetched: Vec<(String, u64)>,
-    /// Files already complete at the destination.
-    pub skipped: Vec<String>,
-    /// Bytes transferred.
-    pub bytes: u64,
-    /// Wall time in milliseconds.
-    pub elapsed_ms: u64,
+    /// File globs (`*` matches across `/`); empty means every file.
+    pub files: Vec<String>,
+    /// Unpack the `.zip` files Kaggle serves (directory destinations).
+    pub extract: bool,
+    /// Files fetched at the same time (default 4); each uses the downloader's streams.
+    pub parallel_files: usize,
+}
+
+impl PullOptions {
+    /// Every file to `dest`, a few at a time.
+    pub fn new(dest: impl Into<String>) -> Self {
+        Self {
+            dest: dest.into(),
+            files: Vec::new(),
+            extract: false,
+            parallel_files: PARALLEL_FILES,
+        }
+    }
+    /// Adds a file glob.
+    #[must_use]
+    pub fn files(mut self, glob: impl Into<String>) -> Self {
+        self.files.push(glob.into());
+        self
+    }
+    /// Unpacks zips.
+    #[must_use]
+    pub fn extract(mut self, yes: bool) -> Self {
+        self.extract = yes;
+        self
+    }
+    /// Files at the same time (at least 1).
+    #[must_use]
+    pub fn parallel_files(mut self, n: usize) -> Self {
+        self.parallel_files = n.max(1);
+        self
+    }
 }
 
 /// The files of `competition`, with their sizes.
@@ -49,74 +73,28 @@ pub async fn pull(
     kaggle: &dyn Kaggle,
     competition: &str,
     opts: &PullOptions,
-    on_event: impl Fn(Event) + Send + Sync,
+    on_event: impl Fn(Event) + Send + Sync + 'static,
 ) -> Result<PullReport> {
-    let step = format!("data/{competition}");
+    let plan = PullPlan {
+        competition: competition.to_string(),
+        files: opts.files.clone(),
+        dest: opts.dest.clone(),
+        extract: opts.extract,
+        parallel_files: opts.parallel_files,
+    };
+    let events = EventSink::new(on_event);
     let t0 = Instant::now();
-    on_event(Event::Started {
-        step: step.clone(),
+    events.emit(Event::Started {
+        step: plan.step_id(),
         phase: Phase::Apply,
     });
-    let files = Mutex::new((Vec::new(), Vec::new()));
-    let log = |line: String| {
-        on_event(Event::Log {
-            step: step.clone(),
-            stream: Stream::Stdout,
-            line,
-        })
-    };
-    let report = crate::kaggle::pull_with(kaggle, competition, opts, &|e: PullEvent| match e {
-        PullEvent::Listed {
-            files: n,
-            selected,
-            bytes,
-            ..
-        } => log(format!(
-            "{selected} of {n} file(s) selected, {bytes} bytes to fetch"
-        )),
-        PullEvent::Skipped { file, .. } => {
-            log(format!("{file}: already complete"));
-            files.lock().unwrap_or_else(|p| p.into_inner()).1.push(file);
-        }
-        PullEvent::Started { file, size } => log(format!("{file}: fetching {size} bytes")),
-        PullEvent::Progress {
-            item,
-            done,
-            total,
-            bytes_per_sec,
-            eta_secs,
-        } => on_event(Event::Progress {
-            step: step.clone(),
-            item,
-            done,
-            total,
-            bytes_per_sec: Some(bytes_per_sec),
-            eta_secs,
-        }),
-        PullEvent::Log { line } => log(line),
-        PullEvent::Finished { file, bytes } => {
-            log(format!("{file}: done ({bytes} bytes)"));
-            files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .0
-                .push((file, bytes));
-        }
-    })
-    .await?;
-    on_event(Event::Done {
-        step: step.clone(),
+    // Dropping the future stops the pull; partial files resume on the next one.
+    let report =
+        crate::steps::data::pull(kaggle, &plan, &events, &CancellationToken::new()).await?;
+    events.emit(Event::Done {
+        step: plan.step_id(),
         phase: Phase::Apply,
         elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
-    let (fetched, skipped) = files.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(PullReport {
-        competition: competition.to_string(),
-        dest: opts.dest.clone(),
-        selected: report.selected,
-        fetched,
-        skipped,
-        bytes: report.bytes,
-        elapsed_ms: report.elapsed_ms,
-    })
+    Ok(report)
 }

@@ -1,14 +1,224 @@
 //! Guide step 5: competition data, selected by glob, fetched to the destination (a host
 //! directory the container mounts, or `gs://`) and resumed rather than restarted.
+//!
+//! [`pull`] is the one data operation: the step runs it to converge `[[data]]`, and
+//! `kgenv data pull` (the runner's [`crate::runner::data::pull`]) runs it without an
+//! environment. It lists the competition, selects by glob, skips what is complete at the
+//! destination and fetches the rest a few files at a time, reporting each file and the
+//! running total as events of step `data/<competition>`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-
-use std::sync::Arc;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::backends::kaggle::{DataFile, FetchOptions, FileSelection, Kaggle};
+use crate::backends::{Meter, Progress, Stream};
 use crate::error::{BackendError, Result};
-use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
+use crate::plan::{CheckOutcome, Destroyed, Event, EventSink, Step, StepCtx};
 use crate::spec::{Data, Env};
+
+/// Files fetched at the same time by default; each uses the downloader's parallel streams.
+pub const PARALLEL_FILES: usize = 4;
+
+/// What a pull fetches, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullPlan {
+    /// The competition's slug.
+    pub competition: String,
+    /// File globs (`*` matches across `/`); empty means every file.
+    pub files: Vec<String>,
+    /// A directory, or `gs://bucket/prefix`.
+    pub dest: String,
+    /// Unpack the `.zip` files Kaggle serves (directory destinations).
+    pub extract: bool,
+    /// Files fetched at the same time.
+    pub parallel_files: usize,
+}
+
+impl PullPlan {
+    /// The pull `[[data]]` describes.
+    pub fn for_spec(spec: &Data) -> Self {
+        Self {
+            competition: spec.competition.clone(),
+            files: spec.files.clone(),
+            dest: spec.dest.clone(),
+            extract: spec.extract,
+            parallel_files: PARALLEL_FILES,
+        }
+    }
+
+    /// The step id its events carry.
+    pub fn step_id(&self) -> String {
+        format!("data/{}", self.competition)
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullReport {
+    /// The competition.
+    pub competition: String,
+    /// Where the files are.
+    pub dest: String,
+    /// Files the globs selected.
+    pub selected: usize,
+    /// `(file, bytes)` for each file fetched now, in the order they finished.
+    pub fetched: Vec<(String, u64)>,
+    /// Files already complete at the destination.
+    pub skipped: Vec<String>,
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The selected files of `plan`'s competition, and those not complete at its destination.
+async fn listing(kaggle: &dyn Kaggle, plan: &PullPlan) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
+    let files = kaggle.list_files(&plan.competition).await?;
+    let selected = FileSelection::new(&plan.files)?.select(files);
+    if selected.is_empty() {
+        return Err(BackendError::NotFound {
+            resource: format!(
+                "files matching {:?} in competition {}",
+                plan.files, plan.competition
+            ),
+        }
+        .into());
+    }
+    let mut missing = Vec::new();
+    for f in &selected {
+        if kaggle.present(&plan.dest, &f.name).await? != Some(f.size) {
+            missing.push(f.clone());
+        }
+    }
+    Ok((selected, missing))
+}
+
+/// Byte counts of the files in flight, for the pull's running total.
+struct Totals {
+    meter: Meter,
+    finished: u64,
+    running: HashMap<String, u64>,
+    last: Instant,
+}
+
+/// Pulls `plan` through `kaggle` (any backend: local, `gs://`, on a host through the data
+/// agent, or a mock). Each file and the running total (item `total`) are reported to
+/// `events` as step `data/<competition>`; once `cancel` fires no new file starts (partial
+/// files resume on the next run).
+pub async fn pull(
+    kaggle: &dyn Kaggle,
+    plan: &PullPlan,
+    events: &EventSink,
+    cancel: &CancellationToken,
+) -> Result<PullReport> {
+    let started = Instant::now();
+    let step = plan.step_id();
+    let log = |line: String| {
+        events.emit(Event::Log {
+            step: step.clone(),
+            stream: Stream::Stdout,
+            line,
+        })
+    };
+    let (selected, missing) = listing(kaggle, plan).await?;
+    let skipped: Vec<String> = selected
+        .iter()
+        .filter(|f| !missing.iter().any(|m| m.name == f.name))
+        .map(|f| f.name.clone())
+        .collect();
+    for f in &skipped {
+        log(format!("{f}: already complete"));
+    }
+    let total: u64 = missing.iter().map(|f| f.size).sum();
+    log(format!(
+        "{} of the selected {} file(s) to fetch, {total} bytes{}",
+        missing.len(),
+        selected.len(),
+        if plan.extract { ", unpacking zips" } else { "" }
+    ));
+    let totals = Mutex::new(Totals {
+        meter: Meter::new("total", Some(total), 0),
+        finished: 0,
+        running: HashMap::new(),
+        last: Instant::now(),
+    });
+    let emit_total = |force: bool| {
+        let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && t.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        t.last = Instant::now();
+        let done = t.finished + t.running.values().sum::<u64>();
+        t.meter.update(done);
+        events.emit(Event::from_progress(&step, t.meter.progress(done)));
+    };
+    let fetch = FetchOptions::new(&plan.dest).extract(plan.extract);
+    let bytes = AtomicU64::new(0);
+    let fetched = Mutex::new(Vec::new());
+    futures::stream::iter(missing.iter().map(Ok::<_, crate::Error>))
+        .try_for_each_concurrent(plan.parallel_files.max(1), |f| {
+            let (totals, emit_total, bytes, fetched, fetch, log, step) =
+                (&totals, &emit_total, &bytes, &fetched, &fetch, &log, &step);
+            async move {
+                if cancel.is_cancelled() {
+                    return Err(BackendError::Cancelled.into());
+                }
+                log(format!("{}: fetching {} bytes", f.name, f.size));
+                let progress = |p: Progress| {
+                    if let Progress::Transfer { done, .. } = &p {
+                        totals
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .running
+                            .insert(
+                                f.name.clone(),
+                                if f.size > 0 {
+                                    (*done).min(f.size)
+                                } else {
+                                    *done
+                                },
+                            );
+                    }
+                    let is_transfer = matches!(p, Progress::Transfer { .. });
+                    events.emit(Event::from_progress(step, p));
+                    if is_transfer {
+                        emit_total(false);
+                    }
+                };
+                let n = kaggle.fetch(&plan.competition, f, fetch, &progress).await?;
+                {
+                    let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+                    t.running.remove(&f.name);
+                    t.finished += f.size;
+                }
+                bytes.fetch_add(n, Ordering::Relaxed);
+                fetched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((f.name.clone(), n));
+                log(format!("{}: done ({n} bytes)", f.name));
+                emit_total(true);
+                Ok(())
+            }
+        })
+        .await?;
+    Ok(PullReport {
+        competition: plan.competition.clone(),
+        dest: plan.dest.clone(),
+        selected: selected.len(),
+        fetched: fetched.into_inner().unwrap_or_else(|p| p.into_inner()),
+        skipped,
+        bytes: bytes.into_inner(),
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
 
 /// Fetches the selected files that are not fully at the destination.
 pub struct DataStep {
@@ -44,27 +254,6 @@ impl DataStep {
             None => Ok(local),
         }
     }
-
-    async fn missing(&self, kaggle: &dyn Kaggle) -> Result<Vec<DataFile>> {
-        let files = kaggle.list_files(&self.spec.competition).await?;
-        let selected = FileSelection::new(&self.spec.files)?.select(files);
-        if selected.is_empty() {
-            return Err(BackendError::NotFound {
-                resource: format!(
-                    "files matching {:?} in competition {}",
-                    self.spec.files, self.spec.competition
-                ),
-            }
-            .into());
-        }
-        let mut missing = Vec::new();
-        for f in selected {
-            if kaggle.present(&self.spec.dest, &f.name).await? != Some(f.size) {
-                missing.push(f);
-            }
-        }
-        Ok(missing)
-    }
 }
 
 #[async_trait]
@@ -94,7 +283,7 @@ impl Step for DataStep {
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let kaggle = self.kaggle(ctx).await?;
-        let missing = self.missing(kaggle.as_ref()).await?;
+        let (_, missing) = listing(kaggle.as_ref(), &PullPlan::for_spec(&self.spec)).await?;
         if missing.is_empty() {
             return Ok(CheckOutcome::satisfied());
         }
@@ -108,16 +297,13 @@ impl Step for DataStep {
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let kaggle = self.kaggle(ctx).await?;
-        let opts = FetchOptions::new(&self.spec.dest).extract(self.spec.extract);
-        for f in self.missing(kaggle.as_ref()).await? {
-            if ctx.cancel.is_cancelled() {
-                // Partial files resume on the next run.
-                return Err(BackendError::Cancelled.into());
-            }
-            kaggle
-                .fetch(&self.spec.competition, &f, &opts, &|p| ctx.progress(p))
-                .await?;
-        }
+        pull(
+            kaggle.as_ref(),
+            &PullPlan::for_spec(&self.spec),
+            ctx.events(),
+            &ctx.cancel,
+        )
+        .await?;
         Ok(())
     }
     async fn destroy(&self, _ctx: &StepCtx) -> Result<Destroyed> {

@@ -36,7 +36,7 @@ pub struct ChildPull {
     pub gcs_host: Option<String>,
 }
 
-/// Starts the child; its stdout gets one JSON `PullEvent` a line, then `DONE` or `ERROR …`.
+/// Starts the child; its stdout gets one JSON event a line, then `DONE` or `ERROR …`.
 pub fn spawn(cfg: &ChildPull, kgenv_home: &std::path::Path) -> Child {
     let exe = std::env::current_exe().expect("test binary path");
     Command::new(exe)
@@ -68,8 +68,9 @@ pub fn run_if_requested() {
     rt.block_on(async move {
         use kgenv_core::download::DownloadOptions;
         use kgenv_core::kaggle::{
-            credentials::Secret, Credentials, KaggleClient, KaggleData, KaggleEndpoint, PullOptions,
+            credentials::Secret, Credentials, KaggleClient, KaggleData, KaggleEndpoint,
         };
+        use kgenv_core::runner::data::{pull, PullOptions};
         let client = KaggleClient::new(
             KaggleEndpoint::custom(&cfg.endpoint).expect("endpoint"),
             Credentials::Token {
@@ -85,13 +86,11 @@ pub fn run_if_requested() {
         if let Some(h) = &cfg.gcs_host {
             data = data.with_gcs(kgenv_core::gcs::GcsClient::emulator(h).expect("gcs"));
         }
-        let opts = PullOptions::new(cfg.dest.clone())
-            .download(dl)
-            .parallel_files(1);
-        let print = |e: kgenv_core::kaggle::PullEvent| {
+        let opts = PullOptions::new(cfg.dest.clone()).parallel_files(1);
+        let print = |e: kgenv_core::runner::Event| {
             println!("{}", serde_json::to_string(&e).expect("event json"))
         };
-        match kgenv_core::kaggle::pull_with(&data, &cfg.competition, &opts, &print).await {
+        match pull(&data, &cfg.competition, &opts, print).await {
             Ok(_) => println!("DONE"),
             Err(e) => println!("ERROR {e}"),
         }

@@ -1,9 +1,10 @@
 //! Rate and ETA for transfers: a meter that turns "bytes done" samples into a smoothed rate
-//! and the time left, reported through the core's [`Progress::Transfer`].
+//! and the time left, reported as [`Progress::Transfer`]. Shared by the downloader (one
+//! file) and the data pull (all files of a pull).
 
 use std::time::{Duration, Instant};
 
-use crate::backends::Progress;
+use super::Progress;
 
 /// Measures one transfer. Feed it the running byte count; ask it for a [`Progress`].
 #[derive(Debug, Clone)]
