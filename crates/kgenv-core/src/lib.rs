@@ -4,17 +4,23 @@
 //! key, Kaggle's docker image with the GPU visible, Jupyter with a password and TLS, and the
 //! competition data — is modelled as:
 //!
+//! - [`runner`]: kgenv's verbs (plan, up, down, status, stop, start, ssh, exec, logs, gpu,
+//!   jupyter, autostop, data list/pull, hash-password) — what the CLI and Python call;
+//! - [`plan`]: the generic step engine — the [`plan::Step`] trait, the DAG executor, events;
+//! - [`steps`]: one module per step of the guide;
 //! - [`spec`]: one validated, by-value builder per resource, gathered in [`spec::Env`];
 //! - [`config`]: `kgenv.toml` to and from those builders, errors with file:line:col;
-//! - [`plan`]: the [`plan::Step`] trait, the DAG executor, [`plan::Event`]s, `plan`/`up`/`down`;
-//! - [`steps`]: one module per step of the guide;
-//! - [`backends`]: one trait per outside system, with stateful mocks in [`mock`];
 //! - [`state`]: what kgenv created, so `status` and `down` work from any shell;
-//! - [`ssh`]: the real Remote backend on russh (exec, files, tunnels, `~/.ssh/config`).
+//! - [`backends`]: one trait per outside system, with stateful mocks in [`mock`] and the
+//!   real clients (`gce`, `gcs`, `ssh`, `docker`, `kaggle`, `github`) built by [`wiring`];
+//! - [`http`] and [`google_auth`]: the one HTTP layer and Google's credentials.
+//!
+//! Arrows point one way — surfaces → runner → steps and engine → backend traits ← clients;
+//! `tests/architecture.rs` keeps it so.
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::Result<()> {
-//! use kgenv_core::{config, mock::MockWorld, plan::{Runner, RunOptions}};
+//! use kgenv_core::{config, mock::MockWorld, runner::{Runner, RunOptions}};
 //! let env = config::load(std::path::Path::new("kgenv.toml"))?;
 //! let world = MockWorld::new();
 //! let runner = Runner::new(env, world.backends()).state_dir(std::env::temp_dir());

@@ -1,5 +1,5 @@
 //! Backends that answer every call with [`BackendError::Unavailable`] and a hint. The real
-//! set (`Backends::from_env`) uses one for any system kgenv cannot reach in this build, so
+//! set ([`crate::wiring::from_env`]) uses one for any system kgenv cannot reach in this build, so
 //! `plan` still works and says what it could not observe.
 
 use std::sync::Arc;

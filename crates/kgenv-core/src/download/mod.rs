@@ -11,7 +11,7 @@
 //!   drops the partial and starts the file over (up to `file_attempts` times);
 //! - written to the partial name, fsynced, renamed;
 //! - a server without range support is read as one stream;
-//! - [`Progress::Transfer`](crate::backends::Progress::Transfer) events carry rate and ETA.
+//! - [`Progress::Transfer`] events carry rate and ETA.
 //!
 //! For destinations that take bytes in order (a GCS resumable upload), [`Transfer::stream_to`]
 //! fetches chunks in parallel and hands them on in order, at most `concurrency + 1` chunks in

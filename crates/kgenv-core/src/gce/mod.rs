@@ -17,13 +17,13 @@
 //! ```no_run
 //! # async fn demo() -> kgenv_core::Result<()> {
 //! use std::sync::Arc;
-//! use kgenv_core::{config, gce::GceCompute, mock::MockWorld, plan::{Runner, RunOptions}};
+//! use kgenv_core::{config, gce::GceCompute, mock::MockWorld, runner::{Runner, RunOptions}};
 //! let env = config::load(std::path::Path::new("kgenv.toml"))?;
 //! let mut backends = MockWorld::new().backends();
 //! backends.compute = Arc::new(GceCompute::from_env().await?);
 //! let runner = Runner::new(env, backends);
 //! runner.up(RunOptions::default().until("instance"), |e| println!("{e}")).await?;
-//! runner.stop_instance(|e| println!("{e}")).await?; // keep the disk, stop paying for the GPU
+//! runner.stop(|e| println!("{e}")).await?; // keep the disk, stop paying for the GPU
 //! # Ok(()) }
 //! ```
 

@@ -3,7 +3,7 @@
 //! One attempt has two stages: TCP connect plus the server's SSH banner (read here, then
 //! replayed to russh), and then key exchange with host-key verification
 //! ([`super::verify`]), public-key login and one trivial command (`id -u`, which also tells
-//! whether the login user is root). [`connect_ready`] repeats attempts with backoff until a
+//! whether the login user is root). `connect_ready` repeats attempts with backoff until a
 //! deadline and, when it gives up, says what it saw last ("connection refused", the banner,
 //! the server's login message such as "System is booting up", …).
 //!

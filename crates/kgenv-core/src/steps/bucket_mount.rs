@@ -1,6 +1,6 @@
 //! Guide step 3: a GCS bucket (created when missing with uniform bucket-level access in the
 //! instance's region, never deleted by `down` unless named in
-//! [`crate::plan::RunOptions::delete_buckets`]) mounted on the host with gcsfuse: installed
+//! [`crate::runner::RunOptions::delete_buckets`]) mounted on the host with gcsfuse: installed
 //! from Google's apt repository with a `signed-by` keyring, an `/etc/fstab` entry with
 //! `_netdev` so it survives reboot, `allow_other`, implicit directories and a file cache on
 //! local disk; the container sees it through an `rslave` bind.
