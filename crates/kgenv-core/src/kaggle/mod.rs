@@ -21,7 +21,7 @@
 //! use kgenv_core::kaggle::KaggleData;
 //! use kgenv_core::runner::data::{self, PullOptions};
 //! // Credentials as the official client finds them; 8 parallel streams per file.
-//! let kaggle = KaggleData::from_env(DownloadOptions { concurrency: 8, ..Default::default() })?;
+//! let kaggle = KaggleData::from_env(DownloadOptions::default().concurrency(8))?;
 //! for f in kaggle.list_files("titanic").await? {
 //!     println!("{} {}", f.name, f.size);
 //! }
