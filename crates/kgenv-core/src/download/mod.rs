@@ -175,16 +175,14 @@ impl Downloader {
     /// A downloader with its own HTTP/1.1 connection pool.
     pub fn new(opts: DownloadOptions) -> BackendResult<Self> {
         // Signed URLs point anywhere; no base to judge proxies by.
-        let http = crate::http::client_builder("")
-            .http1_only()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let http = crate::http::build_client(
+            "download",
+            crate::http::client_builder("")
+                .http1_only()
+                .connect_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(opts.concurrency.max(1) * 2),
+        )?;
         let opts = DownloadOptions {
             chunk_size: opts.chunk_size.max(1).div_ceil(CHUNK_ALIGN) * CHUNK_ALIGN,
             ..opts

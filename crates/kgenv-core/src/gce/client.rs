@@ -144,13 +144,10 @@ impl GceComputeBuilder {
         let base = normalize_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
         let base_url =
             reqwest::Url::parse(&base).map_err(|e| BackendError::other(e.to_string()))?;
-        let http = crate::http::client_builder(&base)
-            .connect_timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let http = crate::http::build_client(
+            SERVICE,
+            crate::http::client_builder(&base).connect_timeout(Duration::from_secs(15)),
+        )?;
         let transport = Transport::new(
             http,
             TransportConfig {

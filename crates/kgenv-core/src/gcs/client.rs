@@ -93,15 +93,13 @@ impl GcsClient {
     }
 
     fn build(base: Url, auth: TokenSource, emulated: bool) -> BackendResult<Self> {
-        let http = crate::http::client_builder(base.as_str())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let http = crate::http::build_client(
+            SERVICE,
+            crate::http::client_builder(base.as_str())
+                .connect_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(300))
+                .redirect(reqwest::redirect::Policy::none()),
+        )?;
         let transport = Transport::new(
             http,
             TransportConfig {

@@ -113,14 +113,12 @@ impl GitHubClient {
             resource: "GITHUB_API_URL".into(),
             message: format!("`{api}` is not a URL: {e}"),
         })?;
-        let http = crate::http::client_builder(&base)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "github: building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let http = crate::http::build_client(
+            "github",
+            crate::http::client_builder(&base)
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(60)),
+        )?;
         let transport = Transport::new(
             http,
             TransportConfig {

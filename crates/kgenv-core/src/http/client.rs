@@ -1,6 +1,8 @@
 //! How kgenv's `reqwest` clients are built: rustls with the ring provider for all of them,
 //! kgenv's user agent, and no proxy for loopback endpoints (emulators and test fakes).
 
+use crate::error::BackendError;
+
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built without a
 /// provider of its own, so every client shares this one; installing twice keeps the first.
 pub fn ensure_crypto_provider() {
@@ -31,6 +33,18 @@ pub fn client_builder(base: &str) -> reqwest::ClientBuilder {
     } else {
         builder
     }
+}
+
+/// Builds the client a service configured from [`client_builder`]; a failure (the TLS
+/// setup) is a [`BackendError`] naming the service.
+pub fn build_client(
+    service: &'static str,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, BackendError> {
+    builder.build().map_err(|e| BackendError::Other {
+        message: format!("{service}: building the HTTP client"),
+        source: Some(Box::new(e)),
+    })
 }
 
 #[cfg(test)]

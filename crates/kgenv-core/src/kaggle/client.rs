@@ -57,15 +57,13 @@ impl KaggleClient {
             resource: "Kaggle endpoint".into(),
             message: format!("`{}` is not a URL: {e}", endpoint.api_base),
         })?;
-        let http = crate::http::client_builder(&endpoint.api_base)
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(120))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BackendError::Other {
-                message: "building the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let http = crate::http::build_client(
+            SERVICE,
+            crate::http::client_builder(&endpoint.api_base)
+                .connect_timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(120))
+                .redirect(reqwest::redirect::Policy::none()),
+        )?;
         let transport = Transport::new(
             http,
             TransportConfig {

@@ -122,19 +122,15 @@ pub async fn plan(
     ctx: &StepCtx,
     operation: &str,
 ) -> Result<Report> {
-    let t0 = Instant::now();
     let changes: Arc<Mutex<BTreeMap<String, Change>>> = Arc::default();
-    let events = ctx.events().clone();
-    let (outcomes, errors) = run_dag(
+    drive(
         steps,
         selected,
+        ctx,
+        operation,
         Direction::Forward,
-        &ctx.cancel,
-        &events,
-        |step| {
-            let ctx = ctx.for_step(step.id());
+        |step, ctx| {
             let changes = changes.clone();
-            let events = events.clone();
             async move {
                 for w in step.warnings() {
                     ctx.warn(w);
@@ -195,7 +191,7 @@ pub async fn plan(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(step.id().to_string(), change);
-                events.emit(Event::Planned {
+                ctx.events().emit(Event::Planned {
                     step: step.id().to_string(),
                     summary: step.summary(),
                     change,
@@ -206,8 +202,7 @@ pub async fn plan(
             }
         },
     )
-    .await;
-    finish(operation, ctx, outcomes, errors, t0)
+    .await
 }
 
 /// Converges the selected steps: each checks, and applies only when it differs. Every
@@ -223,53 +218,47 @@ pub async fn up(
             .await
             .map_err(|e| e.in_step(step.id()))?;
     }
-    let t0 = Instant::now();
-    let events = ctx.events().clone();
-    let (outcomes, errors) = run_dag(
+    drive(
         steps,
         selected,
+        ctx,
+        operation,
         Direction::Forward,
-        &ctx.cancel,
-        &events,
-        |step| {
-            let ctx = ctx.for_step(step.id());
-            let events = events.clone();
-            async move {
-                let id = step.id().to_string();
-                for w in step.warnings() {
-                    ctx.warn(w);
-                }
-                events.emit(Event::Started {
-                    step: id.clone(),
-                    phase: Phase::Check,
-                });
-                let checked = step.check(&ctx).await?;
-                if checked.observed == Observed::Satisfied {
-                    events.emit(Event::Satisfied { step: id });
-                    return Ok(Outcome::Satisfied);
-                }
-                if let Observed::Drifted(diff) = &checked.observed {
-                    for d in diff {
-                        ctx.log(format!("differs: {d}"));
-                    }
-                }
-                let t = Instant::now();
-                events.emit(Event::Started {
-                    step: id.clone(),
-                    phase: Phase::Apply,
-                });
-                step.apply(&ctx).await?;
-                events.emit(Event::Done {
-                    step: id,
-                    phase: Phase::Apply,
-                    elapsed_ms: elapsed_ms(t),
-                });
-                Ok(Outcome::Changed)
+        |step, ctx| async move {
+            let events = ctx.events();
+            let id = step.id().to_string();
+            for w in step.warnings() {
+                ctx.warn(w);
             }
+            events.emit(Event::Started {
+                step: id.clone(),
+                phase: Phase::Check,
+            });
+            let checked = step.check(&ctx).await?;
+            if checked.observed == Observed::Satisfied {
+                events.emit(Event::Satisfied { step: id });
+                return Ok(Outcome::Satisfied);
+            }
+            if let Observed::Drifted(diff) = &checked.observed {
+                for d in diff {
+                    ctx.log(format!("differs: {d}"));
+                }
+            }
+            let t = Instant::now();
+            events.emit(Event::Started {
+                step: id.clone(),
+                phase: Phase::Apply,
+            });
+            step.apply(&ctx).await?;
+            events.emit(Event::Done {
+                step: id,
+                phase: Phase::Apply,
+                elapsed_ms: elapsed_ms(t),
+            });
+            Ok(Outcome::Changed)
         },
     )
-    .await;
-    finish(operation, ctx, outcomes, errors, t0)
+    .await
 }
 
 /// Removes what kgenv created, dependents first. Best effort: a step that fails does not
@@ -313,40 +302,64 @@ async fn reverse(
     phase: Phase,
     action: ReverseAction,
 ) -> Result<Report> {
+    drive(
+        steps,
+        selected,
+        ctx,
+        operation,
+        Direction::Reverse,
+        |step, ctx| async move {
+            let events = ctx.events().clone();
+            let id = step.id().to_string();
+            let t = Instant::now();
+            events.emit(Event::Started {
+                step: id.clone(),
+                phase,
+            });
+            Ok(if action(step, ctx).await? {
+                events.emit(Event::Done {
+                    step: id,
+                    phase,
+                    elapsed_ms: elapsed_ms(t),
+                });
+                if phase == Phase::Destroy {
+                    Outcome::Removed
+                } else {
+                    Outcome::Changed
+                }
+            } else {
+                events.emit(Event::Satisfied { step: id });
+                Outcome::Nothing
+            })
+        },
+    )
+    .await
+}
+
+/// Runs `body` on every selected step in dependency order (`direction`), each with its own
+/// context, and makes the run's report.
+async fn drive<F, Fut>(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    ctx: &StepCtx,
+    operation: &str,
+    direction: Direction,
+    body: F,
+) -> Result<Report>
+where
+    F: Fn(Arc<dyn Step>, StepCtx) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome>>,
+{
     let t0 = Instant::now();
-    let events = ctx.events().clone();
     let (outcomes, errors) = run_dag(
         steps,
         selected,
-        Direction::Reverse,
+        direction,
         &ctx.cancel,
-        &events,
+        ctx.events(),
         |step| {
-            let ctx = ctx.for_step(step.id());
-            let events = events.clone();
-            async move {
-                let id = step.id().to_string();
-                let t = Instant::now();
-                events.emit(Event::Started {
-                    step: id.clone(),
-                    phase,
-                });
-                Ok(if action(step, ctx).await? {
-                    events.emit(Event::Done {
-                        step: id,
-                        phase,
-                        elapsed_ms: elapsed_ms(t),
-                    });
-                    if phase == Phase::Destroy {
-                        Outcome::Removed
-                    } else {
-                        Outcome::Changed
-                    }
-                } else {
-                    events.emit(Event::Satisfied { step: id });
-                    Outcome::Nothing
-                })
-            }
+            let step_ctx = ctx.for_step(step.id());
+            body(step, step_ctx)
         },
     )
     .await;
