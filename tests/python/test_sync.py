@@ -73,8 +73,12 @@ def test_events_are_typed_and_ordered(env: kgenv.Env) -> None:
     order = [(type(e), e.step) for e in seen]
     assert order.index((events.DoneEvent, "image")) < order.index((events.StartedEvent, "container"))
     progress = [e for e in seen if isinstance(e, events.ProgressEvent) and e.step == "data/titanic"]
-    assert {p.item for p in progress} == {"train.csv", "test.csv", "gender_submission.csv"}
-    assert all(p.fraction == 1.0 for p in progress)
+    # Each file's bytes, and the pull's running total (as `kgenv data pull` shows them).
+    assert {p.item for p in progress} == {"train.csv", "test.csv", "gender_submission.csv", "total"}
+    assert all(p.fraction == 1.0 for p in progress if p.item != "total")
+    totals = [p for p in progress if p.item == "total"]
+    sizes = {p.item: p.total or 0 for p in progress if p.item != "total"}
+    assert totals[-1].fraction == 1.0 and totals[-1].done == sum(sizes.values())
     assert str(progress[0]).startswith("data/titanic: ")
 
 
