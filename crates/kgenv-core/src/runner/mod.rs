@@ -347,10 +347,9 @@ impl Runner {
         let selected = self.select(&RunOptions::default())?;
         let ctx = self.ctx(EventSink::new(on_event))?;
         let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
-        let store = self.store()?;
         Ok(StatusReport {
-            state_file: store.path().to_path_buf(),
-            state: store.snapshot().await,
+            state_file: ctx.state.path().to_path_buf(),
+            state: ctx.state.snapshot().await,
             live,
         })
     }

@@ -78,8 +78,17 @@ pub struct PullReport {
     pub elapsed_ms: u64,
 }
 
-/// The selected files of `plan`'s competition, and those not complete at its destination.
-async fn listing(kaggle: &dyn Kaggle, plan: &PullPlan) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
+/// What a pull finds before fetching: the selected files split into those still missing
+/// at the destination and those already complete there.
+struct Listing {
+    selected: usize,
+    missing: Vec<DataFile>,
+    complete: Vec<String>,
+}
+
+/// The selected files of `plan`'s competition, split by whether they are complete at its
+/// destination (one `present` call each).
+async fn listing(kaggle: &dyn Kaggle, plan: &PullPlan) -> Result<Listing> {
     let files = kaggle.list_files(&plan.competition).await?;
     let selected = FileSelection::new(&plan.files)?.select(files);
     if selected.is_empty() {
@@ -91,13 +100,20 @@ async fn listing(kaggle: &dyn Kaggle, plan: &PullPlan) -> Result<(Vec<DataFile>,
         }
         .into());
     }
-    let mut missing = Vec::new();
-    for f in &selected {
-        if kaggle.present(&plan.dest, &f.name).await? != Some(f.size) {
-            missing.push(f.clone());
+    let (mut missing, mut complete) = (Vec::new(), Vec::new());
+    let count = selected.len();
+    for f in selected {
+        if kaggle.present(&plan.dest, &f.name).await? == Some(f.size) {
+            complete.push(f.name);
+        } else {
+            missing.push(f);
         }
     }
-    Ok((selected, missing))
+    Ok(Listing {
+        selected: count,
+        missing,
+        complete,
+    })
 }
 
 /// Byte counts of the files in flight, for the pull's running total.
@@ -127,12 +143,11 @@ pub async fn pull(
             line,
         })
     };
-    let (selected, missing) = listing(kaggle, plan).await?;
-    let skipped: Vec<String> = selected
-        .iter()
-        .filter(|f| !missing.iter().any(|m| m.name == f.name))
-        .map(|f| f.name.clone())
-        .collect();
+    let Listing {
+        selected,
+        missing,
+        complete: skipped,
+    } = listing(kaggle, plan).await?;
     for f in &skipped {
         log(format!("{f}: already complete"));
     }
@@ -140,7 +155,7 @@ pub async fn pull(
     log(format!(
         "{} of the selected {} file(s) to fetch, {total} bytes{}",
         missing.len(),
-        selected.len(),
+        selected,
         if plan.extract { ", unpacking zips" } else { "" }
     ));
     let totals = Mutex::new(Totals {
@@ -212,7 +227,7 @@ pub async fn pull(
     Ok(PullReport {
         competition: plan.competition.clone(),
         dest: plan.dest.clone(),
-        selected: selected.len(),
+        selected,
         fetched: fetched.into_inner().unwrap_or_else(|p| p.into_inner()),
         skipped,
         bytes: bytes.into_inner(),
@@ -283,7 +298,9 @@ impl Step for DataStep {
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         let kaggle = self.kaggle(ctx).await?;
-        let (_, missing) = listing(kaggle.as_ref(), &PullPlan::for_spec(&self.spec)).await?;
+        let missing = listing(kaggle.as_ref(), &PullPlan::for_spec(&self.spec))
+            .await?
+            .missing;
         if missing.is_empty() {
             return Ok(CheckOutcome::satisfied());
         }
