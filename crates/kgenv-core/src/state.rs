@@ -15,6 +15,80 @@ use crate::paths;
 /// Current state-file format version.
 pub const STATE_VERSION: u32 = 1;
 
+/// Label (and description mark) with the environment's name, on everything kgenv makes.
+pub const ENV_LABEL: &str = "kgenv-env";
+
+/// Label with the environment's owner id: what makes a resource this environment's.
+/// Two state directories using one environment name in one project get different ids.
+pub const OWNER_ID_LABEL: &str = "kgenv-owner";
+
+/// Who owns a resource: the environment name and, once the first `up` made it, the
+/// random owner id kept in the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Environment name.
+    pub env: String,
+    /// The owner id (`None` for a state from before owner ids, until the next `up`).
+    pub id: Option<String>,
+    /// This state had resources before it had an id: resources labelled with the
+    /// environment name alone are accepted (and marked with the id) until an `up` ends.
+    pub legacy: bool,
+}
+
+impl Owner {
+    /// The labels kgenv writes on what it makes.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([
+            (ENV_LABEL.to_string(), self.env.clone()),
+            ("managed-by".to_string(), "kgenv".to_string()),
+        ]);
+        if let Some(id) = &self.id {
+            l.insert(OWNER_ID_LABEL.into(), id.clone());
+        }
+        l
+    }
+
+    /// Whether a resource with `labels` is this environment's: it carries the owner id, or
+    /// (only for a state from before owner ids) the environment name and no owner id.
+    pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
+        let named = labels.get(ENV_LABEL) == Some(&self.env);
+        match (&self.id, labels.get(OWNER_ID_LABEL)) {
+            (Some(id), Some(theirs)) => id == theirs,
+            (Some(_), None) => self.legacy && named,
+            (None, Some(_)) => false,
+            (None, None) => named,
+        }
+    }
+
+    /// The mark kgenv writes where a resource has no labels (a firewall's description, a
+    /// GitHub key's title): `kgenv-env=<env> kgenv-owner=<id>`.
+    pub fn mark(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{ENV_LABEL}={} {OWNER_ID_LABEL}={id}", self.env),
+            None => format!("{ENV_LABEL}={}", self.env),
+        }
+    }
+
+    /// Whether a description or title carries this environment's [`mark`](Self::mark)
+    /// (with the same rules as [`owns`](Self::owns)).
+    pub fn owns_text(&self, text: &str) -> bool {
+        let words: BTreeMap<String, String> = text
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+            .filter_map(|w| w.split_once('='))
+            .filter(|(k, _)| *k == ENV_LABEL || *k == OWNER_ID_LABEL)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.owns(&words)
+    }
+}
+
+/// A new random owner id: 16 lowercase hex characters (a valid GCE label value).
+pub fn new_owner_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
 /// What one step created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -36,6 +110,13 @@ pub struct State {
     pub env: String,
     /// Target kind (`gce`, `ssh`, `local`).
     pub target: String,
+    /// The environment's owner id, made at the first `up` and written on every resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Set when an id was given to a state that already had resources: those labelled
+    /// with the environment name alone are adopted and marked until an `up` completes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_pending: bool,
     /// Per-step records, by step id.
     pub steps: BTreeMap<String, StepRecord>,
 }
@@ -47,7 +128,18 @@ impl State {
             version: STATE_VERSION,
             env: env.into(),
             target: target.into(),
+            owner: None,
+            owner_pending: false,
             steps: BTreeMap::new(),
+        }
+    }
+
+    /// Who owns this environment's resources.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            env: self.env.clone(),
+            id: self.owner.clone(),
+            legacy: self.owner.is_none() || self.owner_pending,
         }
     }
 
@@ -115,6 +207,30 @@ impl StateStore {
         self.inner.lock().await.clone()
     }
 
+    /// The owner id, made (and written) now if this environment has none yet. A state
+    /// that already records resources gets its id with `owner_pending` set, so what it
+    /// made before owner ids is adopted by the next `up`.
+    pub async fn ensure_owner(&self) -> Result<Owner, StateError> {
+        let mut state = self.inner.lock().await;
+        if state.owner.is_none() {
+            state.owner = Some(new_owner_id());
+            state.owner_pending = !state.is_empty();
+            self.write(&state)?;
+        }
+        Ok(state.owner())
+    }
+
+    /// Ends the adoption of resources made before owner ids (after an `up` that went
+    /// through every step, each of which marked what it adopted).
+    pub async fn settle_owner(&self) -> Result<(), StateError> {
+        let mut state = self.inner.lock().await;
+        if state.owner_pending {
+            state.owner_pending = false;
+            self.write(&state)?;
+        }
+        Ok(())
+    }
+
     /// Changes the record of `step` and writes the file atomically.
     pub async fn update<F>(&self, step: &str, f: F) -> Result<(), StateError>
     where
@@ -178,6 +294,46 @@ mod tests {
             .await
             .expect("clear");
         assert!(!store.path().exists());
+    }
+
+    #[tokio::test]
+    async fn owner_id_is_made_once_and_legacy_states_adopt_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path(), "kg", "gce").expect("open");
+        let first = store.ensure_owner().await.expect("owner");
+        let id = first.id.clone().expect("an id");
+        assert_eq!(id.len(), 16);
+        assert!(!first.legacy, "a new environment has nothing to adopt");
+        assert_eq!(
+            store.ensure_owner().await.expect("again").id,
+            Some(id.clone())
+        );
+        let mut theirs = first.labels();
+        theirs.insert(OWNER_ID_LABEL.into(), "0123456789abcdef".into());
+        assert!(!first.owns(&theirs), "same name, another owner id");
+        assert!(first.owns(&first.labels()));
+        let name_only = BTreeMap::from([(ENV_LABEL.to_string(), "kg".to_string())]);
+        assert!(!first.owns(&name_only));
+        assert!(first.owns_text(&format!("managed by kgenv ({})", first.mark())));
+        assert!(!first.owns_text("managed by kgenv (kgenv-env=kg)"));
+
+        // A state from before owner ids: its resources carry the name only.
+        let old = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(old.path(), "kg", "gce").expect("open");
+        store
+            .update("instance", |r| {
+                r.created
+                    .insert("instance".into(), "projects/p/zones/z/instances/kg".into());
+            })
+            .await
+            .expect("write");
+        let owner = store.ensure_owner().await.expect("owner");
+        assert!(owner.legacy && owner.owns(&name_only));
+        store.settle_owner().await.expect("settle");
+        let settled = StateStore::open(old.path(), "kg", "gce").expect("reopen");
+        let owner = settled.snapshot().await.owner();
+        assert!(!owner.legacy && !owner.owns(&name_only));
+        assert!(owner.owns(&owner.labels()));
     }
 
     #[test]

@@ -143,6 +143,74 @@ pub struct ImageInfo {
     pub disk_size_gb: u64,
 }
 
+/// Identifies one zonal persistent disk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DiskRef {
+    /// GCP project id.
+    pub project: String,
+    /// Zone, e.g. `us-central1-a`.
+    pub zone: String,
+    /// Disk name.
+    pub name: String,
+}
+
+impl std::fmt::Display for DiskRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "disk {}/{}/{}", self.project, self.zone, self.name)
+    }
+}
+
+/// What kgenv asks GCE to create: a blank disk, or one made from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRequest {
+    /// Where and what name.
+    pub at: DiskRef,
+    /// Size in GB.
+    pub size_gb: u64,
+    /// Disk type (short name), e.g. `pd-balanced`.
+    pub disk_type: String,
+    /// Labels, including kgenv's ownership labels.
+    pub labels: BTreeMap<String, String>,
+    /// Snapshot to restore (`projects/p/global/snapshots/s`), or `None` for a blank disk.
+    pub source_snapshot: Option<String>,
+}
+
+/// What kgenv knows of an existing disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Where and what name.
+    pub at: DiskRef,
+    /// GCE's numeric id.
+    pub id: String,
+    /// Size in GB.
+    pub size_gb: u64,
+    /// Disk type (short name).
+    pub disk_type: String,
+    /// `CREATING`, `READY`, `RESTORING`, `DELETING`, `FAILED`.
+    pub status: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Instances it is attached to (`projects/p/zones/z/instances/n`).
+    pub users: Vec<String>,
+}
+
+/// A snapshot of a disk (global).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// GCP project id.
+    pub project: String,
+    /// Snapshot name.
+    pub name: String,
+    /// GCE's numeric id.
+    pub id: String,
+    /// `CREATING`, `UPLOADING`, `READY`, `FAILED`, `DELETING`.
+    pub status: String,
+    /// The disk it was taken from (`projects/p/zones/z/disks/d`).
+    pub source_disk: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Google Compute Engine, as kgenv uses it. Mutating calls wait for their operation to finish.
 #[async_trait]
 pub trait Compute: Send + Sync {
@@ -189,4 +257,97 @@ pub trait Compute: Send + Sync {
     /// The public IPv4 address this machine reaches Google from, for SSH-only firewall
     /// rules (`<ip>/32`).
     async fn caller_ip(&self) -> BackendResult<String>;
+
+    /// The disk, or `None` when it does not exist.
+    async fn get_disk(&self, at: &DiskRef) -> BackendResult<Option<DiskInfo>> {
+        Err(unsupported("disks.get", &at.name))
+    }
+    /// Creates a disk (blank or from a snapshot) and waits.
+    async fn insert_disk(&self, req: &DiskRequest) -> BackendResult<DiskInfo> {
+        Err(unsupported("disks.insert", &req.at.name))
+    }
+    /// Deletes a disk and waits.
+    async fn delete_disk(&self, at: &DiskRef) -> BackendResult<()> {
+        Err(unsupported("disks.delete", &at.name))
+    }
+    /// Grows a disk to `size_gb` and waits (GCE never shrinks one).
+    async fn resize_disk(&self, at: &DiskRef, size_gb: u64) -> BackendResult<()> {
+        let _ = size_gb;
+        Err(unsupported("disks.resize", &at.name))
+    }
+    /// Attaches a disk read-write under `device_name` (`/dev/disk/by-id/google-<name>`) and
+    /// waits.
+    async fn attach_disk(
+        &self,
+        instance: &InstanceRef,
+        disk: &DiskRef,
+        device_name: &str,
+    ) -> BackendResult<()> {
+        let _ = (disk, device_name);
+        Err(unsupported("instances.attachDisk", &instance.name))
+    }
+    /// Detaches the disk attached under `device_name` and waits.
+    async fn detach_disk(&self, instance: &InstanceRef, device_name: &str) -> BackendResult<()> {
+        let _ = device_name;
+        Err(unsupported("instances.detachDisk", &instance.name))
+    }
+    /// Snapshots a disk under `name` with `labels` and waits until the snapshot is READY.
+    async fn create_snapshot(
+        &self,
+        disk: &DiskRef,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotInfo> {
+        let _ = (name, labels);
+        Err(unsupported("disks.createSnapshot", &disk.name))
+    }
+    /// The snapshot, or `None`.
+    async fn get_snapshot(&self, project: &str, name: &str) -> BackendResult<Option<SnapshotInfo>> {
+        let _ = project;
+        Err(unsupported("snapshots.get", name))
+    }
+    /// Deletes a snapshot and waits.
+    async fn delete_snapshot(&self, project: &str, name: &str) -> BackendResult<()> {
+        let _ = project;
+        Err(unsupported("snapshots.delete", name))
+    }
+    /// Changes a stopped instance's machine type and waits.
+    async fn set_machine_type(&self, at: &InstanceRef, machine_type: &str) -> BackendResult<()> {
+        let _ = machine_type;
+        Err(unsupported("instances.setMachineType", &at.name))
+    }
+    /// Changes a stopped instance's GPUs (type and count; `None` removes them) and waits.
+    async fn set_gpus(&self, at: &InstanceRef, gpu: Option<(String, u8)>) -> BackendResult<()> {
+        let _ = gpu;
+        Err(unsupported("instances.setMachineResources", &at.name))
+    }
+    /// Changes a stopped instance's service account (`None`: the project's default) and
+    /// scopes, and waits.
+    async fn set_service_account(
+        &self,
+        at: &InstanceRef,
+        email: Option<&str>,
+        scopes: &[String],
+    ) -> BackendResult<()> {
+        let _ = (email, scopes);
+        Err(unsupported("instances.setServiceAccount", &at.name))
+    }
+    /// Replaces an instance's labels (reading the current label fingerprint) and waits.
+    async fn set_instance_labels(
+        &self,
+        at: &InstanceRef,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<()> {
+        let _ = labels;
+        Err(unsupported("instances.setLabels", &at.name))
+    }
+}
+
+/// The error of a Compute method a backend does not implement yet.
+// TODO(#12): removed once the real client and the mock implement every method.
+fn unsupported(method: &str, name: &str) -> super::BackendError {
+    super::BackendError::Unavailable {
+        backend: "compute",
+        hint: format!("{method} ({name}) is not implemented by this Compute backend"),
+    }
 }

@@ -239,6 +239,11 @@ impl StepCtx {
         }
     }
 
+    /// Who owns this environment's resources (the owner id from the state file).
+    pub async fn owner(&self) -> crate::state::Owner {
+        self.state.snapshot().await.owner()
+    }
+
     /// How to reach the host, from the spec and the state recorded so far.
     pub async fn host_addr(&self) -> Result<HostAddr> {
         (self.locate_host)(&self.env, &self.state.snapshot().await)

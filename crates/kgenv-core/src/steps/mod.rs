@@ -34,8 +34,9 @@ use std::sync::Arc;
 use crate::plan::Step;
 use crate::spec::{Env, Target};
 
-/// Label kgenv puts on what it creates, with the environment's name as value.
-pub const OWNER_LABEL: &str = "kgenv-env";
+/// Label kgenv puts on what it creates, with the environment's name as value (the owner
+/// id goes beside it, under [`crate::state::OWNER_ID_LABEL`]).
+pub const OWNER_LABEL: &str = crate::state::ENV_LABEL;
 
 /// The steps of `env`, in declared order, with their dependencies.
 pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
