@@ -103,6 +103,17 @@ impl Rig {
         }
     }
 
+    /// Another runner of `env` on the same Compute fake, with its own state directory: a
+    /// second person (or a second checkout) using the same environment name.
+    fn other_runner(&self, env: Env, state: &std::path::Path) -> Runner {
+        let mut backends = MockWorld::new().backends();
+        backends.compute = Arc::new(self.fake.client());
+        backends.remote = self.hosts.clone();
+        Runner::new(env, backends)
+            .state_dir(state)
+            .host_ready_within(Duration::from_secs(20))
+    }
+
     fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
         let events = self.events.clone();
         move |e| events.lock().unwrap_or_else(|p| p.into_inner()).push(e)
@@ -733,7 +744,7 @@ async fn resources_that_are_not_kgenvs_are_never_changed() {
         "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "sourceRanges": ["0.0.0.0/0"], "targetTags": ["kgenv-kg"]}));
     let e = rig.up().await.expect_err("name clash");
     assert!(
-        kgenv_core::error::error_chain(&e).contains("not created by kgenv"),
+        kgenv_core::error::error_chain(&e).contains("owner id"),
         "{}",
         kgenv_core::error::error_chain(&e)
     );
@@ -791,6 +802,7 @@ async fn an_instance_recreated_outside_kgenv_gets_its_new_host_keys_read() {
         .map(str::to_string)
         .expect("id recorded");
     // Someone deletes it and makes a new one with the same name and kgenv's labels.
+    let owner = rig.state().await.owner.expect("owner id recorded");
     let at = kgenv_core::backends::compute::InstanceRef {
         project: PROJECT.into(),
         zone: "us-central1-a".into(),
@@ -803,7 +815,7 @@ async fn an_instance_recreated_outside_kgenv_gets_its_new_host_keys_read() {
         PROJECT,
         "us-central1-a",
         "kg",
-        serde_json::json!({"kgenv-env": "kg"}),
+        serde_json::json!({"kgenv-env": "kg", "kgenv-owner": owner}),
     );
     rig.fake.clear_requests();
     rig.up().await.expect("up");
@@ -826,4 +838,97 @@ async fn an_instance_recreated_outside_kgenv_gets_its_new_host_keys_read() {
         "nothing had to change in GCE: {:?}",
         ids(&rig.mutating())
     );
+}
+
+fn env_with_ssh_rule(name: &str) -> Env {
+    Env::builder("kg")
+        .instance(
+            Instance::builder()
+                .project(PROJECT)
+                .name(name)
+                .zone("us-central1-a")
+                .no_gpu(),
+        )
+        .firewall(Firewall::builder("kg-ssh").port(22))
+        .build()
+        .expect("env")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_state_dir_with_the_same_env_name_adopts_and_deletes_nothing() {
+    let rig = Rig::new(env_with_ssh_rule("kg")).await;
+    rig.up().await.expect("first person's up");
+    let owner = rig.state().await.owner.expect("owner id");
+    let inst = rig
+        .fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("made");
+    assert_eq!(inst["labels"]["kgenv-owner"], owner.as_str());
+    let rule = rig.fake.firewalls();
+    assert!(
+        rule[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("kgenv-owner={owner}")),
+        "{rule:?}"
+    );
+
+    let second_dir = tempfile::tempdir().expect("dir");
+    let second = rig.other_runner(env_with_ssh_rule("kg"), second_dir.path());
+    rig.fake.clear_requests();
+    let e = second
+        .up(gce_part(), rig.sink())
+        .await
+        .expect_err("the second up refuses");
+    let chain = kgenv_core::error::error_chain(&e);
+    assert!(
+        chain.contains("owner id") && chain.contains("kg"),
+        "{chain}"
+    );
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    // Its `down` (with --only, to reach every resource step) deletes nothing of the first's.
+    second
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    assert_eq!(rig.fake.instances().len(), 1);
+    assert_eq!(rig.fake.firewalls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_instance_never_redirects_up_or_down() {
+    let rig = Rig::new(env_with_ssh_rule("kg")).await;
+    rig.up().await.expect("up");
+    // Someone else's VM that the user's edited config now names.
+    rig.fake
+        .seed_instance(PROJECT, "us-central1-a", "precious", serde_json::json!({}));
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+    let renamed = rig.other_runner(env_with_ssh_rule("precious"), &dir);
+    rig.fake.clear_requests();
+    let e = renamed
+        .up(gce_part(), rig.sink())
+        .await
+        .expect_err("up refuses the rename");
+    assert!(e.is_config(), "a usage error, exit 2: {e}");
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+
+    renamed
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    let deleted: Vec<String> = rig
+        .mutating()
+        .iter()
+        .filter(|r| r.method_id == "compute.instances.delete")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(
+        deleted[0].ends_with("/instances/kg"),
+        "the recorded VM: {deleted:?}"
+    );
+    let left = rig.fake.instances();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, "precious", "the renamed-to VM is untouched");
 }

@@ -579,12 +579,6 @@ async fn step_registers_once_by_fingerprint_and_removes_on_down() {
         ("octo/kaggle", true)
     );
     assert_eq!(key_fingerprint(&keys[0].key), key_fingerprint(&public));
-    let posts = |gh: &FakeGitHub| {
-        gh.requests()
-            .iter()
-            .filter(|r| r.starts_with("POST"))
-            .count()
-    };
     assert_eq!(posts(&gh), 1);
 
     // Second run: satisfied by fingerprint, nothing posted.
@@ -618,6 +612,14 @@ async fn step_registers_once_by_fingerprint_and_removes_on_down() {
     assert!(r.host_file(PUB).is_none(), "key removed from the host");
 }
 
+/// How many keys were registered (POSTs to GitHub).
+fn posts(gh: &FakeGitHub) -> usize {
+    gh.requests()
+        .iter()
+        .filter(|r| r.starts_with("POST"))
+        .count()
+}
+
 #[tokio::test]
 async fn step_adopts_its_key_after_lost_state() {
     let gh = FakeGitHub::start().await;
@@ -629,7 +631,8 @@ async fn step_adopts_its_key_after_lost_state() {
         tempfile::tempdir().expect("tmp"),
     );
     first.up().await.expect("up");
-    // Same host and GitHub, new state dir: the key is found by fingerprint, not re-added.
+    // Same host and GitHub, new state dir: the key is found by fingerprint, not re-added,
+    // and recorded, so this state's `down` can remove it.
     let second = run(
         env(Some("octo/kaggle"), "kgenv"),
         world,
@@ -638,9 +641,20 @@ async fn step_adopts_its_key_after_lost_state() {
     );
     assert_eq!(
         second.up().await.expect("up").outcome("github-key"),
-        Some(&Outcome::Satisfied)
+        Some(&Outcome::Changed),
+        "adopted into the new state"
     );
     assert_eq!(gh.keys().len(), 1);
+    assert_eq!(posts(&gh), 1, "not registered twice");
+    assert_eq!(
+        second.up().await.expect("again").outcome("github-key"),
+        Some(&Outcome::Satisfied)
+    );
+    second.down().await.expect("down");
+    assert!(
+        gh.keys().is_empty(),
+        "the adopted key is removed by its `down`"
+    );
 }
 
 #[tokio::test]

@@ -218,7 +218,9 @@ pub async fn up(
             .await
             .map_err(|e| e.in_step(step.id()))?;
     }
-    drive(
+    // Everything this run makes carries the environment's owner id, made now if needed.
+    ctx.state.ensure_owner().await?;
+    let report = drive(
         steps,
         selected,
         ctx,
@@ -258,7 +260,13 @@ pub async fn up(
             Ok(Outcome::Changed)
         },
     )
-    .await
+    .await?;
+    // Every step has now marked what it adopted from before owner ids: from here on, only
+    // the owner id (or a recorded id) makes a resource this environment's.
+    if selected.len() == steps.len() {
+        ctx.state.settle_owner().await?;
+    }
+    Ok(report)
 }
 
 /// Removes what kgenv created, dependents first. Best effort: a step that fails does not

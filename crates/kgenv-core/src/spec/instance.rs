@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::disk::{DataDisk, DataDiskBuilder, DISK_TYPES};
 use super::rules;
 use crate::backends::compute::{image_min_disk_gb, DEEP_LEARNING_IMAGE_PROJECT};
 use crate::error::ValidationError;
@@ -53,6 +54,8 @@ pub struct Instance {
     pub tags: Vec<String>,
     /// Extra labels (kgenv adds its ownership labels).
     pub labels: BTreeMap<String, String>,
+    /// The persistent disk that holds the user's work (`None`: turned off).
+    pub data_disk: Option<DataDisk>,
 }
 
 /// Builder for [`Instance`]; every field has the guide's default but name, project and zones.
@@ -74,6 +77,7 @@ pub struct InstanceBuilder {
     scopes: Option<Vec<String>>,
     tags: Option<Vec<String>>,
     labels: Option<BTreeMap<String, String>>,
+    data_disk: Option<DataDiskBuilder>,
 }
 
 impl Instance {
@@ -151,6 +155,17 @@ impl InstanceBuilder {
         self.labels
             .get_or_insert_with(BTreeMap::new)
             .insert(k.into(), v.into());
+        self
+    }
+
+    /// The data disk (on by default with [`DataDisk::default`]'s size and type).
+    pub fn data_disk(mut self, v: DataDiskBuilder) -> Self {
+        self.data_disk = Some(v);
+        self
+    }
+    /// No data disk: the work lives on the boot disk, which `down` deletes.
+    pub fn no_data_disk(mut self) -> Self {
+        self.data_disk = Some(DataDisk::builder().enabled(false));
         self
     }
 
@@ -243,13 +258,6 @@ impl InstanceBuilder {
             ));
         }
         let disk_type = self.disk_type.unwrap_or_else(|| "pd-balanced".into());
-        const DISK_TYPES: [&str; 5] = [
-            "pd-standard",
-            "pd-balanced",
-            "pd-ssd",
-            "pd-extreme",
-            "hyperdisk-balanced",
-        ];
         if !DISK_TYPES.contains(&disk_type.as_str()) {
             return Err(ValidationError::new(
                 "disk_type",
@@ -282,6 +290,13 @@ impl InstanceBuilder {
         for (k, v) in &labels {
             rules::label("labels", k, v)?;
         }
+        let data_disk = self.data_disk.unwrap_or_default().build()?;
+        if data_disk.is_some() && name.len() > 58 {
+            return Err(ValidationError::new(
+                "name",
+                format!("`{name}` is too long for its data disk `{name}-data` (GCE names take 63 characters): use at most 58"),
+            ));
+        }
         Ok(Instance {
             name,
             project,
@@ -297,6 +312,7 @@ impl InstanceBuilder {
             scopes,
             tags,
             labels,
+            data_disk,
         })
     }
 }
@@ -338,6 +354,11 @@ mod tests {
         assert_eq!(i.machine_type, "n1-standard-8");
         assert_eq!(i.gpu_type.as_deref(), Some("nvidia-tesla-t4"));
         assert_eq!(i.disk_size_gb, 200);
+        assert_eq!(
+            i.data_disk,
+            Some(DataDisk::default()),
+            "work lives on a kept disk"
+        );
         assert_eq!(i.image_family, DEFAULT_IMAGE_FAMILY);
         assert!(i.can_write_storage());
     }
@@ -360,6 +381,10 @@ mod tests {
             (ok().tag("Tag!"), "tags"),
             (ok().label("Owner", "me"), "labels"),
             (ok().machine_type("N1"), "machine_type"),
+            (
+                ok().data_disk(DataDisk::builder().size_gb(1)),
+                "data_disk.size_gb",
+            ),
         ];
         for (b, field) in cases {
             let e = b.build().expect_err(field);

@@ -15,6 +15,7 @@ mod autostop;
 mod bucket;
 mod container;
 mod data;
+mod disk;
 mod firewall;
 mod github_key;
 mod image;
@@ -26,6 +27,7 @@ pub use autostop::{Autostop, AutostopBuilder};
 pub use bucket::{BucketMount, BucketMountBuilder};
 pub use container::{parse_size, Container, ContainerBuilder, Gpus, Mount, Publish};
 pub use data::{Data, DataBuilder};
+pub use disk::{DataDisk, DataDiskBuilder, DEFAULT_DATA_DISK_GB};
 pub use firewall::{Firewall, FirewallBuilder};
 pub use github_key::{GithubKey, GithubKeyBuilder};
 pub use image::{

@@ -25,6 +25,7 @@ use crate::gpu::is_stub_dir;
 use crate::jupyter::{supervisor_command, JUPYTER_DIR_IN_CONTAINER};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Container, Env, Gpus, Image};
+use crate::state::{Owner, State};
 
 /// Label holding the hash of the create request, to tell "same spec" from "changed".
 pub const SPEC_HASH_LABEL: &str = "kgenv.spec-hash";
@@ -144,9 +145,12 @@ impl ContainerStep {
     }
 
     /// The request for the image as it is in the engine, and its hash (also set as label).
+    /// The owner id is added after hashing: a container made before owner ids is not
+    /// recreated for the id alone (it is known by the id recorded in the state).
     async fn hashed_request(
         &self,
         engine: &dyn ContainerEngine,
+        owner: &Owner,
     ) -> Result<Option<(ContainerRequest, String)>> {
         let Some(image) = engine.inspect_image(&self.image.run_reference()).await? else {
             return Ok(None);
@@ -154,7 +158,45 @@ impl ContainerStep {
         let mut req = self.request(&image.env);
         let hash = super::short_hash(&serde_json::to_vec(&req).unwrap_or_default());
         req.labels.insert(SPEC_HASH_LABEL.into(), hash.clone());
+        req.labels.extend(owner.labels());
         Ok(Some((req, hash)))
+    }
+
+    /// Whether `info` is this environment's container: it carries the owner id, or it is
+    /// the very container the state recorded (same engine id).
+    fn owned(
+        owner: &Owner,
+        state: &State,
+        info: &crate::backends::container::ContainerInfo,
+    ) -> bool {
+        owner.owns(&info.labels) || state.fact("container", "id") == Some(info.id.as_str())
+    }
+
+    fn not_ours(&self) -> crate::Error {
+        BackendError::AlreadyExists {
+            resource: format!(
+                "container {} (it does not carry the owner id of `{}`; kgenv leaves it alone — set `container.name`)",
+                self.spec.name, self.env
+            ),
+        }
+        .into()
+    }
+
+    /// Records the container (name and engine id), so `down` finds exactly it.
+    async fn record(&self, ctx: &StepCtx, engine: &dyn ContainerEngine, hash: &str) -> Result<()> {
+        let id = engine
+            .inspect_container(&self.spec.name)
+            .await?
+            .map(|i| i.id)
+            .unwrap_or_default();
+        ctx.state
+            .update("container", |r| {
+                r.created.insert("container".into(), self.spec.name.clone());
+                r.facts.insert("id".into(), id);
+                r.spec_hash = Some(hash.to_string());
+            })
+            .await?;
+        Ok(())
     }
 
     /// Starts `req`'s container; when the engine cannot give it GPUs and the spec does not
@@ -245,16 +287,12 @@ impl Step for ContainerStep {
         let Some(info) = engine.inspect_container(&self.spec.name).await? else {
             return Ok(CheckOutcome::missing(self.planned_actions()));
         };
-        if info.labels.get(super::OWNER_LABEL) != Some(&self.env) {
-            return Err(BackendError::AlreadyExists {
-                resource: format!(
-                    "container {} (not created by kgenv; set `container.name`)",
-                    self.spec.name
-                ),
-            }
-            .into());
+        let owner = ctx.owner().await;
+        let state = ctx.state.snapshot().await;
+        if !Self::owned(&owner, &state, &info) {
+            return Err(self.not_ours());
         }
-        let Some((_, hash)) = self.hashed_request(engine.as_ref()).await? else {
+        let Some((_, hash)) = self.hashed_request(engine.as_ref(), &owner).await? else {
             return Ok(CheckOutcome::drifted(
                 vec![format!(
                     "image {} is not in the engine",
@@ -309,28 +347,41 @@ impl Step for ContainerStep {
                 vec![format!("docker: start {}", self.spec.name)],
             ));
         }
+        if state.fact("container", "id") != Some(info.id.as_str()) {
+            // Made by a run killed before it recorded it: record it, so `down` removes it.
+            return Ok(CheckOutcome::drifted(
+                vec!["not recorded in the state file yet".into()],
+                vec![],
+            ));
+        }
         Ok(CheckOutcome::satisfied())
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let engine = ctx.engine().await?;
-        let (req, hash) =
-            self.hashed_request(engine.as_ref())
-                .await?
-                .ok_or_else(|| BackendError::NotFound {
-                    resource: format!(
-                        "image {} (the image step makes it)",
-                        self.image.run_reference()
-                    ),
-                })?;
+        let owner = ctx.owner().await;
+        let state = ctx.state.snapshot().await;
+        let (req, hash) = self
+            .hashed_request(engine.as_ref(), &owner)
+            .await?
+            .ok_or_else(|| BackendError::NotFound {
+                resource: format!(
+                    "image {} (the image step makes it)",
+                    self.image.run_reference()
+                ),
+            })?;
         let dirs = self.host_dirs();
         HostFs::of(ctx)
             .await?
             .mkdirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>())
             .await?;
         if let Some(info) = engine.inspect_container(&self.spec.name).await? {
+            if !Self::owned(&owner, &state, &info) {
+                return Err(self.not_ours());
+            }
             let fallback_can_go = info.labels.contains_key(GPU_FALLBACK_LABEL)
                 && engine.info().await?.has_nvidia_runtime();
             if info.labels.get(SPEC_HASH_LABEL) == Some(&hash) && !fallback_can_go {
+                self.record(ctx, engine.as_ref(), &hash).await?;
                 if !info.running {
                     self.start_or_fall_back(ctx, engine.as_ref(), &req).await?;
                 }
@@ -340,22 +391,36 @@ impl Step for ContainerStep {
             engine.remove_container(&self.spec.name).await?;
         }
         engine.create_container(&req).await?;
-        ctx.state
-            .update("container", |r| {
-                r.created.insert("container".into(), self.spec.name.clone());
-                r.spec_hash = Some(hash.clone());
-            })
-            .await?;
+        self.record(ctx, engine.as_ref(), &hash).await?;
         self.start_or_fall_back(ctx, engine.as_ref(), &req).await?;
+        // The GPU fallback may have recreated it under a new engine id.
+        self.record(ctx, engine.as_ref(), &hash).await?;
         Ok(())
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        if state.step("container").is_none_or(|r| r.created.is_empty()) {
+        // The container the state recorded, by its recorded name (a name edited in the
+        // config never redirects a delete), and only while it is still ours.
+        let Some(name) = state
+            .step("container")
+            .and_then(|r| r.created.get("container"))
+            .cloned()
+        else {
             return Ok(Destroyed::Nothing);
-        }
+        };
         let engine = ctx.engine().await?;
-        match engine.remove_container(&self.spec.name).await {
+        match engine.inspect_container(&name).await? {
+            Some(info) if Self::owned(&state.owner(), &state, &info) => {}
+            Some(_) => {
+                ctx.warn(format!("container {name} is no longer the one kgenv made (no owner id, another engine id); kgenv leaves it alone and forgets it"));
+                ctx.state
+                    .update("container", |r| *r = Default::default())
+                    .await?;
+                return Ok(Destroyed::Nothing);
+            }
+            None => {}
+        }
+        match engine.remove_container(&name).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }

@@ -1,5 +1,9 @@
 //! Guide step 2: a firewall rule. By default SSH from the caller's public IP only; never
 //! world-open unless written out, and then `plan` warns.
+//!
+//! Firewall rules have no labels: the environment's owner id is written into the rule's
+//! description, `up` changes only a rule that carries it, and `down` deletes the rule the
+//! state recorded after checking the description still carries it.
 
 use async_trait::async_trait;
 
@@ -7,10 +11,21 @@ use crate::backends::compute::FirewallRule;
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Firewall};
+use crate::state::{Owner, State};
 
-/// Description marker of rules kgenv owns (firewall rules have no labels).
-fn owner_marker(env: &str) -> String {
-    format!("managed by kgenv ({}={env})", super::OWNER_LABEL)
+/// Description of rules kgenv owns (firewall rules have no labels).
+fn owner_marker(owner: &Owner) -> String {
+    format!("managed by kgenv ({})", owner.mark())
+}
+
+/// The rule the state recorded for step `id` (`projects/p/global/firewalls/n`).
+fn recorded_rule(state: &State, id: &str) -> Option<(String, String)> {
+    let link = state.step(id)?.created.get("firewall")?;
+    let rest = &link[link.find("projects/")?..];
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", p, "global", "firewalls", n] => Some(((*p).into(), (*n).into())),
+        _ => None,
+    }
 }
 
 /// The caller's public IP, detected once per run whatever the number of rules.
@@ -51,21 +66,17 @@ impl FirewallStep {
         }
     }
 
-    fn owned(&self, rule: &FirewallRule) -> bool {
-        rule.description.contains(&owner_marker(&self.env))
-    }
-
     fn not_ours(&self) -> crate::Error {
         BackendError::AlreadyExists {
             resource: format!(
-                "firewall rule {} (not created by kgenv for `{}`; rename the rule in kgenv.toml)",
+                "firewall rule {} (its description does not carry the owner id of `{}`: another person's or another state directory's rule, or one made outside kgenv); kgenv leaves it alone — rename the rule in kgenv.toml",
                 self.spec.name, self.env
             ),
         }
         .into()
     }
 
-    async fn desired(&self, ctx: &StepCtx) -> Result<FirewallRule> {
+    async fn desired(&self, ctx: &StepCtx, owner: &Owner) -> Result<FirewallRule> {
         let source_ranges = if self.spec.source_ranges.is_empty() {
             // Detected once per run, whatever the number of rules.
             let caller = ctx.shared::<CallerIp>();
@@ -85,7 +96,7 @@ impl FirewallStep {
             ports: self.spec.ports.clone(),
             source_ranges,
             target_tags: self.spec.target_tags.clone(),
-            description: owner_marker(&self.env),
+            description: owner_marker(owner),
         })
     }
 
@@ -112,6 +123,13 @@ fn diff(have: &FirewallRule, want: &FirewallRule) -> Vec<String> {
     field("target_tags", &have.target_tags, &want.target_tags);
     if have.protocol != want.protocol {
         d.push(format!("protocol: {} → {}", have.protocol, want.protocol));
+    }
+    if have.description != want.description {
+        // A rule made before owner ids: mark it with the id.
+        d.push(format!(
+            "description: `{}` → `{}`",
+            have.description, want.description
+        ));
     }
     d
 }
@@ -152,7 +170,8 @@ impl Step for FirewallStep {
         )]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
-        let want = self.desired(ctx).await?;
+        let owner = ctx.owner().await;
+        let want = self.desired(ctx, &owner).await?;
         match ctx
             .backends
             .compute
@@ -165,7 +184,7 @@ impl Step for FirewallStep {
                 want.name,
                 Self::describe(&want)
             )])),
-            Some(have) if !self.owned(&have) => Err(self.not_ours()),
+            Some(have) if !owner.owns_text(&have.description) => Err(self.not_ours()),
             Some(have) => {
                 let d = diff(&have, &want);
                 if d.is_empty() {
@@ -183,7 +202,8 @@ impl Step for FirewallStep {
         }
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
-        let want = self.desired(ctx).await?;
+        let owner = ctx.owner().await;
+        let want = self.desired(ctx, &owner).await?;
         let compute = &ctx.backends.compute;
         match compute.get_firewall(&self.project, &self.spec.name).await? {
             None => match compute.insert_firewall(&want).await {
@@ -192,7 +212,7 @@ impl Step for FirewallStep {
                 // it is ours, never rewrite someone else's rule.
                 Err(BackendError::AlreadyExists { .. }) => {
                     match compute.get_firewall(&self.project, &self.spec.name).await? {
-                        Some(have) if self.owned(&have) => {
+                        Some(have) if owner.owns_text(&have.description) => {
                             if !diff(&have, &want).is_empty() {
                                 compute.patch_firewall(&want).await?;
                             }
@@ -202,7 +222,7 @@ impl Step for FirewallStep {
                 }
                 Err(e) => return Err(e.into()),
             },
-            Some(have) if !self.owned(&have) => return Err(self.not_ours()),
+            Some(have) if !owner.owns_text(&have.description) => return Err(self.not_ours()),
             Some(have) => {
                 if !diff(&have, &want).is_empty() {
                     compute.patch_firewall(&want).await?;
@@ -225,25 +245,25 @@ impl Step for FirewallStep {
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        if state.step(&self.id).is_none_or(|r| r.created.is_empty()) {
-            // Not recorded (a run that died between insert and record): delete it only if
-            // its description says it is this environment's.
-            match ctx
-                .backends
-                .compute
-                .get_firewall(&self.project, &self.spec.name)
-                .await?
-            {
-                Some(have) if self.owned(&have) => {}
-                _ => return Ok(Destroyed::Nothing),
+        let owner = state.owner();
+        let compute = &ctx.backends.compute;
+        // The rule the state recorded (never one found by a renamed config's name); not
+        // recorded (a run that died between insert and record): the spec's name, if the
+        // rule carries this environment's owner id.
+        let (project, name) = match recorded_rule(&state, &self.id) {
+            Some(r) => r,
+            None if owner.id.is_some() => (self.project.clone(), self.spec.name.clone()),
+            None => return Ok(Destroyed::Nothing),
+        };
+        match compute.get_firewall(&project, &name).await? {
+            Some(have) if owner.owns_text(&have.description) => {}
+            Some(_) => {
+                ctx.warn(format!("firewall rule {name} no longer carries this environment's owner id; kgenv leaves it alone and forgets it"));
+                return self.forget(ctx, &state).await;
             }
+            None => return self.forget(ctx, &state).await,
         }
-        match ctx
-            .backends
-            .compute
-            .delete_firewall(&self.project, &self.spec.name)
-            .await
-        {
+        match compute.delete_firewall(&project, &name).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -251,5 +271,18 @@ impl Step for FirewallStep {
             .update(&self.id, |r| *r = Default::default())
             .await?;
         Ok(Destroyed::Removed)
+    }
+}
+
+impl FirewallStep {
+    /// Drops the record of a rule that is gone or no longer ours.
+    async fn forget(&self, ctx: &StepCtx, state: &State) -> Result<Destroyed> {
+        if state.step(&self.id).is_none() {
+            return Ok(Destroyed::Nothing);
+        }
+        ctx.state
+            .update(&self.id, |r| *r = Default::default())
+            .await?;
+        Ok(Destroyed::Nothing)
     }
 }

@@ -18,6 +18,7 @@ use crate::backends::github::{key_fingerprint, ssh_host, KeyScope};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, GithubKey};
+use crate::state::Owner;
 
 /// Everything the github-key host script is rendered from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,11 @@ impl GithubKeyStep {
         }
     }
 
+    /// The key's title on GitHub: the spec's title and the environment's owner mark.
+    fn title(&self, owner: &Owner) -> String {
+        format!("{} ({})", self.spec.title, owner.mark())
+    }
+
     fn key_path(&self) -> String {
         format!("{}/id_ed25519", self.dir)
     }
@@ -233,15 +239,28 @@ impl Step for GithubKeyStep {
             (None, _) => return Ok(CheckOutcome::missing(self.planned_actions())),
         };
         let fp = key_fingerprint(&public);
+        let recorded = ctx.state.snapshot().await;
         match github.list_keys(&self.scope()).await {
-            Ok(keys)
-                if keys
-                    .iter()
-                    .any(|k| fp.is_some() && key_fingerprint(&k.key) == fp) =>
+            Ok(keys) => match keys
+                .iter()
+                .find(|k| fp.is_some() && key_fingerprint(&k.key) == fp)
             {
-                Ok(CheckOutcome::satisfied())
-            }
-            Ok(_) => Ok(CheckOutcome::missing(self.planned_actions()[2..].to_vec())),
+                Some(k)
+                    if recorded
+                        .step("github-key")
+                        .and_then(|r| r.created.get("github_key_id"))
+                        == Some(&k.id.to_string()) =>
+                {
+                    Ok(CheckOutcome::satisfied())
+                }
+                // Registered by a run killed before it recorded the key: record it, so
+                // `down` removes it.
+                Some(_) => Ok(CheckOutcome::drifted(
+                    vec!["registered key not recorded in the state file yet".into()],
+                    vec![],
+                )),
+                None => Ok(CheckOutcome::missing(self.planned_actions()[2..].to_vec())),
+            },
             Err(BackendError::Unavailable { .. }) => {
                 ctx.warn(self.manual_instructions(&github.web_url(), &public));
                 Ok(CheckOutcome::satisfied())
@@ -290,7 +309,7 @@ impl Step for GithubKeyStep {
         };
         let info = match existing {
             Some(k) => k,
-            None => match github.add_key(&scope, &self.spec.title, &public, self.spec.read_only).await {
+            None => match github.add_key(&scope, &self.title(&ctx.owner().await), &public, self.spec.read_only).await {
                 Ok(info) => info,
                 // 422 "key is already in use": ours if it appeared in this scope meanwhile.
                 Err(BackendError::AlreadyExists { resource }) => match find(github.list_keys(&scope).await?) {
@@ -329,7 +348,27 @@ impl Step for GithubKeyStep {
             .get("github_key_id")
             .and_then(|v| v.parse::<u64>().ok())
         {
-            match github.delete_key(&self.scope(), id).await {
+            // Delete the key the state recorded only while GitHub still holds that very
+            // key (the recorded fingerprint) under that id.
+            let still_ours = match github.list_keys(&self.scope()).await {
+                Ok(keys) => keys
+                    .iter()
+                    .find(|k| k.id == id)
+                    .map(|k| key_fingerprint(&k.key).as_ref() == record.facts.get("fingerprint")),
+                Err(BackendError::Unavailable { .. }) => Some(true),
+                Err(e) => return Err(e.into()),
+            };
+            if still_ours == Some(false) {
+                ctx.warn(format!(
+                    "GitHub key id {id} no longer holds the host's key; kgenv leaves it alone"
+                ));
+            }
+            let delete = if still_ours == Some(true) {
+                github.delete_key(&self.scope(), id).await
+            } else {
+                Ok(())
+            };
+            match delete {
                 Ok(()) | Err(BackendError::NotFound { .. }) => {}
                 Err(BackendError::Unavailable { .. }) => {
                     let url = self.scope().settings_url(&github.web_url());

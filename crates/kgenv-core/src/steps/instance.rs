@@ -9,6 +9,13 @@
 //! used, the external IP and the host keys (from guest attributes) are recorded for the SSH
 //! layer. The step's `stop` backs `kgenv stop`; `kgenv start` is `up --until host`, whose
 //! `apply` starts a stopped instance.
+//!
+//! Ownership: the instance carries the environment's owner id as a label. `up` adopts only
+//! an instance with that id (or the GCE id the state recorded); `down` deletes the instance
+//! at the link the state recorded, after checking it is still the one kgenv made — a name
+//! edited in the config never redirects a delete. An instance found PROVISIONING or STAGING
+//! (a run killed during its insert) is waited on; if its insert failed and GCE removed it,
+//! `up` creates it again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,6 +28,39 @@ use crate::backends::compute::{
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{rules::region_of, Env, Instance};
+use crate::state::{Owner, State, OWNER_ID_LABEL};
+
+/// Polling of an instance that is still PROVISIONING or STAGING: first and largest delay.
+const SETTLE_FIRST_DELAY: Duration = Duration::from_millis(200);
+const SETTLE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// The instance the state recorded (`projects/p/zones/z/instances/n`), whatever the config
+/// now names it.
+pub fn recorded_instance(state: &State) -> Option<InstanceRef> {
+    let link = state.step("instance")?.created.get("instance")?;
+    parse_instance_link(link)
+}
+
+/// `projects/p/zones/z/instances/n` (or a full self link ending so) → its parts.
+pub fn parse_instance_link(link: &str) -> Option<InstanceRef> {
+    let rest = &link[link.find("projects/")?..];
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["projects", project, "zones", zone, "instances", name] => Some(InstanceRef {
+            project: (*project).into(),
+            zone: (*zone).into(),
+            name: (*name).into(),
+        }),
+        _ => None,
+    }
+}
+
+fn is_settling(status: &InstanceStatus) -> bool {
+    matches!(
+        status,
+        InstanceStatus::Provisioning | InstanceStatus::Staging
+    )
+}
 
 /// Host-key polling: first delay, largest delay (the bound is the run's host-ready time).
 const HOSTKEY_FIRST_DELAY: Duration = Duration::from_millis(250);
@@ -36,6 +76,24 @@ pub struct Preflight {
     pub image: ImageInfo,
     /// The spec's zones that offer the machine type and GPU, in the spec's order.
     pub zones: Vec<String>,
+}
+
+/// Whether `i` is this environment's: it carries the owner id (or, for a state from before
+/// owner ids, the environment's name), or it is the very VM the state recorded (same GCE
+/// id).
+fn owned(owner: &Owner, state: &State, i: &InstanceInfo) -> bool {
+    owner.owns(&i.labels)
+        || (!i.id.is_empty()
+            && state.fact("instance", "id") == Some(i.id.as_str())
+            && recorded_instance(state).as_ref() == Some(&i.at))
+}
+
+/// The error for a same-named instance that is not this environment's.
+fn not_ours(at: &InstanceRef) -> crate::Error {
+    BackendError::AlreadyExists {
+        resource: format!("{at} (it does not carry this environment's owner id: another person's or another state directory's VM, or one made outside kgenv); kgenv leaves it alone — pick another `instance.name`"),
+    }
+    .into()
 }
 
 /// Checks the instance spec against the project before anything is created: image family,
@@ -248,48 +306,48 @@ impl InstanceStep {
         }
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
+    fn labels(&self, owner: &Owner) -> BTreeMap<String, String> {
         let mut l = self.spec.labels.clone();
-        l.insert(super::OWNER_LABEL.into(), self.env.clone());
-        l.insert("managed-by".into(), "kgenv".into());
+        l.extend(owner.labels());
         l
     }
 
-    /// The instance wherever it is: the recorded zone first, then the spec's zones.
+    /// The instance wherever it is: the one the state recorded (by its link, whatever the
+    /// config names it now), else the spec's name in the spec's zones.
     async fn find(&self, ctx: &StepCtx) -> Result<Option<InstanceInfo>> {
         let state = ctx.state.snapshot().await;
-        let mut zones: Vec<String> = state
-            .fact("instance", "zone")
-            .map(str::to_string)
-            .into_iter()
-            .collect();
-        zones.extend(
-            self.spec
-                .zones
-                .iter()
-                .filter(|z| !zones.contains(z))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        for z in zones {
-            if let Some(i) = ctx.backends.compute.get_instance(&self.at(&z)).await? {
+        if let Some(at) = recorded_instance(&state) {
+            if at.name != self.spec.name || at.project != self.spec.project {
+                return Err(self.renamed(&at));
+            }
+            if let Some(i) = ctx.backends.compute.get_instance(&at).await? {
+                return Ok(Some(i));
+            }
+        }
+        for z in &self.spec.zones {
+            if let Some(i) = ctx.backends.compute.get_instance(&self.at(z)).await? {
                 return Ok(Some(i));
             }
         }
         Ok(None)
     }
 
+    /// The error for a config whose instance name or project no longer matches the one
+    /// kgenv made: kgenv neither renames a VM nor makes a second one beside it.
+    fn renamed(&self, recorded: &InstanceRef) -> crate::Error {
+        crate::Error::Usage(format!(
+            "`instance.name`/`instance.project` say {}/{}, but this environment's VM is {recorded}; put the old values back, or run `kgenv down` first (it deletes the recorded VM, never one found by the new name)",
+            self.spec.project, self.spec.name
+        ))
+    }
+
     /// The instance, which must exist and be kgenv's (for `stop` and `start`).
     async fn find_owned(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
+        let owner = ctx.owner().await;
+        let state = ctx.state.snapshot().await;
         match self.find(ctx).await? {
-            Some(i) if self.owned(&i) => Ok(i),
-            Some(i) => Err(BackendError::AlreadyExists {
-                resource: format!(
-                    "{} (not created by kgenv for `{}`; kgenv leaves it alone)",
-                    i.at, self.env
-                ),
-            }
-            .into()),
+            Some(i) if owned(&owner, &state, &i) => Ok(i),
+            Some(i) => Err(not_ours(&i.at)),
             None => Err(BackendError::NotFound {
                 resource: format!(
                     "instance {} in {} (run `kgenv up` to create it)",
@@ -301,11 +359,13 @@ impl InstanceStep {
         }
     }
 
-    fn owned(&self, i: &InstanceInfo) -> bool {
-        i.labels.get(super::OWNER_LABEL) == Some(&self.env)
-    }
-
-    fn request(&self, zone: &str, source_image: &str, ssh_key: &str) -> InstanceRequest {
+    fn request(
+        &self,
+        owner: &Owner,
+        zone: &str,
+        source_image: &str,
+        ssh_key: &str,
+    ) -> InstanceRequest {
         let mut metadata = BTreeMap::new();
         metadata.insert("ssh-keys".into(), ssh_key.to_string());
         metadata.insert("enable-guest-attributes".into(), "TRUE".into());
@@ -322,7 +382,7 @@ impl InstanceStep {
             spot: self.spec.spot,
             scopes: self.spec.scopes.clone(),
             tags: self.spec.tags.clone(),
-            labels: self.labels(),
+            labels: self.labels(owner),
             metadata,
         }
     }
@@ -330,6 +390,11 @@ impl InstanceStep {
     async fn record(&self, ctx: &StepCtx, info: &InstanceInfo) -> Result<()> {
         ctx.state
             .update("instance", |r| {
+                if !info.id.is_empty() && r.facts.get("id").is_some_and(|old| *old != info.id) {
+                    // Another VM now stands at this name: the keys pinned for the old
+                    // one would fail every connection, and must be read again.
+                    r.facts.remove("host_keys");
+                }
                 r.created.insert(
                     "instance".into(),
                     format!(
@@ -417,7 +482,7 @@ impl InstanceStep {
         let Some(half) = compute.get_instance(at).await? else {
             return Ok(());
         };
-        if !self.owned(&half) {
+        if !ctx.owner().await.owns(&half.labels) {
             return Ok(());
         }
         ctx.log(format!(
@@ -431,8 +496,83 @@ impl InstanceStep {
         })
     }
 
+    /// Waits while `info` is PROVISIONING or STAGING (a run killed during its insert, or
+    /// an insert still under way): the instance once it is past them, or `None` when GCE
+    /// removed it (its insert failed, e.g. on a stockout). Bounded by the host-ready time.
+    async fn settle(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
+        match self.wait_settled(ctx, info).await? {
+            Some(i) => Ok(i),
+            None => Err(BackendError::NotFound {
+                resource: format!(
+                    "instance {} (its insert failed and GCE removed it; run `kgenv up` again)",
+                    self.spec.name
+                ),
+            }
+            .into()),
+        }
+    }
+
+    async fn wait_settled(
+        &self,
+        ctx: &StepCtx,
+        mut info: InstanceInfo,
+    ) -> Result<Option<InstanceInfo>> {
+        let started = Instant::now();
+        let mut delay = SETTLE_FIRST_DELAY;
+        while is_settling(&info.status) {
+            if started.elapsed() + delay > ctx.host_ready_within() {
+                return Err(BackendError::Timeout {
+                    what: format!("{} to leave {:?}", info.at, info.status),
+                    after: started.elapsed(),
+                    last_seen: Some(format!("{:?}", info.status)),
+                }
+                .into());
+            }
+            ctx.log(format!(
+                "{} is {:?} (an insert still under way); waiting for it",
+                info.at, info.status
+            ));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = ctx.cancel.cancelled() => return Err(BackendError::Cancelled.into()),
+            }
+            delay = (delay * 2).min(SETTLE_MAX_DELAY);
+            match ctx.backends.compute.get_instance(&info.at).await? {
+                Some(now) => info = now,
+                None => {
+                    ctx.log(format!(
+                        "{} is gone (its insert failed); creating it again",
+                        info.at
+                    ));
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Marks an instance adopted from a state without owner ids with the owner id.
+    async fn mark_owned(&self, ctx: &StepCtx, owner: &Owner, info: &InstanceInfo) -> Result<()> {
+        let Some(id) = &owner.id else { return Ok(()) };
+        if info.labels.get(OWNER_ID_LABEL) == Some(id) {
+            return Ok(());
+        }
+        let mut labels = info.labels.clone();
+        labels.extend(owner.labels());
+        ctx.log(format!(
+            "marking {} with this environment's owner id",
+            info.at
+        ));
+        ctx.backends
+            .compute
+            .set_instance_labels(&info.at, &labels)
+            .await?;
+        Ok(())
+    }
+
     async fn create(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
         let compute = &ctx.backends.compute;
+        let owner = ctx.owner().await;
         let pre = preflight_once(ctx, &self.spec).await?;
         let key = crate::keys::ensure(&self.env)?;
         let ssh_key = key.gce_metadata(crate::keys::GCE_USER);
@@ -451,7 +591,7 @@ impl InstanceStep {
                 tried.push(format!("{zone} (region quota)"));
                 continue;
             }
-            let req = self.request(zone, &pre.image.self_link, &ssh_key);
+            let req = self.request(&owner, zone, &pre.image.self_link, &ssh_key);
             ctx.log(format!(
                 "creating {} in {zone} from image {}",
                 req.at, pre.image.name
@@ -461,18 +601,19 @@ impl InstanceStep {
                 Err(BackendError::AlreadyExists { .. }) => {
                     // A retried insert that landed, or a name clash: adopt only what is ours.
                     if let Some(info) = compute.get_instance(&req.at).await? {
-                        if self.owned(&info) {
+                        if owner.owns(&info.labels) {
                             ctx.log(format!(
-                                "adopting {} (labelled as this environment's)",
+                                "adopting {} (it carries this environment's owner id)",
                                 info.at
                             ));
-                            return Ok(info);
+                            return self.settle(ctx, info).await;
                         }
+                        return Err(not_ours(&info.at));
                     }
-                    return Err(BackendError::AlreadyExists {
-                        resource: format!("{} (not created by kgenv; choose another name)", req.at),
+                    // Gone again (a failed insert GCE cleaned up): try this zone's error path.
+                    BackendError::NotFound {
+                        resource: req.at.to_string(),
                     }
-                    .into());
                 }
                 Err(e) => e,
             };
@@ -610,13 +751,21 @@ impl Step for InstanceStep {
                 format!("GET compute/v1/projects/{p}/zones/ZONE/instances/{}/getGuestAttributes?queryPath=hostkeys/", self.spec.name),
             ]));
         };
-        if !self.owned(&info) {
-            return Err(BackendError::AlreadyExists {
-                resource: format!("{} (not created by kgenv; choose another name)", info.at),
-            }
-            .into());
+        let owner = ctx.owner().await;
+        let recorded = ctx.state.snapshot().await;
+        if !owned(&owner, &recorded, &info) {
+            return Err(not_ours(&info.at));
         }
         let mut diff = Vec::new();
+        if let Some(id) = owner
+            .id
+            .as_ref()
+            .filter(|id| info.labels.get(OWNER_ID_LABEL) != Some(*id))
+        {
+            diff.push(format!(
+                "label {OWNER_ID_LABEL}: none → {id} (made before owner ids)"
+            ));
+        }
         if info.machine_type != self.spec.machine_type {
             diff.push(format!("machine_type: {} → {} (kgenv does not resize a VM; `kgenv down --only instance` then `up`)", info.machine_type, self.spec.machine_type));
         }
@@ -630,7 +779,6 @@ impl Step for InstanceStep {
         if !diff.is_empty() {
             return Ok(CheckOutcome::drifted(diff, vec![]));
         }
-        let recorded = ctx.state.snapshot().await;
         if let Some(old) = recorded
             .fact("instance", "id")
             .filter(|id| !info.id.is_empty() && *id != info.id)
@@ -668,13 +816,15 @@ impl Step for InstanceStep {
         }
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
-        let info = match self.find(ctx).await? {
-            Some(info) if !self.owned(&info) => {
-                return Err(BackendError::AlreadyExists {
-                    resource: format!("{} (not created by kgenv; choose another name)", info.at),
-                }
-                .into());
-            }
+        let owner = ctx.owner().await;
+        let state = ctx.state.snapshot().await;
+        let found = match self.find(ctx).await? {
+            Some(info) if !owned(&owner, &state, &info) => return Err(not_ours(&info.at)),
+            // A run killed during the insert: wait it out; gone means the insert failed.
+            Some(info) if is_settling(&info.status) => self.wait_settled(ctx, info).await?,
+            other => other,
+        };
+        let info = match found {
             Some(info)
                 if info.machine_type != self.spec.machine_type
                     || info.gpu != self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count)) =>
@@ -685,7 +835,10 @@ impl Step for InstanceStep {
                 }
                 .into());
             }
-            Some(info) => self.power_on(ctx, info).await?,
+            Some(info) => {
+                self.mark_owned(ctx, &owner, &info).await?;
+                self.power_on(ctx, info).await?
+            }
             None => self.create(ctx).await?,
         };
         let keys_pinned = self.keys_pinned_for(ctx, &info).await;
@@ -702,20 +855,44 @@ impl Step for InstanceStep {
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        let recorded = state
-            .step("instance")
-            .filter(|r| !r.created.is_empty())
-            .and_then(|_| state.fact("instance", "zone").map(str::to_string));
-        let at = match recorded {
-            Some(zone) => self.at(&zone),
-            // Not recorded (a run that died between insert and record): look for ours by label.
-            None => match self.find(ctx).await? {
-                Some(i) if self.owned(&i) => i.at,
-                _ => return Ok(Destroyed::Nothing),
-            },
+        let owner = state.owner();
+        let compute = &ctx.backends.compute;
+        // The VM the state recorded, by its link: never one found by the config's name
+        // alone. Not recorded (a run killed between insert and record): the spec's name,
+        // only if it carries this environment's owner id.
+        let candidate = match recorded_instance(&state) {
+            Some(at) => compute.get_instance(&at).await?,
+            None if owner.id.is_some() => {
+                let mut found = None;
+                for z in &self.spec.zones {
+                    if let Some(i) = compute.get_instance(&self.at(z)).await? {
+                        found = Some(i);
+                        break;
+                    }
+                }
+                found.filter(|i| owner.owns(&i.labels))
+            }
+            None => None,
         };
+        let Some(info) = candidate else {
+            if state.step("instance").is_some() {
+                ctx.state
+                    .update("instance", |r| *r = Default::default())
+                    .await?;
+                return Ok(Destroyed::Removed);
+            }
+            return Ok(Destroyed::Nothing);
+        };
+        if !owned(&owner, &state, &info) {
+            ctx.warn(format!("{} no longer carries this environment's owner id or recorded GCE id (deleted and remade outside kgenv?); kgenv leaves it alone and forgets it", info.at));
+            ctx.state
+                .update("instance", |r| *r = Default::default())
+                .await?;
+            return Ok(Destroyed::Nothing);
+        }
+        let at = info.at;
         ctx.log(format!("deleting {at}"));
-        match ctx.backends.compute.delete_instance(&at).await {
+        match compute.delete_instance(&at).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
