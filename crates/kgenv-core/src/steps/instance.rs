@@ -88,6 +88,47 @@ fn owned(owner: &Owner, state: &State, i: &InstanceInfo) -> bool {
             && recorded_instance(state).as_ref() == Some(&i.at))
 }
 
+/// A change GCE makes only on a stopped instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RestartChange {
+    /// `instances.setMachineType`.
+    MachineType(String),
+    /// `instances.setMachineResources` (GPU type and count; `None` removes them).
+    Gpus(Option<(String, u8)>),
+}
+
+impl RestartChange {
+    fn field(&self) -> &'static str {
+        match self {
+            Self::MachineType(_) => "machine_type",
+            Self::Gpus(_) => "gpu_type/gpu_count",
+        }
+    }
+    fn method(&self) -> &'static str {
+        match self {
+            Self::MachineType(_) => "setMachineType",
+            Self::Gpus(_) => "setMachineResources",
+        }
+    }
+    fn describe(&self, info: &InstanceInfo) -> String {
+        let gpu = |g: &Option<(String, u8)>| {
+            g.as_ref()
+                .map_or("none".to_string(), |(t, n)| format!("{n}x {t}"))
+        };
+        match self {
+            Self::MachineType(m) => format!(
+                "machine_type: {} → {m} (stops and restarts the VM)",
+                info.machine_type
+            ),
+            Self::Gpus(g) => format!(
+                "gpu: {} → {} (stops and restarts the VM)",
+                gpu(&info.gpu),
+                gpu(g)
+            ),
+        }
+    }
+}
+
 /// The error for a same-named instance that is not this environment's.
 fn not_ours(at: &InstanceRef) -> crate::Error {
     BackendError::AlreadyExists {
@@ -687,6 +728,54 @@ impl InstanceStep {
         Ok(was_running)
     }
 
+    /// What differs from the spec and GCE changes only on a stopped VM (never by
+    /// recreating it: the VM holds the user's work).
+    fn restart_changes(&self, info: &InstanceInfo) -> Vec<RestartChange> {
+        let mut c = Vec::new();
+        if info.machine_type != self.spec.machine_type {
+            c.push(RestartChange::MachineType(self.spec.machine_type.clone()));
+        }
+        let want_gpu = self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count));
+        if info.gpu != want_gpu {
+            c.push(RestartChange::Gpus(want_gpu));
+        }
+        c
+    }
+
+    /// Stops the VM, applies each change, starts it again. Killed half-way, the next `up`
+    /// finds the VM stopped with the changes left, and goes on.
+    async fn change_in_place(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
+        let compute = &ctx.backends.compute;
+        let changes = self.restart_changes(&info);
+        if info.status != InstanceStatus::Terminated {
+            ctx.log(format!(
+                "stopping {} to change {} (the disks are kept)",
+                info.at,
+                changes
+                    .iter()
+                    .map(RestartChange::field)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            compute.stop_instance(&info.at).await?;
+        }
+        for change in &changes {
+            ctx.log(format!("{}: {}", info.at, change.describe(&info)));
+            match change {
+                RestartChange::MachineType(m) => compute.set_machine_type(&info.at, m).await?,
+                RestartChange::Gpus(g) => compute.set_gpus(&info.at, g.clone()).await?,
+            }
+        }
+        ctx.log(format!("starting {}", info.at));
+        compute.start_instance(&info.at).await?;
+        Ok(compute
+            .get_instance(&info.at)
+            .await?
+            .ok_or_else(|| BackendError::NotFound {
+                resource: info.at.to_string(),
+            })?)
+    }
+
     async fn power_on(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
         match info.status {
             // Up or on its way up: nothing to start.
@@ -766,15 +855,22 @@ impl Step for InstanceStep {
                 "label {OWNER_ID_LABEL}: none → {id} (made before owner ids)"
             ));
         }
-        if info.machine_type != self.spec.machine_type {
-            diff.push(format!("machine_type: {} → {} (kgenv does not resize a VM; `kgenv down --only instance` then `up`)", info.machine_type, self.spec.machine_type));
-        }
-        let want_gpu = self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count));
-        if info.gpu != want_gpu {
-            diff.push(format!(
-                "gpu: {:?} → {:?} (kgenv does not change a VM's GPUs in place)",
-                info.gpu, want_gpu
-            ));
+        let changes = self.restart_changes(&info);
+        if !changes.is_empty() {
+            diff.extend(changes.iter().map(|c| c.describe(&info)));
+            let at = &info.at;
+            let base = format!(
+                "compute/v1/projects/{}/zones/{}/instances/{}",
+                at.project, at.zone, at.name
+            );
+            let mut actions = vec![format!("POST {base}/stop")];
+            actions.extend(
+                changes
+                    .iter()
+                    .map(|c| format!("POST {base}/{}", c.method())),
+            );
+            actions.push(format!("POST {base}/start"));
+            return Ok(CheckOutcome::drifted(diff, actions));
         }
         if !diff.is_empty() {
             return Ok(CheckOutcome::drifted(diff, vec![]));
@@ -825,15 +921,9 @@ impl Step for InstanceStep {
             other => other,
         };
         let info = match found {
-            Some(info)
-                if info.machine_type != self.spec.machine_type
-                    || info.gpu != self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count)) =>
-            {
-                return Err(BackendError::InvalidArgument {
-                    resource: info.at.to_string(),
-                    message: "exists with another machine type or GPU; kgenv will not recreate a VM that holds your work: run `kgenv down --only instance`, then `kgenv up`".into(),
-                }
-                .into());
+            Some(info) if !self.restart_changes(&info).is_empty() => {
+                self.mark_owned(ctx, &owner, &info).await?;
+                self.change_in_place(ctx, info).await?
             }
             Some(info) => {
                 self.mark_owned(ctx, &owner, &info).await?;
