@@ -13,7 +13,9 @@ use kgenv_core::mock::GITHUB_HOST_KEYS;
 use kgenv_core::spec::BucketMount;
 use kgenv_core::steps::autostop::{AutostopScript, JupyterProbe, IDLE_DECIDE_FN};
 use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN};
+use kgenv_core::steps::disk_mount::{gcsfuse_cache_dir, DiskMountScript};
 use kgenv_core::steps::github_key::GithubKeyScript;
+use kgenv_core::steps::script::FSTAB_SET_FN;
 
 const NASTY: &str = "it's \"x\" $(touch /tmp/kgenv-pwned) `id` \\ ; | & *";
 
@@ -107,7 +109,17 @@ fn bucket_script() -> BucketScript {
         .option("file_mode=644")
         .build()
         .expect("spec");
-    BucketScript::for_spec(&spec)
+    BucketScript::for_spec(&spec, &gcsfuse_cache_dir("/var/lib/kgenv/env"))
+}
+
+fn disk_script(root: &Path) -> DiskMountScript {
+    DiskMountScript {
+        device: root.join(format!("dev/{NASTY}")).display().to_string(),
+        data_root: root.join(format!("var lib/{NASTY}")).display().to_string(),
+        fstab: root.join(format!("etc/{NASTY}")).display().to_string(),
+        label: NASTY.into(),
+        wait_secs: 7,
+    }
 }
 
 #[test]
@@ -115,6 +127,7 @@ fn every_host_script_passes_shellcheck() {
     let root = Path::new("/tmp/kgenv test's root");
     shellcheck("bucket-mount", &bucket_script().render().text);
     shellcheck("github-key", &github_script(root).render().text);
+    shellcheck("disk-mount", &disk_script(root).render().text);
     shellcheck(
         "autostop (with Jupyter)",
         &autostop_script(root, true).render().text,
@@ -527,10 +540,65 @@ fn gcsfuse_install_and_fstab_shape() {
         "_netdev",
         "allow_other",
         "implicit_dirs",
-        "cache_dir=/var/cache/kgenv-gcsfuse",
+        "cache_dir=/var/lib/kgenv/env/gcsfuse-cache",
         "file_mode=644",
     ] {
         assert!(line.contains(opt), "{opt} in {line}");
     }
     assert!(line.ends_with(" 0 0"));
+}
+
+/// Runs `fstab_set ARGS` on its own against `fstab`.
+fn fstab_set(fstab: &Path, mp: &str, fs_type: &str, line: &str) -> Output {
+    let text = format!("{FSTAB_SET_FN}\nfstab_set \"$@\"\n");
+    Command::new("sh")
+        .args(["-c", &text, "sh"])
+        .arg(fstab)
+        .args([&fstab_escape(mp), fs_type, line])
+        .output()
+        .expect("sh")
+}
+
+#[test]
+fn fstab_set_replaces_only_the_entries_it_names() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fstab = tmp.path().join("fstab");
+    let old = "# comment /mnt/my\\040data gcsfuse\nproc /proc proc defaults 0 0\nold-bucket /mnt/my\\040data gcsfuse rw 0 0\n/dev/sdb1 /mnt/my\\040data ext4 defaults 0 2\n\n";
+    std::fs::write(&fstab, old).expect("fstab");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fstab, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let line = "new-bucket /mnt/my\\040data gcsfuse rw,_netdev 0 0";
+    let out = fstab_set(&fstab, "/mnt/my data", "gcsfuse", line);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&fstab).expect("fstab"),
+        format!("# comment /mnt/my\\040data gcsfuse\nproc /proc proc defaults 0 0\n/dev/sdb1 /mnt/my\\040data ext4 defaults 0 2\n\n{line}\n"),
+        "only the gcsfuse entry for that mount point went; comments, blanks and the rest kept"
+    );
+    assert_eq!(
+        std::fs::metadata(&fstab)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640,
+        "mode kept"
+    );
+    // Any type, and no new line: every entry for the mount point goes.
+    let out = fstab_set(&fstab, "/mnt/my data", "", "");
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&fstab).expect("fstab"),
+        "# comment /mnt/my\\040data gcsfuse\nproc /proc proc defaults 0 0\n\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no temp file left: {names:?}");
 }

@@ -2,8 +2,10 @@
 //! instance's region, never deleted by `down` unless named in
 //! [`crate::runner::RunOptions::delete_buckets`]) mounted on the host with gcsfuse: installed
 //! from Google's apt repository with a `signed-by` keyring, an `/etc/fstab` entry with
-//! `_netdev` so it survives reboot, `allow_other`, implicit directories and a file cache on
-//! local disk; the container sees it through an `rslave` bind.
+//! `_netdev` so it survives reboot (replaced atomically, [`FSTAB_SET_FN`]), `allow_other`,
+//! implicit directories and a file cache on local disk, under the environment's data root
+//! (on the data disk of a gce VM: [`super::disk_mount`]); the container sees the bucket
+//! through an `rslave` bind.
 //!
 //! `check` tells a healthy mount from a stale one: the mount table must show the bucket at
 //! the mount point AND listing it must answer in time ([`BUCKET_STATE_FN`], tested on its
@@ -11,7 +13,7 @@
 
 use async_trait::async_trait;
 
-use super::script::{HostScript, ScriptBuilder};
+use super::script::{HostScript, ScriptBuilder, FSTAB_SET_FN};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{rules::region_of, BucketMount, Env};
@@ -63,10 +65,11 @@ pub struct BucketScript {
 }
 
 impl BucketScript {
-    /// kgenv's defaults for `spec`: `allow_other`, implicit directories, a file cache under
-    /// `/var/cache/kgenv-gcsfuse`, then the spec's own options.
-    pub fn for_spec(spec: &BucketMount) -> Self {
-        let cache_dir = "/var/cache/kgenv-gcsfuse".to_string();
+    /// kgenv's defaults for `spec`: `allow_other`, implicit directories, a file cache in
+    /// `cache_dir` ([`super::disk_mount::gcsfuse_cache_dir`] of the environment), then the
+    /// spec's own options.
+    pub fn for_spec(spec: &BucketMount, cache_dir: &str) -> Self {
+        let cache_dir = cache_dir.to_string();
         let mut options = vec![
             "rw".to_string(),
             "_netdev".into(),
@@ -107,6 +110,7 @@ impl BucketScript {
             .var("KEYRING", "/usr/share/keyrings/cloud.google.asc")
             .var("LIST", "/etc/apt/sources.list.d/gcsfuse.list")
             .helper(BUCKET_STATE_FN)
+            .helper(FSTAB_SET_FN)
             .check(
                 r#"if ! command -v gcsfuse >/dev/null 2>&1; then echo missing; exit 1; fi
 if ! grep -qxF "$FSTAB_LINE" /etc/fstab; then echo missing; exit 1; fi
@@ -127,10 +131,7 @@ mkdir -p "$MOUNT_POINT" "$CACHE_DIR"
 changed=0
 if ! grep -qxF "$FSTAB_LINE" /etc/fstab; then
   # Replace kgenv's earlier line for this mount point; keep every other line.
-  MP="$FSTAB_MP" awk '!($2 == ENVIRON["MP"] && $3 == "gcsfuse")' /etc/fstab > /etc/fstab.kgenv-tmp
-  printf '%s\n' "$FSTAB_LINE" >> /etc/fstab.kgenv-tmp
-  cat /etc/fstab.kgenv-tmp > /etc/fstab
-  rm -f /etc/fstab.kgenv-tmp
+  fstab_set /etc/fstab "$FSTAB_MP" gcsfuse "$FSTAB_LINE"
   changed=1
 fi
 state=$(bucket_state /proc/self/mounts "$FSTAB_MP" "$BUCKET" "$MOUNT_POINT")
@@ -159,9 +160,7 @@ case "$state" in
   *) ;;
 esac
 if grep -qxF "$FSTAB_LINE" /etc/fstab; then
-  grep -vxF "$FSTAB_LINE" /etc/fstab > /etc/fstab.kgenv-tmp || true
-  cat /etc/fstab.kgenv-tmp > /etc/fstab
-  rm -f /etc/fstab.kgenv-tmp
+  fstab_set /etc/fstab "$FSTAB_MP" gcsfuse ""
 fi"#,
             )
             .build()
@@ -173,6 +172,7 @@ pub struct BucketMountStep {
     project: String,
     default_location: String,
     spec: BucketMount,
+    cache_dir: String,
     deps: Vec<String>,
 }
 
@@ -189,13 +189,14 @@ impl BucketMountStep {
             project,
             default_location: location,
             spec,
+            cache_dir: super::disk_mount::gcsfuse_cache_dir(&env.host_dir()),
             deps: vec!["host".into()],
         }
     }
 
     /// The host script: install gcsfuse, the fstab entry, the mount.
     pub fn script(&self) -> HostScript {
-        BucketScript::for_spec(&self.spec).render()
+        BucketScript::for_spec(&self.spec, &self.cache_dir).render()
     }
 
     /// The location a created bucket gets: the spec's, else the region of the zone the

@@ -6,6 +6,7 @@
 //! | 2. firewall for the VM | [`firewall`] | `firewall/<name>` |
 //! | 1. GPU VM on a Deep Learning image | [`instance`] | `instance` |
 //! | reach the host over SSH | [`host`] | `host` |
+//! | the data disk mounted at the data root | [`disk_mount`] | `disk-mount` |
 //! | 3. gcsfuse bucket mount | [`bucket_mount`] | `bucket` |
 //! | 3. GitHub SSH key | [`github_key`] | `github-key` |
 //! | 3. Kaggle docker image (+ extras) | [`image`] | `image` |
@@ -19,6 +20,7 @@ pub mod autostop;
 pub mod bucket_mount;
 pub mod container;
 pub mod data;
+pub mod disk_mount;
 pub mod firewall;
 pub mod github_key;
 pub mod gpu_check;

@@ -31,6 +31,51 @@ pub fn assignment(name: &str, value: &str) -> String {
     format!("{directive}{name}={q}\n")
 }
 
+/// `fstab_set FSTAB MOUNT_POINT TYPE LINE`: rewrites FSTAB without its entries for
+/// MOUNT_POINT (as fstab escapes it; only those of file system TYPE when TYPE is not empty),
+/// with LINE appended when LINE is not empty, and does nothing when that is what FSTAB holds.
+///
+/// The one way kgenv's host scripts change `/etc/fstab`: the new text goes to a temp file
+/// beside FSTAB, is read back and compared with what was meant (so a short write on a full
+/// file system is caught even when a tool does not report it), gets FSTAB's mode and owner,
+/// is flushed to disk and renamed over FSTAB. A failed write leaves FSTAB as it was, and a
+/// crash leaves the old file or the new one, never a truncated one: a broken fstab can stop
+/// a VM from booting.
+pub const FSTAB_SET_FN: &str = r#"fstab_text() {
+  if [ -e "$1" ]; then
+    MP="$2" FT="$3" awk '!($1 !~ /^#/ && $2 == ENVIRON["MP"] && (ENVIRON["FT"] == "" || $3 == ENVIRON["FT"]))' "$1" || return 1
+  fi
+  if [ -n "$4" ]; then printf '%s\n' "$4"; fi
+}
+
+fstab_set() {
+  if [ -e "$1" ] && fstab_text "$@" | cmp -s - "$1"; then
+    return 0
+  fi
+  _fs_dir=$(dirname "$1")
+  if ! _fs_tmp=$(mktemp "$_fs_dir/.fstab.kgenv.XXXXXX"); then
+    echo "kgenv: cannot make a temp file in $_fs_dir to rewrite $1 (is that file system full or read-only?); $1 is unchanged" >&2
+    return 1
+  fi
+  if ! fstab_text "$@" > "$_fs_tmp" || ! fstab_text "$@" | cmp -s - "$_fs_tmp"; then
+    rm -f "$_fs_tmp"
+    echo "kgenv: writing the new $1 failed (is $_fs_dir full?); $1 is unchanged" >&2
+    return 1
+  fi
+  if [ -e "$1" ]; then
+    chmod --reference="$1" "$_fs_tmp" && chown --reference="$1" "$_fs_tmp"
+  else
+    chmod 0644 "$_fs_tmp"
+  fi || { rm -f "$_fs_tmp"; echo "kgenv: cannot give the new $1 its mode and owner; $1 is unchanged" >&2; return 1; }
+  if ! sync "$_fs_tmp" || ! mv -f "$_fs_tmp" "$1"; then
+    rm -f "$_fs_tmp"
+    echo "kgenv: replacing $1 failed; $1 is unchanged" >&2
+    return 1
+  fi
+  # The rename is on disk once the directory is: best effort, the file itself is.
+  sync "$_fs_dir" 2>/dev/null || true
+}"#;
+
 /// A rendered host script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostScript {
