@@ -281,7 +281,7 @@ impl AutostopStep {
         Self {
             spec,
             jupyter: jupyter_probe(env),
-            deps: vec!["host".into()],
+            deps: vec![super::data_root_ready(env).into()],
         }
     }
 

@@ -190,7 +190,7 @@ impl BucketMountStep {
             default_location: location,
             spec,
             cache_dir: super::disk_mount::gcsfuse_cache_dir(&env.host_dir()),
-            deps: vec!["host".into()],
+            deps: vec![super::data_root_ready(env).into()],
         }
     }
 

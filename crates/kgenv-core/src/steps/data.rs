@@ -245,7 +245,7 @@ pub struct DataStep {
 impl DataStep {
     /// The step for `spec` in `env`.
     pub fn new(env: &Env, spec: Data) -> Self {
-        let mut deps = vec!["host".to_string()];
+        let mut deps = vec![super::data_root_ready(env).to_string()];
         let in_bucket = env.bucket.as_ref().is_some_and(|b| {
             spec.dest.starts_with(&b.mount_point)
                 || spec.dest.starts_with(&format!("gs://{}", b.bucket))

@@ -132,7 +132,7 @@ impl GithubKeyStep {
             env: env.name.clone(),
             spec,
             dir: format!("{}/github", env.host_dir()),
-            deps: vec!["host".into()],
+            deps: vec![super::data_root_ready(env).into()],
         }
     }
 

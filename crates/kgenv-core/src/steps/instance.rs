@@ -626,7 +626,18 @@ impl InstanceStep {
             .collect();
         let mut skipped_regions: Vec<String> = Vec::new();
         let mut last: Option<BackendError> = None;
-        for zone in &pre.zones {
+        // A kept data disk attaches only in its own zone: the VM goes there, or nowhere.
+        let disk_zone = super::data_disk::data_disk_zone(&ctx.state.snapshot().await);
+        let zones = match &disk_zone {
+            Some(z) => {
+                if !pre.zones.contains(z) {
+                    ctx.warn(format!("your data disk is in {z}, which `instance.zones` does not list (or which lacks the machine or GPU type); creating the VM there anyway, as the disk cannot attach elsewhere (`kgenv move ZONE` moves it)"));
+                }
+                vec![z.clone()]
+            }
+            None => pre.zones.clone(),
+        };
+        for zone in &zones {
             let region = region_of(zone).to_string();
             if skipped_regions.contains(&region) {
                 tried.push(format!("{zone} (region quota)"));
@@ -688,7 +699,10 @@ impl InstanceStep {
                 e => return Err(e.into()),
             }
         }
-        let summary = format!("no zone could host the instance; tried {}. Add zones (other regions too) to `instance.zones`, pick another `gpu_type`, or request quota", tried.join(", "));
+        let summary = match &disk_zone {
+            Some(z) => format!("no capacity for the instance in {z}, where your data disk is (tried {}). Run `kgenv up` again later, or move the data with `kgenv move ZONE` to a zone that has capacity", tried.join(", ")),
+            None => format!("no zone could host the instance; tried {}. Add zones (other regions too) to `instance.zones`, pick another `gpu_type`, or request quota", tried.join(", ")),
+        };
         Err(match last {
             Some(BackendError::Stockout { zone, resource, .. }) => BackendError::Stockout {
                 zone,

@@ -5,6 +5,7 @@
 //! | 1. check image, disk, machine and GPU types | [`instance`] | `preflight` |
 //! | 2. firewall for the VM | [`firewall`] | `firewall/<name>` |
 //! | 1. GPU VM on a Deep Learning image | [`instance`] | `instance` |
+//! | 1. the VM's data disk, kept by `down` | [`data_disk`] | `data-disk` |
 //! | reach the host over SSH | [`host`] | `host` |
 //! | the data disk mounted at the data root | [`disk_mount`] | `disk-mount` |
 //! | 3. gcsfuse bucket mount | [`bucket_mount`] | `bucket` |
@@ -20,6 +21,7 @@ pub mod autostop;
 pub mod bucket_mount;
 pub mod container;
 pub mod data;
+pub mod data_disk;
 pub mod disk_mount;
 pub mod firewall;
 pub mod github_key;
@@ -62,10 +64,18 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
         if let Some(i) = &env.instance {
             host_deps.push("instance".into());
             steps.push(Arc::new(instance::InstanceStep::new(env, i.clone())));
+            if let Some(d) = &i.data_disk {
+                steps.push(Arc::new(data_disk::DataDiskStep::new(env, i.clone(), d.clone())));
+            }
         }
     }
     steps.push(Arc::new(host::HostStep::new(host_deps)));
-    let mut container_deps = Vec::new();
+    if data_root_ready(env) == disk_mount::STEP_ID {
+        steps.push(Arc::new(
+            disk_mount::DiskMountStep::new(env).after(data_disk::DATA_DISK_ID),
+        ));
+    }
+    let mut container_deps = vec![data_root_ready(env).to_string()];
     if let Some(b) = &env.bucket {
         steps.push(Arc::new(bucket_mount::BucketMountStep::new(env, b.clone())));
         container_deps.push("bucket".to_string());
@@ -96,6 +106,23 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
         steps.push(Arc::new(autostop::AutostopStep::new(env, a)));
     }
     steps
+}
+
+/// The step after which the environment's data root (`/var/lib/kgenv/<env>`: input,
+/// working, caches) is where the user's work must live: `disk-mount` when a GCE VM has a
+/// data disk (anything written before would land on the boot disk, under the mount),
+/// `host` otherwise. Every step that writes there runs after it.
+pub fn data_root_ready(env: &Env) -> &'static str {
+    let has_data_disk = env.target == Target::Gce
+        && env
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.data_disk.is_some());
+    if has_data_disk {
+        disk_mount::STEP_ID
+    } else {
+        "host"
+    }
 }
 
 /// sha256 of `bytes`, hex, first 16 characters: a short fingerprint for labels and state.
