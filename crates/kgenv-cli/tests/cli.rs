@@ -438,3 +438,45 @@ fn ssh_without_an_alias_says_what_to_do() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--mock"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_state_for_another_target_exits_2_and_changes_nothing() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let state = home.path().join("state/kaggle-gpu.json");
+    let backup = home.path().join("state/kaggle-gpu.json.bak");
+    let files = || {
+        [&state, &backup, &home.path().join("state/mock-world.json")]
+            .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+    };
+    let before = files();
+    for verb in ["down", "up", "status"] {
+        let o = kgenv(
+            home.path(),
+            &[
+                "--config",
+                &c,
+                "--mock",
+                "--target",
+                "ssh",
+                "--host",
+                "kgenv@192.0.2.1",
+                verb,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2), "{verb}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&state.display().to_string())
+                && err.contains("target `gce`")
+                && err.contains("target `ssh`")
+                && err.contains("--target gce"),
+            "{verb}: {err}"
+        );
+        assert_eq!(files(), before, "{verb} changed the state or the world");
+    }
+    // The environment is still whole on its own target.
+    let down = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(world(home.path())["instances"], serde_json::json!({}));
+}

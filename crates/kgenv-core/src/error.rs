@@ -345,14 +345,47 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    /// The state file is not valid JSON of the expected shape.
-    #[error("state file {} is corrupt ({source}); move it aside to start over (kgenv will not delete what it cannot read)", path.display())]
+    /// The state file is not valid JSON of the expected shape. kgenv never rewrites it.
+    #[error("state file {} is corrupt ({source}); {}", path.display(), restore_hint(path, backup.as_deref()))]
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// The copy of the file before kgenv's last write (`<env>.json.bak`), if one exists.
+        backup: Option<PathBuf>,
         /// The parse error.
         #[source]
         source: serde_json::Error,
+    },
+    /// The state file exists but holds nothing (a write cut short outside kgenv, a full
+    /// disk, a truncation by hand). kgenv never rewrites it.
+    #[error("state file {} is empty; {}", path.display(), restore_hint(path, backup.as_deref()))]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// The copy of the file before kgenv's last write (`<env>.json.bak`), if one exists.
+        backup: Option<PathBuf>,
+    },
+    /// The state file was written by a newer kgenv, in a format this one cannot read
+    /// safely. kgenv never rewrites it.
+    #[error("state file {} has format version {found}, but this kgenv reads version {supported} and older: it was written by a newer kgenv; upgrade kgenv to use this environment (the file is left as it is)", path.display())]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// The version the file records.
+        found: u64,
+        /// The newest version this kgenv reads.
+        supported: u32,
+    },
+    /// The state file records an environment on another target than this run's: acting on
+    /// it would remove or change things by names recorded for the other target.
+    #[error("state file {} is for target `{recorded}`, but this run is for target `{requested}`; use --target {recorded} (or set the config's target back to `{recorded}`) to work on that environment, or move the state file aside to start a new one on `{requested}` (what was made on `{recorded}` is then no longer tracked)", path.display())]
+    TargetMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The target the file records.
+        recorded: String,
+        /// The target of this run.
+        requested: String,
     },
     /// Another kgenv process holds the environment's lock.
     #[error("environment `{env}` is busy: another kgenv process holds {}; wait for it or remove the lock if that process is gone", path.display())]
@@ -362,6 +395,64 @@ pub enum StateError {
         /// The lock file.
         path: PathBuf,
     },
+}
+
+/// What to say about a state file kgenv cannot read: restore the backup, or start over.
+fn restore_hint(path: &std::path::Path, backup: Option<&std::path::Path>) -> String {
+    let aside = format!(
+        "move {} aside to start over (kgenv will not delete what it cannot read, nor rewrite it; what only that file records is then no longer tracked)",
+        path.display()
+    );
+    match backup {
+        Some(b) => format!(
+            "the file as it was before kgenv's last write is kept in {}: check it and copy it over {} to restore it, or {aside}",
+            b.display(),
+            path.display()
+        ),
+        None => format!("no backup of it exists; {aside}"),
+    }
+}
+
+impl StateError {
+    /// Whether the error is the user's request not matching the state (a state for
+    /// another target): exit code 2 in the CLI, like a config error.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::TargetMismatch { .. })
+    }
+
+    /// Whether the file exists but cannot be used as it is (empty, corrupt, or from a newer
+    /// kgenv); such a file is never rewritten.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt { .. } | Self::Empty { .. } | Self::Newer { .. }
+        )
+    }
+
+    /// The state file the error is about (the lock file for [`Locked`](Self::Locked)).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::Corrupt { path, .. }
+            | Self::Empty { path, .. }
+            | Self::Newer { path, .. }
+            | Self::TargetMismatch { path, .. }
+            | Self::Locked { path, .. } => path,
+        }
+    }
+
+    /// A short stable name for the reason (`io`, `corrupt`, `empty`, `newer`,
+    /// `target_mismatch`, `locked`), used by the Python surface.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Empty { .. } => "empty",
+            Self::Newer { .. } => "newer",
+            Self::TargetMismatch { .. } => "target_mismatch",
+            Self::Locked { .. } => "locked",
+        }
+    }
 }
 
 /// The core's error: what failed, in which step, and why.
@@ -432,10 +523,12 @@ impl Error {
         self.backend().and_then(BackendError::quota)
     }
 
-    /// Whether the error is the user's input (config or validation): exit code 2 in the CLI.
+    /// Whether the error is the user's input (config, validation, usage, or a state file
+    /// for another target): exit code 2 in the CLI.
     pub fn is_config(&self) -> bool {
         match self {
             Self::Config(_) | Self::Validation(_) | Self::Usage(_) => true,
+            Self::State(s) => s.is_config(),
             Self::Step { source, .. } => source.is_config(),
             Self::RunFailed { first, .. } => first.is_config(),
             _ => false,

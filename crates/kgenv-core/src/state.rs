@@ -1,6 +1,11 @@
 //! The state file: what kgenv created for an environment and where, so `status` and `down`
-//! work from another shell and after a crash. Written atomically after every change; never
-//! holds a secret (only names, ids, zones, paths and public keys).
+//! work from another shell and after a crash. Written atomically after every change, with
+//! the previous file kept as `<env>.json.bak`; never holds a secret (only names, ids, zones,
+//! paths and public keys).
+//!
+//! A file is trusted only when it can be: a newer format, an empty or corrupt file, or a
+//! state for another target is refused with an error naming the file, and never rewritten.
+//! An older format is migrated on read; fields kgenv does not know are kept on rewrite.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +17,11 @@ use tokio::sync::Mutex;
 use crate::error::StateError;
 use crate::paths;
 
-/// Current state-file format version.
-pub const STATE_VERSION: u32 = 1;
+/// Current state-file format version. Version 1 is what every kgenv before owner ids wrote
+/// (no `owner`); version 2 adds `owner` and `owner_pending` and keeps unknown fields. A file
+/// with a higher version is refused: its meaning may have changed in ways this kgenv cannot
+/// see, and rewriting it would drop what the newer kgenv recorded.
+pub const STATE_VERSION: u32 = 2;
 
 /// Label (and description mark) with the environment's name, on everything kgenv makes.
 pub const ENV_LABEL: &str = "kgenv-env";
@@ -99,6 +107,17 @@ pub struct StepRecord {
     pub facts: BTreeMap<String, String>,
     /// Fingerprint of the spec the step last applied, to detect drift.
     pub spec_hash: Option<String>,
+    /// Fields this kgenv does not know (added by a tool or by hand), kept on rewrite.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl StepRecord {
+    /// Whether the record says nothing kgenv uses: the step is then dropped from the state
+    /// (with any unknown fields, which belonged to the step's record).
+    fn is_blank(&self) -> bool {
+        self.created.is_empty() && self.facts.is_empty() && self.spec_hash.is_none()
+    }
 }
 
 /// The whole state of one environment.
@@ -119,6 +138,9 @@ pub struct State {
     pub owner_pending: bool,
     /// Per-step records, by step id.
     pub steps: BTreeMap<String, StepRecord>,
+    /// Fields this kgenv does not know (added by a tool or by hand), kept on rewrite.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl State {
@@ -131,7 +153,47 @@ impl State {
             owner: None,
             owner_pending: false,
             steps: BTreeMap::new(),
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// Reads a state file's bytes: refuses an empty, corrupt or newer file (naming `path`
+    /// and its backup, if one exists) and migrates an older one to [`STATE_VERSION`].
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, StateError> {
+        let backup = || {
+            let b = backup_of(path);
+            b.exists().then_some(b)
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(StateError::Empty {
+                path: path.to_path_buf(),
+                backup: backup(),
+            });
+        }
+        let corrupt = |source| StateError::Corrupt {
+            path: path.to_path_buf(),
+            backup: backup(),
+            source,
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        // The version is read on its own first: a newer file must be refused for its
+        // version, not reported as corrupt because its shape changed.
+        #[derive(Deserialize)]
+        struct Version {
+            version: u64,
+        }
+        let Version { version } = Version::deserialize(&value).map_err(corrupt)?;
+        if version > u64::from(STATE_VERSION) {
+            return Err(StateError::Newer {
+                path: path.to_path_buf(),
+                found: version,
+                supported: STATE_VERSION,
+            });
+        }
+        let value = migrate(version, value).map_err(corrupt)?;
+        let mut state = Self::deserialize(value).map_err(corrupt)?;
+        state.version = STATE_VERSION;
+        Ok(state)
     }
 
     /// Who owns this environment's resources.
@@ -159,6 +221,38 @@ impl State {
     }
 }
 
+/// Brings the JSON of a state file of format `version` to [`STATE_VERSION`].
+fn migrate(version: u64, value: serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+    match version {
+        // Version 1 is version 2 without `owner` and `owner_pending`: their defaults (none,
+        // false) make the state legacy, so the next `up` gives it an id and adopts what it
+        // made by the environment name, once. Everything else in the file is kept.
+        1 | 2 => Ok(value),
+        v => Err(<serde_json::Error as serde::de::Error>::custom(format!(
+            "format version {v} was never written by kgenv (versions start at 1)"
+        ))),
+    }
+}
+
+/// The backup kept beside a state file: `<env>.json.bak`.
+fn backup_of(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    path.with_file_name(name)
+}
+
+/// Removes `path`; a file already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The state file of one environment, shared by the steps of a run. Every mutation is
 /// written to disk before it returns.
 #[derive(Debug, Clone)]
@@ -173,20 +267,35 @@ impl StateStore {
         dir.join(format!("{env}.json"))
     }
 
+    /// The backup of the state file for `env` under `dir` (`<env>.json.bak`): the file as it
+    /// was before kgenv's last write, to restore by hand if the state file is damaged.
+    pub fn backup_path_for(dir: &Path, env: &str) -> PathBuf {
+        backup_of(&Self::path_for(dir, env))
+    }
+
     /// The default state directory (XDG state dir).
     pub fn default_dir() -> PathBuf {
         paths::state_dir()
     }
 
-    /// Opens (or starts) the state of `env` in `dir`.
+    /// Opens (or starts) the state of `env` in `dir` for a run on `target`.
+    ///
+    /// Refuses (and never rewrites) a file that is empty, corrupt or from a newer kgenv,
+    /// and a state recorded for another target: acting on it would remove or change
+    /// things on this target by names recorded for the other one.
     pub fn open(dir: &Path, env: &str, target: &str) -> Result<Self, StateError> {
         let path = Self::path_for(dir, env);
         let state = match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice::<State>(&bytes).map_err(|source| StateError::Corrupt {
-                    path: path.clone(),
-                    source,
-                })?
+                let state = State::parse(&path, &bytes)?;
+                if state.target != target {
+                    return Err(StateError::TargetMismatch {
+                        path,
+                        recorded: state.target,
+                        requested: target.to_string(),
+                    });
+                }
+                state
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(env, target),
             Err(source) => return Err(StateError::Io { path, source }),
@@ -200,6 +309,11 @@ impl StateStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's backup (`<env>.json.bak`), the file as it was before the last write.
+    pub fn backup_path(&self) -> PathBuf {
+        backup_of(&self.path)
     }
 
     /// A copy of the current state.
@@ -239,33 +353,55 @@ impl StateStore {
         let mut state = self.inner.lock().await;
         let rec = state.steps.entry(step.to_string()).or_default();
         f(rec);
-        if rec == &StepRecord::default() {
+        if rec.is_blank() {
             state.steps.remove(step);
         }
         self.write(&state)
     }
 
     fn write(&self, state: &State) -> Result<(), StateError> {
+        let backup = self.backup_path();
         if state.steps.is_empty() {
-            // Nothing of kgenv's stands: no file left behind (nor a killed run's temp file).
+            // Nothing of kgenv's stands: no file left behind (nor a killed run's temp file),
+            // and no backup of a record that no longer matters.
             if let Some(dir) = self.path.parent() {
                 paths::sweep_stale_temps(dir);
             }
-            return match std::fs::remove_file(&self.path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StateError::Io {
-                    path: self.path.clone(),
-                    source,
-                }),
-            };
+            remove_if_present(&self.path)?;
+            return remove_if_present(&backup);
         }
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
+        self.keep_backup(&backup)?;
         paths::write_atomic(&self.path, &bytes, 0o600).map_err(|source| StateError::Io {
             path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Copies the file as it is now to `backup` (atomically, mode 0600) before it is
+    /// replaced, so a damaged state file can be restored by hand.
+    fn keep_backup(&self, backup: &Path) -> Result<(), StateError> {
+        let previous = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        // A file damaged since it was opened is not worth keeping: the backup then
+        // still holds the last good copy.
+        if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&previous).is_err()
+        {
+            return Ok(());
+        }
+        paths::write_atomic(backup, &previous, 0o600).map_err(|source| StateError::Io {
+            path: backup.to_path_buf(),
             source,
         })
     }
@@ -334,6 +470,25 @@ mod tests {
         let owner = settled.snapshot().await.owner();
         assert!(!owner.legacy && !owner.owns(&name_only));
         assert!(owner.owns(&owner.labels()));
+    }
+
+    #[test]
+    fn the_backup_sits_beside_the_file_with_bak_appended() {
+        let dir = Path::new("/s");
+        assert_eq!(
+            StateStore::backup_path_for(dir, "kg.v2"),
+            Path::new("/s/kg.v2.json.bak")
+        );
+    }
+
+    #[test]
+    fn a_blank_step_record_ignores_unknown_fields() {
+        let mut rec = StepRecord::default();
+        rec.extra
+            .insert("note".into(), serde_json::json!("hand-written"));
+        assert!(rec.is_blank(), "a step with nothing kgenv uses is dropped");
+        rec.spec_hash = Some("h".into());
+        assert!(!rec.is_blank());
     }
 
     #[test]

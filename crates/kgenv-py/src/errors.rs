@@ -80,24 +80,15 @@ fn fill(f: &Bound<'_, PyDict>, err: &Error) -> PyResult<&'static str> {
         }
         Error::Usage(_) => "UsageError",
         Error::Cancelled => "CancelledError",
-        Error::State(s) => match s {
-            StateError::Io { path, .. } => {
-                f.set_item("path", path.clone())?;
-                f.set_item("reason", "io")?;
-                "StateError"
-            }
-            StateError::Corrupt { path, .. } => {
-                f.set_item("path", path.clone())?;
-                f.set_item("reason", "corrupt")?;
-                "StateError"
-            }
-            StateError::Locked { path, .. } => {
-                f.set_item("path", path.clone())?;
-                f.set_item("reason", "locked")?;
+        Error::State(s) => {
+            f.set_item("path", s.path().to_path_buf())?;
+            f.set_item("reason", s.reason())?;
+            if matches!(s, StateError::Locked { .. }) {
                 "EnvLockedError"
+            } else {
+                "StateError"
             }
-            _ => "StateError",
-        },
+        }
         Error::Backend(b) => fill_backend(f, b)?,
         _ => "KgenvError",
     })

@@ -73,7 +73,10 @@ pub(crate) fn start_run(
             "down" => runner.down(opts, on_event).await.map(Output::Report),
             "stop" => runner.stop(on_event).await.map(Output::Report),
             "start" => runner.start(on_event).await.map(Output::Report),
-            _ => runner.status(on_event).await.map(Output::Status),
+            _ => runner
+                .status(on_event)
+                .await
+                .map(|s| Output::Status(Box::new(s))),
         }
     })
 }

@@ -31,8 +31,9 @@ use crate::{convert, errors, runtime};
 pub(crate) enum Output {
     /// `plan`, `up`, `down`.
     Report(Report),
-    /// `status`.
-    Status(StatusReport),
+    /// `status` (boxed: it holds the whole state, and a small `Output` keeps every queued
+    /// event message small).
+    Status(Box<StatusReport>),
     /// A command's exit code, stdout and stderr.
     Exec(i64, Vec<u8>, Vec<u8>),
     /// Lines of text (the container's logs).

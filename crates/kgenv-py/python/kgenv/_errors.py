@@ -149,11 +149,13 @@ class UsageError(KgenvError, ValueError):
 
 
 class StateError(KgenvError):
-    """The state file could not be read or written.
+    """The state file could not be read or written, or cannot be used as it is.
 
     Attributes:
         path: The state file (or lock file).
-        reason: ``"io"``, ``"corrupt"`` or ``"locked"``.
+        reason: ``"io"``, ``"corrupt"``, ``"empty"`` (the message names the backup
+            ``<env>.json.bak`` to restore), ``"newer"`` (written by a newer kgenv: upgrade),
+            ``"target_mismatch"`` (the state is for another target) or ``"locked"``.
     """
 
     _fields = ("path", "reason")
