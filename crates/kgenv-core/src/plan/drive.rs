@@ -372,6 +372,7 @@ impl std::fmt::Display for DownPreview {
     /// `down`'s preview as the CLI prints it: what goes, then what stays.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (deletes, keeps) = (self.deletes(), self.keeps());
+        let width = self.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
         if deletes.is_empty() {
             write!(f, "down: nothing of `{}` to delete", self.env)?;
         } else {
@@ -383,7 +384,7 @@ impl std::fmt::Display for DownPreview {
             )?;
             for s in &self.steps {
                 for d in &s.teardown.deletes {
-                    write!(f, "\n  - {:<18} {d}", s.step)?;
+                    write!(f, "\n  - {:<width$}  {d}", s.step)?;
                 }
             }
         }
@@ -391,7 +392,7 @@ impl std::fmt::Display for DownPreview {
             write!(f, "\nkeeps:")?;
             for s in &self.steps {
                 for k in &s.teardown.keeps {
-                    write!(f, "\n  = {:<18} {k}", s.step)?;
+                    write!(f, "\n  = {:<width$}  {k}", s.step)?;
                 }
             }
         }
