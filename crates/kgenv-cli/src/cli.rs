@@ -33,7 +33,8 @@ Examples:
   kgenv stop / kgenv start        stop paying for the GPU, keep the disks / resume
   kgenv autostop 30               stop the VM after 30 idle minutes (`off` to disable)
   kgenv data pull titanic --dest ./titanic --extract
-  kgenv down                      remove what kgenv created (buckets and data are kept)
+  kgenv down                      list what it deletes and keeps, ask, then remove it
+  kgenv down --yes                the same without asking (scripts; needed without a terminal)
 
 Environment:
   CLOUDSDK_CORE_PROJECT, CLOUDSDK_COMPUTE_ZONE   project/zone when kgenv.toml has none
@@ -113,19 +114,41 @@ pub enum Command {
         select: Selection,
     },
     /// Create or fix whatever differs from the config; a second run changes nothing.
+    ///
+    /// A change that stops and restarts the VM (a new machine type, GPU, scopes or service
+    /// account, a bigger disk) is shown first and asked about on a terminal; without a
+    /// terminal it needs --yes, else nothing of that step is changed and kgenv exits 2.
+    /// `kgenv plan` marks such a change on the step's line.
     Up {
         #[command(flatten)]
         select: Selection,
+        /// Apply changes that stop and restart the VM without asking (for scripts).
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
     /// What kgenv created (from the state file) and a live check of every step.
     Status,
-    /// Remove what kgenv created, dependents first. Buckets and data are kept.
+    /// Remove what kgenv created, dependents first. Buckets and data disks are kept.
+    ///
+    /// First lists what it will delete and what it keeps (read from the state file, no
+    /// call made), then asks "Delete these N resources? [y/N]" on a terminal. Without a
+    /// terminal (a script, CI) it changes nothing and exits 2 unless --yes is given; with
+    /// --json the list is in the JSON error. The bucket and the data disk (your
+    /// /kaggle/working and /kaggle/input) are deleted only when named with
+    /// --delete-bucket / --delete-disk.
     Down {
         #[command(flatten)]
         select: Selection,
+        /// Delete without asking (for scripts; required when stdin is not a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
         /// Also delete this bucket (named explicitly; it must be the environment's bucket).
         #[arg(long, value_name = "BUCKET")]
         delete_bucket: Vec<String>,
+        /// Also delete this persistent data disk and the work on it (repeatable; it must be
+        /// one of the disks this environment keeps, as `down` lists them).
+        #[arg(long, value_name = "NAME")]
+        delete_disk: Vec<String>,
     },
     /// List the steps of this environment and what each depends on.
     Steps,

@@ -71,9 +71,19 @@ fn report_error(e: &Error, json: bool) {
             obj["error"]["column"] = serde_json::json!(c.column);
             obj["error"]["field"] = serde_json::json!(c.field);
         }
+        if let Some(u) = e.unconfirmed() {
+            // What was not done, for the script that must now decide to pass --yes.
+            obj["error"]["operation"] = serde_json::json!(u.operation);
+            obj["error"]["changes"] = serde_json::json!(u.changes);
+            obj["error"]["keeps"] = serde_json::json!(u.keeps);
+        }
         out!("{obj}");
     }
     match e {
+        // The preview was just printed: say what happened and what to do, not the list again.
+        _ if !json && e.unconfirmed().is_some_and(|u| u.operation == "down") => {
+            eprintln!("error: `down` was not confirmed, so nothing was changed; answer y on a terminal, or pass --yes to delete the above");
+        }
         Error::RunFailed { failed, first } => {
             eprintln!(
                 "error: {} step(s) failed: {}",
@@ -99,11 +109,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Init { .. } | Command::HashPassword | Command::Data { .. } => Ok(()),
         Command::Plan { select } => lifecycle::plan(&s, select).await,
-        Command::Up { select } => lifecycle::up(&s, select).await,
+        Command::Up { select, yes } => lifecycle::up(&s, select, *yes).await,
         Command::Down {
             select,
+            yes,
             delete_bucket,
-        } => lifecycle::down(&s, select, delete_bucket).await,
+            delete_disk,
+        } => {
+            let delete = lifecycle::Delete {
+                buckets: delete_bucket,
+                disks: delete_disk,
+            };
+            lifecycle::down(&s, select, *yes, &delete).await
+        }
         Command::Status => lifecycle::status(&s).await,
         Command::Stop => lifecycle::stop(&s).await,
         Command::Start => lifecycle::start(&s).await,

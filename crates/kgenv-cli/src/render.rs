@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kgenv_core::runner::{
-    Change, Event, GpuReport, HostAddr, JupyterTunnel, Outcome, Phase, Report, StatusReport,
-    StepInfo,
+    Change, Disruption, DownPreview, Event, GpuReport, HostAddr, JupyterTunnel, Outcome, Phase,
+    Report, StatusReport, StepInfo,
 };
 
 /// Prints a line on stdout; a closed pipe (`kgenv plan | head`) ends the program quietly
@@ -201,6 +201,14 @@ impl Renderer {
         }
     }
 
+    /// Runs `f` with the bars hidden (a question on the terminal must not be drawn over).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Self::Bars { multi, .. } => multi.suspend(f),
+            _ => f(),
+        }
+    }
+
     /// Clears bars before the final output.
     pub fn finish(&self) {
         if let Self::Bars { bars, .. } = self {
@@ -278,10 +286,53 @@ pub fn up(report: &Report) {
 /// `down`'s closing line.
 pub fn down(report: &Report) {
     out!(
-        "down: removed {} step(s)' resources; buckets and data are kept ({:.1}s)",
+        "down: removed {} step(s)' resources ({:.1}s); buckets and data disks are kept unless named with --delete-bucket / --delete-disk",
         report.changed(),
         secs(report)
     );
+}
+
+/// What `down` deletes and keeps, before it does.
+pub fn down_preview(preview: &DownPreview) {
+    out!("{preview}");
+}
+
+/// Asks `question` on the terminal (stderr) and reads the answer from stdin: only `y` or
+/// `yes` agrees; an empty line, anything else or end of input refuses. `false` at once
+/// when stdin is not a terminal: nobody is there to answer.
+fn ask(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(n) if n > 0 => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+        _ => false,
+    }
+}
+
+/// `down`'s question: the preview (on stdout, or stderr with `--json` so stdout stays
+/// JSON), then "Delete these N resources?" on a terminal. Without one, `false`: the
+/// runner then refuses and nothing changes.
+pub fn confirm_down(preview: &DownPreview, json: bool) -> bool {
+    let terminal = std::io::stdin().is_terminal();
+    if !json {
+        down_preview(preview);
+    } else if terminal {
+        eprintln!("{preview}");
+    }
+    ask(&format!(
+        "Delete these {} resources?",
+        preview.deletes().len()
+    ))
+}
+
+/// `up`'s question before a change that stops or restarts the VM.
+pub fn confirm_disruption(d: &Disruption) -> bool {
+    eprintln!("{d}");
+    ask("Apply this change now?")
 }
 
 /// `stop`'s closing line.

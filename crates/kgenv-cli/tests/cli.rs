@@ -98,7 +98,7 @@ fn mock_lifecycle_up_again_status_down() {
     );
     assert!(!stdout(&status).contains("cli-test-password"));
 
-    let down = kgenv(home.path(), &["--config", c, "--mock", "down"]);
+    let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
     let world: serde_json::Value = serde_json::from_slice(
         &std::fs::read(home.path().join("state/mock-world.json")).expect("world"),
@@ -476,7 +476,190 @@ fn a_state_for_another_target_exits_2_and_changes_nothing() {
         assert_eq!(files(), before, "{verb} changed the state or the world");
     }
     // The environment is still whole on its own target.
-    let down = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
+    let down = kgenv(home.path(), &["--config", &c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert_eq!(world(home.path())["instances"], serde_json::json!({}));
+}
+
+fn world_bytes(home: &Path) -> Vec<u8> {
+    std::fs::read(home.join("state/mock-world.json")).expect("world")
+}
+
+fn state_bytes(home: &Path) -> Vec<u8> {
+    std::fs::read(home.join("state/kaggle-gpu.json")).expect("state")
+}
+
+#[test]
+fn down_without_a_terminal_needs_yes_and_changes_nothing() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let (world0, state0) = (world_bytes(home.path()), state_bytes(home.path()));
+
+    // stdin is not a terminal here (`output()` gives the child no stdin).
+    let o = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "instance projects/my-kaggle-project/zones/us-central1-a/instances/kaggle-gpu"
+        ),
+        "the preview lists what it would delete: {out}"
+    );
+    assert!(
+        out.contains("keeps:") && out.contains("bucket gs://my-kaggle-project-data"),
+        "and the bucket it keeps: {out}"
+    );
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    assert_eq!(
+        world_bytes(home.path()),
+        world0,
+        "the simulated world is unchanged"
+    );
+    assert_eq!(
+        state_bytes(home.path()),
+        state0,
+        "the state file is unchanged"
+    );
+
+    // --json: the same refusal, the preview in the JSON error, nothing else on stdout.
+    let j = kgenv(home.path(), &["--config", &c, "--mock", "--json", "down"]);
+    assert_eq!(j.status.code(), Some(2), "{}", stderr(&j));
+    let lines = json_lines(&j);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let err = &lines[0]["error"];
+    assert_eq!(err["kind"], "not_confirmed");
+    assert_eq!(err["operation"], "down");
+    let listed = |key: &str, prefix: &str| {
+        err[key].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|l| l.as_str().is_some_and(|l| l.starts_with(prefix)))
+        })
+    };
+    assert!(listed("changes", "instance projects/"), "{err}");
+    assert!(listed("changes", "container kgenv-kaggle-gpu"), "{err}");
+    assert!(
+        listed("keeps", "bucket gs://my-kaggle-project-data"),
+        "{err}"
+    );
+    assert!(
+        !listed("changes", "bucket gs://"),
+        "the bucket is not deleted: {err}"
+    );
+    assert_eq!(world_bytes(home.path()), world0);
+
+    // A disk the environment does not keep: refused before anything, --yes or not.
+    let d = kgenv(
+        home.path(),
+        &[
+            "--config",
+            &c,
+            "--mock",
+            "down",
+            "--yes",
+            "--delete-disk",
+            "unknown",
+        ],
+    );
+    assert_eq!(d.status.code(), Some(2), "{}", stderr(&d));
+    assert!(stderr(&d).contains("disk `unknown`"), "{}", stderr(&d));
+    assert_eq!(world_bytes(home.path()), world0);
+    assert_eq!(state_bytes(home.path()), state0);
+
+    // --yes: removed, bucket kept, the preview still printed for the log.
+    let y = kgenv(home.path(), &["--config", &c, "--mock", "down", "--yes"]);
+    assert!(y.status.success(), "{}", stderr(&y));
+    assert!(stdout(&y).contains("down: deletes"), "{}", stdout(&y));
+    let w = world(home.path());
+    assert_eq!(w["instances"], serde_json::json!({}));
+    assert_eq!(
+        w["buckets"].as_object().map(|b| b.len()),
+        Some(1),
+        "bucket kept"
+    );
+
+    // Nothing left: a plain `down` has nothing to ask about.
+    let again = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}
+
+#[test]
+fn down_and_up_help_teach_the_confirmation_and_delete_disk() {
+    let home = tempfile::tempdir().expect("home");
+    let down = stdout(&kgenv(home.path(), &["down", "--help"]));
+    for want in [
+        "--yes",
+        "--delete-disk",
+        "--delete-bucket",
+        "[y/N]",
+        "exits 2",
+    ] {
+        assert!(down.contains(want), "`down --help` lacks {want}: {down}");
+    }
+    let up = stdout(&kgenv(home.path(), &["up", "--help"]));
+    for want in ["--yes", "restarts the VM"] {
+        assert!(up.contains(want), "`up --help` lacks {want}: {up}");
+    }
+}
+
+/// Runs kgenv on a pseudo-terminal with script(1) (util-linux), typing `answer` and Enter.
+fn kgenv_on_a_terminal(home: &Path, args: &[&str], answer: &str) -> Output {
+    use std::io::Write as _;
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("KGENV_HOME", home)
+        .env("KGENV_JUPYTER_PASSWORD", "cli-test-password")
+        .env_remove("CLOUDSDK_CORE_PROJECT")
+        .env_remove("CLOUDSDK_COMPUTE_ZONE")
+        .env_remove("KGENV_CONFIG")
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) runs (util-linux's `script` is needed for this test)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{answer}\n").as_bytes())
+        .expect("type the answer");
+    child.wait_with_output().expect("script exits")
+}
+
+#[test]
+fn down_on_a_terminal_asks_and_honours_the_answer() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let world0 = world_bytes(home.path());
+
+    let no = kgenv_on_a_terminal(home.path(), &["--config", &c, "--mock", "down"], "n");
+    let text = stdout(&no);
+    assert_eq!(no.status.code(), Some(2), "{text}{}", stderr(&no));
+    assert!(text.contains("Delete these 8 resources? [y/N]"), "{text}");
+    assert!(text.contains("keeps:"), "{text}");
+    assert_eq!(
+        world_bytes(home.path()),
+        world0,
+        "answered n: nothing changed"
+    );
+
+    let yes = kgenv_on_a_terminal(home.path(), &["--config", &c, "--mock", "down"], "y");
+    let text = stdout(&yes);
+    assert_eq!(yes.status.code(), Some(0), "{text}{}", stderr(&yes));
+    assert!(text.contains("Delete these 8 resources? [y/N]"), "{text}");
+    let w = world(home.path());
+    assert_eq!(w["instances"], serde_json::json!({}), "answered y: removed");
+    assert_eq!(
+        w["buckets"].as_object().map(|b| b.len()),
+        Some(1),
+        "bucket kept"
+    );
 }

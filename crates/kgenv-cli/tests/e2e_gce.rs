@@ -180,7 +180,7 @@ fn gce_target_up_login_noop_down() {
     assert_eq!(e.container_id(), id, "the container was not recreated");
     fake.assert_conforms();
 
-    let down = e.run(&["down"]);
+    let down = e.run(&["down", "--yes"]);
     down.expect_ok("kgenv down (gce)");
     assert!(
         fake.instances().is_empty(),
@@ -234,7 +234,7 @@ fn gce_wrong_published_host_key_stops_up() {
         "no login to an unverified host:\n{}",
         e.sshd.log()
     );
-    let down = e.run(&["down"]);
+    let down = e.run(&["down", "--yes"]);
     down.expect_ok("kgenv down after the host-key failure");
     assert!(fake.instances().is_empty(), "down deleted the instance");
 }

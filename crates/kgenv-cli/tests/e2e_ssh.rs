@@ -197,7 +197,7 @@ fn ssh_target_up_login_noop_down() {
     );
 
     // down: container and ssh entry gone, data kept.
-    let down = e.run(&["down"]);
+    let down = e.run(&["down", "--yes"]);
     down.expect_ok("kgenv down");
     assert!(e.container_id().is_none(), "down removed the container");
     assert!(
@@ -220,7 +220,7 @@ fn ssh_target_up_login_noop_down() {
         "down keeps the competition data in {}",
         pulled.display()
     );
-    let after = e.run(&["down"]);
+    let after = e.run(&["down", "--yes"]);
     after.expect_ok("second kgenv down");
     assert_eq!(after.result.as_ref().map(|_| ()), Some(()));
 }
@@ -286,7 +286,7 @@ fn ssh_target_survives_sigkill_during_up() {
     let reference = e.run(&["up"]);
     reference.expect_ok("reference up");
     let total = reference.events.len();
-    e.run(&["down"]).expect_ok("reference down");
+    e.run(&["down", "--yes"]).expect_ok("reference down");
     assert_nothing_left(&e, "after the reference down");
 
     let mut kills: Vec<(String, usize)> = (1..=points)
@@ -325,7 +325,8 @@ fn ssh_target_survives_sigkill_during_up() {
         let noop = e.run(&["up"]);
         noop.expect_ok(&format!("second up after {when}"));
         assert_noop(&noop, &format!("second up after {when}"));
-        e.run(&["down"]).expect_ok(&format!("down after {when}"));
+        e.run(&["down", "--yes"])
+            .expect_ok(&format!("down after {when}"));
         assert_nothing_left(&e, &when);
     }
 }
@@ -359,7 +360,7 @@ fn bench_ssh_up_to_login() {
         std::fs::copy(f.path(), jupyter_copy.join(f.file_name())).expect("copy jupyter file");
     }
     let image = docker(&["inspect", "--format", "{{.Config.Image}}", &e.container()]);
-    e.run(&["down"]).expect_ok("warm-up down");
+    e.run(&["down", "--yes"]).expect_ok("warm-up down");
 
     let mut warm = Vec::new();
     let mut noop = Vec::new();
@@ -385,7 +386,7 @@ fn bench_ssh_up_to_login() {
         again.expect_ok("bench no-op up");
         assert_noop(&again, "bench no-op up");
         noop.push(secs(t));
-        e.run(&["down"]).expect_ok("bench down");
+        e.run(&["down", "--yes"]).expect_ok("bench down");
     }
 
     // The floor: the same image and Jupyter config, started by hand with `docker run`.

@@ -455,6 +455,46 @@ impl StateError {
     }
 }
 
+/// A change that deletes, stops or restarts something was not confirmed, so it was not
+/// made: what it would have done, for the caller to show (`kgenv down` without a terminal
+/// and without `--yes`, `env.down()` without `yes=True`, an `up` that restarts the VM).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unconfirmed {
+    /// The operation (`down`, `up`).
+    pub operation: String,
+    /// What it would delete (`down`) or stop and restart (`up`), one readable line each.
+    pub changes: Vec<String>,
+    /// What it keeps in any case (buckets, data disks).
+    pub keeps: Vec<String>,
+}
+
+impl std::fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.operation == "down" {
+            write!(
+                f,
+                "`down` would delete {} resource(s) and was not confirmed, so nothing was changed. It would delete: {}",
+                self.changes.len(),
+                self.changes.join("; ")
+            )?;
+            if !self.keeps.is_empty() {
+                write!(f, ". It keeps: {}", self.keeps.join("; "))?;
+            }
+        } else {
+            write!(
+                f,
+                "`{}` needs a confirmation it did not get, so that change was not applied: {}",
+                self.operation,
+                self.changes.join("; ")
+            )?;
+        }
+        write!(
+            f,
+            ". Run it on a terminal to be asked, or pass --yes (Python: yes=True) to go ahead"
+        )
+    }
+}
+
 /// The core's error: what failed, in which step, and why.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -495,6 +535,9 @@ pub enum Error {
     /// A request of the user cannot be honoured as asked (unknown step name, ...).
     #[error("{0}")]
     Usage(String),
+    /// A change that deletes, stops or restarts was not confirmed and was not made.
+    #[error("{0}")]
+    NotConfirmed(Box<Unconfirmed>),
 }
 
 impl Error {
@@ -523,16 +566,31 @@ impl Error {
         self.backend().and_then(BackendError::quota)
     }
 
-    /// Whether the error is the user's input (config, validation, usage, or a state file
-    /// for another target): exit code 2 in the CLI.
+    /// Whether the error is the user's input (config, validation, usage, a state file for
+    /// another target, or a destructive change not confirmed): exit code 2 in the CLI.
     pub fn is_config(&self) -> bool {
         match self {
-            Self::Config(_) | Self::Validation(_) | Self::Usage(_) => true,
+            Self::Config(_) | Self::Validation(_) | Self::Usage(_) | Self::NotConfirmed(_) => true,
             Self::State(s) => s.is_config(),
             Self::Step { source, .. } => source.is_config(),
             Self::RunFailed { first, .. } => first.is_config(),
             _ => false,
         }
+    }
+
+    /// What a refused confirmation would have done, looking through step and run wrappers.
+    pub fn unconfirmed(&self) -> Option<&Unconfirmed> {
+        match self {
+            Self::NotConfirmed(u) => Some(u),
+            Self::Step { source, .. } => source.unconfirmed(),
+            Self::RunFailed { first, .. } => first.unconfirmed(),
+            _ => None,
+        }
+    }
+
+    /// Whether a change was refused for want of a confirmation (nothing was changed by it).
+    pub fn is_not_confirmed(&self) -> bool {
+        self.unconfirmed().is_some()
     }
 
     /// Whether the run was cancelled.
@@ -555,6 +613,7 @@ impl Error {
             Self::RunFailed { first, .. } => first.kind(),
             Self::Cancelled => "cancelled",
             Self::Usage(_) => "usage",
+            Self::NotConfirmed(_) => "not_confirmed",
         }
     }
 

@@ -100,7 +100,19 @@ async fn call(verb: Verb, rig: &Rig) {
             assert_eq!(s.outcome("instance"), Some(&Outcome::Changed));
         }
         Verb::Down => {
-            r.down(RunOptions::default(), rig.sink())
+            let preview = r
+                .down_preview(&RunOptions::default())
+                .await
+                .expect("preview");
+            assert!(!preview.deletes_nothing(), "{preview}");
+            // What the CLI does without a terminal and Python without `yes=True`.
+            let refused = r
+                .down_confirmed(RunOptions::default(), |_| false, rig.sink())
+                .await
+                .expect_err("not confirmed");
+            assert!(refused.is_not_confirmed() && refused.is_config());
+            assert!(!r.state().await.expect("state").is_empty());
+            r.down_confirmed(RunOptions::default(), |p| p == &preview, rig.sink())
                 .await
                 .expect("down");
             assert!(r.state().await.expect("state").is_empty());

@@ -1,6 +1,6 @@
 //! `plan`, `up`, `down`, `status`, `stop`, `start` and `steps`: the environment as a whole.
 
-use kgenv_core::runner::RunOptions;
+use kgenv_core::runner::{DownPreview, RunOptions};
 use kgenv_core::Error;
 
 use super::Session;
@@ -28,9 +28,14 @@ pub async fn plan(s: &Session, select: &Selection) -> Result<(), Error> {
     Ok(())
 }
 
-/// `kgenv up`.
-pub async fn up(s: &Session, select: &Selection) -> Result<(), Error> {
-    let result = s.runner.up(options(select), s.sink()).await;
+/// `kgenv up` (`--yes`: apply changes that restart the VM without asking; otherwise the
+/// session's runner asks on a terminal and refuses elsewhere).
+pub async fn up(s: &Session, select: &Selection, yes: bool) -> Result<(), Error> {
+    let opts = RunOptions {
+        yes,
+        ..options(select)
+    };
+    let result = s.runner.up(opts, s.sink()).await;
     s.renderer.finish();
     let report = result?;
     if s.json {
@@ -41,13 +46,42 @@ pub async fn up(s: &Session, select: &Selection) -> Result<(), Error> {
     Ok(())
 }
 
-/// `kgenv down`.
-pub async fn down(s: &Session, select: &Selection, delete_bucket: &[String]) -> Result<(), Error> {
-    let mut opts = options(select);
-    for b in delete_bucket {
+/// What `down` deletes beyond what kgenv created: named buckets and data disks.
+pub struct Delete<'a> {
+    /// `--delete-bucket`.
+    pub buckets: &'a [String],
+    /// `--delete-disk`.
+    pub disks: &'a [String],
+}
+
+/// `kgenv down`: the preview of what it deletes and keeps, a question on a terminal (none
+/// with `--yes`), then the teardown. Without a terminal and without `--yes` the runner
+/// refuses (exit 2) and nothing changes.
+pub async fn down(
+    s: &Session,
+    select: &Selection,
+    yes: bool,
+    delete: &Delete<'_>,
+) -> Result<(), Error> {
+    let mut opts = RunOptions {
+        yes,
+        ..options(select)
+    };
+    for b in delete.buckets {
         opts = opts.delete_bucket(b.clone());
     }
-    let result = s.runner.down(opts, s.sink()).await;
+    for d in delete.disks {
+        opts = opts.delete_disk(d.clone());
+    }
+    if yes && !s.json {
+        // Said even when nobody is asked, so a script's log shows what went.
+        if let Ok(preview) = s.runner.down_preview(&opts).await {
+            render::down_preview(&preview);
+        }
+    }
+    let (json, renderer) = (s.json, s.renderer.clone());
+    let ask = move |preview: &DownPreview| renderer.suspend(|| render::confirm_down(preview, json));
+    let result = s.runner.down_confirmed(opts, ask, s.sink()).await;
     s.renderer.finish();
     let report = result?;
     if s.json {

@@ -9,17 +9,18 @@ pub mod host;
 pub mod lifecycle;
 pub mod local;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kgenv_core::config::{self, Overrides};
 use kgenv_core::mock::MockWorld;
-use kgenv_core::runner::{self, Event, Runner};
+use kgenv_core::runner::{self, Disruption, Event, Runner};
 use kgenv_core::{wiring, Error};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, TargetArg};
-use crate::render::Renderer;
+use crate::render::{self, Renderer};
 
 /// Exit code for a cancelled run (128 + SIGINT), as shells expect.
 pub const EXIT_CANCELLED: u8 = 130;
@@ -64,13 +65,22 @@ impl Session {
         };
         let cancel = CancellationToken::new();
         spawn_ctrl_c(cancel.clone());
-        let runner = Runner::new(env, backends)
+        let renderer = Arc::new(Renderer::new(global.json, global.verbose > 0));
+        let mut runner = Runner::new(env, backends)
             .state_dir(&state_dir)
             .cancel_token(cancel.clone());
+        if std::io::stdin().is_terminal() {
+            // Someone can answer: `up` asks before a change that restarts the VM. Without
+            // a terminal there is no callback, and such a change needs --yes.
+            let r = renderer.clone();
+            runner = runner.confirm_with(Arc::new(move |d: &Disruption| {
+                r.suspend(|| render::confirm_disruption(d))
+            }));
+        }
         Ok(Self {
             runner,
             cancel,
-            renderer: Arc::new(Renderer::new(global.json, global.verbose > 0)),
+            renderer,
             json: global.json,
             planned: Arc::default(),
         })

@@ -1,6 +1,12 @@
 //! The four ways the engine drives a set of steps through the DAG: observe them (`plan`),
 //! converge them (`up`), tear them down (`down`) and stop what bills by the hour (`stop`).
 //! Each streams [`Event`]s and returns a [`Report`]; none knows which steps it drives.
+//!
+//! Before anything is destroyed the user can see it: [`down_preview`] lists, from the
+//! state file alone, what `down` would delete and keep, step by step in `down`'s order;
+//! `up` applies a change its step marked disruptive only once the context's confirmation
+//! callback agrees ([`StepCtx::confirm`]), and otherwise fails that step with
+//! [`Error::NotConfirmed`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -10,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{Change, Event, Phase};
 use super::executor::{run_dag, Direction, Outcome, StepOutcome};
-use super::step::{CheckOutcome, Destroyed, Observed, Step, StepCtx};
-use crate::error::{error_chain, BackendError, Error, Result};
+use super::step::{CheckOutcome, Destroyed, Disruption, Observed, Step, StepCtx, Teardown};
+use crate::error::{error_chain, BackendError, Error, Result, Unconfirmed};
+use crate::state::{State, StepRecord};
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,11 +156,12 @@ pub async fn plan(
                         with(&|ch| ch == Change::Unknown),
                     )
                 };
-                let (change, diff, actions) = if !upstream.is_empty() {
+                let (change, diff, actions, disruption) = if !upstream.is_empty() {
                     (
                         Change::Create,
                         vec![format!("after {} changes", upstream.join(", "))],
                         step.planned_actions(),
+                        None,
                     )
                 } else if !unobserved.is_empty() {
                     // Its host or inputs could not be observed either; trying would only wait.
@@ -164,25 +172,29 @@ pub async fn plan(
                             unobserved.join(", ")
                         )],
                         step.planned_actions(),
+                        None,
                     )
                 } else {
                     match step.check(&ctx).await {
                         Ok(CheckOutcome {
                             observed: Observed::Satisfied,
                             ..
-                        }) => (Change::None, vec![], vec![]),
+                        }) => (Change::None, vec![], vec![], None),
                         Ok(CheckOutcome {
                             observed: Observed::Missing,
                             actions,
-                        }) => (Change::Create, vec![], actions),
+                            disruption,
+                        }) => (Change::Create, vec![], actions, disruption),
                         Ok(CheckOutcome {
                             observed: Observed::Drifted(diff),
                             actions,
-                        }) => (Change::Update, diff, actions),
+                            disruption,
+                        }) => (Change::Update, diff, actions, disruption),
                         Err(e) if unobservable(&e) => (
                             Change::Unknown,
                             vec![format!("cannot observe: {}", error_chain(&e))],
                             step.planned_actions(),
+                            None,
                         ),
                         Err(e) => return Err(e),
                     }
@@ -197,6 +209,7 @@ pub async fn plan(
                     change,
                     diff,
                     actions,
+                    disruption,
                 });
                 Ok(Outcome::Planned { change })
             }
@@ -206,7 +219,9 @@ pub async fn plan(
 }
 
 /// Converges the selected steps: each checks, and applies only when it differs. Every
-/// step's preflight runs first, so bad local input fails before any call is made.
+/// step's preflight runs first, so bad local input fails before any call is made. A change
+/// the step's check marked disruptive is applied only when [`StepCtx::confirm`] agrees;
+/// refused, the step fails with [`Error::NotConfirmed`] and applies nothing.
 pub async fn up(
     steps: &[Arc<dyn Step>],
     selected: &BTreeSet<String>,
@@ -246,6 +261,24 @@ pub async fn up(
                     ctx.log(format!("differs: {d}"));
                 }
             }
+            if let Some(what) = checked.disruption.clone() {
+                let disruption = Disruption {
+                    step: id.clone(),
+                    what,
+                    diff: match checked.observed {
+                        Observed::Drifted(diff) => diff,
+                        _ => Vec::new(),
+                    },
+                };
+                if !ctx.confirm(&disruption) {
+                    return Err(Error::NotConfirmed(Box::new(Unconfirmed {
+                        operation: "up".into(),
+                        changes: vec![disruption.to_string()],
+                        keeps: Vec::new(),
+                    })));
+                }
+                ctx.log(format!("confirmed: {disruption}"));
+            }
             let t = Instant::now();
             events.emit(Event::Started {
                 step: id.clone(),
@@ -280,6 +313,151 @@ pub async fn down(
         Box::pin(async move { Ok(step.destroy(&ctx).await? == Destroyed::Removed) })
     })
     .await
+}
+
+/// What `down` would do to one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTeardown {
+    /// Step id.
+    pub step: String,
+    /// What it deletes and keeps.
+    #[serde(flatten)]
+    pub teardown: Teardown,
+}
+
+/// What `down` would delete and keep, step by step in the order `down` goes (dependents
+/// first). Made from the state file alone: no API call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownPreview {
+    /// Environment name.
+    pub env: String,
+    /// The steps that delete or keep something, in `down`'s order.
+    pub steps: Vec<StepTeardown>,
+}
+
+impl DownPreview {
+    /// Every line of what `down` deletes, in order.
+    pub fn deletes(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.teardown.deletes.iter().cloned())
+            .collect()
+    }
+
+    /// Every line of what `down` keeps, in order.
+    pub fn keeps(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.teardown.keeps.iter().cloned())
+            .collect()
+    }
+
+    /// The persistent disks the covered steps hold (kept unless named with
+    /// `--delete-disk`): the names `--delete-disk` accepts.
+    pub fn disks(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.teardown.disks.iter().cloned())
+            .collect()
+    }
+
+    /// Whether `down` would delete nothing (then there is nothing to confirm).
+    pub fn deletes_nothing(&self) -> bool {
+        self.steps.iter().all(|s| s.teardown.deletes.is_empty())
+    }
+
+    /// The error of a `down` that was not confirmed: it carries this preview's lines.
+    pub fn not_confirmed(&self) -> Error {
+        Error::NotConfirmed(Box::new(Unconfirmed {
+            operation: "down".into(),
+            changes: self.deletes(),
+            keeps: self.keeps(),
+        }))
+    }
+}
+
+impl std::fmt::Display for DownPreview {
+    /// `down`'s preview as the CLI prints it: what goes, then what stays.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (deletes, keeps) = (self.deletes(), self.keeps());
+        let width = self.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+        if deletes.is_empty() {
+            write!(f, "down: nothing of `{}` to delete", self.env)?;
+        } else {
+            write!(
+                f,
+                "down: deletes {} resource(s) of `{}`:",
+                deletes.len(),
+                self.env
+            )?;
+            for s in &self.steps {
+                for d in &s.teardown.deletes {
+                    write!(f, "\n  - {:<width$}  {d}", s.step)?;
+                }
+            }
+        }
+        if !keeps.is_empty() {
+            write!(f, "\nkeeps:")?;
+            for s in &self.steps {
+                for k in &s.teardown.keeps {
+                    write!(f, "\n  = {:<width$}  {k}", s.step)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The selected steps in the order `down` starts them: a step after every selected step
+/// that depends on it, ties in reverse declared order (as the executor launches them).
+fn down_order<'a>(
+    steps: &'a [Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+) -> Vec<&'a Arc<dyn Step>> {
+    let mut pending: Vec<&Arc<dyn Step>> = steps
+        .iter()
+        .rev()
+        .filter(|s| selected.contains(s.id()))
+        .collect();
+    let mut order: Vec<&Arc<dyn Step>> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        // A step is ready when no pending step depends on it.
+        let ready = pending.iter().position(|s| {
+            !pending
+                .iter()
+                .any(|other| other.deps().iter().any(|d| d == s.id()))
+        });
+        // A cycle cannot pass the executor; keep the declared order rather than loop.
+        let i = ready.unwrap_or(0);
+        order.push(pending.remove(i));
+    }
+    order
+}
+
+/// What `down` would delete and keep on the selected steps, from `state` alone (no call):
+/// each step's [`Step::teardown`] of its record, in `down`'s order.
+pub fn down_preview(
+    steps: &[Arc<dyn Step>],
+    selected: &BTreeSet<String>,
+    state: &State,
+    ctx: &StepCtx,
+) -> DownPreview {
+    let none = StepRecord::default();
+    let steps = down_order(steps, selected)
+        .into_iter()
+        .filter_map(|step| {
+            let record = state.step(step.id()).unwrap_or(&none);
+            let teardown = step.teardown(record, &ctx.for_step(step.id()));
+            (!teardown.is_empty() || !teardown.disks.is_empty()).then(|| StepTeardown {
+                step: step.id().to_string(),
+                teardown,
+            })
+        })
+        .collect();
+    DownPreview {
+        env: ctx.env.name.clone(),
+        steps,
+    }
 }
 
 /// Stops what bills by the hour (the VM) and keeps everything else, dependents first.

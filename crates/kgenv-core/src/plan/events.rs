@@ -65,6 +65,10 @@ pub enum Event {
         diff: Vec<String>,
         /// The API calls and host commands the change would make.
         actions: Vec<String>,
+        /// What the change stops or restarts (`"stops and restarts the VM"`), when it
+        /// does: `up` asks before applying it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disruption: Option<String>,
     },
     /// A step began a phase.
     Started {
@@ -195,6 +199,7 @@ impl fmt::Display for Event {
                 change,
                 diff,
                 actions,
+                disruption,
             } => {
                 let sign = match change {
                     Change::None => " ",
@@ -203,7 +208,11 @@ impl fmt::Display for Event {
                     Change::Delete => "-",
                     Change::Unknown => "?",
                 };
-                write!(f, "{sign} {step}: {summary} ({change})")?;
+                match disruption {
+                    // On the step's own line, so it is not missed among the actions.
+                    Some(what) => write!(f, "{sign} {step}: {summary} ({change}; {what})")?,
+                    None => write!(f, "{sign} {step}: {summary} ({change})")?,
+                }
                 for d in diff {
                     write!(f, "\n      {d}")?;
                 }

@@ -12,7 +12,9 @@ mod events;
 mod executor;
 mod step;
 
-pub use drive::Report;
+pub use drive::{DownPreview, Report, StepTeardown};
 pub use events::{Change, Event, EventSink, Phase};
 pub use executor::{Outcome, StepOutcome};
-pub use step::{CheckOutcome, Destroyed, HostLocator, Observed, Step, StepCtx};
+pub use step::{
+    CheckOutcome, ConfirmFn, Destroyed, Disruption, HostLocator, Observed, Step, StepCtx, Teardown,
+};

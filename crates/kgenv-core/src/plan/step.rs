@@ -3,6 +3,12 @@
 //! The engine knows no step: what steps share during a run (the GCE preflight's findings,
 //! the caller's IP) lives in typed slots of the run's session ([`StepCtx::shared`]), and how
 //! to reach the host is a function the runner hands in ([`HostLocator`]).
+//!
+//! Two things let a run show what it would destroy before it does: each step says what its
+//! `destroy` would delete and keep ([`Step::teardown`], read from the state file alone, for
+//! `down`'s preview), and a `check` that finds a change which stops or restarts something
+//! marks it ([`CheckOutcome::disruptive`]) so `up` asks the context's confirmation
+//! ([`StepCtx::with_confirm`]) before applying it.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -19,7 +25,7 @@ use crate::backends::remote::HostAddr;
 use crate::backends::{Backends, Progress, Remote, SshAliases};
 use crate::error::{BackendError, Result};
 use crate::spec::{Env, Target};
-use crate::state::{State, StateStore};
+use crate::state::{State, StateStore, StepRecord};
 
 /// What `check` observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,9 @@ pub struct CheckOutcome {
     pub observed: Observed,
     /// The API calls and host commands `apply` would make (empty when satisfied).
     pub actions: Vec<String>,
+    /// What applying would stop, restart or recreate ("stops and restarts the VM"), when
+    /// it would: `plan` shows it, and `up` applies it only once confirmed.
+    pub disruption: Option<String>,
 }
 
 impl CheckOutcome {
@@ -47,6 +56,7 @@ impl CheckOutcome {
         Self {
             observed: Observed::Satisfied,
             actions: Vec::new(),
+            disruption: None,
         }
     }
     /// To be created by these actions.
@@ -54,6 +64,7 @@ impl CheckOutcome {
         Self {
             observed: Observed::Missing,
             actions,
+            disruption: None,
         }
     }
     /// To be changed: differences and actions.
@@ -61,7 +72,98 @@ impl CheckOutcome {
         Self {
             observed: Observed::Drifted(diff),
             actions,
+            disruption: None,
         }
+    }
+    /// Applying stops, restarts or recreates something the user may be using: `what`
+    /// says what, as a phrase (`"stops and restarts the VM"`). `up` asks before applying.
+    #[must_use]
+    pub fn disruptive(mut self, what: impl Into<String>) -> Self {
+        self.disruption = Some(what.into());
+        self
+    }
+}
+
+/// A change `up` is about to apply that stops, restarts or recreates something: what the
+/// confirmation callback ([`StepCtx::with_confirm`]) is shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Disruption {
+    /// The step that would apply it.
+    pub step: String,
+    /// What it stops or restarts (`"stops and restarts the VM"`).
+    pub what: String,
+    /// The differences that call for it (`machine_type: a → b`).
+    pub diff: Vec<String>,
+}
+
+impl std::fmt::Display for Disruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step `{}` {}", self.step, self.what)?;
+        if !self.diff.is_empty() {
+            write!(f, " ({})", self.diff.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks whether a [`Disruption`] may go ahead: `true` applies it. Called from the run's
+/// tasks, so it must be `Send + Sync`; it may block (a terminal prompt).
+pub type ConfirmFn = Arc<dyn Fn(&Disruption) -> bool + Send + Sync>;
+
+/// What a step's `destroy` would do, from the state file alone: one readable line per
+/// resource it deletes (`instance projects/p/zones/z/instances/kg`) and per resource it
+/// keeps on purpose (`bucket gs://b (delete with --delete-bucket b)`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Teardown {
+    /// What `down` deletes.
+    pub deletes: Vec<String>,
+    /// What `down` leaves in place (buckets, data disks), with how to delete it.
+    pub keeps: Vec<String>,
+    /// Names of the persistent disks this step keeps unless named with `--delete-disk`,
+    /// listed whether or not this run deletes them: the names `--delete-disk` accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<String>,
+}
+
+impl Teardown {
+    /// The default: every resource the record lists as created is deleted.
+    pub fn deleting_created(record: &StepRecord) -> Self {
+        Self {
+            deletes: record
+                .created
+                .iter()
+                .map(|(role, id)| format!("{role} {id}"))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Also deletes `what` (a readable line).
+    #[must_use]
+    pub fn delete(mut self, what: impl Into<String>) -> Self {
+        self.deletes.push(what.into());
+        self
+    }
+
+    /// Also keeps `what` (a readable line).
+    #[must_use]
+    pub fn keep(mut self, what: impl Into<String>) -> Self {
+        self.keeps.push(what.into());
+        self
+    }
+
+    /// A persistent disk this step holds, kept unless `--delete-disk NAME` names it.
+    /// Only records the name; say whether it is deleted or kept with
+    /// [`delete`](Self::delete) or [`keep`](Self::keep).
+    #[must_use]
+    pub fn disk(mut self, name: impl Into<String>) -> Self {
+        self.disks.push(name.into());
+        self
+    }
+
+    /// Whether the step would neither delete nor keep anything.
+    pub fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && self.keeps.is_empty()
     }
 }
 
@@ -105,6 +207,13 @@ pub trait Step: Send + Sync {
     async fn apply(&self, ctx: &StepCtx) -> Result<()>;
     /// Removes what kgenv created.
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed>;
+    /// What `destroy` would delete and keep, from this step's `record` in the state file
+    /// (empty when it has none) and the run's choices on `ctx`
+    /// ([`StepCtx::delete_bucket_requested`], [`StepCtx::delete_disk_requested`]). Must make
+    /// no call: `down` shows it before asking. Default: every `created` entry is deleted.
+    fn teardown(&self, record: &StepRecord, _ctx: &StepCtx) -> Teardown {
+        Teardown::deleting_created(record)
+    }
     /// `stop`: pauses what bills by the hour and keeps everything else (the VM stops, its
     /// disks stay). `Ok(true)` when something was stopped; most steps have nothing to stop.
     async fn stop(&self, _ctx: &StepCtx) -> Result<bool> {
@@ -142,6 +251,8 @@ pub struct StepCtx {
     locate_host: HostLocator,
     host_ready_within: Duration,
     delete_buckets: Arc<Vec<String>>,
+    delete_disks: Arc<Vec<String>>,
+    confirm: Option<ConfirmFn>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -173,6 +284,8 @@ impl StepCtx {
             locate_host,
             host_ready_within: Duration::from_secs(600),
             delete_buckets: Arc::default(),
+            delete_disks: Arc::default(),
+            confirm: None,
         }
     }
 
@@ -195,6 +308,27 @@ impl StepCtx {
     pub fn with_delete_buckets(mut self, names: Vec<String>) -> Self {
         self.delete_buckets = Arc::new(names);
         self
+    }
+
+    /// `down` also deletes these persistent disks (data disks are kept otherwise).
+    #[must_use]
+    pub fn with_delete_disks(mut self, names: Vec<String>) -> Self {
+        self.delete_disks = Arc::new(names);
+        self
+    }
+
+    /// How `up` asks before applying a change that stops or restarts something
+    /// ([`CheckOutcome::disruptive`]). Without one, such changes are refused.
+    #[must_use]
+    pub fn with_confirm(mut self, confirm: ConfirmFn) -> Self {
+        self.confirm = Some(confirm);
+        self
+    }
+
+    /// Whether `disruption` may go ahead: the confirmation callback's answer, `false`
+    /// without one.
+    pub fn confirm(&self, disruption: &Disruption) -> bool {
+        self.confirm.as_ref().is_some_and(|f| f(disruption))
     }
 
     /// The same context for another step (events are attributed to it).
@@ -252,6 +386,12 @@ impl StepCtx {
     /// Whether the user asked `down` to delete bucket `name` (buckets are kept otherwise).
     pub fn delete_bucket_requested(&self, name: &str) -> bool {
         self.delete_buckets.iter().any(|b| b == name)
+    }
+
+    /// Whether the user asked `down` to delete persistent disk `name` (data disks are kept
+    /// otherwise).
+    pub fn delete_disk_requested(&self, name: &str) -> bool {
+        self.delete_disks.iter().any(|d| d == name)
     }
 
     /// Reports a line of output.

@@ -6,6 +6,7 @@
 //! | verb | call |
 //! | --- | --- |
 //! | plan, up, down, status | [`Runner::plan`], [`Runner::up`], [`Runner::down`], [`Runner::status`] |
+//! | what `down` would delete and keep, then `down` once confirmed | [`Runner::down_preview`], [`Runner::down_confirmed`] |
 //! | stop, start | [`Runner::stop`], [`Runner::start`] |
 //! | run a command on the host, log in | [`Runner::ssh`], [`Runner::ssh_command`] |
 //! | the container: logs, a command, the GPU | [`Runner::logs`], [`Runner::exec`], [`Runner::gpu_report`] |
@@ -15,6 +16,14 @@
 //! | Jupyter password hash | [`hash_password`] |
 //!
 //! [`verbs::VERBS`] lists them for the surfaces' parity tests.
+//!
+//! Nothing that deletes, stops or restarts happens unannounced on a surface: `kgenv down`
+//! and `env.down()` call [`Runner::down_confirmed`], which shows the [`DownPreview`] to an
+//! `ask` callback (a terminal prompt, or a refusal where there is no terminal) unless
+//! [`RunOptions::yes`] is set; `up` applies a change that restarts the VM only when
+//! `yes` is set or the runner's [`Runner::confirm_with`] callback agrees. Refused, both
+//! fail with [`Error::NotConfirmed`] (exit 2) and change nothing. [`Runner::down`] itself
+//! does not ask: a Rust program calling it has decided.
 //!
 //! ```no_run
 //! # async fn demo() -> kgenv_core::Result<()> {
@@ -45,9 +54,13 @@ use tokio_util::sync::CancellationToken;
 pub use crate::backends::container::LogOptions;
 pub use crate::backends::remote::{ExecOutput, ExecRequest, HostAddr};
 pub use crate::backends::Stream;
+pub use crate::error::Unconfirmed;
 pub use crate::gpu::{GpuInfo, GpuReport};
 pub use crate::jupyter::{hash_password, verify_password};
-pub use crate::plan::{Change, Event, Outcome, Phase, Report, StepOutcome};
+pub use crate::plan::{
+    Change, ConfirmFn, Disruption, DownPreview, Event, Outcome, Phase, Report, StepOutcome,
+    StepTeardown, Teardown,
+};
 pub use crate::state::State;
 pub use jupyter::JupyterTunnel;
 pub use verbs::{Verb, VERBS};
@@ -103,6 +116,16 @@ pub struct RunOptions {
     /// here (GCS refuses to delete a bucket that still holds objects).
     #[serde(default)]
     pub delete_buckets: Vec<String>,
+    /// `down` only: persistent disks to delete, by name. Data disks are kept by `down`
+    /// unless named here; a name that is not one of the environment's kept disks is an
+    /// error before anything changes.
+    #[serde(default)]
+    pub delete_disks: Vec<String>,
+    /// Go ahead without asking (`--yes`, Python `yes=True`): [`Runner::down_confirmed`]
+    /// deletes without calling its `ask`, and `up` applies changes that stop or restart
+    /// the VM. Without it those are confirmed first, and refused where nobody can answer.
+    #[serde(default)]
+    pub yes: bool,
 }
 
 impl RunOptions {
@@ -128,6 +151,20 @@ impl RunOptions {
                 .trim_end_matches('/')
                 .to_string(),
         );
+        self
+    }
+    /// `down` also deletes this persistent disk (by name: `kg-data`); data disks are kept
+    /// otherwise.
+    #[must_use]
+    pub fn delete_disk(mut self, name: impl Into<String>) -> Self {
+        self.delete_disks.push(name.into());
+        self
+    }
+    /// Go ahead without asking: `down` deletes what its preview lists, `up` applies
+    /// changes that stop or restart the VM (`--yes`).
+    #[must_use]
+    pub fn yes(mut self) -> Self {
+        self.yes = true;
         self
     }
 }
@@ -162,6 +199,7 @@ pub struct Runner {
     cancel: CancellationToken,
     steps: Vec<Arc<dyn Step>>,
     host_ready_within: Duration,
+    confirm: Option<ConfirmFn>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -183,6 +221,7 @@ impl Runner {
             cancel: CancellationToken::new(),
             steps,
             host_ready_within: UP_CONNECT_WITHIN,
+            confirm: None,
         }
     }
 
@@ -205,6 +244,25 @@ impl Runner {
     pub fn host_ready_within(mut self, d: Duration) -> Self {
         self.host_ready_within = d;
         self
+    }
+
+    /// How `up` and `start` ask before applying a change that stops or restarts the VM
+    /// (the CLI: a terminal prompt). Without one, such a change needs
+    /// [`RunOptions::yes`] and is refused otherwise.
+    #[must_use]
+    pub fn confirm_with(mut self, confirm: ConfirmFn) -> Self {
+        self.confirm = Some(confirm);
+        self
+    }
+
+    /// The confirmation a run of `up` uses: everything with `yes`, else the runner's
+    /// callback (none: refuse).
+    fn confirmation(&self, yes: bool) -> Option<ConfirmFn> {
+        if yes {
+            Some(Arc::new(|_: &Disruption| true))
+        } else {
+            self.confirm.clone()
+        }
     }
 
     /// The spec.
@@ -312,15 +370,69 @@ impl Runner {
     ) -> Result<Report> {
         let _lock = self.lock()?;
         let selected = self.select(&opts)?;
-        let ctx = self.ctx(EventSink::new(on_event))?;
+        let mut ctx = self.ctx(EventSink::new(on_event))?;
+        if let Some(confirm) = self.confirmation(opts.yes) {
+            ctx = ctx.with_confirm(confirm);
+        }
         drive::up(&self.steps, &selected, &ctx, "up").await
     }
 
-    /// Removes what kgenv created, dependents first. Buckets and data are kept unless a
-    /// bucket is named in `opts.delete_buckets`.
+    /// What `down` with `opts` would delete and keep, step by step in `down`'s order
+    /// (honouring `only`, `until`, `delete_buckets` and `delete_disks`). Read-only: it
+    /// reads the state file and makes no call.
+    pub async fn down_preview(&self, opts: &RunOptions) -> Result<DownPreview> {
+        let selected = self.select(opts)?;
+        let ctx = self.down_ctx(opts, EventSink::new(|_| {}))?;
+        Ok(self.preview(&selected, &ctx).await)
+    }
+
+    async fn preview(
+        &self,
+        selected: &std::collections::BTreeSet<String>,
+        ctx: &StepCtx,
+    ) -> DownPreview {
+        drive::down_preview(&self.steps, selected, &ctx.state.snapshot().await, ctx)
+    }
+
+    /// The context of a `down` with `opts`' buckets and disks to delete.
+    fn down_ctx(&self, opts: &RunOptions, events: EventSink) -> Result<StepCtx> {
+        Ok(self
+            .ctx(events)?
+            .with_delete_buckets(opts.delete_buckets.clone())
+            .with_delete_disks(opts.delete_disks.clone()))
+    }
+
+    /// Removes what kgenv created, dependents first, without asking (a Rust program calling
+    /// it has decided; the CLI and Python call [`Runner::down_confirmed`]). Buckets and
+    /// data disks are kept unless named in `opts.delete_buckets` / `opts.delete_disks`;
+    /// naming one that is not the environment's is an error before anything changes.
     pub async fn down(
         &self,
         opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
+        self.down_asking(opts.yes(), |_| true, on_event).await
+    }
+
+    /// `down` as the CLI and Python run it: first the [`DownPreview`] of what it deletes
+    /// and keeps, then — unless `opts.yes`, or nothing would be deleted — `ask` with that
+    /// preview (a terminal prompt; `|_| false` where nobody can answer). Refused, it fails
+    /// with [`Error::NotConfirmed`] carrying the preview and changes nothing. The
+    /// environment stays locked from the preview to the end, so what was shown is what is
+    /// deleted.
+    pub async fn down_confirmed(
+        &self,
+        opts: RunOptions,
+        ask: impl FnOnce(&DownPreview) -> bool,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
+        self.down_asking(opts, ask, on_event).await
+    }
+
+    async fn down_asking(
+        &self,
+        opts: RunOptions,
+        ask: impl FnOnce(&DownPreview) -> bool,
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Report> {
         let _lock = self.lock()?;
@@ -333,9 +445,22 @@ impl Runner {
         {
             return Err(Error::Usage(format!("bucket `{unknown}` is not this environment's bucket ({}); kgenv deletes only the bucket it mounts, and only when named", if known.is_empty() { "it has none".to_string() } else { known.join(", ") })));
         }
-        let ctx = self
-            .ctx(EventSink::new(on_event))?
-            .with_delete_buckets(opts.delete_buckets.clone());
+        let ctx = self.down_ctx(&opts, EventSink::new(on_event))?;
+        let preview = self.preview(&selected, &ctx).await;
+        let disks = preview.disks();
+        if let Some(unknown) = opts.delete_disks.iter().find(|d| !disks.contains(d)) {
+            return Err(Error::Usage(format!(
+                "disk `{unknown}` is not a disk this environment keeps ({}); kgenv deletes only the data disk it made, and only when named",
+                if disks.is_empty() {
+                    "it keeps none in the steps this `down` covers".to_string()
+                } else {
+                    disks.join(", ")
+                }
+            )));
+        }
+        if !opts.yes && !preview.deletes_nothing() && !ask(&preview) {
+            return Err(preview.not_confirmed());
+        }
         drive::down(&self.steps, &selected, &ctx).await
     }
 
@@ -383,7 +508,10 @@ impl Runner {
         self.needs_instance("start")?;
         let _lock = self.lock()?;
         let selected = self.select(&RunOptions::default().until("host"))?;
-        let ctx = self.ctx(EventSink::new(on_event))?;
+        let mut ctx = self.ctx(EventSink::new(on_event))?;
+        if let Some(confirm) = self.confirmation(false) {
+            ctx = ctx.with_confirm(confirm);
+        }
         drive::up(&self.steps, &selected, &ctx, "start").await
     }
 }

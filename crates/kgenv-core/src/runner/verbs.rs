@@ -10,9 +10,10 @@ use serde::Serialize;
 pub enum Verb {
     /// What `up` would change.
     Plan,
-    /// Converge the environment.
+    /// Converge the environment (a change that restarts the VM is confirmed first).
     Up,
-    /// Remove what kgenv created (buckets deleted only by name).
+    /// List what it deletes and keeps, confirm, then remove what kgenv created (buckets
+    /// and data disks deleted only by name).
     Down,
     /// What kgenv created, and a live check.
     Status,
@@ -67,8 +68,8 @@ macro_rules! verbs {
 
 verbs! {
     Plan, "plan", "Env.plan", "Runner::plan", "what `up` would change, and the calls it would make";
-    Up, "up", "Env.up", "Runner::up", "create or fix whatever differs from the config";
-    Down, "down", "Env.down", "Runner::down", "remove what kgenv created; buckets only when named";
+    Up, "up", "Env.up", "Runner::up", "create or fix whatever differs from the config; asks before restarting the VM";
+    Down, "down", "Env.down", "Runner::down_confirmed", "list, confirm, remove what kgenv created; buckets and disks only when named";
     Status, "status", "Env.status", "Runner::status", "what kgenv created, and a live check";
     Stop, "stop", "Env.stop", "Runner::stop", "stop the VM and keep its disks";
     Start, "start", "Env.start", "Runner::start", "start the VM and reach it again";

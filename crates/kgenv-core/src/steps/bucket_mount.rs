@@ -15,8 +15,9 @@ use async_trait::async_trait;
 
 use super::script::{HostScript, ScriptBuilder, FSTAB_SET_FN};
 use crate::error::{BackendError, Result};
-use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
+use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::{rules::region_of, BucketMount, Env};
+use crate::state::StepRecord;
 
 /// `bucket_state TABLE FSTAB_MOUNT_POINT BUCKET DIR`: prints `ok` (the bucket is mounted
 /// at the mount point and lists), `stale` (mounted but listing fails or hangs: a dead
@@ -310,6 +311,27 @@ impl Step for BucketMountStep {
             })
             .await?;
         Ok(())
+    }
+    fn teardown(&self, record: &StepRecord, ctx: &StepCtx) -> Teardown {
+        let bucket = &self.spec.bucket;
+        let mut t = Teardown::default();
+        if !record.created.is_empty() {
+            t = t.delete(format!(
+                "gcsfuse mount of gs://{bucket} at {} and its fstab entry",
+                self.spec.mount_point
+            ));
+        }
+        if ctx.delete_bucket_requested(bucket) {
+            t.delete(format!(
+                "bucket gs://{bucket} (as asked with --delete-bucket)"
+            ))
+        } else if record != &StepRecord::default() {
+            t.keep(format!(
+                "bucket gs://{bucket} and its data (delete it with --delete-bucket {bucket})"
+            ))
+        } else {
+            t
+        }
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
