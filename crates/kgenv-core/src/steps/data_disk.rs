@@ -14,9 +14,9 @@ use async_trait::async_trait;
 
 use crate::backends::compute::{DiskInfo, DiskRef, DiskRequest, InstanceRef};
 use crate::error::{BackendError, Result, ValidationError};
-use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
+use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::{DataDisk, Env, Instance};
-use crate::state::{Owner, State};
+use crate::state::{Owner, State, StepRecord};
 
 use super::disk_mount::DATA_DEVICE_NAME;
 use super::instance::recorded_instance;
@@ -94,9 +94,7 @@ impl DataDiskStep {
     /// Where the disk is or will be: the recorded disk, else the spec's name in the
     /// instance's zone (`None` while the instance has no zone yet).
     fn locate(&self, state: &State) -> Option<DiskRef> {
-        recorded_disk(state).or_else(|| {
-            recorded_instance(state).map(|i| self.at(&i.zone))
-        })
+        recorded_disk(state).or_else(|| recorded_instance(state).map(|i| self.at(&i.zone)))
     }
 
     fn not_ours(at: &DiskRef) -> crate::Error {
@@ -299,6 +297,27 @@ impl Step for DataDiskStep {
                 resource: at.to_string(),
             })?;
         self.record(ctx, &now).await
+    }
+    fn teardown(&self, record: &StepRecord, ctx: &StepCtx) -> Teardown {
+        let Some(at) = record.created.get("disk").and_then(|l| parse_disk_link(l)) else {
+            return Teardown::default();
+        };
+        let size = record
+            .facts
+            .get("size_gb")
+            .map_or(String::new(), |s| format!(", {s} GB"));
+        let t = Teardown::default().disk(at.name.clone());
+        if ctx.delete_disk_requested(&at.name) {
+            t.delete(format!(
+                "data disk {} in {}{size}, with your data and notebooks (as asked with --delete-disk)",
+                at.name, at.zone
+            ))
+        } else {
+            t.keep(format!(
+                "data disk {} in {}{size}: your data and notebooks (delete it with --delete-disk {})",
+                at.name, at.zone, at.name
+            ))
+        }
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;

@@ -884,7 +884,15 @@ impl Step for InstanceStep {
                     .map(|c| format!("POST {base}/{}", c.method())),
             );
             actions.push(format!("POST {base}/start"));
-            return Ok(CheckOutcome::drifted(diff, actions));
+            return Ok(CheckOutcome::drifted(diff, actions).disruptive(format!(
+                "stops and restarts the VM {} (disks and data are kept) to change {}",
+                info.at.name,
+                changes
+                    .iter()
+                    .map(RestartChange::field)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         if !diff.is_empty() {
             return Ok(CheckOutcome::drifted(diff, vec![]));

@@ -65,7 +65,11 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
             host_deps.push("instance".into());
             steps.push(Arc::new(instance::InstanceStep::new(env, i.clone())));
             if let Some(d) = &i.data_disk {
-                steps.push(Arc::new(data_disk::DataDiskStep::new(env, i.clone(), d.clone())));
+                steps.push(Arc::new(data_disk::DataDiskStep::new(
+                    env,
+                    i.clone(),
+                    d.clone(),
+                )));
             }
         }
     }
@@ -113,11 +117,8 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
 /// data disk (anything written before would land on the boot disk, under the mount),
 /// `host` otherwise. Every step that writes there runs after it.
 pub fn data_root_ready(env: &Env) -> &'static str {
-    let has_data_disk = env.target == Target::Gce
-        && env
-            .instance
-            .as_ref()
-            .is_some_and(|i| i.data_disk.is_some());
+    let has_data_disk =
+        env.target == Target::Gce && env.instance.as_ref().is_some_and(|i| i.data_disk.is_some());
     if has_data_disk {
         disk_mount::STEP_ID
     } else {
