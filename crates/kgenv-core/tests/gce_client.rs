@@ -40,6 +40,7 @@ fn request(zone: &str, spot: bool) -> InstanceRequest {
         disk_size_gb: 200,
         disk_type: "pd-balanced".into(),
         spot,
+        service_account: None,
         scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
         tags: vec!["kgenv-kg".into()],
         labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
