@@ -726,3 +726,122 @@ impl MockCompute {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> InstanceRef {
+        InstanceRef {
+            project: "my-project".into(),
+            zone: "us-central1-a".into(),
+            name: "kg".into(),
+        }
+    }
+
+    fn req() -> InstanceRequest {
+        InstanceRequest {
+            at: at(),
+            machine_type: "n1-standard-8".into(),
+            gpu: Some(("nvidia-tesla-t4".into(), 1)),
+            source_image: "projects/p/global/images/i".into(),
+            disk_size_gb: 200,
+            disk_type: "pd-balanced".into(),
+            spot: false,
+            service_account: None,
+            scopes: Vec::new(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    fn data_disk(zone: &str, snapshot: Option<&str>) -> DiskRequest {
+        DiskRequest {
+            at: DiskRef {
+                project: "my-project".into(),
+                zone: zone.into(),
+                name: "kg-data".into(),
+            },
+            size_gb: 100,
+            disk_type: "pd-balanced".into(),
+            labels: BTreeMap::new(),
+            source_snapshot: snapshot.map(|s| format!("projects/my-project/global/snapshots/{s}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn disks_follow_gces_rules() {
+        let world = MockWorld::new();
+        let c = world.backends().compute;
+        c.insert_instance(&req()).await.expect("insert");
+        let d = data_disk("us-central1-a", None);
+        c.insert_disk(&d).await.expect("disk");
+        c.attach_disk(&at(), &d.at, "kgenv-data")
+            .await
+            .expect("attach");
+        assert!(c
+            .delete_disk(&d.at)
+            .await
+            .expect_err("attached")
+            .is_in_use());
+        assert!(c.resize_disk(&d.at, 50).await.is_err(), "never shrinks");
+        let e = c
+            .set_machine_type(&at(), "n1-standard-16")
+            .await
+            .expect_err("running");
+        assert!(e.is_failed_precondition(), "{e:?}");
+        c.stop_instance(&at()).await.expect("stop");
+        c.set_machine_type(&at(), "n1-standard-16")
+            .await
+            .expect("stopped");
+        world.edit(|s| {
+            if let Some(x) = s.disks.get_mut("my-project/us-central1-a/kg-data") {
+                x.data = "work".into();
+            }
+        });
+        c.delete_instance(&at()).await.expect("delete");
+        let state = world.state();
+        assert!(
+            !state.disks.contains_key("my-project/us-central1-a/kg"),
+            "boot disk gone"
+        );
+        let kept = &state.disks["my-project/us-central1-a/kg-data"];
+        assert!(kept.info.users.is_empty());
+        c.create_snapshot(&d.at, "kg-move", &BTreeMap::new())
+            .await
+            .expect("snapshot");
+        c.insert_disk(&data_disk("us-central1-b", Some("kg-move")))
+            .await
+            .expect("restore");
+        assert_eq!(
+            world.state().disks["my-project/us-central1-b/kg-data"].data,
+            "work"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stockout_insert_shows_provisioning_then_removes_the_instance() {
+        let world = MockWorld::new();
+        world.edit(|s| {
+            s.stockout_zones.push("us-central1-a".into());
+            // Held open until the test releases it below.
+            s.failed_insert_window_ms = 3_600_000;
+        });
+        let c = world.backends().compute;
+        let inserting = {
+            let c = c.clone();
+            tokio::spawn(async move { c.insert_instance(&req()).await })
+        };
+        while world.state().instances.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = c.get_instance(&at()).await.expect("get").expect("there");
+        assert_eq!(seen.status, InstanceStatus::Provisioning);
+        // The window is over (as if its time had come): any later call sees it gone.
+        world.edit(|s| s.failing_inserts.values_mut().for_each(|t| *t = 0));
+        assert!(c.get_instance(&at()).await.expect("get").is_none());
+        assert!(world.state().disks.is_empty(), "boot disk gone too");
+        inserting.abort();
+    }
+}

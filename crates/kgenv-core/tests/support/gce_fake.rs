@@ -2136,9 +2136,9 @@ impl FakeGce {
             .collect()
     }
 
-    /// Ends every running operation now (as if its time had come): lets a test hold an
-    /// operation open with a long latency or window, look at the state meanwhile, then
-    /// release it without depending on timing.
+    /// Ends every running operation now and makes every uploading snapshot READY (as if
+    /// their time had come): lets a test hold an operation open with a long latency or
+    /// window, look at the state meanwhile, then release it without depending on timing.
     pub fn finish_operations_now(&self) {
         let now = Instant::now();
         let mut w = lock(&self.shared.world);
@@ -2146,6 +2146,11 @@ impl FakeGce {
             op.done_at = op.done_at.min(now);
         }
         w.advance(now);
+        for snap in w.snapshots.values_mut() {
+            if let Some(t) = &mut snap.ready_at {
+                *t = (*t).min(now);
+            }
+        }
     }
 
     /// Puts a firewall rule there, as if someone else made it.
