@@ -156,6 +156,24 @@ pub enum BackendError {
         /// The service's message.
         message: String,
     },
+    /// The resource is used by another one and cannot be changed or deleted while it is
+    /// (a disk attached to an instance: GCE's `resourceInUseByAnotherResource`).
+    #[error("{resource} is in use: {message}")]
+    InUse {
+        /// Which resource.
+        resource: String,
+        /// The service's message (it names the user).
+        message: String,
+    },
+    /// The resource is not in the state the request needs (an instance must be stopped
+    /// before its machine type, GPUs or service account change).
+    #[error("{resource}: {message}")]
+    FailedPrecondition {
+        /// Which resource.
+        resource: String,
+        /// The service's message and what to do.
+        message: String,
+    },
     /// Waited too long.
     #[error("timed out after {}s waiting for {what}{}", after.as_secs(), last_seen.as_ref().map(|s| format!(" (last seen: {s})")).unwrap_or_default())]
     Timeout {
@@ -264,6 +282,16 @@ impl BackendError {
         }
     }
 
+    /// Whether the resource is in use by another (a disk still attached).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, Self::InUse { .. })
+    }
+
+    /// Whether the resource is not in the state the request needs (e.g. not stopped).
+    pub fn is_failed_precondition(&self) -> bool {
+        matches!(self, Self::FailedPrecondition { .. })
+    }
+
     /// Whether the resource was not found.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
@@ -294,6 +322,8 @@ impl BackendError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Transient { .. } => "transient",
             Self::InvalidArgument { .. } => "invalid_argument",
+            Self::InUse { .. } => "in_use",
+            Self::FailedPrecondition { .. } => "failed_precondition",
             Self::Timeout { .. } => "timeout",
             Self::HostKeyMismatch { .. } => "host_key_mismatch",
             Self::Connection { .. } => "connection",

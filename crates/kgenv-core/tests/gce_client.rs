@@ -1,6 +1,6 @@
 //! The GCE REST client against the fake Compute API: the discovery-document validator
-//! itself, retries and request ids, operation waiting, error mapping, the set* calls and
-//! caller-IP detection. Pipeline-level behaviour is in `gce_pipeline.rs`.
+//! itself, retries and request ids, operation waiting, error mapping, the set* calls,
+//! disks, snapshots and in-place changes, failed inserts, and caller-IP detection. Pipeline-level behaviour is in `gce_pipeline.rs`.
 
 #[path = "support/gce_fake.rs"]
 mod gce_fake;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use gce_fake::{discovery::Discovery, FakeGce, Fault};
 use kgenv_core::backends::compute::{
-    Compute, FirewallRule, InstanceRef, InstanceRequest, InstanceStatus,
+    is_default_compute_account, AttachedDisk, Compute, DiskRef, DiskRequest, FirewallRule,
+    InstanceRef, InstanceRequest, InstanceStatus,
 };
 use kgenv_core::gce::{recipe, GceCompute};
 use kgenv_core::http::RetryPolicy;
@@ -40,6 +41,7 @@ fn request(zone: &str, spot: bool) -> InstanceRequest {
         disk_size_gb: 200,
         disk_type: "pd-balanced".into(),
         spot,
+        service_account: None,
         scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
         tags: vec!["kgenv-kg".into()],
         labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
@@ -570,4 +572,439 @@ async fn caller_ip_is_detected_and_failure_says_to_set_source_ranges() {
         .expect("client");
     let e = gce.caller_ip().await.expect_err("nothing listens there");
     assert!(e.to_string().contains("source_ranges"), "{e}");
+}
+
+fn disk(zone: &str, name: &str) -> DiskRef {
+    DiskRef {
+        project: PROJECT.into(),
+        zone: zone.into(),
+        name: name.into(),
+    }
+}
+
+fn disk_request(zone: &str, name: &str, size_gb: u64, snapshot: Option<&str>) -> DiskRequest {
+    DiskRequest {
+        at: disk(zone, name),
+        size_gb,
+        disk_type: "pd-balanced".into(),
+        labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
+        source_snapshot: snapshot.map(|s| format!("projects/{PROJECT}/global/snapshots/{s}")),
+    }
+}
+
+const ZONE: &str = "us-central1-a";
+const INSTANCE_PATH: &str = "projects/my-project/zones/us-central1-a/instances/kg";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disks_attach_resize_and_refuse_what_gce_refuses() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    let info = gce
+        .insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert");
+    assert_eq!(
+        info.disks,
+        vec![AttachedDisk {
+            device_name: "kg".into(),
+            source: format!("projects/{PROJECT}/zones/{ZONE}/disks/kg"),
+            boot: true
+        }],
+        "the boot disk is named like the instance"
+    );
+    assert!(
+        is_default_compute_account(info.service_account.as_deref().expect("an account")),
+        "`default` reads back as the project's compute account: {:?}",
+        info.service_account
+    );
+    assert_eq!(info.scopes, request(ZONE, false).scopes);
+
+    let data = disk(ZONE, "kg-data");
+    let made = gce
+        .insert_disk(&disk_request(ZONE, "kg-data", 100, None))
+        .await
+        .expect("disks.insert");
+    assert_eq!(
+        (made.size_gb, made.disk_type.as_str(), made.status.as_str()),
+        (100, "pd-balanced", "READY")
+    );
+    assert_eq!(made.labels.get("kgenv-env").map(String::as_str), Some("kg"));
+    assert!(made.users.is_empty());
+    assert!(gce
+        .get_disk(&disk(ZONE, "nothing-here"))
+        .await
+        .expect("get")
+        .is_none());
+    let again = gce
+        .insert_disk(&disk_request(ZONE, "kg-data", 100, None))
+        .await
+        .expect_err("same name twice");
+    assert!(
+        matches!(again, BackendError::AlreadyExists { .. }),
+        "{again:?}"
+    );
+
+    gce.attach_disk(&at(ZONE), &data, "kgenv-data")
+        .await
+        .expect("attachDisk");
+    let i = gce
+        .get_instance(&at(ZONE))
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(
+        i.disks.last(),
+        Some(&AttachedDisk {
+            device_name: "kgenv-data".into(),
+            source: format!("projects/{PROJECT}/zones/{ZONE}/disks/kg-data"),
+            boot: false
+        })
+    );
+    let d = gce.get_disk(&data).await.expect("get").expect("there");
+    assert_eq!(d.users, vec![INSTANCE_PATH.to_string()]);
+
+    let in_use = gce.delete_disk(&data).await.expect_err("attached");
+    assert!(in_use.is_in_use() && !in_use.is_retryable(), "{in_use:?}");
+    assert!(in_use.to_string().contains(INSTANCE_PATH), "{in_use}");
+
+    gce.resize_disk(&data, 150).await.expect("grow");
+    assert_eq!(
+        gce.get_disk(&data)
+            .await
+            .expect("get")
+            .expect("there")
+            .size_gb,
+        150
+    );
+    let shrink = gce.resize_disk(&data, 120).await.expect_err("shrink");
+    assert!(
+        matches!(shrink, BackendError::InvalidArgument { .. }),
+        "{shrink:?}"
+    );
+
+    let elsewhere = disk("us-central1-b", "kg-other");
+    gce.insert_disk(&disk_request("us-central1-b", "kg-other", 10, None))
+        .await
+        .expect("disk in another zone");
+    let cross = gce
+        .attach_disk(&at(ZONE), &elsewhere, "kgenv-other")
+        .await
+        .expect_err("another zone");
+    assert!(
+        matches!(cross, BackendError::InvalidArgument { .. }),
+        "{cross:?}"
+    );
+
+    gce.detach_disk(&at(ZONE), "kgenv-data")
+        .await
+        .expect("detachDisk");
+    assert!(gce
+        .get_disk(&data)
+        .await
+        .expect("get")
+        .expect("there")
+        .users
+        .is_empty());
+    assert_eq!(
+        gce.get_instance(&at(ZONE))
+            .await
+            .expect("get")
+            .expect("there")
+            .disks
+            .len(),
+        1
+    );
+    let gone = gce
+        .detach_disk(&at(ZONE), "kgenv-data")
+        .await
+        .expect_err("nothing under that name");
+    assert!(
+        matches!(gone, BackendError::InvalidArgument { .. }),
+        "{gone:?}"
+    );
+    gce.delete_disk(&data).await.expect("detached: deletable");
+    assert!(gce.get_disk(&data).await.expect("get").is_none());
+
+    let ids: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_mutating())
+        .filter_map(|r| r.request_id().map(str::to_string))
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "one requestId per mutating call");
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_type_gpus_and_service_account_change_only_when_stopped() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    gce.insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert");
+    let email = "kgenv-runner@my-project.iam.gserviceaccount.com";
+    let scopes = vec!["https://www.googleapis.com/auth/devstorage.read_write".to_string()];
+
+    let e = gce
+        .set_machine_type(&at(ZONE), "n1-standard-16")
+        .await
+        .expect_err("running");
+    assert!(e.is_failed_precondition() && !e.is_retryable(), "{e:?}");
+    let e = gce
+        .set_gpus(&at(ZONE), Some(("nvidia-l4".into(), 2)))
+        .await
+        .expect_err("running");
+    assert!(e.is_failed_precondition(), "{e:?}");
+    let e = gce
+        .set_service_account(&at(ZONE), Some(email), &scopes)
+        .await
+        .expect_err("running");
+    assert!(e.is_failed_precondition(), "{e:?}");
+
+    gce.stop_instance(&at(ZONE)).await.expect("stop");
+    gce.set_machine_type(&at(ZONE), "n1-standard-16")
+        .await
+        .expect("setMachineType");
+    gce.set_gpus(&at(ZONE), Some(("nvidia-l4".into(), 2)))
+        .await
+        .expect("setMachineResources");
+    gce.set_service_account(&at(ZONE), Some(email), &scopes)
+        .await
+        .expect("setServiceAccount");
+    let labels = BTreeMap::from([
+        ("kgenv-env".to_string(), "kg".to_string()),
+        ("kgenv-owner".to_string(), "abc123".to_string()),
+    ]);
+    gce.set_instance_labels(&at(ZONE), &labels)
+        .await
+        .expect("setLabels");
+    let i = gce
+        .get_instance(&at(ZONE))
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(i.machine_type, "n1-standard-16");
+    assert_eq!(i.gpu, Some(("nvidia-l4".to_string(), 2)));
+    assert_eq!(i.service_account.as_deref(), Some(email));
+    assert_eq!(i.scopes, scopes);
+    assert_eq!(i.labels, labels);
+
+    let bad = gce
+        .set_machine_type(&at(ZONE), "z9-nonexistent-1")
+        .await
+        .expect_err("unknown machine type");
+    assert!(
+        matches!(bad, BackendError::InvalidArgument { .. }),
+        "{bad:?}"
+    );
+
+    gce.set_gpus(&at(ZONE), None).await.expect("remove GPUs");
+    gce.set_service_account(&at(ZONE), None, &scopes)
+        .await
+        .expect("back to the default account");
+    let i = gce
+        .get_instance(&at(ZONE))
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(i.gpu, None);
+    assert!(is_default_compute_account(
+        i.service_account.as_deref().unwrap_or_default()
+    ));
+    let removal = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method_id == "compute.instances.setMachineResources")
+        .last()
+        .and_then(|r| r.body)
+        .expect("a setMachineResources body");
+    assert_eq!(
+        removal,
+        json!({"guestAccelerators": []}),
+        "GPUs removed explicitly"
+    );
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_carry_a_disk_to_another_zone() {
+    let fake = FakeGce::start().await;
+    // UPLOADING until the test releases it: what the test sees does not depend on timing.
+    fake.configure(|c| c.snapshot_ready_delay = Duration::from_secs(3600));
+    let gce = fake.client();
+    let data = disk(ZONE, "kg-data");
+    gce.insert_disk(&disk_request(ZONE, "kg-data", 100, None))
+        .await
+        .expect("disk");
+    fake.write_disk(PROJECT, ZONE, "kg-data", "the user's notebooks");
+    let labels = BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]);
+    let snapshotting = {
+        let (gce, data, labels) = (gce.clone(), data.clone(), labels.clone());
+        tokio::spawn(async move { gce.create_snapshot(&data, "kg-move", &labels).await })
+    };
+    while fake.snapshots() != vec![("kg-move".to_string(), "UPLOADING".to_string())] {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !snapshotting.is_finished(),
+        "the operation is DONE but the snapshot is not READY yet"
+    );
+    fake.finish_operations_now();
+    let snap = snapshotting.await.expect("task").expect("createSnapshot");
+    assert_eq!(snap.status, "READY", "create_snapshot waits until READY");
+    assert_eq!(
+        snap.source_disk,
+        format!("projects/{PROJECT}/zones/{ZONE}/disks/kg-data")
+    );
+    assert_eq!(snap.labels, labels);
+    assert_eq!(
+        gce.get_snapshot(PROJECT, "kg-move").await.expect("get"),
+        Some(snap.clone())
+    );
+
+    let zone_b = "us-central1-b";
+    let too_small = gce
+        .insert_disk(&disk_request(zone_b, "kg-data", 50, Some("kg-move")))
+        .await
+        .expect_err("smaller than the snapshot");
+    assert!(
+        matches!(too_small, BackendError::InvalidArgument { .. }),
+        "{too_small:?}"
+    );
+    let restored = gce
+        .insert_disk(&disk_request(zone_b, "kg-data", 100, Some("kg-move")))
+        .await
+        .expect("disk from the snapshot");
+    assert_eq!((restored.at.zone.as_str(), restored.size_gb), (zone_b, 100));
+    gce.insert_disk(&disk_request(zone_b, "kg-blank", 100, None))
+        .await
+        .expect("blank disk");
+    assert_eq!(
+        fake.disk_data(PROJECT, zone_b, "kg-data").as_deref(),
+        Some("the user's notebooks"),
+        "a restored disk holds the source's data"
+    );
+    assert_ne!(
+        fake.disk_data(PROJECT, zone_b, "kg-blank").as_deref(),
+        Some("the user's notebooks")
+    );
+
+    gce.delete_snapshot(PROJECT, "kg-move")
+        .await
+        .expect("delete");
+    assert_eq!(
+        gce.get_snapshot(PROJECT, "kg-move").await.expect("get"),
+        None
+    );
+    let missing = gce
+        .insert_disk(&disk_request(zone_b, "kg-late", 100, Some("kg-move")))
+        .await
+        .expect_err("snapshot gone");
+    assert!(missing.is_not_found(), "{missing:?}");
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_instance_deletes_its_boot_disk_and_keeps_its_data_disk() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    gce.insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert");
+    let data = disk(ZONE, "kg-data");
+    gce.insert_disk(&disk_request(ZONE, "kg-data", 100, None))
+        .await
+        .expect("disk");
+    fake.write_disk(PROJECT, ZONE, "kg-data", "work");
+    gce.attach_disk(&at(ZONE), &data, "kgenv-data")
+        .await
+        .expect("attach");
+    gce.delete_instance(&at(ZONE)).await.expect("delete");
+
+    assert!(gce.get_instance(&at(ZONE)).await.expect("get").is_none());
+    assert!(
+        gce.get_disk(&disk(ZONE, "kg"))
+            .await
+            .expect("get")
+            .is_none(),
+        "the boot disk (autoDelete) went with the instance"
+    );
+    let kept = gce
+        .get_disk(&data)
+        .await
+        .expect("get")
+        .expect("data disk kept");
+    assert!(kept.users.is_empty(), "detached: {:?}", kept.users);
+    assert_eq!(
+        fake.disk_data(PROJECT, ZONE, "kg-data").as_deref(),
+        Some("work")
+    );
+
+    // The next instance of the same name gets a fresh boot disk and the same data disk.
+    gce.insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert again");
+    gce.attach_disk(&at(ZONE), &data, "kgenv-data")
+        .await
+        .expect("reattach");
+    assert_eq!(
+        fake.disk_data(PROJECT, ZONE, "kg-data").as_deref(),
+        Some("work")
+    );
+    fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_insert_shows_provisioning_for_a_while_then_nothing() {
+    let fake = FakeGce::start().await;
+    fake.configure(|c| {
+        c.stockout_zones.insert(ZONE.into());
+        // Held open until the test releases it: what the test sees does not depend on timing.
+        c.failed_insert_window = Duration::from_secs(3600);
+        c.wait_cap = Duration::from_millis(50);
+    });
+    let gce = fake.client();
+    let inserting = {
+        let gce = gce.clone();
+        tokio::spawn(async move { gce.insert_instance(&request(ZONE, false)).await })
+    };
+    while fake.instances().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = gce
+        .get_instance(&at(ZONE))
+        .await
+        .expect("get")
+        .expect("the instance exists while its insert runs");
+    assert_eq!(seen.status, InstanceStatus::Provisioning);
+    assert!(gce
+        .get_disk(&disk(ZONE, "kg"))
+        .await
+        .expect("get")
+        .is_some());
+    assert!(!inserting.is_finished(), "the insert is still waiting");
+
+    fake.finish_operations_now();
+    let err = inserting
+        .await
+        .expect("task")
+        .expect_err("the insert's operation ends in a stockout");
+    assert!(err.is_stockout() && !err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(&err, BackendError::Stockout { zone, .. } if zone == ZONE),
+        "{err:?}"
+    );
+    assert!(
+        gce.get_instance(&at(ZONE)).await.expect("get").is_none(),
+        "removed"
+    );
+    assert!(
+        gce.get_disk(&disk(ZONE, "kg"))
+            .await
+            .expect("get")
+            .is_none(),
+        "with its boot disk"
+    );
+    fake.assert_conforms();
 }

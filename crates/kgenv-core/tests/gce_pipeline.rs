@@ -197,7 +197,8 @@ async fn up_creates_the_firewall_and_a_gpu_instance_by_googles_recipe_and_pins_h
     assert_eq!(inst["scheduling"]["provisioningModel"], "SPOT");
     assert_eq!(inst["scheduling"]["instanceTerminationAction"], "STOP");
     assert_eq!(inst["scheduling"]["automaticRestart"], false);
-    assert_eq!(inst["disks"][0]["initializeParams"]["diskSizeGb"], "200");
+    assert_eq!(inst["disks"][0]["diskSizeGb"], "200");
+    assert_eq!(inst["disks"][0]["autoDelete"], true);
     assert_eq!(
         inst["serviceAccounts"][0]["scopes"][0],
         "https://www.googleapis.com/auth/cloud-platform"

@@ -82,6 +82,9 @@ pub struct InstanceRequest {
     pub disk_type: String,
     /// Spot provisioning.
     pub spot: bool,
+    /// Service account email; `None`: the project's Compute Engine default service account.
+    #[serde(default)]
+    pub service_account: Option<String>,
     /// Service account scopes.
     pub scopes: Vec<String>,
     /// Network tags (the firewall targets them).
@@ -109,6 +112,44 @@ pub struct InstanceInfo {
     pub gpu: Option<(String, u8)>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Attached disks, the boot disk first.
+    #[serde(default)]
+    pub disks: Vec<AttachedDisk>,
+    /// The service account's email as GCE reports it (the default account shows as
+    /// `PROJECT_NUMBER-compute@developer.gserviceaccount.com`), `None` when it has none.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// The service account's scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A disk as attached to an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedDisk {
+    /// Device name inside the guest (`/dev/disk/by-id/google-<device_name>`).
+    pub device_name: String,
+    /// The disk (`projects/p/zones/z/disks/d`).
+    pub source: String,
+    /// Whether it is the boot disk.
+    pub boot: bool,
+}
+
+/// Whether `email` is a project's Compute Engine default service account
+/// (`PROJECT_NUMBER-compute@developer.gserviceaccount.com`): what an instance made with
+/// [`InstanceRequest::service_account`] `None` reports.
+pub fn is_default_compute_account(email: &str) -> bool {
+    email
+        .strip_suffix("-compute@developer.gserviceaccount.com")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// `projects/p/zones/z/disks/d`: how an instance names an attached disk.
+pub fn disk_path(at: &DiskRef) -> String {
+    format!(
+        "projects/{}/zones/{}/disks/{}",
+        at.project, at.zone, at.name
+    )
 }
 
 /// A firewall rule (VPC network, ingress, allow).
@@ -259,68 +300,41 @@ pub trait Compute: Send + Sync {
     async fn caller_ip(&self) -> BackendResult<String>;
 
     /// The disk, or `None` when it does not exist.
-    async fn get_disk(&self, at: &DiskRef) -> BackendResult<Option<DiskInfo>> {
-        Err(unsupported("disks.get", &at.name))
-    }
+    async fn get_disk(&self, at: &DiskRef) -> BackendResult<Option<DiskInfo>>;
     /// Creates a disk (blank or from a snapshot) and waits.
-    async fn insert_disk(&self, req: &DiskRequest) -> BackendResult<DiskInfo> {
-        Err(unsupported("disks.insert", &req.at.name))
-    }
-    /// Deletes a disk and waits.
-    async fn delete_disk(&self, at: &DiskRef) -> BackendResult<()> {
-        Err(unsupported("disks.delete", &at.name))
-    }
-    /// Grows a disk to `size_gb` and waits (GCE never shrinks one).
-    async fn resize_disk(&self, at: &DiskRef, size_gb: u64) -> BackendResult<()> {
-        let _ = size_gb;
-        Err(unsupported("disks.resize", &at.name))
-    }
+    async fn insert_disk(&self, req: &DiskRequest) -> BackendResult<DiskInfo>;
+    /// Deletes a disk and waits. A disk still attached to an instance is refused
+    /// ([`BackendError::InUse`](super::BackendError::InUse)).
+    async fn delete_disk(&self, at: &DiskRef) -> BackendResult<()>;
+    /// Grows a disk to `size_gb` and waits (GCE never shrinks one: a size not above the
+    /// current one is [`BackendError::InvalidArgument`](super::BackendError::InvalidArgument)).
+    async fn resize_disk(&self, at: &DiskRef, size_gb: u64) -> BackendResult<()>;
     /// Attaches a disk read-write under `device_name` (`/dev/disk/by-id/google-<name>`) and
-    /// waits.
+    /// waits. The disk must be in the instance's zone and attached to no other instance.
     async fn attach_disk(
         &self,
         instance: &InstanceRef,
         disk: &DiskRef,
         device_name: &str,
-    ) -> BackendResult<()> {
-        let _ = (disk, device_name);
-        Err(unsupported("instances.attachDisk", &instance.name))
-    }
+    ) -> BackendResult<()>;
     /// Detaches the disk attached under `device_name` and waits.
-    async fn detach_disk(&self, instance: &InstanceRef, device_name: &str) -> BackendResult<()> {
-        let _ = device_name;
-        Err(unsupported("instances.detachDisk", &instance.name))
-    }
+    async fn detach_disk(&self, instance: &InstanceRef, device_name: &str) -> BackendResult<()>;
     /// Snapshots a disk under `name` with `labels` and waits until the snapshot is READY.
     async fn create_snapshot(
         &self,
         disk: &DiskRef,
         name: &str,
         labels: &BTreeMap<String, String>,
-    ) -> BackendResult<SnapshotInfo> {
-        let _ = (name, labels);
-        Err(unsupported("disks.createSnapshot", &disk.name))
-    }
+    ) -> BackendResult<SnapshotInfo>;
     /// The snapshot, or `None`.
-    async fn get_snapshot(&self, project: &str, name: &str) -> BackendResult<Option<SnapshotInfo>> {
-        let _ = project;
-        Err(unsupported("snapshots.get", name))
-    }
+    async fn get_snapshot(&self, project: &str, name: &str) -> BackendResult<Option<SnapshotInfo>>;
     /// Deletes a snapshot and waits.
-    async fn delete_snapshot(&self, project: &str, name: &str) -> BackendResult<()> {
-        let _ = project;
-        Err(unsupported("snapshots.delete", name))
-    }
-    /// Changes a stopped instance's machine type and waits.
-    async fn set_machine_type(&self, at: &InstanceRef, machine_type: &str) -> BackendResult<()> {
-        let _ = machine_type;
-        Err(unsupported("instances.setMachineType", &at.name))
-    }
+    async fn delete_snapshot(&self, project: &str, name: &str) -> BackendResult<()>;
+    /// Changes a stopped instance's machine type and waits (a running one is refused with
+    /// [`BackendError::FailedPrecondition`](super::BackendError::FailedPrecondition)).
+    async fn set_machine_type(&self, at: &InstanceRef, machine_type: &str) -> BackendResult<()>;
     /// Changes a stopped instance's GPUs (type and count; `None` removes them) and waits.
-    async fn set_gpus(&self, at: &InstanceRef, gpu: Option<(String, u8)>) -> BackendResult<()> {
-        let _ = gpu;
-        Err(unsupported("instances.setMachineResources", &at.name))
-    }
+    async fn set_gpus(&self, at: &InstanceRef, gpu: Option<(String, u8)>) -> BackendResult<()>;
     /// Changes a stopped instance's service account (`None`: the project's default) and
     /// scopes, and waits.
     async fn set_service_account(
@@ -328,26 +342,11 @@ pub trait Compute: Send + Sync {
         at: &InstanceRef,
         email: Option<&str>,
         scopes: &[String],
-    ) -> BackendResult<()> {
-        let _ = (email, scopes);
-        Err(unsupported("instances.setServiceAccount", &at.name))
-    }
+    ) -> BackendResult<()>;
     /// Replaces an instance's labels (reading the current label fingerprint) and waits.
     async fn set_instance_labels(
         &self,
         at: &InstanceRef,
         labels: &BTreeMap<String, String>,
-    ) -> BackendResult<()> {
-        let _ = labels;
-        Err(unsupported("instances.setLabels", &at.name))
-    }
-}
-
-/// The error of a Compute method a backend does not implement yet.
-// TODO(#12): removed once the real client and the mock implement every method.
-fn unsupported(method: &str, name: &str) -> super::BackendError {
-    super::BackendError::Unavailable {
-        backend: "compute",
-        hint: format!("{method} ({name}) is not implemented by this Compute backend"),
-    }
+    ) -> BackendResult<()>;
 }

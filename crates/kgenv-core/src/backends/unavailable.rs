@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use std::collections::BTreeMap;
+
 use super::compute::{
-    Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
+    Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
+    InstanceRequest, SnapshotInfo,
 };
 use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
@@ -93,6 +96,59 @@ impl Compute for Unavailable {
         self.err()
     }
     async fn caller_ip(&self) -> BackendResult<String> {
+        self.err()
+    }
+    async fn get_disk(&self, _: &DiskRef) -> BackendResult<Option<DiskInfo>> {
+        self.err()
+    }
+    async fn insert_disk(&self, _: &DiskRequest) -> BackendResult<DiskInfo> {
+        self.err()
+    }
+    async fn delete_disk(&self, _: &DiskRef) -> BackendResult<()> {
+        self.err()
+    }
+    async fn resize_disk(&self, _: &DiskRef, _: u64) -> BackendResult<()> {
+        self.err()
+    }
+    async fn attach_disk(&self, _: &InstanceRef, _: &DiskRef, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn detach_disk(&self, _: &InstanceRef, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn create_snapshot(
+        &self,
+        _: &DiskRef,
+        _: &str,
+        _: &BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotInfo> {
+        self.err()
+    }
+    async fn get_snapshot(&self, _: &str, _: &str) -> BackendResult<Option<SnapshotInfo>> {
+        self.err()
+    }
+    async fn delete_snapshot(&self, _: &str, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn set_machine_type(&self, _: &InstanceRef, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn set_gpus(&self, _: &InstanceRef, _: Option<(String, u8)>) -> BackendResult<()> {
+        self.err()
+    }
+    async fn set_service_account(
+        &self,
+        _: &InstanceRef,
+        _: Option<&str>,
+        _: &[String],
+    ) -> BackendResult<()> {
+        self.err()
+    }
+    async fn set_instance_labels(
+        &self,
+        _: &InstanceRef,
+        _: &BTreeMap<String, String>,
+    ) -> BackendResult<()> {
         self.err()
     }
 }

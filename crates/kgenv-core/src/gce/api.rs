@@ -299,6 +299,161 @@ pub fn get_guest_attributes(
     .query("queryPath", query_path))
 }
 
+/// `instances.setMachineType` (the instance must be stopped).
+pub fn set_machine_type(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::InstancesSetMachineTypeRequest,
+) -> BackendResult<ApiRequest> {
+    instance_action(p, z, n, "setMachineType")?.body(body)
+}
+
+/// `instances.setMachineResources`: the GPUs (the instance must be stopped).
+pub fn set_machine_resources(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::InstancesSetMachineResourcesRequest,
+) -> BackendResult<ApiRequest> {
+    instance_action(p, z, n, "setMachineResources")?.body(body)
+}
+
+/// `instances.setServiceAccount` (the instance must be stopped).
+pub fn set_service_account(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::InstancesSetServiceAccountRequest,
+) -> BackendResult<ApiRequest> {
+    instance_action(p, z, n, "setServiceAccount")?.body(body)
+}
+
+/// `instances.attachDisk`.
+pub fn attach_disk(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::AttachedDisk,
+) -> BackendResult<ApiRequest> {
+    if let Some(d) = &body.device_name {
+        device_name(d)?;
+    }
+    instance_action(p, z, n, "attachDisk")?.body(body)
+}
+
+/// `instances.detachDisk` of the disk attached under `device`.
+pub fn detach_disk(p: &str, z: &str, n: &str, device: &str) -> BackendResult<ApiRequest> {
+    Ok(instance_action(p, z, n, "detachDisk")?.query("deviceName", device_name(device)?))
+}
+
+/// A device name: what GCE accepts for `deviceName` (RFC 1035 like other names).
+pub fn device_name(v: &str) -> BackendResult<&str> {
+    name("device name", v)
+}
+
+fn instance_action(p: &str, z: &str, n: &str, action: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::POST,
+        format!("{}/{action}", instance_path(p, z, n)?),
+        instance_res(p, z, n),
+    )
+    .mutating())
+}
+
+fn disk_path(p: &str, z: &str, n: &str) -> BackendResult<String> {
+    Ok(format!("{}/disks/{}", zonal(p, z)?, name("disk", n)?))
+}
+
+fn disk_res(p: &str, z: &str, n: &str) -> String {
+    format!("disk {p}/{z}/{n}")
+}
+
+/// `disks.get`.
+pub fn get_disk(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        disk_path(p, z, n)?,
+        disk_res(p, z, n),
+    ))
+}
+
+/// `disks.insert` (blank, or from the body's `sourceSnapshot`).
+pub fn insert_disk(p: &str, z: &str, body: &model::Disk) -> BackendResult<ApiRequest> {
+    name("disk", &body.name)?;
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/disks", zonal(p, z)?),
+        disk_res(p, z, &body.name),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `disks.delete`.
+pub fn delete_disk(p: &str, z: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(Method::DELETE, disk_path(p, z, n)?, disk_res(p, z, n)).mutating())
+}
+
+/// `disks.resize`.
+pub fn resize_disk(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::DisksResizeRequest,
+) -> BackendResult<ApiRequest> {
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/resize", disk_path(p, z, n)?),
+        disk_res(p, z, n),
+    )
+    .mutating()
+    .body(body)
+}
+
+/// `disks.createSnapshot` (the body names the snapshot and its labels).
+pub fn create_snapshot(
+    p: &str,
+    z: &str,
+    n: &str,
+    body: &model::Snapshot,
+) -> BackendResult<ApiRequest> {
+    name("snapshot", &body.name)?;
+    ApiRequest::new(
+        Method::POST,
+        format!("{}/createSnapshot", disk_path(p, z, n)?),
+        disk_res(p, z, n),
+    )
+    .mutating()
+    .body(body)
+}
+
+fn snapshot_path(p: &str, n: &str) -> BackendResult<String> {
+    Ok(format!(
+        "projects/{}/global/snapshots/{}",
+        project(p)?,
+        name("snapshot", n)?
+    ))
+}
+
+fn snapshot_res(p: &str, n: &str) -> String {
+    format!("snapshot {p}/{n}")
+}
+
+/// `snapshots.get`.
+pub fn get_snapshot(p: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(
+        Method::GET,
+        snapshot_path(p, n)?,
+        snapshot_res(p, n),
+    ))
+}
+
+/// `snapshots.delete`.
+pub fn delete_snapshot(p: &str, n: &str) -> BackendResult<ApiRequest> {
+    Ok(ApiRequest::new(Method::DELETE, snapshot_path(p, n)?, snapshot_res(p, n)).mutating())
+}
+
 fn firewall_path(p: &str, n: &str) -> BackendResult<String> {
     Ok(format!(
         "projects/{}/global/firewalls/{}",
@@ -450,6 +605,26 @@ mod tests {
             .expect("request");
         assert_eq!(w.timeout, Some(LONG_POLL_TIMEOUT));
         assert!(matches!(w.body, crate::http::Body::Empty));
+    }
+
+    #[test]
+    fn disk_and_snapshot_paths() {
+        let r = detach_disk("my-project", "us-central1-a", "kg", "kgenv-data").expect("ok");
+        assert_eq!(
+            r.path,
+            "projects/my-project/zones/us-central1-a/instances/kg/detachDisk"
+        );
+        assert_eq!(r.query, vec![("deviceName", "kgenv-data".to_string())]);
+        assert!(r.mutating);
+        assert!(detach_disk("my-project", "us-central1-a", "kg", "a&b=c").is_err());
+        assert_eq!(
+            get_snapshot("my-project", "kg-move-1").expect("ok").path,
+            "projects/my-project/global/snapshots/kg-move-1"
+        );
+        assert!(get_disk("my-project", "us-central1-a", "../x").is_err());
+        let body = model::DisksResizeRequest { size_gb: Some(300) };
+        let r = resize_disk("my-project", "us-central1-a", "kg-data", &body).expect("ok");
+        assert_eq!(r.body, Some(serde_json::json!({"sizeGb": "300"})));
     }
 
     #[test]

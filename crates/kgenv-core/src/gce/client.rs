@@ -21,7 +21,8 @@ use super::model;
 use super::operation;
 use super::recipe;
 use crate::backends::compute::{
-    Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
+    Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
+    InstanceRequest, SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
@@ -329,6 +330,54 @@ impl GceCompute {
         .map(drop)
     }
 
+    /// Sends a GET; a 404 is `None`.
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        req: BackendResult<api::ApiRequest>,
+    ) -> BackendResult<Option<T>> {
+        match self.send(&req?).await {
+            Ok(v) => Ok(Some(v)),
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Polls a snapshot until it is READY (snapshots have no `wait`: the operation of
+    /// `createSnapshot` can end while the snapshot is still UPLOADING), with backoff from
+    /// 0.5 s to 10 s, within the operation limit.
+    async fn wait_snapshot_ready(&self, project: &str, name: &str) -> BackendResult<SnapshotInfo> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let snap: Option<model::Snapshot> =
+                self.get_optional(api::get_snapshot(project, name)).await?;
+            let Some(snap) = snap else {
+                return Err(BackendError::NotFound {
+                    resource: format!("snapshot {project}/{name}"),
+                });
+            };
+            match snap.status.as_deref() {
+                Some("READY") => return Ok(recipe::snapshot_info(project, &snap)),
+                Some("FAILED") => {
+                    return Err(BackendError::other(format!(
+                        "snapshot {project}/{name} FAILED; delete it and try again"
+                    )))
+                }
+                status => {
+                    if started.elapsed() > self.operation_limit {
+                        return Err(BackendError::Timeout {
+                            what: format!("snapshot {project}/{name} to be READY"),
+                            after: self.operation_limit,
+                            last_seen: status.map(|s| format!("status {s}")),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
     /// Whether a machine type exists in a zone (`NotFound` otherwise).
     pub async fn check_machine_type(
         &self,
@@ -482,6 +531,166 @@ impl Compute for GceCompute {
                 .await?
                 .to_string(),
         )
+    }
+
+    async fn get_disk(&self, at: &DiskRef) -> BackendResult<Option<DiskInfo>> {
+        let d: Option<model::Disk> = self
+            .get_optional(api::get_disk(&at.project, &at.zone, &at.name))
+            .await?;
+        Ok(d.map(|d| recipe::disk_info(at, &d)))
+    }
+
+    async fn insert_disk(&self, req: &DiskRequest) -> BackendResult<DiskInfo> {
+        let at = &req.at;
+        self.run(
+            &at.project,
+            api::insert_disk(&at.project, &at.zone, &recipe::disk_body(req))?,
+        )
+        .await?;
+        self.get_disk(at)
+            .await?
+            .ok_or_else(|| BackendError::NotFound {
+                resource: at.to_string(),
+            })
+    }
+
+    async fn delete_disk(&self, at: &DiskRef) -> BackendResult<()> {
+        self.run(
+            &at.project,
+            api::delete_disk(&at.project, &at.zone, &at.name)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn resize_disk(&self, at: &DiskRef, size_gb: u64) -> BackendResult<()> {
+        let body = model::DisksResizeRequest {
+            size_gb: Some(size_gb),
+        };
+        self.run(
+            &at.project,
+            api::resize_disk(&at.project, &at.zone, &at.name, &body)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn attach_disk(
+        &self,
+        instance: &InstanceRef,
+        disk: &DiskRef,
+        device_name: &str,
+    ) -> BackendResult<()> {
+        let i = instance;
+        self.run(
+            &i.project,
+            api::attach_disk(
+                &i.project,
+                &i.zone,
+                &i.name,
+                &recipe::attach_body(disk, device_name),
+            )?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn detach_disk(&self, instance: &InstanceRef, device_name: &str) -> BackendResult<()> {
+        let i = instance;
+        self.run(
+            &i.project,
+            api::detach_disk(&i.project, &i.zone, &i.name, device_name)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn create_snapshot(
+        &self,
+        disk: &DiskRef,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotInfo> {
+        self.run(
+            &disk.project,
+            api::create_snapshot(
+                &disk.project,
+                &disk.zone,
+                &disk.name,
+                &recipe::snapshot_body(name, labels),
+            )?,
+        )
+        .await?;
+        self.wait_snapshot_ready(&disk.project, name).await
+    }
+
+    async fn get_snapshot(&self, project: &str, name: &str) -> BackendResult<Option<SnapshotInfo>> {
+        let snap: Option<model::Snapshot> =
+            self.get_optional(api::get_snapshot(project, name)).await?;
+        Ok(snap.map(|s| recipe::snapshot_info(project, &s)))
+    }
+
+    async fn delete_snapshot(&self, project: &str, name: &str) -> BackendResult<()> {
+        self.run(project, api::delete_snapshot(project, name)?)
+            .await
+            .map(drop)
+    }
+
+    async fn set_machine_type(&self, at: &InstanceRef, machine_type: &str) -> BackendResult<()> {
+        let body = model::InstancesSetMachineTypeRequest {
+            machine_type: format!(
+                "zones/{}/machineTypes/{}",
+                at.zone,
+                api::name("machine type", machine_type)?
+            ),
+        };
+        self.run(
+            &at.project,
+            api::set_machine_type(&at.project, &at.zone, &at.name, &body)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_gpus(&self, at: &InstanceRef, gpu: Option<(String, u8)>) -> BackendResult<()> {
+        if let Some((t, _)) = &gpu {
+            api::name("accelerator type", t)?;
+        }
+        let body = model::InstancesSetMachineResourcesRequest {
+            guest_accelerators: recipe::accelerators(&at.zone, gpu.as_ref()),
+        };
+        self.run(
+            &at.project,
+            api::set_machine_resources(&at.project, &at.zone, &at.name, &body)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_service_account(
+        &self,
+        at: &InstanceRef,
+        email: Option<&str>,
+        scopes: &[String],
+    ) -> BackendResult<()> {
+        let body = model::InstancesSetServiceAccountRequest {
+            email: email.unwrap_or(recipe::DEFAULT_SERVICE_ACCOUNT).to_string(),
+            scopes: scopes.to_vec(),
+        };
+        self.run(
+            &at.project,
+            api::set_service_account(&at.project, &at.zone, &at.name, &body)?,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_instance_labels(
+        &self,
+        at: &InstanceRef,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<()> {
+        self.set_labels(at, labels).await
     }
 }
 

@@ -18,6 +18,20 @@ const STOCKOUT_CODES: [&str; 2] = [
     "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
 ];
 
+/// Codes that mean "another resource uses this one" (deleting an attached disk).
+const IN_USE_CODES: [&str; 2] = [
+    "resourceInUseByAnotherResource",
+    "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE",
+];
+
+/// Codes that mean "not in the state this request needs" (changing a running instance's
+/// machine type, GPUs or service account).
+const PRECONDITION_CODES: [&str; 3] = [
+    "invalidResourceUsage",
+    "INVALID_USAGE",
+    "FAILED_PRECONDITION",
+];
+
 /// Legacy and new reasons that mean "slow down".
 const RATE_LIMIT_REASONS: [&str; 4] = [
     "rateLimitExceeded",
@@ -176,6 +190,18 @@ fn classify(f: Facts<'_>, resource: &str) -> BackendError {
     if has(&["RESOURCE_NOT_FOUND", "notFound", "NOT_FOUND"]) || f.status == Some(404) {
         return BackendError::NotFound {
             resource: format!("{resource} ({})", f.message),
+        };
+    }
+    if has(&IN_USE_CODES) {
+        return BackendError::InUse {
+            resource: resource.to_string(),
+            message: f.message,
+        };
+    }
+    if has(&PRECONDITION_CODES) {
+        return BackendError::FailedPrecondition {
+            resource: resource.to_string(),
+            message: format!("{} (stop the instance first)", f.message),
         };
     }
     if has(&["RESOURCE_ALREADY_EXISTS", "alreadyExists", "ALREADY_EXISTS"]) || f.status == Some(409)
@@ -376,6 +402,19 @@ mod tests {
             BackendError::InvalidArgument { .. }
         ));
         assert!(from_http(401, b"{}", None, "r").is_auth());
+        let in_use = from_http(400, body("resourceInUseByAnotherResource", "The disk resource 'projects/p/zones/z/disks/d' is already being used by 'projects/p/zones/z/instances/i'").as_bytes(), None, "disk p/z/d");
+        assert!(in_use.is_in_use() && !in_use.is_retryable(), "{in_use:?}");
+        let running = from_http(
+            400,
+            body(
+                "invalidResourceUsage",
+                "Invalid resource usage: 'Instance must be stopped.'",
+            )
+            .as_bytes(),
+            None,
+            "instance p/z/i",
+        );
+        assert!(running.is_failed_precondition(), "{running:?}");
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct AttachedDisk {
     /// Device name inside the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_name: Option<String>,
+    /// The existing disk to attach (full or partial URL); on reads, the disk's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// How to create the disk (insert only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initialize_params: Option<AttachedDiskInitializeParams>,
@@ -224,6 +227,95 @@ pub struct MetadataItem {
     /// Value.
     #[serde(default)]
     pub value: String,
+}
+
+/// A zonal persistent disk (`compute#disk`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    /// Server-assigned id; output only.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Size in GB (int64 as a JSON string).
+    #[serde(
+        default,
+        with = "int64_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub size_gb: Option<u64>,
+    /// Disk type URL (`zones/Z/diskTypes/pd-balanced`).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Snapshot to restore (full or partial URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_snapshot: Option<String>,
+    /// `CREATING`, `RESTORING`, `READY`, ...; output only.
+    #[serde(default, skip_serializing)]
+    pub status: Option<String>,
+    /// Instances using the disk (URLs); output only.
+    #[serde(default, skip_serializing)]
+    pub users: Vec<String>,
+}
+
+/// A snapshot (`compute#snapshot`): the body of `disks.createSnapshot` and what
+/// `snapshots.get` answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Server-assigned id; output only.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `CREATING`, `UPLOADING`, `READY`, `FAILED`, `DELETING`; output only.
+    #[serde(default, skip_serializing)]
+    pub status: Option<String>,
+    /// The source disk's URL; output only here (the path names it).
+    #[serde(default, skip_serializing)]
+    pub source_disk: Option<String>,
+}
+
+/// Body of `disks.resize`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisksResizeRequest {
+    /// The new size in GB (int64 as a JSON string).
+    #[serde(with = "int64_string")]
+    pub size_gb: Option<u64>,
+}
+
+/// Body of `instances.setMachineType`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesSetMachineTypeRequest {
+    /// Machine type URL (`zones/Z/machineTypes/T`).
+    pub machine_type: String,
+}
+
+/// Body of `instances.setMachineResources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesSetMachineResourcesRequest {
+    /// The GPUs the instance will have; empty removes them (sent as `[]`, not left out).
+    pub guest_accelerators: Vec<AcceleratorConfig>,
+}
+
+/// Body of `instances.setServiceAccount`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesSetServiceAccountRequest {
+    /// Email, or `default` for the project's Compute Engine default service account.
+    pub email: String,
+    /// OAuth scopes.
+    pub scopes: Vec<String>,
 }
 
 /// Body of `instances.setLabels`.

@@ -6,14 +6,20 @@
 //! (GPU VMs cannot live-migrate); spot as `provisioningModel = SPOT` with
 //! `instanceTerminationAction = STOP` and `automaticRestart = false`; the boot disk from the
 //! resolved Deep Learning VM image with `diskSizeGb` as an int64 string; an ephemeral
-//! external IPv4 on the default network; the `default` service account with the spec's
-//! scopes; kgenv's network tag, labels and metadata (`ssh-keys`, `install-nvidia-driver`,
+//! external IPv4 on the default network; the requested service account (or `default`) with
+//! the spec's scopes; kgenv's network tag, labels and metadata (`ssh-keys`, `install-nvidia-driver`,
 //! `enable-guest-attributes`).
+
+use std::collections::BTreeMap;
 
 use super::model::{self, short_name};
 use crate::backends::compute::{
-    FirewallRule, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus,
+    AttachedDisk, DiskInfo, DiskRef, DiskRequest, FirewallRule, InstanceInfo, InstanceRef,
+    InstanceRequest, InstanceStatus, SnapshotInfo,
 };
+
+/// What `email` the API takes for the project's Compute Engine default service account.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// The `instances.insert` body for `req`.
 pub fn instance_body(req: &InstanceRequest) -> model::Instance {
@@ -50,6 +56,7 @@ pub fn instance_body(req: &InstanceRequest) -> model::Instance {
             kind: Some("PERSISTENT".into()),
             mode: Some("READ_WRITE".into()),
             device_name: Some(req.at.name.clone()),
+            source: None,
             initialize_params: Some(model::AttachedDiskInitializeParams {
                 source_image: req.source_image.clone(),
                 disk_size_gb: Some(req.disk_size_gb),
@@ -66,16 +73,13 @@ pub fn instance_body(req: &InstanceRequest) -> model::Instance {
                 nat_ip: None,
             }],
         }],
-        guest_accelerators: gpu
-            .map(|(t, n)| model::AcceleratorConfig {
-                accelerator_type: format!("zones/{zone}/acceleratorTypes/{t}"),
-                accelerator_count: i32::from(*n),
-            })
-            .into_iter()
-            .collect(),
+        guest_accelerators: accelerators(zone, gpu),
         scheduling: Some(scheduling),
         service_accounts: vec![model::ServiceAccount {
-            email: "default".into(),
+            email: req
+                .service_account
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.into()),
             scopes: req.scopes.clone(),
         }],
         tags: (!req.tags.is_empty()).then(|| model::Tags {
@@ -132,7 +136,107 @@ pub fn instance_info(at: &InstanceRef, i: &model::Instance) -> InstanceInfo {
             )
         }),
         labels: i.labels.clone(),
+        disks: i
+            .disks
+            .iter()
+            .map(|d| AttachedDisk {
+                device_name: d.device_name.clone().unwrap_or_default(),
+                source: d.source.as_deref().map(relative).unwrap_or_default(),
+                boot: d.boot,
+            })
+            .collect(),
+        service_account: i.service_accounts.first().map(|a| a.email.clone()),
+        scopes: i
+            .service_accounts
+            .first()
+            .map(|a| a.scopes.clone())
+            .unwrap_or_default(),
     }
+}
+
+/// A resource URL from `projects/` on: `https://…/compute/v1/projects/p/zones/z/disks/d` →
+/// `projects/p/zones/z/disks/d` (partial URLs pass through).
+pub fn relative(url: &str) -> String {
+    match url.find("projects/") {
+        Some(i) => url[i..].to_string(),
+        None => url.to_string(),
+    }
+}
+
+/// The `disks.insert` body for `req`.
+pub fn disk_body(req: &DiskRequest) -> model::Disk {
+    model::Disk {
+        name: req.at.name.clone(),
+        size_gb: Some(req.size_gb),
+        kind: Some(format!("zones/{}/diskTypes/{}", req.at.zone, req.disk_type)),
+        labels: req.labels.clone(),
+        source_snapshot: req.source_snapshot.clone(),
+        ..model::Disk::default()
+    }
+}
+
+/// What kgenv keeps of a disk resource.
+pub fn disk_info(at: &DiskRef, d: &model::Disk) -> DiskInfo {
+    DiskInfo {
+        at: at.clone(),
+        id: d.id.clone().unwrap_or_default(),
+        size_gb: d.size_gb.unwrap_or_default(),
+        disk_type: d
+            .kind
+            .as_deref()
+            .map(short_name)
+            .unwrap_or_default()
+            .to_string(),
+        status: d.status.clone().unwrap_or_default(),
+        labels: d.labels.clone(),
+        users: d.users.iter().map(|u| relative(u)).collect(),
+    }
+}
+
+/// The `disks.createSnapshot` body.
+pub fn snapshot_body(name: &str, labels: &BTreeMap<String, String>) -> model::Snapshot {
+    model::Snapshot {
+        name: name.to_string(),
+        labels: labels.clone(),
+        ..model::Snapshot::default()
+    }
+}
+
+/// What kgenv keeps of a snapshot resource.
+pub fn snapshot_info(project: &str, s: &model::Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        project: project.to_string(),
+        name: s.name.clone(),
+        id: s.id.clone().unwrap_or_default(),
+        status: s.status.clone().unwrap_or_default(),
+        source_disk: s.source_disk.as_deref().map(relative).unwrap_or_default(),
+        labels: s.labels.clone(),
+    }
+}
+
+/// The `instances.attachDisk` body: an existing persistent disk, read-write, kept when the
+/// instance is deleted.
+pub fn attach_body(disk: &DiskRef, device_name: &str) -> model::AttachedDisk {
+    model::AttachedDisk {
+        boot: false,
+        auto_delete: false,
+        kind: Some("PERSISTENT".into()),
+        mode: Some("READ_WRITE".into()),
+        device_name: Some(device_name.to_string()),
+        source: Some(crate::backends::compute::disk_path(disk)),
+        initialize_params: None,
+    }
+}
+
+/// The accelerator list of `setMachineResources` (empty: no GPU).
+pub fn accelerators(zone: &str, gpu: Option<&(String, u8)>) -> Vec<model::AcceleratorConfig> {
+    gpu.filter(|(_, n)| *n > 0)
+        .map(|(t, n)| model::AcceleratorConfig {
+            accelerator_type: format!("zones/{zone}/acceleratorTypes/{t}"),
+            accelerator_count: i32::from(*n),
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The `firewalls.insert`/`patch` body for `rule`: ingress, allow, on kgenv's tags only.
@@ -190,6 +294,7 @@ mod tests {
             disk_size_gb: 200,
             disk_type: "pd-balanced".into(),
             spot,
+            service_account: None,
             scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
             tags: vec!["kgenv-kg".into()],
             labels: BTreeMap::from([("kgenv-env".to_string(), "kg".to_string())]),
@@ -236,5 +341,48 @@ mod tests {
         assert_eq!(info.machine_type, "n1-standard-8");
         assert_eq!(info.gpu, Some(("nvidia-l4".to_string(), 2)));
         assert_eq!(info.external_ip.as_deref(), Some("203.0.113.9"));
+        assert!(info.disks.is_empty() && info.service_account.is_none());
+    }
+
+    #[test]
+    fn disks_and_service_accounts_read_back_as_relative_paths() {
+        let i: model::Instance = serde_json::from_value(serde_json::json!({
+            "name": "kg", "status": "RUNNING",
+            "disks": [
+                {"boot": true, "autoDelete": true, "deviceName": "kg", "source": "https://www.googleapis.com/compute/v1/projects/p/zones/z/disks/kg"},
+                {"boot": false, "deviceName": "kgenv-data", "source": "https://www.googleapis.com/compute/v1/projects/p/zones/z/disks/kg-data"}
+            ],
+            "serviceAccounts": [{"email": "123456789012-compute@developer.gserviceaccount.com", "scopes": ["https://www.googleapis.com/auth/devstorage.read_write"]}]
+        }))
+        .expect("json");
+        let info = instance_info(&req(false).at, &i);
+        assert_eq!(
+            info.disks,
+            vec![
+                AttachedDisk {
+                    device_name: "kg".into(),
+                    source: "projects/p/zones/z/disks/kg".into(),
+                    boot: true
+                },
+                AttachedDisk {
+                    device_name: "kgenv-data".into(),
+                    source: "projects/p/zones/z/disks/kg-data".into(),
+                    boot: false
+                },
+            ]
+        );
+        assert!(crate::backends::compute::is_default_compute_account(
+            info.service_account.as_deref().expect("an account")
+        ));
+        assert_eq!(info.scopes.len(), 1);
+        let mut named = req(false);
+        named.service_account = Some("runner@my-project.iam.gserviceaccount.com".into());
+        let v = serde_json::to_value(instance_body(&named)).expect("json");
+        assert_eq!(
+            v["serviceAccounts"][0]["email"],
+            "runner@my-project.iam.gserviceaccount.com"
+        );
+        let v = serde_json::to_value(instance_body(&req(false))).expect("json");
+        assert_eq!(v["serviceAccounts"][0]["email"], "default");
     }
 }

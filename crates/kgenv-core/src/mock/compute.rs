@@ -1,14 +1,26 @@
-//! The mock Compute backend: instances that come up RUNNING with a TEST-NET address and a
-//! host key in their guest attributes; stockouts per zone.
+//! The mock Compute backend, with GCE's semantics where kgenv depends on them: instances
+//! come up RUNNING with a TEST-NET address and a host key in their guest attributes, and a
+//! boot disk named like them that is deleted with them while other disks are detached and
+//! kept; an attached disk cannot be deleted; disks only grow; machine type, GPUs and service
+//! account change only on a stopped instance; snapshots carry their disk's content to the
+//! disks made from them. In a stockout zone an insert shows the instance PROVISIONING for a
+//! short window, then removes it and fails, as GCE does.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::MockWorld;
+use super::{MockDisk, MockSnapshot, MockWorld, WorldState};
 use crate::backends::compute::{
-    Compute, FirewallRule, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus,
+    disk_path, AttachedDisk, Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo,
+    InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
+
+/// The project number the mock's default service account carries.
+pub const MOCK_PROJECT_NUMBER: &str = "123456789012";
 
 /// The host key the mock's instances publish in `hostkeys/`.
 pub const MOCK_HOST_KEY: &str =
@@ -28,6 +40,98 @@ fn key(at: &InstanceRef) -> String {
     format!("{}/{}/{}", at.project, at.zone, at.name)
 }
 
+fn dkey(at: &DiskRef) -> String {
+    format!("{}/{}/{}", at.project, at.zone, at.name)
+}
+
+fn instance_path(at: &InstanceRef) -> String {
+    format!(
+        "projects/{}/zones/{}/instances/{}",
+        at.project, at.zone, at.name
+    )
+}
+
+/// `projects/p/zones/z/disks/d` → the world's disk key `p/z/d`.
+fn dkey_of_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("projects/")?;
+    let (p, rest) = rest.split_once("/zones/")?;
+    let (z, n) = rest.split_once("/disks/")?;
+    Some(format!("{p}/{z}/{n}"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn not_found(what: impl std::fmt::Display) -> BackendError {
+    BackendError::NotFound {
+        resource: what.to_string(),
+    }
+}
+
+/// Removes the instances whose failing insert's window is over, as GCE does when the
+/// insert's operation ends in an error, with their boot disks.
+fn settle(s: &mut WorldState) {
+    let now = now_ms();
+    let due: Vec<String> = s
+        .failing_inserts
+        .iter()
+        .filter(|(_, until)| **until <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in due {
+        s.failing_inserts.remove(&k);
+        if let Some(i) = s.instances.remove(&k) {
+            release_disks(s, &i);
+        }
+    }
+}
+
+/// What deleting an instance does to its disks: boot (auto-delete) disks go, the others are
+/// detached and kept.
+fn release_disks(s: &mut WorldState, i: &InstanceInfo) {
+    let user = instance_path(&i.at);
+    for d in &i.disks {
+        let Some(k) = dkey_of_path(&d.source) else {
+            continue;
+        };
+        if s.disks.get(&k).is_some_and(|d| d.auto_delete) {
+            s.disks.remove(&k);
+        } else if let Some(disk) = s.disks.get_mut(&k) {
+            disk.info.users.retain(|u| *u != user);
+        }
+    }
+}
+
+/// The error GCE gives for an in-place change on an instance that is not stopped.
+fn require_stopped(s: &WorldState, at: &InstanceRef, what: &str) -> BackendResult<()> {
+    let i = s.instances.get(&key(at)).ok_or_else(|| not_found(at))?;
+    if i.status == InstanceStatus::Terminated {
+        Ok(())
+    } else {
+        Err(BackendError::FailedPrecondition {
+            resource: at.to_string(),
+            message: format!(
+                "Invalid resource usage: the instance must be stopped (TERMINATED) to change its {what}; it is {:?} (stop the instance first)",
+                i.status
+            ),
+        })
+    }
+}
+
+fn default_account() -> String {
+    format!("{MOCK_PROJECT_NUMBER}-compute@developer.gserviceaccount.com")
+}
+
+fn machine_type_known(t: &str) -> bool {
+    // The mock offers the families GPU VMs use.
+    ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"]
+        .iter()
+        .any(|f| t.starts_with(f))
+}
+
 pub(super) struct MockCompute(pub(super) MockWorld);
 
 #[async_trait]
@@ -35,6 +139,7 @@ impl Compute for MockCompute {
     async fn get_instance(&self, at: &InstanceRef) -> BackendResult<Option<InstanceInfo>> {
         self.0
             .call("compute.get_instance", &key(at), false, |s| {
+                settle(s);
                 Ok(s.instances.get(&key(at)).cloned())
             })
             .await
@@ -42,48 +147,103 @@ impl Compute for MockCompute {
 
     async fn insert_instance(&self, req: &InstanceRequest) -> BackendResult<InstanceInfo> {
         let k = key(&req.at);
-        self.0
+        let boot = DiskRef {
+            project: req.at.project.clone(),
+            zone: req.at.zone.clone(),
+            name: req.at.name.clone(),
+        };
+        let outcome = self
+            .0
             .call("compute.insert_instance", &k, true, |s| {
-                if s.stockout_zones.contains(&req.at.zone) {
-                    return Err(BackendError::Stockout {
-                        zone: req.at.zone.clone(),
-                        resource: req
-                            .gpu
-                            .as_ref()
-                            .map_or(req.machine_type.clone(), |g| g.0.clone()),
-                        message: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
-                    });
-                }
+                settle(s);
                 if s.instances.contains_key(&k) {
                     return Err(BackendError::AlreadyExists {
                         resource: req.at.to_string(),
                     });
                 }
+                if s.disks.contains_key(&dkey(&boot)) {
+                    return Err(BackendError::AlreadyExists {
+                        resource: boot.to_string(),
+                    });
+                }
                 let id = s.id();
+                let stockout = s.stockout_zones.contains(&req.at.zone);
                 let info = InstanceInfo {
                     at: req.at.clone(),
                     id: id.to_string(),
-                    status: InstanceStatus::Running,
-                    external_ip: Some(format!("203.0.113.{}", id % 250 + 1)),
+                    status: if stockout {
+                        InstanceStatus::Provisioning
+                    } else {
+                        InstanceStatus::Running
+                    },
+                    external_ip: (!stockout).then(|| format!("203.0.113.{}", id % 250 + 1)),
                     machine_type: req.machine_type.clone(),
-                    gpu: req.gpu.clone(),
+                    gpu: req.gpu.clone().filter(|(_, n)| *n > 0),
                     labels: req.labels.clone(),
+                    disks: vec![AttachedDisk {
+                        device_name: req.at.name.clone(),
+                        source: disk_path(&boot),
+                        boot: true,
+                    }],
+                    service_account: Some(
+                        req.service_account.clone().unwrap_or_else(default_account),
+                    ),
+                    scopes: req.scopes.clone(),
                 };
+                let disk_id = s.id();
+                s.disks.insert(
+                    dkey(&boot),
+                    MockDisk {
+                        info: DiskInfo {
+                            at: boot.clone(),
+                            id: disk_id.to_string(),
+                            size_gb: req.disk_size_gb,
+                            disk_type: req.disk_type.clone(),
+                            status: "READY".into(),
+                            labels: req.labels.clone(),
+                            users: vec![instance_path(&req.at)],
+                        },
+                        data: format!("blank-{disk_id}"),
+                        auto_delete: true,
+                    },
+                );
                 s.instances.insert(k.clone(), info.clone());
-                Ok(info)
+                if stockout {
+                    let window = s.failed_insert_window_ms;
+                    s.failing_inserts.insert(k.clone(), now_ms() + window);
+                    Ok(Err(Duration::from_millis(window)))
+                } else {
+                    Ok(Ok(info))
+                }
             })
-            .await
+            .await?;
+        match outcome {
+            Ok(info) => Ok(info),
+            Err(window) => {
+                // GCE accepted the insert; its operation ends in a stockout after the window,
+                // and the instance is gone by then.
+                tokio::time::sleep(window).await;
+                self.0.edit(settle);
+                Err(BackendError::Stockout {
+                    zone: req.at.zone.clone(),
+                    resource: req
+                        .gpu
+                        .as_ref()
+                        .map_or(req.machine_type.clone(), |g| g.0.clone()),
+                    message: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
+                })
+            }
+        }
     }
 
     async fn delete_instance(&self, at: &InstanceRef) -> BackendResult<()> {
         self.0
             .call("compute.delete_instance", &key(at), true, |s| {
-                s.instances
-                    .remove(&key(at))
-                    .map(|_| ())
-                    .ok_or_else(|| BackendError::NotFound {
-                        resource: at.to_string(),
-                    })
+                settle(s);
+                s.failing_inserts.remove(&key(at));
+                let i = s.instances.remove(&key(at)).ok_or_else(|| not_found(at))?;
+                release_disks(s, &i);
+                Ok(())
             })
             .await
     }
@@ -217,11 +377,7 @@ impl Compute for MockCompute {
         let k = format!("{project}/{zone}/{machine_type}");
         self.0
             .call("compute.check_machine_type", &k, false, |_| {
-                // The mock offers the families GPU VMs use.
-                if ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"]
-                    .iter()
-                    .any(|f| machine_type.starts_with(f))
-                {
+                if machine_type_known(machine_type) {
                     Ok(())
                 } else {
                     Err(BackendError::NotFound {
@@ -239,6 +395,312 @@ impl Compute for MockCompute {
             })
             .await
     }
+
+    async fn get_disk(&self, at: &DiskRef) -> BackendResult<Option<DiskInfo>> {
+        self.0
+            .call("compute.get_disk", &dkey(at), false, |s| {
+                settle(s);
+                Ok(s.disks.get(&dkey(at)).map(|d| d.info.clone()))
+            })
+            .await
+    }
+
+    async fn insert_disk(&self, req: &DiskRequest) -> BackendResult<DiskInfo> {
+        let k = dkey(&req.at);
+        self.0
+            .call("compute.insert_disk", &k, true, |s| {
+                if s.disks.contains_key(&k) {
+                    return Err(BackendError::AlreadyExists {
+                        resource: req.at.to_string(),
+                    });
+                }
+                let data = match &req.source_snapshot {
+                    None => None,
+                    Some(path) => {
+                        let name = path.rsplit('/').next().unwrap_or_default();
+                        let snap = s
+                            .snapshots
+                            .get(&format!("{}/{name}", req.at.project))
+                            .ok_or_else(|| not_found(format!("snapshot {path}")))?;
+                        if snap.info.status != "READY" {
+                            return Err(BackendError::InvalidArgument {
+                                resource: req.at.to_string(),
+                                message: format!("The resource '{path}' is not ready"),
+                            });
+                        }
+                        if req.size_gb < snap.size_gb {
+                            return Err(BackendError::InvalidArgument {
+                                resource: req.at.to_string(),
+                                message: format!("Requested disk size cannot be smaller than the snapshot size ({} GB)", snap.size_gb),
+                            });
+                        }
+                        Some(snap.data.clone())
+                    }
+                };
+                let id = s.id();
+                let info = DiskInfo {
+                    at: req.at.clone(),
+                    id: id.to_string(),
+                    size_gb: req.size_gb,
+                    disk_type: req.disk_type.clone(),
+                    status: "READY".into(),
+                    labels: req.labels.clone(),
+                    users: Vec::new(),
+                };
+                s.disks.insert(
+                    k.clone(),
+                    MockDisk {
+                        info: info.clone(),
+                        data: data.unwrap_or_else(|| format!("blank-{id}")),
+                        auto_delete: false,
+                    },
+                );
+                Ok(info)
+            })
+            .await
+    }
+
+    async fn delete_disk(&self, at: &DiskRef) -> BackendResult<()> {
+        self.0
+            .call("compute.delete_disk", &dkey(at), true, |s| {
+                settle(s);
+                let d = s.disks.get(&dkey(at)).ok_or_else(|| not_found(at))?;
+                if let Some(user) = d.info.users.first() {
+                    return Err(BackendError::InUse {
+                        resource: at.to_string(),
+                        message: format!(
+                            "The disk resource '{}' is already being used by '{user}'",
+                            disk_path(at)
+                        ),
+                    });
+                }
+                s.disks.remove(&dkey(at));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn resize_disk(&self, at: &DiskRef, size_gb: u64) -> BackendResult<()> {
+        self.0
+            .call("compute.resize_disk", &dkey(at), true, |s| {
+                let d = s.disks.get_mut(&dkey(at)).ok_or_else(|| not_found(at))?;
+                if size_gb <= d.info.size_gb {
+                    return Err(BackendError::InvalidArgument {
+                        resource: at.to_string(),
+                        message: format!("Invalid value for field 'sizeGb': '{size_gb}'. New disk size must be larger than the existing size ({} GB).", d.info.size_gb),
+                    });
+                }
+                d.info.size_gb = size_gb;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attach_disk(
+        &self,
+        instance: &InstanceRef,
+        disk: &DiskRef,
+        device_name: &str,
+    ) -> BackendResult<()> {
+        self.0
+            .call("compute.attach_disk", &key(instance), true, |s| {
+                settle(s);
+                let user = instance_path(instance);
+                let i = s
+                    .instances
+                    .get(&key(instance))
+                    .ok_or_else(|| not_found(instance))?;
+                if disk.zone != instance.zone || disk.project != instance.project {
+                    return Err(BackendError::InvalidArgument {
+                        resource: instance.to_string(),
+                        message: format!("Invalid value for field 'resource.source': '{}'. Disk must be in the same zone as the instance ({}).", disk_path(disk), instance.zone),
+                    });
+                }
+                if i.disks.iter().any(|d| d.device_name == device_name) {
+                    return Err(BackendError::InvalidArgument {
+                        resource: instance.to_string(),
+                        message: format!("Invalid value for field 'resource.deviceName': '{device_name}'. A disk is already attached under this device name."),
+                    });
+                }
+                let d = s.disks.get_mut(&dkey(disk)).ok_or_else(|| not_found(disk))?;
+                if let Some(other) = d.info.users.first() {
+                    return Err(BackendError::InUse {
+                        resource: disk.to_string(),
+                        message: format!(
+                            "The disk resource '{}' is already being used by '{other}'",
+                            disk_path(disk)
+                        ),
+                    });
+                }
+                d.info.users.push(user);
+                if let Some(i) = s.instances.get_mut(&key(instance)) {
+                    i.disks.push(AttachedDisk {
+                        device_name: device_name.to_string(),
+                        source: disk_path(disk),
+                        boot: false,
+                    });
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn detach_disk(&self, instance: &InstanceRef, device_name: &str) -> BackendResult<()> {
+        self.0
+            .call("compute.detach_disk", &key(instance), true, |s| {
+                settle(s);
+                let i = s
+                    .instances
+                    .get_mut(&key(instance))
+                    .ok_or_else(|| not_found(instance))?;
+                let Some(pos) = i.disks.iter().position(|d| d.device_name == device_name) else {
+                    return Err(BackendError::InvalidArgument {
+                        resource: instance.to_string(),
+                        message: format!("Invalid value for field 'deviceName': '{device_name}'. No disk is attached under this device name."),
+                    });
+                };
+                let gone = i.disks.remove(pos);
+                let user = instance_path(instance);
+                if let Some(d) = dkey_of_path(&gone.source).and_then(|k| s.disks.get_mut(&k)) {
+                    d.info.users.retain(|u| *u != user);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        disk: &DiskRef,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotInfo> {
+        let k = format!("{}/{name}", disk.project);
+        self.0
+            .call("compute.create_snapshot", &k, true, |s| {
+                if s.snapshots.contains_key(&k) {
+                    return Err(BackendError::AlreadyExists {
+                        resource: format!("snapshot {k}"),
+                    });
+                }
+                let d = s.disks.get(&dkey(disk)).ok_or_else(|| not_found(disk))?;
+                let (data, size_gb) = (d.data.clone(), d.info.size_gb);
+                let id = s.id();
+                let info = SnapshotInfo {
+                    project: disk.project.clone(),
+                    name: name.to_string(),
+                    id: id.to_string(),
+                    status: "READY".into(),
+                    source_disk: disk_path(disk),
+                    labels: labels.clone(),
+                };
+                s.snapshots.insert(
+                    k.clone(),
+                    MockSnapshot {
+                        info: info.clone(),
+                        data,
+                        size_gb,
+                    },
+                );
+                Ok(info)
+            })
+            .await
+    }
+
+    async fn get_snapshot(&self, project: &str, name: &str) -> BackendResult<Option<SnapshotInfo>> {
+        let k = format!("{project}/{name}");
+        self.0
+            .call("compute.get_snapshot", &k, false, |s| {
+                Ok(s.snapshots.get(&k).map(|x| x.info.clone()))
+            })
+            .await
+    }
+
+    async fn delete_snapshot(&self, project: &str, name: &str) -> BackendResult<()> {
+        let k = format!("{project}/{name}");
+        self.0
+            .call("compute.delete_snapshot", &k, true, |s| {
+                s.snapshots
+                    .remove(&k)
+                    .map(drop)
+                    .ok_or_else(|| not_found(format!("snapshot {k}")))
+            })
+            .await
+    }
+
+    async fn set_machine_type(&self, at: &InstanceRef, machine_type: &str) -> BackendResult<()> {
+        self.0
+            .call("compute.set_machine_type", &key(at), true, |s| {
+                settle(s);
+                require_stopped(s, at, "machine type")?;
+                if !machine_type_known(machine_type) {
+                    return Err(BackendError::InvalidArgument {
+                        resource: at.to_string(),
+                        message: format!("Invalid value for field 'resource.machineType': '{machine_type}'. Machine type does not exist in zone {}.", at.zone),
+                    });
+                }
+                if let Some(i) = s.instances.get_mut(&key(at)) {
+                    i.machine_type = machine_type.to_string();
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_gpus(&self, at: &InstanceRef, gpu: Option<(String, u8)>) -> BackendResult<()> {
+        self.0
+            .call("compute.set_gpus", &key(at), true, |s| {
+                settle(s);
+                require_stopped(s, at, "GPUs")?;
+                if let Some((t, _)) = &gpu {
+                    if !KNOWN_GPUS.contains(&t.as_str()) {
+                        return Err(not_found(format!(
+                            "accelerator type {t} in zone {}",
+                            at.zone
+                        )));
+                    }
+                }
+                if let Some(i) = s.instances.get_mut(&key(at)) {
+                    i.gpu = gpu.filter(|(_, n)| *n > 0);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_service_account(
+        &self,
+        at: &InstanceRef,
+        email: Option<&str>,
+        scopes: &[String],
+    ) -> BackendResult<()> {
+        self.0
+            .call("compute.set_service_account", &key(at), true, |s| {
+                settle(s);
+                require_stopped(s, at, "service account")?;
+                if let Some(i) = s.instances.get_mut(&key(at)) {
+                    i.service_account = Some(email.map_or_else(default_account, str::to_string));
+                    i.scopes = scopes.to_vec();
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_instance_labels(
+        &self,
+        at: &InstanceRef,
+        labels: &BTreeMap<String, String>,
+    ) -> BackendResult<()> {
+        self.0
+            .call("compute.set_instance_labels", &key(at), true, |s| {
+                settle(s);
+                let i = s.instances.get_mut(&key(at)).ok_or_else(|| not_found(at))?;
+                i.labels = labels.clone();
+                Ok(())
+            })
+            .await
+    }
 }
 
 impl MockCompute {
@@ -250,6 +712,7 @@ impl MockCompute {
     ) -> BackendResult<()> {
         self.0
             .call(op, &key(at), true, |s| {
+                settle(s);
                 match s.instances.get_mut(&key(at)) {
                     Some(i) => {
                         i.status = status;
@@ -261,5 +724,124 @@ impl MockCompute {
                 }
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> InstanceRef {
+        InstanceRef {
+            project: "my-project".into(),
+            zone: "us-central1-a".into(),
+            name: "kg".into(),
+        }
+    }
+
+    fn req() -> InstanceRequest {
+        InstanceRequest {
+            at: at(),
+            machine_type: "n1-standard-8".into(),
+            gpu: Some(("nvidia-tesla-t4".into(), 1)),
+            source_image: "projects/p/global/images/i".into(),
+            disk_size_gb: 200,
+            disk_type: "pd-balanced".into(),
+            spot: false,
+            service_account: None,
+            scopes: Vec::new(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    fn data_disk(zone: &str, snapshot: Option<&str>) -> DiskRequest {
+        DiskRequest {
+            at: DiskRef {
+                project: "my-project".into(),
+                zone: zone.into(),
+                name: "kg-data".into(),
+            },
+            size_gb: 100,
+            disk_type: "pd-balanced".into(),
+            labels: BTreeMap::new(),
+            source_snapshot: snapshot.map(|s| format!("projects/my-project/global/snapshots/{s}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn disks_follow_gces_rules() {
+        let world = MockWorld::new();
+        let c = world.backends().compute;
+        c.insert_instance(&req()).await.expect("insert");
+        let d = data_disk("us-central1-a", None);
+        c.insert_disk(&d).await.expect("disk");
+        c.attach_disk(&at(), &d.at, "kgenv-data")
+            .await
+            .expect("attach");
+        assert!(c
+            .delete_disk(&d.at)
+            .await
+            .expect_err("attached")
+            .is_in_use());
+        assert!(c.resize_disk(&d.at, 50).await.is_err(), "never shrinks");
+        let e = c
+            .set_machine_type(&at(), "n1-standard-16")
+            .await
+            .expect_err("running");
+        assert!(e.is_failed_precondition(), "{e:?}");
+        c.stop_instance(&at()).await.expect("stop");
+        c.set_machine_type(&at(), "n1-standard-16")
+            .await
+            .expect("stopped");
+        world.edit(|s| {
+            if let Some(x) = s.disks.get_mut("my-project/us-central1-a/kg-data") {
+                x.data = "work".into();
+            }
+        });
+        c.delete_instance(&at()).await.expect("delete");
+        let state = world.state();
+        assert!(
+            !state.disks.contains_key("my-project/us-central1-a/kg"),
+            "boot disk gone"
+        );
+        let kept = &state.disks["my-project/us-central1-a/kg-data"];
+        assert!(kept.info.users.is_empty());
+        c.create_snapshot(&d.at, "kg-move", &BTreeMap::new())
+            .await
+            .expect("snapshot");
+        c.insert_disk(&data_disk("us-central1-b", Some("kg-move")))
+            .await
+            .expect("restore");
+        assert_eq!(
+            world.state().disks["my-project/us-central1-b/kg-data"].data,
+            "work"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stockout_insert_shows_provisioning_then_removes_the_instance() {
+        let world = MockWorld::new();
+        world.edit(|s| {
+            s.stockout_zones.push("us-central1-a".into());
+            // Held open until the test releases it below.
+            s.failed_insert_window_ms = 3_600_000;
+        });
+        let c = world.backends().compute;
+        let inserting = {
+            let c = c.clone();
+            tokio::spawn(async move { c.insert_instance(&req()).await })
+        };
+        while world.state().instances.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = c.get_instance(&at()).await.expect("get").expect("there");
+        assert_eq!(seen.status, InstanceStatus::Provisioning);
+        // The window is over (as if its time had come): any later call sees it gone.
+        world.edit(|s| s.failing_inserts.values_mut().for_each(|t| *t = 0));
+        assert!(c.get_instance(&at()).await.expect("get").is_none());
+        assert!(world.state().disks.is_empty(), "boot disk gone too");
+        inserting.abort();
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::compute::{FirewallRule, InstanceInfo};
+use crate::backends::compute::{DiskInfo, FirewallRule, InstanceInfo, SnapshotInfo};
 use crate::backends::container::{ContainerInfo, EngineImage};
 use crate::backends::github::{GithubKeyInfo, KeyScope};
 use crate::backends::kaggle::DataFile;
@@ -116,8 +116,23 @@ pub struct WorldState {
     pub instances: BTreeMap<String, InstanceInfo>,
     /// Firewall rules by `project/name`.
     pub firewalls: BTreeMap<String, FirewallRule>,
-    /// Zones that answer inserts with a stockout.
+    /// Zones that answer inserts with a stockout. As on GCE, the insert is accepted, the
+    /// instance shows PROVISIONING for [`WorldState::failed_insert_window_ms`], then it is
+    /// removed and the insert fails with ZONE_RESOURCE_POOL_EXHAUSTED.
     pub stockout_zones: Vec<String>,
+    /// How long an insert that will fail shows its instance PROVISIONING, in milliseconds.
+    #[serde(default)]
+    pub failed_insert_window_ms: u64,
+    /// Inserts that will fail: instance key → when (Unix milliseconds) the instance is
+    /// removed. Kept in the state so a process killed meanwhile still sees it vanish.
+    #[serde(default)]
+    pub failing_inserts: BTreeMap<String, u64>,
+    /// Persistent disks by `project/zone/name` (boot disks included).
+    #[serde(default)]
+    pub disks: BTreeMap<String, MockDisk>,
+    /// Snapshots by `project/name`.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, MockSnapshot>,
     /// Buckets by name.
     pub buckets: BTreeMap<String, BucketInfo>,
     /// Files on the host by path: (content, mode).
@@ -156,10 +171,34 @@ pub struct WorldState {
     pub next_id: u64,
 }
 
+/// A simulated persistent disk: what GCE shows, and an opaque stand-in for its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockDisk {
+    /// What `get_disk` answers.
+    pub info: DiskInfo,
+    /// The content: `blank-<id>` for a new disk, copied from the snapshot for a restored
+    /// one; tests change it to stand for data written on the disk.
+    pub data: String,
+    /// Deleted with the instance it is attached to (boot disks).
+    pub auto_delete: bool,
+}
+
+/// A simulated snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockSnapshot {
+    /// What `get_snapshot` answers.
+    pub info: SnapshotInfo,
+    /// The source disk's content when the snapshot was taken.
+    pub data: String,
+    /// The source disk's size: disks made from it are at least this big.
+    pub size_gb: u64,
+}
+
 impl WorldState {
     fn seeded() -> Self {
         let mut s = Self {
             host_gpus: 1,
+            failed_insert_window_ms: 50,
             next_id: 1000,
             ..Self::default()
         };

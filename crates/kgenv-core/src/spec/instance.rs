@@ -48,6 +48,8 @@ pub struct Instance {
     pub disk_type: String,
     /// Spot VM (cheaper, may be preempted; stopped rather than deleted).
     pub spot: bool,
+    /// Service account the VM runs as; `None`: the project's Compute Engine default account.
+    pub service_account: Option<String>,
     /// Service-account scopes.
     pub scopes: Vec<String>,
     /// Network tags (kgenv's firewall rules target these).
@@ -74,6 +76,7 @@ pub struct InstanceBuilder {
     disk_size_gb: Option<u64>,
     disk_type: Option<String>,
     spot: Option<bool>,
+    service_account: Option<String>,
     scopes: Option<Vec<String>>,
     tags: Option<Vec<String>>,
     labels: Option<BTreeMap<String, String>>,
@@ -138,6 +141,12 @@ impl InstanceBuilder {
     /// Spot provisioning.
     pub fn spot(mut self, v: bool) -> Self {
         self.spot = Some(v);
+        self
+    }
+    /// The service account the VM runs as (`name@project.iam.gserviceaccount.com`); by
+    /// default the project's Compute Engine default service account.
+    pub fn service_account(mut self, email: impl Into<String>) -> Self {
+        self.service_account = Some(email.into());
         self
     }
     /// Adds a service-account scope (a URL, or a short name like `cloud-platform`).
@@ -282,6 +291,9 @@ impl InstanceBuilder {
                 return Err(ValidationError::new("scopes", format!("`{s}` is not a scope URL or short name like `cloud-platform` or `devstorage.read_write`")));
             }
         }
+        if let Some(email) = &self.service_account {
+            check_service_account(email)?;
+        }
         let tags = self.tags.unwrap_or_default();
         for t in &tags {
             rules::gce_name("tags", t)?;
@@ -309,11 +321,38 @@ impl InstanceBuilder {
             disk_size_gb,
             disk_type,
             spot: self.spot.unwrap_or(false),
+            service_account: self.service_account,
             scopes,
             tags,
             labels,
             data_disk,
         })
+    }
+}
+
+/// A service account email GCE can run a VM as: a user-managed account
+/// (`name@project.iam.gserviceaccount.com`, name 6-30 characters) or a project's Compute
+/// Engine default account (`PROJECT_NUMBER-compute@developer.gserviceaccount.com`).
+fn check_service_account(email: &str) -> Result<(), ValidationError> {
+    let user_managed = email
+        .strip_suffix(".iam.gserviceaccount.com")
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(name, project)| {
+            let b = name.as_bytes();
+            (6..=30).contains(&b.len())
+                && b[0].is_ascii_lowercase()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.last() != Some(&b'-')
+                && rules::project_id("service_account", project).is_ok()
+        });
+    if user_managed || crate::backends::compute::is_default_compute_account(email) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "service_account",
+            format!("`{email}` is not a service account email like `name@my-project.iam.gserviceaccount.com` or `123456789012-compute@developer.gserviceaccount.com`; leave it out for the project's default account"),
+        ))
     }
 }
 
@@ -385,10 +424,31 @@ mod tests {
                 ok().data_disk(DataDisk::builder().size_gb(1)),
                 "data_disk.size_gb",
             ),
+            (ok().service_account("me@gmail.com"), "service_account"),
+            (
+                ok().service_account("x@my-project.iam.gserviceaccount.com"),
+                "service_account",
+            ),
+            (
+                ok().service_account("abc-compute@developer.gserviceaccount.com"),
+                "service_account",
+            ),
         ];
         for (b, field) in cases {
             let e = b.build().expect_err(field);
             assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn service_accounts_of_both_kinds_are_accepted() {
+        assert_eq!(ok().build().expect("valid").service_account, None);
+        for email in [
+            "kgenv-runner@my-project.iam.gserviceaccount.com",
+            "123456789012-compute@developer.gserviceaccount.com",
+        ] {
+            let i = ok().service_account(email).build().expect(email);
+            assert_eq!(i.service_account.as_deref(), Some(email));
         }
     }
 

@@ -421,6 +421,7 @@ impl InstanceStep {
             disk_size_gb: self.spec.disk_size_gb,
             disk_type: self.spec.disk_type.clone(),
             spot: self.spec.spot,
+            service_account: self.spec.service_account.clone(),
             scopes: self.spec.scopes.clone(),
             tags: self.spec.tags.clone(),
             labels: self.labels(owner),

@@ -11,6 +11,18 @@
 //! - a repeated `requestId` returns the first call's operation (no second resource);
 //! - new instances show PROVISIONING until their insert is DONE, then RUNNING, and publish
 //!   `hostkeys/` guest attributes only after a delay;
+//! - a failing insert (a stockout zone, an injected operation error) is accepted, shows the
+//!   instance PROVISIONING for [`Config::failed_insert_window`], then its operation ends
+//!   DONE with the error and the instance is gone (unless the fault leaves it behind);
+//! - disks are resources: the boot disk is named like the instance, made with it and
+//!   deleted with it (`autoDelete`); other disks are detached and kept (their `users`
+//!   cleared); an attached disk cannot be deleted (400 `resourceInUseByAnotherResource`);
+//!   a disk only grows; a disk attaches only in its own zone and to one instance;
+//!   snapshots are global and go CREATING → UPLOADING → READY; a disk's content is an
+//!   opaque value ([`FakeGce::disk_data`]) that snapshots carry to the disks made from them;
+//! - setMachineType, setMachineResources and setServiceAccount need a TERMINATED instance
+//!   (400 `invalidResourceUsage` otherwise); `default` service accounts read back as the
+//!   project's `NUMBER-compute@developer.gserviceaccount.com`;
 //! - faults can be injected per method: an HTTP error before the work, the work done but the
 //!   answer lost, or an operation that fails (optionally leaving the instance behind); zones
 //!   can be out of stock;
@@ -72,6 +84,14 @@ pub struct Config {
     pub stockout_zones: BTreeSet<String>,
     /// Whether a stockout leaves a TERMINATED instance behind (it sometimes does).
     pub half_made_on_stockout: bool,
+    /// How long a failing insert shows its instance PROVISIONING before the operation ends
+    /// with the error.
+    pub failed_insert_window: Duration,
+    /// Time from a snapshot's operation being DONE until the snapshot is READY (UPLOADING
+    /// meanwhile).
+    pub snapshot_ready_delay: Duration,
+    /// The project number in the default service account's email.
+    pub project_number: String,
     /// The external IP every running instance gets (the end-to-end tests: `127.0.0.1`, so
     /// kgenv reaches a local sshd); `None`: a fresh 203.0.113.x address per start.
     pub fixed_nat_ip: Option<String>,
@@ -125,6 +145,9 @@ impl Default for Config {
             images,
             stockout_zones: BTreeSet::new(),
             half_made_on_stockout: false,
+            failed_insert_window: Duration::from_millis(150),
+            snapshot_ready_delay: Duration::from_millis(100),
+            project_number: "123456789012".into(),
             fixed_nat_ip: None,
             host_key: (HOST_KEY.0.to_string(), HOST_KEY.1.to_string()),
             guest_authorized_keys: None,
@@ -282,9 +305,49 @@ struct Inst {
     fp: u64,
 }
 
+/// A persistent disk.
+#[derive(Debug, Clone)]
+struct DiskRes {
+    /// What the insert asked (name, labels, sourceSnapshot), without output fields.
+    labels: Value,
+    disk_type: String,
+    size_gb: u64,
+    status: String,
+    /// Instances using it, as `projects/p/zones/z/instances/n`.
+    users: Vec<String>,
+    id: u64,
+    source_snapshot: Option<(String, u64)>,
+    /// Opaque content: `image-…` for a boot disk, `blank-…` for a new disk, copied from the
+    /// snapshot for a restored one.
+    data: String,
+}
+
+/// A snapshot.
+#[derive(Debug, Clone)]
+struct SnapRes {
+    labels: Value,
+    id: u64,
+    source_disk: String,
+    source_disk_id: u64,
+    size_gb: u64,
+    data: String,
+    /// When it is READY; `None` while its operation runs.
+    ready_at: Option<Instant>,
+}
+
 #[derive(Debug, Clone)]
 enum Effect {
     Insert { key: IKey, leave_on_error: bool },
+    InsertDisk(IKey),
+    DeleteDisk(IKey),
+    ResizeDisk(IKey, u64),
+    AttachDisk(IKey, Value),
+    DetachDisk(IKey, String),
+    CreateSnapshot(FKey),
+    DeleteSnapshot(FKey),
+    SetMachineType(IKey, String),
+    SetAccelerators(IKey, Value),
+    SetServiceAccount(IKey, Value),
     Delete(IKey),
     Stop(IKey),
     Start(IKey),
@@ -328,6 +391,8 @@ struct World {
     config: Config,
     instances: BTreeMap<IKey, Inst>,
     firewalls: BTreeMap<FKey, Value>,
+    disks: BTreeMap<IKey, DiskRes>,
+    snapshots: BTreeMap<FKey, SnapRes>,
     ops: BTreeMap<String, Op>,
     request_ids: BTreeMap<String, String>,
     log: Vec<Recorded>,
@@ -440,7 +505,7 @@ impl World {
                             i.status = "TERMINATED".into();
                         }
                     } else {
-                        self.instances.remove(&key);
+                        self.remove_instance(&key);
                     }
                 } else {
                     let ip = self.nat_ip();
@@ -451,9 +516,87 @@ impl World {
                     }
                 }
             }
+            // A failed create leaves nothing behind.
+            Effect::InsertDisk(key) if failed => {
+                self.disks.remove(&key);
+            }
+            Effect::CreateSnapshot(key) if failed => {
+                self.snapshots.remove(&key);
+            }
             _ if failed => {}
             Effect::Delete(key) => {
-                self.instances.remove(&key);
+                self.remove_instance(&key);
+            }
+            Effect::InsertDisk(key) => {
+                if let Some(d) = self.disks.get_mut(&key) {
+                    d.status = "READY".into();
+                }
+            }
+            Effect::DeleteDisk(key) => {
+                self.disks.remove(&key);
+            }
+            Effect::ResizeDisk(key, size) => {
+                if let Some(d) = self.disks.get_mut(&key) {
+                    d.size_gb = size;
+                }
+            }
+            Effect::AttachDisk(key, attached) => {
+                let user = ipath_of(&key);
+                if let Some(dk) = disk_key_of(attached["source"].as_str().unwrap_or_default()) {
+                    if let Some(d) = self.disks.get_mut(&dk) {
+                        d.users.push(user);
+                    }
+                }
+                if let Some(i) = self.instances.get_mut(&key) {
+                    match i.body["disks"].as_array_mut() {
+                        Some(list) => list.push(attached),
+                        None => i.body["disks"] = json!([attached]),
+                    }
+                }
+            }
+            Effect::DetachDisk(key, device) => {
+                let user = ipath_of(&key);
+                let mut source = None;
+                if let Some(list) = self
+                    .instances
+                    .get_mut(&key)
+                    .and_then(|i| i.body["disks"].as_array_mut())
+                {
+                    if let Some(pos) = list.iter().position(|d| d["deviceName"] == device) {
+                        source = list.remove(pos)["source"].as_str().map(str::to_string);
+                    }
+                }
+                if let Some(d) = source
+                    .as_deref()
+                    .and_then(disk_key_of)
+                    .and_then(|k| self.disks.get_mut(&k))
+                {
+                    d.users.retain(|u| *u != user);
+                }
+            }
+            Effect::CreateSnapshot(key) => {
+                let ready = at + self.config.snapshot_ready_delay;
+                if let Some(snap) = self.snapshots.get_mut(&key) {
+                    snap.ready_at = Some(ready);
+                }
+            }
+            Effect::DeleteSnapshot(key) => {
+                self.snapshots.remove(&key);
+            }
+            Effect::SetMachineType(key, mt) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["machineType"] = json!(mt);
+                }
+            }
+            Effect::SetAccelerators(key, accs) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["guestAccelerators"] = accs;
+                }
+            }
+            Effect::SetServiceAccount(key, account) => {
+                if let Some(i) = self.instances.get_mut(&key) {
+                    i.body["serviceAccounts"] = json!([account]);
+                }
             }
             Effect::Stop(key) => {
                 if let Some(i) = self.instances.get_mut(&key) {
@@ -669,6 +812,84 @@ impl World {
         Some(v)
     }
 
+    /// Removes an instance as GCE deletes one: auto-delete disks go with it, the others are
+    /// detached (kept, `users` cleared).
+    fn remove_instance(&mut self, key: &IKey) {
+        let Some(inst) = self.instances.remove(key) else {
+            return;
+        };
+        let user = ipath_of(key);
+        for d in inst.body["disks"].as_array().cloned().unwrap_or_default() {
+            let Some(dk) = disk_key_of(d["source"].as_str().unwrap_or_default()) else {
+                continue;
+            };
+            if d["autoDelete"] == true {
+                self.disks.remove(&dk);
+            } else if let Some(disk) = self.disks.get_mut(&dk) {
+                disk.users.retain(|u| *u != user);
+            }
+        }
+    }
+
+    fn disk_json(&self, key: &IKey) -> Option<Value> {
+        let d = self.disks.get(key)?;
+        let (p, z, n) = key;
+        let mut v = json!({
+            "kind": "compute#disk",
+            "id": d.id.to_string(),
+            "name": n,
+            "sizeGb": d.size_gb.to_string(),
+            "type": format!("{SELF_ROOT}projects/{p}/zones/{z}/diskTypes/{}", d.disk_type),
+            "zone": format!("{SELF_ROOT}projects/{p}/zones/{z}"),
+            "status": d.status,
+            "selfLink": format!("{SELF_ROOT}projects/{p}/zones/{z}/disks/{n}"),
+            "labelFingerprint": "42WmSpB8rSM=",
+            "creationTimestamp": "2026-11-28T10:00:00.000-08:00",
+            "physicalBlockSizeBytes": "4096",
+        });
+        if d.labels.as_object().is_some_and(|o| !o.is_empty()) {
+            v["labels"] = d.labels.clone();
+        }
+        if !d.users.is_empty() {
+            v["users"] = json!(d
+                .users
+                .iter()
+                .map(|u| format!("{SELF_ROOT}{u}"))
+                .collect::<Vec<_>>());
+        }
+        if let Some((snap, id)) = &d.source_snapshot {
+            v["sourceSnapshot"] = json!(format!("{SELF_ROOT}{snap}"));
+            v["sourceSnapshotId"] = json!(id.to_string());
+        }
+        Some(v)
+    }
+
+    fn snapshot_json(&self, key: &FKey, now: Instant) -> Option<Value> {
+        let snap = self.snapshots.get(key)?;
+        let (p, n) = key;
+        let status = match snap.ready_at {
+            None => "CREATING",
+            Some(t) if now < t => "UPLOADING",
+            Some(_) => "READY",
+        };
+        let mut v = json!({
+            "kind": "compute#snapshot",
+            "id": snap.id.to_string(),
+            "name": n,
+            "status": status,
+            "sourceDisk": format!("{SELF_ROOT}{}", snap.source_disk),
+            "sourceDiskId": snap.source_disk_id.to_string(),
+            "diskSizeGb": snap.size_gb.to_string(),
+            "storageBytes": "0",
+            "selfLink": format!("{SELF_ROOT}projects/{p}/global/snapshots/{n}"),
+            "creationTimestamp": "2026-11-28T10:00:00.000-08:00",
+        });
+        if snap.labels.as_object().is_some_and(|o| !o.is_empty()) {
+            v["labels"] = snap.labels.clone();
+        }
+        Some(v)
+    }
+
     fn take_fault(&mut self, method_id: &str) -> Option<Fault> {
         let hit = self
             .faults
@@ -677,6 +898,32 @@ impl World {
         hit.1 -= 1;
         Some(hit.2.clone())
     }
+}
+
+/// `projects/p/zones/z/instances/n` of an instance key.
+fn ipath_of((p, z, n): &IKey) -> String {
+    format!("projects/{p}/zones/{z}/instances/{n}")
+}
+
+/// The disk key of a disk URL (full or partial: `…projects/p/zones/z/disks/d`).
+fn disk_key_of(url: &str) -> Option<IKey> {
+    let rest = &url[url.find("projects/")? + 9..];
+    let (p, rest) = rest.split_once("/zones/")?;
+    let (z, n) = rest.split_once("/disks/")?;
+    (!n.contains('/')).then(|| (p.to_string(), z.to_string(), n.to_string()))
+}
+
+/// The error GCE gives for a change that needs a stopped instance.
+fn needs_stopped(name: &str, status: &str, what: &str) -> Outcome {
+    Outcome::Reply(
+        400,
+        google_error(
+            400,
+            "invalidResourceUsage",
+            &format!("Invalid resource usage: 'Instance '{name}' must be stopped (status TERMINATED) before its {what} can be changed; it is {status}.'."),
+        ),
+        None,
+    )
 }
 
 /// A deterministic hex suffix for operation names.
@@ -773,6 +1020,7 @@ impl Shared {
                 if size < *min {
                     return bad_request(&format!("Invalid value for field 'resource.disks[0].initializeParams.diskSizeGb': '{size}'. Requested disk size cannot be smaller than the image size ({min} GB) of image {img}."));
                 }
+                let img = img.clone();
                 let stockout = w.config.stockout_zones.contains(&zone);
                 let (error, leave) = match op_fault {
                     Some(f @ Fault::OperationError { leave_instance, .. }) => (Some(f), leave_instance),
@@ -788,7 +1036,69 @@ impl Shared {
                     ),
                     _ => (None, false),
                 };
+                let boot_key = ikey(&name);
+                if w.disks.contains_key(&boot_key) {
+                    return Outcome::Reply(
+                        409,
+                        google_error(
+                            409,
+                            "alreadyExists",
+                            &format!(
+                                "The resource 'projects/{project}/zones/{zone}/disks/{name}' already exists"
+                            ),
+                        ),
+                        None,
+                    );
+                }
+                let disk_type = last_segment(&init["diskType"]);
+                let boot_labels = init.get("labels").cloned().unwrap_or_else(|| json!({}));
+                let disk_id = w.id();
+                w.disks.insert(
+                    boot_key,
+                    DiskRes {
+                        labels: boot_labels,
+                        disk_type: if disk_type.is_empty() {
+                            "pd-standard".into()
+                        } else {
+                            disk_type
+                        },
+                        size_gb: size,
+                        status: "READY".into(),
+                        users: vec![ipath(&name)],
+                        id: disk_id,
+                        source_snapshot: None,
+                        data: format!("image-{img}-{disk_id}"),
+                    },
+                );
+                // What GCE keeps of the insert: the boot disk as attached (no
+                // initializeParams), the default service account resolved to its email.
+                let mut body = body;
+                let boot_device = body["disks"][0]["deviceName"]
+                    .as_str()
+                    .unwrap_or(&name)
+                    .to_string();
+                body["disks"] = json!([{
+                    "kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE",
+                    "boot": true, "autoDelete": true, "index": 0, "deviceName": boot_device,
+                    "interface": "SCSI", "diskSizeGb": size.to_string(),
+                    "source": format!("{SELF_ROOT}projects/{project}/zones/{zone}/disks/{name}"),
+                }]);
+                let default_email = format!(
+                    "{}-compute@developer.gserviceaccount.com",
+                    w.config.project_number
+                );
+                if let Some(accounts) = body
+                    .get_mut("serviceAccounts")
+                    .and_then(Value::as_array_mut)
+                {
+                    for a in accounts {
+                        if a["email"] == "default" {
+                            a["email"] = json!(default_email);
+                        }
+                    }
+                }
                 let iid = w.id();
+                let failing = error.is_some();
                 w.instances.insert(
                     ikey(&name),
                     Inst {
@@ -813,6 +1123,13 @@ impl Shared {
                     error,
                     now,
                 );
+                if failing {
+                    // GCE shows the instance PROVISIONING for a while before the insert fails.
+                    let window = w.config.failed_insert_window;
+                    if let Some(o) = w.ops.get_mut(&op) {
+                        o.done_at = now + window;
+                    }
+                }
                 Outcome::Reply(200, w.op_json(&op, now), None)
             }
             "compute.instances.delete"
@@ -883,6 +1200,356 @@ impl Shared {
                     op_type,
                     ipath(&name),
                     effect,
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.instances.setMachineType"
+            | "compute.instances.setMachineResources"
+            | "compute.instances.setServiceAccount" => {
+                let name = s(p, "instance").to_string();
+                let key = ikey(&name);
+                let Some(inst) = w.instances.get(&key) else {
+                    return not_found(&ipath(&name));
+                };
+                let body = body.unwrap_or_default();
+                let (what, op_type) = match id {
+                    "compute.instances.setMachineType" => ("machine type", "setMachineType"),
+                    "compute.instances.setMachineResources" => {
+                        ("machine resources", "setMachineResources")
+                    }
+                    _ => ("service account", "setServiceAccount"),
+                };
+                if inst.status != "TERMINATED" {
+                    return needs_stopped(&name, &inst.status, what);
+                }
+                let effect = match id {
+                    "compute.instances.setMachineType" => {
+                        let mt = last_segment(&body["machineType"]);
+                        if !w
+                            .config
+                            .machine_type_prefixes
+                            .iter()
+                            .any(|pre| mt.starts_with(pre.as_str()))
+                        {
+                            return bad_request(&format!("Invalid value for field 'machineType': '{mt}'. Machine type does not exist in zone {zone}."));
+                        }
+                        Effect::SetMachineType(key, format!("zones/{zone}/machineTypes/{mt}"))
+                    }
+                    "compute.instances.setMachineResources" => {
+                        let accs = body["guestAccelerators"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        for a in &accs {
+                            let t = last_segment(&a["acceleratorType"]);
+                            if !w.config.zones.get(&zone).is_some_and(|g| g.contains(&t)) {
+                                return bad_request(&format!("Invalid value for field 'guestAccelerators[0].acceleratorType': '{t}'. Accelerator type does not exist in zone {zone}."));
+                            }
+                        }
+                        Effect::SetAccelerators(key, json!(accs))
+                    }
+                    _ => {
+                        let email = match body["email"].as_str() {
+                            None | Some("default") => format!(
+                                "{}-compute@developer.gserviceaccount.com",
+                                w.config.project_number
+                            ),
+                            Some(e) => e.to_string(),
+                        };
+                        Effect::SetServiceAccount(
+                            key,
+                            json!({"email": email, "scopes": body["scopes"].clone()}),
+                        )
+                    }
+                };
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    op_type,
+                    ipath(&name),
+                    effect,
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.instances.attachDisk" => {
+                let name = s(p, "instance").to_string();
+                let key = ikey(&name);
+                let Some(inst) = w.instances.get(&key) else {
+                    return not_found(&ipath(&name));
+                };
+                let body = body.unwrap_or_default();
+                let source = body["source"].as_str().unwrap_or_default().to_string();
+                let Some(dk) = disk_key_of(&source) else {
+                    return bad_request(&format!(
+                        "Invalid value for field 'resource.source': '{source}'. The URL is malformed."
+                    ));
+                };
+                if dk.0 != project || dk.1 != zone {
+                    return bad_request(&format!("Invalid value for field 'resource.source': '{source}'. Disk must be in the same zone as the instance ({zone})."));
+                }
+                let device = body["deviceName"].as_str().unwrap_or(&dk.2).to_string();
+                let taken = inst.body["disks"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|d| d["deviceName"] == device.as_str()));
+                let Some(disk) = w.disks.get(&dk) else {
+                    return not_found(&format!("projects/{}/zones/{}/disks/{}", dk.0, dk.1, dk.2));
+                };
+                if let Some(user) = disk.users.first() {
+                    return Outcome::Reply(
+                        400,
+                        google_error(
+                            400,
+                            "resourceInUseByAnotherResource",
+                            &format!(
+                                "The disk resource 'projects/{}/zones/{}/disks/{}' is already being used by '{user}'",
+                                dk.0, dk.1, dk.2
+                            ),
+                        ),
+                        None,
+                    );
+                }
+                if taken {
+                    return bad_request(&format!("Invalid value for field 'resource.deviceName': '{device}'. A disk with this device name is already attached to the instance."));
+                }
+                let index = inst.body["disks"].as_array().map_or(0, Vec::len);
+                let attached = json!({
+                    "kind": "compute#attachedDisk", "type": "PERSISTENT",
+                    "mode": body["mode"].as_str().unwrap_or("READ_WRITE"),
+                    "boot": false, "autoDelete": body["autoDelete"].as_bool().unwrap_or(false),
+                    "index": index, "deviceName": device, "interface": "SCSI",
+                    "diskSizeGb": disk.size_gb.to_string(),
+                    "source": format!("{SELF_ROOT}projects/{}/zones/{}/disks/{}", dk.0, dk.1, dk.2),
+                });
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    "attachDisk",
+                    ipath(&name),
+                    Effect::AttachDisk(key, attached),
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.instances.detachDisk" => {
+                let name = s(p, "instance").to_string();
+                let key = ikey(&name);
+                let Some(inst) = w.instances.get(&key) else {
+                    return not_found(&ipath(&name));
+                };
+                let device = query
+                    .iter()
+                    .find(|(k, _)| k == "deviceName")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let found = inst.body["disks"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|d| d["deviceName"] == device.as_str()));
+                if !found {
+                    return bad_request(&format!("Invalid value for field 'deviceName': '{device}'. No attached disk found with this device name."));
+                }
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    "detachDisk",
+                    ipath(&name),
+                    Effect::DetachDisk(key, device),
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.disks.get" => {
+                let key = ikey(s(p, "disk"));
+                match w.disk_json(&key) {
+                    Some(v) => Outcome::Reply(200, v, None),
+                    None => not_found(&format!("projects/{project}/zones/{zone}/disks/{}", key.2)),
+                }
+            }
+            "compute.disks.insert" => {
+                if !zone_known {
+                    return not_found(&format!("projects/{project}/zones/{zone}"));
+                }
+                let body = body.unwrap_or_default();
+                let name = body["name"].as_str().unwrap_or_default().to_string();
+                let dpath = format!("projects/{project}/zones/{zone}/disks/{name}");
+                if w.disks.contains_key(&ikey(&name)) {
+                    return Outcome::Reply(
+                        409,
+                        google_error(
+                            409,
+                            "alreadyExists",
+                            &format!("The resource '{dpath}' already exists"),
+                        ),
+                        None,
+                    );
+                }
+                let mut size: Option<u64> = body["sizeGb"].as_str().and_then(|v| v.parse().ok());
+                let (source, data) = match body["sourceSnapshot"].as_str() {
+                    None => (None, None),
+                    Some(src) => {
+                        let sname = src.rsplit('/').next().unwrap_or_default().to_string();
+                        let spath = format!("projects/{project}/global/snapshots/{sname}");
+                        let Some(snap) = w.snapshots.get(&(project.clone(), sname)) else {
+                            return not_found(&spath);
+                        };
+                        if !snap.ready_at.is_some_and(|t| now >= t) {
+                            return Outcome::Reply(
+                                400,
+                                google_error(
+                                    400,
+                                    "resourceNotReady",
+                                    &format!("The resource '{spath}' is not ready"),
+                                ),
+                                None,
+                            );
+                        }
+                        if size.is_some_and(|g| g < snap.size_gb) {
+                            return bad_request(&format!("Invalid value for field 'resource.sizeGb': '{}'. Requested disk size cannot be smaller than the snapshot size ({} GB).", size.unwrap_or_default(), snap.size_gb));
+                        }
+                        size.get_or_insert(snap.size_gb);
+                        (Some((spath, snap.id)), Some(snap.data.clone()))
+                    }
+                };
+                let disk_type = last_segment(&body["type"]);
+                let did = w.id();
+                w.disks.insert(
+                    ikey(&name),
+                    DiskRes {
+                        labels: body.get("labels").cloned().unwrap_or_else(|| json!({})),
+                        disk_type: if disk_type.is_empty() {
+                            "pd-standard".into()
+                        } else {
+                            disk_type
+                        },
+                        size_gb: size.unwrap_or(500),
+                        status: if source.is_some() {
+                            "RESTORING"
+                        } else {
+                            "CREATING"
+                        }
+                        .into(),
+                        users: Vec::new(),
+                        id: did,
+                        source_snapshot: source,
+                        data: data.unwrap_or_else(|| format!("blank-{did}")),
+                    },
+                );
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    "insert",
+                    dpath,
+                    Effect::InsertDisk(ikey(&name)),
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.disks.delete" | "compute.disks.resize" | "compute.disks.createSnapshot" => {
+                let name = s(p, "disk").to_string();
+                let key = ikey(&name);
+                let dpath = format!("projects/{project}/zones/{zone}/disks/{name}");
+                let Some(disk) = w.disks.get(&key).cloned() else {
+                    return not_found(&dpath);
+                };
+                let body = body.unwrap_or_default();
+                let (op_type, target, effect) = match id {
+                    "compute.disks.delete" => {
+                        if let Some(user) = disk.users.first() {
+                            return Outcome::Reply(
+                                400,
+                                google_error(
+                                    400,
+                                    "resourceInUseByAnotherResource",
+                                    &format!("The disk resource '{dpath}' is already being used by '{user}'"),
+                                ),
+                                None,
+                            );
+                        }
+                        ("delete", dpath, Effect::DeleteDisk(key))
+                    }
+                    "compute.disks.resize" => {
+                        let new: u64 = body["sizeGb"]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or_default();
+                        if new <= disk.size_gb {
+                            return bad_request(&format!("Invalid value for field 'sizeGb': '{new}'. New disk size '{new}' GB must be larger than existing size '{}' GB.", disk.size_gb));
+                        }
+                        ("resize", dpath, Effect::ResizeDisk(key, new))
+                    }
+                    _ => {
+                        let sname = body["name"].as_str().unwrap_or_default().to_string();
+                        let skey = (project.clone(), sname.clone());
+                        let spath = format!("projects/{project}/global/snapshots/{sname}");
+                        if w.snapshots.contains_key(&skey) {
+                            return Outcome::Reply(
+                                409,
+                                google_error(
+                                    409,
+                                    "alreadyExists",
+                                    &format!("The resource '{spath}' already exists"),
+                                ),
+                                None,
+                            );
+                        }
+                        let sid = w.id();
+                        w.snapshots.insert(
+                            skey.clone(),
+                            SnapRes {
+                                labels: body.get("labels").cloned().unwrap_or_else(|| json!({})),
+                                id: sid,
+                                source_disk: dpath.clone(),
+                                source_disk_id: disk.id,
+                                size_gb: disk.size_gb,
+                                data: disk.data.clone(),
+                                ready_at: None,
+                            },
+                        );
+                        ("createSnapshot", dpath, Effect::CreateSnapshot(skey))
+                    }
+                };
+                let op = w.new_op(
+                    id,
+                    &project,
+                    Some(&zone),
+                    op_type,
+                    target,
+                    effect,
+                    op_fault,
+                    now,
+                );
+                Outcome::Reply(200, w.op_json(&op, now), None)
+            }
+            "compute.snapshots.get" => {
+                let key = (project.clone(), s(p, "snapshot").to_string());
+                match w.snapshot_json(&key, now) {
+                    Some(v) => Outcome::Reply(200, v, None),
+                    None => not_found(&format!("projects/{project}/global/snapshots/{}", key.1)),
+                }
+            }
+            "compute.snapshots.delete" => {
+                let key = (project.clone(), s(p, "snapshot").to_string());
+                let spath = format!("projects/{project}/global/snapshots/{}", key.1);
+                if !w.snapshots.contains_key(&key) {
+                    return not_found(&spath);
+                }
+                let op = w.new_op(
+                    id,
+                    &project,
+                    None,
+                    "delete",
+                    spath,
+                    Effect::DeleteSnapshot(key),
                     op_fault,
                     now,
                 );
@@ -1280,6 +1947,8 @@ impl FakeGce {
                 config,
                 instances: BTreeMap::new(),
                 firewalls: BTreeMap::new(),
+                disks: BTreeMap::new(),
+                snapshots: BTreeMap::new(),
                 ops: BTreeMap::new(),
                 request_ids: BTreeMap::new(),
                 log: Vec::new(),
@@ -1413,6 +2082,75 @@ impl FakeGce {
                 fp: 1,
             },
         );
+    }
+
+    /// Disks as (zone, name, size GB, users as `projects/p/zones/z/instances/n`).
+    pub fn disks(&self) -> Vec<(String, String, u64, Vec<String>)> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.disks
+            .iter()
+            .map(|((_, z, n), d)| (z.clone(), n.clone(), d.size_gb, d.users.clone()))
+            .collect()
+    }
+
+    /// One disk as `disks.get` would show it.
+    pub fn disk(&self, project: &str, zone: &str, name: &str) -> Option<Value> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.disk_json(&(project.into(), zone.into(), name.into()))
+    }
+
+    /// A disk's content (an opaque value: `blank-…` when new, the source disk's when
+    /// restored from a snapshot).
+    pub fn disk_data(&self, project: &str, zone: &str, name: &str) -> Option<String> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.disks
+            .get(&(project.into(), zone.into(), name.into()))
+            .map(|d| d.data.clone())
+    }
+
+    /// Stands for the guest writing to a disk: replaces its content value.
+    pub fn write_disk(&self, project: &str, zone: &str, name: &str, data: &str) {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        let d = w
+            .disks
+            .get_mut(&(project.into(), zone.into(), name.into()))
+            .expect("write_disk: no such disk");
+        d.data = data.to_string();
+    }
+
+    /// Snapshots as (name, status).
+    pub fn snapshots(&self) -> Vec<(String, String)> {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        w.advance(now);
+        w.snapshots
+            .keys()
+            .filter_map(|k| {
+                let v = w.snapshot_json(k, now)?;
+                Some((k.1.clone(), v["status"].as_str()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Ends every running operation now and makes every uploading snapshot READY (as if
+    /// their time had come): lets a test hold an operation open with a long latency or
+    /// window, look at the state meanwhile, then release it without depending on timing.
+    pub fn finish_operations_now(&self) {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        for op in w.ops.values_mut().filter(|o| !o.finalized) {
+            op.done_at = op.done_at.min(now);
+        }
+        w.advance(now);
+        for snap in w.snapshots.values_mut() {
+            if let Some(t) = &mut snap.ready_at {
+                *t = (*t).min(now);
+            }
+        }
     }
 
     /// Puts a firewall rule there, as if someone else made it.
