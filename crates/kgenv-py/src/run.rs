@@ -31,8 +31,8 @@ use crate::{convert, errors, runtime};
 pub(crate) enum Output {
     /// `plan`, `up`, `down`.
     Report(Report),
-    /// `status`.
-    Status(StatusReport),
+    /// `status` (boxed: the state it carries makes it the largest by far).
+    Status(Box<StatusReport>),
     /// A command's exit code, stdout and stderr.
     Exec(i64, Vec<u8>, Vec<u8>),
     /// Lines of text (the container's logs).
