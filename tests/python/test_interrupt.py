@@ -50,7 +50,7 @@ def test_sigint_cancels_a_long_up_cleanly(world: MockWorld) -> None:
     world.set_latency("*", 0)
     report = env.up(progress=False)
     assert "instance" in report.satisfied and "container" in report.changed
-    env.down(progress=False)
+    env.down(yes=True, progress=False)
     assert not world.state()["instances"]
     assert_consistent(env, world)
 
@@ -110,7 +110,7 @@ def test_real_sigint_from_outside_the_process(tmp_path: Path) -> None:
     assert str(env.state_file) == result["state_file"]
     assert world.state()["instances"] and not world.state()["containers"]
     assert_consistent(env, world)
-    env.down(progress=False)
+    env.down(yes=True, progress=False)
     assert not world.state()["instances"]
 
 

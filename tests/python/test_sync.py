@@ -43,7 +43,7 @@ def test_plan_up_status_down_round_trip(env: kgenv.Env, world: MockWorld) -> Non
     assert status.facts["instance"]["zone"] == "us-central1-a"
     assert status.live.count("none") == len(ids)
 
-    down = env.down()
+    down = env.down(yes=True)
     assert "instance" in down.changed
     s = world.state()
     assert not s["instances"] and not s["firewalls"] and not s["containers"]
@@ -126,7 +126,7 @@ def test_raising_from_on_event_cancels_the_run_and_reraises(env: kgenv.Env, worl
     assert world.state()["instances"]
     assert not world.state()["containers"]
     assert_consistent(env, world)
-    env.down(progress=False)
+    env.down(yes=True, progress=False)
     assert not world.state()["instances"]
 
 
@@ -185,7 +185,7 @@ def test_persistent_world_is_shared_by_path(tmp_path: pytest.TempPathFactory) ->
     assert second.path == path and second.state_dir == first.state_dir
     env = gce_env(second)
     assert not env.plan().has_changes, "a new process sees the same world and state"
-    env.down(progress=False)
+    env.down(yes=True, progress=False)
     assert not MockWorld(path).state()["instances"]
 
 

@@ -95,10 +95,73 @@ def test_autostop_in_place(world: MockWorld) -> None:
 def test_down_deletes_only_the_named_bucket(env: kgenv.Env, world: MockWorld) -> None:
     env.up(progress=False)
     with pytest.raises(kgenv.UsageError, match="not this environment's bucket"):
-        env.down(delete_buckets=["someone-elses"], progress=False)
+        env.down(yes=True, delete_buckets=["someone-elses"], progress=False)
     assert world.state()["buckets"], "nothing deleted on a usage error"
-    env.down(delete_buckets=["gs://my-project-data"], progress=False)
+    env.down(yes=True, delete_buckets=["gs://my-project-data"], progress=False)
     assert world.state()["buckets"] == {}
+
+
+def test_down_without_yes_raises_with_the_preview_and_changes_nothing(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    before, state_before = world.state(), env.state_file.read_bytes()
+    preview = env.down_preview()
+    assert isinstance(preview, kgenv.DownPreview)
+    assert any(d.startswith("instance projects/my-project/") for d in preview.deletes), str(preview)
+    assert any(k.startswith("bucket gs://my-project-data") for k in preview.keeps), str(preview)
+    assert not any(d.startswith("bucket gs://") for d in preview.deletes), "the bucket is kept"
+    assert [s.step for s in preview.steps].index("container") < [s.step for s in preview.steps].index("instance"), "down's order"
+    assert "keeps:" in str(preview) and len(preview) == len(preview.deletes)
+    assert env.state_file.read_bytes() == state_before, "the preview is read-only"
+
+    with pytest.raises(kgenv.ConfirmationRequiredError) as e:
+        env.down(progress=False)
+    err = e.value
+    assert isinstance(err, kgenv.UsageError), "the exit-2 family, as the CLI's"
+    assert err.kind == "not_confirmed" and err.operation == "down"
+    assert err.changes == preview.deletes and err.keeps == preview.keeps
+    assert "yes=True" in str(err)
+    assert world.state() == before and env.state_file.read_bytes() == state_before, "nothing changed"
+
+    with pytest.raises(kgenv.UsageError, match="disk `someone-elses`"):
+        env.down(yes=True, delete_disks=["someone-elses"], progress=False)
+    assert world.state() == before
+
+    with pytest.raises(kgenv.ConfirmationRequiredError):
+        asyncio.run(env.down_async(progress=False))
+    assert asyncio.run(env.down_preview_async()) == preview
+
+    report = env.down(yes=True, progress=False)
+    assert "instance" in report.changed
+    assert not world.state()["instances"] and world.state()["buckets"], "removed; bucket kept"
+    assert not env.down_preview().deletes
+    env.down(progress=False)  # nothing left to delete: nothing to confirm
+
+
+def test_planned_disruption_is_a_field_of_the_planned_event() -> None:
+    ev = events.from_dict(
+        {
+            "event": "planned",
+            "step": "instance",
+            "text": "~ instance: …",
+            "summary": "the VM",
+            "change": "update",
+            "diff": ["machine_type: n1-standard-8 → n1-standard-16"],
+            "actions": ["POST setMachineType"],
+            "disruption": "stops and restarts the VM",
+        }
+    )
+    assert isinstance(ev, events.PlannedEvent) and ev.disruption == "stops and restarts the VM"
+    step = kgenv.PlannedStep(ev.step, ev.summary, ev.change, ev.diff, ev.actions, ev.disruption)
+    assert str(step).splitlines()[0].endswith("(update; stops and restarts the VM)")
+
+
+def test_up_and_down_take_yes(env: kgenv.Env) -> None:
+    for fn in (env.up, env.up_async, env.down, env.down_async):
+        params = inspect.signature(fn).parameters
+        assert params["yes"].default is False and params["yes"].kind is inspect.Parameter.KEYWORD_ONLY, fn
+    assert "delete_disks" in inspect.signature(env.down).parameters
+    with pytest.raises(TypeError, match="yes must be True or False"):
+        env.down(yes="yes", progress=False)  # type: ignore[arg-type]
 
 
 def test_data_list(world: MockWorld) -> None:

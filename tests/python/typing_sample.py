@@ -48,7 +48,9 @@ def sync_flow(env: kgenv.Env) -> int:
     with env.jupyter() as tunnel:
         port: int = tunnel.port
         assert port > 0
-    down: kgenv.Report = env.down(progress=False)
+    preview: kgenv.DownPreview = env.down_preview()
+    assert preview.deletes and all(isinstance(k, str) for k in preview.keeps)
+    down: kgenv.Report = env.down(yes=True, progress=False)
     return creates + len(steps) + len(changed) + len(status.resources()) + len(gpus) + result.exit_code + len(url) + len(down)
 
 
@@ -56,7 +58,7 @@ async def async_flow(env: kgenv.Env) -> bool:
     plan = await env.plan_async(only=["firewall"], until=None)
     report = await env.up_async(progress=False)
     data: kgenv.DownloadResult = await kgenv.data.download_async("titanic", "/data/t", backends=env.world or "mock", progress=False)
-    await env.down_async(progress=False)
+    await env.down_async(yes=True, progress=False)
     return plan.has_changes and bool(report.changed) and data.bytes > 0
 
 

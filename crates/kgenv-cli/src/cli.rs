@@ -43,7 +43,8 @@ Environment:
   RUST_LOG                                       tracing filter (also -v, -vv)
   NO_COLOR                                       no colours
 
-Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent), 130 cancelled.";
+Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent) or a deletion or
+restart not confirmed (nothing of it done), 130 cancelled.";
 
 /// Options for every command.
 #[derive(Debug, Args)]

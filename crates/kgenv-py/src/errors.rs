@@ -79,6 +79,12 @@ fn fill(f: &Bound<'_, PyDict>, err: &Error) -> PyResult<&'static str> {
             "ValidationError"
         }
         Error::Usage(_) => "UsageError",
+        Error::NotConfirmed(u) => {
+            f.set_item("operation", &u.operation)?;
+            f.set_item("changes", u.changes.clone())?;
+            f.set_item("keeps", u.keeps.clone())?;
+            "ConfirmationRequiredError"
+        }
         Error::Cancelled => "CancelledError",
         Error::State(s) => {
             f.set_item("path", s.path().to_path_buf())?;

@@ -61,6 +61,7 @@ fn _kgenv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::Run>()?;
     m.add_class::<tunnel::JupyterTunnel>()?;
     m.add_function(wrap_pyfunction!(ops::start_run, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::start_down_preview, m)?)?;
     m.add_function(wrap_pyfunction!(ops::start_ssh, m)?)?;
     m.add_function(wrap_pyfunction!(ops::start_exec, m)?)?;
     m.add_function(wrap_pyfunction!(ops::start_logs, m)?)?;

@@ -32,11 +32,38 @@ pub(crate) fn runner(
         .state_dir(backends::state_dir(state_dir, world)))
 }
 
+/// The run options of a Python call.
+fn run_options(
+    only: Vec<String>,
+    until: Option<String>,
+    delete_buckets: Vec<String>,
+    delete_disks: Vec<String>,
+    yes: bool,
+) -> RunOptions {
+    let mut opts = RunOptions {
+        only,
+        until,
+        yes,
+        ..RunOptions::default()
+    };
+    for b in delete_buckets {
+        opts = opts.delete_bucket(b);
+    }
+    for d in delete_disks {
+        opts = opts.delete_disk(d);
+    }
+    opts
+}
+
 /// Starts `operation` (`plan`, `up`, `down`, `status`, `stop` or `start`). `notify` is
 /// called from another thread whenever a message is ready (the asyncio layer uses it);
 /// without it, use `Run.wait`.
+///
+/// Nobody can answer a question from here: without `yes`, `down` (when it would delete
+/// something) and an `up` change that restarts the VM fail with the core's
+/// `NotConfirmed` error (`kgenv.ConfirmationRequiredError`) and change nothing of it.
 #[pyfunction]
-#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), notify=None))]
+#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), yes=false, notify=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_run(
     py: Python<'_>,
@@ -47,6 +74,8 @@ pub(crate) fn start_run(
     only: Vec<String>,
     until: Option<String>,
     delete_buckets: Vec<String>,
+    delete_disks: Vec<String>,
+    yes: bool,
     notify: Option<Py<PyAny>>,
 ) -> PyResult<Run> {
     let operation = operation.to_string();
@@ -55,14 +84,7 @@ pub(crate) fn start_run(
             "unknown operation `{operation}`: use plan, up, down, status, stop or start"
         )));
     }
-    let mut opts = RunOptions {
-        only,
-        until,
-        ..RunOptions::default()
-    };
-    for b in delete_buckets {
-        opts = opts.delete_bucket(b);
-    }
+    let opts = run_options(only, until, delete_buckets, delete_disks, yes);
     let runner = runner(py, spec, world.as_ref(), state_dir)?;
     run::spawn(notify, move |emitter, cancel| async move {
         let runner = runner.cancel_token(cancel);
@@ -70,7 +92,10 @@ pub(crate) fn start_run(
         match operation.as_str() {
             "plan" => runner.plan(opts, on_event).await.map(Output::Report),
             "up" => runner.up(opts, on_event).await.map(Output::Report),
-            "down" => runner.down(opts, on_event).await.map(Output::Report),
+            "down" => runner
+                .down_confirmed(opts, |_| false, on_event)
+                .await
+                .map(Output::Report),
             "stop" => runner.stop(on_event).await.map(Output::Report),
             "start" => runner.start(on_event).await.map(Output::Report),
             _ => runner
@@ -78,6 +103,34 @@ pub(crate) fn start_run(
                 .await
                 .map(|s| Output::Status(Box::new(s))),
         }
+    })
+}
+
+/// What `down` with these options would delete and keep (`DownPreview` as a dictionary),
+/// read from the state file: no call, no change.
+#[pyfunction]
+#[pyo3(signature = (spec, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), notify=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_down_preview(
+    py: Python<'_>,
+    spec: &Bound<'_, EnvSpec>,
+    world: Option<Bound<'_, PyMockWorld>>,
+    state_dir: Option<PathBuf>,
+    only: Vec<String>,
+    until: Option<String>,
+    delete_buckets: Vec<String>,
+    delete_disks: Vec<String>,
+    notify: Option<Py<PyAny>>,
+) -> PyResult<Run> {
+    let opts = run_options(only, until, delete_buckets, delete_disks, false);
+    let runner = runner(py, spec, world.as_ref(), state_dir)?;
+    run::spawn(notify, move |_, cancel| {
+        cancellable(cancel, async move {
+            let preview = runner.down_preview(&opts).await?;
+            let value = serde_json::to_value(&preview)
+                .map_err(|e| Error::from(kgenv_core::BackendError::other(e.to_string())))?;
+            Ok(Output::Value(value))
+        })
     })
 }
 

@@ -13,7 +13,8 @@ idempotent, secure call, from a notebook.
     env.exec(["python", "-V"]); env.logs(tail=20)
     env.jupyter_url()                           # through an SSH tunnel, no public port
     env.stop(); env.start()                     # stop paying for the GPU, keep the disks
-    env.down()                                  # remove what kgenv made (data is kept)
+    env.down_preview()                          # what down would delete, and what it keeps
+    env.down(yes=True)                          # remove what kgenv made (data is kept)
 
 Every blocking call has an ``*_async`` twin for ``await`` (Jupyter's running loop
 included); Ctrl-C and task cancellation stop runs cleanly. ``kgenv.testing.MockWorld``
@@ -31,6 +32,7 @@ from ._errors import (
     CancelledError,
     CommandFailedError,
     ConfigError,
+    ConfirmationRequiredError,
     ConnectionFailedError,
     EnvLockedError,
     HostKeyMismatchError,
@@ -50,7 +52,21 @@ from ._errors import (
     ValidationError,
 )
 from ._kgenv import JupyterTunnel
-from ._results import CommandResult, DataFile, DownloadResult, GpuInfo, GpuReport, Plan, PlannedStep, Report, Status, StepInfo, StepResult
+from ._results import (
+    CommandResult,
+    DataFile,
+    DownloadResult,
+    DownPreview,
+    GpuInfo,
+    GpuReport,
+    Plan,
+    PlannedStep,
+    Report,
+    Status,
+    StepInfo,
+    StepResult,
+    StepTeardown,
+)
 from ._specs import (
     Autostop,
     BucketMount,
@@ -90,6 +106,8 @@ __all__ = [
     "StepResult",
     "Status",
     "StepInfo",
+    "DownPreview",
+    "StepTeardown",
     "CommandResult",
     "GpuInfo",
     "GpuReport",
@@ -105,6 +123,7 @@ __all__ = [
     "ConfigError",
     "ValidationError",
     "UsageError",
+    "ConfirmationRequiredError",
     "StateError",
     "EnvLockedError",
     "CancelledError",

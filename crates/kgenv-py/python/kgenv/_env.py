@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 from . import _kgenv
 from ._errors import ValidationError
-from ._results import CommandResult, GpuReport, Plan, Report, Status, StepInfo
+from ._results import CommandResult, DownPreview, GpuReport, Plan, Report, Status, StepInfo
 from ._runner import Dispatch, OnEvent, run_async, run_sync
 from ._specs import (
     Autostop,
@@ -49,6 +49,11 @@ def _steps(only: Steps) -> list[str]:
     if isinstance(only, str):
         return [only]
     return list(only)
+
+
+def _names(names: Sequence[str]) -> list[str]:
+    # One name given as a plain string is that name, not its letters.
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _python_field(field: str) -> str:
@@ -283,11 +288,28 @@ class Env:
 
     # -- operations -----------------------------------------------------------------------
 
-    def _start(self, operation: str, only: Steps = None, until: str | None = None, delete_buckets: Sequence[str] = ()) -> Any:
+    def _start(
+        self,
+        operation: str,
+        only: Steps = None,
+        until: str | None = None,
+        delete_buckets: Sequence[str] = (),
+        delete_disks: Sequence[str] = (),
+        yes: bool = False,
+    ) -> Any:
         spec, kw = self._spec, self._kw()
         steps = _steps(only)
-        buckets = [delete_buckets] if isinstance(delete_buckets, str) else list(delete_buckets)
-        return lambda notify: _kgenv.start_run(spec, operation, only=steps, until=until, delete_buckets=buckets, notify=notify, **kw)
+        buckets, disks = _names(delete_buckets), _names(delete_disks)
+        if not isinstance(yes, bool):
+            raise TypeError(f"yes must be True or False, got {type(yes).__name__}")
+        return lambda notify: _kgenv.start_run(
+            spec, operation, only=steps, until=until, delete_buckets=buckets, delete_disks=disks, yes=yes, notify=notify, **kw
+        )
+
+    def _preview_start(self, only: Steps, delete_buckets: Sequence[str], delete_disks: Sequence[str]) -> Any:
+        spec, kw = self._spec, self._kw()
+        steps, buckets, disks = _steps(only), _names(delete_buckets), _names(delete_disks)
+        return lambda notify: _kgenv.start_down_preview(spec, only=steps, delete_buckets=buckets, delete_disks=disks, notify=notify, **kw)
 
     def plan(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = False) -> Plan:
         """What ``up`` would change and the calls it would make. Changes nothing.
@@ -301,9 +323,16 @@ class Env:
         d = Dispatch("plan", self.name, on_event, progress)
         return Plan._build(run_sync(self._start("plan", only, until), d), d.events, self._order())
 
-    def up(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+    def up(
+        self, *, only: Steps = None, until: str | None = None, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """Brings the environment to its spec: each step checks, and changes only what
         differs. A second ``up`` changes nothing.
+
+        A change that stops and restarts the VM (a new machine type, GPU, scopes, a bigger
+        disk; :meth:`plan` marks it) is applied only with ``yes=True``: without it that
+        step raises :class:`kgenv.ConfirmationRequiredError` naming the change, and is not
+        applied.
 
         Blocks with the GIL released. Ctrl-C (KeyboardInterrupt) cancels cleanly: steps
         already running finish, nothing new starts, the state file stays consistent, then
@@ -312,22 +341,54 @@ class Env:
         Args:
             only: Only these steps (an id, or a prefix such as ``"firewall"``).
             until: This step and everything it depends on.
+            yes: Apply changes that stop and restart the VM (the CLI's ``--yes``).
             on_event: Called with each :class:`kgenv.Event` on this thread; raising from it
                 cancels the run, then re-raises.
             progress: Show progress (default: when ``on_event`` is not given) — a live
                 table in Jupyter, lines on stderr elsewhere.
         """
         d = Dispatch("up", self.name, on_event, progress)
-        return Report._build(run_sync(self._start("up", only, until), d), d.events, self._order())
+        return Report._build(run_sync(self._start("up", only, until, yes=yes), d), d.events, self._order())
 
     def down(
-        self, *, only: Steps = None, delete_buckets: Sequence[str] = (), on_event: OnEvent | None = None, progress: bool | None = None
+        self,
+        *,
+        yes: bool = False,
+        only: Steps = None,
+        delete_buckets: Sequence[str] = (),
+        delete_disks: Sequence[str] = (),
+        on_event: OnEvent | None = None,
+        progress: bool | None = None,
     ) -> Report:
-        """Removes what kgenv created for this environment, dependents first. Buckets and
-        data are kept; ``delete_buckets`` names buckets to delete too (only the
-        environment's own, as ``kgenv down --delete-bucket``). Cancels like :meth:`up`."""
+        """Removes what kgenv created for this environment, dependents first, once
+        confirmed with ``yes=True``.
+
+        Without ``yes=True`` nothing is changed: it raises
+        :class:`kgenv.ConfirmationRequiredError` whose ``changes`` and ``keeps`` list what
+        it would delete and keep (as ``kgenv down`` does without a terminal and without
+        ``--yes``). :meth:`down_preview` shows the same list without raising. With nothing
+        left to delete it returns without needing ``yes``.
+
+        Buckets and data disks are kept; ``delete_buckets`` and ``delete_disks`` name ones
+        to delete too (only the environment's own, as ``kgenv down --delete-bucket`` /
+        ``--delete-disk``; another name raises :class:`kgenv.UsageError` before anything
+        changes). Cancels like :meth:`up`.
+        """
         d = Dispatch("down", self.name, on_event, progress)
-        return Report._build(run_sync(self._start("down", only, delete_buckets=delete_buckets), d), d.events, self._order())
+        return Report._build(
+            run_sync(self._start("down", only, delete_buckets=delete_buckets, delete_disks=delete_disks, yes=yes), d), d.events, self._order()
+        )
+
+    def down_preview(self, *, only: Steps = None, delete_buckets: Sequence[str] = (), delete_disks: Sequence[str] = ()) -> DownPreview:
+        """What :meth:`down` with the same arguments would delete and keep, step by step in
+        the order ``down`` goes. Reads the state file only: no call, no change."""
+        d = Dispatch("down", self.name, None, False)
+        return DownPreview._build(run_sync(self._preview_start(only, delete_buckets, delete_disks), d))
+
+    async def down_preview_async(self, *, only: Steps = None, delete_buckets: Sequence[str] = (), delete_disks: Sequence[str] = ()) -> DownPreview:
+        """:meth:`down_preview` as a coroutine."""
+        d = Dispatch("down", self.name, None, False)
+        return DownPreview._build(await run_async(self._preview_start(only, delete_buckets, delete_disks), d))
 
     def status(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
         """What kgenv recorded, and a live check of each step."""
@@ -339,18 +400,31 @@ class Env:
         d = Dispatch("plan", self.name, on_event, progress)
         return Plan._build(await run_async(self._start("plan", only, until), d), d.events, self._order())
 
-    async def up_async(self, *, only: Steps = None, until: str | None = None, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+    async def up_async(
+        self, *, only: Steps = None, until: str | None = None, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """:meth:`up` as a coroutine. ``on_event`` runs on the loop's thread; cancelling
         the task cancels the run cleanly, then raises :class:`asyncio.CancelledError`."""
         d = Dispatch("up", self.name, on_event, progress)
-        return Report._build(await run_async(self._start("up", only, until), d), d.events, self._order())
+        return Report._build(await run_async(self._start("up", only, until, yes=yes), d), d.events, self._order())
 
     async def down_async(
-        self, *, only: Steps = None, delete_buckets: Sequence[str] = (), on_event: OnEvent | None = None, progress: bool | None = None
+        self,
+        *,
+        yes: bool = False,
+        only: Steps = None,
+        delete_buckets: Sequence[str] = (),
+        delete_disks: Sequence[str] = (),
+        on_event: OnEvent | None = None,
+        progress: bool | None = None,
     ) -> Report:
-        """:meth:`down` as a coroutine."""
+        """:meth:`down` as a coroutine (``yes=True`` to go ahead, as there)."""
         d = Dispatch("down", self.name, on_event, progress)
-        return Report._build(await run_async(self._start("down", only, delete_buckets=delete_buckets), d), d.events, self._order())
+        return Report._build(
+            await run_async(self._start("down", only, delete_buckets=delete_buckets, delete_disks=delete_disks, yes=yes), d),
+            d.events,
+            self._order(),
+        )
 
     async def status_async(self, *, on_event: OnEvent | None = None, progress: bool | None = False) -> Status:
         """:meth:`status` as a coroutine."""

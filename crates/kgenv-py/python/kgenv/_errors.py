@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "ValidationError",
     "UsageError",
+    "ConfirmationRequiredError",
     "StateError",
     "EnvLockedError",
     "CancelledError",
@@ -146,6 +147,35 @@ class UsageError(KgenvError, ValueError):
     without the part the call needs)."""
 
     _default_kind = "usage"
+
+
+class ConfirmationRequiredError(UsageError):
+    """A change that deletes, stops or restarts needs ``yes=True``; nothing of it was done
+    (the CLI's exit 2 without ``--yes``). ``env.down()`` raises it with what it would delete
+    and keep, ``env.up()`` with the change that would restart the VM::
+
+        try:
+            env.down()
+        except kgenv.ConfirmationRequiredError as e:
+            print("\\n".join(e.changes))   # read, then env.down(yes=True)
+
+    Attributes:
+        operation: ``"down"`` or ``"up"``.
+        changes: What it would delete (``down``) or stop and restart (``up``).
+        keeps: What it keeps in any case (the bucket, the data disk).
+    """
+
+    _fields = ("operation", "changes", "keeps")
+    _default_kind = "not_confirmed"
+    operation: str | None
+    changes: tuple[str, ...] | None
+    keeps: tuple[str, ...] | None
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        for key in ("changes", "keeps"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        super().__init__(message, **fields)
 
 
 class StateError(KgenvError):

@@ -16,6 +16,7 @@ __all__ = [
     "hash_password",
     "noop",
     "start_autostop",
+    "start_down_preview",
     "start_download",
     "start_exec",
     "start_gpu",
@@ -130,6 +131,19 @@ def start_run(
     only: Sequence[str] = ...,
     until: str | None = None,
     delete_buckets: Sequence[str] = ...,
+    delete_disks: Sequence[str] = ...,
+    yes: bool = False,
+    notify: _Notify = None,
+) -> Run: ...
+def start_down_preview(
+    spec: EnvSpec,
+    *,
+    world: MockWorld | None = None,
+    state_dir: _StrPath | None = None,
+    only: Sequence[str] = ...,
+    until: str | None = None,
+    delete_buckets: Sequence[str] = ...,
+    delete_disks: Sequence[str] = ...,
     notify: _Notify = None,
 ) -> Run: ...
 def start_ssh(

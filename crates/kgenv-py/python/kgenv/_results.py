@@ -24,6 +24,8 @@ __all__ = [
     "DataFile",
     "DownloadResult",
     "StepInfo",
+    "StepTeardown",
+    "DownPreview",
 ]
 
 _SIGN = {"none": " ", "create": "+", "update": "~", "delete": "-", "unknown": "?"}
@@ -67,6 +69,8 @@ class PlannedStep:
         change: ``none``, ``create``, ``update``, ``delete`` or ``unknown``.
         diff: Readable differences (updates), or why the state cannot be observed yet.
         actions: The API calls and host commands the change would make.
+        disruption: What the change stops or restarts (``"stops and restarts the VM"``),
+            when it does: ``up`` applies it only with ``yes=True``.
     """
 
     step: str
@@ -74,9 +78,11 @@ class PlannedStep:
     change: Change
     diff: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    disruption: str | None = None
 
     def __str__(self) -> str:
-        lines = [f"{_SIGN.get(self.change, '?')} {self.step}: {self.summary} ({self.change})"]
+        note = f"; {self.disruption}" if self.disruption else ""
+        lines = [f"{_SIGN.get(self.change, '?')} {self.step}: {self.summary} ({self.change}{note})"]
         lines += [f"      {d}" for d in self.diff]
         lines += [f"      > {a}" for a in self.actions]
         return "\n".join(lines)
@@ -163,7 +169,7 @@ class Plan:
         for r in report.get("steps", []):
             p = planned.get(r["step"])
             if p is not None:
-                steps.append(PlannedStep(p.step, p.summary, p.change, p.diff, p.actions))
+                steps.append(PlannedStep(p.step, p.summary, p.change, p.diff, p.actions, p.disruption))
         rank = {s: i for i, s in enumerate(order)}
         steps.sort(key=lambda s: rank.get(s.step, len(rank)))
         warnings = tuple((e.step, e.message) for e in events if isinstance(e, WarningEvent))
@@ -485,3 +491,80 @@ class DownloadResult:
     def _repr_html_(self) -> str:
         rows = [[f"<code>{_e(n)}</code>", f"{b:,}", "fetched"] for n, b in self.fetched] + [[f"<code>{_e(n)}</code>", "", "already there"] for n in self.skipped]
         return _table(str(self), ["file", "bytes", ""], rows)
+
+
+@dataclass(frozen=True)
+class StepTeardown:
+    """What ``down`` would do to one step.
+
+    Attributes:
+        step: Step id.
+        deletes: What it deletes, one readable line each.
+        keeps: What it keeps (the bucket, the data disk), with how to delete it.
+        disks: The persistent disks the step holds: the names ``delete_disks=`` accepts.
+    """
+
+    step: str
+    deletes: tuple[str, ...] = ()
+    keeps: tuple[str, ...] = ()
+    disks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DownPreview:
+    """What :meth:`kgenv.Env.down` would delete and keep, step by step in the order
+    ``down`` goes (read from the state file; nothing is called or changed).
+
+    Attributes:
+        env: Environment name.
+        steps: The steps that delete or keep something.
+    """
+
+    env: str
+    steps: tuple[StepTeardown, ...] = ()
+
+    @property
+    def deletes(self) -> tuple[str, ...]:
+        """Everything ``down`` would delete."""
+        return tuple(d for s in self.steps for d in s.deletes)
+
+    @property
+    def keeps(self) -> tuple[str, ...]:
+        """Everything ``down`` keeps."""
+        return tuple(k for s in self.steps for k in s.keeps)
+
+    @property
+    def disks(self) -> tuple[str, ...]:
+        """The persistent disks ``down`` keeps unless named in ``delete_disks=``."""
+        return tuple(d for s in self.steps for d in s.disks)
+
+    def __len__(self) -> int:
+        return len(self.deletes)
+
+    def __str__(self) -> str:
+        width = max((len(s.step) for s in self.steps), default=0)
+        if self.deletes:
+            lines = [f"down: deletes {len(self.deletes)} resource(s) of `{self.env}`:"]
+            lines += [f"  - {s.step:<{width}}  {d}" for s in self.steps for d in s.deletes]
+        else:
+            lines = [f"down: nothing of `{self.env}` to delete"]
+        if self.keeps:
+            lines.append("keeps:")
+            lines += [f"  = {s.step:<{width}}  {k}" for s in self.steps for k in s.keeps]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<DownPreview {self.env}: {len(self.deletes)} to delete, {len(self.keeps)} kept>"
+
+    def _repr_html_(self) -> str:
+        rows = [[f"<code>{_e(s.step)}</code>", "<span style='color:#cf222e'>delete</span>", _e(d)] for s in self.steps for d in s.deletes]
+        rows += [[f"<code>{_e(s.step)}</code>", "keep", _e(k)] for s in self.steps for k in s.keeps]
+        return _table(f"down {self.env}: {len(self.deletes)} to delete, {len(self.keeps)} kept", ["step", "", "what"], rows)
+
+    @classmethod
+    def _build(cls, p: Mapping[str, Any]) -> DownPreview:
+        steps = tuple(
+            StepTeardown(str(s["step"]), tuple(s.get("deletes", ())), tuple(s.get("keeps", ())), tuple(s.get("disks", ())))
+            for s in p.get("steps", [])
+        )
+        return cls(str(p.get("env", "")), steps)

@@ -67,6 +67,8 @@ class PlannedEvent(Event):
         change: The expected change.
         diff: Readable differences (for updates) or why the state is unknown.
         actions: The API calls and host commands the change would make.
+        disruption: What the change stops or restarts (``"stops and restarts the VM"``),
+            when it does: ``up`` then needs ``yes=True``.
     """
 
     kind: ClassVar[str] = "planned"
@@ -74,6 +76,7 @@ class PlannedEvent(Event):
     change: Change
     diff: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    disruption: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
