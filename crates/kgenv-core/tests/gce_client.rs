@@ -815,8 +815,7 @@ async fn machine_type_gpus_and_service_account_change_only_when_stopped() {
     let removal = fake
         .requests()
         .into_iter()
-        .filter(|r| r.method_id == "compute.instances.setMachineResources")
-        .last()
+        .rfind(|r| r.method_id == "compute.instances.setMachineResources")
         .and_then(|r| r.body)
         .expect("a setMachineResources body");
     assert_eq!(

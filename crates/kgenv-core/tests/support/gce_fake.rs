@@ -1400,7 +1400,7 @@ impl Shared {
                         let Some(snap) = w.snapshots.get(&(project.clone(), sname)) else {
                             return not_found(&spath);
                         };
-                        if !snap.ready_at.is_some_and(|t| now >= t) {
+                        if snap.ready_at.is_none_or(|t| now < t) {
                             return Outcome::Reply(
                                 400,
                                 google_error(
