@@ -3,8 +3,10 @@
 //! prints back. Both sides are the same kgenv build (the client copies its own binary), so
 //! the protocol is versioned only to reject stray output, not for compatibility.
 //!
-//! The request carries the Kaggle credentials: it travels on stdin only, and its `Debug`
-//! hides them.
+//! The request carries the Kaggle credentials when the operation needs them (listing,
+//! fetching): it travels on stdin only, and its `Debug` hides them. The operations that only
+//! look ([`AgentOp::Present`], [`AgentOp::Space`]) need none, and `plan` and `status` send
+//! none.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +89,14 @@ pub enum AgentOp {
         /// File.
         file: String,
     },
+    /// Free space at `dest` and what partial downloads of `files` hold there (answered
+    /// with a [`DestSpace`](crate::backends::kaggle::DestSpace), or `null` for `gs://`).
+    Space {
+        /// Destination.
+        dest: String,
+        /// Listed names of the files about to be fetched.
+        files: Vec<String>,
+    },
     /// Fetch `file` as `opts` say (destination and extraction are per call, like
     /// [`Kaggle::fetch`](crate::backends::Kaggle::fetch)'s).
     Fetch {
@@ -104,7 +114,9 @@ pub enum AgentOp {
 pub struct AgentRequest {
     pub(super) op: AgentOp,
     pub(super) endpoint: KaggleEndpoint,
-    pub(super) credentials: WireCredentials,
+    /// `None` for the operations that only look.
+    #[serde(default)]
+    pub(super) credentials: Option<WireCredentials>,
     pub(super) concurrency: usize,
     pub(super) chunk_size: u64,
 }
@@ -261,10 +273,10 @@ mod tests {
                 competition: "c".into(),
             },
             endpoint: KaggleEndpoint::prod(),
-            credentials: WireCredentials::Token {
+            credentials: Some(WireCredentials::Token {
                 token: "sekrit-token".into(),
                 source: "x".into(),
-            },
+            }),
             concurrency: 1,
             chunk_size: 1,
         };
