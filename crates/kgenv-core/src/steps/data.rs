@@ -464,3 +464,59 @@ impl Step for DataStep {
         Ok(Destroyed::Nothing)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Instance, SshHost};
+
+    fn file(name: &str, size: u64) -> DataFile {
+        DataFile {
+            name: name.into(),
+            size,
+        }
+    }
+
+    fn space(free: u64, held: u64) -> DestSpace {
+        DestSpace {
+            path: "/d".into(),
+            free,
+            held,
+        }
+    }
+
+    #[test]
+    fn the_need_counts_what_is_left_and_zip_contents_only_when_extracting() {
+        let files = [file("train.csv", 1000), file("images.ZIP", 400)];
+        assert_eq!(space_needed(&files, false, &space(0, 0)), (1400, None));
+        assert_eq!(space_needed(&files, false, &space(0, 300)).0, 1100);
+        assert_eq!(space_needed(&files, false, &space(0, 5000)).0, 0);
+        let (needed, estimate) = space_needed(&files, true, &space(0, 0));
+        assert_eq!(needed, 1400 + 400 * ZIP_CONTENTS_FACTOR);
+        let estimate = estimate.expect("an estimate is said");
+        assert!(estimate.contains("1 zip(s)"), "{estimate}");
+    }
+
+    #[test]
+    fn the_remedy_names_the_setting_of_the_disk_the_destination_is_on() {
+        let gce = Env::builder("kg")
+            .instance(
+                Instance::builder()
+                    .project("my-project")
+                    .zone("us-central1-a"),
+            )
+            .build()
+            .expect("gce env");
+        let on_disk = space_remedy(&gce, &format!("{}/input/titanic", gce.host_dir()));
+        assert!(on_disk.contains("instance.data_disk.size_gb"), "{on_disk}");
+        let boot = space_remedy(&gce, "/opt/data");
+        assert!(boot.contains("instance.disk_size_gb"), "{boot}");
+        let ssh = Env::builder("kg")
+            .target(Target::Ssh(SshHost::parse("me@box").expect("host")))
+            .build()
+            .expect("ssh env");
+        let r = space_remedy(&ssh, "/data");
+        assert!(r.contains("another `dest`"), "{r}");
+        assert!(!r.contains("size_gb"), "{r}");
+    }
+}

@@ -267,6 +267,27 @@ mod tests {
     }
 
     #[test]
+    fn a_looking_request_travels_without_credentials() {
+        let req = AgentRequest {
+            op: AgentOp::Space {
+                dest: "/data/c".into(),
+                files: vec!["train.csv".into()],
+            },
+            endpoint: KaggleEndpoint::prod(),
+            credentials: None,
+            concurrency: 1,
+            chunk_size: 1,
+        };
+        let wire = serde_json::to_value(&req).expect("encode");
+        assert_eq!(wire["credentials"], serde_json::Value::Null);
+        let mut bare = wire.clone();
+        bare.as_object_mut().expect("object").remove("credentials");
+        let back: AgentRequest = serde_json::from_value(bare).expect("no credentials field");
+        assert!(back.credentials.is_none());
+        assert!(matches!(back.op, AgentOp::Space { files, .. } if files == ["train.csv"]));
+    }
+
+    #[test]
     fn request_debug_hides_credentials() {
         let req = AgentRequest {
             op: AgentOp::List {
