@@ -79,6 +79,55 @@ pub struct QuotaInfo {
     pub scope: QuotaScope,
 }
 
+/// Too little free space at a destination, found before anything was written there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpaceShortfall {
+    /// Where (`user@host:22:/var/lib/kgenv/kg/input`, or a local directory).
+    pub location: String,
+    /// Bytes the operation needs there (an estimate when `estimate` says how).
+    pub needed: u64,
+    /// Bytes free there (for an unprivileged user, as `df` shows as available).
+    pub free: u64,
+    /// How `needed` was estimated, when it is not exact (unknown unpacked sizes).
+    pub estimate: Option<String>,
+    /// What the user can change: the setting to raise, or another destination.
+    pub remedy: String,
+}
+
+impl std::fmt::Display for SpaceShortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not enough free space at {}: needs {} but {} is free",
+            self.location,
+            human_bytes(self.needed),
+            human_bytes(self.free)
+        )?;
+        if let Some(how) = &self.estimate {
+            write!(f, " ({how})")?;
+        }
+        write!(f, "; nothing was downloaded. {}", self.remedy)
+    }
+}
+
+/// `n` bytes for a person: `1.5 GiB (1610612736 bytes)`, exact bytes kept for scripts.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit} ({n} bytes)")
+}
+
 /// An error from a backend (GCE, GCS, SSH, Docker, Kaggle, GitHub) or its mock.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -226,6 +275,10 @@ pub enum BackendError {
         /// The engine's message and what to do.
         message: String,
     },
+    /// A destination has too little free space for what is about to land there: raised
+    /// before anything is fetched (see [`SpaceShortfall`]).
+    #[error("{0}")]
+    InsufficientSpace(Box<SpaceShortfall>),
     /// The backend is not available in this build or configuration.
     #[error("{backend} backend unavailable: {hint}")]
     Unavailable {
@@ -302,6 +355,14 @@ impl BackendError {
         matches!(self, Self::GpuUnavailable { .. })
     }
 
+    /// How much space was missing, when a destination was too small for a pull.
+    pub fn insufficient_space(&self) -> Option<&SpaceShortfall> {
+        match self {
+            Self::InsufficientSpace(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Whether the error means credentials are missing or rejected.
     pub fn is_auth(&self) -> bool {
         matches!(
@@ -329,6 +390,7 @@ impl BackendError {
             Self::Connection { .. } => "connection",
             Self::CommandFailed { .. } => "command_failed",
             Self::GpuUnavailable { .. } => "gpu_unavailable",
+            Self::InsufficientSpace(_) => "insufficient_space",
             Self::Unavailable { .. } => "unavailable",
             Self::Io { .. } => "io",
             Self::Cancelled => "cancelled",

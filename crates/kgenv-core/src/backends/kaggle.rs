@@ -111,6 +111,20 @@ impl FetchOptions {
     }
 }
 
+/// The free space where a destination lands, as a pull sees it before fetching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestSpace {
+    /// The directory measured: the destination, or its nearest existing parent when the
+    /// destination is not made yet (it will be made on the same file system).
+    pub path: String,
+    /// Bytes an unprivileged writer may still use there (`statvfs` `f_bavail`, what `df`
+    /// shows as available).
+    pub free: u64,
+    /// Bytes that unfinished downloads of the asked files already hold there (their
+    /// `.kgenv-partial` files' allocated blocks): resuming them needs only the rest.
+    pub held: u64,
+}
+
 /// Kaggle's competition data API together with the downloader that lands files at a
 /// destination (a directory, or `gs://bucket/prefix`). Where the destination is on a
 /// remote host, the implementation runs there.
@@ -129,10 +143,26 @@ pub trait Kaggle: Send + Sync {
         opts: &FetchOptions,
         progress: ProgressFn<'_>,
     ) -> BackendResult<u64>;
+    /// The free space at `dest` (a directory) and what partial downloads of `files` (listed
+    /// names) already hold there, so a pull can refuse before fetching. `None` when this
+    /// backend cannot tell (a `gs://` destination, which has no size limit; a mock).
+    async fn space(&self, dest: &str, files: &[String]) -> BackendResult<Option<DestSpace>> {
+        let _ = (dest, files);
+        Ok(None)
+    }
     /// The same backend working ON `host`, so data goes from Kaggle to the host directly
     /// (the real backend copies kgenv there and runs its data agent, see
     /// `kaggle::agent`). `None`: this backend runs where it is (mocks, remote backends).
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        let _ = host;
+        Ok(None)
+    }
+    /// A backend that only LOOKS at `host` for `plan` and `status`: it answers
+    /// [`Kaggle::present`] and [`Kaggle::space`] there without copying anything to the host
+    /// or sending credentials, and fails with [`BackendError::Unavailable`] where that is
+    /// not possible (so the plan shows the outcome as unknown). `None`, as for
+    /// [`Kaggle::on_host`]: this backend observes where it is.
+    fn observer_on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
         let _ = host;
         Ok(None)
     }

@@ -36,6 +36,7 @@ mod fetch;
 mod local;
 mod ordered;
 pub mod sidecar;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -215,7 +216,7 @@ impl Downloader {
         item: &str,
         progress: ProgressFn<'_>,
     ) -> BackendResult<Landed> {
-        let partial = local::with_suffix(target, ".kgenv-partial");
+        let partial = space::partial_path(target);
         let side = local::with_suffix(target, ".kgenv-partial.json");
         if let Some(dir) = target.parent() {
             tokio::fs::create_dir_all(dir)

@@ -41,4 +41,4 @@ pub use supervisor::supervisor_command;
 pub use tls::{certificate_sha256, self_signed_certificate};
 
 pub(crate) use tls::certificate;
-pub(crate) use token::{agent_token, user_token};
+pub(crate) use token::{agent_token, existing_token, user_token};

@@ -4,13 +4,18 @@
 use crate::error::{BackendError, Result};
 use crate::spec::JupyterAuth;
 
+/// The token kept as `name` in environment `env`'s key dir, if one was made.
+fn existing(env: &str, name: &str) -> Option<String> {
+    let t = std::fs::read_to_string(crate::paths::keys_dir(env).join(name)).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
 /// A random token made once and kept (0600) in environment `env`'s key dir as `name`.
 fn kept_token(env: &str, name: &str) -> Result<String> {
     let path = crate::paths::keys_dir(env).join(name);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
-            return Ok(t.trim().to_string());
-        }
+    if let Some(t) = existing(env, name) {
+        return Ok(t);
     }
     let mut bytes = [0u8; 24];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
@@ -31,5 +36,14 @@ pub(crate) fn agent_token(env: &str, auth: &JupyterAuth) -> Result<String> {
     match auth {
         JupyterAuth::Token => user_token(env),
         JupyterAuth::Password { .. } => kept_token(env, "jupyter-agent-token"),
+    }
+}
+
+/// [`agent_token`] (or with `user`, [`user_token`]) when it was made already, without
+/// making one: for `plan` and `status`, which write nothing.
+pub(crate) fn existing_token(env: &str, auth: &JupyterAuth, user: bool) -> Option<String> {
+    match (auth, user) {
+        (JupyterAuth::Token, _) | (_, true) => existing(env, "jupyter-token"),
+        (JupyterAuth::Password { .. }, false) => existing(env, "jupyter-agent-token"),
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::agent::{AgentCommand, RemoteKaggle};
 use super::data::KaggleData;
-use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
+use crate::backends::kaggle::{DataFile, DestSpace, FetchOptions, Kaggle};
 use crate::backends::{BackendResult, ProgressFn, Remote};
 use crate::download::DownloadOptions;
 
@@ -36,9 +36,20 @@ impl Kaggle for KaggleData {
         self.fetch_to(competition, file, opts, progress).await
     }
 
+    async fn space(&self, dest: &str, files: &[String]) -> BackendResult<Option<DestSpace>> {
+        KaggleData::space_at(dest, files).await
+    }
+
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
         let remote = RemoteKaggle::new(host, self.client(), AgentCommand::current()?)
             .download(self.download_options().clone());
+        Ok(Some(Arc::new(remote)))
+    }
+
+    fn observer_on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        let remote = RemoteKaggle::new(host, self.client(), AgentCommand::current()?)
+            .download(self.download_options().clone())
+            .observe_only();
         Ok(Some(Arc::new(remote)))
     }
 }
@@ -98,6 +109,11 @@ impl Kaggle for LazyKaggle {
             .await
     }
 
+    async fn space(&self, dest: &str, files: &[String]) -> BackendResult<Option<DestSpace>> {
+        // Local free space needs no credentials: do not resolve them for it.
+        KaggleData::space_at(dest, files).await
+    }
+
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
         // Credentials are needed to forward them: resolve them now (synchronously cheap).
         let data = match self.inner.get() {
@@ -105,5 +121,13 @@ impl Kaggle for LazyKaggle {
             None => KaggleData::from_env(self.opts.clone())?,
         };
         data.on_host(host)
+    }
+
+    fn observer_on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
+        let data = match self.inner.get() {
+            Some(d) => d.clone(),
+            None => KaggleData::from_env(self.opts.clone())?,
+        };
+        data.observer_on_host(host)
     }
 }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::client::KaggleClient;
-use crate::backends::kaggle::{DataFile, FetchOptions};
+use crate::backends::kaggle::{DataFile, DestSpace, FetchOptions};
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::download::{self, checksum, ChunkSink, DownloadOptions, Downloader, TransferError};
 use crate::error::BackendError;
@@ -228,7 +228,7 @@ impl KaggleData {
         }
     }
 
-    async fn present_local(&self, dir: &Path, file: &str) -> BackendResult<Option<u64>> {
+    async fn present_local(dir: &Path, file: &str) -> BackendResult<Option<u64>> {
         let rel = safe_relative(file)?;
         if let Ok(bytes) = tokio::fs::read(marker_path(dir, &rel)).await {
             if let Ok(m) = serde_json::from_slice::<DoneMarker>(&bytes) {
@@ -308,8 +308,7 @@ impl KaggleData {
         Ok(got.bytes)
     }
 
-    async fn present_gs(&self, gs: &GsPath, file: &str) -> BackendResult<Option<u64>> {
-        let gcs = self.gcs()?;
+    async fn present_gs(gcs: &GcsClient, gs: &GsPath, file: &str) -> BackendResult<Option<u64>> {
         for name in [gs.object(file), format!("{}.zip", gs.object(file))] {
             if let Some(o) = gcs.get_object(&gs.bucket, &name).await? {
                 let listed = o
@@ -460,9 +459,50 @@ impl KaggleData {
     /// Whether `file` is fully at `dest`, as [`Kaggle::present`](crate::backends::Kaggle::present) answers it here.
     pub(crate) async fn present_at(&self, dest: &str, file: &str) -> BackendResult<Option<u64>> {
         match Dest::parse(dest)? {
-            Dest::Local(dir) => self.present_local(&dir, file).await,
-            Dest::Gs(gs) => self.present_gs(&gs, file).await,
+            Dest::Local(dir) => Self::present_local(&dir, file).await,
+            Dest::Gs(gs) => Self::present_gs(&self.gcs()?, &gs, file).await,
         }
+    }
+
+    /// [`Self::present_at`] with no Kaggle client, for a caller that only looks (the data
+    /// agent asked by `plan` or `status`, which send no credentials).
+    pub(crate) async fn present_without_client(
+        dest: &str,
+        file: &str,
+    ) -> BackendResult<Option<u64>> {
+        match Dest::parse(dest)? {
+            Dest::Local(dir) => Self::present_local(&dir, file).await,
+            Dest::Gs(gs) => Self::present_gs(&GcsClient::from_env()?, &gs, file).await,
+        }
+    }
+
+    /// Free space at `dest` and what partial downloads of `files` hold there, as
+    /// [`Kaggle::space`](crate::backends::Kaggle::space) answers it here (`None` for
+    /// `gs://`: a bucket has no size to run out of). Needs no Kaggle credentials.
+    pub(crate) async fn space_at(dest: &str, files: &[String]) -> BackendResult<Option<DestSpace>> {
+        let dir = match Dest::parse(dest)? {
+            Dest::Local(dir) => dir,
+            Dest::Gs(_) => return Ok(None),
+        };
+        // A file Kaggle wraps lands (and is partial) under `<name>.zip`.
+        let mut targets = Vec::new();
+        for f in files {
+            let t = dir.join(safe_relative(f)?);
+            let mut zipped = t.clone().into_os_string();
+            zipped.push(".zip");
+            targets.push(t);
+            targets.push(PathBuf::from(zipped));
+        }
+        tokio::task::spawn_blocking(move || {
+            let (at, free) = download::space::free_at(&dir)?;
+            Ok(Some(DestSpace {
+                path: at.display().to_string(),
+                free,
+                held: download::space::held_by_partials(targets.iter().map(PathBuf::as_path)),
+            }))
+        })
+        .await
+        .map_err(|e| BackendError::other(format!("free-space task failed: {e}")))?
     }
 
     /// Fetches `file` as `opts` say, from here, as

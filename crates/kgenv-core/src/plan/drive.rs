@@ -120,8 +120,9 @@ fn unobservable(e: &Error) -> bool {
     })
 }
 
-/// Dry run: what would change, and the calls each step would make. Makes no mutating
-/// call. Steps whose dependencies will change are not observed (their host may not exist
+/// Dry run: what would change, and the calls each step would make. Makes no mutating call
+/// and writes no file, here or on the host: steps see a [`StepCtx::read_only`] context.
+/// Steps whose dependencies will change are not observed (their host may not exist
 /// yet) and are shown with the actions they would take.
 pub async fn plan(
     steps: &[Arc<dyn Step>],
@@ -130,6 +131,8 @@ pub async fn plan(
     operation: &str,
 ) -> Result<Report> {
     let changes: Arc<Mutex<BTreeMap<String, Change>>> = Arc::default();
+    // Every plan only looks: no step may write, copy or make anything (issue 12, item 7).
+    let ctx = &ctx.clone().read_only();
     drive(
         steps,
         selected,

@@ -253,6 +253,7 @@ pub struct StepCtx {
     delete_buckets: Arc<Vec<String>>,
     delete_disks: Arc<Vec<String>>,
     confirm: Option<ConfirmFn>,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -286,7 +287,24 @@ impl StepCtx {
             delete_buckets: Arc::default(),
             delete_disks: Arc::default(),
             confirm: None,
+            read_only: false,
         }
+    }
+
+    /// The context of a run that only looks (`plan`, `status`): steps write nothing, here
+    /// or on the host, make no token or key and copy nothing; what they cannot know
+    /// without a change they report as [`BackendError::Unavailable`] (shown as unknown).
+    /// The host connection does not record a new host key either.
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// Whether this run only looks (see [`Self::read_only`]): a step's `check` must then
+    /// leave every file, here and on the host, as it found it.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Cancels the run's steps when `token` is cancelled.
@@ -430,14 +448,30 @@ impl StepCtx {
             .session
             .remote
             .get_or_try_init(|| async {
-                let addr = self.host_addr().await?;
+                let mut addr = self.host_addr().await?;
                 self.log(format!("connecting to {addr}"));
+                // Trusting a key on first use records it in known_hosts: a run that only
+                // looks connects only to a host whose key is already known.
+                let asked_tofu = addr.trust_on_first_use;
+                addr.trust_on_first_use = asked_tofu && !self.read_only;
                 let r = self
                     .backends
                     .remote
                     .connect(&addr, self.host_ready_within)
-                    .await?;
-                Ok::<_, crate::Error>(r)
+                    .await;
+                match r {
+                    Ok(r) => Ok::<_, crate::Error>(r),
+                    Err(BackendError::InvalidArgument { message, .. })
+                        if asked_tofu && self.read_only =>
+                    {
+                        Err(BackendError::Unavailable {
+                            backend: "remote",
+                            hint: format!("{addr}: {message} (its key is not recorded yet: `kgenv up` trusts it on first use and records it; plan and status record nothing)"),
+                        }
+                        .into())
+                    }
+                    Err(e) => Err(e.into()),
+                }
             })
             .await?;
         Ok(Some(remote.clone()))

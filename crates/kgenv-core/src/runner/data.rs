@@ -12,7 +12,7 @@ use super::Event;
 use crate::backends::kaggle::Kaggle;
 use crate::error::Result;
 use crate::plan::{EventSink, Phase};
-use crate::steps::data::{PullPlan, PARALLEL_FILES};
+use crate::steps::data::{PullPlan, PARALLEL_FILES, PULL_SPACE_REMEDY};
 
 pub use crate::backends::kaggle::DataFile;
 pub use crate::steps::data::PullReport;
@@ -69,6 +69,10 @@ pub async fn list(kaggle: &dyn Kaggle, competition: &str) -> Result<Vec<DataFile
 /// Downloads `competition`'s files selected by `opts` to `opts.dest` (a directory or
 /// `gs://bucket/prefix`), a few files at a time, skipping those already complete there and
 /// resuming partial ones. Progress streams as [`Event`]s of step `data/<competition>`.
+///
+/// Before anything is fetched, a destination with too little free space fails the pull
+/// with [`BackendError::InsufficientSpace`](crate::BackendError::InsufficientSpace)
+/// (see [`crate::steps::data`] for how the need is counted).
 pub async fn pull(
     kaggle: &dyn Kaggle,
     competition: &str,
@@ -81,6 +85,7 @@ pub async fn pull(
         dest: opts.dest.clone(),
         extract: opts.extract,
         parallel_files: opts.parallel_files,
+        space_remedy: PULL_SPACE_REMEDY.into(),
     };
     let events = EventSink::new(on_event);
     let t0 = Instant::now();

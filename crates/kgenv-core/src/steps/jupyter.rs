@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::hostfs::HostFs;
 use crate::error::{BackendError, Result, ValidationError};
 use crate::jupyter::{
-    agent_token, certificate, hash_password, render_config, user_token, verify_password,
-    JupyterLayout, AGENT_TOKEN_FILE, CONFIG_FILE,
+    agent_token, certificate, existing_token, hash_password, render_config, user_token,
+    verify_password, JupyterLayout, AGENT_TOKEN_FILE, CONFIG_FILE,
 };
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Jupyter, JupyterAuth, JupyterTls};
@@ -83,6 +83,24 @@ impl JupyterStep {
             return Ok(None);
         }
         agent_token(&self.env, &self.spec.auth).map(Some)
+    }
+
+    /// The tokens `check` compares with: made now when missing, except in a run that only
+    /// looks, which takes only those already kept (`None`: not made yet).
+    fn tokens_seen(&self, ctx: &StepCtx) -> Result<(Option<String>, Option<String>)> {
+        if !ctx.is_read_only() {
+            let user = match self.spec.auth {
+                JupyterAuth::Token => Some(self.token()?),
+                JupyterAuth::Password { .. } => None,
+            };
+            return Ok((user, self.agent_token()?));
+        }
+        let user = existing_token(&self.env, &self.spec.auth, true);
+        let agent = self
+            .with_agent
+            .then(|| existing_token(&self.env, &self.spec.auth, false))
+            .flatten();
+        Ok((user, agent))
     }
 
     fn render(&self, secret: &str, agent_token: Option<&str>) -> Value {
@@ -176,9 +194,13 @@ impl Step for JupyterStep {
         };
         let have: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let secret = Self::secret_of(&have).unwrap_or_default().to_string();
-        let agent = self.agent_token()?;
+        let (user, agent) = self.tokens_seen(ctx)?;
         let mut diff = Vec::new();
-        if self.render(&secret, agent.as_deref()) != have {
+        if self.with_agent && agent.is_none() {
+            diff.push(
+                "no token for the idle agent kept on this machine yet (`up` makes one)".to_string(),
+            );
+        } else if self.render(&secret, agent.as_deref()) != have {
             diff.push("configuration differs".to_string());
         }
         match &self.spec.auth {
@@ -190,13 +212,14 @@ impl Step for JupyterStep {
                     }
                 }
             }
-            JupyterAuth::Token => {
-                if self.token()? != secret {
-                    diff.push("token changed".into());
-                }
-            }
+            JupyterAuth::Token => match user {
+                Some(t) if t == secret => {}
+                Some(_) => diff.push("token changed".into()),
+                None => diff.push("no token kept on this machine yet (`up` makes one)".into()),
+            },
         }
         if self.with_agent
+            && agent.is_some()
             && fs
                 .read(&format!("{}/{AGENT_TOKEN_FILE}", self.dir))
                 .await?

@@ -2,6 +2,10 @@
 //! remote host. It copies kgenv's own binary there once ([`AgentCommand`] says which file
 //! and which arguments make it the agent), then runs the agent for every call with the
 //! request on stdin, and turns the agent's lines back into [`Progress`] and results.
+//!
+//! [`RemoteKaggle::observe_only`] makes the variant `plan` and `status` use: it copies
+//! nothing, sends no credentials, and answers only what the agent already on the host can
+//! tell by looking (`present`, `space`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::protocol::{decode, AgentLine, AgentOp, AgentRequest, WireCredentials};
-use crate::backends::kaggle::{DataFile, FetchOptions, Kaggle};
+use crate::backends::kaggle::{DataFile, DestSpace, FetchOptions, Kaggle};
 use crate::backends::remote::{ExecRequest, Remote};
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
 use crate::download::DownloadOptions;
@@ -59,6 +63,7 @@ pub struct RemoteKaggle {
     endpoint: KaggleEndpoint,
     credentials: Credentials,
     download: DownloadOptions,
+    observe_only: bool,
     installed: OnceCell<String>,
 }
 
@@ -68,6 +73,7 @@ impl std::fmt::Debug for RemoteKaggle {
             .field("host", &self.remote.endpoint())
             .field("agent", &self.agent)
             .field("credentials", &self.credentials.describe())
+            .field("observe_only", &self.observe_only)
             .finish_non_exhaustive()
     }
 }
@@ -81,8 +87,18 @@ impl RemoteKaggle {
             endpoint: client.endpoint().clone(),
             credentials: client.credentials().clone(),
             download: DownloadOptions::default(),
+            observe_only: false,
             installed: OnceCell::new(),
         }
+    }
+
+    /// Only looks, for `plan` and `status`: never copies the agent to the host (a host
+    /// without it answers [`BackendError::Unavailable`], shown as unknown), never sends the
+    /// Kaggle credentials, and refuses to list or fetch.
+    #[must_use]
+    pub fn observe_only(mut self) -> Self {
+        self.observe_only = true;
+        self
     }
 
     /// Downloader settings used on the host.
@@ -92,7 +108,8 @@ impl RemoteKaggle {
         self
     }
 
-    /// Copies the agent binary to the host when it is not there yet; returns its path there.
+    /// Copies the agent binary to the host when it is not there yet (in observe-only mode,
+    /// fails instead); returns its path there.
     pub async fn install(&self) -> BackendResult<String> {
         self.installed
             .get_or_try_init(|| self.install_once())
@@ -149,6 +166,12 @@ impl RemoteKaggle {
             .exec(ExecRequest::new(check), &crate::backends::no_progress)
             .await?
             .success();
+        if !present && self.observe_only {
+            return Err(BackendError::Unavailable {
+                backend: "remote data",
+                hint: format!("kgenv's data agent is not on {host} yet (`kgenv up` copies it to {path}); plan and status copy nothing there, so what the destination holds is not known"),
+            });
+        }
         if !present {
             tracing::info!(host = %host, path = %path, "copying kgenv to the host for the data step");
             self.remote.put_file(&path, &bytes, 0o755).await?;
@@ -162,10 +185,19 @@ impl RemoteKaggle {
         progress: ProgressFn<'_>,
     ) -> BackendResult<serde_json::Value> {
         let path = self.install().await?;
+        // Credentials go only where Kaggle is reached: looking needs none.
+        let reaches_kaggle = matches!(op, AgentOp::List { .. } | AgentOp::Fetch { .. });
+        if reaches_kaggle && self.observe_only {
+            return Err(BackendError::Unavailable {
+                backend: "remote data",
+                hint: "plan and status only look at the host: they list and fetch nothing there"
+                    .into(),
+            });
+        }
         let req = AgentRequest {
             op,
             endpoint: self.endpoint.clone(),
-            credentials: WireCredentials::from(&self.credentials),
+            credentials: reaches_kaggle.then(|| WireCredentials::from(&self.credentials)),
             concurrency: self.download.concurrency,
             chunk_size: self.download.chunk_size,
         };
@@ -249,6 +281,24 @@ impl Kaggle for RemoteKaggle {
             )
             .await?,
         )
+    }
+
+    async fn space(&self, dest: &str, files: &[String]) -> BackendResult<Option<DestSpace>> {
+        let answer: Option<DestSpace> = Self::parse(
+            self.call(
+                AgentOp::Space {
+                    dest: dest.into(),
+                    files: files.to_vec(),
+                },
+                &crate::backends::no_progress,
+            )
+            .await?,
+        )?;
+        // Say which host the directory is on: the message names it to the user.
+        Ok(answer.map(|s| DestSpace {
+            path: format!("{}:{}", self.remote.endpoint(), s.path),
+            ..s
+        }))
     }
 
     async fn fetch(

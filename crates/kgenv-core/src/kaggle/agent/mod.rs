@@ -11,10 +11,15 @@
 //!    another OS or architecture than the user's machine);
 //! 2. every call runs the hidden agent command (`kgenv data agent`) there, with a JSON
 //!    [`AgentRequest`] on stdin — the Kaggle credentials travel only on that stdin, never
-//!    on a command line or in the environment;
+//!    on a command line or in the environment, and only with the operations that reach
+//!    Kaggle (list, fetch): looking at the destination (`present`, `space`: free bytes of
+//!    its file system) needs none;
 //! 3. the agent answers with JSON lines on stdout: progress lines (turned back into
 //!    [`Progress::Transfer`](crate::backends::Progress::Transfer)), log lines, and one final
 //!    result or typed error.
+//!
+//! `plan` and `status` use [`RemoteKaggle::observe_only`]: it never copies the binary
+//! (without it on the host, the answer is unknown) and only looks.
 //!
 //! The CLI wires `kgenv data agent` to [`agent_main`].
 //!

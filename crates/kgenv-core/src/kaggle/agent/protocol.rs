@@ -3,8 +3,10 @@
 //! prints back. Both sides are the same kgenv build (the client copies its own binary), so
 //! the protocol is versioned only to reject stray output, not for compatibility.
 //!
-//! The request carries the Kaggle credentials: it travels on stdin only, and its `Debug`
-//! hides them.
+//! The request carries the Kaggle credentials when the operation needs them (listing,
+//! fetching): it travels on stdin only, and its `Debug` hides them. The operations that only
+//! look ([`AgentOp::Present`], [`AgentOp::Space`]) need none, and `plan` and `status` send
+//! none.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +89,14 @@ pub enum AgentOp {
         /// File.
         file: String,
     },
+    /// Free space at `dest` and what partial downloads of `files` hold there (answered
+    /// with a [`DestSpace`](crate::backends::kaggle::DestSpace), or `null` for `gs://`).
+    Space {
+        /// Destination.
+        dest: String,
+        /// Listed names of the files about to be fetched.
+        files: Vec<String>,
+    },
     /// Fetch `file` as `opts` say (destination and extraction are per call, like
     /// [`Kaggle::fetch`](crate::backends::Kaggle::fetch)'s).
     Fetch {
@@ -104,7 +114,9 @@ pub enum AgentOp {
 pub struct AgentRequest {
     pub(super) op: AgentOp,
     pub(super) endpoint: KaggleEndpoint,
-    pub(super) credentials: WireCredentials,
+    /// `None` for the operations that only look.
+    #[serde(default)]
+    pub(super) credentials: Option<WireCredentials>,
     pub(super) concurrency: usize,
     pub(super) chunk_size: u64,
 }
@@ -255,16 +267,37 @@ mod tests {
     }
 
     #[test]
+    fn a_looking_request_travels_without_credentials() {
+        let req = AgentRequest {
+            op: AgentOp::Space {
+                dest: "/data/c".into(),
+                files: vec!["train.csv".into()],
+            },
+            endpoint: KaggleEndpoint::prod(),
+            credentials: None,
+            concurrency: 1,
+            chunk_size: 1,
+        };
+        let wire = serde_json::to_value(&req).expect("encode");
+        assert_eq!(wire["credentials"], serde_json::Value::Null);
+        let mut bare = wire.clone();
+        bare.as_object_mut().expect("object").remove("credentials");
+        let back: AgentRequest = serde_json::from_value(bare).expect("no credentials field");
+        assert!(back.credentials.is_none());
+        assert!(matches!(back.op, AgentOp::Space { files, .. } if files == ["train.csv"]));
+    }
+
+    #[test]
     fn request_debug_hides_credentials() {
         let req = AgentRequest {
             op: AgentOp::List {
                 competition: "c".into(),
             },
             endpoint: KaggleEndpoint::prod(),
-            credentials: WireCredentials::Token {
+            credentials: Some(WireCredentials::Token {
                 token: "sekrit-token".into(),
                 source: "x".into(),
-            },
+            }),
             concurrency: 1,
             chunk_size: 1,
         };

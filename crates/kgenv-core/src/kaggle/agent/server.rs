@@ -62,24 +62,39 @@ async fn serve(
     req: AgentRequest,
     print: &(dyn Fn(AgentLine) + Send + Sync),
 ) -> BackendResult<serde_json::Value> {
-    let client = KaggleClient::new(req.endpoint, req.credentials.into())?;
-    let opts = DownloadOptions::default()
-        .concurrency(req.concurrency)
-        .chunk_size(req.chunk_size);
-    let data = KaggleData::new(client, opts)?;
     let json = |v: Result<serde_json::Value, serde_json::Error>| {
         v.map_err(|e| BackendError::other(e.to_string()))
     };
+    let (endpoint, credentials) = (req.endpoint, req.credentials);
+    let (concurrency, chunk_size) = (req.concurrency, req.chunk_size);
+    // Only reaching Kaggle needs the client: `plan` and `status` send no credentials.
+    let with_client = move || -> BackendResult<KaggleData> {
+        let credentials = credentials.ok_or_else(|| BackendError::Unauthenticated {
+            service: "kaggle",
+            message: "the data agent was asked to reach Kaggle without credentials".into(),
+        })?;
+        let client = KaggleClient::new(endpoint, credentials.into())?;
+        let opts = DownloadOptions::default()
+            .concurrency(concurrency)
+            .chunk_size(chunk_size);
+        KaggleData::new(client, opts)
+    };
     match req.op {
-        AgentOp::List { competition } => json(serde_json::to_value(data.list(&competition).await?)),
-        AgentOp::Present { dest, file } => {
-            json(serde_json::to_value(data.present_at(&dest, &file).await?))
-        }
+        AgentOp::Present { dest, file } => json(serde_json::to_value(
+            KaggleData::present_without_client(&dest, &file).await?,
+        )),
+        AgentOp::Space { dest, files } => json(serde_json::to_value(
+            KaggleData::space_at(&dest, &files).await?,
+        )),
+        AgentOp::List { competition } => json(serde_json::to_value(
+            with_client()?.list(&competition).await?,
+        )),
         AgentOp::Fetch {
             competition,
             file,
             opts,
         } => {
+            let data = with_client()?;
             let progress = |p: Progress| match p {
                 Progress::Transfer {
                     item,
