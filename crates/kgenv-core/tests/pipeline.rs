@@ -227,8 +227,20 @@ async fn down_reverses_the_order_and_leaves_only_buckets_and_data() {
         w.instances.is_empty() && w.firewalls.is_empty() && w.containers.is_empty(),
         "{w:#?}"
     );
-    assert!(w.github_keys.is_empty() && w.host_scripts.is_empty());
+    assert!(w.github_keys.is_empty());
+    // The data disk's mount goes with the VM's boot disk (its fstab): nothing to undo.
+    assert_eq!(
+        w.host_scripts.keys().collect::<Vec<_>>(),
+        vec!["disk-mount"],
+        "every other host change is undone"
+    );
     assert_eq!(w.buckets.len(), 1, "buckets are kept");
+    assert_eq!(
+        w.disks.len(),
+        1,
+        "the data disk is kept: {:?}",
+        w.disks.keys()
+    );
     assert_eq!(w.landed.len(), 3, "data is kept");
     // Only the bucket fact (kept on purpose) remains in the state.
     let state = r.state_text().expect("state with the kept bucket");
