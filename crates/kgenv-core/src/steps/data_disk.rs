@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 
-use crate::backends::compute::{DiskInfo, DiskRef, DiskRequest, InstanceRef};
+use crate::backends::compute::{disk_path, DiskInfo, DiskRef, DiskRequest, InstanceRef};
 use crate::error::{BackendError, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::{DataDisk, Env, Instance};
@@ -41,11 +41,6 @@ pub fn parse_disk_link(link: &str) -> Option<DiskRef> {
         }),
         _ => None,
     }
-}
-
-/// The link kgenv records and compares attachments with.
-pub fn disk_link(d: &DiskRef) -> String {
-    format!("projects/{}/zones/{}/disks/{}", d.project, d.zone, d.name)
 }
 
 fn instance_link(i: &InstanceRef) -> String {
@@ -123,7 +118,7 @@ impl DataDiskStep {
     async fn record(&self, ctx: &StepCtx, d: &DiskInfo) -> Result<()> {
         ctx.state
             .update(DATA_DISK_ID, |r| {
-                r.created.insert("disk".into(), disk_link(&d.at));
+                r.created.insert("disk".into(), disk_path(&d.at));
                 r.facts.insert("zone".into(), d.at.zone.clone());
                 r.facts.insert("id".into(), d.id.clone());
                 r.facts.insert("size_gb".into(), d.size_gb.to_string());

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::backends::compute::{
-    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus,
+    is_default_compute_account, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
+    InstanceStatus,
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
@@ -95,6 +96,8 @@ enum RestartChange {
     MachineType(String),
     /// `instances.setMachineResources` (GPU type and count; `None` removes them).
     Gpus(Option<(String, u8)>),
+    /// `instances.setServiceAccount` (`None`: the project's default account) with scopes.
+    ServiceAccount(Option<String>, Vec<String>),
 }
 
 impl RestartChange {
@@ -102,12 +105,14 @@ impl RestartChange {
         match self {
             Self::MachineType(_) => "machine_type",
             Self::Gpus(_) => "gpu_type/gpu_count",
+            Self::ServiceAccount(..) => "service_account/scopes",
         }
     }
     fn method(&self) -> &'static str {
         match self {
             Self::MachineType(_) => "setMachineType",
             Self::Gpus(_) => "setMachineResources",
+            Self::ServiceAccount(..) => "setServiceAccount",
         }
     }
     fn describe(&self, info: &InstanceInfo) -> String {
@@ -124,6 +129,13 @@ impl RestartChange {
                 "gpu: {} → {} (stops and restarts the VM)",
                 gpu(&info.gpu),
                 gpu(g)
+            ),
+            Self::ServiceAccount(email, scopes) => format!(
+                "service account: {} [{}] → {} [{}] (stops and restarts the VM)",
+                info.service_account.as_deref().unwrap_or("default"),
+                info.scopes.join(", "),
+                email.as_deref().unwrap_or("default"),
+                scopes.join(", ")
             ),
         }
     }
@@ -754,7 +766,51 @@ impl InstanceStep {
         if info.gpu != want_gpu {
             c.push(RestartChange::Gpus(want_gpu));
         }
+        // No account in the spec means the project's default compute account, which GCE
+        // reports by its email.
+        let account_differs = match (&self.spec.service_account, &info.service_account) {
+            (None, None) => false,
+            (None, Some(have)) => !is_default_compute_account(have),
+            (Some(want), have) => have.as_ref() != Some(want),
+        };
+        let scopes = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        if account_differs || scopes(&info.scopes) != scopes(&self.spec.scopes) {
+            c.push(RestartChange::ServiceAccount(
+                self.spec.service_account.clone(),
+                self.spec.scopes.clone(),
+            ));
+        }
         c
+    }
+
+    /// Grows the boot disk to the spec's size (online; GCE never shrinks a disk). Returns
+    /// the difference to show, if any.
+    async fn grow_boot_disk(&self, ctx: &StepCtx, info: &InstanceInfo, apply: bool) -> Result<Option<String>> {
+        let Some(boot) = info.disks.iter().find(|d| d.boot) else {
+            return Ok(None);
+        };
+        let Some(at) = super::data_disk::parse_disk_link(&boot.source) else {
+            return Ok(None);
+        };
+        let Some(disk) = ctx.backends.compute.get_disk(&at).await? else {
+            return Ok(None);
+        };
+        let want = self.spec.disk_size_gb;
+        if disk.size_gb > want {
+            return Err(ValidationError::new(
+                "instance.disk_size_gb",
+                format!("{want} GB is below the boot disk's {} GB: GCE cannot shrink a disk; set disk_size_gb to {} or more", disk.size_gb, disk.size_gb),
+            )
+            .into());
+        }
+        if disk.size_gb == want {
+            return Ok(None);
+        }
+        if apply {
+            ctx.log(format!("growing the boot disk {at} from {} to {want} GB", disk.size_gb));
+            ctx.backends.compute.resize_disk(&at, want).await?;
+        }
+        Ok(Some(format!("disk_size_gb: {} → {want} (grown in place)", disk.size_gb)))
     }
 
     /// Stops the VM, applies each change, starts it again. Killed half-way, the next `up`
@@ -779,6 +835,11 @@ impl InstanceStep {
             match change {
                 RestartChange::MachineType(m) => compute.set_machine_type(&info.at, m).await?,
                 RestartChange::Gpus(g) => compute.set_gpus(&info.at, g.clone()).await?,
+                RestartChange::ServiceAccount(email, scopes) => {
+                    compute
+                        .set_service_account(&info.at, email.as_deref(), scopes)
+                        .await?
+                }
             }
         }
         ctx.log(format!("starting {}", info.at));
@@ -895,6 +956,9 @@ impl Step for InstanceStep {
                     .join(", ")
             )));
         }
+        if let Some(d) = self.grow_boot_disk(ctx, &info, false).await? {
+            diff.push(d);
+        }
         if !diff.is_empty() {
             return Ok(CheckOutcome::drifted(diff, vec![]));
         }
@@ -957,6 +1021,7 @@ impl Step for InstanceStep {
         let keys_pinned = self.keys_pinned_for(ctx, &info).await;
         // Record before anything else can fail, so `down` can always find it.
         self.record(ctx, &info).await?;
+        self.grow_boot_disk(ctx, &info, true).await?;
         if keys_pinned {
             // The same VM (same id) keeps its host keys across stop and start.
             return Ok(());
