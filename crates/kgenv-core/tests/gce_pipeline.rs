@@ -933,3 +933,232 @@ async fn a_renamed_instance_never_redirects_up_or_down() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1, "precious", "the renamed-to VM is untouched");
 }
+
+/// The GCE part with the data disk.
+fn gce_and_disk() -> RunOptions {
+    RunOptions::default().only(["preflight", "firewall", "instance", "data-disk"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_disk_outlives_down_and_is_attached_again_by_the_next_up() {
+    let rig = Rig::new(env_with_ssh_rule("kg")).await;
+    rig.runner.up(gce_and_disk(), rig.sink()).await.expect("up");
+    let disks = rig.fake.disks();
+    let data: Vec<_> = disks.iter().filter(|d| d.1 == "kg-data").collect();
+    assert_eq!(data.len(), 1, "{disks:?}");
+    assert_eq!(data[0].0, "us-central1-a", "in the VM's zone");
+    assert_eq!(data[0].3.len(), 1, "attached: {:?}", data[0].3);
+    let disk = rig
+        .fake
+        .disk(PROJECT, "us-central1-a", "kg-data")
+        .expect("disk");
+    let owner = rig.state().await.owner.expect("owner id");
+    assert_eq!(disk["labels"]["kgenv-owner"], owner.as_str());
+    rig.fake
+        .write_disk(PROJECT, "us-central1-a", "kg-data", "the user's notebooks");
+
+    // down: the VM and its boot disk go, the data disk stays (recorded in the state).
+    let report = rig
+        .runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    assert_eq!(report.outcome("instance"), Some(&Outcome::Removed));
+    assert!(rig.fake.instances().is_empty());
+    let left = rig.fake.disks();
+    assert_eq!(left.len(), 1, "only the data disk: {left:?}");
+    assert!(left[0].3.is_empty(), "detached with the VM");
+    assert!(
+        rig.runner.state_path().exists(),
+        "the kept disk is recorded"
+    );
+    let preview = rig
+        .runner
+        .down_preview(&RunOptions::default())
+        .await
+        .expect("preview");
+    assert!(preview.deletes_nothing(), "{preview}");
+    assert_eq!(preview.disks(), vec!["kg-data".to_string()]);
+
+    // up: same disk, same data, attached to the new VM; no disk is made.
+    rig.fake.clear_requests();
+    rig.runner
+        .up(gce_and_disk(), rig.sink())
+        .await
+        .expect("up again");
+    assert!(
+        !rig.fake
+            .requests()
+            .iter()
+            .any(|r| r.method_id == "compute.disks.insert"),
+        "{:?}",
+        ids(&rig.mutating())
+    );
+    assert_eq!(
+        rig.fake
+            .disk_data(PROJECT, "us-central1-a", "kg-data")
+            .as_deref(),
+        Some("the user's notebooks")
+    );
+    let attached = rig.fake.disks();
+    assert!(
+        attached.iter().any(|d| d.1 == "kg-data" && d.3.len() == 1),
+        "{attached:?}"
+    );
+
+    // Deleted only when named.
+    rig.runner
+        .down(RunOptions::default().delete_disk("kg-data"), rig.sink())
+        .await
+        .expect("down --delete-disk");
+    assert!(rig.fake.disks().is_empty(), "{:?}", rig.fake.disks());
+    assert!(!rig.runner.state_path().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_disk_pins_the_vm_to_its_zone_and_a_stockout_there_says_move() {
+    let env = |zones: &[&str]| {
+        let mut i = Instance::builder().project(PROJECT).name("kg").no_gpu();
+        for z in zones {
+            i = i.zone(*z);
+        }
+        Env::builder("kg").instance(i).build().expect("env")
+    };
+    let rig = Rig::new(env(&["us-central1-b", "us-central1-a"])).await;
+    rig.runner.up(gce_and_disk(), rig.sink()).await.expect("up");
+    rig.runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down");
+    // Zone b is out of capacity now; the disk is in b, so a is not an option.
+    rig.fake.configure(|c| {
+        c.stockout_zones.insert("us-central1-b".into());
+    });
+    rig.fake.clear_requests();
+    let e = rig
+        .runner
+        .up(gce_and_disk(), rig.sink())
+        .await
+        .expect_err("stockout where the disk is");
+    let chain = kgenv_core::error::error_chain(&e);
+    assert!(chain.contains("kgenv move"), "{chain}");
+    assert!(e.is_stockout(), "{chain}");
+    assert!(
+        !rig.fake
+            .requests()
+            .iter()
+            .any(|r| r.method_id == "compute.instances.insert" && r.path.contains("us-central1-a")),
+        "never in another zone than the disk's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_type_change_stops_changes_and_starts_the_same_vm_once_confirmed() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("up");
+    let id = rig.state().await.fact("instance", "id").map(str::to_string);
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+    let bigger = env_with(&["us-central1-a"], |b| b.machine_type("n1-standard-16"));
+
+    // Without a confirmation: refused, nothing changed.
+    rig.fake.clear_requests();
+    let e = rig
+        .other_runner(bigger.clone(), &dir)
+        .up(gce_part(), rig.sink())
+        .await
+        .expect_err("needs a confirmation");
+    assert!(e.is_config(), "{e}");
+    assert!(
+        kgenv_core::error::error_chain(&e).contains("stops and restarts"),
+        "{e}"
+    );
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    let plan = rig
+        .other_runner(bigger.clone(), &dir)
+        .plan(gce_part(), rig.sink())
+        .await
+        .expect("plan");
+    assert_eq!(plan.planned_changes(), 1, "{plan:?}");
+
+    // Confirmed: stop, setMachineType, start — the same VM, never a new one.
+    rig.other_runner(bigger, &dir)
+        .up(gce_part().yes(), rig.sink())
+        .await
+        .expect("up --yes");
+    let calls: Vec<String> = rig.mutating().iter().map(|r| r.method_id.clone()).collect();
+    let pos = |m: &str| {
+        calls
+            .iter()
+            .position(|c| c == m)
+            .unwrap_or_else(|| panic!("no {m} in {calls:?}"))
+    };
+    assert!(pos("compute.instances.stop") < pos("compute.instances.setMachineType"));
+    assert!(pos("compute.instances.setMachineType") < pos("compute.instances.start"));
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "compute.instances.insert" || c == "compute.instances.delete"),
+        "{calls:?}"
+    );
+    let inst = rig
+        .fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("instance");
+    assert!(
+        inst["machineType"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/n1-standard-16"),
+        "{inst}"
+    );
+    assert_eq!(
+        rig.state().await.fact("instance", "id").map(str::to_string),
+        id,
+        "same VM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_from_before_owner_ids_adopts_its_resources_once_and_marks_them() {
+    let rig = Rig::new(env_with_ssh_rule("kg")).await;
+    // What an older kgenv made: labels and description with the environment name only,
+    // and a version-1 state file without an owner id.
+    rig.fake.seed_instance(
+        PROJECT,
+        "us-central1-a",
+        "kg",
+        serde_json::json!({"kgenv-env": "kg"}),
+    );
+    rig.fake.seed_firewall(PROJECT, serde_json::json!({"name": "kg-ssh", "network": "global/networks/default",
+        "description": "managed by kgenv (kgenv-env=kg)", "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+        "sourceRanges": ["203.0.113.7/32"], "targetTags": ["kgenv-kg"]}));
+    let state = serde_json::json!({"version": 1, "env": "kg", "target": "gce", "steps": {
+        "instance": {"created": {"instance": format!("projects/{PROJECT}/zones/us-central1-a/instances/kg")},
+                     "facts": {"zone": "us-central1-a"}, "spec_hash": null},
+        "firewall/kg-ssh": {"created": {"firewall": format!("projects/{PROJECT}/global/firewalls/kg-ssh")},
+                     "facts": {}, "spec_hash": null}}});
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(rig.runner.state_path(), state.to_string()).expect("old state");
+
+    rig.up().await.expect("up adopts");
+    let owner = rig.state().await.owner.expect("an id now");
+    let inst = rig
+        .fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("instance");
+    assert_eq!(
+        inst["labels"]["kgenv-owner"],
+        owner.as_str(),
+        "marked: {inst}"
+    );
+    let rule = &rig.fake.firewalls()[0];
+    assert!(
+        rule["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("kgenv-owner={owner}")),
+        "{rule}"
+    );
+    assert_eq!(rig.fake.instances().len(), 1, "adopted, not remade");
+}

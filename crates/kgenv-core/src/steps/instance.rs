@@ -785,7 +785,12 @@ impl InstanceStep {
 
     /// Grows the boot disk to the spec's size (online; GCE never shrinks a disk). Returns
     /// the difference to show, if any.
-    async fn grow_boot_disk(&self, ctx: &StepCtx, info: &InstanceInfo, apply: bool) -> Result<Option<String>> {
+    async fn grow_boot_disk(
+        &self,
+        ctx: &StepCtx,
+        info: &InstanceInfo,
+        apply: bool,
+    ) -> Result<Option<String>> {
         let Some(boot) = info.disks.iter().find(|d| d.boot) else {
             return Ok(None);
         };
@@ -807,10 +812,16 @@ impl InstanceStep {
             return Ok(None);
         }
         if apply {
-            ctx.log(format!("growing the boot disk {at} from {} to {want} GB", disk.size_gb));
+            ctx.log(format!(
+                "growing the boot disk {at} from {} to {want} GB",
+                disk.size_gb
+            ));
             ctx.backends.compute.resize_disk(&at, want).await?;
         }
-        Ok(Some(format!("disk_size_gb: {} → {want} (grown in place)", disk.size_gb)))
+        Ok(Some(format!(
+            "disk_size_gb: {} → {want} (grown in place)",
+            disk.size_gb
+        )))
     }
 
     /// Stops the VM, applies each change, starts it again. Killed half-way, the next `up`

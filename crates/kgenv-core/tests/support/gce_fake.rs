@@ -2070,7 +2070,10 @@ impl FakeGce {
         let id = w.id();
         let ip = w.nat_ip();
         // As kgenv's defaults make one: the project's default account, `cloud-platform`.
-        let account = format!("{}-compute@developer.gserviceaccount.com", w.config.project_number);
+        let account = format!(
+            "{}-compute@developer.gserviceaccount.com",
+            w.config.project_number
+        );
         let body = json!({"name": name, "machineType": format!("zones/{zone}/machineTypes/n1-standard-8"), "labels": labels,
                           "serviceAccounts": [{"email": account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}],
                           "networkInterfaces": [{"network": "global/networks/default", "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]}]});
