@@ -375,6 +375,12 @@ pub fn status(env: &str, order: &[String], planned: &[Event], status: &StatusRep
             out!("  {step:<20} {k} = {v}");
         }
     }
+    if !status.kept.is_empty() {
+        out!("kept by `down` (still billed, holds your work):");
+        for k in &status.kept {
+            out!("  {k}");
+        }
+    }
     out!("live:");
     plan(order, planned, &status.live);
 }

@@ -663,3 +663,45 @@ fn down_on_a_terminal_asks_and_honours_the_answer() {
         "bucket kept"
     );
 }
+
+#[test]
+fn down_keeps_the_data_disk_and_status_lists_it_until_it_is_named() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let down = kgenv(home.path(), &["--config", &c, "--mock", "down", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(
+        stdout(&down).contains("keeps:") && stdout(&down).contains("data disk kaggle-gpu-data"),
+        "{}",
+        stdout(&down)
+    );
+    assert_eq!(world(home.path())["instances"], serde_json::json!({}));
+    let disks = world(home.path())["disks"].clone();
+    assert_eq!(
+        disks.as_object().map(|d| d.len()),
+        Some(1),
+        "only the data disk is left: {disks}"
+    );
+    let status = kgenv(home.path(), &["--config", &c, "--mock", "status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let out = stdout(&status);
+    assert!(out.contains("kept by `down`"), "{out}");
+    assert!(
+        out.contains("data disk kaggle-gpu-data") && out.contains("GB"),
+        "with its size: {out}"
+    );
+    let gone = kgenv(
+        home.path(),
+        &[
+            "--config",
+            &c,
+            "--mock",
+            "down",
+            "--yes",
+            "--delete-disk",
+            "kaggle-gpu-data",
+        ],
+    );
+    assert!(gone.status.success(), "{}", stderr(&gone));
+    assert_eq!(world(home.path())["disks"], serde_json::json!({}));
+}

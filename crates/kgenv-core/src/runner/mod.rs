@@ -178,6 +178,10 @@ pub struct StatusReport {
     pub state: State,
     /// A live check of each step (as `plan` does).
     pub live: Report,
+    /// What `down` keeps (data disks with their size, buckets): what stays billed after
+    /// the environment is torn down, and holds the user's work.
+    #[serde(default)]
+    pub kept: Vec<String>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -472,10 +476,12 @@ impl Runner {
         let selected = self.select(&RunOptions::default())?;
         let ctx = self.ctx(EventSink::new(on_event))?;
         let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
+        let kept = self.preview(&selected, &ctx).await.keeps();
         Ok(StatusReport {
             state_file: ctx.state.path().to_path_buf(),
             state: ctx.state.snapshot().await,
             live,
+            kept,
         })
     }
 

@@ -302,6 +302,8 @@ class Status:
         created: By step, what kgenv created and still owns (role → resource).
         facts: By step, what steps observed (zone used, external IP, ...). Never secrets.
         live: The live check, as :meth:`kgenv.Env.plan` shows it.
+        kept: What ``down`` keeps (data disks with their size, buckets): still billed, and
+            where your work lives.
     """
 
     env: str
@@ -310,6 +312,7 @@ class Status:
     created: Mapping[str, Mapping[str, str]]
     facts: Mapping[str, Mapping[str, str]]
     live: Plan
+    kept: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -324,6 +327,7 @@ class Status:
         head = f"status of {self.env} ({self.target}): " + ("nothing created" if self.is_empty else f"{len(self.resources())} resource(s)")
         lines = [head, f"  state file: {self.state_file}"]
         lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
+        lines += [f"  kept by down: {k}" for k in self.kept]
         lines.append("  " + self.live._headline())
         return lines
 
@@ -349,6 +353,7 @@ class Status:
             created={k: dict(v.get("created", {})) for k, v in steps.items() if v.get("created")},
             facts={k: dict(v.get("facts", {})) for k, v in steps.items() if v.get("facts")},
             live=Plan._build(status.get("live", {}), events, order),
+            kept=tuple(str(k) for k in status.get("kept", [])),
         )
 
 
