@@ -38,7 +38,7 @@ async def test_async_round_trip(env: kgenv.Env, world: MockWorld) -> None:
     assert await env.gpus_async() == ["Tesla T4, 580.65.06, 15360 MiB"]
     result = await env.ssh_async(["echo", "hi"])
     assert result.ok
-    down = await env.down_async(progress=False)
+    down = await env.down_async(yes=True, progress=False)
     assert "instance" in down.changed
     assert not world.state()["instances"]
 
@@ -88,7 +88,7 @@ async def test_cancelling_the_task_stops_the_run_cleanly(world: MockWorld) -> No
     world.set_latency("*", 0)
     report = await env.up_async(progress=False)
     assert "container" in report.changed and "instance" in report.satisfied
-    await env.down_async(progress=False)
+    await env.down_async(yes=True, progress=False)
     assert_consistent(env, world)
     assert not world.state()["instances"]
 

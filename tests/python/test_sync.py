@@ -49,6 +49,9 @@ def test_plan_up_status_down_round_trip(env: kgenv.Env, world: MockWorld) -> Non
     assert not s["instances"] and not s["firewalls"] and not s["containers"]
     assert s["buckets"], "down keeps buckets"
     assert s["landed"], "down keeps data"
+    assert list(recorded(env)) == ["data-disk"], "only the kept data disk is recorded"
+    assert s["disks"] and env.status().kept, "down keeps the data disk, and status says so"
+    env.down(yes=True, delete_disks=["kg-data"])
     assert recorded(env) == {}, "the state file records nothing standing"
     assert env.status().is_empty
 

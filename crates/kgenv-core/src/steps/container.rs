@@ -29,6 +29,8 @@ use crate::state::{Owner, State};
 
 /// Label holding the hash of the create request, to tell "same spec" from "changed".
 pub const SPEC_HASH_LABEL: &str = "kgenv.spec-hash";
+/// Label with the UUID of the data disk's filesystem mounted at the data root.
+pub const DATA_DISK_LABEL: &str = "kgenv.data-disk";
 /// Label on a container created without the GPUs its spec asked for, because the engine
 /// could not give any (value: `true`).
 pub const GPU_FALLBACK_LABEL: &str = "kgenv.gpu-fallback";
@@ -151,11 +153,17 @@ impl ContainerStep {
         &self,
         engine: &dyn ContainerEngine,
         owner: &Owner,
+        state: &State,
     ) -> Result<Option<(ContainerRequest, String)>> {
         let Some(image) = engine.inspect_image(&self.image.run_reference()).await? else {
             return Ok(None);
         };
         let mut req = self.request(&image.env);
+        if let Some(uuid) = state.fact(super::disk_mount::STEP_ID, "uuid") {
+            // Part of the hash: a container bound to the data root before the data disk
+            // was mounted there still sees the boot disk's directories; it is made again.
+            req.labels.insert(DATA_DISK_LABEL.into(), uuid.to_string());
+        }
         let hash = super::short_hash(&serde_json::to_vec(&req).unwrap_or_default());
         req.labels.insert(SPEC_HASH_LABEL.into(), hash.clone());
         req.labels.extend(owner.labels());
@@ -292,7 +300,7 @@ impl Step for ContainerStep {
         if !Self::owned(&owner, &state, &info) {
             return Err(self.not_ours());
         }
-        let Some((_, hash)) = self.hashed_request(engine.as_ref(), &owner).await? else {
+        let Some((_, hash)) = self.hashed_request(engine.as_ref(), &owner, &state).await? else {
             return Ok(CheckOutcome::drifted(
                 vec![format!(
                     "image {} is not in the engine",
@@ -361,7 +369,7 @@ impl Step for ContainerStep {
         let owner = ctx.owner().await;
         let state = ctx.state.snapshot().await;
         let (req, hash) = self
-            .hashed_request(engine.as_ref(), &owner)
+            .hashed_request(engine.as_ref(), &owner, &state)
             .await?
             .ok_or_else(|| BackendError::NotFound {
                 resource: format!(

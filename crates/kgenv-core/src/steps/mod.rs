@@ -79,7 +79,13 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
             disk_mount::DiskMountStep::new(env).after(data_disk::DATA_DISK_ID),
         ));
     }
-    let mut container_deps = vec![data_root_ready(env).to_string()];
+    // The image step already waits for the host; the container must also wait for the data
+    // disk's mount, or it binds the boot disk's directories beneath it.
+    let mut container_deps: Vec<String> = Some(data_root_ready(env))
+        .filter(|d| *d != "host")
+        .map(str::to_string)
+        .into_iter()
+        .collect();
     if let Some(b) = &env.bucket {
         steps.push(Arc::new(bucket_mount::BucketMountStep::new(env, b.clone())));
         container_deps.push("bucket".to_string());
