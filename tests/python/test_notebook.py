@@ -31,7 +31,7 @@ def test_example_notebook_runs_headless(kgenv_home: Path) -> None:
     assert errors == [], errors
     text = outputs_text(nb)
     # Each stage showed what it should: HTML plan, live progress, the GPU, the tunnel URL.
-    assert "plan for kaggle-gpu: 11 to create" in text
+    assert "plan for kaggle-gpu: 13 to create" in text
     assert "<table>" in text and "<code>instance</code>" in text
     assert "kgenv up kaggle-gpu" in text, "the live progress display rendered"
     assert "✓ instance: nothing to do" in text, "on_event output from the async run is shown"

@@ -283,6 +283,23 @@ mod tests {
     }
 
     #[test]
+    fn the_data_disk_table_parses_and_its_errors_are_located() {
+        let base =
+            "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n";
+        let env = parse(&format!(
+            "{base}[instance.data_disk]\nsize_gb = 500\ntype = \"pd-ssd\"\n"
+        ))
+        .expect("valid");
+        let disk = env.instance.and_then(|i| i.data_disk).expect("a data disk");
+        assert_eq!((disk.size_gb, disk.disk_type.as_str()), (500, "pd-ssd"));
+        let off = parse(&format!("{base}[instance.data_disk]\nenabled = false\n")).expect("valid");
+        assert_eq!(off.instance.and_then(|i| i.data_disk), None);
+        let e = parse(&format!("{base}[instance.data_disk]\nsize_gb = 1\n")).expect_err("small");
+        assert_eq!(e.field.as_deref(), Some("instance.data_disk.size_gb"));
+        assert_eq!(e.line, 6, "{e}");
+    }
+
+    #[test]
     fn array_of_tables_fields_are_located() {
         let text = "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n[[firewall]]\nname = \"kg-ssh\"\nports = [22]\n[[firewall]]\nname = \"kg-web\"\nports = [70000]\n";
         let e = parse(text).expect_err("port");

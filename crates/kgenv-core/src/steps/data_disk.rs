@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use crate::backends::compute::{disk_path, DiskInfo, DiskRef, DiskRequest, InstanceRef};
 use crate::error::{BackendError, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
-use crate::spec::{DataDisk, Env, Instance};
+use crate::spec::{DataDisk, Instance};
 use crate::state::{Owner, State, StepRecord};
 
 use super::disk_mount::DATA_DEVICE_NAME;
@@ -65,7 +65,7 @@ pub struct DataDiskStep {
 
 impl DataDiskStep {
     /// The step for `spec`'s data disk, after the instance.
-    pub fn new(_env: &Env, spec: Instance, disk: DataDisk) -> Self {
+    pub fn new(spec: Instance, disk: DataDisk) -> Self {
         Self {
             spec,
             disk,
