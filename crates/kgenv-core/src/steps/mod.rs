@@ -65,11 +65,7 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
             host_deps.push("instance".into());
             steps.push(Arc::new(instance::InstanceStep::new(env, i.clone())));
             if let Some(d) = &i.data_disk {
-                steps.push(Arc::new(data_disk::DataDiskStep::new(
-                    env,
-                    i.clone(),
-                    d.clone(),
-                )));
+                steps.push(Arc::new(data_disk::DataDiskStep::new(i.clone(), d.clone())));
             }
         }
     }
