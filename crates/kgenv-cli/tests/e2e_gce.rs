@@ -8,23 +8,110 @@
 //!
 //! The sshd cannot listen on port 22 here, so the tests set `KGENV_GCE_SSH_PORT` (a test hook
 //! in `steps::host`) to its port.
+//!
+//! The data disk (on by default on gce) is a real block device in every scenario: a sparse
+//! file behind a loop device ([`LoopDisk`]), which the fake links at
+//! `/dev/disk/by-id/google-kgenv-data` when kgenv attaches the disk and unlinks when the
+//! disk is detached or the instance deleted, as udev does on a VM. So the `disk-mount` step
+//! runs for real: `blkid`, `mkfs.ext4`, `/etc/fstab`, `mount`.
 
 mod e2e_support;
 #[path = "../../kgenv-core/tests/support/gce_fake.rs"]
 mod gce_fake;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use e2e_support::{serial, E2e};
 use gce_fake::FakeGce;
+use kgenv_core::steps::disk_mount::{device_path, DATA_DEVICE_NAME, DEVICE_DIR};
 
 const PROJECT: &str = "kgenv-e2e";
 const ZONE: &str = "us-central1-a";
+/// The loop device's size: room for a small ext4 file system, sparse on this machine's disk.
+const LOOP_DISK_BYTES: u64 = 256 << 20;
 
 struct GceE2e {
     e: E2e,
+    /// Declared after `e`: the environment's cleanup (container, mount) runs first.
+    disk: LoopDisk,
     fake: FakeGce,
     _rt: tokio::runtime::Runtime,
+}
+
+/// Runs a command to completion; panics with its stderr unless it succeeds; trimmed stdout.
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The data disk's stand-in on this machine: a sparse file in a temp dir behind a loop
+/// device. Dropping it unmounts the environment's data root, removes its fstab entry and
+/// the device link, and detaches the loop device.
+struct LoopDisk {
+    /// The loop device (`/dev/loopN`).
+    device: PathBuf,
+    /// Where kgenv mounts it: the environment's data root.
+    data_root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    fn new(data_root: PathBuf) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for the disk image");
+        let image = dir.path().join("data-disk.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(LOOP_DISK_BYTES))
+            .expect("sparse disk image");
+        let image = image.to_str().expect("UTF-8 temp path").to_string();
+        let device = PathBuf::from(run_ok("losetup", &["-f", "--show", &image]));
+        // A link left by a crashed run would point at a loop device that is gone.
+        let _ = std::fs::remove_file(Self::link());
+        Self {
+            device,
+            data_root,
+            _dir: dir,
+        }
+    }
+
+    /// Where kgenv's host step looks for the data disk: the link the fake makes on attach.
+    fn link() -> PathBuf {
+        PathBuf::from(device_path(DEVICE_DIR))
+    }
+
+    /// What the fake links when the data disk is attached.
+    fn device_links(&self) -> gce_fake::DeviceLinks {
+        gce_fake::DeviceLinks {
+            dir: PathBuf::from(DEVICE_DIR),
+            devices: BTreeMap::from([(DATA_DEVICE_NAME.to_string(), self.device.clone())]),
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        if let Err(err) = e2e_support::unmount_and_unlist(&self.data_root) {
+            eprintln!("e2e cleanup: {err}");
+        }
+        let link = Self::link();
+        if std::fs::read_link(&link).is_ok_and(|t| t == self.device) {
+            let _ = std::fs::remove_file(&link);
+        }
+        // Still mounted somewhere (a container not yet removed): the kernel frees the device
+        // once the last mount goes (losetup -d sets autoclear).
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).output();
+    }
 }
 
 /// A gce environment on the fake; `published_host_key` overrides what `hostkeys/` says.
@@ -61,6 +148,7 @@ disk_size_gb = 60
         parts.next().expect("key body").to_string(),
     );
     let authorized = e.sshd.dir().join("authorized_keys");
+    let disk = LoopDisk::new(e.host_dir());
     let fake = rt.block_on(FakeGce::start_with(gce_fake::Config {
         fixed_nat_ip: Some("127.0.0.1".into()),
         host_key: published_host_key
@@ -68,6 +156,7 @@ disk_size_gb = 60
             .unwrap_or(sshd_key),
         guest_authorized_keys: Some(authorized),
         hostkey_delay: Duration::from_millis(100),
+        device_links: Some(disk.device_links()),
         ..gce_fake::Config::default()
     }));
     e.env = vec![
@@ -79,13 +168,23 @@ disk_size_gb = 60
         ("KGENV_CALLER_IP_URL".into(), fake.caller_ip_url()),
         ("KGENV_GCE_SSH_PORT".into(), e.sshd.port.to_string()),
     ];
-    GceE2e { e, fake, _rt: rt }
+    GceE2e {
+        e,
+        disk,
+        fake,
+        _rt: rt,
+    }
 }
 
 #[test]
 fn gce_target_up_login_noop_down() {
     let _serial = serial();
-    let GceE2e { e, fake, _rt } = gce("g", None);
+    let GceE2e {
+        e,
+        disk: _disk,
+        fake,
+        _rt,
+    } = gce("g", None);
 
     let up = e.run(&["up"]);
     up.expect_ok("kgenv up (gce on the Compute fake)");
@@ -206,7 +305,12 @@ fn gce_target_up_login_noop_down() {
 fn gce_wrong_published_host_key_stops_up() {
     let _serial = serial();
     // The instance publishes a host key the sshd does not have.
-    let GceE2e { e, fake, _rt } = gce("w", Some(gce_fake::HOST_KEY));
+    let GceE2e {
+        e,
+        disk: _disk,
+        fake,
+        _rt,
+    } = gce("w", Some(gce_fake::HOST_KEY));
     let up = e.run(&["up"]);
     assert!(
         !up.output.status.success(),
