@@ -21,7 +21,7 @@ mod gce_fake;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e_support::{serial, E2e};
@@ -96,6 +96,22 @@ impl LoopDisk {
             dir: PathBuf::from(DEVICE_DIR),
             devices: BTreeMap::from([(DATA_DEVICE_NAME.to_string(), self.device.clone())]),
         }
+    }
+
+    /// The file system UUID blkid reads from the device itself (a new one after any mkfs).
+    fn uuid(&self) -> String {
+        let dev = self.device.to_str().expect("UTF-8 device path");
+        run_ok("blkid", &["-p", "-s", "UUID", "-o", "value", dev])
+    }
+
+    /// What is mounted at the data root (`findmnt`'s SOURCE), empty when nothing is.
+    fn mounted_source(&self) -> String {
+        Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE", "--mountpoint"])
+            .arg(&self.data_root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -341,4 +357,164 @@ fn gce_wrong_published_host_key_stops_up() {
     let down = e.run(&["down", "--yes"]);
     down.expect_ok("kgenv down after the host-key failure");
     assert!(fake.instances().is_empty(), "down deleted the instance");
+}
+
+/// The data disk recorded in the state file, if any (none without a state file).
+fn recorded_disk(e: &E2e) -> Option<kgenv_core::backends::compute::DiskRef> {
+    let text = match std::fs::read_to_string(e.state_file()) {
+        Ok(t) => t,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(err) => panic!("state file {}: {err}", e.state_file().display()),
+    };
+    let state: kgenv_core::state::State = serde_json::from_str(&text).expect("state JSON");
+    kgenv_core::steps::data_disk::recorded_disk(&state)
+}
+
+/// `docker exec -i CONTAINER sh -c SCRIPT` with `input` on stdin; its stdout.
+fn container_sh(e: &E2e, script: &str, input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", &e.container(), "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker exec starts");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    std::io::Write::write_all(&mut stdin, input).expect("write to docker exec");
+    drop(stdin);
+    let out = child.wait_with_output().expect("docker exec runs");
+    assert!(
+        out.status.success(),
+        "docker exec sh -c {script:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The user's work on the gce target lives on the data disk, a real block device here: the
+/// first `up` formats it (ext4, UUID fstab entry with `nofail`) and mounts it at the data
+/// root; a file written in `/kaggle/working` survives `down` (which keeps the disk), a new
+/// VM (nothing of the old boot disk left) and the next `up`, which mounts the disk as it is.
+#[test]
+fn gce_data_disk_keeps_work_across_down_and_up() {
+    let _serial = serial();
+    let GceE2e { e, disk, fake, _rt } = gce("d", None);
+    let disk_name = format!("{}-data", e.name);
+    let root = e.host_dir();
+
+    let up = e.run(&["up"]);
+    up.expect_ok("kgenv up with a data disk");
+    for step in ["data-disk", "disk-mount"] {
+        assert_eq!(
+            up.outcome(step).as_deref(),
+            Some("changed"),
+            "step {step} changed on the first up\n{}",
+            up.diagnosis()
+        );
+    }
+    let first = up.messages("disk-mount");
+    assert!(
+        first.iter().any(|m| m.contains("formatting it ext4")),
+        "the first up formats the empty disk: {first:?}"
+    );
+    let uuid = disk.uuid();
+    assert!(!uuid.is_empty(), "the first up made a file system");
+    assert_eq!(
+        disk.mounted_source(),
+        disk.device.display().to_string(),
+        "the loop device is mounted at the data root {}",
+        root.display()
+    );
+    let fstab = std::fs::read_to_string("/etc/fstab").expect("/etc/fstab");
+    let entry = format!(
+        "UUID={uuid} {} ext4 discard,defaults,nofail 0 2",
+        root.display()
+    );
+    assert!(
+        fstab.lines().any(|l| l == entry),
+        "/etc/fstab mounts the disk by UUID with nofail ({entry}):\n{fstab}"
+    );
+
+    // The user's work, written in the container as a notebook would: bytes of every value,
+    // line ends of both kinds, a NUL.
+    let work: Vec<u8> = (0..=255u8)
+        .cycle()
+        .take(100_000)
+        .chain(*b"\r\n\0last line\n")
+        .collect();
+    container_sh(&e, "cat > /kaggle/working/keep.bin", &work);
+    assert_eq!(
+        std::fs::read(root.join("working/keep.bin")).expect("the file on the data root"),
+        work,
+        "the container's /kaggle/working is the disk's working/"
+    );
+
+    let down = e.run(&["down", "--yes"]);
+    down.expect_ok("kgenv down (keeps the data disk)");
+    assert!(
+        fake.instances().is_empty(),
+        "down deleted the instance: {:?}",
+        fake.instances()
+    );
+    assert!(
+        fake.disk(PROJECT, ZONE, &disk_name).is_some(),
+        "down kept the data disk: {:?}",
+        fake.disks()
+    );
+    assert_eq!(
+        recorded_disk(&e).map(|d| d.name),
+        Some(disk_name.clone()),
+        "the state still records the kept disk"
+    );
+    assert!(
+        !LoopDisk::link().exists(),
+        "the device link went with the VM"
+    );
+
+    // A new VM: its boot disk has no mount, no fstab entry and no data root of the old one.
+    e2e_support::unmount_and_unlist(&root).expect("unmount the old VM's data root");
+    std::fs::remove_dir_all(&root).expect("remove the old boot disk's data root");
+
+    let again = e.run(&["up"]);
+    again.expect_ok("kgenv up on a new VM with the kept disk");
+    let second = again.messages("disk-mount");
+    assert!(
+        second
+            .iter()
+            .any(|m| m.contains("holds a ext4 file system: mounting it as it is")),
+        "the second up mounts the existing ext4 file system: {second:?}"
+    );
+    assert!(
+        !second.iter().any(|m| m.contains("formatting")),
+        "the second up does not format: {second:?}"
+    );
+    assert_eq!(
+        disk.uuid(),
+        uuid,
+        "the file system is the first up's (no mkfs)"
+    );
+    assert_eq!(disk.mounted_source(), disk.device.display().to_string());
+    assert_eq!(
+        container_sh(&e, "cat /kaggle/working/keep.bin", b""),
+        work,
+        "the work survived down + up byte for byte"
+    );
+    e2e_support::login_and_list(&e, "working", "keep.bin");
+    fake.assert_conforms();
+
+    // Deleted only when named.
+    let gone = e.run(&["down", "--yes", "--delete-disk", &disk_name]);
+    gone.expect_ok("kgenv down --delete-disk");
+    assert!(
+        fake.disk(PROJECT, ZONE, &disk_name).is_none(),
+        "down --delete-disk deleted the disk: {:?}",
+        fake.disks()
+    );
+    assert_eq!(
+        recorded_disk(&e),
+        None,
+        "the state no longer records the deleted disk"
+    );
+    fake.assert_conforms();
 }
