@@ -424,11 +424,21 @@ port = 8888
         .unwrap_or_default()
     }
 
-    /// Removes what a crashed test may have left on the host (container, host dir).
+    /// Removes what a crashed test may have left on the host (container, the data disk's
+    /// mount and fstab entry, host dir). The mount goes before the directory: removing the
+    /// directory with the disk still mounted there would wipe the disk's contents.
     pub fn cleanup_host(&self) {
         let _ = Command::new("docker")
             .args(["rm", "-f", &self.container()])
             .output();
+        if let Err(err) = unmount_and_unlist(&self.host_dir()) {
+            // Leave the directory: it may still be a mounted disk.
+            eprintln!(
+                "e2e cleanup: {err}; {} left in place",
+                self.host_dir().display()
+            );
+            return;
+        }
         let _ = std::fs::remove_dir_all(self.host_dir());
     }
 
@@ -485,6 +495,63 @@ impl Drop for E2e {
     fn drop(&mut self) {
         self.cleanup_host();
     }
+}
+
+/// Undoes on this machine what kgenv's `disk-mount` step does on a VM, where it goes with
+/// the VM: unmounts every file system mounted at `root` (lazily when one is busy) and
+/// removes `root`'s entries from `/etc/fstab`, with the step's own `fstab_set` (the same
+/// atomic rewrite, the same escaping of the mount point). A no-op when neither is there.
+pub fn unmount_and_unlist(root: &Path) -> Result<(), String> {
+    let is_mounted = || {
+        Command::new("mountpoint")
+            .arg("-q")
+            .arg(root)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // Mounts can be stacked (a run killed between two mounts): one umount per layer.
+    for _ in 0..8 {
+        if !is_mounted() {
+            break;
+        }
+        let plain = Command::new("umount").arg(root).output();
+        if !plain.is_ok_and(|o| o.status.success()) {
+            let lazy = Command::new("umount")
+                .arg("-l")
+                .arg(root)
+                .output()
+                .map_err(|e| format!("umount -l {}: {e}", root.display()))?;
+            if !lazy.status.success() {
+                return Err(format!(
+                    "umount -l {}: {}",
+                    root.display(),
+                    String::from_utf8_lossy(&lazy.stderr).trim()
+                ));
+            }
+        }
+    }
+    if is_mounted() {
+        return Err(format!("{} is still a mount point", root.display()));
+    }
+    let root = root
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", root.display()))?;
+    let script = format!(
+        "set -eu\n{}\nfstab_set /etc/fstab \"$1\" '' ''\n",
+        kgenv_core::steps::script::FSTAB_SET_FN
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .arg(kgenv_core::steps::bucket_mount::fstab_escape(root))
+        .output()
+        .map_err(|e| format!("sh (fstab_set): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "removing {root} from /etc/fstab: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// A running `kgenv jupyter`.

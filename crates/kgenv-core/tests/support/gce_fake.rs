@@ -26,7 +26,10 @@
 //! - faults can be injected per method: an HTTP error before the work, the work done but the
 //!   answer lost, or an operation that fails (optionally leaving the instance behind); zones
 //!   can be out of stock;
-//! - `/ip` answers with a fixed caller address for `KGENV_CALLER_IP_URL`.
+//! - `/ip` answers with a fixed caller address for `KGENV_CALLER_IP_URL`;
+//! - optionally ([`Config::device_links`], the end-to-end tests), it plays udev on the
+//!   instance for attached disks: `/dev/disk/by-id/google-DEVICE` appears on attach and
+//!   goes on detach or when the instance is deleted.
 #![allow(dead_code)]
 
 #[path = "gce_discovery.rs"]
@@ -101,6 +104,56 @@ pub struct Config {
     /// running instances is written to this file (one public key a line), which the
     /// end-to-end tests' sshd uses as its `AuthorizedKeysFile`.
     pub guest_authorized_keys: Option<std::path::PathBuf>,
+    /// Plays udev on the instance for attached disks: `None` (the default) touches no file.
+    pub device_links: Option<DeviceLinks>,
+}
+
+/// What [`Config::device_links`] links: a disk attached under a device name in `devices`
+/// gets `dir/google-NAME` (GCE's udev rule names the link after the device name) as a
+/// symlink to that block device when its attach is DONE; the link is removed when the disk
+/// is detached or its instance deleted. The end-to-end tests map the data disk's device
+/// name to a loop device, so kgenv's host step finds a real disk where it looks on a VM.
+#[derive(Debug, Clone)]
+pub struct DeviceLinks {
+    /// The directory the links go in (`/dev/disk/by-id` on a VM); made when missing.
+    pub dir: std::path::PathBuf,
+    /// Device name → the block device its link points at.
+    pub devices: BTreeMap<String, std::path::PathBuf>,
+}
+
+impl DeviceLinks {
+    /// The link for `device`, with its target, when `device` is one this fake links.
+    fn link(&self, device: &str) -> Option<(std::path::PathBuf, &std::path::Path)> {
+        let target = self.devices.get(device)?;
+        Some((self.dir.join(format!("google-{device}")), target.as_path()))
+    }
+
+    /// `ln -sfn TARGET DIR/google-DEVICE`, as udev does once the disk shows up.
+    fn attached(&self, device: &str) {
+        let Some((link, target)) = self.link(device) else {
+            return;
+        };
+        std::fs::create_dir_all(&self.dir)
+            .unwrap_or_else(|e| panic!("device link directory {}: {e}", self.dir.display()));
+        match std::fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing the old device link {}: {e}", link.display()),
+        }
+        std::os::unix::fs::symlink(target, &link)
+            .unwrap_or_else(|e| panic!("device link {}: {e}", link.display()));
+    }
+
+    /// Removes `DIR/google-DEVICE` when it is this fake's link (the disk went away).
+    fn detached(&self, device: &str) {
+        let Some((link, target)) = self.link(device) else {
+            return;
+        };
+        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            std::fs::remove_file(&link)
+                .unwrap_or_else(|e| panic!("removing the device link {}: {e}", link.display()));
+        }
+    }
 }
 
 impl Default for Config {
@@ -151,6 +204,7 @@ impl Default for Config {
             fixed_nat_ip: None,
             host_key: (HOST_KEY.0.to_string(), HOST_KEY.1.to_string()),
             guest_authorized_keys: None,
+            device_links: None,
         }
     }
 }
@@ -541,6 +595,11 @@ impl World {
                 }
             }
             Effect::AttachDisk(key, attached) => {
+                if let (Some(links), Some(device)) =
+                    (&self.config.device_links, attached["deviceName"].as_str())
+                {
+                    links.attached(device);
+                }
                 let user = ipath_of(&key);
                 if let Some(dk) = disk_key_of(attached["source"].as_str().unwrap_or_default()) {
                     if let Some(d) = self.disks.get_mut(&dk) {
@@ -555,6 +614,9 @@ impl World {
                 }
             }
             Effect::DetachDisk(key, device) => {
+                if let Some(links) = &self.config.device_links {
+                    links.detached(&device);
+                }
                 let user = ipath_of(&key);
                 let mut source = None;
                 if let Some(list) = self
@@ -820,6 +882,11 @@ impl World {
         };
         let user = ipath_of(key);
         for d in inst.body["disks"].as_array().cloned().unwrap_or_default() {
+            if let (Some(links), Some(device)) =
+                (&self.config.device_links, d["deviceName"].as_str())
+            {
+                links.detached(device);
+            }
             let Some(dk) = disk_key_of(d["source"].as_str().unwrap_or_default()) else {
                 continue;
             };
