@@ -1162,3 +1162,36 @@ async fn a_state_from_before_owner_ids_adopts_its_resources_once_and_marks_them(
     );
     assert_eq!(rig.fake.instances().len(), 1, "adopted, not remade");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_a_stopped_vm_needs_no_confirmation_and_start_applies_it() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("up");
+    rig.runner.stop(rig.sink()).await.expect("stop");
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+    let bigger = rig.other_runner(
+        env_with(&["us-central1-a"], |b| b.machine_type("n1-standard-16")),
+        &dir,
+    );
+    // Nothing runs, so nothing is interrupted: `start` (no terminal, no --yes) applies it.
+    rig.fake.clear_requests();
+    bigger.start(rig.sink()).await.expect("start");
+    let calls: Vec<String> = rig
+        .mutating()
+        .iter()
+        .map(|r| r.method_id.clone())
+        .collect();
+    assert!(
+        !calls.iter().any(|c| c == "compute.instances.stop"),
+        "{calls:?}"
+    );
+    let set = calls
+        .iter()
+        .position(|c| c == "compute.instances.setMachineType")
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    let start = calls
+        .iter()
+        .position(|c| c == "compute.instances.start")
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    assert!(set < start, "{calls:?}");
+}

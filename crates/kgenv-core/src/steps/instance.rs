@@ -957,7 +957,12 @@ impl Step for InstanceStep {
                     .map(|c| format!("POST {base}/{}", c.method())),
             );
             actions.push(format!("POST {base}/start"));
-            return Ok(CheckOutcome::drifted(diff, actions).disruptive(format!(
+            let outcome = CheckOutcome::drifted(diff, actions);
+            if info.status == InstanceStatus::Terminated {
+                // Already stopped (`kgenv stop`, then `start` or `up`): nothing is interrupted.
+                return Ok(outcome);
+            }
+            return Ok(outcome.disruptive(format!(
                 "stops and restarts the VM {} (disks and data are kept) to change {}",
                 info.at.name,
                 changes
