@@ -710,7 +710,11 @@ fn move_asks_first_then_moves_the_data_disk_and_the_vm() {
             && disks.iter().any(|d| d.ends_with("-data")),
         "the new VM's boot disk and the moved data disk, nothing in the old zone: {disks:?}"
     );
-    assert_eq!(w["snapshots"], serde_json::json!({}), "the snapshot is deleted");
+    assert_eq!(
+        w["snapshots"],
+        serde_json::json!({}),
+        "the snapshot is deleted"
+    );
     let help = kgenv(home.path(), &["move", "--help"]);
     let text = stdout(&help);
     assert!(
