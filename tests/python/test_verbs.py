@@ -11,7 +11,7 @@ import json
 import pytest
 
 import kgenv
-from conftest import gce_env
+from conftest import gce_env, recorded
 from kgenv import _kgenv, events
 from kgenv.testing import MockWorld
 
@@ -183,3 +183,31 @@ def test_async_twins(env: kgenv.Env) -> None:
 
     r, g, tunnelled, s = asyncio.run(go())
     assert r.text == "async\n" and g.usable and tunnelled and s.operation == "stop"
+
+
+def test_move_asks_first_then_moves_the_data_disk_and_the_vm(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    before = json.dumps(world.state(), sort_keys=True)
+    with pytest.raises(kgenv.ConfirmationRequiredError) as e:
+        env.move("us-central1-c")
+    assert e.value.operation == "move"
+    assert any("snapshot" in c for c in e.value.changes), e.value.changes
+    assert json.dumps(world.state(), sort_keys=True) == before, "nothing changed without yes=True"
+    with pytest.raises(kgenv.UsageError, match="is not a zone"):
+        env.move("nowhere", yes=True)
+    with pytest.raises(kgenv.UsageError, match="already in"):
+        env.move("us-central1-a", yes=True)
+    report = env.move("us-central1-c", yes=True, progress=False)
+    assert report.operation == "move"
+    w = world.state()
+    assert len(w["instances"]) == 1 and all("/us-central1-c/" in k for k in w["instances"]), w["instances"]
+    assert any(k.endswith("-data") for k in w["disks"]) and all("/us-central1-c/" in k for k in w["disks"]), w["disks"]
+    assert w["snapshots"] == {}
+    assert "move" not in recorded(env)
+
+
+def test_move_async_is_the_same_move(env: kgenv.Env, world: MockWorld) -> None:
+    env.up(progress=False)
+    report = asyncio.run(env.move_async("us-central1-b", yes=True, progress=False))
+    assert report.operation == "move"
+    assert all("/us-central1-b/" in k for k in world.state()["instances"])

@@ -33,6 +33,7 @@ Examples:
   kgenv stop / kgenv start        stop paying for the GPU, keep the disks / resume
   kgenv autostop 30               stop the VM after 30 idle minutes (`off` to disable)
   kgenv data pull titanic --dest ./titanic --extract
+  kgenv move us-central1-b        move the data disk (by snapshot) and the VM to another zone
   kgenv down                      list what it deletes and keeps, ask, then remove it
   kgenv down --yes                the same without asking (scripts; needed without a terminal)
 
@@ -199,6 +200,30 @@ pub enum Command {
         /// Idle minutes before the VM stops, or `off`.
         #[arg(value_name = "MINUTES|off")]
         setting: Autostop,
+    },
+    /// Move the data disk and the VM to another zone (after a stockout where the disk is).
+    ///
+    /// A disk cannot change zone, so the data travels by snapshot: kgenv stops the VM,
+    /// snapshots the data disk, creates `<name>-data` in ZONE from the snapshot (same size
+    /// and type), deletes the VM in the old zone (its boot disk holds nothing `up` cannot
+    /// rebuild), and runs `up` in ZONE: the disk is attached and mounted as it is, never
+    /// formatted. Only once the new VM is up with the disk mounted are the old disk and
+    /// the snapshot deleted — until then your data is safe on the old disk.
+    ///
+    /// It takes about as long as a first `up`, plus the snapshot and the disk copy (a few
+    /// minutes per 100 GB). The machine and GPU types are checked in ZONE first; add ZONE
+    /// to `instance.zones` in kgenv.toml too. It lists what it will do and asks on a
+    /// terminal; without one it needs --yes, else nothing changes and it exits 2.
+    /// Interrupted (Ctrl-C, a stockout in ZONE, a lost connection), run the same
+    /// `kgenv move ZONE` again: it goes on where it stopped. Meanwhile `up` and `start`
+    /// refuse, and `down` keeps the old disk and the snapshot.
+    Move {
+        /// The zone to move to, e.g. `us-central1-b` (`gcloud compute zones list`).
+        #[arg(value_name = "ZONE")]
+        zone: String,
+        /// Go ahead without asking (for scripts; required when stdin is not a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
     /// Hash a Jupyter password as jupyter_server does (argon2), locally.
     ///

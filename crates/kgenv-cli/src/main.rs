@@ -84,6 +84,9 @@ fn report_error(e: &Error, json: bool) {
         _ if !json && e.unconfirmed().is_some_and(|u| u.operation == "down") => {
             eprintln!("error: `down` was not confirmed, so nothing was changed; answer y on a terminal, or pass --yes to delete the above");
         }
+        _ if !json && e.unconfirmed().is_some_and(|u| u.operation == "move") => {
+            eprintln!("error: `move` was not confirmed, so nothing was changed; answer y on a terminal, or pass --yes to do the above");
+        }
         Error::RunFailed { failed, first } => {
             eprintln!(
                 "error: {} step(s) failed: {}",
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             lifecycle::down(&s, select, *yes, &delete).await
         }
+        Command::Move { zone, yes } => lifecycle::move_to(&s, zone, *yes).await,
         Command::Status => lifecycle::status(&s).await,
         Command::Stop => lifecycle::stop(&s).await,
         Command::Start => lifecycle::start(&s).await,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kgenv_core::runner::{
-    Change, Disruption, DownPreview, Event, GpuReport, HostAddr, JupyterTunnel, Outcome, Phase,
-    Report, StatusReport, StepInfo,
+    Change, Disruption, DownPreview, Event, GpuReport, HostAddr, JupyterTunnel, MovePreview,
+    Outcome, Phase, Report, StatusReport, StepInfo,
 };
 
 /// Prints a line on stdout; a closed pipe (`kgenv plan | head`) ends the program quietly
@@ -327,6 +327,34 @@ pub fn confirm_down(preview: &DownPreview, json: bool) -> bool {
         "Delete these {} resources?",
         preview.deletes().len()
     ))
+}
+
+/// What `move` will do, before it does.
+pub fn move_preview(preview: &MovePreview) {
+    out!("{preview}");
+}
+
+/// `move`'s question: the plan (on stdout, or stderr with `--json`), then "Move?" on a
+/// terminal. Without one, `false`: the runner then refuses and nothing changes.
+pub fn confirm_move(preview: &MovePreview, json: bool) -> bool {
+    let terminal = std::io::stdin().is_terminal();
+    if !json {
+        move_preview(preview);
+    } else if terminal {
+        eprintln!("{preview}");
+    }
+    ask(&format!(
+        "Move the data disk and the VM to {}?",
+        preview.to_zone
+    ))
+}
+
+/// `move`'s closing line.
+pub fn moved(env: &str, zone: &str, report: &Report) {
+    out!(
+        "move: `{env}` and its data disk are in {zone} ({:.1}s); the old disk and the snapshot are deleted",
+        secs(report)
+    );
 }
 
 /// `up`'s question before a change that stops or restarts the VM.

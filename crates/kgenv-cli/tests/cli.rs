@@ -705,3 +705,62 @@ fn down_keeps_the_data_disk_and_status_lists_it_until_it_is_named() {
     assert!(gone.status.success(), "{}", stderr(&gone));
     assert_eq!(world(home.path())["disks"], serde_json::json!({}));
 }
+
+#[test]
+fn move_asks_first_then_moves_the_data_disk_and_the_vm() {
+    let home = tempfile::tempdir().expect("home");
+    let c = mock_up(home.path());
+    let (world_before, state_before) = (world_bytes(home.path()), state_bytes(home.path()));
+    // No terminal, no --yes: the plan is shown, nothing changes, exit 2.
+    let refused = kgenv(
+        home.path(),
+        &["--config", &c, "--mock", "move", "us-west1-b"],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stdout(&refused).contains("snapshot") && stderr(&refused).contains("not confirmed"),
+        "{}\n{}",
+        stdout(&refused),
+        stderr(&refused)
+    );
+    assert_eq!(world_bytes(home.path()), world_before);
+    assert_eq!(state_bytes(home.path()), state_before);
+    // A bad zone is a usage error before anything.
+    let bad = kgenv(
+        home.path(),
+        &["--config", &c, "--mock", "move", "nowhere", "--yes"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("is not a zone"), "{}", stderr(&bad));
+    let moved = kgenv(
+        home.path(),
+        &["--config", &c, "--mock", "move", "us-west1-b", "--yes"],
+    );
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(stdout(&moved).contains("us-west1-b"), "{}", stdout(&moved));
+    let w = world(home.path());
+    let instances: Vec<&String> = w["instances"]
+        .as_object()
+        .expect("instances")
+        .keys()
+        .collect();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert!(instances[0].contains("us-west1-b"), "{instances:?}");
+    let disks: Vec<&String> = w["disks"].as_object().expect("disks").keys().collect();
+    assert!(
+        disks.iter().all(|d| d.contains("/us-west1-b/"))
+            && disks.iter().any(|d| d.ends_with("-data")),
+        "the new VM's boot disk and the moved data disk, nothing in the old zone: {disks:?}"
+    );
+    assert_eq!(
+        w["snapshots"],
+        serde_json::json!({}),
+        "the snapshot is deleted"
+    );
+    let help = kgenv(home.path(), &["move", "--help"]);
+    let text = stdout(&help);
+    assert!(
+        text.contains("snapshot") && text.contains("old disk") && text.contains("--yes"),
+        "{text}"
+    );
+}

@@ -552,7 +552,7 @@ impl StateError {
 /// and without `--yes`, `env.down()` without `yes=True`, an `up` that restarts the VM).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unconfirmed {
-    /// The operation (`down`, `up`).
+    /// The operation (`down`, `up`, `move`).
     pub operation: String,
     /// What it would delete (`down`) or stop and restart (`up`), one readable line each.
     pub changes: Vec<String>,
@@ -572,6 +572,12 @@ impl std::fmt::Display for Unconfirmed {
             if !self.keeps.is_empty() {
                 write!(f, ". It keeps: {}", self.keeps.join("; "))?;
             }
+        } else if self.operation == "move" {
+            write!(
+                f,
+                "`move` was not confirmed, so nothing was changed. It would: {}",
+                self.changes.join("; ")
+            )?;
         } else {
             write!(
                 f,

@@ -1176,11 +1176,7 @@ async fn a_change_to_a_stopped_vm_needs_no_confirmation_and_start_applies_it() {
     // Nothing runs, so nothing is interrupted: `start` (no terminal, no --yes) applies it.
     rig.fake.clear_requests();
     bigger.start(rig.sink()).await.expect("start");
-    let calls: Vec<String> = rig
-        .mutating()
-        .iter()
-        .map(|r| r.method_id.clone())
-        .collect();
+    let calls: Vec<String> = rig.mutating().iter().map(|r| r.method_id.clone()).collect();
     assert!(
         !calls.iter().any(|c| c == "compute.instances.stop"),
         "{calls:?}"
@@ -1194,4 +1190,345 @@ async fn a_change_to_a_stopped_vm_needs_no_confirmation_and_start_applies_it() {
         .position(|c| c == "compute.instances.start")
         .unwrap_or_else(|| panic!("{calls:?}"));
     assert!(set < start, "{calls:?}");
+}
+
+// ---- `kgenv move ZONE`: the data disk and the VM to another zone ----
+
+const ZONE_A: &str = "us-central1-a";
+const ZONE_B: &str = "us-central1-b";
+
+/// The rig after a full `up` in zone A (VM, data disk, host, mount), with the user's work
+/// written on the data disk.
+async fn moved_rig() -> Rig {
+    let rig = Rig::new(env_with(&[ZONE_A], |b| b)).await;
+    rig.runner
+        .up(RunOptions::default(), rig.sink())
+        .await
+        .expect("up in zone a");
+    assert_eq!(
+        rig.state().await.fact("data-disk", "zone"),
+        Some(ZONE_A),
+        "the data disk is made beside the VM"
+    );
+    rig.fake
+        .write_disk(PROJECT, ZONE_A, "kg-data", "the user's notebooks");
+    rig
+}
+
+/// Disks as (zone, name), sorted.
+fn disk_names(fake: &FakeGce) -> Vec<(String, String)> {
+    let mut d: Vec<_> = fake
+        .disks()
+        .into_iter()
+        .map(|(z, n, _, _)| (z, n))
+        .collect();
+    d.sort();
+    d
+}
+
+fn assert_moved_to_b(rig: &Rig) {
+    assert_eq!(
+        rig.fake.instances(),
+        vec![(ZONE_B.to_string(), "kg".to_string(), "RUNNING".to_string())],
+        "one VM, in zone b"
+    );
+    assert_eq!(
+        disk_names(&rig.fake),
+        vec![
+            (ZONE_B.to_string(), "kg".to_string()),
+            (ZONE_B.to_string(), "kg-data".to_string())
+        ],
+        "the new VM's boot disk and the moved data disk; nothing left in zone a"
+    );
+    assert_eq!(
+        rig.fake.disk_data(PROJECT, ZONE_B, "kg-data").as_deref(),
+        Some("the user's notebooks"),
+        "the disk in zone b holds what the disk in zone a held"
+    );
+    let users = rig
+        .fake
+        .disks()
+        .into_iter()
+        .find(|(z, n, _, _)| z == ZONE_B && n == "kg-data")
+        .map(|(_, _, _, u)| u)
+        .expect("data disk");
+    assert_eq!(
+        users,
+        vec![format!("projects/{PROJECT}/zones/{ZONE_B}/instances/kg")],
+        "attached to the new VM"
+    );
+    assert!(
+        rig.fake.snapshots().is_empty(),
+        "{:?}",
+        rig.fake.snapshots()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_takes_the_data_and_the_vm_to_another_zone_and_leaves_nothing_behind() {
+    let rig = moved_rig().await;
+    let asked = Arc::new(Mutex::new(None));
+    let seen = asked.clone();
+    let report = rig
+        .runner
+        .move_to(
+            ZONE_B,
+            RunOptions::default(),
+            move |p| {
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                true
+            },
+            rig.sink(),
+        )
+        .await
+        .expect("move");
+    assert_eq!(report.operation, "move");
+    let preview = asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .expect("asked before moving");
+    assert_eq!(
+        (preview.from_zone.as_str(), preview.to_zone.as_str()),
+        (ZONE_A, ZONE_B)
+    );
+    assert!(
+        preview.steps.iter().any(|s| s.contains("snapshot")),
+        "{preview}"
+    );
+    assert_moved_to_b(&rig);
+    let state = rig.state().await;
+    assert_eq!(state.fact("data-disk", "zone"), Some(ZONE_B));
+    assert_eq!(state.fact("instance", "zone"), Some(ZONE_B));
+    assert!(state.step("move").is_none(), "the move record is dropped");
+    // The disk was snapshotted from a stopped VM, and the old disk went last.
+    let order: Vec<String> = rig
+        .mutating()
+        .into_iter()
+        .map(|r| r.method_id)
+        .filter(|m| {
+            [
+                "compute.instances.stop",
+                "compute.disks.createSnapshot",
+                "compute.disks.insert",
+                "compute.instances.delete",
+                "compute.instances.insert",
+                "compute.disks.delete",
+                "compute.snapshots.delete",
+            ]
+            .contains(&m.as_str())
+        })
+        .collect();
+    let tail = &order[order.len() - 7..];
+    assert_eq!(
+        tail,
+        [
+            "compute.instances.stop",
+            "compute.disks.createSnapshot",
+            "compute.disks.insert",
+            "compute.instances.delete",
+            "compute.instances.insert",
+            "compute.disks.delete",
+            "compute.snapshots.delete",
+        ],
+        "{order:?}"
+    );
+    // And `up` is at rest in the new zone.
+    let again = rig
+        .runner
+        .up(RunOptions::default(), rig.sink())
+        .await
+        .expect("up after the move");
+    assert_eq!(again.changed(), 0, "{again:?}");
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_fails_after_the_snapshot_keeps_the_old_disk_and_a_rerun_finishes_it() {
+    let rig = moved_rig().await;
+    rig.fake
+        .inject("compute.disks.insert", 1, gce_fake::Fault::forbidden());
+    let err = rig
+        .runner
+        .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
+        .await
+        .expect_err("the disk insert fails");
+    assert!(!err.is_config(), "{err}");
+    // The old disk is whole, the snapshot is there, the move is recorded.
+    assert_eq!(
+        rig.fake.disk_data(PROJECT, ZONE_A, "kg-data").as_deref(),
+        Some("the user's notebooks")
+    );
+    assert_eq!(rig.fake.snapshots().len(), 1, "{:?}", rig.fake.snapshots());
+    let state = rig.state().await;
+    assert_eq!(state.fact("move", "phase"), Some("snapshotted"));
+    assert_eq!(state.fact("data-disk", "zone"), Some(ZONE_A));
+    assert!(
+        rig.warnings()
+            .iter()
+            .any(|w| w.contains(&format!("kgenv move {ZONE_B}"))),
+        "{:?}",
+        rig.warnings()
+    );
+    // Meanwhile `up` refuses (it would start the old VM after the snapshot), and `down`
+    // lists the old disk and the snapshot as kept and refuses to delete disks.
+    rig.fake.clear_requests();
+    let up = rig
+        .runner
+        .up(RunOptions::default(), rig.sink())
+        .await
+        .expect_err("up mid-move");
+    assert!(
+        up.is_config() && up.to_string().contains("kgenv move"),
+        "{up}"
+    );
+    let preview = rig
+        .runner
+        .down_preview(&RunOptions::default())
+        .await
+        .expect("preview");
+    let keeps = preview.keeps().join("\n");
+    assert!(
+        keeps.contains("snapshot kg-data-move-") && keeps.contains(ZONE_A),
+        "{keeps}"
+    );
+    let refused = rig
+        .runner
+        .down(RunOptions::default().delete_disk("kg-data"), rig.sink())
+        .await
+        .expect_err("no disk deleted mid-move");
+    assert!(refused.is_config(), "{refused}");
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    // A plain rerun goes on from the snapshot and finishes.
+    rig.runner
+        .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
+        .await
+        .expect("move again");
+    assert_eq!(
+        rig.mutating()
+            .iter()
+            .filter(|r| r.method_id == "compute.disks.createSnapshot")
+            .count(),
+        0,
+        "the snapshot is not taken twice"
+    );
+    assert_moved_to_b(&rig);
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_during_a_move_keeps_the_old_disk_and_the_snapshot_and_move_still_finishes() {
+    let rig = moved_rig().await;
+    // No capacity in zone b: the move stops after the old VM is deleted.
+    rig.fake.configure(|c| {
+        c.stockout_zones.insert(ZONE_B.into());
+    });
+    rig.runner
+        .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
+        .await
+        .expect_err("no capacity in zone b");
+    assert!(
+        rig.fake.instances().is_empty(),
+        "{:?}",
+        rig.fake.instances()
+    );
+    assert_eq!(
+        rig.fake.disk_data(PROJECT, ZONE_A, "kg-data").as_deref(),
+        Some("the user's notebooks"),
+        "the old disk is kept"
+    );
+    rig.runner
+        .down(RunOptions::default(), rig.sink())
+        .await
+        .expect("down mid-move");
+    assert_eq!(
+        disk_names(&rig.fake),
+        vec![
+            (ZONE_A.to_string(), "kg-data".to_string()),
+            (ZONE_B.to_string(), "kg-data".to_string())
+        ],
+        "both data disks are kept"
+    );
+    assert_eq!(rig.fake.snapshots().len(), 1, "the snapshot is kept");
+    rig.fake.configure(|c| {
+        c.stockout_zones.remove(ZONE_B);
+    });
+    rig.runner
+        .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
+        .await
+        .expect("the move finishes");
+    assert_moved_to_b(&rig);
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_moves_are_usage_errors_before_any_change() {
+    // No data disk yet: nothing to move, and not a single call.
+    let fresh = Rig::new(env_with(&[ZONE_A], |b| b)).await;
+    let e = fresh
+        .runner
+        .move_to(ZONE_B, RunOptions::default().yes(), |_| true, fresh.sink())
+        .await
+        .expect_err("no data disk");
+    assert!(
+        e.is_config() && e.to_string().contains("no data disk"),
+        "{e}"
+    );
+    assert!(fresh.fake.requests().is_empty());
+
+    let rig = moved_rig().await;
+    let before = rig.state().await;
+    rig.fake.clear_requests();
+    for (zone, says) in [
+        (ZONE_A, "already in"),
+        ("nowhere", "is not a zone"),
+        ("us-central1", "is not a zone"),
+    ] {
+        let e = rig
+            .runner
+            .move_to(zone, RunOptions::default().yes(), |_| true, rig.sink())
+            .await
+            .expect_err(zone);
+        assert!(e.is_config() && e.to_string().contains(says), "{zone}: {e}");
+    }
+    assert!(
+        rig.fake.requests().is_empty(),
+        "{:?}",
+        ids(&rig.fake.requests())
+    );
+    // A zone without the GPU: found by GETs, still nothing changed.
+    rig.fake.configure(|c| {
+        c.zones.insert("us-central1-c".into(), BTreeSet::new());
+    });
+    let e = rig
+        .runner
+        .move_to(
+            "us-central1-c",
+            RunOptions::default().yes(),
+            |_| true,
+            rig.sink(),
+        )
+        .await
+        .expect_err("no GPU there");
+    assert!(
+        e.is_config() && e.to_string().contains("nvidia-tesla-t4"),
+        "{e}"
+    );
+    // Not confirmed: NotConfirmed with the plan, nothing changed.
+    let e = rig
+        .runner
+        .move_to(ZONE_B, RunOptions::default(), |_| false, rig.sink())
+        .await
+        .expect_err("not confirmed");
+    assert!(e.is_not_confirmed(), "{e}");
+    let u = e.unconfirmed().expect("what it would do");
+    assert_eq!(u.operation, "move");
+    assert!(u.changes.iter().any(|c| c.contains("snapshot")), "{u:?}");
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    assert_eq!(rig.state().await, before);
+    assert_eq!(
+        rig.fake.disk_data(PROJECT, ZONE_A, "kg-data").as_deref(),
+        Some("the user's notebooks")
+    );
+    rig.fake.assert_conforms();
 }

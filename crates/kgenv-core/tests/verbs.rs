@@ -115,7 +115,43 @@ async fn call(verb: Verb, rig: &Rig) {
             r.down_confirmed(RunOptions::default(), |p| p == &preview, rig.sink())
                 .await
                 .expect("down");
-            assert!(r.state().await.expect("state").is_empty());
+            // Only the data disk (kept unless named) is still recorded as standing.
+            let left = r.state().await.expect("state");
+            let standing: Vec<&str> = left
+                .steps
+                .iter()
+                .filter(|(_, rec)| !rec.created.is_empty())
+                .map(|(id, _)| id.as_str())
+                .collect();
+            assert_eq!(standing, ["data-disk"], "{left:#?}");
+        }
+        Verb::Move => {
+            let state = r.state().await.expect("state");
+            let from = state
+                .fact("data-disk", "zone")
+                .expect("a data disk")
+                .to_string();
+            let to = if from == "us-central1-b" {
+                "us-central1-c"
+            } else {
+                "us-central1-b"
+            };
+            let refused = r
+                .move_to(to, RunOptions::default(), |_| false, rig.sink())
+                .await
+                .expect_err("not confirmed");
+            assert!(refused.is_not_confirmed(), "{refused}");
+            let preview = r.move_preview(to).await.expect("preview");
+            assert_eq!(preview.from_zone, from);
+            let moved = r
+                .move_to(to, RunOptions::default(), |p| p == &preview, rig.sink())
+                .await
+                .expect("move");
+            assert_eq!(moved.operation, "move");
+            let state = r.state().await.expect("state");
+            assert_eq!(state.fact("data-disk", "zone"), Some(to));
+            assert_eq!(state.fact("instance", "zone"), Some(to));
+            assert!(state.step("move").is_none());
         }
         Verb::DataList => {
             let files = data::list(rig.world.backends().kaggle.as_ref(), "titanic")
@@ -172,6 +208,7 @@ async fn every_verb_works_through_the_runner() {
         Verb::Autostop,
         Verb::Stop,
         Verb::Start,
+        Verb::Move,
         Verb::Down,
     ];
     let listed: BTreeSet<String> = VERBS.iter().map(|v| format!("{:?}", v.verb)).collect();

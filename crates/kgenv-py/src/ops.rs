@@ -1,5 +1,5 @@
 //! Every operation on an environment started from Python — `plan`, `up`, `down`,
-//! `status`, `stop`, `start`, a command on the host or in the container, the container's
+//! `status`, `stop`, `start`, `move`, a command on the host or in the container, the container's
 //! logs, the GPU report, autostop — as one core [`Runner`] call each, on the environment's
 //! backends and state directory. Nothing here re-implements the core: it converts
 //! arguments, starts the call as a [`Run`] and converts the result.
@@ -55,15 +55,16 @@ fn run_options(
     opts
 }
 
-/// Starts `operation` (`plan`, `up`, `down`, `status`, `stop` or `start`). `notify` is
+/// Starts `operation` (`plan`, `up`, `down`, `status`, `stop`, `start`, or `move` with
+/// `zone`). `notify` is
 /// called from another thread whenever a message is ready (the asyncio layer uses it);
 /// without it, use `Run.wait`.
 ///
 /// Nobody can answer a question from here: without `yes`, `down` (when it would delete
-/// something) and an `up` change that restarts the VM fail with the core's
+/// something), `move` and an `up` change that restarts the VM fail with the core's
 /// `NotConfirmed` error (`kgenv.ConfirmationRequiredError`) and change nothing of it.
 #[pyfunction]
-#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), yes=false, notify=None))]
+#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), yes=false, zone=None, notify=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_run(
     py: Python<'_>,
@@ -76,13 +77,19 @@ pub(crate) fn start_run(
     delete_buckets: Vec<String>,
     delete_disks: Vec<String>,
     yes: bool,
+    zone: Option<String>,
     notify: Option<Py<PyAny>>,
 ) -> PyResult<Run> {
     let operation = operation.to_string();
-    if !["plan", "up", "down", "status", "stop", "start"].contains(&operation.as_str()) {
+    if !["plan", "up", "down", "status", "stop", "start", "move"].contains(&operation.as_str()) {
         return Err(PyValueError::new_err(format!(
-            "unknown operation `{operation}`: use plan, up, down, status, stop or start"
+            "unknown operation `{operation}`: use plan, up, down, status, stop, start or move"
         )));
+    }
+    if (operation == "move") != zone.is_some() {
+        return Err(PyValueError::new_err(
+            "`zone` goes with the `move` operation, and only with it",
+        ));
     }
     let opts = run_options(only, until, delete_buckets, delete_disks, yes);
     let runner = runner(py, spec, world.as_ref(), state_dir)?;
@@ -94,6 +101,15 @@ pub(crate) fn start_run(
             "up" => runner.up(opts, on_event).await.map(Output::Report),
             "down" => runner
                 .down_confirmed(opts, |_| false, on_event)
+                .await
+                .map(Output::Report),
+            "move" => runner
+                .move_to(
+                    zone.as_deref().unwrap_or_default(),
+                    opts,
+                    |_| false,
+                    on_event,
+                )
                 .await
                 .map(Output::Report),
             "stop" => runner.stop(on_event).await.map(Output::Report),

@@ -1,6 +1,7 @@
-//! `plan`, `up`, `down`, `status`, `stop`, `start` and `steps`: the environment as a whole.
+//! `plan`, `up`, `down`, `move`, `status`, `stop`, `start` and `steps`: the environment as
+//! a whole.
 
-use kgenv_core::runner::{DownPreview, RunOptions};
+use kgenv_core::runner::{DownPreview, MovePreview, RunOptions};
 use kgenv_core::Error;
 
 use super::Session;
@@ -88,6 +89,32 @@ pub async fn down(
         render::json_result(&report);
     } else {
         render::down(&report);
+    }
+    Ok(())
+}
+
+/// `kgenv move ZONE`: what it will do, a question on a terminal (none with `--yes`), then
+/// the move. Without a terminal and without `--yes` the runner refuses (exit 2).
+pub async fn move_to(s: &Session, zone: &str, yes: bool) -> Result<(), Error> {
+    let opts = RunOptions {
+        yes,
+        ..RunOptions::default()
+    };
+    if yes && !s.json {
+        // Said even when nobody is asked, so a script's log shows what it did.
+        if let Ok(preview) = s.runner.move_preview(zone).await {
+            render::move_preview(&preview);
+        }
+    }
+    let (json, renderer) = (s.json, s.renderer.clone());
+    let ask = move |preview: &MovePreview| renderer.suspend(|| render::confirm_move(preview, json));
+    let result = s.runner.move_to(zone, opts, ask, s.sink()).await;
+    s.renderer.finish();
+    let report = result?;
+    if s.json {
+        render::json_result(&report);
+    } else {
+        render::moved(&s.runner.env().name, zone, &report);
     }
     Ok(())
 }

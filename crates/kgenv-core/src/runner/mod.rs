@@ -12,6 +12,7 @@
 //! | the container: logs, a command, the GPU | [`Runner::logs`], [`Runner::exec`], [`Runner::gpu_report`] |
 //! | Jupyter through an SSH tunnel | [`Runner::jupyter`] |
 //! | change autostop in place | [`Runner::autostop`] |
+//! | move the data disk and the VM to another zone | [`Runner::move_preview`], [`Runner::move_to`] |
 //! | competition data, no environment needed | [`data::list`], [`data::pull`] |
 //! | Jupyter password hash | [`hash_password`] |
 //!
@@ -41,6 +42,7 @@ mod container;
 pub mod data;
 mod host;
 mod jupyter;
+mod move_zone;
 pub mod tunnel;
 pub mod verbs;
 
@@ -63,6 +65,7 @@ pub use crate::plan::{
 };
 pub use crate::state::State;
 pub use jupyter::JupyterTunnel;
+pub use move_zone::MovePreview;
 pub use verbs::{Verb, VERBS};
 
 use crate::backends::Backends;
@@ -373,6 +376,7 @@ impl Runner {
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Report> {
         let _lock = self.lock()?;
+        self.refuse_mid_move("up").await?;
         let selected = self.select(&opts)?;
         let mut ctx = self.ctx(EventSink::new(on_event))?;
         if let Some(confirm) = self.confirmation(opts.yes) {
@@ -390,12 +394,25 @@ impl Runner {
         Ok(self.preview(&selected, &ctx).await)
     }
 
+    /// `down`'s preview; with a move under way, also what the move keeps (`down` never
+    /// deletes the old disk, the snapshot or the new disk of an unfinished move).
     async fn preview(
         &self,
         selected: &std::collections::BTreeSet<String>,
         ctx: &StepCtx,
     ) -> DownPreview {
-        drive::down_preview(&self.steps, selected, &ctx.state.snapshot().await, ctx)
+        let state = ctx.state.snapshot().await;
+        let mut preview = drive::down_preview(&self.steps, selected, &state, ctx);
+        if let Some(keeps) = Self::move_keeps(&state) {
+            preview.steps.push(StepTeardown {
+                step: crate::steps::data_disk::relocate::MOVE_ID.to_string(),
+                teardown: Teardown {
+                    keeps,
+                    ..Teardown::default()
+                },
+            });
+        }
+        preview
     }
 
     /// The context of a `down` with `opts`' buckets and disks to delete.
@@ -450,6 +467,16 @@ impl Runner {
             return Err(Error::Usage(format!("bucket `{unknown}` is not this environment's bucket ({}); kgenv deletes only the bucket it mounts, and only when named", if known.is_empty() { "it has none".to_string() } else { known.join(", ") })));
         }
         let ctx = self.down_ctx(&opts, EventSink::new(on_event))?;
+        if !opts.delete_disks.is_empty() {
+            if let Some(m) =
+                crate::steps::data_disk::relocate::pending_move(&ctx.state.snapshot().await)
+            {
+                return Err(Error::Usage(format!(
+                    "a move of the data disk to {} is incomplete, so `down` deletes no disk; finish it with `kgenv move {}` first (the old disk and the snapshot are kept until then)",
+                    m.to_zone, m.to_zone
+                )));
+            }
+        }
         let preview = self.preview(&selected, &ctx).await;
         let disks = preview.disks();
         if let Some(unknown) = opts.delete_disks.iter().find(|d| !disks.contains(d)) {
@@ -513,6 +540,7 @@ impl Runner {
     pub async fn start(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
         self.needs_instance("start")?;
         let _lock = self.lock()?;
+        self.refuse_mid_move("start").await?;
         let selected = self.select(&RunOptions::default().until("host"))?;
         let mut ctx = self.ctx(EventSink::new(on_event))?;
         if let Some(confirm) = self.confirmation(false) {

@@ -33,6 +33,8 @@ pub enum Verb {
     Jupyter,
     /// Change the idle stop in place.
     Autostop,
+    /// Move the data disk (by snapshot) and the VM to another zone, confirmed first.
+    Move,
     /// A competition's files.
     DataList,
     /// Download a competition's files (optionally unpacked).
@@ -79,6 +81,7 @@ verbs! {
     Gpu, "gpu", "Env.gpu", "Runner::gpu_report", "what the container sees of the GPU";
     Jupyter, "jupyter", "Env.jupyter", "Runner::jupyter", "Jupyter through an SSH tunnel";
     Autostop, "autostop", "Env.autostop", "Runner::autostop", "change the idle stop of a running VM";
+    Move, "move", "Env.move", "Runner::move_to", "move the data disk and the VM to another zone; asks first";
     DataList, "data list", "data.list_files", "runner::data::list", "a competition's files and sizes";
     DataPull, "data pull", "data.download", "runner::data::pull", "download a competition's files";
     HashPassword, "hash-password", "jupyter.hash_password", "runner::hash_password", "hash a Jupyter password locally";
@@ -103,6 +106,7 @@ mod tests {
             Verb::Gpu,
             Verb::Jupyter,
             Verb::Autostop,
+            Verb::Move,
             Verb::DataList,
             Verb::DataPull,
             Verb::HashPassword,

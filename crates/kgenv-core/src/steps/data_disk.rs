@@ -9,6 +9,11 @@
 //! this disk, recorded in the state, so the next `up` makes the VM in the disk's zone and
 //! attaches it again; it is deleted only when named (`down --delete-disk NAME`). Growing
 //! `size_gb` resizes it in place; shrinking is refused, as GCE cannot shrink a disk.
+//!
+//! `kgenv move ZONE` moves the disk to another zone by way of a snapshot: the disk-side
+//! phases live in [`relocate`], the runner's `move_to` orders them around the VM.
+
+pub mod relocate;
 
 use async_trait::async_trait;
 
@@ -116,17 +121,22 @@ impl DataDiskStep {
     }
 
     async fn record(&self, ctx: &StepCtx, d: &DiskInfo) -> Result<()> {
-        ctx.state
-            .update(DATA_DISK_ID, |r| {
-                r.created.insert("disk".into(), disk_path(&d.at));
-                r.facts.insert("zone".into(), d.at.zone.clone());
-                r.facts.insert("id".into(), d.id.clone());
-                r.facts.insert("size_gb".into(), d.size_gb.to_string());
-                r.facts.insert("type".into(), d.disk_type.clone());
-            })
-            .await?;
-        Ok(())
+        record_disk(ctx, d).await
     }
+}
+
+/// Records `d` as the environment's data disk (link, zone, GCE id, size, type).
+async fn record_disk(ctx: &StepCtx, d: &DiskInfo) -> Result<()> {
+    ctx.state
+        .update(DATA_DISK_ID, |r| {
+            r.created.insert("disk".into(), disk_path(&d.at));
+            r.facts.insert("zone".into(), d.at.zone.clone());
+            r.facts.insert("id".into(), d.id.clone());
+            r.facts.insert("size_gb".into(), d.size_gb.to_string());
+            r.facts.insert("type".into(), d.disk_type.clone());
+        })
+        .await?;
+    Ok(())
 }
 
 /// The zone of the environment's kept data disk, if it has one: the instance must be made

@@ -595,6 +595,42 @@ class Env:
         spec, kw = self._spec, self._kw()
         return lambda notify: _kgenv.start_autostop(spec, minutes, notify=notify, **kw)
 
+    def _move_start(self, zone: str, yes: bool) -> Any:
+        spec, kw = self._spec, self._kw()
+        if not isinstance(zone, str):
+            raise TypeError(f"zone must be a str like 'us-central1-b', got {type(zone).__name__}")
+        if not isinstance(yes, bool):
+            raise TypeError(f"yes must be True or False, got {type(yes).__name__}")
+        return lambda notify: _kgenv.start_run(spec, "move", zone=zone, yes=yes, notify=notify, **kw)
+
+    def move(self, zone: str, *, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        """Moves the data disk and the VM to ``zone`` (``kgenv move ZONE``), e.g. after a
+        stockout in the disk's zone.
+
+        A disk cannot change zone, so the data travels by snapshot: the VM is stopped, the
+        data disk snapshotted, ``<name>-data`` made in ``zone`` from the snapshot, the old
+        VM deleted, and :meth:`up` run in ``zone`` (the disk is attached and mounted as it
+        is, never formatted). Only once the new VM is up with the disk mounted are the old
+        disk and the snapshot deleted. It takes about as long as a first ``up``, plus the
+        copy.
+
+        Without ``yes=True`` nothing is changed: it raises
+        :class:`kgenv.ConfirmationRequiredError` whose ``changes`` list what it would do.
+        A bad zone, the disk's own zone, or an environment without a data disk raise
+        :class:`kgenv.UsageError` before any call. Interrupted, call it again with the same
+        zone: it goes on where it stopped (meanwhile :meth:`up` refuses, and :meth:`down`
+        keeps the old disk and the snapshot). Cancels like :meth:`up`.
+        """
+        d = Dispatch("move", self.name, on_event, progress)
+        return Report._build(run_sync(self._move_start(zone, yes), d), d.events, self._order())
+
+    async def move_async(
+        self, zone: str, *, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
+        """:meth:`move` as a coroutine (``yes=True`` to go ahead, as there)."""
+        d = Dispatch("move", self.name, on_event, progress)
+        return Report._build(await run_async(self._move_start(zone, yes), d), d.events, self._order())
+
     def autostop(self, minutes: int | None, *, on_event: OnEvent | None = None) -> None:
         """Changes the running VM's idle stop in place (``kgenv autostop``): stop after
         ``minutes`` (5 to 10080) without Jupyter activity or SSH session, or never with

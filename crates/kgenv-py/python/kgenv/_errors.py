@@ -160,8 +160,9 @@ class ConfirmationRequiredError(UsageError):
             print("\\n".join(e.changes))   # read, then env.down(yes=True)
 
     Attributes:
-        operation: ``"down"`` or ``"up"``.
-        changes: What it would delete (``down``) or stop and restart (``up``).
+        operation: ``"down"``, ``"up"`` or ``"move"``.
+        changes: What it would delete (``down``), stop and restart (``up``), or do
+            (``move``, in order).
         keeps: What it keeps in any case (the bucket, the data disk).
     """
 

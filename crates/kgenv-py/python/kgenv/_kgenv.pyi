@@ -133,6 +133,7 @@ def start_run(
     delete_buckets: Sequence[str] = ...,
     delete_disks: Sequence[str] = ...,
     yes: bool = False,
+    zone: str | None = None,
     notify: _Notify = None,
 ) -> Run: ...
 def start_down_preview(

@@ -210,7 +210,7 @@ class Report:
     """What ``up``, ``down``, ``stop`` or ``start`` did.
 
     Attributes:
-        operation: ``up``, ``down``, ``stop`` or ``start``.
+        operation: ``up``, ``down``, ``stop``, ``start`` or ``move``.
         env: Environment name.
         steps: Each step's result, in the environment's step order.
         warnings: ``(step, message)`` pairs raised during the run.
