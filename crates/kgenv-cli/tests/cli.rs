@@ -1,36 +1,12 @@
 //! The `kgenv` binary end to end on the simulated backends: the commands, `--json`, exit
 //! codes and config errors.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kgenv.toml")
-}
-
-/// Runs kgenv with an isolated KGENV_HOME and no cloud variables.
-fn kgenv(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("KGENV_HOME", home)
-        .env("KGENV_JUPYTER_PASSWORD", "cli-test-password")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
-        .env_remove("CLOUDSDK_COMPUTE_ZONE")
-        .env_remove("KGENV_CONFIG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kgenv runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{example, isolated, kgenv, stderr, stdout, BIN, PASSWORD};
 
 fn json_lines(o: &Output) -> Vec<serde_json::Value> {
     stdout(o)
@@ -96,7 +72,7 @@ fn mock_lifecycle_up_again_status_down() {
         s["state"]["steps"]["instance"]["facts"]["zone"],
         "us-central1-a"
     );
-    assert!(!stdout(&status).contains("cli-test-password"));
+    assert!(!stdout(&status).contains(PASSWORD));
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
@@ -610,21 +586,17 @@ fn kgenv_on_a_terminal(home: &Path, args: &[&str], answer: &str) -> Output {
         .map(quote)
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = Command::new("script")
-        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env("KGENV_HOME", home)
-        .env("KGENV_JUPYTER_PASSWORD", "cli-test-password")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
-        .env_remove("CLOUDSDK_COMPUTE_ZONE")
-        .env_remove("KGENV_CONFIG")
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script(1) runs (util-linux's `script` is needed for this test)");
+    let mut child = isolated(
+        Command::new("script").args(["--quiet", "--return", "--command", &line, "/dev/null"]),
+        home,
+    )
+    .env("SHELL", "/bin/sh")
+    .env("TERM", "dumb")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("script(1) runs (util-linux's `script` is needed for this test)");
     child
         .stdin
         .take()
