@@ -76,17 +76,7 @@ fn mock_lifecycle_up_again_status_down() {
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
-    let world: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(home.path().join("state/mock-world.json")).expect("world"),
-    )
-    .expect("json");
-    assert_eq!(world["instances"], serde_json::json!({}));
-    assert_eq!(world["containers"], serde_json::json!({}));
-    assert_eq!(
-        world["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "down --yes");
 }
 
 #[test]
@@ -259,6 +249,19 @@ fn mock_up(home: &Path) -> String {
 fn world(home: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(home.join("state/mock-world.json")).expect("world"))
         .expect("json")
+}
+
+/// After a `down` (`what`) of the example: no instance or container is left in the
+/// simulated world, and its one bucket is.
+fn assert_down_kept_only_the_bucket(home: &Path, what: &str) {
+    let w = world(home);
+    assert_eq!(w["instances"], serde_json::json!({}), "{what}: {w}");
+    assert_eq!(w["containers"], serde_json::json!({}), "{what}: {w}");
+    assert_eq!(
+        w["buckets"].as_object().map(|b| b.len()),
+        Some(1),
+        "{what}: the bucket is kept: {w}"
+    );
 }
 
 #[test]
@@ -545,13 +548,7 @@ fn down_without_a_terminal_needs_yes_and_changes_nothing() {
     let y = kgenv(home.path(), &["--config", &c, "--mock", "down", "--yes"]);
     assert!(y.status.success(), "{}", stderr(&y));
     assert!(stdout(&y).contains("down: deletes"), "{}", stdout(&y));
-    let w = world(home.path());
-    assert_eq!(w["instances"], serde_json::json!({}));
-    assert_eq!(
-        w["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "down --yes");
 
     // Nothing left: a plain `down` has nothing to ask about.
     let again = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
@@ -627,13 +624,7 @@ fn down_on_a_terminal_asks_and_honours_the_answer() {
     let text = stdout(&yes);
     assert_eq!(yes.status.code(), Some(0), "{text}{}", stderr(&yes));
     assert!(text.contains("Delete these 8 resources? [y/N]"), "{text}");
-    let w = world(home.path());
-    assert_eq!(w["instances"], serde_json::json!({}), "answered y: removed");
-    assert_eq!(
-        w["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "answered y");
 }
 
 #[test]
