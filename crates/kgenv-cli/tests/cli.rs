@@ -1,36 +1,12 @@
 //! The `kgenv` binary end to end on the simulated backends: the commands, `--json`, exit
 //! codes and config errors.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kgenv.toml")
-}
-
-/// Runs kgenv with an isolated KGENV_HOME and no cloud variables.
-fn kgenv(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("KGENV_HOME", home)
-        .env("KGENV_JUPYTER_PASSWORD", "cli-test-password")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
-        .env_remove("CLOUDSDK_COMPUTE_ZONE")
-        .env_remove("KGENV_CONFIG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kgenv runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{example, isolated, kgenv, stderr, stdout, BIN, PASSWORD};
 
 fn json_lines(o: &Output) -> Vec<serde_json::Value> {
     stdout(o)
@@ -96,21 +72,11 @@ fn mock_lifecycle_up_again_status_down() {
         s["state"]["steps"]["instance"]["facts"]["zone"],
         "us-central1-a"
     );
-    assert!(!stdout(&status).contains("cli-test-password"));
+    assert!(!stdout(&status).contains(PASSWORD));
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
-    let world: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(home.path().join("state/mock-world.json")).expect("world"),
-    )
-    .expect("json");
-    assert_eq!(world["instances"], serde_json::json!({}));
-    assert_eq!(world["containers"], serde_json::json!({}));
-    assert_eq!(
-        world["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "down --yes");
 }
 
 #[test]
@@ -283,6 +249,19 @@ fn mock_up(home: &Path) -> String {
 fn world(home: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(home.join("state/mock-world.json")).expect("world"))
         .expect("json")
+}
+
+/// After a `down` (`what`) of the example: no instance or container is left in the
+/// simulated world, and its one bucket is.
+fn assert_down_kept_only_the_bucket(home: &Path, what: &str) {
+    let w = world(home);
+    assert_eq!(w["instances"], serde_json::json!({}), "{what}: {w}");
+    assert_eq!(w["containers"], serde_json::json!({}), "{what}: {w}");
+    assert_eq!(
+        w["buckets"].as_object().map(|b| b.len()),
+        Some(1),
+        "{what}: the bucket is kept: {w}"
+    );
 }
 
 #[test]
@@ -569,13 +548,7 @@ fn down_without_a_terminal_needs_yes_and_changes_nothing() {
     let y = kgenv(home.path(), &["--config", &c, "--mock", "down", "--yes"]);
     assert!(y.status.success(), "{}", stderr(&y));
     assert!(stdout(&y).contains("down: deletes"), "{}", stdout(&y));
-    let w = world(home.path());
-    assert_eq!(w["instances"], serde_json::json!({}));
-    assert_eq!(
-        w["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "down --yes");
 
     // Nothing left: a plain `down` has nothing to ask about.
     let again = kgenv(home.path(), &["--config", &c, "--mock", "down"]);
@@ -610,21 +583,17 @@ fn kgenv_on_a_terminal(home: &Path, args: &[&str], answer: &str) -> Output {
         .map(quote)
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = Command::new("script")
-        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env("KGENV_HOME", home)
-        .env("KGENV_JUPYTER_PASSWORD", "cli-test-password")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
-        .env_remove("CLOUDSDK_COMPUTE_ZONE")
-        .env_remove("KGENV_CONFIG")
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script(1) runs (util-linux's `script` is needed for this test)");
+    let mut child = isolated(
+        Command::new("script").args(["--quiet", "--return", "--command", &line, "/dev/null"]),
+        home,
+    )
+    .env("SHELL", "/bin/sh")
+    .env("TERM", "dumb")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("script(1) runs (util-linux's `script` is needed for this test)");
     child
         .stdin
         .take()
@@ -655,13 +624,7 @@ fn down_on_a_terminal_asks_and_honours_the_answer() {
     let text = stdout(&yes);
     assert_eq!(yes.status.code(), Some(0), "{text}{}", stderr(&yes));
     assert!(text.contains("Delete these 8 resources? [y/N]"), "{text}");
-    let w = world(home.path());
-    assert_eq!(w["instances"], serde_json::json!({}), "answered y: removed");
-    assert_eq!(
-        w["buckets"].as_object().map(|b| b.len()),
-        Some(1),
-        "bucket kept"
-    );
+    assert_down_kept_only_the_bucket(home.path(), "answered y");
 }
 
 #[test]

@@ -3,26 +3,13 @@
 //! from this machine (as on a second machine), both leave `KGENV_HOME` byte for byte as
 //! they found it — the old `check` made the token there.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use sha2::Digest;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
-
-fn kgenv(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("KGENV_HOME", home)
-        .env("KGENV_JUPYTER_PASSWORD", "readonly-cli-password")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
-        .env_remove("CLOUDSDK_COMPUTE_ZONE")
-        .env_remove("KGENV_CONFIG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kgenv runs")
-}
+use support::{example, kgenv, stderr, stdout};
 
 /// Relative path → content hash (and mode) of every file under `root`.
 fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
@@ -53,14 +40,10 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
 #[test]
 fn plan_and_status_leave_kgenv_home_unchanged() {
     let home = tempfile::tempdir().expect("home");
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kgenv.toml");
+    let cfg = example();
     let c = cfg.to_str().expect("utf8");
     let up = kgenv(home.path(), &["--config", c, "--mock", "up"]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    assert!(up.status.success(), "{}", stderr(&up));
     let token = home
         .path()
         .join("config/keys/kaggle-gpu/jupyter-agent-token");
@@ -70,15 +53,11 @@ fn plan_and_status_leave_kgenv_home_unchanged() {
     let before = tree(home.path());
     for verb in ["plan", "status"] {
         let o = kgenv(home.path(), &["--config", c, "--mock", verb]);
-        assert!(
-            o.status.success(),
-            "{verb}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{verb}: {}", stderr(&o));
         assert_eq!(tree(home.path()), before, "`{verb}` changed KGENV_HOME");
     }
     let plan = kgenv(home.path(), &["--config", c, "--mock", "plan"]);
-    let out = String::from_utf8_lossy(&plan.stdout);
+    let out = stdout(&plan);
     assert!(
         out.contains("no token for the idle agent kept on this machine"),
         "the missing token is shown as a difference: {out}"

@@ -3,6 +3,8 @@
 //! machine behind a `Remote` that runs `sh -c` in a scratch `$HOME`; the agent binary is
 //! this test executable, whose ignored `agent_child` test runs `kaggle::agent_main`.
 
+#[path = "support/data_agent.rs"]
+mod data_agent;
 #[path = "support/kaggle_fake.rs"]
 mod kaggle_fake;
 
@@ -17,27 +19,18 @@ use kgenv_core::backends::remote::{
 };
 use kgenv_core::backends::{BackendResult, Kaggle, Progress, ProgressFn, Stream};
 use kgenv_core::kaggle::credentials::Secret;
-use kgenv_core::kaggle::{AgentCommand, Credentials, KaggleClient, KaggleEndpoint, RemoteKaggle};
+use kgenv_core::kaggle::{Credentials, KaggleClient, KaggleEndpoint, RemoteKaggle};
 use kgenv_core::runner::data::{pull, PullOptions};
 use kgenv_core::runner::Event;
 use kgenv_core::BackendError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "remote-secret-token-77";
-const AGENT_VAR: &str = "KGENV_TEST_AGENT_CHILD";
 
 #[test]
 #[ignore = "helper: the agent the remote tests run"]
 fn agent_child() {
-    if std::env::var_os(AGENT_VAR).is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let code = rt.block_on(kgenv_core::kaggle::agent_main());
-    std::process::exit(code);
+    data_agent::run_if_requested();
 }
 
 /// A `Remote` that is this machine, with `$HOME` in a scratch directory.
@@ -61,7 +54,7 @@ impl Remote for LocalRemote {
             .arg("-c")
             .arg(&req.command)
             .env("HOME", &self.home)
-            .env(AGENT_VAR, "1")
+            .env(data_agent::VAR, "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -124,22 +117,6 @@ impl Remote for LocalRemote {
     }
 }
 
-fn agent() -> AgentCommand {
-    AgentCommand {
-        binary: std::env::current_exe().expect("test binary"),
-        args: [
-            "--exact",
-            "agent_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_step_runs_on_the_host_through_the_agent() {
     let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
@@ -164,7 +141,7 @@ async fn the_data_step_runs_on_the_host_through_the_agent() {
         },
     )
     .expect("client");
-    let rk = RemoteKaggle::new(remote.clone(), &client, agent());
+    let rk = RemoteKaggle::new(remote.clone(), &client, data_agent::command());
 
     let files = rk.list_files("rc").await.expect("list on the host");
     assert_eq!(files.len(), 1);
@@ -232,7 +209,7 @@ async fn the_data_step_runs_on_the_host_through_the_agent() {
     }
 
     // A second backend finds the binary already there and does not copy it again.
-    let rk2 = RemoteKaggle::new(remote.clone(), &client, agent());
+    let rk2 = RemoteKaggle::new(remote.clone(), &client, data_agent::command());
     rk2.list_files("rc").await.expect("list again");
     assert_eq!(remote.puts.lock().expect("lock").len(), 1);
 }
@@ -273,7 +250,11 @@ impl Kaggle for OnlyOnHost {
         Err(BackendError::other("fetched here, not on the host"))
     }
     fn on_host(&self, host: Arc<dyn Remote>) -> BackendResult<Option<Arc<dyn Kaggle>>> {
-        Ok(Some(Arc::new(RemoteKaggle::new(host, &self.0, agent()))))
+        Ok(Some(Arc::new(RemoteKaggle::new(
+            host,
+            &self.0,
+            data_agent::command(),
+        ))))
     }
 }
 
@@ -350,7 +331,7 @@ async fn the_data_step_extracts_on_the_host_when_the_spec_says_so() {
     );
 
     // One agent backend, two calls, two choices: extraction is per call, not per backend.
-    let rk = RemoteKaggle::new(remote.clone(), &client, agent());
+    let rk = RemoteKaggle::new(remote.clone(), &client, data_agent::command());
     let file = DataFile {
         name: "train.csv".into(),
         size: 400_000,

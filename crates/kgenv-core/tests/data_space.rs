@@ -6,6 +6,8 @@
 //! The machine runs the tests as root, so each test mounts its own small tmpfs; a failed
 //! mount is a failure, not a skip.
 
+#[path = "support/data_agent.rs"]
+mod data_agent;
 #[path = "support/kaggle_fake.rs"]
 mod kaggle_fake;
 #[path = "support/sshd.rs"]
@@ -22,28 +24,17 @@ use kaggle_fake::{generate, FakeAuth, FakeKaggle};
 use kgenv_core::backends::Kaggle;
 use kgenv_core::download::DownloadOptions;
 use kgenv_core::kaggle::credentials::Secret;
-use kgenv_core::kaggle::{
-    AgentCommand, Credentials, KaggleClient, KaggleData, KaggleEndpoint, RemoteKaggle,
-};
+use kgenv_core::kaggle::{Credentials, KaggleClient, KaggleData, KaggleEndpoint, RemoteKaggle};
 use kgenv_core::runner::data::{pull, PullOptions};
 use kgenv_core::ssh::SshConnector;
 use kgenv_core::Error;
 
 const TOKEN: &str = "space-token-31";
-const AGENT_VAR: &str = "KGENV_TEST_AGENT_CHILD";
 
 #[test]
 #[ignore = "helper: the data agent the remote test runs on the host"]
 fn agent_child() {
-    if std::env::var_os(AGENT_VAR).is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let code = rt.block_on(kgenv_core::kaggle::agent_main());
-    std::process::exit(code);
+    data_agent::run_if_requested();
 }
 
 /// A tmpfs of `size` bytes mounted on a fresh temp dir, unmounted on drop.
@@ -257,26 +248,6 @@ async fn a_pull_resumes_into_the_room_its_partial_file_already_holds() {
     );
 }
 
-/// The agent the host runs: a wrapper that is this test binary's `agent_child`.
-fn agent_wrapper(dir: &Path) -> AgentCommand {
-    use std::os::unix::fs::PermissionsExt;
-    let exe = std::env::current_exe().expect("test binary");
-    let path = dir.join("agent.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\n{AGENT_VAR}=1 exec '{}' --exact agent_child --ignored --nocapture --test-threads 1\n",
-            exe.display()
-        ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    AgentCommand {
-        binary: path,
-        args: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_on_a_host_measures_there_and_stops_before_any_byte_is_fetched() {
     let src = tempfile::tempdir().expect("tempdir");
@@ -288,7 +259,11 @@ async fn a_pull_on_a_host_measures_there_and_stops_before_any_byte_is_fetched() 
         .await
         .expect("ssh");
     let work = tempfile::tempdir().expect("tempdir");
-    let rk = RemoteKaggle::new(session, &client(&fake), agent_wrapper(work.path()));
+    let rk = RemoteKaggle::new(
+        session,
+        &client(&fake),
+        data_agent::write_wrapper(&work.path().join("agent.sh"), ""),
+    );
 
     let space = rk
         .space(&fs.dest(), &["train.bin".into()])

@@ -7,6 +7,8 @@
 //!
 //! One test function: it sets `KGENV_HOME` and `KGENV_REMOTE_BINARY` for the process.
 
+#[path = "support/data_agent.rs"]
+mod data_agent;
 #[path = "support/kaggle_fake.rs"]
 mod kaggle_fake;
 #[path = "support/sshd.rs"]
@@ -29,19 +31,11 @@ use kgenv_core::ssh::SshConnector;
 use sha2::Digest;
 
 const TOKEN: &str = "readonly-kaggle-token-58";
-const AGENT_VAR: &str = "KGENV_TEST_AGENT_CHILD";
 
 #[test]
 #[ignore = "helper: the data agent `up` runs on the host"]
 fn agent_child() {
-    if std::env::var_os(AGENT_VAR).is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    std::process::exit(rt.block_on(kgenv_core::kaggle::agent_main()));
+    data_agent::run_if_requested();
 }
 
 /// Every file and directory under `root`: relative path → type, mode and content hash.
@@ -105,26 +99,17 @@ fn host_agents(agent_dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_status_leave_the_host_and_this_machine_as_they_were() {
-    use std::os::unix::fs::PermissionsExt;
-
     let home = tempfile::tempdir().expect("home");
     std::env::set_var("KGENV_HOME", home.path());
     let work = tempfile::tempdir().expect("work");
     // The agent `up` copies to the host: this test binary's `agent_child`, its requests
     // logged so the test sees what reached the host.
     let log = work.path().join("agent-requests.log");
-    let wrapper = work.path().join("agent.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n{{ cat; echo; }} | tee -a '{}' | {AGENT_VAR}=1 '{}' --exact agent_child --ignored --nocapture --test-threads 1\n",
-            log.display(),
-            std::env::current_exe().expect("exe").display()
-        ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::env::set_var("KGENV_REMOTE_BINARY", &wrapper);
+    let wrapper = data_agent::write_wrapper(
+        &work.path().join("agent.sh"),
+        &format!("{{ cat; echo; }} | tee -a '{}' | ", log.display()),
+    );
+    std::env::set_var("KGENV_REMOTE_BINARY", &wrapper.binary);
 
     let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
     generate(&work.path().join("train"), 50_000, 3);
