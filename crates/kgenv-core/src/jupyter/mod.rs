@@ -40,5 +40,5 @@ pub use hash::{hash_password, verify_password};
 pub use supervisor::supervisor_command;
 pub use tls::{certificate_sha256, self_signed_certificate};
 
-pub(crate) use tls::certificate;
+pub(crate) use tls::{certificate, existing_certificate};
 pub(crate) use token::{agent_token, existing_token, user_token};

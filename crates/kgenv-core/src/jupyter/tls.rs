@@ -35,6 +35,17 @@ pub(crate) fn local_cert_paths(env: &str) -> (PathBuf, PathBuf) {
     (dir.join("jupyter-cert.pem"), dir.join("jupyter-key.pem"))
 }
 
+/// The certificate (PEM) kgenv serves for `tls` in environment `env`, if it exists already:
+/// the user's file, or the self-signed one kept on this machine. Makes nothing (for `plan`
+/// and `status`); `None` when TLS is off or nothing is kept yet.
+pub(crate) fn existing_certificate(env: &str, tls: &JupyterTls) -> Option<String> {
+    match tls {
+        JupyterTls::Off => None,
+        JupyterTls::Files { cert, .. } => std::fs::read_to_string(cert).ok(),
+        JupyterTls::SelfSigned => std::fs::read_to_string(local_cert_paths(env).0).ok(),
+    }
+}
+
 /// The TLS certificate and key (PEM) `tls` asks for in environment `env`: the user's
 /// files, or kgenv's self-signed pair — generated once (for localhost, 127.0.0.1 and
 /// `host_ip` when known) and kept (key 0600). `None` when TLS is off.

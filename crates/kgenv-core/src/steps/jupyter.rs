@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::hostfs::HostFs;
 use crate::error::{BackendError, Result, ValidationError};
 use crate::jupyter::{
-    agent_token, certificate, existing_token, hash_password, render_config, user_token,
-    verify_password, JupyterLayout, AGENT_TOKEN_FILE, CONFIG_FILE,
+    agent_token, certificate, existing_certificate, existing_token, hash_password, render_config,
+    user_token, verify_password, JupyterLayout, AGENT_TOKEN_FILE, CONFIG_FILE,
 };
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Jupyter, JupyterAuth, JupyterTls};
@@ -217,6 +217,20 @@ impl Step for JupyterStep {
                 Some(_) => diff.push("token changed".into()),
                 None => diff.push("no token kept on this machine yet (`up` makes one)".into()),
             },
+        }
+        if self.spec.tls != JupyterTls::Off {
+            // The host's copy can outlive this machine's (a kept data disk, a new checkout):
+            // a certificate that differs from the one kgenv trusts breaks every connection.
+            let host_cert = fs.read(&format!("{}/cert.pem", self.dir)).await?;
+            match existing_certificate(&self.env, &self.spec.tls) {
+                None => {
+                    diff.push("no certificate kept on this machine yet (`up` makes one)".into())
+                }
+                Some(local) if host_cert.as_deref() != Some(local.as_bytes()) => {
+                    diff.push("the host's certificate is not the one kgenv keeps".into());
+                }
+                Some(_) => {}
+            }
         }
         if self.with_agent
             && agent.is_some()
