@@ -512,7 +512,10 @@ mod tests {
             .await
             .expect("write");
         store.forget_if_empty().await.expect("not empty");
-        assert!(store.path().exists(), "a state that records something stays");
+        assert!(
+            store.path().exists(),
+            "a state that records something stays"
+        );
         // A full `down` of a state holding only its owner id: nothing is left to record.
         let other = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(other.path(), "kg", "gce").expect("open");
