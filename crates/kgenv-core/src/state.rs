@@ -324,14 +324,30 @@ impl StateStore {
     /// The owner id, made (and written) now if this environment has none yet. A state
     /// that already records resources gets its id with `owner_pending` set, so what it
     /// made before owner ids is adopted by the next `up`.
+    ///
+    /// The id is on disk before this returns, even while no step has recorded anything:
+    /// a run killed after a create call landed but before its step recorded it has left a
+    /// resource that carries the id, and the next `up` (or `down`) must know the id to
+    /// adopt (or delete) it rather than refuse it as someone else's.
     pub async fn ensure_owner(&self) -> Result<Owner, StateError> {
         let mut state = self.inner.lock().await;
         if state.owner.is_none() {
             state.owner = Some(new_owner_id());
             state.owner_pending = !state.is_empty();
-            self.write(&state)?;
+            self.persist(&state)?;
         }
         Ok(state.owner())
+    }
+
+    /// Removes the state file (and its backup) when it records nothing: for a `down` that
+    /// went through every step, after which no resource of this environment stands, so its
+    /// owner id no longer matters.
+    pub async fn forget_if_empty(&self) -> Result<(), StateError> {
+        let state = self.inner.lock().await;
+        if state.steps.is_empty() {
+            self.write(&state)?;
+        }
+        Ok(())
     }
 
     /// Ends the adoption of resources made before owner ids (after an `up` that went
@@ -370,6 +386,13 @@ impl StateStore {
             remove_if_present(&self.path)?;
             return remove_if_present(&backup);
         }
+        self.persist(state)
+    }
+
+    /// Writes `state` atomically (keeping the previous file as the backup), whatever it
+    /// records.
+    fn persist(&self, state: &State) -> Result<(), StateError> {
+        let backup = self.backup_path();
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
@@ -470,6 +493,36 @@ mod tests {
         let owner = settled.snapshot().await.owner();
         assert!(!owner.legacy && !owner.owns(&name_only));
         assert!(owner.owns(&owner.labels()));
+    }
+
+    #[tokio::test]
+    async fn a_new_owner_id_is_on_disk_before_anything_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path(), "kg", "gce").expect("open");
+        let id = store.ensure_owner().await.expect("owner").id;
+        // A run killed now may have a create call in flight whose resource carries the id.
+        let reopened = StateStore::open(dir.path(), "kg", "gce").expect("reopen");
+        assert_eq!(reopened.snapshot().await.owner, id);
+        assert_eq!(reopened.ensure_owner().await.expect("again").id, id);
+        store
+            .update("instance", |r| {
+                r.created
+                    .insert("instance".into(), "projects/p/zones/z/instances/kg".into());
+            })
+            .await
+            .expect("write");
+        store.forget_if_empty().await.expect("not empty");
+        assert!(
+            store.path().exists(),
+            "a state that records something stays"
+        );
+        // A full `down` of a state holding only its owner id: nothing is left to record.
+        let other = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(other.path(), "kg", "gce").expect("open");
+        store.ensure_owner().await.expect("owner");
+        assert!(store.path().exists());
+        store.forget_if_empty().await.expect("forget");
+        assert!(!store.path().exists() && !store.backup_path().exists());
     }
 
     #[test]

@@ -312,10 +312,16 @@ pub async fn down(
     selected: &BTreeSet<String>,
     ctx: &StepCtx,
 ) -> Result<Report> {
-    reverse(steps, selected, ctx, "down", Phase::Destroy, |step, ctx| {
+    let report = reverse(steps, selected, ctx, "down", Phase::Destroy, |step, ctx| {
         Box::pin(async move { Ok(step.destroy(&ctx).await? == Destroyed::Removed) })
     })
-    .await
+    .await?;
+    // An `up` writes the owner id before it makes anything; once every step has removed
+    // what it made (recorded or found by the id), nothing carries it any more.
+    if selected.len() == steps.len() {
+        ctx.state.forget_if_empty().await?;
+    }
+    Ok(report)
 }
 
 /// What `down` would do to one step.

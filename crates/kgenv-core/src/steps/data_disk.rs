@@ -291,9 +291,20 @@ impl Step for DataDiskStep {
             ctx.log(format!(
                 "attaching {at} to {instance} as {DATA_DEVICE_NAME}"
             ));
-            compute
-                .attach_disk(&instance, &at, DATA_DEVICE_NAME)
-                .await?;
+            match compute.attach_disk(&instance, &at, DATA_DEVICE_NAME).await {
+                Ok(()) => {}
+                // A run killed while its attach was under way: that attach has landed
+                // meanwhile, and this one found the disk in use — by this very VM.
+                Err(e @ BackendError::InUse { .. }) => match compute.get_disk(&at).await? {
+                    Some(d) if attached_to(&d, &instance) => {
+                        ctx.log(format!(
+                            "{at} was attached to {instance} by an earlier, interrupted run"
+                        ));
+                    }
+                    _ => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
         }
         let now = compute
             .get_disk(&at)

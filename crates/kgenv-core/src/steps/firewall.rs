@@ -188,6 +188,14 @@ impl Step for FirewallStep {
             Some(have) => {
                 let d = diff(&have, &want);
                 if d.is_empty() {
+                    // Made by a run killed before it recorded the rule: record it now, so
+                    // the state file lists it and `down` deletes it by its record.
+                    if recorded_rule(&ctx.state.snapshot().await, &self.id).is_none() {
+                        return Ok(CheckOutcome::drifted(
+                            vec!["not recorded in the state file yet".into()],
+                            vec![],
+                        ));
+                    }
                     Ok(CheckOutcome::satisfied())
                 } else {
                     Ok(CheckOutcome::drifted(

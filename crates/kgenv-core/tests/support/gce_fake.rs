@@ -17,7 +17,8 @@
 //! - disks are resources: the boot disk is named like the instance, made with it and
 //!   deleted with it (`autoDelete`); other disks are detached and kept (their `users`
 //!   cleared); an attached disk cannot be deleted (400 `resourceInUseByAnotherResource`);
-//!   a disk only grows; a disk attaches only in its own zone and to one instance;
+//!   a disk only grows; a disk attaches only in its own zone and to one instance (an
+//!   attach accepted while another is under way fails when it runs, as GCE's does);
 //!   snapshots are global and go CREATING → UPLOADING → READY; a disk's content is an
 //!   opaque value ([`FakeGce::disk_data`]) that snapshots carry to the disks made from them;
 //! - setMachineType, setMachineResources and setServiceAccount need a TERMINATED instance
@@ -542,6 +543,48 @@ impl World {
             };
             op.finalized = true;
             let (effect, failed, done_at) = (op.effect.clone(), op.error.is_some(), op.done_at);
+            // GCE checks an operation again when it runs: an attach accepted while another
+            // attach of the same disk was under way fails once that one has attached it,
+            // and so does an insert of a name another insert took meanwhile.
+            let conflict = match &effect {
+                Effect::AttachDisk(_, attached) if !failed => {
+                    let source = attached["source"].as_str().unwrap_or_default();
+                    disk_key_of(source)
+                        .and_then(|dk| self.disks.get(&dk))
+                        .and_then(|d| d.users.first())
+                        .map(|user| Fault::OperationError {
+                            code: "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE".into(),
+                            message: format!(
+                                "The disk resource '{}' is already being used by '{user}'",
+                                &source[source.find("projects/").unwrap_or(0)..]
+                            ),
+                            http_status: 400,
+                            quota_info: None,
+                            leave_instance: false,
+                        })
+                }
+                // Two inserts of one rule accepted side by side: the later one to run
+                // finds the name taken.
+                Effect::InsertFirewall(key, _) if !failed && self.firewalls.contains_key(key) => {
+                    Some(Fault::OperationError {
+                        code: "RESOURCE_ALREADY_EXISTS".into(),
+                        message: format!(
+                            "The resource 'projects/{}/global/firewalls/{}' already exists",
+                            key.0, key.1
+                        ),
+                        http_status: 409,
+                        quota_info: None,
+                        leave_instance: false,
+                    })
+                }
+                _ => None,
+            };
+            let failed = failed || conflict.is_some();
+            if let Some(e) = conflict {
+                if let Some(op) = self.ops.get_mut(&name) {
+                    op.error = Some(e);
+                }
+            }
             self.finalize(effect, failed, done_at);
             self.sync_guest_keys();
         }
