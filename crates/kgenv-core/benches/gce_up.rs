@@ -3,9 +3,11 @@
 //! the fake Compute API with injected latencies. Prints, per scenario:
 //!
 //! - wall time ÷ critical-path time, where the critical path is what no client can avoid:
-//!   one round trip for the image/type lookups, then for each zone attempt one round trip
-//!   plus the insert operation, then the guest agent's host-key delay and one read. The
-//!   firewall rule is off the critical path: it must overlap with the instance;
+//!   one round trip for the image/type lookups, then for each zone out of capacity one
+//!   round trip plus the window GCE shows the failing instance PROVISIONING, and the
+//!   deletion of the half-made instance it leaves; then one round trip plus the insert
+//!   operation, the guest agent's host-key delay and one read. The firewall rule is off the
+//!   critical path: it must overlap with the instance;
 //! - HTTP requests per minute of operation time (all requests the run sent ÷ the summed
 //!   durations of the operations it started): long-polling keeps this low.
 //!
@@ -28,6 +30,8 @@ const RTT: Duration = Duration::from_millis(30);
 const FIREWALL_OP: Duration = Duration::from_millis(800);
 const INSERT_OP: Duration = Duration::from_millis(2500);
 const DELETE_OP: Duration = Duration::from_millis(600);
+/// How long a failing insert shows its instance PROVISIONING before the stockout error.
+const FAILED_INSERT_WINDOW: Duration = Duration::from_millis(1000);
 const HOSTKEY_DELAY: Duration = Duration::from_millis(1500);
 /// The real `wait` returns after about two minutes; scaled like the operations (÷10).
 const WAIT_CAP: Duration = Duration::from_secs(12);
@@ -61,6 +65,7 @@ async fn run_once(s: &Scenario) -> Figures {
         c.hostkey_delay = HOSTKEY_DELAY;
         c.stockout_zones = s.stockout.iter().map(|z| z.to_string()).collect();
         c.half_made_on_stockout = true;
+        c.failed_insert_window = FAILED_INSERT_WINDOW;
     });
     let mut b = Instance::builder()
         .project("my-project")
@@ -91,7 +96,13 @@ async fn run_once(s: &Scenario) -> Figures {
         .iter()
         .position(|z| !s.stockout.contains(z))
         .map_or(s.zones.len(), |i| i + 1) as u32;
-    let critical = RTT + (RTT + INSERT_OP) * attempts + HOSTKEY_DELAY + RTT;
+    let failed = attempts - 1;
+    let critical = RTT
+        + (RTT + FAILED_INSERT_WINDOW + RTT + DELETE_OP) * failed
+        + RTT
+        + INSERT_OP
+        + HOSTKEY_DELAY
+        + RTT;
     let reqs = fake.requests();
     let mut by_method = BTreeMap::new();
     for r in &reqs {
@@ -119,10 +130,11 @@ async fn run() {
     std::env::set_var("KGENV_HOME", home.path());
     println!("gce_up: kgenv's REST client vs the fake Compute API (discovery-validated)");
     println!(
-        "injected: round trip {} ms, firewall insert {} ms, instance insert {} ms, delete {} ms, host keys {} ms after RUNNING, wait cap {} s; median of {RUNS} runs",
+        "injected: round trip {} ms, firewall insert {} ms, instance insert {} ms (a failing one: {} ms PROVISIONING), delete {} ms, host keys {} ms after RUNNING, wait cap {} s; median of {RUNS} runs",
         RTT.as_millis(),
         FIREWALL_OP.as_millis(),
         INSERT_OP.as_millis(),
+        FAILED_INSERT_WINDOW.as_millis(),
         DELETE_OP.as_millis(),
         HOSTKEY_DELAY.as_millis(),
         WAIT_CAP.as_secs()
