@@ -152,6 +152,48 @@ pub fn disk_path(at: &DiskRef) -> String {
     )
 }
 
+/// `projects/p/zones/z/instances/n`: how kgenv records an instance and a disk lists its users.
+pub fn instance_path(at: &InstanceRef) -> String {
+    format!(
+        "projects/{}/zones/{}/instances/{}",
+        at.project, at.zone, at.name
+    )
+}
+
+/// The (project, zone, name) of a zonal resource link of `kind` (`instances`, `disks`):
+/// `projects/p/zones/z/<kind>/n`, or a full self link ending so.
+fn zonal_parts(link: &str, kind: &str) -> Option<(String, String, String)> {
+    let rest = &link[link.find("projects/")?..];
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", p, "zones", z, k, n] if *k == kind => {
+            Some(((*p).into(), (*z).into(), (*n).into()))
+        }
+        _ => None,
+    }
+}
+
+impl InstanceRef {
+    /// The instance a link names (see [`instance_path`]).
+    pub fn from_link(link: &str) -> Option<Self> {
+        zonal_parts(link, "instances").map(|(project, zone, name)| Self {
+            project,
+            zone,
+            name,
+        })
+    }
+}
+
+impl DiskRef {
+    /// The disk a link names (see [`disk_path`]).
+    pub fn from_link(link: &str) -> Option<Self> {
+        zonal_parts(link, "disks").map(|(project, zone, name)| Self {
+            project,
+            zone,
+            name,
+        })
+    }
+}
+
 /// A firewall rule (VPC network, ingress, allow).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallRule {

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::{MockDisk, MockSnapshot, MockWorld, WorldState};
 use crate::backends::compute::{
-    disk_path, AttachedDisk, Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo,
-    InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, SnapshotInfo,
+    disk_path, instance_path, AttachedDisk, Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule,
+    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
@@ -42,13 +42,6 @@ fn key(at: &InstanceRef) -> String {
 
 fn dkey(at: &DiskRef) -> String {
     format!("{}/{}/{}", at.project, at.zone, at.name)
-}
-
-fn instance_path(at: &InstanceRef) -> String {
-    format!(
-        "projects/{}/zones/{}/instances/{}",
-        at.project, at.zone, at.name
-    )
 }
 
 /// `projects/p/zones/z/disks/d` → the world's disk key `p/z/d`.

@@ -17,7 +17,9 @@ pub mod relocate;
 
 use async_trait::async_trait;
 
-use crate::backends::compute::{disk_path, DiskInfo, DiskRef, DiskRequest, InstanceRef};
+use crate::backends::compute::{
+    disk_path, instance_path, DiskInfo, DiskRef, DiskRequest, InstanceRef,
+};
 use crate::error::{BackendError, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::{DataDisk, Instance};
@@ -32,32 +34,12 @@ pub const DATA_DISK_ID: &str = "data-disk";
 /// The data disk the state recorded (`projects/p/zones/z/disks/d`): kept across `down`.
 pub fn recorded_disk(state: &State) -> Option<DiskRef> {
     let link = state.step(DATA_DISK_ID)?.created.get("disk")?;
-    parse_disk_link(link)
-}
-
-/// `projects/p/zones/z/disks/d` (or a full self link ending so) → its parts.
-pub fn parse_disk_link(link: &str) -> Option<DiskRef> {
-    let rest = &link[link.find("projects/")?..];
-    match rest.split('/').collect::<Vec<_>>().as_slice() {
-        ["projects", project, "zones", zone, "disks", name] => Some(DiskRef {
-            project: (*project).into(),
-            zone: (*zone).into(),
-            name: (*name).into(),
-        }),
-        _ => None,
-    }
-}
-
-fn instance_link(i: &InstanceRef) -> String {
-    format!(
-        "projects/{}/zones/{}/instances/{}",
-        i.project, i.zone, i.name
-    )
+    DiskRef::from_link(link)
 }
 
 /// Whether a disk's `users` (self links or relative links) include `instance`.
 fn attached_to(disk: &DiskInfo, instance: &InstanceRef) -> bool {
-    let want = instance_link(instance);
+    let want = instance_path(instance);
     disk.users.iter().any(|u| u.ends_with(&want))
 }
 
@@ -315,7 +297,11 @@ impl Step for DataDiskStep {
         self.record(ctx, &now).await
     }
     fn teardown(&self, record: &StepRecord, ctx: &StepCtx) -> Teardown {
-        let Some(at) = record.created.get("disk").and_then(|l| parse_disk_link(l)) else {
+        let Some(at) = record
+            .created
+            .get("disk")
+            .and_then(|l| DiskRef::from_link(l))
+        else {
             return Teardown::default();
         };
         let size = record

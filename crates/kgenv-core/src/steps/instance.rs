@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::backends::compute::{
-    is_default_compute_account, ImageInfo, InstanceInfo, InstanceRef, InstanceRequest,
-    InstanceStatus,
+    instance_path, is_default_compute_account, DiskRef, ImageInfo, InstanceInfo, InstanceRef,
+    InstanceRequest, InstanceStatus,
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
@@ -39,21 +39,7 @@ const SETTLE_MAX_DELAY: Duration = Duration::from_secs(5);
 /// now names it.
 pub fn recorded_instance(state: &State) -> Option<InstanceRef> {
     let link = state.step("instance")?.created.get("instance")?;
-    parse_instance_link(link)
-}
-
-/// `projects/p/zones/z/instances/n` (or a full self link ending so) → its parts.
-pub fn parse_instance_link(link: &str) -> Option<InstanceRef> {
-    let rest = &link[link.find("projects/")?..];
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        ["projects", project, "zones", zone, "instances", name] => Some(InstanceRef {
-            project: (*project).into(),
-            zone: (*zone).into(),
-            name: (*name).into(),
-        }),
-        _ => None,
-    }
+    InstanceRef::from_link(link)
 }
 
 fn is_settling(status: &InstanceStatus) -> bool {
@@ -449,13 +435,7 @@ impl InstanceStep {
                     // one would fail every connection, and must be read again.
                     r.facts.remove("host_keys");
                 }
-                r.created.insert(
-                    "instance".into(),
-                    format!(
-                        "projects/{}/zones/{}/instances/{}",
-                        info.at.project, info.at.zone, info.at.name
-                    ),
-                );
+                r.created.insert("instance".into(), instance_path(&info.at));
                 r.facts.insert("zone".into(), info.at.zone.clone());
                 if !info.id.is_empty() {
                     r.facts.insert("id".into(), info.id.clone());
@@ -794,7 +774,7 @@ impl InstanceStep {
         let Some(boot) = info.disks.iter().find(|d| d.boot) else {
             return Ok(None);
         };
-        let Some(at) = super::data_disk::parse_disk_link(&boot.source) else {
+        let Some(at) = DiskRef::from_link(&boot.source) else {
             return Ok(None);
         };
         let Some(disk) = ctx.backends.compute.get_disk(&at).await? else {

@@ -25,14 +25,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::backends::compute::{DiskInfo, DiskRef, DiskRequest};
+use crate::backends::compute::{disk_path, DiskInfo, DiskRef, DiskRequest};
 use crate::error::{BackendError, Result};
 use crate::plan::StepCtx;
 use crate::spec::Instance;
 use crate::state::State;
 
-use super::{parse_disk_link, record_disk, DATA_DISK_ID};
-use crate::backends::compute::disk_path as disk_link;
+use super::{record_disk, DATA_DISK_ID};
 
 /// Id of the state record of an incomplete move (not a step of the DAG).
 pub const MOVE_ID: &str = "move";
@@ -128,7 +127,7 @@ pub fn pending_move(state: &State) -> Option<PendingMove> {
     let r = state.step(MOVE_ID)?;
     Some(PendingMove {
         to_zone: r.facts.get("to_zone")?.clone(),
-        old_disk: parse_disk_link(r.created.get("old_disk")?)?,
+        old_disk: DiskRef::from_link(r.created.get("old_disk")?)?,
         old_disk_id: r.facts.get("old_disk_id").cloned().unwrap_or_default(),
         size_gb: r.facts.get("size_gb")?.parse().ok()?,
         disk_type: r.facts.get("type")?.clone(),
@@ -184,7 +183,7 @@ pub async fn begin(ctx: &StepCtx, old: &DiskInfo, to_zone: &str) -> Result<Pendi
     };
     ctx.state
         .update(MOVE_ID, |r| {
-            r.created.insert("old_disk".into(), disk_link(&m.old_disk));
+            r.created.insert("old_disk".into(), disk_path(&m.old_disk));
             r.facts.insert("from_zone".into(), m.old_disk.zone.clone());
             r.facts.insert("to_zone".into(), m.to_zone.clone());
             r.facts.insert("old_disk_id".into(), m.old_disk_id.clone());
@@ -325,7 +324,7 @@ pub async fn finish(ctx: &StepCtx, m: &PendingMove) -> Result<()> {
     let recorded = state
         .step(DATA_DISK_ID)
         .and_then(|r| r.created.get("disk"))
-        .and_then(|l| parse_disk_link(l));
+        .and_then(|l| DiskRef::from_link(l));
     if recorded.as_ref() != Some(&m.new_disk()) {
         return Err(BackendError::InvalidArgument {
             resource: m.old_disk.to_string(),
