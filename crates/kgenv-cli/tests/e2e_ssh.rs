@@ -26,7 +26,10 @@ use std::time::Instant;
 
 use kaggle_fake::{sha256_file, FakeAuth, FakeKaggle};
 
-use e2e_support::{assert_noop, docker, login_and_list, serial, E2e};
+use e2e_support::{
+    as_login_user, assert_noop, container_created, docker, login_and_list, owner_and_mode, serial,
+    E2e, FirstBoot,
+};
 
 /// The competition the Kaggle fake serves to the main scenario.
 const COMPETITION: &str = "e2e-titanic";
@@ -77,9 +80,27 @@ fn ssh_target_up_login_noop_down() {
         .join(COMPETITION)
         .join("train.csv");
 
+    // The host is a fresh VM at first boot: the driver installer holds dpkg's lock, then
+    // restarts dockerd. `up` must wait it out, not fail on it or race the restart.
+    let first_boot = FirstBoot::start(std::time::Duration::from_secs(12));
     let t0 = Instant::now();
     let up = e.run(&["up"]);
     up.expect_ok("first kgenv up");
+    let boot = first_boot.finish();
+    let host_log = up.messages("host").join("\n");
+    assert!(
+        host_log.contains("waiting for the NVIDIA driver install"),
+        "the host step said what it waited for: {host_log}"
+    );
+    let restarted = boot
+        .iter()
+        .find(|(_, ev)| ev == "dockerd-started")
+        .map(|(t, _)| *t)
+        .expect("the simulator restarted dockerd");
+    assert!(
+        container_created(&e.container()) > restarted,
+        "the container was created after the installer's dockerd restart, not killed by it: {boot:?}"
+    );
     for step in ["host", "image", "container", "jupyter", data_step.as_str()] {
         assert_eq!(
             up.outcome(step).as_deref(),
@@ -116,6 +137,40 @@ fn ssh_target_up_login_noop_down() {
     );
     // A file in the notebook directory, as a user's work would be.
     let working = e.host_dir().join("working");
+    // Non-root host: working/ and the pulled data are the login user's, writable by that
+    // user (over SSH, without sudo) and by the container; what kgenv put in the user's home
+    // (the data agent) belongs to the user.
+    let login = kgenv_core::keys::GCE_USER;
+    assert_eq!(
+        owner_and_mode(&working).0,
+        login,
+        "working/ is the login user's"
+    );
+    assert!(
+        as_login_user(&format!("touch '{}/by-login-user'", working.display())),
+        "the login user can write into working/"
+    );
+    let in_container = docker(&[
+        "exec",
+        &e.container(),
+        "sh",
+        "-c",
+        "touch /kaggle/working/by-container && echo ok",
+    ]);
+    assert_eq!(
+        in_container, "ok",
+        "the container can write into /kaggle/working"
+    );
+    let cache = format!("/home/{login}/.cache/kgenv");
+    let not_ours = std::process::Command::new("find")
+        .args([cache.as_str(), "!", "-user", login])
+        .output()
+        .expect("find runs");
+    assert!(
+        not_ours.status.success() && not_ours.stdout.is_empty(),
+        "everything kgenv left in {cache} is the login user's: {}",
+        String::from_utf8_lossy(&not_ours.stdout)
+    );
     std::fs::write(working.join("train.csv"), "id,label\n1,0\n").expect("write into working/");
     login_and_list(&e, "working", "train.csv");
     eprintln!(
@@ -134,6 +189,11 @@ fn ssh_target_up_login_noop_down() {
         sha256_file(&pulled),
         sha256_file(&served.path),
         "the pulled file has the served bytes"
+    );
+    assert_eq!(
+        owner_and_mode(&pulled).0,
+        login,
+        "the data agent ran as the login user"
     );
     login_and_list(&e, &format!("input/{COMPETITION}"), "train.csv");
     let signed_urls = fake.state.signed_urls.load(Ordering::SeqCst);

@@ -602,3 +602,259 @@ fn fstab_set_replaces_only_the_entries_it_names() {
         .collect();
     assert_eq!(names.len(), 1, "no temp file left: {names:?}");
 }
+
+/// A tmpfs of `kib` KiB mounted on a temp dir, unmounted on drop: a file system that fills
+/// up for real.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn new(kib: u32) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0755"),
+                "kgenv-test",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system to the last block (the filler file stays).
+    fn fill(&self) {
+        let out = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .output()
+            .expect("dd runs");
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No space"),
+            "dd stopped on a full file system: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Files in `dir` other than `keep`.
+fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn system_files_survive_a_full_file_system() {
+    use kgenv_core::steps::script::FILE_PUT_FN;
+    let fs = SmallFs::new(64);
+    let fstab = fs.path().join("fstab");
+    let old_fstab = "proc /proc proc defaults 0 0\nUUID=1234 /data ext4 defaults,nofail 0 2\n";
+    std::fs::write(&fstab, old_fstab).expect("fstab");
+    let unit = fs.path().join("kgenv-idle.service");
+    std::fs::write(&unit, "[Unit]\nDescription=old\n").expect("unit");
+    fs.fill();
+    // A new fstab line far longer than anything left: the write fails, the old file stays.
+    let long = format!("bucket /mnt/b gcsfuse rw,{} 0 0", "x".repeat(16 * 1024));
+    let out = fstab_set(&fstab, "/mnt/b", "gcsfuse", &long);
+    assert!(!out.status.success(), "fstab_set reports the failed write");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is unchanged"),
+        "and says the file is unchanged: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&fstab).expect("fstab"), old_fstab);
+    let put = |path: &Path, text: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("{FILE_PUT_FN}\nfile_put \"$@\"\n"), "sh"])
+            .arg(path)
+            .args(["0644", text])
+            .output()
+            .expect("sh")
+    };
+    let out = put(&unit, &"y".repeat(16 * 1024));
+    assert!(!out.status.success(), "file_put reports the failed write");
+    assert_eq!(
+        std::fs::read_to_string(&unit).expect("unit"),
+        "[Unit]\nDescription=old\n"
+    );
+    assert!(
+        others(fs.path(), &["fstab", "kgenv-idle.service", "filler"]).is_empty(),
+        "no temp file left: {:?}",
+        others(fs.path(), &[])
+    );
+    // With room again, the same calls go through, and a second one changes nothing.
+    std::fs::remove_file(fs.path().join("filler")).expect("rm filler");
+    let out = put(&unit, "[Unit]\nDescription=new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&unit).expect("unit"),
+        "[Unit]\nDescription=new\n"
+    );
+    let before = std::fs::metadata(&unit).and_then(|m| m.modified()).ok();
+    let again = put(&unit, "[Unit]\nDescription=new");
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::metadata(&unit).and_then(|m| m.modified()).ok(),
+        before,
+        "an unchanged file is not rewritten"
+    );
+}
+
+/// A child holding dpkg's locks (POSIX record locks, as apt and dpkg take them) until it is
+/// killed; returns once it holds them.
+struct DpkgLockHolder(std::process::Child);
+
+impl DpkgLockHolder {
+    fn hold(secs: u32) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys, time\n\
+                 fs = [open(p, 'a') for p in ('/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock')]\n\
+                 [fcntl.lockf(f, fcntl.LOCK_EX) for f in fs]\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(float(sys.argv[1]))\n",
+                &secs.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the holder reports");
+        assert_eq!(line.trim(), "locked", "the holder got dpkg's locks");
+        Self(child)
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for DpkgLockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn apt_get_waits_for_the_dpkg_lock_instead_of_failing() {
+    use kgenv_core::steps::script::APT_GET_FN;
+    shellcheck(
+        "apt_get",
+        &format!("{APT_GET_FN}\napt_get install -y sudo\n"),
+    );
+    // `sudo` is installed here: installing it again takes the lock and changes nothing.
+    let mut holder = DpkgLockHolder::hold(4);
+    let plain = Command::new("apt-get")
+        .args(["install", "-y", "-q", "sudo"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .expect("apt-get runs");
+    assert!(
+        !plain.status.success() && String::from_utf8_lossy(&plain.stderr).contains("lock"),
+        "a plain apt-get fails at once while the lock is held: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert!(
+        holder.running(),
+        "the lock was still held when apt-get failed"
+    );
+    let waited = Command::new("sh")
+        .args(["-c", &format!("{APT_GET_FN}\napt_get install -y sudo\n")])
+        .output()
+        .expect("sh runs");
+    assert!(
+        waited.status.success(),
+        "kgenv's apt_get waited for the lock: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(
+        !holder.running(),
+        "apt_get finished only after the holder let the lock go"
+    );
+}
+
+#[test]
+fn first_boot_probe_sees_the_installer_and_the_dpkg_lock() {
+    use kgenv_core::steps::host::first_boot::{parse, Busy, PROBE};
+    shellcheck("first-boot probe", PROBE);
+    let probe = || {
+        let out = Command::new("sh")
+            .args(["-c", PROBE])
+            .output()
+            .expect("sh runs the probe");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse(&String::from_utf8_lossy(&out.stdout))
+    };
+    assert!(
+        !probe().iter().any(|b| matches!(b, Busy::Installer { .. })),
+        "no installer runs yet (the probe does not see itself): {:?}",
+        probe()
+    );
+    let mut installer = Command::new("bash")
+        .args(["-c", "exec -a /opt/deeplearning/install-driver.sh sleep 60"])
+        .spawn()
+        .expect("a stand-in installer");
+    let holder = DpkgLockHolder::hold(60);
+    let busy = probe();
+    let _ = installer.kill();
+    let _ = installer.wait();
+    let holder_pid = holder.0.id();
+    assert!(
+        busy.iter()
+            .any(|b| matches!(b, Busy::Installer { pid, command }
+            if *pid == installer.id() && command.contains("install-driver.sh"))),
+        "the installer is seen: {busy:?}"
+    );
+    assert!(
+        busy.iter()
+            .any(|b| matches!(b, Busy::PackageManager { pid, .. } if *pid == holder_pid)),
+        "the lock holder is seen: {busy:?}"
+    );
+    assert!(
+        matches!(busy[0], Busy::Installer { .. }),
+        "the installer comes first"
+    );
+    drop(holder);
+    assert!(
+        !probe()
+            .iter()
+            .any(|b| matches!(b, Busy::PackageManager { pid, .. } if *pid == holder_pid)),
+        "the lock is free again"
+    );
+}

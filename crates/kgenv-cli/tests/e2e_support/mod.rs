@@ -4,6 +4,12 @@
 //!
 //! Every kgenv run is `--json`; a failed run panics with the step that failed, its error
 //! and its log lines, so a red CI run is diagnosable from the output alone.
+//!
+//! The host is a fresh Deep Learning VM as GCE delivers it: kgenv logs in (ssh and gce
+//! targets alike) as the non-root `kgenv` user with passwordless sudo and the `docker` group
+//! (made by `scripts/setup/80-e2e.sh`, as GCE's guest agent makes it), and a scenario can
+//! start [`FirstBoot`]: the NVIDIA driver installer's stand-in, holding dpkg's lock and
+//! restarting dockerd at its end.
 #![allow(dead_code)]
 
 #[path = "../../../kgenv-core/tests/support/sshd.rs"]
@@ -219,8 +225,10 @@ pub struct E2e {
 
 impl E2e {
     /// An ssh-target environment named `e2e<tag><pid>` on a fresh sshd whose host key is
-    /// in kgenv's known_hosts (verified, no trust-on-first-use).
+    /// in kgenv's known_hosts (verified, no trust-on-first-use), logging in as the non-root
+    /// `kgenv` user, as on a Deep Learning VM.
     pub fn ssh(tag: &str) -> Self {
+        assert_login_user();
         let e = Self::new(tag, |p| {
             format!(
                 r#"target = "ssh"
@@ -229,7 +237,7 @@ impl E2e {
 host = "{user}@127.0.0.1:{port}"
 identity_file = "{key}"
 "#,
-                user = p.sshd.user,
+                user = kgenv_core::keys::GCE_USER,
                 port = p.sshd.port,
                 key = p.sshd.client_key.display(),
             )
@@ -495,6 +503,185 @@ impl Drop for E2e {
     fn drop(&mut self) {
         self.cleanup_host();
     }
+}
+
+/// Panics unless the local account kgenv logs in as exists (non-root, sudo, docker group).
+pub fn assert_login_user() {
+    let user = kgenv_core::keys::GCE_USER;
+    let groups = Command::new("id")
+        .args(["-nG", user])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let groups = groups.unwrap_or_else(|| {
+        panic!("the local account `{user}` is missing: run scripts/setup/80-e2e.sh (it creates it, as GCE's guest agent would)")
+    });
+    assert!(
+        groups.split_whitespace().any(|g| g == "docker"),
+        "`{user}` is not in the docker group ({groups}): run scripts/setup/80-e2e.sh"
+    );
+    let sudo = Command::new("runuser")
+        .args(["-u", user, "--", "sudo", "-n", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        sudo,
+        "`{user}` has no passwordless sudo: run scripts/setup/80-e2e.sh"
+    );
+}
+
+/// `(owner name, mode)` of `path` on this machine (the host), from `stat`.
+pub fn owner_and_mode(path: &Path) -> (String, u32) {
+    let out = Command::new("stat")
+        .args(["-c", "%U %a"])
+        .arg(path)
+        .output()
+        .expect("stat runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let owner = words.next().unwrap_or_default().to_string();
+    let mode = words
+        .next()
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or_else(|| panic!("stat {}: {text}", path.display()));
+    (owner, mode)
+}
+
+/// Runs `sh -c SCRIPT` as the login user on this machine (the host); whether it succeeded.
+pub fn as_login_user(script: &str) -> bool {
+    Command::new("runuser")
+        .args(["-u", kgenv_core::keys::GCE_USER, "--", "sh", "-c", script])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The first boot of a fresh Deep Learning VM, simulated on this machine by
+/// `kgenv-core/tests/fixtures/firstboot/install-driver.sh`, named and behaving like the
+/// image's NVIDIA driver installer: dpkg's locks held for a while (no `nvidia-smi`: this
+/// machine has none), then one restart of dockerd, then exit.
+///
+/// Dropping it waits for the installer to end (never kills it: a kill between stopping and
+/// starting dockerd would leave the machine without an engine) and checks dockerd is back.
+pub struct FirstBoot {
+    child: Option<Child>,
+    report: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The installer's stand-in script.
+pub const INSTALL_DRIVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../kgenv-core/tests/fixtures/firstboot/install-driver.sh"
+);
+
+impl FirstBoot {
+    /// Starts the installer; returns once it holds dpkg's locks.
+    pub fn start(hold: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = dir.path().join("report");
+        let child = Command::new("bash")
+            .arg(INSTALL_DRIVER)
+            .arg(format!("{:.1}", hold.as_secs_f64()))
+            .arg(&report)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("bash runs the first-boot simulator");
+        let fb = Self {
+            child: Some(child),
+            report,
+            _dir: dir,
+        };
+        fb.wait_for("locked", Duration::from_secs(30));
+        fb
+    }
+
+    /// `(unix time, event)` lines the installer reported so far.
+    pub fn events(&self) -> Vec<(f64, String)> {
+        std::fs::read_to_string(&self.report)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (t, e) = l.split_once(' ')?;
+                Some((t.parse().ok()?, e.to_string()))
+            })
+            .collect()
+    }
+
+    /// When the installer reported `event`, if it did.
+    pub fn time_of(&self, event: &str) -> Option<f64> {
+        self.events()
+            .into_iter()
+            .find(|(_, e)| e == event)
+            .map(|(t, _)| t)
+    }
+
+    /// Waits (bounded) for `event`; panics on a `failed` report or the deadline.
+    pub fn wait_for(&self, event: &str, within: Duration) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(t) = self.time_of(event) {
+                return t;
+            }
+            if let Some((_, why)) = self
+                .events()
+                .into_iter()
+                .find(|(_, e)| e.starts_with("failed"))
+            {
+                panic!("the first-boot simulator {why}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first-boot simulator did not report `{event}` within {within:?}: {:?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the installer to end and checks it ended well.
+    pub fn finish(mut self) -> Vec<(f64, String)> {
+        self.reap();
+        let events = self.events();
+        assert!(
+            events.iter().any(|(_, e)| e == "done"),
+            "the first-boot simulator did not finish: {events:?}"
+        );
+        events
+    }
+
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for FirstBoot {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// Unix time now, comparable with [`FirstBoot::events`].
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// When Docker created `container`, as unix time (`docker inspect .Created`).
+pub fn container_created(container: &str) -> f64 {
+    let created = docker(&["inspect", "--format", "{{.Created}}", container]);
+    let out = Command::new("date")
+        .args(["-d", &created, "+%s.%N"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the creation time of {container}: {created:?}"))
 }
 
 /// Undoes on this machine what kgenv's `disk-mount` step does on a VM, where it goes with

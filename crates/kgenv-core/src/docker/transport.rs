@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -114,9 +115,11 @@ pub async fn connect_remote(
     timeout: Duration,
 ) -> BackendResult<(Docker, String)> {
     let name = format!("{}:{socket}", remote.endpoint());
+    let answered = Arc::new(AtomicBool::new(false));
     let connector = RemoteSocketConnector {
         remote,
         socket: socket.into(),
+        answered: answered.clone(),
     };
     let client = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
@@ -144,14 +147,23 @@ pub async fn connect_remote(
         .negotiate_version()
         .await
         .map_err(|e| map_err(e, "docker engine", &name))?;
+    answered.store(true, Ordering::Relaxed);
     Ok((docker, name))
 }
+
+/// How long a connection to an engine that has answered before is retried while its socket
+/// is gone or refuses: `dockerd` restarting (the NVIDIA driver installer restarts it on a
+/// fresh VM) takes seconds; a minute covers a slow one.
+pub const ENGINE_RESTART_GRACE: Duration = Duration::from_secs(60);
 
 /// Opens one tunnelled stream to the engine socket per HTTP connection.
 #[derive(Clone)]
 struct RemoteSocketConnector {
     remote: Arc<dyn Remote>,
     socket: String,
+    /// Set once the engine has answered: from then on a socket that cannot be opened is an
+    /// engine restarting, waited for (a first connection fails at once, with its hint).
+    answered: Arc<AtomicBool>,
 }
 
 impl tower_service::Service<http::Uri> for RemoteSocketConnector {
@@ -165,12 +177,28 @@ impl tower_service::Service<http::Uri> for RemoteSocketConnector {
 
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let (remote, socket) = (self.remote.clone(), self.socket.clone());
+        let answered = self.answered.clone();
         Box::pin(async move {
-            let stream = remote
-                .open_unix(&socket)
-                .await
-                .map_err(|e| with_socket_hint(e, &socket))?;
-            Ok(TokioIo::new(Tunnel(stream)))
+            let started = std::time::Instant::now();
+            let mut pause = Duration::from_millis(200);
+            let mut warned = false;
+            loop {
+                match remote.open_unix(&socket).await {
+                    Ok(stream) => return Ok(TokioIo::new(Tunnel(stream))),
+                    Err(e @ BackendError::Connection { .. })
+                        if answered.load(Ordering::Relaxed)
+                            && started.elapsed() < ENGINE_RESTART_GRACE =>
+                    {
+                        if !warned {
+                            tracing::warn!(host = %remote.endpoint(), %socket, error = %e, "the Docker engine stopped answering (restarting?); waiting up to {}s for it", ENGINE_RESTART_GRACE.as_secs());
+                            warned = true;
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    Err(e) => return Err(with_socket_hint(e, &socket)),
+                }
+            }
         })
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Live {
     pub id: u64,
     /// Whether the login user is root (then `sudo` is not needed).
     pub login_is_root: bool,
+    /// The login user's home directory (`$HOME`), when the login shell set one.
+    pub home: Option<String>,
 }
 
 /// russh's callbacks: host-key verification and the server's login banner.
@@ -301,6 +303,8 @@ async fn dial(target: &Target, id: u64, seen: &mut String) -> Result<Live, DialE
     }
 
     *seen = format!("logged in to {hp} as `{}`; running `id -u`", addr.user);
+    // Who we are and where our home is: root needs no sudo, and files kgenv leaves in the
+    // home directory must belong to the login user, not to root.
     let channel = handle.channel_open_session().await.map_err(|e| {
         DialError::Retry(format!(
             "logged in to {hp}, but opening a session failed: {e}{}",
@@ -310,7 +314,7 @@ async fn dial(target: &Target, id: u64, seen: &mut String) -> Result<Live, DialE
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = exec::run(
         channel,
-        "id -u",
+        "id -u; printf '%s\\n' \"$HOME\"",
         None,
         Some(target.opts.attempt_timeout),
         None,
@@ -333,10 +337,18 @@ async fn dial(target: &Target, id: u64, seen: &mut String) -> Result<Live, DialE
             String::from_utf8_lossy(&err).trim()
         )));
     }
+    let said_text = String::from_utf8_lossy(&out);
+    let mut lines = said_text.lines().map(str::trim);
+    let login_is_root = lines.next() == Some("0");
+    let home = lines
+        .next()
+        .filter(|h| h.starts_with('/') && *h != "/")
+        .map(|h| h.trim_end_matches('/').to_string());
     Ok(Live {
         handle,
         id,
-        login_is_root: String::from_utf8_lossy(&out).trim() == "0",
+        login_is_root,
+        home,
     })
 }
 

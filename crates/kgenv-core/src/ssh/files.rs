@@ -3,7 +3,8 @@
 //! `read_file` runs `cat` and tells "absent" from "unreadable" by a marker exit status.
 //!
 //! kgenv's host files live in system directories, so both run as root (`sudo -n` unless the
-//! login user is root) when [`super::SshOptions::files_as_root`] is set. Every path reaches
+//! login user is root) when [`super::SshOptions::files_as_root`] is set — except a file
+//! written into the login user's home, which is written as that user so it stays theirs. Every path reaches
 //! the shell through [`crate::shell::quote`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,15 @@ pub(crate) fn put_script(path: &str, mode: u32, nonce: &str) -> String {
     )
 }
 
+/// Whether `path` is inside `dir` (lexically: kgenv's own paths have no `..`).
+fn in_dir(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    !dir.is_empty()
+        && path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/') && !rest.split('/').any(|c| c == ".."))
+}
+
 /// The shell line that prints `path`, or exits [`ABSENT`] when it does not exist.
 pub(crate) fn read_script(path: &str) -> String {
     let p = quote(path);
@@ -54,10 +64,16 @@ impl SshSession {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        // What kgenv leaves in the login user's home (the data agent's binary, say) is the
+        // user's: written as the user, not through sudo.
+        let in_home = self
+            .login_home()
+            .await?
+            .is_some_and(|home| in_dir(path, &home));
         let req = ExecRequest {
             command: put_script(path, mode, &nonce),
             stdin: Some(content.to_vec()),
-            sudo: self.files_as_root(),
+            sudo: self.files_as_root() && !in_home,
             timeout: None,
         };
         let out = self.run(req, &no_progress).await?;
@@ -94,6 +110,17 @@ impl SshSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_the_home_directory() {
+        assert!(in_dir("/home/kgenv/.cache/kgenv/bin/x", "/home/kgenv"));
+        assert!(in_dir("/home/kgenv/.cache/x", "/home/kgenv/"));
+        assert!(!in_dir("/home/kgenvother/x", "/home/kgenv"));
+        assert!(!in_dir("/home/kgenv", "/home/kgenv"));
+        assert!(!in_dir("/home/kgenv/../root/x", "/home/kgenv"));
+        assert!(!in_dir("/var/lib/kgenv/e/x", "/home/kgenv"));
+        assert!(!in_dir("/x", ""));
+    }
 
     #[test]
     fn scripts_quote_paths() {

@@ -423,6 +423,11 @@ impl SshSession {
             .map_err(|f| self.exec_error(command, f, None, None))
     }
 
+    /// The login user's home directory, as the host's login shell reports it.
+    pub(crate) async fn login_home(&self) -> BackendResult<Option<String>> {
+        Ok(self.live().await?.home.clone())
+    }
+
     pub(crate) fn files_as_root(&self) -> bool {
         self.target.opts.files_as_root
     }

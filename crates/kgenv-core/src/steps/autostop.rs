@@ -164,6 +164,7 @@ esac"#,
             .var("SERVICE_TEXT", self.service_text())
             .var("TIMER_TEXT", Self::timer_text())
             .var("STATE_DIR", &self.state_dir)
+            .helper(super::script::FILE_PUT_FN)
             .check(
                 r#"[ "$(cat "$AGENT" 2>/dev/null)" = "$AGENT_TEXT" ] || exit 1
 [ -x "$AGENT" ] || exit 1
@@ -174,11 +175,9 @@ systemctl is-active --quiet kgenv-idle.timer"#,
             )
             .apply(
                 r#"mkdir -p "$(dirname "$AGENT")" "$UNIT_DIR" "$STATE_DIR"
-printf '%s\n' "$AGENT_TEXT" > "$AGENT.tmp"
-chmod 0755 "$AGENT.tmp"
-mv -f "$AGENT.tmp" "$AGENT"
-printf '%s\n' "$SERVICE_TEXT" > "$UNIT_DIR/kgenv-idle.service"
-printf '%s\n' "$TIMER_TEXT" > "$UNIT_DIR/kgenv-idle.timer"
+file_put "$AGENT" 0755 "$AGENT_TEXT"
+file_put "$UNIT_DIR/kgenv-idle.service" 0644 "$SERVICE_TEXT"
+file_put "$UNIT_DIR/kgenv-idle.timer" 0644 "$TIMER_TEXT"
 # (Re)arming counts as activity: the idle clock starts now.
 date +%s > "$STATE_DIR/idle-stamp"
 systemctl daemon-reload

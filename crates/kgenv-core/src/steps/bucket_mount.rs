@@ -13,7 +13,7 @@
 
 use async_trait::async_trait;
 
-use super::script::{HostScript, ScriptBuilder, FSTAB_SET_FN};
+use super::script::{HostScript, ScriptBuilder, APT_GET_FN, FSTAB_SET_FN};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::{rules::region_of, BucketMount, Env};
@@ -112,6 +112,7 @@ impl BucketScript {
             .var("LIST", "/etc/apt/sources.list.d/gcsfuse.list")
             .helper(BUCKET_STATE_FN)
             .helper(FSTAB_SET_FN)
+            .helper(APT_GET_FN)
             .check(
                 r#"if ! command -v gcsfuse >/dev/null 2>&1; then echo missing; exit 1; fi
 if ! grep -qxF "$FSTAB_LINE" /etc/fstab; then echo missing; exit 1; fi
@@ -124,8 +125,8 @@ echo "$state"
   codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
   curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg -o "$KEYRING"
   echo "deb [signed-by=$KEYRING] https://packages.cloud.google.com/apt gcsfuse-$codename main" > "$LIST"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcsfuse
+  apt_get update
+  apt_get install -y gcsfuse
 fi
 grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
 mkdir -p "$MOUNT_POINT" "$CACHE_DIR"

@@ -377,11 +377,13 @@ impl Step for ContainerStep {
                     self.image.run_reference()
                 ),
             })?;
-        let dirs = self.host_dirs();
-        HostFs::of(ctx)
-            .await?
-            .mkdirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>())
-            .await?;
+        // input/ and working/ are the login user's (the data agent and the user write there
+        // without sudo; the container runs as root and writes anywhere); Jupyter's config
+        // directory stays root's.
+        let [input, working, jupyter] = self.host_dirs();
+        let fs = HostFs::of(ctx).await?;
+        fs.mkdirs_for_user(&[&input, &working]).await?;
+        fs.mkdirs(&[&jupyter]).await?;
         if let Some(info) = engine.inspect_container(&self.spec.name).await? {
             if !Self::owned(&owner, &state, &info) {
                 return Err(self.not_ours());

@@ -37,6 +37,7 @@ use crate::backends::{Meter, Progress, Stream};
 use crate::error::{human_bytes, BackendError, Result, SpaceShortfall};
 use crate::plan::{CheckOutcome, Destroyed, Event, EventSink, Step, StepCtx};
 use crate::spec::{Data, Env, Target};
+use crate::steps::hostfs::HostFs;
 
 /// Files fetched at the same time by default; each uses the downloader's parallel streams.
 pub const PARALLEL_FILES: usize = 4;
@@ -349,6 +350,8 @@ pub struct DataStep {
     spec: Data,
     plan: PullPlan,
     deps: Vec<String>,
+    /// Whether `dest` is under kgenv's data root on the host (`/var/lib/kgenv/<env>/…`).
+    dest_in_data_root: bool,
 }
 
 impl DataStep {
@@ -365,6 +368,7 @@ impl DataStep {
         Self {
             id: format!("data/{}", spec.competition),
             plan: PullPlan::for_spec(env, &spec),
+            dest_in_data_root: spec.dest.starts_with(&format!("{}/", env.host_dir())),
             spec,
             deps,
         }
@@ -455,6 +459,15 @@ impl Step for DataStep {
         )]))
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
+        // The agent runs as the login user: a destination in kgenv's data root (made by
+        // root) is handed to that user first. Anywhere else is the user's own choice, left
+        // as it is.
+        if self.dest_in_data_root {
+            HostFs::of(ctx)
+                .await?
+                .mkdirs_for_user(&[&self.spec.dest])
+                .await?;
+        }
         let kaggle = self.kaggle(ctx).await?;
         pull(kaggle.as_ref(), &self.plan, ctx.events(), &ctx.cancel).await?;
         Ok(())

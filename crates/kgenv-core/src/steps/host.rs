@@ -1,10 +1,16 @@
 //! The `host` step: reach the machine the rest runs on — log in over SSH with a verified
-//! host key (gce, ssh), or find the local Docker engine (local).
+//! host key (gce, ssh), or find the local Docker engine (local) — and wait out a fresh VM's
+//! first boot ([`first_boot`]: the NVIDIA driver install, dpkg's lock, Docker's restart)
+//! before any other step touches it.
+
+pub mod first_boot;
+
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::backends::no_progress;
-use crate::backends::remote::{ExecRequest, HostAddr};
+use crate::backends::remote::{ExecRequest, HostAddr, Remote};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, Target};
@@ -79,15 +85,96 @@ fn ssh_config_stamp(addr: &HostAddr) -> String {
     format!("{addr} keys={keys}")
 }
 
-/// Logs in to the host (or finds the local engine).
+/// How long `up` waits for a fresh VM's first boot by default: the DLVM's driver install
+/// takes 5 to 10 minutes on GCE; twice that is a host that will not become ready.
+pub const DEFAULT_FIRST_BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// How often the first-boot probe runs while the host is busy.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the progress line repeats while the reason stays the same.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs in to the host (or finds the local engine) and waits for it to be ready.
 pub struct HostStep {
     deps: Vec<String>,
+    first_boot_timeout: Duration,
 }
 
 impl HostStep {
     /// A host step after `deps` (the instance and its firewall on gce).
     pub fn new(deps: Vec<String>) -> Self {
-        Self { deps }
+        Self {
+            deps,
+            first_boot_timeout: DEFAULT_FIRST_BOOT_TIMEOUT,
+        }
+    }
+
+    /// Bounds the wait for first boot to end.
+    #[must_use]
+    pub fn first_boot_timeout(mut self, timeout: Duration) -> Self {
+        self.first_boot_timeout = timeout;
+        self
+    }
+}
+
+/// Runs the first-boot probe once.
+async fn probe(remote: &dyn Remote) -> Result<Vec<first_boot::Busy>> {
+    let out = remote
+        .exec(ExecRequest::new(first_boot::PROBE), &no_progress)
+        .await?;
+    if !out.success() {
+        return Err(BackendError::CommandFailed {
+            command: "first-boot probe".into(),
+            exit_code: out.exit_code,
+            stderr_tail: out.stderr_tail(),
+        }
+        .into());
+    }
+    Ok(first_boot::parse(&out.stdout_text()))
+}
+
+/// Waits until the probe finds nothing to wait for, with a progress line when the reason
+/// changes and every [`PROGRESS_EVERY`]; gives up after `within` with a timeout naming what
+/// the host was still busy with.
+async fn wait_first_boot(ctx: &StepCtx, remote: &dyn Remote, within: Duration) -> Result<()> {
+    let started = Instant::now();
+    let mut said: Option<(String, Instant)> = None;
+    loop {
+        let busy = probe(remote).await?;
+        let Some(first) = busy.first() else {
+            if said.is_some() {
+                ctx.log(format!(
+                    "the host is ready (first boot took {} more)",
+                    first_boot::clock(started.elapsed())
+                ));
+            }
+            return Ok(());
+        };
+        let waited = started.elapsed();
+        if waited >= within {
+            return Err(BackendError::Timeout {
+                what: format!("the host's first boot to finish: still waiting for {first}"),
+                after: within,
+                last_seen: Some(
+                    busy.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            }
+            .into());
+        }
+        let reason = first.waiting_for();
+        let due = match &said {
+            Some((r, at)) => *r != reason || at.elapsed() >= PROGRESS_EVERY,
+            None => true,
+        };
+        if due {
+            ctx.log(first_boot::describe(&busy, waited));
+            said = Some((reason, Instant::now()));
+        }
+        tokio::time::sleep(PROBE_EVERY.min(within.saturating_sub(waited))).await;
     }
 }
 
@@ -103,7 +190,10 @@ impl Step for HostStep {
         "reach the host (SSH login with a pinned host key, or the local Docker engine)".into()
     }
     fn planned_actions(&self) -> Vec<String> {
-        vec!["ssh: wait for port 22 and the SSH banner, log in, run `true`".into()]
+        vec![
+            "ssh: wait for port 22 and the SSH banner, log in, run `true`".into(),
+            "wait for first boot: the NVIDIA driver install, dpkg's lock, Docker answering".into(),
+        ]
     }
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         match ctx.remote().await? {
@@ -116,6 +206,13 @@ impl Step for HostStep {
                         stderr_tail: out.stderr_tail(),
                     }
                     .into());
+                }
+                // A fresh VM answers SSH long before its first boot is over.
+                if let Some(first) = probe(remote.as_ref()).await?.first() {
+                    return Ok(CheckOutcome::missing(vec![format!(
+                        "wait (up to {}) for {first}",
+                        first_boot::clock(self.first_boot_timeout)
+                    )]));
                 }
             }
             None => {
@@ -141,7 +238,11 @@ impl Step for HostStep {
         Ok(CheckOutcome::satisfied())
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
-        // Reaching the host happened in `check`; what is left is the user's SSH config.
+        // Reaching the host happened in `check`; what is left is first boot and the user's
+        // SSH config.
+        if let Some(remote) = ctx.remote().await? {
+            wait_first_boot(ctx, remote.as_ref(), self.first_boot_timeout).await?;
+        }
         let Some(files) = ctx.ssh_aliases() else {
             return Ok(());
         };

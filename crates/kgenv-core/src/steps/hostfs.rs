@@ -84,6 +84,37 @@ impl HostFs {
         }
     }
 
+    /// Creates directories (and parents) that belong to the login user: what the user and
+    /// kgenv's data agent write into without sudo (`input/<competition>`, `working/`). On a
+    /// remote host they are made as root (their parents are system directories) and handed
+    /// to the login user — only the directories named, never what is inside them.
+    pub async fn mkdirs_for_user(&self, dirs: &[&str]) -> Result<()> {
+        match self {
+            Self::Remote(r) => {
+                // sudo sets SUDO_UID/SUDO_GID to the login user; a root login has neither.
+                let line = format!(
+                    "{} && chown -- \"${{SUDO_UID:-$(id -u)}}:${{SUDO_GID:-$(id -g)}}\" {}",
+                    Cmd::new("mkdir").arg("-p").arg("--").args(dirs).line(),
+                    dirs.iter()
+                        .map(|d| crate::shell::quote(d))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let out = r.exec(ExecRequest::new(line).sudo(), &no_progress).await?;
+                if !out.success() {
+                    return Err(BackendError::CommandFailed {
+                        command: "mkdir -p && chown (the login user's directories)".into(),
+                        exit_code: out.exit_code,
+                        stderr_tail: out.stderr_tail(),
+                    }
+                    .into());
+                }
+                Ok(())
+            }
+            Self::Local => self.mkdirs(dirs).await,
+        }
+    }
+
     /// Removes a file or directory tree; absent is fine.
     pub async fn remove(&self, path: &str) -> Result<()> {
         match self {

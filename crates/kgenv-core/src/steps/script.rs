@@ -31,17 +31,68 @@ pub fn assignment(name: &str, value: &str) -> String {
     format!("{directive}{name}={q}\n")
 }
 
+/// The text of [`FILE_PUT_FN`], as a macro so [`FSTAB_SET_FN`] can `concat!` it.
+macro_rules! file_put_fn {
+    () => {
+        r#"file_put_from() {
+  _fp_path=$1 _fp_mode=$2
+  shift 2
+  if [ -e "$_fp_path" ] && "$@" | cmp -s - "$_fp_path"; then
+    return 0
+  fi
+  _fp_dir=$(dirname "$_fp_path")
+  if ! _fp_tmp=$(mktemp "$_fp_dir/.$(basename "$_fp_path").kgenv.XXXXXX"); then
+    echo "kgenv: cannot make a temp file in $_fp_dir to rewrite $_fp_path (is that file system full or read-only?); $_fp_path is unchanged" >&2
+    return 1
+  fi
+  if ! "$@" > "$_fp_tmp" || ! "$@" | cmp -s - "$_fp_tmp"; then
+    rm -f "$_fp_tmp"
+    echo "kgenv: writing the new $_fp_path failed (is $_fp_dir full?); $_fp_path is unchanged" >&2
+    return 1
+  fi
+  if [ "$_fp_mode" != keep ]; then
+    chmod "$_fp_mode" "$_fp_tmp"
+  elif [ -e "$_fp_path" ]; then
+    chmod --reference="$_fp_path" "$_fp_tmp" && chown --reference="$_fp_path" "$_fp_tmp"
+  else
+    chmod 0644 "$_fp_tmp"
+  fi || { rm -f "$_fp_tmp"; echo "kgenv: cannot give the new $_fp_path its mode and owner; $_fp_path is unchanged" >&2; return 1; }
+  if ! sync "$_fp_tmp" || ! mv -f "$_fp_tmp" "$_fp_path"; then
+    rm -f "$_fp_tmp"
+    echo "kgenv: replacing $_fp_path failed; $_fp_path is unchanged" >&2
+    return 1
+  fi
+  # The rename is on disk once the directory is: best effort, the file itself is.
+  sync "$_fp_dir" 2>/dev/null || true
+}
+
+file_put() {
+  file_put_from "$1" "$2" printf '%s\n' "$3"
+}"#
+    };
+}
+
+/// `file_put PATH MODE TEXT` replaces PATH with TEXT and a newline; `file_put_from PATH MODE
+/// COMMAND [ARGS…]` with what COMMAND prints (run again to check what was written). Neither
+/// does anything when PATH already holds that text. MODE is an octal mode, or `keep` for
+/// PATH's own mode and owner (0644 when PATH is new).
+///
+/// The one way kgenv's host scripts change a system file (`/etc/fstab`, apt's sources,
+/// `/etc/fuse.conf`, systemd units): the new text goes to a temp file beside PATH, is read
+/// back and compared with what was meant (so a short write on a full file system is caught
+/// even when a tool does not report it), gets its mode, is flushed to disk and renamed over
+/// PATH. A failed write leaves PATH as it was, and a crash leaves the old file or the new
+/// one, never a truncated one: a broken fstab can stop a VM from booting, a broken unit or
+/// sources list breaks the next boot or `apt-get`.
+pub const FILE_PUT_FN: &str = file_put_fn!();
+
 /// `fstab_set FSTAB MOUNT_POINT TYPE LINE`: rewrites FSTAB without its entries for
 /// MOUNT_POINT (as fstab escapes it; only those of file system TYPE when TYPE is not empty),
 /// with LINE appended when LINE is not empty, and does nothing when that is what FSTAB holds.
-///
-/// The one way kgenv's host scripts change `/etc/fstab`: the new text goes to a temp file
-/// beside FSTAB, is read back and compared with what was meant (so a short write on a full
-/// file system is caught even when a tool does not report it), gets FSTAB's mode and owner,
-/// is flushed to disk and renamed over FSTAB. A failed write leaves FSTAB as it was, and a
-/// crash leaves the old file or the new one, never a truncated one: a broken fstab can stop
-/// a VM from booting.
-pub const FSTAB_SET_FN: &str = r#"fstab_text() {
+/// The one way kgenv's host scripts change `/etc/fstab`, through [`FILE_PUT_FN`] (which it
+/// includes): a failed write leaves FSTAB as it was, with its mode and owner.
+pub const FSTAB_SET_FN: &str = concat!(
+    r#"fstab_text() {
   if [ -e "$1" ]; then
     MP="$2" FT="$3" awk '!($1 !~ /^#/ && $2 == ENVIRON["MP"] && (ENVIRON["FT"] == "" || $3 == ENVIRON["FT"]))' "$1" || return 1
   fi
@@ -49,31 +100,20 @@ pub const FSTAB_SET_FN: &str = r#"fstab_text() {
 }
 
 fstab_set() {
-  if [ -e "$1" ] && fstab_text "$@" | cmp -s - "$1"; then
-    return 0
-  fi
-  _fs_dir=$(dirname "$1")
-  if ! _fs_tmp=$(mktemp "$_fs_dir/.fstab.kgenv.XXXXXX"); then
-    echo "kgenv: cannot make a temp file in $_fs_dir to rewrite $1 (is that file system full or read-only?); $1 is unchanged" >&2
-    return 1
-  fi
-  if ! fstab_text "$@" > "$_fs_tmp" || ! fstab_text "$@" | cmp -s - "$_fs_tmp"; then
-    rm -f "$_fs_tmp"
-    echo "kgenv: writing the new $1 failed (is $_fs_dir full?); $1 is unchanged" >&2
-    return 1
-  fi
-  if [ -e "$1" ]; then
-    chmod --reference="$1" "$_fs_tmp" && chown --reference="$1" "$_fs_tmp"
-  else
-    chmod 0644 "$_fs_tmp"
-  fi || { rm -f "$_fs_tmp"; echo "kgenv: cannot give the new $1 its mode and owner; $1 is unchanged" >&2; return 1; }
-  if ! sync "$_fs_tmp" || ! mv -f "$_fs_tmp" "$1"; then
-    rm -f "$_fs_tmp"
-    echo "kgenv: replacing $1 failed; $1 is unchanged" >&2
-    return 1
-  fi
-  # The rename is on disk once the directory is: best effort, the file itself is.
-  sync "$_fs_dir" 2>/dev/null || true
+  file_put_from "$1" keep fstab_text "$@"
+}
+
+"#,
+    file_put_fn!()
+);
+
+/// `apt_get ARGS…`: `apt-get` as kgenv's host scripts run it — non-interactive, quiet, and
+/// waiting up to 10 minutes for dpkg's lock instead of failing at once: on a fresh Deep
+/// Learning VM the NVIDIA driver installer holds it for minutes after first boot (the host
+/// step waits for the installer first; this covers anything else holding it, such as
+/// unattended-upgrades).
+pub const APT_GET_FN: &str = r#"apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q "$@"
 }"#;
 
 /// A rendered host script.
@@ -113,7 +153,14 @@ impl ScriptBuilder {
     /// Shell functions shared by the actions (and testable on their own), placed after the
     /// variables.
     pub fn helper(mut self, text: &str) -> Self {
-        self.helpers.push(text.trim_matches('\n').to_string());
+        let text = text.trim_matches('\n').to_string();
+        // Helpers include the ones they call ([`FSTAB_SET_FN`] holds [`FILE_PUT_FN`]):
+        // each function is defined once.
+        if self.helpers.iter().any(|h| h.contains(&text)) {
+            return self;
+        }
+        self.helpers.retain(|h| !text.contains(h.as_str()));
+        self.helpers.push(text);
         self
     }
     /// The body of `check` (exit 0 when converged).
