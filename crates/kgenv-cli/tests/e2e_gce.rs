@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_support::{serial, E2e};
+use e2e_support::{container_created, owner_and_mode, serial, E2e, FirstBoot};
 use gce_fake::FakeGce;
 use kgenv_core::steps::disk_mount::{device_path, DATA_DEVICE_NAME, DEVICE_DIR};
 
@@ -202,8 +202,31 @@ fn gce_target_up_login_noop_down() {
         _rt,
     } = gce("g", None);
 
+    // The VM is at its first boot when kgenv reaches it: the driver installer holds dpkg's
+    // lock, then restarts dockerd.
+    let first_boot = FirstBoot::start(Duration::from_secs(10));
     let up = e.run(&["up"]);
     up.expect_ok("kgenv up (gce on the Compute fake)");
+    let boot = first_boot.finish();
+    let host_log = up.messages("host").join("\n");
+    assert!(
+        host_log.contains("waiting for the NVIDIA driver install"),
+        "the host step said what it waited for: {host_log}"
+    );
+    let restarted = boot
+        .iter()
+        .find(|(_, ev)| ev == "dockerd-started")
+        .map(|(t, _)| *t)
+        .expect("the simulator restarted dockerd");
+    assert!(
+        container_created(&e.container()) > restarted,
+        "the container was created after the installer's dockerd restart: {boot:?}"
+    );
+    assert_eq!(
+        owner_and_mode(&e.host_dir().join("working")).0,
+        kgenv_core::keys::GCE_USER,
+        "working/ on the data disk is the login user's"
+    );
     for step in [
         "firewall/".to_string() + &e.name + "-ssh",
         "instance".into(),
