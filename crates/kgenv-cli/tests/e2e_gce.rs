@@ -18,6 +18,8 @@
 mod e2e_support;
 #[path = "../../kgenv-core/tests/support/gce_fake.rs"]
 mod gce_fake;
+#[path = "../../kgenv-core/tests/support/kaggle_fake.rs"]
+mod kaggle_fake;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -199,8 +201,29 @@ fn gce_target_up_login_noop_down() {
         e,
         disk: _disk,
         fake,
-        _rt,
+        _rt: rt,
     } = gce("g", None);
+
+    // Competition data, pulled on the VM by the data agent (as the login user) onto the data
+    // disk, from the Kaggle fake.
+    let kaggle = rt.block_on(kaggle_fake::FakeKaggle::start(
+        kaggle_fake::FakeAuth::Token("e2e-gce-kaggle-token".into()),
+    ));
+    let source = e.dir.path().join("kaggle-src/train.csv");
+    std::fs::create_dir_all(source.parent().expect("parent")).expect("fake's source dir");
+    std::fs::write(&source, "PassengerId,Survived\n1,0\n").expect("fake's file");
+    let served = kaggle.add_file("e2e-gce-comp", "train.csv", &source);
+    let mut config = std::fs::read_to_string(&e.config).expect("kgenv.toml");
+    config.push_str("\n[[data]]\ncompetition = \"e2e-gce-comp\"\n");
+    std::fs::write(&e.config, config).expect("kgenv.toml with [[data]]");
+    let mut e = e;
+    e.env.extend([
+        ("KGENV_KAGGLE_ENDPOINT".to_string(), kaggle.endpoint()),
+        (
+            "KAGGLE_API_TOKEN".to_string(),
+            "e2e-gce-kaggle-token".to_string(),
+        ),
+    ]);
 
     // The VM is at its first boot when kgenv reaches it: the driver installer holds dpkg's
     // lock, then restarts dockerd.
@@ -227,6 +250,19 @@ fn gce_target_up_login_noop_down() {
         kgenv_core::keys::GCE_USER,
         "working/ on the data disk is the login user's"
     );
+    let pulled = e.host_dir().join("input/e2e-gce-comp/train.csv");
+    assert_eq!(
+        std::fs::read(&pulled).ok(),
+        std::fs::read(&served.path).ok(),
+        "the data step pulled the served bytes onto the data disk\n{}",
+        up.diagnosis()
+    );
+    assert_eq!(
+        owner_and_mode(&pulled).0,
+        kgenv_core::keys::GCE_USER,
+        "the data agent ran as the login user"
+    );
+    e2e_support::login_and_list(&e, "input/e2e-gce-comp", "train.csv");
     for step in [
         "firewall/".to_string() + &e.name + "-ssh",
         "instance".into(),
