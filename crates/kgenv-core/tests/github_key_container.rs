@@ -209,6 +209,15 @@ async fn point_github_at(
     assert!(out.success(), "{}", out.stderr_tail());
 }
 
+/// Removes a file at the end, whatever the test's outcome.
+struct RemoveFile(String);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn outcome(report: &Report, step: &str) -> Outcome {
     report
         .outcome(step)
@@ -271,7 +280,7 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
     cleanup.container(&container);
     cleanup.path(&spec.host_dir());
     // The github-key script also writes an ssh config drop-in for this machine's root.
-    cleanup.path(&format!("/etc/ssh/ssh_config.d/kgenv-{name}-github.conf"));
+    let drop_in = RemoveFile(format!("/etc/ssh/ssh_config.d/kgenv-{name}-github.conf"));
     let state = tempfile::tempdir().expect("state dir");
     let runner = Runner::new(spec.clone(), backends).state_dir(state.path());
 
@@ -375,6 +384,12 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
 
     // A key owned by another uid than the container's root (the host's login user on a
     // VM): ssh as root skips its permission check for it and root reads it.
+    let login_uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("{key_dir}/id_ed25519"))
+            .expect("key")
+            .uid()
+    };
     run(std::process::Command::new("chown")
         .arg("65534")
         .arg(format!("{key_dir}/id_ed25519")));
@@ -392,7 +407,7 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
         String::from_utf8_lossy(&out.stderr)
     );
     run(std::process::Command::new("chown")
-        .arg("0")
+        .arg(login_uid.to_string())
         .arg(format!("{key_dir}/id_ed25519")));
 
     // Converged: nothing recreated.
@@ -456,6 +471,7 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
         .expect("inspect")
         .is_none());
     assert!(!std::path::Path::new(&key_dir).exists());
+    assert!(!std::path::Path::new(&drop_in.0).exists());
     assert!(
         !github.keys.lock().expect("keys").iter().any(|k| {
             kgenv_core::backends::github::key_fingerprint(&k.key).as_deref() == Some(fp2.as_str())
