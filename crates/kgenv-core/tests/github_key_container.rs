@@ -321,7 +321,7 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
     // git over ssh from inside the container, as in a Jupyter terminal.
     point_github_at(&engine, &container, &gw, sshd.port, impostor.port).await;
     let url = format!("{}@github.com:{repo}", sshd.user);
-    let ls_remote = format!("git ls-remote {url}");
+    let ls_remote = format!("git ls-remote {}", quote(&url));
     let out = exec(&engine, &container, &ls_remote).await;
     assert!(
         out.success(),
@@ -342,7 +342,10 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
     let out = exec(
         &engine,
         &container,
-        &format!("git ls-remote {}@unpinned:{repo}", sshd.user),
+        &format!(
+            "git ls-remote {}",
+            quote(&format!("{}@unpinned:{repo}", sshd.user))
+        ),
     )
     .await;
     assert!(!out.success(), "an unpinned host key was trusted");
@@ -356,7 +359,10 @@ async fn git_over_ssh_works_inside_the_container_with_the_pinned_github_host_key
     let out = exec(
         &engine,
         &container,
-        &format!("git ls-remote {}@impostor:{repo}", sshd.user),
+        &format!(
+            "git ls-remote {}",
+            quote(&format!("{}@impostor:{repo}", sshd.user))
+        ),
     )
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
