@@ -18,7 +18,7 @@ work=$(mktemp -d /var/tmp/kgenv-e2e-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 echo "building $tag: debootstrap --variant=minbase $suite from $mirror (a few minutes, once)"
-if ! debootstrap --variant=minbase --include=python3,python3-pip \
+if ! debootstrap --variant=minbase --include=python3,python3-pip,git,openssh-client \
   "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1; then
   tail -n 40 "$work/debootstrap.log" >&2
   exit 1
@@ -68,6 +68,10 @@ echo "deb [trusted=yes] file:$debs ./" >"$root/etc/apt/sources.list.d/kgenv-e2e.
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot "$root" sh -c \
   "apt-get update -q >/dev/null && apt-get install -s -q tree >/dev/null" \
   || { echo "the local apt repository does not work" >&2; exit 1; }
+# git and ssh for the GitHub key test (`git ls-remote` over ssh from inside the container).
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root chroot "$root" sh -c \
+  "git --version >/dev/null && ssh -V 2>/dev/null" \
+  || { echo "git or ssh does not run in the image" >&2; exit 1; }
 # Keep it small: no caches, docs or apt lists.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin \
   "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \

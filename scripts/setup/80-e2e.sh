@@ -5,6 +5,8 @@
 #   - a Debian rootfs made with `debootstrap --variant=minbase` (python3, pip), plus the
 #     pinned jupyter_server from PyPI pip-installed inside it: the container really runs
 #     `jupyter server` with the config kgenv writes;
+#   - git and openssh-client, as in Kaggle's image: the GitHub key test runs
+#     `git ls-remote` over ssh inside the container (recipe 2);
 #   - extras installed offline, with the real tools: a local flat apt repository holding
 #     one small Debian package (`tree`, downloaded from the host's apt mirror) is the only
 #     apt source, and pip is pointed at a local wheel directory holding one wheel
@@ -13,8 +15,9 @@
 #   - imported with `docker import` and tagged; the tag names the recipe, so a warm run finds
 #     it and skips all of this. Bump KGENV_E2E_RECIPE when the recipe changes.
 # The build itself is scripts/e2e-image.sh (a script of its own, so `set -e` holds).
-# Exports KGENV_E2E_BASE_IMAGE (the tag) for crates/kgenv-cli/tests/e2e_*.rs.
-KGENV_E2E_RECIPE=1
+# Exports KGENV_E2E_BASE_IMAGE (the tag) for crates/kgenv-cli/tests/e2e_*.rs and
+# crates/kgenv-core/tests/github_key_container.rs.
+KGENV_E2E_RECIPE=2
 KGENV_E2E_JUPYTER_SERVER_VERSION=2.21.1
 KGENV_E2E_TABULATE_VERSION=0.9.0
 

@@ -13,6 +13,11 @@
 //!   [`BackendError::GpuUnavailable`]; with the default `gpus = "all"` the container is
 //!   created without the GPU request, with a warning, and labelled [`GPU_FALLBACK_LABEL`]: a
 //!   later `up` recreates it with GPUs once the engine reports the NVIDIA runtime.
+//!
+//! With a `[github_key]`, the host's GitHub key and GitHub's pinned known_hosts are bound
+//! read-only where ssh finds them unconfigured ([`super::github_key::container_mounts`]);
+//! the key's fingerprint and the known_hosts hash are part of the spec hash, so a new key
+//! or new GitHub host keys recreate the container instead of leaving it the old files.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +39,10 @@ pub const DATA_DISK_LABEL: &str = "kgenv.data-disk";
 /// Label on a container created without the GPUs its spec asked for, because the engine
 /// could not give any (value: `true`).
 pub const GPU_FALLBACK_LABEL: &str = "kgenv.gpu-fallback";
+/// Label with the SHA-256 fingerprint of the GitHub key bound into the container.
+pub const GITHUB_KEY_LABEL: &str = "kgenv.github-key";
+/// Label with the hash of GitHub's pinned known_hosts bound into the container.
+pub const GITHUB_KNOWN_HOSTS_LABEL: &str = "kgenv.github-known-hosts";
 
 /// Creates, recreates or removes the container.
 pub struct ContainerStep {
@@ -44,6 +53,8 @@ pub struct ContainerStep {
     bucket_mount: Option<String>,
     with_jupyter: bool,
     gpu_required: bool,
+    /// The host directory of the GitHub key, when the environment has one.
+    github_key_dir: Option<String>,
     deps: Vec<String>,
 }
 
@@ -57,6 +68,10 @@ impl ContainerStep {
             bucket_mount: env.bucket.as_ref().map(|b| b.mount_point.clone()),
             with_jupyter: env.jupyter.is_some(),
             gpu_required: super::gpu_check::gpu_required(env, &spec),
+            github_key_dir: env
+                .github_key
+                .as_ref()
+                .map(|_| super::github_key::key_dir(env)),
             spec,
             deps,
         }
@@ -103,6 +118,9 @@ impl ContainerStep {
                 read_only: false,
                 propagation: Some("rslave".into()),
             });
+        }
+        if let Some(dir) = &self.github_key_dir {
+            mounts.extend(super::github_key::container_mounts(dir));
         }
         mounts.extend(self.spec.mounts.iter().map(|m| BindMount {
             source: m.source.clone(),
@@ -163,6 +181,19 @@ impl ContainerStep {
             // Part of the hash: a container bound to the data root before the data disk
             // was mounted there still sees the boot disk's directories; it is made again.
             req.labels.insert(DATA_DISK_LABEL.into(), uuid.to_string());
+        }
+        if self.github_key_dir.is_some() {
+            // Part of the hash: the single-file binds keep the key and known_hosts they
+            // were made with; a new key or new GitHub host keys need a new container.
+            use super::github_key::{FINGERPRINT_FACT, KNOWN_HOSTS_FACT, STEP_ID};
+            for (label, fact) in [
+                (GITHUB_KEY_LABEL, FINGERPRINT_FACT),
+                (GITHUB_KNOWN_HOSTS_LABEL, KNOWN_HOSTS_FACT),
+            ] {
+                if let Some(v) = state.fact(STEP_ID, fact) {
+                    req.labels.insert(label.into(), v.to_string());
+                }
+            }
         }
         let hash = super::short_hash(&serde_json::to_vec(&req).unwrap_or_default());
         req.labels.insert(SPEC_HASH_LABEL.into(), hash.clone());
@@ -438,5 +469,80 @@ impl Step for ContainerStep {
             .update("container", |r| *r = Default::default())
             .await?;
         Ok(Destroyed::Removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{GithubKey, Target};
+
+    fn step(with_key: bool) -> ContainerStep {
+        let mut b = Env::builder("gk")
+            .target(Target::Local)
+            .image(Image::builder())
+            .container(Container::builder().mount("/srv/x", "/x", false));
+        if with_key {
+            b = b.github_key(GithubKey::builder().repo("me/work"));
+        }
+        let env = b.build().expect("valid env");
+        ContainerStep::new(
+            &env,
+            env.container.clone().expect("container"),
+            env.image.clone().expect("image"),
+            Vec::new(),
+        )
+    }
+
+    fn ro_mounts(req: &ContainerRequest) -> Vec<(String, String)> {
+        req.mounts
+            .iter()
+            .filter(|m| m.read_only)
+            .map(|m| {
+                let source = m.source.rsplit('/').take(2).collect::<Vec<_>>();
+                (format!("{}/{}", source[1], source[0]), m.target.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_github_key_is_bound_read_only_where_ssh_finds_it() {
+        let req = step(true).request(&[]);
+        let ro = ro_mounts(&req);
+        for want in [
+            ("github/id_ed25519", "/root/.ssh/id_ed25519"),
+            ("github/id_ed25519.pub", "/root/.ssh/id_ed25519.pub"),
+            ("github/known_hosts", "/etc/ssh/ssh_known_hosts"),
+        ] {
+            assert!(
+                ro.iter().any(|(s, t)| (s.as_str(), t.as_str()) == want),
+                "{want:?} not among the read-only mounts {ro:?}"
+            );
+        }
+        // The sources are the files the github-key step writes.
+        let env_dir = step(true).host_dir;
+        assert!(req
+            .mounts
+            .iter()
+            .any(|m| m.source == format!("{env_dir}/github/id_ed25519")));
+        // The user's own mounts are kept.
+        assert!(req.mounts.iter().any(|m| m.target == "/x" && !m.read_only));
+    }
+
+    #[test]
+    fn no_github_key_means_no_key_mount() {
+        let req = step(false).request(&[]);
+        assert!(
+            req.mounts
+                .iter()
+                .all(|m| !m.source.contains("/github/") && !m.target.contains(".ssh")),
+            "{:?}",
+            req.mounts
+        );
+        assert_ne!(
+            step(false).request(&[]).mounts,
+            step(true).request(&[]).mounts,
+            "adding the key changes the request, so the container is recreated"
+        );
     }
 }

@@ -7,6 +7,9 @@
 //! that key and that known_hosts file, so `git clone git@github.com:…` works on the host and
 //! never trusts a first connection.
 //!
+//! The container gets the same key and known_hosts, read-only ([`container_mounts`]), so
+//! `git clone git@github.com:…` also works from a Jupyter terminal with no setup.
+//!
 //! Without `GITHUB_TOKEN` the step does not fail: it makes the key, then emits a warning
 //! with the public key and the exact settings page to paste it into, and counts as done
 //! (it cannot see GitHub's side, so later runs repeat the warning and report satisfied).
@@ -14,11 +17,61 @@
 use async_trait::async_trait;
 
 use super::script::{HostScript, ScriptBuilder};
+use crate::backends::container::BindMount;
 use crate::backends::github::{key_fingerprint, ssh_host, KeyScope};
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Env, GithubKey};
 use crate::state::Owner;
+
+/// The step's id (the container step waits for it: the files it mounts must exist).
+pub const STEP_ID: &str = "github-key";
+
+/// Where the container sees the private key (and `.pub` beside it): the first default
+/// identity OpenSSH tries for root, the user of Kaggle's image (and of the Jupyter
+/// terminals it starts), so `ssh` and `git` use it with no config. ssh's check that a key
+/// is not group/world readable applies only to keys owned by the user running ssh: the
+/// file is 0600 and owned by the host's login user, and the container's root reads it
+/// (CAP_DAC_OVERRIDE) whichever uid that is.
+pub const KEY_IN_CONTAINER: &str = "/root/.ssh/id_ed25519";
+
+/// Where the container sees GitHub's pinned host keys: OpenSSH's global known_hosts,
+/// read for every user and never written by ssh, so a read-only file fits it, while
+/// `~/.ssh/known_hosts` stays writable for the user's other hosts. A GitHub key offered
+/// that is not pinned there fails ssh's host key check (default `ask` refuses a changed
+/// key; with no terminal, an unknown one too).
+pub const KNOWN_HOSTS_IN_CONTAINER: &str = "/etc/ssh/ssh_known_hosts";
+
+/// The host directory holding `env`'s GitHub key pair and pinned known_hosts.
+pub fn key_dir(env: &Env) -> String {
+    format!("{}/github", env.host_dir())
+}
+
+/// The read-only bind mounts giving the container the key pair and known_hosts kept in
+/// `key_dir` on the host. Single files, not the directory: `~/.ssh` stays the user's.
+/// A single-file bind holds the file it found at create time, so the container step
+/// labels the container with the key's fingerprint and the known_hosts hash (recorded
+/// by this step) and recreates it when either changes.
+pub fn container_mounts(key_dir: &str) -> Vec<BindMount> {
+    [
+        ("id_ed25519", KEY_IN_CONTAINER.to_string()),
+        ("id_ed25519.pub", format!("{KEY_IN_CONTAINER}.pub")),
+        ("known_hosts", KNOWN_HOSTS_IN_CONTAINER.to_string()),
+    ]
+    .into_iter()
+    .map(|(file, target)| BindMount {
+        source: format!("{key_dir}/{file}"),
+        target,
+        read_only: true,
+        propagation: None,
+    })
+    .collect()
+}
+
+/// The state fact holding the key's SHA-256 fingerprint.
+pub const FINGERPRINT_FACT: &str = "fingerprint";
+/// The state fact holding a short hash of the known_hosts file written on the host.
+pub const KNOWN_HOSTS_FACT: &str = "known_hosts";
 
 /// Everything the github-key host script is rendered from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +184,7 @@ impl GithubKeyStep {
         Self {
             env: env.name.clone(),
             spec,
-            dir: format!("{}/github", env.host_dir()),
+            dir: key_dir(env),
             deps: vec![super::data_root_ready(env).into()],
         }
     }
@@ -152,8 +205,9 @@ impl GithubKeyStep {
             .map_or(KeyScope::User, KeyScope::Repo)
     }
 
-    /// The host script for GitHub at `web_url` with its published `host_keys`.
-    pub fn script(&self, web_url: &str, host_keys: Vec<String>) -> HostScript {
+    /// What the host script for GitHub at `web_url` with its published `host_keys` is
+    /// rendered from.
+    pub fn script_spec(&self, web_url: &str, host_keys: Vec<String>) -> GithubKeyScript {
         GithubKeyScript {
             key_dir: self.dir.clone(),
             title: self.spec.title.clone(),
@@ -161,7 +215,11 @@ impl GithubKeyStep {
             host_keys,
             ssh_config: format!("/etc/ssh/ssh_config.d/kgenv-{}-github.conf", self.env),
         }
-        .render()
+    }
+
+    /// The host script for GitHub at `web_url` with its published `host_keys`.
+    pub fn script(&self, web_url: &str, host_keys: Vec<String>) -> HostScript {
+        self.script_spec(web_url, host_keys).render()
     }
 
     async fn host_public_key(&self, ctx: &StepCtx) -> Result<Option<String>> {
@@ -196,7 +254,7 @@ impl GithubKeyStep {
 #[async_trait]
 impl Step for GithubKeyStep {
     fn id(&self) -> &str {
-        "github-key"
+        STEP_ID
     }
     fn deps(&self) -> &[String] {
         &self.deps
@@ -247,7 +305,7 @@ impl Step for GithubKeyStep {
             {
                 Some(k)
                     if recorded
-                        .step("github-key")
+                        .step(STEP_ID)
                         .and_then(|r| r.created.get("github_key_id"))
                         == Some(&k.id.to_string()) =>
                 {
@@ -271,9 +329,10 @@ impl Step for GithubKeyStep {
     async fn apply(&self, ctx: &StepCtx) -> Result<()> {
         let github = &ctx.backends.github;
         let web_url = github.web_url();
-        let script = self.script(&web_url, github.ssh_host_keys().await?);
+        let spec = self.script_spec(&web_url, github.ssh_host_keys().await?);
+        let known_hosts = super::short_hash(spec.known_hosts().as_bytes());
         let remote = ctx.require_remote().await?;
-        script.run(ctx, remote.as_ref(), "apply").await?;
+        spec.render().run(ctx, remote.as_ref(), "apply").await?;
         let public = self.host_public_key(ctx).await?.ok_or_else(|| {
             BackendError::other(format!(
                 "the github-key script wrote no {}.pub",
@@ -287,10 +346,13 @@ impl Step for GithubKeyStep {
             ))
         })?;
         ctx.state
-            .update("github-key", |r| {
+            .update(STEP_ID, |r| {
                 r.created.insert("host_key".into(), self.key_path());
                 r.facts.insert("public_key".into(), public.clone());
-                r.facts.insert("fingerprint".into(), fp.clone());
+                r.facts.insert(FINGERPRINT_FACT.into(), fp.clone());
+                // The container step recreates the container when these change: its
+                // single-file binds keep the files they were made with.
+                r.facts.insert(KNOWN_HOSTS_FACT.into(), known_hosts.clone());
             })
             .await?;
         let scope = self.scope();
@@ -325,7 +387,7 @@ impl Step for GithubKeyStep {
             },
         };
         ctx.state
-            .update("github-key", |r| {
+            .update(STEP_ID, |r| {
                 r.created
                     .insert("github_key_id".into(), info.id.to_string());
             })
@@ -339,7 +401,7 @@ impl Step for GithubKeyStep {
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<Destroyed> {
         let state = ctx.state.snapshot().await;
-        let Some(record) = state.step("github-key").filter(|r| !r.created.is_empty()) else {
+        let Some(record) = state.step(STEP_ID).filter(|r| !r.created.is_empty()) else {
             return Ok(Destroyed::Nothing);
         };
         let github = &ctx.backends.github;
@@ -351,10 +413,9 @@ impl Step for GithubKeyStep {
             // Delete the key the state recorded only while GitHub still holds that very
             // key (the recorded fingerprint) under that id.
             let still_ours = match github.list_keys(&self.scope()).await {
-                Ok(keys) => keys
-                    .iter()
-                    .find(|k| k.id == id)
-                    .map(|k| key_fingerprint(&k.key).as_ref() == record.facts.get("fingerprint")),
+                Ok(keys) => keys.iter().find(|k| k.id == id).map(|k| {
+                    key_fingerprint(&k.key).as_ref() == record.facts.get(FINGERPRINT_FACT)
+                }),
                 Err(BackendError::Unavailable { .. }) => Some(true),
                 Err(e) => return Err(e.into()),
             };
@@ -381,11 +442,11 @@ impl Step for GithubKeyStep {
                 Err(e) => return Err(e.into()),
             }
             ctx.state
-                .update("github-key", |r| {
+                .update(STEP_ID, |r| {
                     r.created.remove("github_key_id");
                 })
                 .await?;
-        } else if let Some(fp) = record.facts.get("fingerprint") {
+        } else if let Some(fp) = record.facts.get(FINGERPRINT_FACT) {
             let url = self.scope().settings_url(&github.web_url());
             ctx.warn(format!("if you added the host's key {fp} to GitHub by hand, remove it from {} (its private key is deleted from the host now)", url.trim_end_matches("/new")));
         }
@@ -397,7 +458,7 @@ impl Step for GithubKeyStep {
                 .await?;
         }
         ctx.state
-            .update("github-key", |r| *r = Default::default())
+            .update(STEP_ID, |r| *r = Default::default())
             .await?;
         Ok(Destroyed::Removed)
     }

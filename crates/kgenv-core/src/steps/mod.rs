@@ -88,6 +88,9 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
     }
     if let Some(g) = &env.github_key {
         steps.push(Arc::new(github_key::GithubKeyStep::new(env, g.clone())));
+        // The container binds the key's files: they must exist before it is created (a
+        // missing bind source fails the create), and `down` removes the container first.
+        container_deps.push(github_key::STEP_ID.to_string());
     }
     if let Some(i) = &env.image {
         steps.push(Arc::new(image::ImageStep::new(i.clone())));
@@ -132,4 +135,32 @@ pub fn data_root_ready(env: &Env) -> &'static str {
 pub(crate) fn short_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Container, GithubKey, Image};
+
+    fn container_deps(with_key: bool) -> Vec<String> {
+        let mut b = Env::builder("deps")
+            .target(Target::Local)
+            .image(Image::builder())
+            .container(Container::builder());
+        if with_key {
+            b = b.github_key(GithubKey::builder().repo("me/work"));
+        }
+        let steps = for_env(&b.build().expect("valid env"));
+        let c = steps
+            .iter()
+            .find(|s| s.id() == "container")
+            .expect("container step");
+        c.deps().to_vec()
+    }
+
+    #[test]
+    fn the_container_waits_for_the_github_key_it_mounts() {
+        assert!(container_deps(true).contains(&github_key::STEP_ID.to_string()));
+        assert!(!container_deps(false).contains(&github_key::STEP_ID.to_string()));
+    }
 }
