@@ -133,6 +133,7 @@ impl GithubKeyScript {
             .var("KNOWN_HOSTS", self.known_hosts())
             .var("SSH_CONFIG", &self.ssh_config)
             .helper(GITHUB_KEY_HELPERS)
+            .helper(super::script::FILE_PUT_FN)
             .check(
                 r#"[ -s "$KEY_FILE" ] && [ -s "$KEY_FILE.pub" ] || exit 1
 [ "$(stat -c %a "$KEY_FILE")" = 600 ] || exit 1
@@ -152,15 +153,12 @@ fi
 if [ ! -s "$KEY_FILE.pub" ]; then
   ssh-keygen -y -f "$KEY_FILE" > "$KEY_FILE.pub"
 fi
-printf '%s\n' "$KNOWN_HOSTS" > "$KNOWN_HOSTS_FILE.tmp"
-mv -f "$KNOWN_HOSTS_FILE.tmp" "$KNOWN_HOSTS_FILE"
+file_put "$KNOWN_HOSTS_FILE" 0644 "$KNOWN_HOSTS"
 chmod 0600 "$KEY_FILE"
 chmod 0644 "$KEY_FILE.pub" "$KNOWN_HOSTS_FILE"
 chown -R "$owner:" "$KEY_DIR"
 mkdir -p "$(dirname "$SSH_CONFIG")"
-config_text > "$SSH_CONFIG.tmp"
-chmod 0644 "$SSH_CONFIG.tmp"
-mv -f "$SSH_CONFIG.tmp" "$SSH_CONFIG""#,
+file_put_from "$SSH_CONFIG" 0644 config_text"#,
             )
             .destroy(
                 r#"rm -f "$SSH_CONFIG"
