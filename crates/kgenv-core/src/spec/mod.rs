@@ -17,6 +17,7 @@ mod container;
 mod data;
 mod disk;
 mod firewall;
+pub mod gcsfuse;
 mod github_key;
 mod image;
 mod instance;
