@@ -165,3 +165,19 @@ def test_env_repr_and_html_list_steps(world: kgenv.testing.MockWorld) -> None:
     assert repr(env) == "Env('kg', target='local', steps=4, backends=MockWorld())"
     assert "<code>container</code>" in env._repr_html_()
     assert env.state_file.parent == world.state_dir
+
+
+def test_gcsfuse_options_pass_through_and_a_misspelt_one_names_the_nearest() -> None:
+    b = kgenv.BucketMount("kg-data", gcsfuse={"file-cache.max-size-mb": 20480})
+    assert b.to_dict()["gcsfuse"] == {"file-cache.max-size-mb": 20480}
+    with pytest.raises(kgenv.ValidationError) as e:
+        kgenv.BucketMount("kg-data", gcsfuse={"file-cache.max-sise-mb": 20480})
+    assert e.value.field == "gcsfuse.file-cache.max-sise-mb"
+    assert "did you mean `file-cache.max-size-mb`" in str(e.value)
+
+
+def test_a_service_account_is_accepted_and_a_bad_one_named() -> None:
+    kgenv.Instance(service_account="kgenv-runner@my-project.iam.gserviceaccount.com")
+    with pytest.raises(kgenv.ValidationError) as e:
+        kgenv.Instance(service_account="me@gmail.com")
+    assert e.value.field == "service_account"

@@ -300,6 +300,60 @@ mod tests {
     }
 
     #[test]
+    fn gcsfuse_options_pass_through_and_a_misspelt_one_is_located() {
+        let base =
+            "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n[bucket]\nbucket = \"kg-data\"\n";
+        let env = parse(&format!(
+            "{base}[bucket.gcsfuse]\nfile-cache.max-size-mb = 20480\nmetadata-cache = {{ ttl-secs = -1 }}\n"
+        ))
+        .expect("valid");
+        let b = env.bucket.expect("bucket");
+        assert_eq!(
+            b.gcsfuse["file-cache.max-size-mb"],
+            serde_json::json!(20480)
+        );
+        assert_eq!(b.gcsfuse["metadata-cache.ttl-secs"], serde_json::json!(-1));
+        let e = parse(&format!(
+            "{base}[bucket.gcsfuse]\nfile-cache.max-sise-mb = 20480\n"
+        ))
+        .expect_err("misspelt");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("bucket.gcsfuse.file-cache.max-sise-mb")
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.message.contains("did you mean `file-cache.max-size-mb`"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{base}options = [\"file_cache_max_size_mb=10240\"]\n"
+        ))
+        .expect_err("a gcsfuse setting as a mount option");
+        assert_eq!(e.field.as_deref(), Some("bucket.options"));
+        assert!(e.message.contains("[bucket.gcsfuse]"), "{e}");
+    }
+
+    #[test]
+    fn leaving_scopes_out_gives_least_privilege_by_bucket() {
+        let base =
+            "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n";
+        let plain = parse(base).expect("valid").instance.expect("instance");
+        assert!(plain.scopes_defaulted);
+        assert!(
+            plain.scopes[0].ends_with("/devstorage.read_only"),
+            "{:?}",
+            plain.scopes
+        );
+        let with_bucket = parse(&format!("{base}[bucket]\nbucket = \"kg-data\"\n"))
+            .expect("valid")
+            .instance
+            .expect("instance");
+        assert!(with_bucket.can_write_storage(), "{:?}", with_bucket.scopes);
+        assert!(!with_bucket.has_cloud_platform_scope());
+    }
+
+    #[test]
     fn array_of_tables_fields_are_located() {
         let text = "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n[[firewall]]\nname = \"kg-ssh\"\nports = [22]\n[[firewall]]\nname = \"kg-web\"\nports = [70000]\n";
         let e = parse(text).expect_err("port");

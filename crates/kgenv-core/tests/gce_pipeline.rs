@@ -199,10 +199,16 @@ async fn up_creates_the_firewall_and_a_gpu_instance_by_googles_recipe_and_pins_h
     assert_eq!(inst["scheduling"]["automaticRestart"], false);
     assert_eq!(inst["disks"][0]["diskSizeGb"], "200");
     assert_eq!(inst["disks"][0]["autoDelete"], true);
+    // Least privilege: no bucket here, so storage read-only (the image pull), logs, metrics.
     assert_eq!(
-        inst["serviceAccounts"][0]["scopes"][0],
-        "https://www.googleapis.com/auth/cloud-platform"
+        inst["serviceAccounts"][0]["scopes"],
+        serde_json::json!([
+            "https://www.googleapis.com/auth/devstorage.read_only",
+            "https://www.googleapis.com/auth/logging.write",
+            "https://www.googleapis.com/auth/monitoring.write"
+        ])
     );
+    rig.fake.assert_conforms();
     assert_eq!(inst["tags"]["items"][0], "kgenv-kg");
     assert_eq!(inst["labels"]["kgenv-env"], "kg");
     let meta: Vec<(String, String)> = inst["metadata"]["items"]
@@ -1190,6 +1196,129 @@ async fn a_change_to_a_stopped_vm_needs_no_confirmation_and_start_applies_it() {
         .position(|c| c == "compute.instances.start")
         .unwrap_or_else(|| panic!("{calls:?}"));
     assert!(set < start, "{calls:?}");
+}
+
+/// The scopes of the instance `kg` in zone a, as the Compute fake holds them.
+fn vm_scopes(rig: &Rig) -> serde_json::Value {
+    rig.fake
+        .instance(PROJECT, "us-central1-a", "kg")
+        .expect("instance")["serviceAccounts"][0]["scopes"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_platform_is_given_when_asked_with_a_plan_warning() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b.scope("cloud-platform"))).await;
+    rig.runner.plan(gce_part(), rig.sink()).await.expect("plan");
+    let warned = rig.warnings();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("`cloud-platform` scope") && w.contains("devstorage.read_write")),
+        "{warned:?}"
+    );
+    rig.up().await.expect("up");
+    assert_eq!(
+        vm_scopes(&rig),
+        serde_json::json!(["https://www.googleapis.com/auth/cloud-platform"])
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_an_older_kgenv_made_with_cloud_platform_is_not_restarted_by_the_narrower_default() {
+    // An older kgenv's VM: its default was `cloud-platform`.
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b.scope("cloud-platform"))).await;
+    rig.up().await.expect("up");
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+
+    // This kgenv, the config leaving `scopes` out: nothing to confirm, nothing sent but GETs,
+    // and a warning that says how to narrow them.
+    rig.fake.clear_requests();
+    let report = rig
+        .other_runner(env_with(&["us-central1-a"], |b| b), &dir)
+        .up(gce_part(), rig.sink())
+        .await
+        .expect("up without --yes: nothing disruptive");
+    assert_eq!(report.outcome("instance"), Some(&Outcome::Satisfied));
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    let warned = rig.warnings();
+    assert!(
+        warned.iter().any(
+            |w| w.contains("keeps the scopes it was made with (cloud-platform)")
+                && w.contains("devstorage.read_only")
+        ),
+        "{warned:?}"
+    );
+
+    // Narrowing written out: a disruptive change, refused without confirmation...
+    let narrow = env_with(&["us-central1-a"], |b| {
+        b.scope("devstorage.read_only")
+            .scope("logging.write")
+            .scope("monitoring.write")
+    });
+    let e = rig
+        .other_runner(narrow.clone(), &dir)
+        .up(gce_part(), rig.sink())
+        .await
+        .expect_err("needs a confirmation");
+    assert!(e.is_config(), "{e}");
+    assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
+    // ...and applied to the same VM once confirmed.
+    rig.other_runner(narrow, &dir)
+        .up(gce_part().yes(), rig.sink())
+        .await
+        .expect("up --yes");
+    let calls: Vec<String> = rig.mutating().iter().map(|r| r.method_id.clone()).collect();
+    assert!(
+        calls.contains(&"compute.instances.setServiceAccount".to_string())
+            && !calls.contains(&"compute.instances.insert".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(
+        vm_scopes(&rig),
+        serde_json::json!([
+            "https://www.googleapis.com/auth/devstorage.read_only",
+            "https://www.googleapis.com/auth/logging.write",
+            "https://www.googleapis.com/auth/monitoring.write"
+        ])
+    );
+    rig.fake.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_vm_that_lacks_a_needed_scope_is_changed() {
+    // Made without a bucket (storage read-only); a bucket is added to the config: gcsfuse
+    // needs read-write, so the default no longer is covered and the change is planned.
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("up");
+    let dir = rig.runner.state_path().parent().expect("dir").to_path_buf();
+    let with_bucket = Env::builder("kg")
+        .instance(
+            Instance::builder()
+                .project(PROJECT)
+                .zone("us-central1-a")
+                .gpu("nvidia-tesla-t4", 1),
+        )
+        .bucket(kgenv_core::spec::BucketMount::builder("gs://kg-data"))
+        .build()
+        .expect("env");
+    let plan = rig
+        .other_runner(with_bucket.clone(), &dir)
+        .plan(gce_part(), rig.sink())
+        .await
+        .expect("plan");
+    assert_eq!(plan.planned_changes(), 1, "{plan:?}");
+    rig.fake.clear_requests();
+    rig.other_runner(with_bucket, &dir)
+        .up(gce_part().yes(), rig.sink())
+        .await
+        .expect("up --yes");
+    assert_eq!(
+        vm_scopes(&rig)[0],
+        "https://www.googleapis.com/auth/devstorage.read_write"
+    );
+    rig.fake.assert_conforms();
 }
 
 // ---- `kgenv move ZONE`: the data disk and the VM to another zone ----

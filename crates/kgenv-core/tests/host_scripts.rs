@@ -12,7 +12,7 @@ use kgenv_core::jupyter::supervisor_command;
 use kgenv_core::mock::GITHUB_HOST_KEYS;
 use kgenv_core::spec::BucketMount;
 use kgenv_core::steps::autostop::{AutostopScript, JupyterProbe, IDLE_DECIDE_FN};
-use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN};
+use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN, CONFIG_FNS};
 use kgenv_core::steps::disk_mount::{gcsfuse_cache_dir, DiskMountScript};
 use kgenv_core::steps::github_key::GithubKeyScript;
 use kgenv_core::steps::script::FSTAB_SET_FN;
@@ -106,10 +106,11 @@ fn autostop_script(root: &Path, jupyter: bool) -> AutostopScript {
 fn bucket_script() -> BucketScript {
     let spec = BucketMount::builder("gs://my-bucket_1.data")
         .mount_point(format!("/mnt/{NASTY}"))
-        .option("file_mode=644")
+        .option("noatime")
+        .gcsfuse("file-system.file-mode", "644")
         .build()
         .expect("spec");
-    BucketScript::for_spec(&spec, &gcsfuse_cache_dir("/var/lib/kgenv/env"))
+    BucketScript::for_spec(&spec, &gcsfuse_cache_dir("/var/lib/kgenv/env"), 61_440)
 }
 
 fn disk_script(root: &Path) -> DiskMountScript {
@@ -536,16 +537,100 @@ fn gcsfuse_install_and_fstab_shape() {
                 .contains(' '),
         "spaces escaped: {line}"
     );
-    for opt in [
-        "_netdev",
-        "allow_other",
-        "implicit_dirs",
-        "cache_dir=/var/lib/kgenv/env/gcsfuse-cache",
-        "file_mode=644",
-    ] {
-        assert!(line.contains(opt), "{opt} in {line}");
-    }
+    let opts: Vec<&str> = line
+        .rsplit_once(" gcsfuse ")
+        .expect("type")
+        .1
+        .trim_end_matches(" 0 0")
+        .split(',')
+        .collect();
+    assert_eq!(
+        opts,
+        [
+            "rw",
+            "_netdev",
+            "allow_other",
+            "x-systemd.requires-mounts-for=/var/lib/kgenv/env/gcsfuse-cache",
+            &format!("config_file={}", s.config_path),
+            "noatime",
+        ],
+        "mount(8) options only; gcsfuse's settings are in the config file"
+    );
+    assert!(s
+        .config_path
+        .starts_with("/etc/kgenv/gcsfuse-my-bucket_1.data-"));
     assert!(line.ends_with(" 0 0"));
+}
+
+#[test]
+fn the_gcsfuse_config_turns_the_file_cache_on_under_the_data_root() {
+    let s = bucket_script();
+    let text = s.config_text();
+    assert!(text.starts_with("# "), "a YAML comment first: {text}");
+    // The rest is JSON, which YAML 1.2 reads as it is.
+    let body = text.split_once('\n').expect("two parts").1;
+    let config: serde_json::Value = serde_json::from_str(body).expect("JSON (so YAML)");
+    assert_eq!(config["cache-dir"], "/var/lib/kgenv/env/gcsfuse-cache");
+    // `cache-dir` alone leaves gcsfuse's file cache off: the size turns it on.
+    assert_eq!(config["file-cache"]["max-size-mb"], 61_440);
+    assert_eq!(config["file-cache"]["enable-parallel-downloads"], true);
+    assert_eq!(config["file-cache"]["cache-file-for-range-read"], true);
+    assert_eq!(config["metadata-cache"]["ttl-secs"], 300);
+    assert_eq!(config["implicit-dirs"], true);
+    assert_eq!(config["file-system"]["dir-mode"], "775");
+    assert_eq!(
+        config["file-system"]["file-mode"], "644",
+        "the user's option wins over kgenv's 664"
+    );
+    // The script writes exactly that text and checks it back.
+    let script = s.render().text;
+    assert!(
+        script.contains("CONFIG_FILE=/etc/kgenv/gcsfuse-my-bucket_1.data-"),
+        "{script}"
+    );
+    assert!(script.contains("if ! config_current; then echo missing; exit 1; fi"));
+}
+
+#[test]
+fn the_config_file_is_written_atomically_and_read_back_the_same() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("etc kgenv/gcsfuse.yaml");
+    let text = bucket_script().config_text();
+    let run = |f: &str| {
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "set -eu\n{}\n{CONFIG_FNS}\n{f}",
+                    kgenv_core::steps::script::FILE_PUT_FN
+                ),
+                "sh",
+            ])
+            .env("CONFIG_FILE", &file)
+            .env("CONFIG_TEXT", &text)
+            .output()
+            .expect("sh")
+    };
+    assert!(!run("config_current").status.success(), "no file yet");
+    let out = run("config_write");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("written"),
+        format!("{text}\n")
+    );
+    assert!(run("config_current").status.success());
+    std::fs::write(&file, "stale").expect("edit");
+    assert!(
+        !run("config_current").status.success(),
+        "a changed file is noticed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().expect("dir"))
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".gcsfuse"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// Runs `fstab_set ARGS` on its own against `fstab`.

@@ -1,8 +1,12 @@
 //! The bucket mount spec (guide step 3): a GCS bucket mounted on the host with gcsfuse.
+//! gcsfuse's own settings are `[bucket.gcsfuse]`, checked against its documented
+//! config-file options ([`super::gcsfuse`]); `options` are mount(8) options only.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::rules;
+use super::{gcsfuse, rules};
 use crate::error::ValidationError;
 
 /// A validated bucket mount spec.
@@ -13,8 +17,12 @@ pub struct BucketMount {
     pub bucket: String,
     /// Mount point on the host.
     pub mount_point: String,
-    /// Extra gcsfuse `-o` options.
+    /// Extra mount(8) options for the `/etc/fstab` entry (`ro`, `noatime`, ...).
     pub options: Vec<String>,
+    /// The user's gcsfuse config-file options by dotted path (`file-cache.max-size-mb`),
+    /// validated against the documented names; they override kgenv's tuned defaults.
+    #[serde(default)]
+    pub gcsfuse: BTreeMap<String, serde_json::Value>,
     /// Create the bucket when it is missing.
     pub create: bool,
     /// Bucket location when created (defaults to the instance's region).
@@ -29,6 +37,7 @@ pub struct BucketMountBuilder {
     bucket: Option<String>,
     mount_point: Option<String>,
     options: Option<Vec<String>>,
+    gcsfuse: Option<serde_json::Map<String, serde_json::Value>>,
     create: Option<bool>,
     location: Option<String>,
 }
@@ -49,9 +58,20 @@ impl BucketMountBuilder {
         self.mount_point = Some(v.into());
         self
     }
-    /// Adds a gcsfuse `-o` option.
+    /// Adds a mount(8) option to the `/etc/fstab` entry (`ro`, `noatime`, ...); gcsfuse's own
+    /// settings go through [`Self::gcsfuse`].
     pub fn option(mut self, v: impl Into<String>) -> Self {
         self.options.get_or_insert_with(Vec::new).push(v.into());
+        self
+    }
+    /// Sets a gcsfuse config-file option by its documented dotted path, e.g.
+    /// `("file-cache.max-size-mb", 20480.into())`; it overrides kgenv's default.
+    pub fn gcsfuse(mut self, path: &str, value: impl Into<serde_json::Value>) -> Self {
+        gcsfuse::insert_path(
+            self.gcsfuse.get_or_insert_with(serde_json::Map::new),
+            path,
+            value.into(),
+        );
         self
     }
     /// Whether to create the bucket when missing (default true).
@@ -96,16 +116,29 @@ impl BucketMountBuilder {
             {
                 return Err(ValidationError::new(
                     "options",
-                    format!(
-                        "`{o}` is not a gcsfuse option like `implicit_dirs` or `file_mode=644`"
-                    ),
+                    format!("`{o}` is not a mount option like `ro` or `noatime`"),
+                ));
+            }
+            // One place for gcsfuse's settings: the config file kgenv writes. The same
+            // setting as a mount option would override it silently (fstab options win).
+            if let Some(path) = gcsfuse::for_mount_option(o) {
+                return Err(ValidationError::new(
+                    "options",
+                    format!("`{o}` is a gcsfuse setting: write it under [bucket.gcsfuse] as `{path} = ...` instead"),
                 ));
             }
         }
+        let gcsfuse = self
+            .gcsfuse
+            .as_ref()
+            .map(gcsfuse::validate)
+            .transpose()?
+            .unwrap_or_default();
         Ok(BucketMount {
             bucket,
             mount_point,
             options,
+            gcsfuse,
             create: self.create.unwrap_or(true),
             location: self.location,
         })

@@ -17,6 +17,7 @@ mod container;
 mod data;
 mod disk;
 mod firewall;
+pub mod gcsfuse;
 mod github_key;
 mod image;
 mod instance;
@@ -34,8 +35,10 @@ pub use image::{
     Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO,
 };
 pub use instance::{
-    Instance, InstanceBuilder, DEFAULT_DISK_GB, DEFAULT_GPU_TYPE, DEFAULT_IMAGE_FAMILY,
-    DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
+    default_scopes, scopes_cover, Instance, InstanceBuilder, CLOUD_PLATFORM_SCOPE, DEFAULT_DISK_GB,
+    DEFAULT_GPU_TYPE, DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
+    LOGGING_WRITE_SCOPE, MONITORING_WRITE_SCOPE, SCOPE_PREFIX, STORAGE_READ_ONLY_SCOPE,
+    STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
 
@@ -297,6 +300,7 @@ impl EnvBuilder {
                 b.default_name(&name)
                     .default_location(self.default_project, self.default_zone)
                     .default_tag(&tag)
+                    .bucket_mounted(self.bucket.is_some())
                     .build()
                     .map_err(|e| e.within("instance"))?,
             ),

@@ -28,7 +28,7 @@ use crate::backends::compute::{
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
-use crate::spec::{rules::region_of, Env, Instance};
+use crate::spec::{default_scopes, rules::region_of, scopes_cover, Env, Instance, SCOPE_PREFIX};
 use crate::state::{Owner, State, OWNER_ID_LABEL};
 
 /// Polling of an instance that is still PROVISIONING or STAGING: first and largest delay.
@@ -753,14 +753,47 @@ impl InstanceStep {
             (None, Some(have)) => !is_default_compute_account(have),
             (Some(want), have) => have.as_ref() != Some(want),
         };
-        let scopes = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
-        if account_differs || scopes(&info.scopes) != scopes(&self.spec.scopes) {
+        if account_differs || self.scopes_differ(info) {
             c.push(RestartChange::ServiceAccount(
                 self.spec.service_account.clone(),
                 self.spec.scopes.clone(),
             ));
         }
         c
+    }
+
+    /// Whether the VM's scopes must change. Scopes the user wrote must match exactly. kgenv's
+    /// own default need only be covered ([`scopes_cover`]): a VM made by an earlier kgenv,
+    /// whose default was `cloud-platform`, keeps its scopes rather than being stopped on the
+    /// next `up` because the default narrowed — the change a user did not ask for should not
+    /// interrupt their work. `check` warns about it and says how to narrow them.
+    fn scopes_differ(&self, info: &InstanceInfo) -> bool {
+        if self.spec.scopes_defaulted {
+            return !scopes_cover(&info.scopes, &self.spec.scopes);
+        }
+        let set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        set(&info.scopes) != set(&self.spec.scopes)
+    }
+
+    /// The warning for a VM kept with broader scopes than kgenv's default (see
+    /// [`Self::scopes_differ`]).
+    fn wider_scopes_warning(&self, info: &InstanceInfo) -> Option<String> {
+        let wider = self.spec.scopes_defaulted
+            && !self.scopes_differ(info)
+            && !scopes_cover(&self.spec.scopes, &info.scopes);
+        wider.then(|| {
+            let short = |v: &[String]| {
+                v.iter()
+                    .map(|s| s.strip_prefix(SCOPE_PREFIX).unwrap_or(s).to_string())
+                    .collect::<Vec<_>>()
+            };
+            format!(
+                "VM {} keeps the scopes it was made with ({}), wider than kgenv's least-privilege default; to narrow them, write `scopes = {:?}` under [instance] (the next `up` then stops and restarts the VM, after asking)",
+                info.at.name,
+                short(&info.scopes).join(", "),
+                short(&self.spec.scopes)
+            )
+        })
     }
 
     /// Grows the boot disk to the spec's size (online; GCE never shrinks a disk). Returns
@@ -869,6 +902,21 @@ impl Step for InstanceStep {
     fn deps(&self) -> &[String] {
         &self.deps
     }
+    fn warnings(&self) -> Vec<String> {
+        if self.spec.has_cloud_platform_scope() {
+            vec![format!(
+                "instance {} runs with the `cloud-platform` scope: anything on the VM (the container, every package it installs) can call every Google Cloud API the service account's roles allow; kgenv needs only {}",
+                self.spec.name,
+                default_scopes(true)
+                    .iter()
+                    .map(|s| s.strip_prefix(SCOPE_PREFIX).unwrap_or(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )]
+        } else {
+            Vec::new()
+        }
+    }
     fn summary(&self) -> String {
         let gpu = self
             .spec
@@ -921,6 +969,9 @@ impl Step for InstanceStep {
             diff.push(format!(
                 "label {OWNER_ID_LABEL}: none → {id} (made before owner ids)"
             ));
+        }
+        if let Some(w) = self.wider_scopes_warning(&info) {
+            ctx.warn(w);
         }
         let changes = self.restart_changes(&info);
         if !changes.is_empty() {

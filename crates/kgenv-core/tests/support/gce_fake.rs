@@ -2179,7 +2179,7 @@ impl FakeGce {
         let mut w = lock(&self.shared.world);
         let id = w.id();
         let ip = w.nat_ip();
-        // As kgenv's defaults make one: the project's default account, `cloud-platform`.
+        // As an older kgenv's defaults made one: the project's default account, `cloud-platform`.
         let account = format!(
             "{}-compute@developer.gserviceaccount.com",
             w.config.project_number
