@@ -114,11 +114,43 @@ pub(crate) fn cidr(field: &str, v: &str) -> Rule {
     }
 }
 
-/// Whether a range opens to the whole internet.
-pub fn is_world_open(range: &str) -> bool {
-    range
-        .parse::<ipnet::IpNet>()
-        .is_ok_and(|n| n.prefix_len() == 0)
+/// Whether `ranges` together open to the whole internet: their union covers every IPv4
+/// address or every IPv6 address, whether one range says so (`0.0.0.0/0`, `::/0`) or several
+/// do between them (`0.0.0.0/1` and `128.0.0.0/1`). IPv4-mapped IPv6 ranges
+/// (`::ffff:0:0/96`) count as the IPv4 addresses they stand for. Unparsable ranges are
+/// ignored (the builders reject them).
+pub fn is_world_open<S: AsRef<str>>(ranges: &[S]) -> bool {
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    use std::net::Ipv4Addr;
+    const V4_ALL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0) {
+        Ok(n) => n,
+        Err(_) => unreachable!(),
+    };
+    const MAPPED: Ipv6Net = match Ipv6Net::new(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 96) {
+        Ok(n) => n,
+        Err(_) => unreachable!(),
+    };
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for net in ranges
+        .iter()
+        .filter_map(|r| r.as_ref().trim().parse::<IpNet>().ok())
+    {
+        match net {
+            IpNet::V4(n) => v4.push(n),
+            IpNet::V6(n) => {
+                if n.contains(&MAPPED) {
+                    v4.push(V4_ALL);
+                } else if MAPPED.contains(&n) {
+                    if let Some(a) = n.network().to_ipv4_mapped() {
+                        v4.extend(Ipv4Net::new(a, n.prefix_len() - 96));
+                    }
+                }
+                v6.push(n);
+            }
+        }
+    }
+    Ipv4Net::aggregate(&v4).iter().any(|n| n.prefix_len() == 0)
+        || Ipv6Net::aggregate(&v6).iter().any(|n| n.prefix_len() == 0)
 }
 
 /// GCE label keys and values (and GCS-compatible): lowercase, digits, `_`, `-`.
@@ -257,8 +289,39 @@ mod tests {
         assert!(port_range("p", "0").is_err());
         assert!(cidr("c", "10.0.0.0/8").is_ok());
         assert!(cidr("c", "10.0.0.0/33").is_err());
-        assert!(is_world_open("0.0.0.0/0"));
-        assert!(is_world_open("::/0"));
-        assert!(!is_world_open("203.0.113.4/32"));
+        assert!(is_world_open(&["0.0.0.0/0"]));
+        assert!(is_world_open(&["::/0"]));
+        assert!(!is_world_open(&["203.0.113.4/32"]));
+    }
+
+    #[test]
+    fn world_open_is_any_union_covering_a_whole_family() {
+        assert!(is_world_open(&["0.0.0.0/1", "128.0.0.0/1"]));
+        assert!(is_world_open(&[
+            "128.0.0.0/2",
+            "203.0.113.4/32",
+            "0.0.0.0/1",
+            "192.0.0.0/2"
+        ]));
+        assert!(is_world_open(&["::/1", "8000::/1"]));
+        // Host bits set in a range do not hide what it opens.
+        assert!(is_world_open(&["10.0.0.1/1", "200.1.2.3/1"]));
+        // IPv4 written as IPv4-mapped IPv6.
+        assert!(is_world_open(&["::ffff:0:0/96"]));
+        assert!(is_world_open(&["::ffff:0:0/97", "128.0.0.0/1"]));
+        // Half of each family is not everything, nor a gap of one address.
+        assert!(!is_world_open(&["0.0.0.0/1", "8000::/1"]));
+        assert!(!is_world_open(&[
+            "0.0.0.0/1",
+            "128.0.0.0/2",
+            "192.0.0.0/3",
+            "224.0.0.0/4"
+        ]));
+        // Everything but 255.255.255.255: 0.0.0.0/1, 128.0.0.0/2, …, 255.255.255.254/32.
+        let all_but_one: Vec<String> = (1..=32u32)
+            .map(|k| format!("{}/{k}", std::net::Ipv4Addr::from(!(u32::MAX >> (k - 1)))))
+            .collect();
+        assert!(!is_world_open(&all_but_one), "{all_but_one:?}");
+        assert!(!is_world_open::<&str>(&[]));
     }
 }
