@@ -172,20 +172,72 @@ pub(crate) fn label(field: &str, key: &str, value: &str) -> Rule {
     Ok(())
 }
 
-/// GCS bucket names: 3-63 chars of lowercase letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
+/// GCS bucket names, by every rule of <https://cloud.google.com/storage/docs/buckets#naming>
+/// that can be checked without an API call: 3-63 characters (up to 222 when the name has
+/// dots, each dot-separated part at most 63); lowercase letters, digits, `-`, `_` and `.`;
+/// a letter or digit at both ends; not an IPv4 address in dotted-decimal; no `goog` prefix;
+/// no `google` anywhere, nor a close misspelling of it such as `g00gle`. Each failure says
+/// which rule the name breaks, so nothing is sent to GCS that it would refuse.
 pub(crate) fn bucket_name(field: &str, v: &str) -> Rule {
+    let bad = |why: &str| {
+        fail(
+            field,
+            format!("`{v}` is not a valid GCS bucket name: {why}; choose another name (e.g. `my-kaggle-project-data`)"),
+        )
+    };
     let b = v.as_bytes();
-    let ok = (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && !v.starts_with("goog");
-    if ok {
-        Ok(())
-    } else {
-        fail(field, format!("`{v}` is not a valid bucket name: 3-63 lowercase letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"))
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return bad(&format!(
+            "`{c}` is not allowed (only lowercase letters, digits, `-`, `_` and `.`)"
+        ));
     }
+    let max = if v.contains('.') { 222 } else { 63 };
+    if !(3..=max).contains(&b.len()) {
+        return bad(&format!(
+            "it has {} characters; a name has 3-63 (up to 222 when it has dots)",
+            b.len()
+        ));
+    }
+    if !(b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric()) {
+        return bad("it must start and end with a letter or digit");
+    }
+    if let Some(part) = v.split('.').find(|p| p.is_empty() || p.len() > 63) {
+        return bad(if part.is_empty() {
+            "it has two dots in a row"
+        } else {
+            "each dot-separated part has at most 63 characters"
+        });
+    }
+    let parts: Vec<&str> = v.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| p.parse::<u8>().is_ok()) {
+        return bad("it has the form of an IP address");
+    }
+    if v.starts_with("goog") {
+        return bad("it must not begin with `goog`");
+    }
+    if looks_like_google(v) {
+        return bad("it must not contain `google` or a close misspelling of it");
+    }
+    Ok(())
+}
+
+/// Whether `name` holds `google` once digits that stand in for letters are read as those
+/// letters (`g00gle`, `goog1e`, `9oogle`, `googl3`): GCS refuses such names.
+fn looks_like_google(name: &str) -> bool {
+    let read: String = name
+        .chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' => 'l',
+            '3' => 'e',
+            '6' | '9' => 'g',
+            c => c,
+        })
+        .collect();
+    read.contains("google")
 }
 
 /// An absolute path with no `..` and no NUL.
@@ -323,5 +375,47 @@ mod tests {
             .collect();
         assert!(!is_world_open(&all_but_one), "{all_but_one:?}");
         assert!(!is_world_open::<&str>(&[]));
+    }
+
+    #[test]
+    fn bucket_names_follow_every_gcs_rule() {
+        let long_dotted = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+        for ok in [
+            "abc",
+            "my-kaggle-project-data",
+            "a_b.c-d",
+            "1.2.3.4.5",
+            "1.2.3.x",
+            "256.1.1.1",
+            &"a".repeat(63),
+            &long_dotted,
+        ] {
+            assert!(bucket_name("bucket", ok).is_ok(), "{ok}");
+        }
+        let too_long_dotted = format!("{}.{}", "a".repeat(64), "b");
+        let too_long_total = vec!["a".repeat(60); 4].join(".");
+        for (bad, says) in [
+            ("ab", "3-63"),
+            (&"a".repeat(64), "3-63"),
+            (&too_long_total, "up to 222"),
+            (&too_long_dotted, "at most 63"),
+            ("My-Bucket", "`M` is not allowed"),
+            ("a b c", "` ` is not allowed"),
+            ("-abc", "start and end"),
+            ("abc_", "start and end"),
+            ("a..b", "two dots"),
+            ("192.168.5.4", "IP address"),
+            ("010.0.0.1", "IP address"),
+            ("goog-data", "begin with `goog`"),
+            ("my-google-data", "`google`"),
+            ("my-g00gle-data", "`google`"),
+            ("data-goog1e", "`google`"),
+            ("9oogle-data", "`google`"),
+        ] {
+            let e = bucket_name("bucket", bad).expect_err(bad);
+            assert_eq!(e.field, "bucket", "{bad}");
+            assert!(e.rule.contains(says), "{bad}: {}", e.rule);
+            assert!(e.rule.contains("choose another name"), "{bad}: {}", e.rule);
+        }
     }
 }
