@@ -40,7 +40,9 @@ mod secret;
 mod token;
 mod transport;
 
-pub use client::{build_client, client_builder, ensure_crypto_provider, is_loopback};
+pub use client::{
+    allows_credentials, build_client, client_builder, ensure_crypto_provider, is_loopback,
+};
 pub use errors::{map_reqwest, Failure};
 pub use retry::{full_jitter, RetryPolicy};
 pub use retry_after::{parse_retry_after, retry_after};
