@@ -232,7 +232,7 @@ impl GceCompute {
                 "{}: unexpected answer from Compute Engine to {} {}",
                 req.resource, req.method, req.path
             ),
-            source: Some(Box::new(e)),
+            source: Some(Box::new(crate::http::RedactedError::of(&e))),
         })
     }
 

@@ -46,6 +46,6 @@ pub use client::{
 pub use errors::{map_reqwest, Failure};
 pub use retry::{full_jitter, RetryPolicy};
 pub use retry_after::{parse_retry_after, retry_after};
-pub use secret::Secret;
+pub use secret::{redact, RedactedError, Secret};
 pub use token::{TokenProvider, TokenSource};
 pub use transport::{Body, Request, Response, Transport, TransportConfig};

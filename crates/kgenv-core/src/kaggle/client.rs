@@ -135,8 +135,9 @@ impl KaggleClient {
 
     /// The typed error of a failed call about `competition`.
     fn error(&self, r: &Response, method: &str, competition: &str) -> BackendError {
+        // Kaggle's message, or the body: either redacted, as they may quote a signed URL.
         let said = serde_json::from_slice::<ApiError>(&r.body)
-            .map(|e| e.message)
+            .map(|e| crate::http::redact(&e.message))
             .unwrap_or_else(|_| r.snippet(200));
         let resource = format!("competition {competition}");
         match r.status {
@@ -251,7 +252,7 @@ impl KaggleClient {
 fn json<T: serde::de::DeserializeOwned>(resp: &Response, method: &str) -> BackendResult<T> {
     serde_json::from_slice(&resp.body).map_err(|e| BackendError::Other {
         message: format!("Kaggle {method}: unexpected answer: {}", resp.snippet(200)),
-        source: Some(Box::new(e)),
+        source: Some(Box::new(crate::http::RedactedError::of(&e))),
     })
 }
 
