@@ -112,6 +112,37 @@ fn bad_config_exits_2_with_position_and_makes_no_call() {
 }
 
 #[test]
+fn a_bucket_name_gcs_would_refuse_exits_2_before_any_call() {
+    let home = tempfile::tempdir().expect("home");
+    let cfg = home.path().join("kgenv.toml");
+    for (name, says) in [
+        ("my-g00gle-data", "`google`"),
+        ("192.168.5.4", "IP address"),
+        ("goog-data", "`goog`"),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n[bucket]\nbucket = \"{name}\"\n"),
+        )
+        .expect("write");
+        let o = kgenv(
+            home.path(),
+            &["--config", cfg.to_str().expect("utf8"), "--mock", "up"],
+        );
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("kgenv.toml:6:") && err.contains("bucket.bucket") && err.contains(says),
+            "{name}: {err}"
+        );
+        assert!(
+            !home.path().join("state/mock-world.json").exists(),
+            "{name}: no backend call was made"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let home = tempfile::tempdir().expect("home");
     let o = kgenv(home.path(), &["frobnicate"]);

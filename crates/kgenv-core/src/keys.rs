@@ -25,14 +25,14 @@ impl EnvKey {
     }
 }
 
-/// Path of the private key of `env`.
-pub fn private_key_path(env: &str) -> PathBuf {
-    paths::keys_dir(env).join("id_ed25519")
+/// Path of the private key of `env` (an error without a home directory).
+pub fn private_key_path(env: &str) -> Result<PathBuf, BackendError> {
+    Ok(paths::keys_dir(env)?.join("id_ed25519"))
 }
 
 /// Loads the key of `env`, generating it on first use.
 pub fn ensure(env: &str) -> Result<EnvKey, BackendError> {
-    ensure_at(&private_key_path(env), &format!("kgenv-{env}"))
+    ensure_at(&private_key_path(env)?, &format!("kgenv-{env}"))
 }
 
 /// Loads the key at `path`, generating it (and `path.pub`) when absent.

@@ -5,22 +5,46 @@
 
 use std::path::PathBuf;
 
+use crate::error::BackendError;
+
 fn home_override() -> Option<PathBuf> {
     std::env::var_os("KGENV_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
 
-/// `$XDG_CONFIG_HOME/kgenv` (or `$KGENV_HOME/config`).
-pub fn config_dir() -> PathBuf {
-    home_override().map_or_else(
-        || {
-            dirs::config_dir()
-                .unwrap_or_else(std::env::temp_dir)
-                .join("kgenv")
-        },
-        |h| h.join("config"),
+/// `$XDG_CONFIG_HOME/kgenv` (or `$KGENV_HOME/config`): keys, known_hosts, the ssh config
+/// file, Jupyter tokens.
+///
+/// An error when no home directory is known (no `KGENV_HOME`, `XDG_CONFIG_HOME` or `HOME`,
+/// and no entry for this user in the password database): there is no private place for
+/// secrets then, and a shared one such as `/tmp` would let other users read a key or plant
+/// a known_hosts entry.
+pub fn config_dir() -> Result<PathBuf, BackendError> {
+    under_home(
+        home_override(),
+        dirs::config_dir(),
+        "config",
+        "keys and known_hosts",
     )
+}
+
+/// `override/sub` when `KGENV_HOME` is set, else `base/kgenv`; `what` names the files for
+/// the error when neither is known.
+fn under_home(
+    override_dir: Option<PathBuf>,
+    base: Option<PathBuf>,
+    sub: &str,
+    what: &str,
+) -> Result<PathBuf, BackendError> {
+    match (override_dir, base) {
+        (Some(h), _) => Ok(h.join(sub)),
+        (None, Some(b)) => Ok(b.join("kgenv")),
+        (None, None) => Err(BackendError::FailedPrecondition {
+            resource: format!("kgenv's {what}"),
+            message: "no home directory is known (HOME is unset and this user has none in the password database); set HOME, or KGENV_HOME to a directory only you can write (kgenv does not fall back to a shared directory like /tmp)".into(),
+        }),
+    }
 }
 
 /// `$XDG_STATE_HOME/kgenv` (or `$KGENV_HOME/state`).
@@ -49,9 +73,10 @@ pub fn data_dir() -> PathBuf {
     )
 }
 
-/// Per-environment key directory: `<config>/keys/<env>`.
-pub fn keys_dir(env: &str) -> PathBuf {
-    config_dir().join("keys").join(env)
+/// Per-environment key directory: `<config>/keys/<env>` (an error without a home
+/// directory, see [`config_dir`]).
+pub fn keys_dir(env: &str) -> Result<PathBuf, BackendError> {
+    Ok(config_dir()?.join("keys").join(env))
 }
 
 /// Marks kgenv's temp files: `.<target name>.kgenv-tmp-<pid>-<random>`.
@@ -119,6 +144,29 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io:
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn without_a_home_there_is_an_error_not_a_shared_directory() {
+        let e = under_home(None, None, "config", "keys and known_hosts").expect_err("no home");
+        let text = e.to_string();
+        assert!(
+            text.contains("keys and known_hosts") && text.contains("set HOME"),
+            "{text}"
+        );
+        assert_eq!(
+            under_home(None, Some("/home/u/.config".into()), "config", "keys").expect("xdg"),
+            PathBuf::from("/home/u/.config/kgenv")
+        );
+        assert_eq!(
+            under_home(Some("/k".into()), None, "config", "keys").expect("override"),
+            PathBuf::from("/k/config")
+        );
+    }
 }
 
 #[cfg(test)]

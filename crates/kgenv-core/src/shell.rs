@@ -13,13 +13,14 @@ use std::fmt;
 
 /// Quotes `value` for a POSIX shell so it arrives as exactly one argument, byte for byte.
 ///
-/// Plain words (letters, digits, `-_./=:,@%+`) are left bare for readable plans; everything
-/// else is wrapped in single quotes, with each `'` written as `'\''`.
+/// Plain words (letters, digits, `-_./:,@%+`) are left bare for readable plans; everything
+/// else is wrapped in single quotes, with each `'` written as `'\''`. `=` is not plain: a
+/// bare `NAME=value` as the first word of a command is an assignment, not the program.
 pub fn quote(value: &str) -> String {
     let plain = !value.is_empty()
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:,@%+".contains(&b));
     if plain {
         return value.to_string();
     }
@@ -94,6 +95,22 @@ mod tests {
         assert_eq!(quote("x'y"), "'x'\\''y'");
         assert_eq!(quote("line\nbreak"), "'line\nbreak'");
         assert_eq!(quote("日本"), "'日本'");
+        assert_eq!(quote("a=b"), "'a=b'");
+        assert_eq!(quote("--flag=value"), "'--flag=value'");
+    }
+
+    #[test]
+    fn a_word_with_equals_is_a_program_not_an_assignment() {
+        // Bare, `KGENV_X=1` would be an assignment and the line would run nothing (exit 0);
+        // quoted, the shell looks for a program of that name and fails with 127.
+        let line = Cmd::new("KGENV_X=1").line();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .output()
+            .expect("sh runs")
+            .status;
+        assert_eq!(status.code(), Some(127), "line: {line}");
     }
 
     #[test]
@@ -110,6 +127,7 @@ mod tests {
             "back\\slash",
             "KAGGLE用分析環境",
             "--flag=value",
+            "a=b",
             "*",
             "~",
             "!",

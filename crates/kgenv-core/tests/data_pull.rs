@@ -292,6 +292,42 @@ async fn a_signed_url_that_expires_mid_download_is_refreshed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_quoting_the_signed_url_does_not_reach_the_message() {
+    let fake = FakeKaggle::start(FakeAuth::Token(TOKEN.into())).await;
+    let src = tempfile::tempdir().expect("tempdir");
+    generate(&src.path().join("f"), 1000, 4);
+    fake.add_file("sig", "f.csv", &src.path().join("f"));
+    fake.state.refuse_signatures.store(true, Ordering::SeqCst);
+    let dest = tempfile::tempdir().expect("tempdir");
+    let e = pull(
+        &backend(&fake, opts()),
+        "sig",
+        &PullOptions::new(dest.path().to_str().expect("utf8")),
+        |_| {},
+    )
+    .await
+    .expect_err("every URL is refused");
+    let chain = kgenv_core::error::error_chain(&e);
+    assert!(
+        fake.state.storage_requests.load(Ordering::SeqCst) >= 2,
+        "storage was asked, and refused: {chain}"
+    );
+    assert!(
+        chain.contains("SignatureDoesNotMatch"),
+        "the storage's code is kept: {chain}"
+    );
+    let signature = regex::Regex::new(r"sig=[0-9a-f]").expect("pattern");
+    assert!(
+        !signature.is_match(&chain),
+        "no signature in the error: {chain}"
+    );
+    assert!(
+        chain.contains("?<redacted>"),
+        "the URL is shown without its query: {chain}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unaccepted_rules_say_where_to_accept_them() {
     let fake = FakeKaggle::start(FakeAuth::ApiKey("ann".into(), "key-9".into())).await;
     let src = tempfile::tempdir().expect("tempdir");

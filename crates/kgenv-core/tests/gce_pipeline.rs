@@ -16,6 +16,7 @@ use kgenv_core::error::QuotaScope;
 use kgenv_core::mock::MockWorld;
 use kgenv_core::runner::{Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{Env, Firewall, Instance, InstanceBuilder};
+use kgenv_core::ssh::SshConfigFiles;
 use kgenv_core::state::StateStore;
 
 const PROJECT: &str = "my-project";
@@ -699,6 +700,81 @@ async fn stop_and_start_keep_the_disk_and_record_the_new_address() {
         .count();
     assert_eq!(reads, 0, "host keys of the same VM are not read again");
     rig.fake.assert_conforms();
+}
+
+/// The `HostName` the system `ssh` client resolves for `alias` from kgenv's ssh_config file.
+fn ssh_host_name(files: &SshConfigFiles, alias: &str) -> String {
+    let out = std::process::Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(&files.kgenv_config)
+        .arg(alias)
+        .output()
+        .expect("the OpenSSH client runs (install openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("hostname "))
+        .expect("a hostname line")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_points_ssh_env_at_the_vms_new_address() {
+    home();
+    let fake = FakeGce::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let files = SshConfigFiles {
+        user_config: dir.path().join("home/.ssh/config"),
+        kgenv_config: dir.path().join("config/ssh_config"),
+        known_hosts: dir.path().join("config/known_hosts"),
+    };
+    let mut backends = MockWorld::new().backends();
+    backends.compute = Arc::new(fake.client());
+    backends.remote = Arc::new(FakeHosts {
+        inner: backends.remote.clone(),
+        asked: Mutex::default(),
+    });
+    backends.ssh_aliases = Some(Arc::new(files.clone()));
+    let runner = Runner::new(env_with(&["us-central1-a"], |b| b), backends)
+        .state_dir(dir.path().join("state"))
+        .host_ready_within(Duration::from_secs(20));
+    let address = || async {
+        runner
+            .host_addr()
+            .await
+            .expect("addr")
+            .map(|a| a.host)
+            .expect("a gce host")
+    };
+    runner
+        .up(RunOptions::default().until("host"), |_| {})
+        .await
+        .expect("up");
+    let ip1 = address().await;
+    assert_eq!(ssh_host_name(&files, "kg"), ip1, "`ssh kg` reaches the VM");
+
+    runner.stop(|_| {}).await.expect("stop");
+    let started = runner.start(|_| {}).await.expect("start");
+    let ip2 = address().await;
+    assert_ne!(ip1, ip2, "an ephemeral address changes on start");
+    assert_eq!(
+        started.outcome("host"),
+        Some(&Outcome::Changed),
+        "the Host block is rewritten"
+    );
+    assert_eq!(
+        ssh_host_name(&files, "kg"),
+        ip2,
+        "`ssh kg` follows the VM to its new address"
+    );
+    let text = std::fs::read_to_string(&files.kgenv_config).expect("ssh_config");
+    assert_eq!(text.matches("Host kg\n").count(), 1, "one block: {text}");
+    assert!(!text.contains(&ip1), "the old address is gone: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -565,7 +565,7 @@ fn url_and_certificate_fingerprint() {
         "no certificate before `up`"
     );
     let (cert, _) = self_signed_certificate(&["localhost".into()]).expect("cert");
-    let keys = kgenv_core::paths::keys_dir("jt");
+    let keys = kgenv_core::paths::keys_dir("jt").expect("a home");
     std::fs::create_dir_all(&keys).expect("keys dir");
     std::fs::write(keys.join("jupyter-cert.pem"), &cert).expect("cert");
     let a = kgenv_core::jupyter::access(&env, 18888).expect("access");

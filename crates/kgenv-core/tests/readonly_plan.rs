@@ -116,7 +116,7 @@ async fn plan_and_status_leave_the_host_and_this_machine_as_they_were() {
     fake.add_file("rocomp", "train.csv", &work.path().join("train"));
 
     let sshd = sshd::Sshd::start_new();
-    let known_hosts = kgenv_core::ssh::verify::known_hosts_path();
+    let known_hosts = kgenv_core::ssh::verify::known_hosts_path().expect("a home");
     std::fs::create_dir_all(known_hosts.parent().expect("config dir")).expect("config dir");
     std::fs::write(
         &known_hosts,
@@ -193,7 +193,7 @@ async fn plan_and_status_leave_the_host_and_this_machine_as_they_were() {
     assert_eq!(change(&status.live, "host"), Change::None);
     assert_eq!(watched.snapshot(), before, "plan and status changed files");
     assert!(
-        !kgenv_core::paths::keys_dir(&name).exists(),
+        !kgenv_core::paths::keys_dir(&name).expect("a home").exists(),
         "a token was made locally"
     );
     assert_eq!(

@@ -171,9 +171,11 @@ fn is_url_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 400 | 401 | 403)
 }
 
+/// The start of an answer's body for a message, [`redact`](crate::http::redact)ed: a
+/// storage error may quote the signed URL or its signing parameters.
 async fn body_snippet(resp: reqwest::Response) -> String {
     let text = resp.text().await.unwrap_or_default();
-    text.chars().take(300).collect()
+    crate::http::redact(&text).chars().take(300).collect()
 }
 
 /// The first request: `Range: bytes=0-0`.

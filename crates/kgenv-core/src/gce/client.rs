@@ -27,7 +27,9 @@ use crate::backends::compute::{
 use crate::backends::BackendResult;
 use crate::error::BackendError;
 use crate::google_auth;
-use crate::http::{is_loopback, RetryPolicy, Secret, TokenSource, Transport, TransportConfig};
+use crate::http::{
+    allows_credentials, RetryPolicy, Secret, TokenSource, Transport, TransportConfig,
+};
 
 /// The public service root.
 pub const DEFAULT_BASE_URL: &str = "https://compute.googleapis.com/compute/v1/";
@@ -51,13 +53,7 @@ pub fn normalize_base_url(url: &str) -> BackendResult<String> {
         resource: format!("compute endpoint `{url}` (from {BASE_URL_ENV} or the client builder)"),
         message: format!("is not a URL ({e}); use e.g. {DEFAULT_BASE_URL}"),
     })?;
-    let host = parsed.host_str().unwrap_or_default();
-    let ok = match parsed.scheme() {
-        "https" => !host.is_empty(),
-        "http" => is_loopback(host),
-        _ => false,
-    };
-    if !ok || parsed.query().is_some() {
+    if !allows_credentials(&parsed) || parsed.query().is_some() {
         return Err(BackendError::InvalidArgument {
             resource: format!("compute endpoint `{url}`"),
             message: "must be https://… (plain http only on a loopback address, since the access token travels with every request) and have no query".into(),
@@ -236,7 +232,7 @@ impl GceCompute {
                 "{}: unexpected answer from Compute Engine to {} {}",
                 req.resource, req.method, req.path
             ),
-            source: Some(Box::new(e)),
+            source: Some(Box::new(crate::http::RedactedError::of(&e))),
         })
     }
 

@@ -99,7 +99,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, BackendError> {
     serde_json::from_slice(&r.body).map_err(|e| BackendError::Other {
         message: format!("{}: GitHub's answer is not the expected JSON", call.what),
-        source: Some(Box::new(e)),
+        source: Some(Box::new(crate::http::RedactedError::of(&e))),
     })
 }
 

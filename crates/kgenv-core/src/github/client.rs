@@ -95,11 +95,13 @@ impl GitHubClient {
     /// A client for `config`.
     pub fn new(config: GitHubConfig) -> Result<Self, BackendError> {
         let api = config.api_url.unwrap_or_else(|| DEFAULT_API_URL.into());
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
+        let secure = reqwest::Url::parse(api.trim_end_matches('/'))
+            .is_ok_and(|u| crate::http::allows_credentials(&u));
+        if !secure {
             return Err(BackendError::InvalidArgument {
                 resource: "GITHUB_API_URL".into(),
                 message: format!(
-                    "`{api}` is not an http(s) URL like https://ghe.example.com/api/v3"
+                    "`{api}` is not an https:// URL like https://ghe.example.com/api/v3 (plain http only on a loopback address such as http://127.0.0.1:PORT, since the GitHub token travels with every request)"
                 ),
             });
         }
@@ -270,6 +272,38 @@ mod tests {
             web_url_for("http://127.0.0.1:9000"),
             "http://127.0.0.1:9000"
         );
+    }
+
+    #[test]
+    fn the_token_never_goes_over_plain_http_off_this_machine() {
+        for url in [
+            "http://ghe.example.com/api/v3",
+            "http://10.0.0.5:9000",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            let e = GitHubClient::new(
+                GitHubConfig::default()
+                    .with_api_url(url)
+                    .with_token("ghp_x"),
+            )
+            .expect_err(url);
+            assert!(
+                matches!(&e, BackendError::InvalidArgument { resource, message }
+                    if resource == "GITHUB_API_URL" && message.contains("https://")),
+                "{url}: {e:?}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000/",
+            "https://ghe.example.com/api/v3",
+        ] {
+            assert!(
+                GitHubClient::new(GitHubConfig::default().with_api_url(url)).is_ok(),
+                "{url}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,19 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether credentials may be sent to `url`: `https://` to any host, plain `http://` only to
+/// a loopback one (an emulator or a test fake on this machine), never anything else. Every
+/// client that sends a token, API key or signed URL checks its endpoint with this, so no
+/// secret crosses a network in clear.
+pub fn allows_credentials(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    match url.scheme() {
+        "https" => !host.is_empty(),
+        "http" => is_loopback(host),
+        _ => false,
+    }
+}
+
 /// A reqwest builder with kgenv's TLS provider and user agent. `base` is the endpoint the
 /// client talks to: a loopback host (an emulator or a test fake) never goes through
 /// `HTTP(S)_PROXY`.
@@ -58,6 +71,30 @@ mod tests {
         }
         for h in ["example.com", "10.0.0.1", "[2001:db8::1]", ""] {
             assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn credentials_go_over_tls_or_stay_on_this_machine() {
+        let url = |u: &str| reqwest::Url::parse(u).expect("url");
+        for ok in [
+            "https://api.kaggle.com/v1/",
+            "https://10.0.0.1/",
+            "http://127.0.0.1:8080/",
+            "http://localhost/api/v1/",
+            "http://[::1]:9000/",
+        ] {
+            assert!(allows_credentials(&url(ok)), "{ok}");
+        }
+        for bad in [
+            "http://api.kaggle.com/v1/",
+            "http://10.0.0.1:8080/",
+            "http://[2001:db8::1]/",
+            "http://localhost.example.com/",
+            "ftp://127.0.0.1/",
+            "file:///tmp/x",
+        ] {
+            assert!(!allows_credentials(&url(bad)), "{bad}");
         }
     }
 }

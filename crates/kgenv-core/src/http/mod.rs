@@ -40,10 +40,12 @@ mod secret;
 mod token;
 mod transport;
 
-pub use client::{build_client, client_builder, ensure_crypto_provider, is_loopback};
+pub use client::{
+    allows_credentials, build_client, client_builder, ensure_crypto_provider, is_loopback,
+};
 pub use errors::{map_reqwest, Failure};
 pub use retry::{full_jitter, RetryPolicy};
 pub use retry_after::{parse_retry_after, retry_after};
-pub use secret::Secret;
+pub use secret::{redact, RedactedError, Secret};
 pub use token::{TokenProvider, TokenSource};
 pub use transport::{Body, Request, Response, Transport, TransportConfig};

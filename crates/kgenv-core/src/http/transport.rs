@@ -155,9 +155,10 @@ impl Response {
         retry_after(&self.headers)
     }
 
-    /// The body as text, at most `max` characters (for messages).
+    /// The body as text for messages: [`redact`](super::redact)ed (an answer may hold a
+    /// signed URL), at most `max` characters.
     pub fn snippet(&self, max: usize) -> String {
-        String::from_utf8_lossy(&self.body)
+        super::redact(&String::from_utf8_lossy(&self.body))
             .chars()
             .take(max)
             .collect()
@@ -174,7 +175,7 @@ impl Response {
                 "{what}: unexpected answer from {peer}: {}",
                 self.snippet(200)
             ),
-            source: Some(Box::new(e)),
+            source: Some(Box::new(super::RedactedError::of(&e))),
         })
     }
 }
@@ -385,6 +386,33 @@ mod tests {
     use crate::http::{client_builder, Secret};
 
     const TOKEN: &str = "tok-very-secret";
+
+    #[test]
+    fn an_answer_holding_a_signed_url_is_not_quoted_in_errors() {
+        let signed = "https://storage.example/b/o?X-Goog-Signature=feedface&sig=beef";
+        let answer = |body: String| Response {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body),
+            url: Url::parse("https://api.example/v1/x").expect("url"),
+        };
+        // Not the JSON expected: the message quotes the body, the source serde's words.
+        for body in [format!(r#"{{"url":"{signed}"}}"#), format!(r#""{signed}""#)] {
+            let e = answer(body.clone())
+                .json::<Vec<u64>>("GET x", "the fake")
+                .expect_err("not a list");
+            let chain = crate::error::error_chain(&e);
+            assert!(
+                !chain.contains("feedface") && !chain.contains("beef"),
+                "{body}: {chain}"
+            );
+            assert!(
+                chain.contains("https://storage.example/b/o?<redacted>"),
+                "{chain}"
+            );
+        }
+        assert!(!answer(signed.into()).snippet(300).contains("feedface"));
+    }
 
     struct Peer {
         port: u16,

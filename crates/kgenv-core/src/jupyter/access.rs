@@ -58,7 +58,7 @@ pub fn access(env: &Env, local_port: u16) -> Result<JupyterAccess> {
     let cert = match &spec.tls {
         JupyterTls::Off => None,
         JupyterTls::SelfSigned => Some(
-            std::fs::read_to_string(local_cert_paths(&env.name).0).map_err(|e| {
+            std::fs::read_to_string(local_cert_paths(&env.name)?.0).map_err(|e| {
                 BackendError::io("reading the Jupyter certificate (run `kgenv up` first)", e)
             })?,
         ),

@@ -30,9 +30,10 @@ pub fn certificate_sha256(pem: &str) -> Result<String, BackendError> {
 }
 
 /// Where the local copy of environment `env`'s self-signed certificate and key are kept.
-pub(crate) fn local_cert_paths(env: &str) -> (PathBuf, PathBuf) {
-    let dir = crate::paths::keys_dir(env);
-    (dir.join("jupyter-cert.pem"), dir.join("jupyter-key.pem"))
+/// An error without a home directory (see [`crate::paths::config_dir`]).
+pub(crate) fn local_cert_paths(env: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = crate::paths::keys_dir(env)?;
+    Ok((dir.join("jupyter-cert.pem"), dir.join("jupyter-key.pem")))
 }
 
 /// The certificate (PEM) kgenv serves for `tls` in environment `env`, if it exists already:
@@ -42,7 +43,7 @@ pub(crate) fn existing_certificate(env: &str, tls: &JupyterTls) -> Option<String
     match tls {
         JupyterTls::Off => None,
         JupyterTls::Files { cert, .. } => std::fs::read_to_string(cert).ok(),
-        JupyterTls::SelfSigned => std::fs::read_to_string(local_cert_paths(env).0).ok(),
+        JupyterTls::SelfSigned => std::fs::read_to_string(local_cert_paths(env).ok()?.0).ok(),
     }
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn certificate(
             Ok(Some((read(cert)?, read(key)?)))
         }
         JupyterTls::SelfSigned => {
-            let (cert_path, key_path) = local_cert_paths(env);
+            let (cert_path, key_path) = local_cert_paths(env)?;
             if let (Ok(c), Ok(k)) = (
                 std::fs::read_to_string(&cert_path),
                 std::fs::read_to_string(&key_path),

@@ -6,14 +6,14 @@ use crate::spec::JupyterAuth;
 
 /// The token kept as `name` in environment `env`'s key dir, if one was made.
 fn existing(env: &str, name: &str) -> Option<String> {
-    let t = std::fs::read_to_string(crate::paths::keys_dir(env).join(name)).ok()?;
+    let t = std::fs::read_to_string(crate::paths::keys_dir(env).ok()?.join(name)).ok()?;
     let t = t.trim();
     (!t.is_empty()).then(|| t.to_string())
 }
 
 /// A random token made once and kept (0600) in environment `env`'s key dir as `name`.
 fn kept_token(env: &str, name: &str) -> Result<String> {
-    let path = crate::paths::keys_dir(env).join(name);
+    let path = crate::paths::keys_dir(env)?.join(name);
     if let Some(t) = existing(env, name) {
         return Ok(t);
     }

@@ -57,6 +57,15 @@ impl KaggleClient {
             resource: "Kaggle endpoint".into(),
             message: format!("`{}` is not a URL: {e}", endpoint.api_base),
         })?;
+        if !crate::http::allows_credentials(&base) {
+            return Err(BackendError::InvalidArgument {
+                resource: "Kaggle endpoint (KGENV_KAGGLE_ENDPOINT or KAGGLE_API_ENVIRONMENT)".into(),
+                message: format!(
+                    "`{}` must be https://… (plain http only on a loopback address such as http://127.0.0.1:PORT, since the Kaggle credentials travel with every request)",
+                    endpoint.api_base
+                ),
+            });
+        }
         let http = crate::http::build_client(
             SERVICE,
             crate::http::client_builder(&endpoint.api_base)
@@ -126,8 +135,9 @@ impl KaggleClient {
 
     /// The typed error of a failed call about `competition`.
     fn error(&self, r: &Response, method: &str, competition: &str) -> BackendError {
+        // Kaggle's message, or the body: either redacted, as they may quote a signed URL.
         let said = serde_json::from_slice::<ApiError>(&r.body)
-            .map(|e| e.message)
+            .map(|e| crate::http::redact(&e.message))
             .unwrap_or_else(|_| r.snippet(200));
         let resource = format!("competition {competition}");
         match r.status {
@@ -242,7 +252,7 @@ impl KaggleClient {
 fn json<T: serde::de::DeserializeOwned>(resp: &Response, method: &str) -> BackendResult<T> {
     serde_json::from_slice(&resp.body).map_err(|e| BackendError::Other {
         message: format!("Kaggle {method}: unexpected answer: {}", resp.snippet(200)),
-        source: Some(Box::new(e)),
+        source: Some(Box::new(crate::http::RedactedError::of(&e))),
     })
 }
 
@@ -268,5 +278,40 @@ impl UrlSource for FileSource {
     }
     fn describe(&self) -> String {
         format!("{}/{}", self.competition, self.file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Secret;
+
+    fn creds() -> Credentials {
+        Credentials::Token {
+            token: Secret::new("KGAT_secret"),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn credentials_never_go_over_plain_http_off_this_machine() {
+        for url in ["http://kaggle.example.com", "http://10.0.0.5:7777"] {
+            let endpoint = KaggleEndpoint::custom(url).expect("a URL");
+            let e = KaggleClient::new(endpoint, creds()).expect_err(url);
+            assert!(
+                matches!(&e, BackendError::InvalidArgument { resource, message }
+                    if resource.contains("KGENV_KAGGLE_ENDPOINT") && message.contains("https://")),
+                "{url}: {e:?}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:7777",
+            "http://localhost",
+            "https://kaggle.example.com",
+        ] {
+            let endpoint = KaggleEndpoint::custom(url).expect("a URL");
+            assert!(KaggleClient::new(endpoint, creds()).is_ok(), "{url}");
+        }
+        assert!(KaggleClient::new(KaggleEndpoint::prod(), creds()).is_ok());
     }
 }

@@ -61,9 +61,10 @@ impl Firewall {
         }
     }
 
-    /// Whether any source range is open to the whole internet (`0.0.0.0/0`, `::/0`).
+    /// Whether the source ranges open to the whole internet: one of them is `0.0.0.0/0` or
+    /// `::/0`, or together they cover every address of a family (`0.0.0.0/1` + `128.0.0.0/1`).
     pub fn is_world_open(&self) -> bool {
-        self.source_ranges.iter().any(|r| rules::is_world_open(r))
+        rules::is_world_open(&self.source_ranges)
     }
 }
 
@@ -223,5 +224,13 @@ mod tests {
             .expect("valid");
         assert!(f.is_world_open());
         assert!(!Firewall::default_ssh("kg", "kg").is_world_open());
+        let halves = Firewall::builder("kg-jupyter")
+            .port(8888)
+            .source_range("0.0.0.0/1")
+            .source_range("128.0.0.0/1")
+            .target_tag("kg")
+            .build()
+            .expect("valid");
+        assert!(halves.is_world_open(), "two halves are the whole internet");
     }
 }

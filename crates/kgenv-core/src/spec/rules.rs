@@ -114,11 +114,43 @@ pub(crate) fn cidr(field: &str, v: &str) -> Rule {
     }
 }
 
-/// Whether a range opens to the whole internet.
-pub fn is_world_open(range: &str) -> bool {
-    range
-        .parse::<ipnet::IpNet>()
-        .is_ok_and(|n| n.prefix_len() == 0)
+/// Whether `ranges` together open to the whole internet: their union covers every IPv4
+/// address or every IPv6 address, whether one range says so (`0.0.0.0/0`, `::/0`) or several
+/// do between them (`0.0.0.0/1` and `128.0.0.0/1`). IPv4-mapped IPv6 ranges
+/// (`::ffff:0:0/96`) count as the IPv4 addresses they stand for. Unparsable ranges are
+/// ignored (the builders reject them).
+pub fn is_world_open<S: AsRef<str>>(ranges: &[S]) -> bool {
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    use std::net::Ipv4Addr;
+    const V4_ALL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0) {
+        Ok(n) => n,
+        Err(_) => unreachable!(),
+    };
+    const MAPPED: Ipv6Net = match Ipv6Net::new(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 96) {
+        Ok(n) => n,
+        Err(_) => unreachable!(),
+    };
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for net in ranges
+        .iter()
+        .filter_map(|r| r.as_ref().trim().parse::<IpNet>().ok())
+    {
+        match net {
+            IpNet::V4(n) => v4.push(n),
+            IpNet::V6(n) => {
+                if n.contains(&MAPPED) {
+                    v4.push(V4_ALL);
+                } else if MAPPED.contains(&n) {
+                    if let Some(a) = n.network().to_ipv4_mapped() {
+                        v4.extend(Ipv4Net::new(a, n.prefix_len() - 96));
+                    }
+                }
+                v6.push(n);
+            }
+        }
+    }
+    Ipv4Net::aggregate(&v4).iter().any(|n| n.prefix_len() == 0)
+        || Ipv6Net::aggregate(&v6).iter().any(|n| n.prefix_len() == 0)
 }
 
 /// GCE label keys and values (and GCS-compatible): lowercase, digits, `_`, `-`.
@@ -140,20 +172,72 @@ pub(crate) fn label(field: &str, key: &str, value: &str) -> Rule {
     Ok(())
 }
 
-/// GCS bucket names: 3-63 chars of lowercase letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
+/// GCS bucket names, by every rule of <https://cloud.google.com/storage/docs/buckets#naming>
+/// that can be checked without an API call: 3-63 characters (up to 222 when the name has
+/// dots, each dot-separated part at most 63); lowercase letters, digits, `-`, `_` and `.`;
+/// a letter or digit at both ends; not an IPv4 address in dotted-decimal; no `goog` prefix;
+/// no `google` anywhere, nor a close misspelling of it such as `g00gle`. Each failure says
+/// which rule the name breaks, so nothing is sent to GCS that it would refuse.
 pub(crate) fn bucket_name(field: &str, v: &str) -> Rule {
+    let bad = |why: &str| {
+        fail(
+            field,
+            format!("`{v}` is not a valid GCS bucket name: {why}; choose another name (e.g. `my-kaggle-project-data`)"),
+        )
+    };
     let b = v.as_bytes();
-    let ok = (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && !v.starts_with("goog");
-    if ok {
-        Ok(())
-    } else {
-        fail(field, format!("`{v}` is not a valid bucket name: 3-63 lowercase letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"))
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return bad(&format!(
+            "`{c}` is not allowed (only lowercase letters, digits, `-`, `_` and `.`)"
+        ));
     }
+    let max = if v.contains('.') { 222 } else { 63 };
+    if !(3..=max).contains(&b.len()) {
+        return bad(&format!(
+            "it has {} characters; a name has 3-63 (up to 222 when it has dots)",
+            b.len()
+        ));
+    }
+    if !(b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric()) {
+        return bad("it must start and end with a letter or digit");
+    }
+    if let Some(part) = v.split('.').find(|p| p.is_empty() || p.len() > 63) {
+        return bad(if part.is_empty() {
+            "it has two dots in a row"
+        } else {
+            "each dot-separated part has at most 63 characters"
+        });
+    }
+    let parts: Vec<&str> = v.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| p.parse::<u8>().is_ok()) {
+        return bad("it has the form of an IP address");
+    }
+    if v.starts_with("goog") {
+        return bad("it must not begin with `goog`");
+    }
+    if looks_like_google(v) {
+        return bad("it must not contain `google` or a close misspelling of it");
+    }
+    Ok(())
+}
+
+/// Whether `name` holds `google` once digits that stand in for letters are read as those
+/// letters (`g00gle`, `goog1e`, `9oogle`, `googl3`): GCS refuses such names.
+fn looks_like_google(name: &str) -> bool {
+    let read: String = name
+        .chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' => 'l',
+            '3' => 'e',
+            '6' | '9' => 'g',
+            c => c,
+        })
+        .collect();
+    read.contains("google")
 }
 
 /// An absolute path with no `..` and no NUL.
@@ -257,8 +341,81 @@ mod tests {
         assert!(port_range("p", "0").is_err());
         assert!(cidr("c", "10.0.0.0/8").is_ok());
         assert!(cidr("c", "10.0.0.0/33").is_err());
-        assert!(is_world_open("0.0.0.0/0"));
-        assert!(is_world_open("::/0"));
-        assert!(!is_world_open("203.0.113.4/32"));
+        assert!(is_world_open(&["0.0.0.0/0"]));
+        assert!(is_world_open(&["::/0"]));
+        assert!(!is_world_open(&["203.0.113.4/32"]));
+    }
+
+    #[test]
+    fn world_open_is_any_union_covering_a_whole_family() {
+        assert!(is_world_open(&["0.0.0.0/1", "128.0.0.0/1"]));
+        assert!(is_world_open(&[
+            "128.0.0.0/2",
+            "203.0.113.4/32",
+            "0.0.0.0/1",
+            "192.0.0.0/2"
+        ]));
+        assert!(is_world_open(&["::/1", "8000::/1"]));
+        // Host bits set in a range do not hide what it opens.
+        assert!(is_world_open(&["10.0.0.1/1", "200.1.2.3/1"]));
+        // IPv4 written as IPv4-mapped IPv6.
+        assert!(is_world_open(&["::ffff:0:0/96"]));
+        assert!(is_world_open(&["::ffff:0:0/97", "128.0.0.0/1"]));
+        // Half of each family is not everything, nor a gap of one address.
+        assert!(!is_world_open(&["0.0.0.0/1", "8000::/1"]));
+        assert!(!is_world_open(&[
+            "0.0.0.0/1",
+            "128.0.0.0/2",
+            "192.0.0.0/3",
+            "224.0.0.0/4"
+        ]));
+        // Everything but 255.255.255.255: 0.0.0.0/1, 128.0.0.0/2, …, 255.255.255.254/32.
+        let all_but_one: Vec<String> = (1..=32u32)
+            .map(|k| format!("{}/{k}", std::net::Ipv4Addr::from(!(u32::MAX >> (k - 1)))))
+            .collect();
+        assert!(!is_world_open(&all_but_one), "{all_but_one:?}");
+        assert!(!is_world_open::<&str>(&[]));
+    }
+
+    #[test]
+    fn bucket_names_follow_every_gcs_rule() {
+        let long_dotted = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+        for ok in [
+            "abc",
+            "my-kaggle-project-data",
+            "a_b.c-d",
+            "1.2.3.4.5",
+            "1.2.3.x",
+            "256.1.1.1",
+            &"a".repeat(63),
+            &long_dotted,
+        ] {
+            assert!(bucket_name("bucket", ok).is_ok(), "{ok}");
+        }
+        let too_long_dotted = format!("{}.{}", "a".repeat(64), "b");
+        let too_long_total = vec!["a".repeat(60); 4].join(".");
+        for (bad, says) in [
+            ("ab", "3-63"),
+            (&"a".repeat(64), "3-63"),
+            (&too_long_total, "up to 222"),
+            (&too_long_dotted, "at most 63"),
+            ("My-Bucket", "`M` is not allowed"),
+            ("a b c", "` ` is not allowed"),
+            ("-abc", "start and end"),
+            ("abc_", "start and end"),
+            ("a..b", "two dots"),
+            ("192.168.5.4", "IP address"),
+            ("010.0.0.1", "IP address"),
+            ("goog-data", "begin with `goog`"),
+            ("my-google-data", "`google`"),
+            ("my-g00gle-data", "`google`"),
+            ("data-goog1e", "`google`"),
+            ("9oogle-data", "`google`"),
+        ] {
+            let e = bucket_name("bucket", bad).expect_err(bad);
+            assert_eq!(e.field, "bucket", "{bad}");
+            assert!(e.rule.contains(says), "{bad}: {}", e.rule);
+            assert!(e.rule.contains("choose another name"), "{bad}: {}", e.rule);
+        }
     }
 }

@@ -147,8 +147,8 @@ impl SshConfigFiles {
         })?;
         Ok(Self {
             user_config: home.join(".ssh").join("config"),
-            kgenv_config: paths::config_dir().join("ssh_config"),
-            known_hosts: verify::known_hosts_path(),
+            kgenv_config: paths::config_dir()?.join("ssh_config"),
+            known_hosts: verify::known_hosts_path()?,
         })
     }
 

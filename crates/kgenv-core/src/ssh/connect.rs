@@ -34,7 +34,9 @@ use crate::error::BackendError;
 /// Tunables of kgenv's SSH client. The defaults suit GCE VMs and ordinary OpenSSH servers.
 #[derive(Debug, Clone)]
 pub struct SshOptions {
-    /// kgenv's known_hosts file (default `<config>/known_hosts`).
+    /// kgenv's known_hosts file (default `<config>/known_hosts`). Empty when there is no
+    /// home directory to find that in: connecting then fails with an error saying so,
+    /// rather than trusting a file in a shared place.
     pub known_hosts: PathBuf,
     /// At most this many commands run at once on one connection; more wait their turn.
     /// OpenSSH's `MaxSessions` is 10 by default.
@@ -55,7 +57,7 @@ pub struct SshOptions {
 impl Default for SshOptions {
     fn default() -> Self {
         Self {
-            known_hosts: super::verify::known_hosts_path(),
+            known_hosts: super::verify::known_hosts_path().unwrap_or_default(),
             max_sessions: 10,
             reconnect_within: Duration::from_secs(30),
             auth_grace: Duration::from_secs(60),

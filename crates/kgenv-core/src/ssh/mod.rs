@@ -25,7 +25,7 @@
 //!     user: "kgenv".into(),
 //!     host: "203.0.113.7".into(),
 //!     port: 22,
-//!     identity_file: Some(kgenv_core::keys::private_key_path("dev")),
+//!     identity_file: Some(kgenv_core::keys::private_key_path("dev")?),
 //!     pinned_host_keys: vec!["ssh-ed25519 AAAAC3Nza...".into()],
 //!     trust_on_first_use: false,
 //! };

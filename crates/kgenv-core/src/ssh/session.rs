@@ -104,7 +104,13 @@ impl SshConnector {
                 message: "no identity file: kgenv logs in with a private key file only".into(),
             })?;
         let key = identity::load(&key_path)?;
-        let policy = Arc::new(HostKeyPolicy::new(addr, self.opts.known_hosts.clone())?);
+        let known_hosts = if self.opts.known_hosts.as_os_str().is_empty() {
+            // No home directory when the options were made: say so.
+            super::verify::known_hosts_path()?
+        } else {
+            self.opts.known_hosts.clone()
+        };
+        let policy = Arc::new(HostKeyPolicy::new(addr, known_hosts)?);
         let target = Target {
             addr: addr.clone(),
             opts: self.opts.clone(),

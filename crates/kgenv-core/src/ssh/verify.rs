@@ -22,9 +22,10 @@ use crate::backends::remote::HostAddr;
 use crate::error::BackendError;
 use crate::paths;
 
-/// kgenv's own known_hosts file: `<config>/known_hosts`.
-pub fn known_hosts_path() -> PathBuf {
-    paths::config_dir().join("known_hosts")
+/// kgenv's own known_hosts file: `<config>/known_hosts` (an error without a home
+/// directory: a known_hosts file in a shared place could be planted).
+pub fn known_hosts_path() -> Result<PathBuf, BackendError> {
+    Ok(paths::config_dir()?.join("known_hosts"))
 }
 
 /// The name OpenSSH uses for a host in known_hosts: `host` on port 22, `[host]:port` otherwise.

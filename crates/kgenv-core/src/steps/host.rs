@@ -20,13 +20,16 @@ use crate::state::State;
 /// the instance step recorded (gce: external IP, host keys from guest attributes). The
 /// runner hands it to the engine as the run's [`crate::plan::HostLocator`].
 pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
-    let key = crate::keys::private_key_path(&env.name);
+    let key = || crate::keys::private_key_path(&env.name);
     match &env.target {
         Target::Ssh(h) => Ok(HostAddr {
             user: h.user.clone(),
             host: h.host.clone(),
             port: h.port,
-            identity_file: Some(h.identity_file.as_ref().map_or(key, Into::into)),
+            identity_file: Some(match &h.identity_file {
+                Some(p) => p.into(),
+                None => key()?,
+            }),
             pinned_host_keys: Vec::new(),
             trust_on_first_use: h.trust_on_first_use,
         }),
@@ -42,7 +45,7 @@ pub fn addr_for(env: &Env, state: &State) -> Result<HostAddr> {
                 user: crate::keys::GCE_USER.into(),
                 host: ip.to_string(),
                 port: gce_ssh_port(),
-                identity_file: Some(key),
+                identity_file: Some(key()?),
                 pinned_host_keys: pinned,
                 trust_on_first_use: false,
             })

@@ -8,7 +8,8 @@
 //!   server with ETag, Last-Modified, `x-goog-hash: crc32c=…` and `If-Range`, like GCS.
 //!
 //! Knobs for failure tests: signed URL lifetime, a per-response throttle, no range support,
-//! corrupting the next responses, competitions whose rules are not accepted. Counters:
+//! corrupting the next responses, refusing every signature (with an error body that quotes
+//! the signed URL), competitions whose rules are not accepted. Counters:
 //! bytes served, signed URLs issued, expired URLs refused, requests.
 //!
 //! Use it from a test file with `#[path = "support/kaggle_fake.rs"] mod kaggle_fake;`.
@@ -76,6 +77,9 @@ pub struct FakeState {
     pub throttle_bps: AtomicU64,
     /// Corrupt one byte of the next N storage responses longer than one byte.
     pub corrupt: AtomicU32,
+    /// Refuse every storage GET with 403 `SignatureDoesNotMatch`, the error's details
+    /// quoting the request's signed URL (as a storage server's error body may).
+    pub refuse_signatures: AtomicBool,
     /// Body bytes handed to the connection by the storage server.
     pub bytes_served: AtomicU64,
     /// Signed URLs issued (DownloadDataFile/DownloadDataFiles calls that succeeded).
@@ -136,6 +140,7 @@ impl FakeKaggle {
             url_ttl_ms: AtomicU64::new(0),
             throttle_bps: AtomicU64::new(0),
             corrupt: AtomicU32::new(0),
+            refuse_signatures: AtomicBool::new(false),
             bytes_served: AtomicU64::new(0),
             signed_urls: AtomicU64::new(0),
             expired_hits: AtomicU64::new(0),
@@ -462,6 +467,15 @@ async fn storage(
             .join("/")
     );
     let expires: u64 = q.get("expires").and_then(|e| e.parse().ok()).unwrap_or(0);
+    if state.refuse_signatures.load(Ordering::SeqCst) {
+        let base = state.base.lock().expect("lock").clone();
+        let sig = q.get("sig").cloned().unwrap_or_default();
+        return (
+            StatusCode::FORBIDDEN,
+            format!("<Error><Code>SignatureDoesNotMatch</Code><Details>GET {base}{raw_path}?expires={expires}&sig={sig}</Details><Query>expires={expires}&sig={sig}</Query></Error>"),
+        )
+            .into_response();
+    }
     if q.get("sig").map(String::as_str) != Some(sign(&state, &raw_path, expires).as_str()) {
         return (
             StatusCode::FORBIDDEN,
