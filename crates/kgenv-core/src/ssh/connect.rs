@@ -312,7 +312,7 @@ async fn dial(target: &Target, id: u64, seen: &mut String) -> Result<Live, DialE
         channel,
         "id -u",
         None,
-        Some(target.opts.attempt_timeout),
+        exec::Limits::total(target.opts.attempt_timeout),
         None,
         &mut |s, d| match s {
             Stream::Stdout => out.extend_from_slice(d),

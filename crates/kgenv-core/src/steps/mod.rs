@@ -133,3 +133,28 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))[..16].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_id_is_a_timeouts_key() {
+        let env = crate::config::parse_str(
+            crate::config::TEMPLATE,
+            std::path::Path::new("kgenv.toml"),
+            &crate::config::Overrides::default(),
+        )
+        .expect("the template is valid");
+        let steps = for_env(&env);
+        assert!(steps.len() > 10, "the template has every step");
+        let ids = steps
+            .iter()
+            .map(|s| s.id().to_string())
+            .chain([data_disk::relocate::MOVE_ID.to_string()]);
+        for id in ids {
+            let t = crate::spec::Timeouts::builder().set(&id, "1m").build();
+            assert!(t.is_ok(), "step `{id}` cannot be given a timeout: {t:?}");
+        }
+    }
+}
