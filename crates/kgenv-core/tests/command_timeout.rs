@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kgenv_core::backends::remote::{CommandTimeout, ExecRequest};
-use kgenv_core::error::{Error, Result};
+use kgenv_core::error::{error_chain, Error, Result};
 use kgenv_core::mock::MockWorld;
 use kgenv_core::plan::{drive, CheckOutcome, Destroyed, Event, EventSink, Step, StepCtx};
 use kgenv_core::spec::{Env, SshHost, Target, Timeouts};
@@ -80,6 +80,16 @@ async fn up(
         .timeouts(timeouts)
         .build()
         .expect("valid env");
+    // The host key is known, as `up` would find it after a first trusted connection.
+    std::fs::write(
+        sshd.client_known_hosts(),
+        format!(
+            "{} {}\n",
+            kgenv_core::ssh::verify::host_pattern("127.0.0.1", sshd.port),
+            sshd.host_pub
+        ),
+    )
+    .expect("known_hosts");
     let mut backends = MockWorld::new().backends();
     backends.remote = Arc::new(SshConnector::new().known_hosts(sshd.client_known_hosts()));
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -164,7 +174,7 @@ async fn a_hung_command_is_killed_and_fails_its_step_naming_it() {
         .chain(["to stderr".to_string()])
         .collect();
     assert_eq!(t.last_lines, want, "the last 10 lines, stdout and stderr");
-    let text = err.to_string();
+    let text = error_chain(&err);
     assert!(
         text.contains("`hang apply`") && text.contains("line 12") && text.contains("1s"),
         "{text}"
@@ -232,7 +242,8 @@ async fn an_inactivity_limit_spares_a_busy_command_and_kills_a_silent_one() {
         "the step's own entry wins over its family's, and the kind stays the step's"
     );
     assert_eq!(t.last_lines, vec!["started".to_string()]);
-    assert!(err.to_string().contains("printed nothing for 1s"), "{err}");
+    let text = error_chain(&err);
+    assert!(text.contains("printed nothing for 1s"), "{text}");
     assert!(
         gone_within("sleep 43[2]2.25", Duration::from_secs(10)).await,
         "the silent command still runs on the host"
