@@ -361,7 +361,7 @@ mod tests {
         ))
         .expect_err("bad duration");
         assert_eq!(e.field.as_deref(), Some("timeouts.data/titanic"));
-        assert_eq!((e.line, e.column), (5, 1), "{e}");
+        assert_eq!((e.line, e.column), (5, 18), "points at the value: {e}");
         let e = parse(&format!("{base}mount = \"2m\"\n")).expect_err("unknown step");
         assert_eq!(e.field.as_deref(), Some("timeouts.mount"));
         assert_eq!(e.line, 4, "{e}");
