@@ -330,7 +330,8 @@ class OperationTimeoutError(BackendError, TimeoutError):
         last_seen: The last state observed, to help diagnose.
     """
 
-    _fields = ("what", "after", "last_seen")
+    # Typed as the base's, so CommandTimeoutError below can list fields of its own.
+    _fields: ClassVar[tuple[str, ...]] = ("what", "after", "last_seen")
     _default_kind = "timeout"
     what: str | None
     after: float | None
