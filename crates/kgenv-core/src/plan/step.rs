@@ -490,7 +490,10 @@ impl StepCtx {
         self.backends.ssh_aliases.as_ref()
     }
 
-    /// The host session (SSH), connecting on first use. `None` on the local target.
+    /// The host session (SSH), connecting on first use. `None` on the local target. The
+    /// session is shared by the run; what this returns is this step's view of it: commands
+    /// without a limit of their own get [`Self::command_timeout`], and a timeout names the
+    /// step.
     pub async fn remote(&self) -> Result<Option<Arc<dyn Remote>>> {
         if self.env.target == Target::Local {
             return Ok(None);
