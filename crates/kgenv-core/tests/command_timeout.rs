@@ -7,6 +7,9 @@
 //!
 //! The sshd runs on this machine, so "the remote process is gone" is checked here with
 //! `pgrep`. No assertion waits by sleeping: waits poll a condition under a deadline.
+//!
+//! The last test runs kgenv's own data step through the runner: its data agent on the
+//! host stands in as a script that prints and then hangs.
 
 mod support;
 
@@ -17,10 +20,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kgenv_core::backends::remote::{CommandTimeout, ExecRequest};
+use kgenv_core::download::DownloadOptions;
 use kgenv_core::error::{error_chain, Error, Result};
+use kgenv_core::kaggle::credentials::Secret;
+use kgenv_core::kaggle::{Credentials, KaggleClient, KaggleData, KaggleEndpoint};
 use kgenv_core::mock::MockWorld;
 use kgenv_core::plan::{drive, CheckOutcome, Destroyed, Event, EventSink, Step, StepCtx};
-use kgenv_core::spec::{Env, SshHost, Target, Timeouts};
+use kgenv_core::runner::{RunOptions, Runner};
+use kgenv_core::spec::{Data, Env, SshHost, Target, Timeouts};
 use kgenv_core::ssh::SshConnector;
 use kgenv_core::state::StateStore;
 use support::sshd::Sshd;
@@ -64,22 +71,8 @@ impl Step for RemoteStep {
     }
 }
 
-/// Runs `up` of `step` on the sshd's host with `timeouts`; returns the result and the
-/// events it emitted.
-async fn up(
-    sshd: &Sshd,
-    state_dir: &std::path::Path,
-    timeouts: kgenv_core::spec::TimeoutsBuilder,
-    step: RemoteStep,
-) -> (Result<drive::Report>, Vec<Event>) {
-    let host = SshHost::parse(&format!("{}@127.0.0.1:{}", sshd.user, sshd.port))
-        .expect("ssh host")
-        .identity_file(sshd.client_key.display().to_string());
-    let env = Env::builder("kgto")
-        .target(Target::Ssh(host))
-        .timeouts(timeouts)
-        .build()
-        .expect("valid env");
+/// The sshd's host as an ssh target, its host key known to the connector it returns.
+fn ssh_target(sshd: &Sshd) -> (Target, SshConnector) {
     // The host key is known, as `up` would find it after a first trusted connection.
     std::fs::write(
         sshd.client_known_hosts(),
@@ -90,8 +83,31 @@ async fn up(
         ),
     )
     .expect("known_hosts");
+    let host = SshHost::parse(&format!("{}@127.0.0.1:{}", sshd.user, sshd.port))
+        .expect("ssh host")
+        .identity_file(sshd.client_key.display().to_string());
+    (
+        Target::Ssh(host),
+        SshConnector::new().known_hosts(sshd.client_known_hosts()),
+    )
+}
+
+/// Runs `up` of `step` on the sshd's host with `timeouts`; returns the result and the
+/// events it emitted.
+async fn up(
+    sshd: &Sshd,
+    state_dir: &std::path::Path,
+    timeouts: kgenv_core::spec::TimeoutsBuilder,
+    step: RemoteStep,
+) -> (Result<drive::Report>, Vec<Event>) {
+    let (target, connector) = ssh_target(sshd);
+    let env = Env::builder("kgto")
+        .target(target)
+        .timeouts(timeouts)
+        .build()
+        .expect("valid env");
     let mut backends = MockWorld::new().backends();
-    backends.remote = Arc::new(SshConnector::new().known_hosts(sshd.client_known_hosts()));
+    backends.remote = Arc::new(connector);
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = {
         let events = events.clone();
@@ -248,4 +264,92 @@ async fn an_inactivity_limit_spares_a_busy_command_and_kills_a_silent_one() {
         gone_within("sleep 43[2]2.25", Duration::from_secs(10)).await,
         "the silent command still runs on the host"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_step_stops_a_stalled_agent_after_its_silence_limit() {
+    let sshd = Sshd::start_new();
+    let work = tempfile::tempdir().expect("work dir");
+    // The "agent" kgenv copies to the host and runs: it says three things, then stalls
+    // (a hung file system, a dead download) without another word.
+    let agent = work.path().join("stalled-agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho resolving; echo connecting; echo waiting for data\nexec sleep 4323.25\n",
+    )
+    .expect("agent script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    // Only this test in this file runs the data agent: setting the variable is safe here.
+    std::env::set_var("KGENV_REMOTE_BINARY", &agent);
+    // Where kgenv copies it on the "host" (this machine, as the sshd's user): removed at
+    // the end, so the test leaves nothing in the home directory.
+    let copied = {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(std::fs::read(&agent).expect("agent")));
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        std::path::PathBuf::from(home).join(format!(".cache/kgenv/bin/kgenv-{}", &hash[..16]))
+    };
+
+    let (target, connector) = ssh_target(&sshd);
+    let dest = work.path().join("comp");
+    let env = Env::builder("kgtodata")
+        .target(target)
+        .data(Data::builder("stallcomp").dest(dest.display().to_string()))
+        .timeouts(Timeouts::builder().set("data", "2s"))
+        .build()
+        .expect("valid env");
+    let client = KaggleClient::new(
+        KaggleEndpoint::custom("http://127.0.0.1:9").expect("endpoint"),
+        Credentials::Token {
+            token: Secret::new("kgat_never_sent"),
+            source: "test".into(),
+        },
+    )
+    .expect("client");
+    let mut backends = MockWorld::new().backends();
+    backends.remote = Arc::new(connector);
+    backends.kaggle =
+        Arc::new(KaggleData::new(client, DownloadOptions::default()).expect("kaggle"));
+    let runner = Runner::new(env, backends)
+        .state_dir(work.path().join("state"))
+        .host_ready_within(Duration::from_secs(20));
+
+    let err = runner
+        .up(
+            RunOptions::default().only(["host", "data/stallcomp"]),
+            |_| {},
+        )
+        .await
+        .expect_err("the stalled agent times out");
+    let t = err
+        .command_timeout()
+        .unwrap_or_else(|| panic!("a command timeout: {err:?}"));
+    assert_eq!(t.step.as_deref(), Some("data/stallcomp"));
+    assert!(
+        t.command.starts_with("kgenv data agent: "),
+        "named by its operation, not its path: {}",
+        t.command
+    );
+    assert_eq!(
+        (t.after, t.inactivity),
+        (Duration::from_secs(2), true),
+        "the data step limits silence, and the `data` family entry sets it"
+    );
+    assert_eq!(
+        t.last_lines,
+        ["resolving", "connecting", "waiting for data"]
+    );
+    assert!(
+        gone_within("sleep 43[2]3.25", Duration::from_secs(10)).await,
+        "the stalled agent still runs on the host"
+    );
+    assert!(
+        copied.exists(),
+        "the agent was copied to {}",
+        copied.display()
+    );
+    std::fs::remove_file(&copied).expect("remove the copied agent");
 }
