@@ -209,7 +209,9 @@ impl ExecOutput {
 pub trait Remote: Send + Sync {
     /// `user@host:port`, for messages.
     fn endpoint(&self) -> String;
-    /// Runs a command, streaming its output lines to `progress`.
+    /// Runs a command, streaming its output lines to `progress`. When a limit of `req`
+    /// passes (`timeout`, `idle_timeout`), the command is killed with what it started and
+    /// the call fails with [`crate::error::BackendError::CommandTimeout`].
     async fn exec(&self, req: ExecRequest, progress: ProgressFn<'_>) -> BackendResult<ExecOutput>;
     /// Writes a file (binary-safe) with `mode`, creating parent directories.
     async fn put_file(&self, path: &str, content: &[u8], mode: u32) -> BackendResult<()>;
