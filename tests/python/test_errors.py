@@ -143,6 +143,31 @@ def test_corrupt_state_is_a_state_error(env: kgenv.Env) -> None:
     assert "will not delete what it cannot read" in str(e.value)
 
 
+def test_a_hung_host_command_is_a_command_timeout_naming_its_step(world: MockWorld) -> None:
+    env = gce_env(world, timeouts={"data": "2h", "default": "15m"})
+    world.fail_next("remote.exec", Fault.command_timeout())
+    with pytest.raises(kgenv.CommandTimeoutError) as e:
+        env.up(progress=False)
+    err = e.value
+    assert isinstance(err, kgenv.OperationTimeoutError) and isinstance(err, TimeoutError)
+    assert err.kind == "timeout" and err.retryable
+    assert err.step is not None and err.step in err.failed_steps, "the step that ran it"
+    assert err.last_lines == ["injected: the command hung"] and err.last_seen == "injected: the command hung"
+    assert (err.host, err.after, err.inactivity) == ("mock", 600.0, False)
+    assert err.command and err.command in err.message
+
+
+def test_timeouts_are_validated_naming_the_key(world: MockWorld) -> None:
+    with pytest.raises(kgenv.ValidationError) as e:
+        gce_env(world, timeouts={"bukket": "1m"})
+    assert e.value.field == "timeouts.bukket" and "bucket" in e.value.rule
+    with pytest.raises(kgenv.ValidationError) as e:
+        gce_env(world, timeouts={"data/titanic": "soon"})
+    assert e.value.field == "timeouts.data/titanic" and '"10m"' in e.value.rule
+    with pytest.raises(TypeError):
+        gce_env(world, timeouts={"data": 60})
+
+
 def test_exceptions_pickle_and_repr() -> None:
     err = kgenv.StockoutError("zone us-central1-a has no capacity", zone="us-central1-a", resource="t4", step="instance")
     back = pickle.loads(pickle.dumps(err))

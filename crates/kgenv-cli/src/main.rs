@@ -77,9 +77,35 @@ fn report_error(e: &Error, json: bool) {
             obj["error"]["changes"] = serde_json::json!(u.changes);
             obj["error"]["keeps"] = serde_json::json!(u.keeps);
         }
+        if let Some(t) = e.command_timeout() {
+            // What was killed and what it printed last, for a script to show or log.
+            obj["error"]["timeout"] = serde_json::json!({
+                "step": t.step,
+                "command": t.command,
+                "host": t.host,
+                "after_secs": t.after.as_secs_f64(),
+                "inactivity": t.inactivity,
+                "last_lines": t.last_lines,
+            });
+        }
         out!("{obj}");
     }
     match e {
+        Error::RunFailed { failed, .. } if e.command_timeout().is_some() => {
+            eprintln!(
+                "error: {} step(s) failed: {}",
+                failed.len(),
+                failed.join(", ")
+            );
+            if let Some(t) = e.command_timeout() {
+                eprintln!("  first failure: {}", render::command_timeout(t));
+            }
+        }
+        _ if e.command_timeout().is_some() => {
+            if let Some(t) = e.command_timeout() {
+                eprintln!("error: {}", render::command_timeout(t));
+            }
+        }
         // The preview was just printed: say what happened and what to do, not the list again.
         _ if !json && e.unconfirmed().is_some_and(|u| u.operation == "down") => {
             eprintln!("error: `down` was not confirmed, so nothing was changed; answer y on a terminal, or pass --yes to delete the above");

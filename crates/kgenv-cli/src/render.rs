@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kgenv_core::error::CommandTimedOut;
 use kgenv_core::runner::{
     Change, Disruption, DownPreview, Event, GpuReport, HostAddr, JupyterTunnel, MovePreview,
     Outcome, Phase, Report, StatusReport, StepInfo,
@@ -498,4 +499,79 @@ pub fn pulled(r: &kgenv_core::runner::data::PullReport) {
         r.elapsed_ms as f64 / 1000.0,
         r.dest
     );
+}
+
+/// A remote command that was killed for running too long, for a person: which step, which
+/// command where, the limit it hit, the last lines it printed (what it was stuck on), and
+/// the `[timeouts]` entry that gives it longer.
+pub fn command_timeout(t: &CommandTimedOut) -> String {
+    let limit = humantime::format_duration(t.after);
+    let step = t
+        .step
+        .as_deref()
+        .map(|s| format!("step `{s}`: "))
+        .unwrap_or_default();
+    let why = if t.inactivity {
+        format!("printed nothing for {limit}")
+    } else {
+        format!("ran longer than {limit}")
+    };
+    let mut text = format!(
+        "{step}`{}` on {} {why}; it was killed with everything it started",
+        t.command, t.host
+    );
+    if t.last_lines.is_empty() {
+        text.push_str("\n  it printed nothing before that");
+    } else {
+        text.push_str("\n  its last output:");
+        for line in &t.last_lines {
+            text.push_str("\n    | ");
+            text.push_str(line);
+        }
+    }
+    if let Some(s) = &t.step {
+        let more = Duration::from_secs((t.after.as_secs() * 3).max(60));
+        text.push_str(&format!(
+            "\n  if it only needs longer, raise its limit in kgenv.toml:\n    [timeouts]\n    \"{s}\" = \"{}\"",
+            humantime::format_duration(more)
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_timeout_names_step_command_limit_and_last_lines() {
+        let t = CommandTimedOut {
+            step: Some("disk-mount".into()),
+            command: "disk-mount apply".into(),
+            host: "kgenv@10.0.0.2:22".into(),
+            after: Duration::from_secs(600),
+            inactivity: false,
+            last_lines: vec!["formatting".into(), "mounting /dev/sdb".into()],
+        };
+        let text = command_timeout(&t);
+        assert_eq!(
+            text,
+            "step `disk-mount`: `disk-mount apply` on kgenv@10.0.0.2:22 ran longer than 10m; it was killed with everything it started\n  its last output:\n    | formatting\n    | mounting /dev/sdb\n  if it only needs longer, raise its limit in kgenv.toml:\n    [timeouts]\n    \"disk-mount\" = \"30m\""
+        );
+        let quiet = CommandTimedOut {
+            step: None,
+            inactivity: true,
+            last_lines: Vec::new(),
+            ..t
+        };
+        let text = command_timeout(&quiet);
+        assert!(
+            text.starts_with("`disk-mount apply` on kgenv@10.0.0.2:22 printed nothing for 10m;"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("[timeouts]"),
+            "no step, no entry to raise: {text}"
+        );
+    }
 }

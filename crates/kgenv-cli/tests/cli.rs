@@ -208,6 +208,29 @@ fn a_failing_step_exits_1() {
     );
 }
 
+#[test]
+fn a_bad_timeouts_entry_exits_2_naming_the_key() {
+    let home = tempfile::tempdir().expect("home");
+    let cfg = home.path().join("kgenv.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"kg\"\ntarget = \"local\"\n[timeouts]\ndata = \"2h\"\nbukket = \"1m\"\n",
+    )
+    .expect("write");
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--mock", "up"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("kgenv.toml:5:1")
+            && err.contains("`timeouts.bukket`")
+            && err.contains("bucket"),
+        "{err}"
+    );
+}
+
 /// The subcommand words `--help` lists for `args` (clap's "Commands:" section).
 fn subcommands(home: &Path, args: &[&str]) -> Vec<String> {
     let mut a = args.to_vec();

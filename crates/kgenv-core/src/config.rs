@@ -18,6 +18,7 @@ use crate::error::{ConfigError, ValidationError};
 use crate::spec::{
     AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder,
     GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost, Target,
+    TimeoutsBuilder,
 };
 
 /// The commented template `kgenv init` writes.
@@ -73,6 +74,7 @@ struct RawConfig {
     #[serde(default)]
     data: Vec<DataBuilder>,
     autostop: Option<AutostopBuilder>,
+    timeouts: Option<TimeoutsBuilder>,
 }
 
 /// Reads and validates `path`, with project and zone defaults from the environment.
@@ -183,6 +185,9 @@ fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
     }
     if let Some(x) = raw.autostop {
         b = b.autostop(x);
+    }
+    if let Some(x) = raw.timeouts {
+        b = b.timeouts(x);
     }
     b.build()
 }
@@ -388,6 +393,32 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(env.container.map(|c| c.name), Some("kgenv-kg".to_string()));
+    }
+
+    #[test]
+    fn timeouts_parse_and_their_errors_point_at_the_key() {
+        let base = "name = \"kg\"\ntarget = \"local\"\n[timeouts]\n";
+        let env = parse(&format!(
+            "{base}disk-mount = \"2m\"\n\"data/titanic\" = \"1h 30m\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            env.timeouts.for_step("disk-mount"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            env.timeouts.for_step("data/titanic"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        let e = parse(&format!(
+            "{base}bucket = \"2m\"\n\"data/titanic\" = \"soon\"\n"
+        ))
+        .expect_err("bad duration");
+        assert_eq!(e.field.as_deref(), Some("timeouts.data/titanic"));
+        assert_eq!((e.line, e.column), (5, 18), "points at the value: {e}");
+        let e = parse(&format!("{base}mount = \"2m\"\n")).expect_err("unknown step");
+        assert_eq!(e.field.as_deref(), Some("timeouts.mount"));
+        assert_eq!(e.line, 4, "{e}");
     }
 
     #[test]

@@ -128,6 +128,66 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {unit} ({n} bytes)")
 }
 
+/// A remote command that ran past its timeout and was killed (with everything it started):
+/// which step ran it, which command, how long it was given, and the last lines it printed
+/// (a hung `mount` prints nothing; a stuck `apt-get` shows what it waited on).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandTimedOut {
+    /// The step that ran it (`disk-mount`, `data/titanic`), when a step did.
+    pub step: Option<String>,
+    /// A short label for the command (`disk-mount apply`, `mkdir …`), never the whole
+    /// script nor its secret arguments.
+    pub command: String,
+    /// The host it ran on (`user@host:22`).
+    pub host: String,
+    /// The limit it hit.
+    pub after: Duration,
+    /// Whether the limit was on silence (no output for `after`) rather than on the total
+    /// running time.
+    pub inactivity: bool,
+    /// The last lines of its combined stdout and stderr, oldest first (at most
+    /// [`CommandTimedOut::TAIL_LINES`]).
+    pub last_lines: Vec<String>,
+}
+
+impl CommandTimedOut {
+    /// How many of the last output lines the error keeps.
+    pub const TAIL_LINES: usize = 10;
+}
+
+impl std::fmt::Display for CommandTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limit = humantime::format_duration(self.after);
+        write!(f, "`{}` on {}", self.command, self.host)?;
+        if self.inactivity {
+            write!(f, " printed nothing for {limit}")?;
+        } else {
+            write!(f, " ran longer than {limit}")?;
+        }
+        write!(f, " and was stopped (it and what it started were killed)")?;
+        match self.last_lines.as_slice() {
+            [] if self.inactivity => {}
+            [] => write!(f, "; it printed nothing")?,
+            lines => write!(f, "; its last output:\n  {}", lines.join("\n  "))?,
+        }
+        if let Some(step) = &self.step {
+            // Suggest a limit well above the one hit, so one edit is enough.
+            let more = Duration::from_secs((self.after.as_secs() * 3).max(60));
+            let sep = if self.last_lines.is_empty() {
+                ". "
+            } else {
+                "\n"
+            };
+            write!(
+                f,
+                "{sep}If it only needs longer, raise the limit in kgenv.toml: [timeouts] \"{step}\" = \"{}\"",
+                humantime::format_duration(more)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// An error from a backend (GCE, GCS, SSH, Docker, Kaggle, GitHub) or its mock.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -233,6 +293,9 @@ pub enum BackendError {
         /// The last thing observed, to help diagnose.
         last_seen: Option<String>,
     },
+    /// A remote command ran past its timeout and was killed (see [`CommandTimedOut`]).
+    #[error("{0}")]
+    CommandTimeout(Box<CommandTimedOut>),
     /// An SSH host presented a key that differs from the pinned one.
     #[error("host key for {host} changed: expected {expected}, got {found}. Someone may be intercepting the connection, or the host was rebuilt; if you know it was rebuilt, remove its entry from {known_hosts} and run again")]
     HostKeyMismatch {
@@ -319,7 +382,22 @@ impl BackendError {
                 | Self::Transient { .. }
                 | Self::Connection { .. }
                 | Self::Timeout { .. }
+                | Self::CommandTimeout(_)
         )
+    }
+
+    /// Whether something waited too long: an operation ([`Self::Timeout`]) or a remote
+    /// command that was killed ([`Self::CommandTimeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::CommandTimeout(_))
+    }
+
+    /// The remote command that timed out, when that is what happened.
+    pub fn command_timeout(&self) -> Option<&CommandTimedOut> {
+        match self {
+            Self::CommandTimeout(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// Whether the error is a zone running out of capacity (try another zone).
@@ -385,7 +463,7 @@ impl BackendError {
             Self::InvalidArgument { .. } => "invalid_argument",
             Self::InUse { .. } => "in_use",
             Self::FailedPrecondition { .. } => "failed_precondition",
-            Self::Timeout { .. } => "timeout",
+            Self::Timeout { .. } | Self::CommandTimeout(_) => "timeout",
             Self::HostKeyMismatch { .. } => "host_key_mismatch",
             Self::Connection { .. } => "connection",
             Self::CommandFailed { .. } => "command_failed",
@@ -662,6 +740,16 @@ impl Error {
     /// The quota that stopped the run, if any.
     pub fn quota(&self) -> Option<&QuotaInfo> {
         self.backend().and_then(BackendError::quota)
+    }
+
+    /// Whether something waited too long (an operation, or a remote command that was killed).
+    pub fn is_timeout(&self) -> bool {
+        self.backend().is_some_and(BackendError::is_timeout)
+    }
+
+    /// The remote command that timed out, looking through step and run wrappers.
+    pub fn command_timeout(&self) -> Option<&CommandTimedOut> {
+        self.backend().and_then(BackendError::command_timeout)
     }
 
     /// Whether the error is the user's input (config, validation, usage, a state file for

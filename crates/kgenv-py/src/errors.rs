@@ -161,6 +161,20 @@ fn fill_backend(f: &Bound<'_, PyDict>, b: &BackendError) -> PyResult<&'static st
             f.set_item("last_seen", last_seen.clone())?;
             "OperationTimeoutError"
         }
+        BackendError::CommandTimeout(t) => {
+            if !f.contains("step")? {
+                f.set_item("step", t.step.clone())?;
+            }
+            // The fields of OperationTimeoutError too, for code that catches that.
+            f.set_item("what", format!("`{}` on {}", t.command, t.host))?;
+            f.set_item("after", t.after.as_secs_f64())?;
+            f.set_item("last_seen", t.last_lines.last().cloned())?;
+            f.set_item("command", &t.command)?;
+            f.set_item("host", &t.host)?;
+            f.set_item("inactivity", t.inactivity)?;
+            f.set_item("last_lines", t.last_lines.clone())?;
+            "CommandTimeoutError"
+        }
         BackendError::HostKeyMismatch {
             host,
             expected,

@@ -78,7 +78,7 @@ impl PyMockWorld {
 
     /// Makes the next `times` calls of `op` (e.g. `compute.insert_instance`, or `*`) fail.
     /// `kind` is `transient`, `rate_limited`, `stockout`, `quota`, `permission_denied` or
-    /// `connection`; a quota takes `metric`, `limit` and `region` (None: all regions).
+    /// `connection` or `command_timeout`; a quota takes `metric`, `limit` and `region` (None: all regions).
     #[pyo3(signature = (op, kind, times=1, *, metric=None, limit=None, region=None))]
     fn fail_next(
         &self,
@@ -95,6 +95,7 @@ impl PyMockWorld {
             "stockout" => Fault::Stockout,
             "permission_denied" => Fault::PermissionDenied,
             "connection" => Fault::Connection,
+            "command_timeout" => Fault::CommandTimeout,
             "quota" => Fault::Quota(QuotaInfo {
                 metric: metric.ok_or_else(|| PyValueError::new_err("a quota fault needs `metric`, e.g. \"GPUS_ALL_REGIONS\""))?,
                 limit,
@@ -102,7 +103,7 @@ impl PyMockWorld {
             }),
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "unknown fault `{other}`: use transient, rate_limited, stockout, quota, permission_denied or connection"
+                    "unknown fault `{other}`: use transient, rate_limited, stockout, quota, permission_denied, connection or command_timeout"
                 )))
             }
         };

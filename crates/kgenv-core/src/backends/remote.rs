@@ -49,8 +49,13 @@ pub struct ExecRequest {
     pub stdin: Option<Vec<u8>>,
     /// Run through `sudo -n`.
     pub sudo: bool,
-    /// Give up after this long.
+    /// Give up (and kill the command) after this long in all.
     pub timeout: Option<Duration>,
+    /// Give up (and kill the command) once it has printed nothing for this long: for
+    /// commands that are long but show progress (a download), where a total would be wrong.
+    pub idle_timeout: Option<Duration>,
+    /// How messages name the command (`disk-mount apply`); without one, its first word.
+    pub label: Option<String>,
 }
 
 impl ExecRequest {
@@ -61,6 +66,8 @@ impl ExecRequest {
             stdin: None,
             sudo: false,
             timeout: None,
+            idle_timeout: None,
+            label: None,
         }
     }
 
@@ -78,10 +85,91 @@ impl ExecRequest {
         self
     }
 
-    /// Gives up after `timeout`.
+    /// Gives up after `timeout` in all.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Gives up once the command has printed nothing for `idle`.
+    #[must_use]
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Names the command `label` in messages (a script's name and action rather than
+    /// `sh …`). Never put a secret in it.
+    #[must_use]
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Whether the request carries a limit of its own (total or inactivity).
+    pub fn has_timeout(&self) -> bool {
+        self.timeout.is_some() || self.idle_timeout.is_some()
+    }
+
+    /// Applies `limit` unless the request carries a limit of its own: the caller that set
+    /// one knows its command better than a step-wide default does.
+    #[must_use]
+    pub fn or_timeout(self, limit: CommandTimeout) -> Self {
+        if self.has_timeout() {
+            return self;
+        }
+        match limit.kind {
+            TimeoutKind::Total => self.timeout(limit.after),
+            TimeoutKind::Inactivity => self.idle_timeout(limit.after),
+        }
+    }
+}
+
+/// What a command's time limit measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutKind {
+    /// The whole running time: for commands that should finish quickly (`mount`, `mkdir`,
+    /// an install script), which may also hang while printing (a retry loop).
+    Total,
+    /// Time without any output: for long commands that report progress as they go (the
+    /// data agent's download of hundreds of GB), which a total would kill while healthy.
+    Inactivity,
+}
+
+/// How long a remote command may run before kgenv kills it: a step's default for the
+/// commands it runs ([`crate::backends`]' callers set it per request with
+/// [`ExecRequest::or_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandTimeout {
+    /// The limit.
+    pub after: Duration,
+    /// What it measures.
+    pub kind: TimeoutKind,
+}
+
+impl CommandTimeout {
+    /// At most `after` in all.
+    pub const fn total(after: Duration) -> Self {
+        Self {
+            after,
+            kind: TimeoutKind::Total,
+        }
+    }
+
+    /// At most `after` without output.
+    pub const fn inactivity(after: Duration) -> Self {
+        Self {
+            after,
+            kind: TimeoutKind::Inactivity,
+        }
+    }
+
+    /// The same kind of limit with another duration (a `[timeouts]` entry of kgenv.toml).
+    #[must_use]
+    pub fn with_after(mut self, after: Duration) -> Self {
+        self.after = after;
         self
     }
 }
@@ -121,7 +209,9 @@ impl ExecOutput {
 pub trait Remote: Send + Sync {
     /// `user@host:port`, for messages.
     fn endpoint(&self) -> String;
-    /// Runs a command, streaming its output lines to `progress`.
+    /// Runs a command, streaming its output lines to `progress`. When a limit of `req`
+    /// passes (`timeout`, `idle_timeout`), the command is killed with what it started and
+    /// the call fails with [`crate::error::BackendError::CommandTimeout`].
     async fn exec(&self, req: ExecRequest, progress: ProgressFn<'_>) -> BackendResult<ExecOutput>;
     /// Writes a file (binary-safe) with `mode`, creating parent directories.
     async fn put_file(&self, path: &str, content: &[u8], mode: u32) -> BackendResult<()>;

@@ -76,6 +76,8 @@ pub enum Fault {
     PermissionDenied,
     /// The connection dropped.
     Connection,
+    /// A command on the host ran past its limit and was killed (inject on `remote.exec`).
+    CommandTimeout,
 }
 
 impl Fault {
@@ -104,6 +106,20 @@ impl Fault {
                 message: "injected drop".into(),
                 source: None,
             },
+            Self::CommandTimeout => {
+                BackendError::CommandTimeout(Box::new(crate::error::CommandTimedOut {
+                    step: None,
+                    command: target
+                        .split_whitespace()
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    host: "mock".into(),
+                    after: std::time::Duration::from_secs(600),
+                    inactivity: false,
+                    last_lines: vec!["injected: the command hung".into()],
+                }))
+            }
         }
     }
 }

@@ -232,7 +232,7 @@ pub async fn up(
     operation: &str,
 ) -> Result<Report> {
     for step in steps.iter().filter(|s| selected.contains(s.id())) {
-        step.preflight(&ctx.for_step(step.id()))
+        step.preflight(&ctx.for_step_of(step.as_ref()))
             .await
             .map_err(|e| e.in_step(step.id()))?;
     }
@@ -456,7 +456,7 @@ pub fn down_preview(
         .into_iter()
         .filter_map(|step| {
             let record = state.step(step.id()).unwrap_or(&none);
-            let teardown = step.teardown(record, &ctx.for_step(step.id()));
+            let teardown = step.teardown(record, &ctx.for_step_of(step.as_ref()));
             (!teardown.is_empty() || !teardown.disks.is_empty()).then(|| StepTeardown {
                 step: step.id().to_string(),
                 teardown,
@@ -553,7 +553,7 @@ where
         &ctx.cancel,
         ctx.events(),
         |step| {
-            let step_ctx = ctx.for_step(step.id());
+            let step_ctx = ctx.for_step_of(step.as_ref());
             body(step, step_ctx)
         },
     )

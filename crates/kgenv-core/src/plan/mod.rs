@@ -10,6 +10,7 @@
 pub mod drive;
 mod events;
 mod executor;
+mod remote;
 mod step;
 
 pub use drive::{DownPreview, Report, StepTeardown};
@@ -17,4 +18,5 @@ pub use events::{Change, Event, EventSink, Phase};
 pub use executor::{Outcome, StepOutcome};
 pub use step::{
     CheckOutcome, ConfirmFn, Destroyed, Disruption, HostLocator, Observed, Step, StepCtx, Teardown,
+    DEFAULT_COMMAND_TIMEOUT,
 };

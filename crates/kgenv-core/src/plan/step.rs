@@ -20,8 +20,9 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventSink};
+use super::remote::StepRemote;
 use crate::backends::container::{ContainerEngine, EngineLocation};
-use crate::backends::remote::HostAddr;
+use crate::backends::remote::{CommandTimeout, HostAddr};
 use crate::backends::{Backends, Progress, Remote, SshAliases};
 use crate::error::{BackendError, Result};
 use crate::spec::{Env, Target};
@@ -109,6 +110,13 @@ impl std::fmt::Display for Disruption {
 /// Asks whether a [`Disruption`] may go ahead: `true` applies it. Called from the run's
 /// tasks, so it must be `Send + Sync`; it may block (a terminal prompt).
 pub type ConfirmFn = Arc<dyn Fn(&Disruption) -> bool + Send + Sync>;
+
+/// How long a remote command of a step may run unless the step says otherwise
+/// ([`Step::command_timeout`]) or kgenv.toml's `[timeouts]` does: long enough for an
+/// install script on a slow first boot, short enough that a hung `mount` does not hold `up`
+/// for ever.
+pub const DEFAULT_COMMAND_TIMEOUT: CommandTimeout =
+    CommandTimeout::total(Duration::from_secs(10 * 60));
 
 /// What a step's `destroy` would do, from the state file alone: one readable line per
 /// resource it deletes (`instance projects/p/zones/z/instances/kg`) and per resource it
@@ -214,6 +222,13 @@ pub trait Step: Send + Sync {
     fn teardown(&self, record: &StepRecord, _ctx: &StepCtx) -> Teardown {
         Teardown::deleting_created(record)
     }
+    /// How long each command this step runs on the host may take before it is killed and
+    /// the step fails, unless the request sets its own limit. kgenv.toml's `[timeouts]`
+    /// entry for the step replaces the duration (what it measures stays). Steps with long
+    /// commands that show progress override it with an inactivity limit.
+    fn command_timeout(&self) -> CommandTimeout {
+        DEFAULT_COMMAND_TIMEOUT
+    }
     /// `stop`: pauses what bills by the hour and keeps everything else (the VM stops, its
     /// disks stay). `Ok(true)` when something was stopped; most steps have nothing to stop.
     async fn stop(&self, _ctx: &StepCtx) -> Result<bool> {
@@ -254,6 +269,7 @@ pub struct StepCtx {
     delete_disks: Arc<Vec<String>>,
     confirm: Option<ConfirmFn>,
     read_only: bool,
+    command_timeout: Option<CommandTimeout>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -288,6 +304,7 @@ impl StepCtx {
             delete_disks: Arc::default(),
             confirm: None,
             read_only: false,
+            command_timeout: None,
         }
     }
 
@@ -349,12 +366,46 @@ impl StepCtx {
         self.confirm.as_ref().is_some_and(|f| f(disruption))
     }
 
-    /// The same context for another step (events are attributed to it).
+    /// The same context for another step (events are attributed to it). Its remote
+    /// commands get [`DEFAULT_COMMAND_TIMEOUT`], or the `[timeouts]` entry for `step`.
     pub fn for_step(&self, step: &str) -> Self {
         Self {
             step: step.to_string(),
             ..self.clone()
         }
+        .with_command_timeout(DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// The context `step` runs in: [`Self::for_step`] with the step's own command limit
+    /// ([`Step::command_timeout`]), still overridden by `[timeouts]`.
+    pub fn for_step_of(&self, step: &dyn Step) -> Self {
+        self.for_step(step.id())
+            .with_command_timeout(step.command_timeout())
+    }
+
+    /// Limits this step's remote commands to `default`, or to the duration kgenv.toml's
+    /// `[timeouts]` gives the step (what the limit measures stays `default`'s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, default: CommandTimeout) -> Self {
+        let limit = match self.env.timeouts.for_step(&self.step) {
+            Some(d) => default.with_after(d),
+            None => default,
+        };
+        self.command_timeout = Some(limit);
+        self
+    }
+
+    /// Lifts the limit on remote commands: for the user's own commands (`kgenv ssh -- CMD`,
+    /// a tunnel), which take as long as they take unless the request says otherwise.
+    #[must_use]
+    pub fn without_command_timeout(mut self) -> Self {
+        self.command_timeout = None;
+        self
+    }
+
+    /// The limit this context puts on remote commands that set none.
+    pub fn command_timeout(&self) -> Option<CommandTimeout> {
+        self.command_timeout
     }
 
     /// Where the run's events go.
@@ -439,7 +490,10 @@ impl StepCtx {
         self.backends.ssh_aliases.as_ref()
     }
 
-    /// The host session (SSH), connecting on first use. `None` on the local target.
+    /// The host session (SSH), connecting on first use. `None` on the local target. The
+    /// session is shared by the run; what this returns is this step's view of it: commands
+    /// without a limit of their own get [`Self::command_timeout`], and a timeout names the
+    /// step.
     pub async fn remote(&self) -> Result<Option<Arc<dyn Remote>>> {
         if self.env.target == Target::Local {
             return Ok(None);
@@ -474,7 +528,10 @@ impl StepCtx {
                 }
             })
             .await?;
-        Ok(Some(remote.clone()))
+        Ok(Some(match self.command_timeout {
+            Some(limit) => Arc::new(StepRemote::new(remote.clone(), &self.step, limit)),
+            None => remote.clone(),
+        }))
     }
 
     /// The host session, or an error on the local target (for host-only steps).
@@ -494,7 +551,9 @@ impl StepCtx {
             .session
             .engine
             .get_or_try_init(|| async {
-                let at = match self.remote().await? {
+                // The engine outlives this step and is shared by all: it gets the session
+                // itself, not this step's limited view of it.
+                let at = match self.clone().without_command_timeout().remote().await? {
                     Some(r) => EngineLocation::Remote(r),
                     None => EngineLocation::Local,
                 };

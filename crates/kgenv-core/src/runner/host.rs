@@ -24,7 +24,11 @@ impl Runner {
     /// An SSH session to the environment's host (the gce instance from the state file, or
     /// the ssh target's host), or `None` on the local target.
     pub async fn connect_host(&self) -> Result<Option<Arc<dyn Remote>>> {
-        self.ops_ctx(EventSink::new(|_| {}), "ssh")?.remote().await
+        // What the caller runs over it is theirs (a tunnel, a long job): no step limit.
+        self.ops_ctx(EventSink::new(|_| {}), "ssh")?
+            .without_command_timeout()
+            .remote()
+            .await
     }
 
     /// Runs `req` on the host over kgenv's verified SSH session, streaming its output as
@@ -38,7 +42,10 @@ impl Runner {
             return Err(Error::Usage("the command is empty".into()));
         }
         // Reaching the host is reported as step `host`; the command's output as `ssh`.
-        let reach = self.ops_ctx(EventSink::new(on_event), "host")?;
+        // The user's command runs as long as it takes, unless `req` sets a limit.
+        let reach = self
+            .ops_ctx(EventSink::new(on_event), "host")?
+            .without_command_timeout();
         let ctx = reach.for_step("ssh");
         let remote = reach.remote().await?.ok_or_else(|| BackendError::Unavailable {
             backend: "remote",

@@ -23,6 +23,7 @@ mod image;
 mod instance;
 mod jupyter;
 pub mod rules;
+mod timeouts;
 
 pub use autostop::{Autostop, AutostopBuilder};
 pub use bucket::{BucketMount, BucketMountBuilder};
@@ -41,6 +42,7 @@ pub use instance::{
     STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
+pub use timeouts::{Timeouts, TimeoutsBuilder, STEP_FAMILIES};
 
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +176,10 @@ pub struct Env {
     pub data: Vec<Data>,
     /// Autostop (gce target only).
     pub autostop: Option<Autostop>,
+    /// Limits on each step's remote commands (`[timeouts]`); empty keeps every step's
+    /// default.
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
 }
 
 /// Builder for [`Env`].
@@ -191,6 +197,7 @@ pub struct EnvBuilder {
     jupyter: Option<JupyterBuilder>,
     data: Vec<DataBuilder>,
     autostop: Option<AutostopBuilder>,
+    timeouts: Option<TimeoutsBuilder>,
     default_project: Option<String>,
     default_zone: Option<String>,
 }
@@ -273,6 +280,11 @@ impl EnvBuilder {
     /// Autostop.
     pub fn autostop(mut self, b: AutostopBuilder) -> Self {
         self.autostop = Some(b);
+        self
+    }
+    /// Limits on the steps' remote commands (`[timeouts]`).
+    pub fn timeouts(mut self, b: TimeoutsBuilder) -> Self {
+        self.timeouts = Some(b);
         self
     }
     /// Project and zone used when the instance leaves them out (the config layer passes
@@ -402,6 +414,11 @@ impl EnvBuilder {
                 "autostop stops a GCE VM; it only applies to target = \"gce\"",
             ));
         }
+        let timeouts = self
+            .timeouts
+            .map(|b| b.build().map_err(|e| e.within("timeouts")))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Env {
             name,
             target,
@@ -414,6 +431,7 @@ impl EnvBuilder {
             jupyter,
             data,
             autostop,
+            timeouts,
         })
     }
 }

@@ -318,7 +318,7 @@ async fn dial(target: &Target, id: u64, seen: &mut String) -> Result<Live, DialE
         channel,
         "id -u; printf '%s\\n' \"$HOME\"",
         None,
-        Some(target.opts.attempt_timeout),
+        exec::Limits::total(target.opts.attempt_timeout),
         None,
         &mut |s, d| match s {
             Stream::Stdout => out.extend_from_slice(d),

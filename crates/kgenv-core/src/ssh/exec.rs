@@ -24,8 +24,12 @@ use crate::shell::quote;
 /// Why a command did not produce an exit status.
 #[derive(Debug)]
 pub(crate) enum ExecFail {
-    /// The deadline passed; the remote command was sent SIGTERM and its channel closed.
-    TimedOut,
+    /// A limit passed (`idle`: the one on silence); the remote command was sent SIGTERM
+    /// and its channel closed.
+    TimedOut {
+        /// Whether the inactivity limit passed rather than the total one.
+        idle: bool,
+    },
     /// The server refused the `exec` request.
     Refused,
     /// The channel or the whole connection went away before an exit status arrived.
@@ -41,6 +45,25 @@ pub(crate) struct Exit {
     pub code: i64,
     /// The signal that killed it, if any.
     pub signal: Option<String>,
+}
+
+/// How long a command may run: in all, and without output. Either may be absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The whole running time.
+    pub total: Option<Duration>,
+    /// The time since the last output (any bytes, on stdout or stderr).
+    pub idle: Option<Duration>,
+}
+
+impl Limits {
+    /// At most `d` in all.
+    pub fn total(d: Duration) -> Self {
+        Self {
+            total: Some(d),
+            idle: None,
+        }
+    }
 }
 
 /// How to kill a command's process group once it reported it.
@@ -174,7 +197,7 @@ pub(crate) async fn run(
     channel: Channel<Msg>,
     command: &str,
     stdin: Option<&[u8]>,
-    timeout: Option<Duration>,
+    limits: Limits,
     killer: Option<Killer>,
     on_chunk: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<Exit, ExecFail> {
@@ -202,8 +225,12 @@ pub(crate) async fn run(
         tokio::pin!(write_stdin);
         let mut stdin_done = false;
 
-        let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(365 * 86_400)));
-        tokio::pin!(sleep);
+        // Far enough never to fire: the `if` guards below keep an absent limit out anyway.
+        let never = Duration::from_secs(365 * 86_400);
+        let total = tokio::time::sleep(limits.total.unwrap_or(never));
+        tokio::pin!(total);
+        let idle = tokio::time::sleep(limits.idle.unwrap_or(never));
+        tokio::pin!(idle);
 
         let mut exit: Option<Exit> = None;
         loop {
@@ -215,10 +242,18 @@ pub(crate) async fn run(
                         tracing::debug!("writing stdin stopped: {e}");
                     }
                 }
-                () = &mut sleep, if timeout.is_some() => {
-                    return Err(ExecFail::TimedOut); // `guard` kills and closes the channel.
+                () = &mut total, if limits.total.is_some() => {
+                    return Err(ExecFail::TimedOut { idle: false }); // `guard` kills and closes the channel.
                 }
-                msg = rx.wait() => match msg {
+                () = &mut idle, if limits.idle.is_some() => {
+                    return Err(ExecFail::TimedOut { idle: true });
+                }
+                msg = rx.wait() => {
+                    // Any output is a sign of life: the inactivity limit starts over.
+                    if let (Some(d), Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })) = (limits.idle, &msg) {
+                        idle.as_mut().reset(tokio::time::Instant::now() + d);
+                    }
+                    match msg {
                     Some(ChannelMsg::Data { data }) => on_chunk(Stream::Stdout, &data),
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => match head.as_mut() {
                         None => on_chunk(Stream::Stderr, &data),
@@ -249,6 +284,7 @@ pub(crate) async fn run(
                     Some(ChannelMsg::Failure) if exit.is_none() => return Err(ExecFail::Refused),
                     Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
+                    }
                 }
             }
         }

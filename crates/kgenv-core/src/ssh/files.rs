@@ -75,6 +75,8 @@ impl SshSession {
             stdin: Some(content.to_vec()),
             sudo: self.files_as_root() && !in_home,
             timeout: None,
+            idle_timeout: None,
+            label: None,
         };
         let out = self.run(req, &no_progress).await?;
         if !out.success() {
@@ -93,6 +95,8 @@ impl SshSession {
             stdin: None,
             sudo: self.files_as_root(),
             timeout: None,
+            idle_timeout: None,
+            label: None,
         };
         let out = self.run(req, &no_progress).await?;
         match out.exit_code {

@@ -8,6 +8,7 @@
 //! [`SshOptions::reconnect_within`]); a call whose channel could not even be opened on the
 //! dead connection is retried once on the new one, since its command never started.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,14 +21,14 @@ use russh::{Channel, ChannelOpenFailure};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::connect::{connect_ready, Live, SshOptions, Target};
-use super::exec::{self, ExecFail, Exit, LineSplitter};
+use super::exec::{self, ExecFail, Exit, Limits, LineSplitter};
 use super::identity;
 use super::verify::HostKeyPolicy;
 use crate::backends::remote::{
     ByteStream, ExecOutput, ExecRequest, HostAddr, Remote, RemoteConnector,
 };
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream};
-use crate::error::BackendError;
+use crate::error::{BackendError, CommandTimedOut};
 
 /// Opens verified, authenticated SSH sessions ([`SshSession`]).
 ///
@@ -295,7 +296,7 @@ impl SshSession {
         stdin: Option<&[u8]>,
         sudo: bool,
         wrap: bool,
-        timeout: Option<Duration>,
+        limits: Limits,
         on_chunk: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Exit, ExecFail> {
         let _permit = self
@@ -322,30 +323,34 @@ impl SshSession {
         } else {
             (command.to_string(), None)
         };
-        let res = exec::run(channel, &line, stdin, timeout, killer, on_chunk).await;
+        let res = exec::run(channel, &line, stdin, limits, killer, on_chunk).await;
         if matches!(res, Err(ExecFail::Lost(_))) && live.handle.is_closed() {
             self.invalidate(live.id).await;
         }
         res
     }
 
-    /// Maps a failed exec to a typed error.
+    /// Maps a failed exec of `label` to a typed error; `tail` is the last output lines.
     pub(crate) fn exec_error(
         &self,
-        command: &str,
+        label: &str,
         fail: ExecFail,
-        timeout: Option<Duration>,
-        last_line: Option<String>,
+        limits: Limits,
+        tail: Vec<String>,
     ) -> BackendError {
-        let label = exec::label(command);
         match fail {
-            ExecFail::TimedOut => BackendError::Timeout {
-                what: format!("`{label}` on {}", self.endpoint_string()),
-                after: timeout.unwrap_or_default(),
-                last_seen: last_line.map(|l| format!("output line: {l}")),
-            },
+            ExecFail::TimedOut { idle } => {
+                BackendError::CommandTimeout(Box::new(CommandTimedOut {
+                    step: None,
+                    command: label.to_string(),
+                    host: self.endpoint_string(),
+                    after: if idle { limits.idle } else { limits.total }.unwrap_or_default(),
+                    inactivity: idle,
+                    last_lines: tail,
+                }))
+            }
             ExecFail::Refused => BackendError::CommandFailed {
-                command: label,
+                command: label.to_string(),
                 exit_code: -1,
                 stderr_tail: "the SSH server refused to run the command".into(),
             },
@@ -357,7 +362,9 @@ impl SshSession {
     }
 
     /// Runs a command like [`Remote::exec`], under its inherent name for callers holding an
-    /// `Arc<SshSession>`.
+    /// `Arc<SshSession>`. The request's limits (total and inactivity) are enforced here: the
+    /// command and everything it started are killed when one passes, and the error keeps
+    /// its last [`CommandTimedOut::TAIL_LINES`] lines of output.
     pub async fn run(
         &self,
         req: ExecRequest,
@@ -368,10 +375,20 @@ impl SshSession {
             LineSplitter::new(Stream::Stdout),
             LineSplitter::new(Stream::Stderr),
         ];
-        let mut last_line: Option<String> = None;
+        let limits = Limits {
+            total: req.timeout,
+            idle: req.idle_timeout,
+        };
+        let mut tail: VecDeque<String> = VecDeque::with_capacity(CommandTimedOut::TAIL_LINES);
+        let mut keep = |line: &str| {
+            if tail.len() == CommandTimedOut::TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.chars().take(200).collect());
+        };
         let res = {
             let mut emit = |stream: Stream, line: String| {
-                last_line = Some(line.chars().take(200).collect());
+                keep(&line);
                 progress(Progress::Line { stream, line });
             };
             let mut on_chunk = |stream: Stream, data: &[u8]| match stream {
@@ -389,29 +406,33 @@ impl SshSession {
                 req.stdin.as_deref(),
                 req.sudo,
                 true,
-                req.timeout,
+                limits,
                 &mut on_chunk,
             )
             .await
         };
         {
             let mut emit = |stream: Stream, line: String| {
-                last_line = Some(line.chars().take(200).collect());
+                keep(&line);
                 progress(Progress::Line { stream, line });
             };
             for s in &mut split {
                 s.finish(&mut emit);
             }
         }
+        let label = req
+            .label
+            .clone()
+            .unwrap_or_else(|| exec::label(&req.command));
         match res {
             Ok(exit) => {
                 out.exit_code = exit.code;
                 if let Some(sig) = exit.signal {
-                    tracing::debug!(host = %self.target.addr, "`{}` killed by signal {sig}", exec::label(&req.command));
+                    tracing::debug!(host = %self.target.addr, "`{label}` killed by signal {sig}");
                 }
                 Ok(out)
             }
-            Err(fail) => Err(self.exec_error(&req.command, fail, req.timeout, last_line)),
+            Err(fail) => Err(self.exec_error(&label, fail, limits, tail.into())),
         }
     }
 
@@ -423,10 +444,11 @@ impl SshSession {
         command: &str,
         on_chunk: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> BackendResult<i64> {
-        self.exec_chunks(command, None, false, false, None, on_chunk)
+        // The user's own command (a training run) may take as long as it takes: no limit.
+        self.exec_chunks(command, None, false, false, Limits::default(), on_chunk)
             .await
             .map(|e| e.code)
-            .map_err(|f| self.exec_error(command, f, None, None))
+            .map_err(|f| self.exec_error(&exec::label(command), f, Limits::default(), Vec::new()))
     }
 
     /// The login user's home directory, as the host's login shell reports it.

@@ -14,9 +14,12 @@
 //! the mount point AND listing it must answer in time ([`BUCKET_STATE_FN`], tested on its
 //! own with made-up mount tables).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::script::{HostScript, ScriptBuilder, APT_GET_FN, FILE_PUT_FN, FSTAB_SET_FN};
+use crate::backends::remote::CommandTimeout;
 use crate::error::{BackendError, Result};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx, Teardown};
 use crate::spec::gcsfuse::insert_path;
@@ -333,6 +336,11 @@ impl BucketMountStep {
 impl Step for BucketMountStep {
     fn id(&self) -> &str {
         "bucket"
+    }
+    /// Installing gcsfuse runs `apt-get update` and `install` from Google's repository,
+    /// which on a fresh VM may first wait for the boot-time package updates.
+    fn command_timeout(&self) -> CommandTimeout {
+        CommandTimeout::total(Duration::from_secs(20 * 60))
     }
     fn deps(&self) -> &[String] {
         &self.deps

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::kaggle::{DataFile, DestSpace, FetchOptions, FileSelection, Kaggle};
+use crate::backends::remote::CommandTimeout;
 use crate::backends::{Meter, Progress, Stream};
 use crate::error::{human_bytes, BackendError, Result, SpaceShortfall};
 use crate::plan::{CheckOutcome, Destroyed, Event, EventSink, Step, StepCtx};
@@ -403,6 +404,13 @@ impl DataStep {
 impl Step for DataStep {
     fn id(&self) -> &str {
         &self.id
+    }
+    /// The data agent's download is as long as the competition is big (hundreds of GB),
+    /// so no total fits it; it reports progress as it goes, so a long silence means it is
+    /// stuck (a stalled connection, a hung file system). Thirty minutes, not less: unpacking
+    /// a zip prints nothing until it is done, and a 100 GB archive takes a while.
+    fn command_timeout(&self) -> CommandTimeout {
+        CommandTimeout::inactivity(Duration::from_secs(30 * 60))
     }
     fn deps(&self) -> &[String] {
         &self.deps

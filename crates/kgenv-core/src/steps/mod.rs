@@ -69,7 +69,11 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
             }
         }
     }
-    steps.push(Arc::new(host::HostStep::new(host_deps)));
+    steps.push(Arc::new(host::HostStep::new(host_deps).first_boot_timeout(
+        env.timeouts
+            .first_boot()
+            .unwrap_or(host::DEFAULT_FIRST_BOOT_TIMEOUT),
+    )));
     if data_root_ready(env) == disk_mount::STEP_ID {
         steps.push(Arc::new(
             disk_mount::DiskMountStep::new(env).after(data_disk::DATA_DISK_ID),
@@ -162,5 +166,25 @@ mod tests {
     fn the_container_waits_for_the_github_key_it_mounts() {
         assert!(container_deps(true).contains(&github_key::STEP_ID.to_string()));
         assert!(!container_deps(false).contains(&github_key::STEP_ID.to_string()));
+    }
+
+    #[test]
+    fn every_step_id_is_a_timeouts_key() {
+        let env = crate::config::parse_str(
+            crate::config::TEMPLATE,
+            std::path::Path::new("kgenv.toml"),
+            &crate::config::Overrides::default(),
+        )
+        .expect("the template is valid");
+        let steps = for_env(&env);
+        assert!(steps.len() > 10, "the template has every step");
+        let ids = steps
+            .iter()
+            .map(|s| s.id().to_string())
+            .chain([data_disk::relocate::MOVE_ID.to_string()]);
+        for id in ids {
+            let t = crate::spec::Timeouts::builder().set(&id, "1m").build();
+            assert!(t.is_ok(), "step `{id}` cannot be given a timeout: {t:?}");
+        }
     }
 }

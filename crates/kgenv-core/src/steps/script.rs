@@ -242,7 +242,8 @@ impl HostScript {
     ) -> Result<ExecOutput> {
         let req = ExecRequest::new(Cmd::new("sh").args(["-s", "--", action]).line())
             .stdin(self.text.clone())
-            .sudo();
+            .sudo()
+            .label(format!("{} {action}", self.name));
         let out = remote.exec(req, progress).await?;
         if action != "check" && !out.success() {
             return Err(BackendError::CommandFailed {

@@ -10,7 +10,7 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, Union
 
 from . import _kgenv
 from ._errors import ValidationError
@@ -99,6 +99,9 @@ class Env:
         jupyter: Jupyter in the container.
         data: Competition data to fetch.
         autostop: Stop the VM when idle (``gce`` only).
+        timeouts: Limits on each step's commands on the host (kgenv.toml's ``[timeouts]``),
+            by step id, family or ``"default"``: ``{"data": "2h", "default": "20m"}``. A
+            command past its limit is killed and raises :class:`kgenv.CommandTimeoutError`.
         project: Project when ``instance`` leaves it out (default ``CLOUDSDK_CORE_PROJECT``).
         zone: Zone when ``instance`` leaves it out (default ``CLOUDSDK_COMPUTE_ZONE``).
         backends: ``"real"`` (default), ``"mock"`` or a :class:`kgenv.testing.MockWorld`.
@@ -126,6 +129,7 @@ class Env:
         jupyter: Jupyter | None = None,
         data: Sequence[Data] = (),
         autostop: Autostop | None = None,
+        timeouts: Mapping[str, str] | None = None,
         project: str | None = None,
         zone: str | None = None,
         backends: Backends = "real",
@@ -166,6 +170,10 @@ class Env:
                 if not isinstance(item, cls):
                     raise TypeError(f"kgenv.Env({key}[{i}]=...): expected kgenv.{cls.__name__}, got {type(item).__name__}")
             doc[toml_key] = [item.to_dict() for item in items]
+        if timeouts is not None:
+            if not isinstance(timeouts, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in timeouts.items()):
+                raise TypeError('kgenv.Env(timeouts=...): expected a dict of step id to duration, like {"data": "2h"}')
+            doc["timeouts"] = dict(timeouts)
         try:
             spec = _kgenv.EnvSpec.from_dict(doc, project=project, zone=zone)
         except ValidationError as e:

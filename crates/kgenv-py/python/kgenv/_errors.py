@@ -41,6 +41,7 @@ __all__ = [
     "TransientError",
     "InvalidRequestError",
     "OperationTimeoutError",
+    "CommandTimeoutError",
     "RemoteError",
     "ConnectionFailedError",
     "HostKeyMismatchError",
@@ -329,11 +330,35 @@ class OperationTimeoutError(BackendError, TimeoutError):
         last_seen: The last state observed, to help diagnose.
     """
 
-    _fields = ("what", "after", "last_seen")
+    # Typed as the base's, so CommandTimeoutError below can list fields of its own.
+    _fields: ClassVar[tuple[str, ...]] = ("what", "after", "last_seen")
     _default_kind = "timeout"
     what: str | None
     after: float | None
     last_seen: str | None
+
+
+class CommandTimeoutError(OperationTimeoutError):
+    """A command on the host ran past its time limit and was killed, with everything it
+    started. Raise the limit with a ``[timeouts]`` entry for the step (``timeouts=`` in
+    Python) if it only needs longer.
+
+    Attributes:
+        step: The step that ran it (``"disk-mount"``), if a step did.
+        command: A short label for the command (``"disk-mount apply"``), never its secrets.
+        host: The host it ran on (``user@host:22``).
+        after: The limit it hit, in seconds.
+        inactivity: True when the limit was on silence (no output for ``after`` seconds),
+            False when it was on the total running time.
+        last_lines: The last lines it printed (stdout and stderr), oldest first.
+    """
+
+    _fields = ("command", "host", "inactivity", "last_lines")
+    _default_kind = "timeout"
+    command: str | None
+    host: str | None
+    inactivity: bool | None
+    last_lines: list[str] | None
 
 
 class RemoteError(BackendError):

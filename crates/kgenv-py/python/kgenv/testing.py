@@ -32,7 +32,9 @@ from . import _kgenv
 
 __all__ = ["MockWorld", "Fault", "Call"]
 
-FaultKind = Literal["transient", "rate_limited", "stockout", "quota", "permission_denied", "connection"]
+FaultKind = Literal[
+    "transient", "rate_limited", "stockout", "quota", "permission_denied", "connection", "command_timeout"
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class Fault:
 
     Attributes:
         kind: ``transient`` (a 503), ``rate_limited`` (a 429), ``stockout`` (the zone is out
-            of GPUs), ``quota``, ``permission_denied`` or ``connection`` (a dropped link).
+            of GPUs), ``quota``, ``permission_denied``, ``connection`` (a dropped link) or
+            ``command_timeout`` (a host command killed past its limit; inject on
+            ``remote.exec``).
         metric: The quota metric (quota only).
         limit: The quota limit (quota only).
         region: The quota's region; None for a project-wide quota (quota only).
@@ -81,6 +85,12 @@ class Fault:
     def connection(cls) -> Fault:
         """The connection dropped (:class:`kgenv.ConnectionFailedError`)."""
         return cls("connection")
+
+    @classmethod
+    def command_timeout(cls) -> Fault:
+        """A command on the host hung and was killed at its limit
+        (:class:`kgenv.CommandTimeoutError`); inject it on ``remote.exec``."""
+        return cls("command_timeout")
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,15 @@ impl RemoteKaggle {
         progress: ProgressFn<'_>,
     ) -> BackendResult<serde_json::Value> {
         let path = self.install().await?;
+        // How a timeout names the call: the operation and its file, never the request.
+        let label = match &op {
+            AgentOp::List { competition } => format!("kgenv data agent: list {competition}"),
+            AgentOp::Present { file, .. } => format!("kgenv data agent: look for {file}"),
+            AgentOp::Space { .. } => "kgenv data agent: free space".to_string(),
+            AgentOp::Fetch {
+                competition, file, ..
+            } => format!("kgenv data agent: fetch {competition}/{}", file.name),
+        };
         // Credentials go only where Kaggle is reached: looking needs none.
         let reaches_kaggle = matches!(op, AgentOp::List { .. } | AgentOp::Fetch { .. });
         if reaches_kaggle && self.observe_only {
@@ -233,7 +242,7 @@ impl RemoteKaggle {
         };
         let out = self
             .remote
-            .exec(ExecRequest::new(cmd).stdin(stdin), &forward)
+            .exec(ExecRequest::new(cmd).stdin(stdin).label(label), &forward)
             .await?;
         let host = self.remote.endpoint();
         for line in out.stdout_text().lines().rev() {
