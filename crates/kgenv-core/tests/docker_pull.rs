@@ -50,7 +50,7 @@ impl Registry {
     async fn start_private() -> Self {
         Self::start_with(
             "  level: info\n  formatter: text\n",
-            &format!("auth:\n  htpasswd:\n    realm: kgenv-test\n    path: {{dir}}/htpasswd\n"),
+            "auth:\n  htpasswd:\n    realm: kgenv-test\n    path: {dir}/htpasswd\n",
         )
         .await
     }
