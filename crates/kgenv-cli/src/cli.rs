@@ -46,7 +46,8 @@ Environment:
   NO_COLOR                                       no colours
 
 Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent) or a deletion or
-restart not confirmed (nothing of it done), 130 cancelled.";
+restart not confirmed (nothing of it done), 130 cancelled; `kgenv shell` exits with the
+shell's own status.";
 
 /// Options for every command.
 #[derive(Debug, Args)]

@@ -93,7 +93,12 @@ pub async fn shell(s: &Session, command: &[String]) -> Result<u8, Error> {
             }
         }
     });
-    let result = s.runner.shell(command, io, |_| {}).await;
+    // Ctrl-C is a key in raw mode; a SIGINT from elsewhere ends the session here, so the
+    // terminal is restored before kgenv exits 130.
+    let result = tokio::select! {
+        r = s.runner.shell(command, io, |_| {}) => r,
+        () = s.cancel.cancelled() => Err(Error::Cancelled),
+    };
     winch.abort();
     drop(raw);
     // A code outside 0..=255 (none is known: -1) is a failure all the same.

@@ -171,7 +171,7 @@ pub(crate) fn from_stream_message(message: &str, what: &str, endpoint: &str) -> 
     {
         return BackendError::Unauthenticated {
             service: "docker",
-            message: format!("{what}: {message}. For gcr.io and Artifact Registry kgenv passes a token from Application Default Credentials (`gcloud auth application-default login`) or GOOGLE_OAUTH_ACCESS_TOKEN"),
+            message: format!("{what}: {message}. For gcr.io and Artifact Registry kgenv pulls the image first (anonymously, then with a read-only token from Application Default Credentials or GOOGLE_OAUTH_ACCESS_TOKEN if refused); a build gets no credentials"),
         };
     }
     if lower.contains("denied") {
