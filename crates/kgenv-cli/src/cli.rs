@@ -30,6 +30,7 @@ Examples:
   kgenv status --json             what kgenv created, machine-readable
   kgenv jupyter                   Jupyter through an SSH tunnel: prints the URL
   kgenv exec -- nvidia-smi        a command in the container
+  kgenv shell                     an interactive shell in the container (exit to leave)
   kgenv stop / kgenv start        stop paying for the GPU, keep the disks / resume
   kgenv autostop 30               stop the VM after 30 idle minutes (`off` to disable)
   kgenv data pull titanic --dest ./titanic --extract
@@ -45,7 +46,8 @@ Environment:
   NO_COLOR                                       no colours
 
 Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent) or a deletion or
-restart not confirmed (nothing of it done), 130 cancelled.";
+restart not confirmed (nothing of it done), 130 cancelled; `kgenv shell` exits with the
+shell's own status.";
 
 /// Options for every command.
 #[derive(Debug, Args)]
@@ -183,6 +185,17 @@ pub enum Command {
     Exec {
         /// The command, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// An interactive terminal in the container: bash (or sh), or the command after `--`.
+    ///
+    /// Works like `docker exec -it`, through the same SSH tunnel as everything else on an
+    /// SSH or GCE host: keys go to the container as typed (Ctrl-C included), the terminal's
+    /// size follows this window's, and kgenv exits with the shell's exit status
+    /// (`exit 3` → 3). Needs a terminal; in scripts use `kgenv exec -- CMD`.
+    Shell {
+        /// The program to run instead of the shell, after `--`: `kgenv shell -- python`.
+        #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// What the container sees of the GPU (nvidia-smi, driver, CUDA, torch).

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     let json = cli.global.json;
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = if e.is_config() {
                 2
@@ -125,18 +125,25 @@ fn report_error(e: &Error, json: bool) {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command; its exit code on success (0, or the shell's own for `kgenv shell`).
+async fn run(cli: Cli) -> Result<u8, Error> {
     let json = cli.global.json;
     // Commands that need no environment.
     match &cli.command {
-        Command::Init { force } => return local::init(&cli.global.config, *force),
-        Command::HashPassword => return local::hash(json),
-        Command::Data { command } => return data::run(command, &cli.global).await,
+        Command::Init { force } => return local::init(&cli.global.config, *force).map(|()| 0),
+        Command::HashPassword => return local::hash(json).map(|()| 0),
+        Command::Data { command } => return data::run(command, &cli.global).await.map(|()| 0),
         _ => {}
     }
     let s = Session::open(&cli.global).await?;
-    match &cli.command {
-        Command::Init { .. } | Command::HashPassword | Command::Data { .. } => Ok(()),
+    if let Command::Shell { command } = &cli.command {
+        return container::shell(&s, command).await;
+    }
+    let done = match &cli.command {
+        Command::Init { .. }
+        | Command::HashPassword
+        | Command::Data { .. }
+        | Command::Shell { .. } => Ok(()),
         Command::Plan { select } => lifecycle::plan(&s, select).await,
         Command::Up { select, yes } => lifecycle::up(&s, select, *yes).await,
         Command::Down {
@@ -162,5 +169,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Logs { follow, tail } => container::logs(&s, *follow, *tail).await,
         Command::Exec { command } => container::exec(&s, command).await,
         Command::Gpu => container::gpu(&s).await,
-    }
+    };
+    done.map(|()| 0)
 }

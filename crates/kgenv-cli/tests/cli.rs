@@ -281,8 +281,10 @@ fn every_core_verb_is_a_command_and_every_command_a_verb() {
             v.cli
         );
     }
-    // Commands of the CLI alone: files and listings on this machine.
-    let cli_only = ["init", "steps", "data"];
+    // Commands of the CLI alone: files and listings on this machine, and `shell`, which
+    // hands this terminal to the container (`Runner::shell` in Rust; Python has no terminal
+    // to hand over).
+    let cli_only = ["init", "steps", "data", "shell"];
     for o in &offered {
         assert!(
             cli_only.contains(&o.as_str()) || kgenv_core::runner::VERBS.iter().any(|v| v.cli == o),

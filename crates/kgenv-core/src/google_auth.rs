@@ -8,8 +8,10 @@
 //!    `gcloud auth application-default login`, the metadata server — only on a GCE VM —,
 //!    then a logged-in `gcloud` CLI.
 //!
-//! The caller chooses the OAuth scope (Compute and registries ask for `cloud-platform`,
-//! Storage for `devstorage.full_control`). Tokens are [`Secret`]s: never in `Debug`
+//! The caller chooses the OAuth scope (Compute asks for `cloud-platform`, Storage for
+//! `devstorage.full_control`, registry pulls for `devstorage.read_only`). `gcp_auth` asks for
+//! that scope with a service-account key; the other sources hand out tokens with the scope
+//! of the login itself. Tokens are [`Secret`]s: never in `Debug`
 //! output, logs or errors.
 //!
 //! ```no_run
@@ -28,8 +30,13 @@ use tokio::sync::OnceCell;
 use crate::error::{error_chain, BackendError};
 use crate::http::{Secret, TokenProvider, TokenSource};
 
-/// The broad scope: Compute Engine and Google's registries need it.
+/// The broad scope: Compute Engine needs it.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Read-only Cloud Storage: what pulling from gcr.io and Artifact Registry needs (Google's
+/// "Deploying to Compute Engine" page for Artifact Registry names this scope for pulls), so
+/// a registry token can read images and write nothing.
+pub const DEVSTORAGE_READ_ONLY: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 
 /// Full control of Cloud Storage buckets and objects.
 pub const DEVSTORAGE_FULL_CONTROL: &str = "https://www.googleapis.com/auth/devstorage.full_control";

@@ -1,13 +1,17 @@
 //! The ContainerEngine (Docker) backend trait and the container and image values it takes.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
 
 use super::remote::{ExecOutput, Remote};
 use super::{BackendResult, ProgressFn};
+use crate::error::BackendError;
 
 /// An image present in the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +124,42 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// A command running on a terminal in a container ([`ContainerEngine::exec_tty`]): what is
+/// written to `input` is typed into it, `output` is what its terminal shows (stdout and
+/// stderr merged, as on any terminal) and ends when the command exits.
+pub struct TtyExec {
+    /// Keystrokes for the command.
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The terminal's output.
+    pub output: Pin<Box<dyn Stream<Item = BackendResult<bytes::Bytes>> + Send>>,
+    /// Resizes the terminal, and reads the exit code at the end.
+    pub control: Box<dyn TtyControl>,
+}
+
+impl std::fmt::Debug for TtyExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtyExec").finish_non_exhaustive()
+    }
+}
+
+/// The side channel of a [`TtyExec`].
+#[async_trait]
+pub trait TtyControl: Send + Sync {
+    /// Tells the command its terminal is now `size` (it gets `SIGWINCH`).
+    async fn resize(&self, size: TermSize) -> BackendResult<()>;
+    /// The command's exit code, once its output has ended.
+    async fn exit_code(&self) -> BackendResult<i64>;
+}
+
 /// A Docker engine, local or on a host.
 #[async_trait]
 pub trait ContainerEngine: Send + Sync {
@@ -150,6 +190,21 @@ pub trait ContainerEngine: Send + Sync {
         cmd: &[String],
         progress: ProgressFn<'_>,
     ) -> BackendResult<ExecOutput>;
+    /// Runs `cmd` in a running container on a terminal of `size`, with `env` (`KEY=value`)
+    /// added, attached (for `kgenv shell`). An engine without terminals says so.
+    async fn exec_tty(
+        &self,
+        container: &str,
+        cmd: &[String],
+        env: &[String],
+        size: TermSize,
+    ) -> BackendResult<TtyExec> {
+        let _ = (container, cmd, env, size);
+        Err(BackendError::Unavailable {
+            backend: "container engine",
+            hint: "this engine cannot open a terminal in the container (the simulated one of --mock cannot): run commands with `kgenv exec -- CMD`".into(),
+        })
+    }
     /// Streams a container's log lines to `progress`; with `follow`, until the container
     /// stops or the caller drops the future.
     async fn logs(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
@@ -14,17 +15,18 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, ResizeExecOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 
 use super::auth::{split_reference, RegistryAuth};
-use super::errors::{from_stream_message, map_err};
+use super::errors::{from_stream_message, map_err, pull_refused, refused_anonymous};
 use super::progress::{build_lines, PullTracker};
 use crate::backends::container::{
     BindMount, ContainerEngine, ContainerInfo, ContainerRequest, EngineImage, EngineInfo,
-    LogOptions,
+    LogOptions, TermSize, TtyControl, TtyExec,
 };
 use crate::backends::remote::ExecOutput;
 use crate::backends::{BackendResult, Progress, ProgressFn, Stream as OutStream};
@@ -210,25 +212,123 @@ fn split_output(out: LogOutput) -> Option<(OutStream, bytes::Bytes)> {
     }
 }
 
+/// The exit code of exec `id` whose output has ended: the stream ends when the process
+/// closes its output, and the engine records the exit shortly after.
+async fn wait_exit(docker: &Docker, id: &str, what: &str, endpoint: &str) -> BackendResult<i64> {
+    for attempt in 0..200u32 {
+        let inspect = docker
+            .inspect_exec(id)
+            .await
+            .map_err(|e| map_err(e, what, endpoint))?;
+        if inspect.running != Some(true) {
+            return Ok(inspect.exit_code.unwrap_or(-1));
+        }
+        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5 + 5)).await;
+    }
+    Err(BackendError::Timeout {
+        what: format!("{what} to report its exit code"),
+        after: Duration::from_secs(10),
+        last_seen: Some("output closed, process still running".into()),
+    })
+}
+
+/// Resizes and waits on one terminal exec.
+struct DockerTty {
+    docker: Docker,
+    id: String,
+    what: String,
+    endpoint: String,
+}
+
+impl DockerTty {
+    /// Sets the size the terminal starts with. The engine refuses a resize until the
+    /// process runs, a moment after the start returned, so this tries a few times (as the
+    /// docker CLI does) and goes on at the engine's default size if it never takes.
+    async fn initial_size(&self, size: TermSize) {
+        let mut last = None;
+        for attempt in 0..10u64 {
+            match self.resize(size).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await;
+        }
+        if let Some(e) = last {
+            tracing::warn!(
+                "{}: could not set the terminal size ({e}); using the engine's default",
+                self.what
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl TtyControl for DockerTty {
+    async fn resize(&self, size: TermSize) -> BackendResult<()> {
+        let opts = ResizeExecOptionsBuilder::new()
+            .h(i32::from(size.rows))
+            .w(i32::from(size.cols))
+            .build();
+        self.docker
+            .resize_exec(&self.id, opts)
+            .await
+            .map_err(|e| map_err(e, &self.what, &self.endpoint))
+    }
+
+    async fn exit_code(&self) -> BackendResult<i64> {
+        wait_exit(&self.docker, &self.id, &self.what, &self.endpoint).await
+    }
+}
+
 impl DockerEngine {
-    async fn drain_pull(
+    /// One `POST /images/create`, its stream drained into `progress`; `credentials` go in
+    /// its `X-Registry-Auth` header, none at all when `None`.
+    async fn pull_once(
         &self,
-        what: &str,
-        mut stream: impl Stream<Item = Result<bollard::models::CreateImageInfo, bollard::errors::Error>>
-            + Unpin,
+        reference: &str,
+        credentials: Option<DockerCredentials>,
         progress: ProgressFn<'_>,
-    ) -> BackendResult<()> {
+    ) -> Result<(), bollard::errors::Error> {
+        let (repo, tag) = split_reference(reference);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(opts), None, credentials);
         let mut tracker = PullTracker::new();
         while let Some(ev) = stream.next().await {
-            let ev = ev.map_err(self.err(what))?;
-            if let Some(msg) = ev.error_detail.as_ref().and_then(|d| d.message.clone()) {
-                return Err(from_stream_message(&msg, what, &self.endpoint));
+            let ev = ev?;
+            if let Some(error) = ev.error_detail.as_ref().and_then(|d| d.message.clone()) {
+                return Err(bollard::errors::Error::DockerStreamError { error });
             }
             for p in tracker.on_event(&ev) {
                 progress(p);
             }
         }
         Ok(())
+    }
+
+    /// The images a Dockerfile builds `FROM` (not `scratch`, not an earlier stage).
+    fn from_images(dockerfile: &str) -> Vec<String> {
+        let mut stages: Vec<String> = Vec::new();
+        let mut images = Vec::new();
+        for line in dockerfile.lines() {
+            let mut words = line.split_whitespace();
+            if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+                continue;
+            }
+            let image = words
+                .by_ref()
+                .find(|w| !w.starts_with("--"))
+                .unwrap_or_default();
+            if !image.is_empty() && image != "scratch" && !stages.iter().any(|s| s == image) {
+                images.push(image.to_string());
+            }
+            if words.next().is_some_and(|w| w.eq_ignore_ascii_case("AS")) {
+                stages.extend(words.next().map(str::to_string));
+            }
+        }
+        images
     }
 }
 
@@ -251,16 +351,25 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    /// Pulls anonymously; only when the registry refuses that (401/403, "unauthorized",
+    /// "denied") it pulls once more with [`RegistryAuth::credentials_for`] (a read-only token
+    /// for Google's registries), so no credential reaches the engine for a public image.
     async fn pull_image(&self, reference: &str, progress: ProgressFn<'_>) -> BackendResult<()> {
-        let (repo, tag) = split_reference(reference);
-        let opts = CreateImageOptionsBuilder::default()
-            .from_image(repo)
-            .tag(tag)
-            .build();
-        let credentials = self.auth.credentials_for(reference).await;
-        let stream = self.docker.create_image(Some(opts), None, credentials);
-        self.drain_pull(&format!("image {reference}"), stream, progress)
-            .await
+        let what = format!("image {reference}");
+        let refused = match self.pull_once(reference, None, progress).await {
+            Ok(()) => return Ok(()),
+            Err(e) if refused_anonymous(&e) => e,
+            Err(e) => return Err(map_err(e, &what, &self.endpoint)),
+        };
+        let Some(credentials) = self.auth.credentials_for(reference).await? else {
+            return Err(pull_refused(&refused, &what, false));
+        };
+        tracing::info!("{what}: the registry refused an anonymous pull; pulling with credentials");
+        match self.pull_once(reference, Some(credentials), progress).await {
+            Ok(()) => Ok(()),
+            Err(e) if refused_anonymous(&e) => Err(pull_refused(&e, &what, true)),
+            Err(e) => Err(map_err(e, &what, &self.endpoint)),
+        }
     }
 
     async fn build_image(
@@ -281,23 +390,16 @@ impl ContainerEngine for DockerEngine {
             .forcerm(true)
             .labels(&labels)
             .build();
-        // Credentials for the FROM image, in case the engine has to pull it.
-        let mut registry_config = HashMap::new();
-        for from in dockerfile.lines().filter_map(|l| l.strip_prefix("FROM ")) {
-            let base = from.split_whitespace().next().unwrap_or_default();
-            if let (Some(creds), Some(host)) = (
-                self.auth.credentials_for(base).await,
-                super::auth::google_registry(base),
-            ) {
-                registry_config.insert(host.to_string(), creds);
+        // The bases are pulled first, the way every pull goes (anonymously, credentials only
+        // if refused), so the build itself is given no registry credentials at all.
+        for base in Self::from_images(dockerfile) {
+            if self.inspect_image(&base).await?.is_none() {
+                self.pull_image(&base, progress).await?;
             }
         }
-        let registry_config = (!registry_config.is_empty()).then_some(registry_config);
-        let mut stream = self.docker.build_image(
-            opts,
-            registry_config,
-            Some(bollard::body_full(context.into())),
-        );
+        let mut stream =
+            self.docker
+                .build_image(opts, None, Some(bollard::body_full(context.into())));
         while let Some(ev) = stream.next().await {
             let ev = ev.map_err(self.err(&what))?;
             if let Some(msg) = ev.error_detail.as_ref().and_then(|d| d.message.clone()) {
@@ -436,23 +538,69 @@ impl ContainerEngine for DockerEngine {
             lines.push(stream, &bytes, progress);
         }
         lines.finish(progress);
-        // The stream ends when the process closes its output; its exit code follows shortly.
-        for attempt in 0..200u32 {
-            let inspect = self
-                .docker
-                .inspect_exec(&created.id)
-                .await
-                .map_err(self.err(&what))?;
-            if inspect.running != Some(true) {
-                out.exit_code = inspect.exit_code.unwrap_or(-1);
-                return Ok(out);
-            }
-            tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5 + 5)).await;
-        }
-        Err(BackendError::Timeout {
-            what: format!("{what} to report its exit code"),
-            after: Duration::from_secs(10),
-            last_seen: Some("output closed, process still running".into()),
+        out.exit_code = wait_exit(&self.docker, &created.id, &what, &self.endpoint).await?;
+        Ok(out)
+    }
+
+    async fn exec_tty(
+        &self,
+        container: &str,
+        cmd: &[String],
+        env: &[String],
+        size: TermSize,
+    ) -> BackendResult<TtyExec> {
+        let what = format!("terminal in container {container}");
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(true),
+            cmd: Some(cmd.to_vec()),
+            env: Some(env.to_vec()),
+            // Engines from API 1.42 start the terminal at this size; older ones ignore it and
+            // get the resize below.
+            console_size: Some(vec![usize::from(size.rows), usize::from(size.cols)]),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(self.err(&what))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty: true,
+            output_capacity: None,
+        };
+        let StartExecResults::Attached { output, input } = self
+            .docker
+            .start_exec(&created.id, Some(start))
+            .await
+            .map_err(self.err(&what))?
+        else {
+            return Err(BackendError::other(format!(
+                "{what}: the engine detached an attached exec"
+            )));
+        };
+        let control = DockerTty {
+            docker: self.docker.clone(),
+            id: created.id,
+            what: what.clone(),
+            endpoint: self.endpoint.clone(),
+        };
+        control.initial_size(size).await;
+        let endpoint = self.endpoint.clone();
+        let output = output.filter_map(move |chunk| {
+            let item = match chunk {
+                Ok(out) => split_output(out).map(|(_, bytes)| Ok(bytes)),
+                Err(e) => Some(Err(map_err(e, &what, &endpoint))),
+            };
+            std::future::ready(item)
+        });
+        Ok(TtyExec {
+            input,
+            output: Box::pin(output),
+            control: Box::new(control),
         })
     }
 
@@ -556,6 +704,16 @@ mod tests {
         assert_eq!(two["HostConfig"]["DeviceRequests"][0]["Count"], 2);
         let none = serde_json::to_value(create_body(&request(None))).expect("json");
         assert!(none["HostConfig"].get("DeviceRequests").is_none(), "{none}");
+    }
+
+    #[test]
+    fn from_images_skip_scratch_and_stages() {
+        assert_eq!(
+            DockerEngine::from_images(
+                "FROM gcr.io/p/base:1 AS build\nRUN x\nfrom --platform=linux/amd64 scratch\nFROM build\nFROM busybox\n"
+            ),
+            vec!["gcr.io/p/base:1".to_string(), "busybox".to_string()]
+        );
     }
 
     #[test]

@@ -36,6 +36,52 @@ pub(crate) fn map_err(err: DockerError, what: &str, endpoint: &str) -> BackendEr
     }
 }
 
+/// Whether a pull failed because the registry refused it without (or with these)
+/// credentials: the engine answers 401/403, or reports the registry's refusal in its message
+/// (`unauthorized: authentication required`, `no basic auth credentials`, `denied: …`, Docker
+/// Hub's `pull access denied … may require 'docker login'`), as a status or in the stream.
+/// Such a pull is worth one more try with credentials; no other failure is.
+pub(crate) fn refused_anonymous(err: &DockerError) -> bool {
+    let message = match err {
+        DockerError::DockerResponseServerError {
+            status_code: 401 | 403,
+            ..
+        } => return true,
+        DockerError::DockerResponseServerError { message, .. } => message,
+        DockerError::DockerStreamError { error } => error,
+        _ => return false,
+    };
+    is_auth_refusal(message)
+}
+
+/// Maps a pull the registry refused (see [`refused_anonymous`]), saying what kgenv tried
+/// and what to do.
+pub(crate) fn pull_refused(err: &DockerError, what: &str, with_credentials: bool) -> BackendError {
+    let message = match err {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        e => e.to_string(),
+    };
+    let hint = if with_credentials {
+        "the registry refused kgenv's read-only credentials too: check the image name, and that the account has read access to it (Artifact Registry Reader)"
+    } else {
+        "kgenv pulls anonymously and has no credentials for this registry: it has some only for gcr.io and Artifact Registry (Application Default Credentials from `gcloud auth application-default login`, or GOOGLE_OAUTH_ACCESS_TOKEN); check the image name"
+    };
+    BackendError::Unauthenticated {
+        service: "docker",
+        message: format!("{what}: {message}. {hint}"),
+    }
+}
+
+/// A registry's refusal for want of (valid) credentials, by its message.
+fn is_auth_refusal(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("no basic auth credentials")
+        || lower.contains("denied")
+}
+
 /// An error and its sources, `: `-joined (hyper's "client error (Connect)" alone says little).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
@@ -125,7 +171,7 @@ pub(crate) fn from_stream_message(message: &str, what: &str, endpoint: &str) -> 
     {
         return BackendError::Unauthenticated {
             service: "docker",
-            message: format!("{what}: {message}. For gcr.io and Artifact Registry kgenv passes a token from Application Default Credentials (`gcloud auth application-default login`) or GOOGLE_OAUTH_ACCESS_TOKEN"),
+            message: format!("{what}: {message}. For gcr.io and Artifact Registry kgenv pulls the image first (anonymously, then with a read-only token from Application Default Credentials or GOOGLE_OAUTH_ACCESS_TOKEN if refused); a build gets no credentials"),
         };
     }
     if lower.contains("denied") {
@@ -226,6 +272,37 @@ mod tests {
             matches!(e, BackendError::CommandFailed { exit_code: 100, .. }),
             "{e}"
         );
+        for refused in [
+            DockerError::DockerResponseServerError {
+                status_code: 500,
+                message: "Head \"http://127.0.0.1:5000/v2/p/manifests/v1\": no basic auth credentials".into(),
+            },
+            DockerError::DockerResponseServerError {
+                status_code: 404,
+                message: "pull access denied for p, repository does not exist or may require 'docker login': denied: requested access to the resource is denied".into(),
+            },
+            DockerError::DockerResponseServerError {
+                status_code: 401,
+                message: String::new(),
+            },
+            DockerError::DockerStreamError {
+                error: "unauthorized: authentication required".into(),
+            },
+        ] {
+            assert!(refused_anonymous(&refused), "{refused}");
+        }
+        for other in [
+            DockerError::DockerResponseServerError {
+                status_code: 404,
+                message: "manifest for p:v1 not found: manifest unknown".into(),
+            },
+            DockerError::DockerStreamError {
+                error: "read tcp: connection reset by peer".into(),
+            },
+            DockerError::RequestTimeoutError,
+        ] {
+            assert!(!refused_anonymous(&other), "{other}");
+        }
         assert!(from_stream_message(
             "unauthorized: authentication required",
             "image gcr.io/p/i",

@@ -53,7 +53,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::backends::container::LogOptions;
+pub use crate::backends::container::{LogOptions, TermSize};
 pub use crate::backends::remote::{ExecOutput, ExecRequest, HostAddr};
 pub use crate::backends::Stream;
 pub use crate::error::Unconfirmed;
@@ -64,6 +64,7 @@ pub use crate::plan::{
     StepTeardown, Teardown,
 };
 pub use crate::state::State;
+pub use container::{ShellIo, DEFAULT_SHELL};
 pub use jupyter::JupyterTunnel;
 pub use move_zone::MovePreview;
 pub use verbs::{Verb, VERBS};
