@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn first_boot_has_its_own_key_that_default_does_not_set() {
-        let t = Timeouts::builder().set("default", "2m").build().expect("valid");
+        let t = Timeouts::builder()
+            .set("default", "2m")
+            .build()
+            .expect("valid");
         assert_eq!(t.first_boot(), None);
         let t = Timeouts::builder()
             .set("first-boot", "45m")

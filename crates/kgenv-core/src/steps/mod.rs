@@ -69,11 +69,13 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
             }
         }
     }
-    steps.push(Arc::new(host::HostStep::new(host_deps).first_boot_timeout(
-        env.timeouts
-            .first_boot()
-            .unwrap_or(host::DEFAULT_FIRST_BOOT_TIMEOUT),
-    )));
+    steps.push(Arc::new(
+        host::HostStep::new(host_deps).first_boot_timeout(
+            env.timeouts
+                .first_boot()
+                .unwrap_or(host::DEFAULT_FIRST_BOOT_TIMEOUT),
+        ),
+    ));
     if data_root_ready(env) == disk_mount::STEP_ID {
         steps.push(Arc::new(
             disk_mount::DiskMountStep::new(env).after(data_disk::DATA_DISK_ID),
