@@ -274,6 +274,58 @@ async fn files_are_binary_safe_with_mode() {
     assert_eq!(err.kind(), "command_failed", "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_full_file_system_leaves_the_old_file() {
+    // A 64 KiB tmpfs, filled to the last block: the new file cannot fit.
+    let sshd = Sshd::start_new();
+    let s = session(&sshd).await;
+    let mnt = sshd.dir().join("small fs");
+    std::fs::create_dir_all(&mnt).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "kgenv-test"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs (the tests run as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = mnt.join("config.json");
+    std::fs::write(&path, b"{\"old\": true}\n").expect("old file");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096"])
+        .arg(format!("of={}", mnt.join("filler").display()))
+        .output()
+        .expect("dd runs");
+    let err = s
+        .put_file(&path.display().to_string(), &vec![b'x'; 32 * 1024], 0o644)
+        .await
+        .expect_err("no room for the new file");
+    assert!(
+        err.to_string().contains("unchanged"),
+        "the error says the file is unchanged: {err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("the old file"),
+        b"{\"old\": true}\n",
+        "the old file is intact"
+    );
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "config.json" && n != "filler")
+        .collect();
+    assert!(left.is_empty(), "no temp file left: {left:?}");
+}
+
 async fn echo_tcp() -> (u16, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

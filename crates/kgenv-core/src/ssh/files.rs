@@ -19,8 +19,11 @@ const ABSENT: i64 = 44;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The shell line that writes stdin to `path` with `mode`, atomically.
-pub(crate) fn put_script(path: &str, mode: u32, nonce: &str) -> String {
+/// The shell line that writes stdin (`len` bytes) to `path` with `mode`, atomically: into a
+/// temp file beside it, whose size is checked (a full disk can cut a write short without
+/// every tool saying so) and which is flushed to disk before it is renamed over `path`. A
+/// failure leaves `path` as it was and no temp file.
+pub(crate) fn put_script(path: &str, len: usize, mode: u32, nonce: &str) -> String {
     let dir = match path.rfind('/') {
         Some(0) => "/".to_string(),
         Some(i) => path[..i].to_string(),
@@ -29,7 +32,7 @@ pub(crate) fn put_script(path: &str, mode: u32, nonce: &str) -> String {
     let tmp = format!("{path}.kgenv-tmp-{nonce}");
     let mode = format!("{:o}", mode & 0o7777);
     format!(
-        "{mkdir} && umask 077 && {{ cat > {tmp_q} && {chmod} && {mv}; }} || {{ rc=$?; rm -f -- {tmp_q}; exit $rc; }}",
+        "{mkdir} && umask 077 && {{ cat > {tmp_q} && test \"$(wc -c < {tmp_q})\" -eq {len} && sync -- {tmp_q} && {chmod} && {mv}; }} || {{ rc=$?; rm -f -- {tmp_q}; echo 'kgenv: the write failed (is that file system full?); the file is unchanged' >&2; exit $rc; }}",
         mkdir = Cmd::new("mkdir").arg("-p").arg("--").arg(&dir),
         tmp_q = quote(&tmp),
         chmod = Cmd::new("chmod").arg(&mode).arg("--").arg(&tmp),
@@ -71,7 +74,7 @@ impl SshSession {
             .await?
             .is_some_and(|home| in_dir(path, &home));
         let req = ExecRequest {
-            command: put_script(path, mode, &nonce),
+            command: put_script(path, content.len(), mode, &nonce),
             stdin: Some(content.to_vec()),
             sudo: self.files_as_root() && !in_home,
             timeout: None,
@@ -128,11 +131,11 @@ mod tests {
 
     #[test]
     fn scripts_quote_paths() {
-        let s = put_script("/var/lib/kgenv/my dir/it's", 0o600, "1-2");
+        let s = put_script("/var/lib/kgenv/my dir/it's", 5, 0o600, "1-2");
         assert!(s.contains("mkdir -p -- '/var/lib/kgenv/my dir'"), "{s}");
         assert!(s.contains("chmod 600 -- "), "{s}");
         assert!(s.contains("'/var/lib/kgenv/my dir/it'\\''s'"), "{s}");
-        assert!(put_script("/x", 0o644, "n").contains("mkdir -p -- /"));
+        assert!(put_script("/x", 0, 0o644, "n").contains("mkdir -p -- /"));
         assert!(read_script("/a b").contains("cat -- '/a b'"));
     }
 }
