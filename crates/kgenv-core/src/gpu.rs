@@ -165,6 +165,32 @@ pub async fn gpu_report(engine: &dyn ContainerEngine, container: &str) -> Backen
     Ok(parse_probe(&out.stdout_text()))
 }
 
+/// [`gpu_report`] bounded by `limit`: the probe goes through the engine's API, not SSH, so
+/// the limit every remote command has is put on it here (`nvidia-smi` hangs on a GPU whose
+/// driver is in a bad state). Past it, a [`BackendError::CommandTimeout`] naming the probe
+/// and `host`; the process in the container is left to end on its own (the engine's API
+/// cannot kill an exec).
+pub async fn gpu_report_within(
+    engine: &dyn ContainerEngine,
+    container: &str,
+    limit: std::time::Duration,
+    host: &str,
+) -> BackendResult<GpuReport> {
+    match tokio::time::timeout(limit, gpu_report(engine, container)).await {
+        Ok(report) => report,
+        Err(_) => Err(BackendError::CommandTimeout(Box::new(
+            crate::error::CommandTimedOut {
+                step: None,
+                command: format!("GPU probe in {container} (nvidia-smi, torch.cuda)"),
+                host: host.to_string(),
+                after: limit,
+                inactivity: false,
+                last_lines: Vec::new(),
+            },
+        ))),
+    }
+}
+
 /// Whether a library directory is one of CUDA's link-time stub directories.
 pub fn is_stub_dir(dir: &str) -> bool {
     dir.trim_end_matches('/').ends_with("/stubs")

@@ -360,6 +360,47 @@ async fn gpu_report_sees_the_stub_and_no_gpu(via: Via) {
     assert!(!report.usable());
 }
 
+async fn a_hanging_gpu_probe_is_a_typed_timeout(via: Via) {
+    let (engine, _) = engine(via).await;
+    let mut cleanup = Cleanup::default();
+    let name = unique(&format!("gpuhang-{via:?}").to_lowercase());
+    started(
+        engine.as_ref(),
+        &mut cleanup,
+        &request(&name, &base_image().await, SLEEPER),
+    )
+    .await;
+    // An `nvidia-smi` that never answers, as on a GPU whose driver is wedged.
+    let put = engine
+        .exec(
+            &name,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "printf '#!/bin/sh\\nsleep 600\\n' > /bin/nvidia-smi && chmod +x /bin/nvidia-smi"
+                    .into(),
+            ],
+            &|_: Progress| {},
+        )
+        .await
+        .expect("exec");
+    assert!(put.success(), "{}", put.stderr_tail());
+    let err = kgenv_core::gpu::gpu_report_within(
+        engine.as_ref(),
+        &name,
+        Duration::from_secs(2),
+        "test-host",
+    )
+    .await
+    .expect_err("the probe hangs");
+    assert!(err.is_timeout(), "a typed timeout: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("GPU probe in") && text.contains("test-host") && text.contains("2s"),
+        "names the probe, the host and the limit: {text}"
+    );
+}
+
 async fn gpu_request_on_a_host_without_nvidia_is_typed(via: Via) {
     let (engine, _) = engine(via).await;
     let info = engine.info().await.expect("info");
@@ -541,6 +582,7 @@ both!(
     port_is_published_on_loopback_only,
     gpu_report_sees_the_stub_and_no_gpu,
     gpu_request_on_a_host_without_nvidia_is_typed,
+    a_hanging_gpu_probe_is_a_typed_timeout,
     build_reports_lines_and_failures,
     pull_of_a_missing_image_is_typed,
 );

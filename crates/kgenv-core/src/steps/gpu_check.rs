@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 
 use crate::error::{BackendError, Result};
-use crate::gpu::gpu_report;
+use crate::gpu::gpu_report_within;
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{Container, Env, Gpus};
 
@@ -67,7 +67,21 @@ impl Step for GpuCheckStep {
             return Ok(CheckOutcome::satisfied());
         }
         let engine = ctx.engine().await?;
-        let report = gpu_report(engine.as_ref(), &self.container).await?;
+        let limit = ctx
+            .command_timeout()
+            .map_or(crate::plan::DEFAULT_COMMAND_TIMEOUT.after, |t| t.after);
+        let host = match ctx.remote().await? {
+            Some(r) => r.endpoint(),
+            None => "this machine".into(),
+        };
+        let report = gpu_report_within(engine.as_ref(), &self.container, limit, &host)
+            .await
+            .map_err(|mut e| {
+                if let BackendError::CommandTimeout(t) = &mut e {
+                    t.step = Some(ctx.step_id().to_string());
+                }
+                e
+            })?;
         for l in report.lines() {
             ctx.log(l);
         }
