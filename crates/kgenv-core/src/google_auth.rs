@@ -77,6 +77,190 @@ pub fn lazy_token_source(service: &'static str, scope: &'static str) -> TokenSou
     }
 }
 
+/// A token that can do no more than `scope`, for credentials kgenv hands to someone else
+/// (a registry login given to a host's Docker engine): what [`lazy_token_source`] gives only
+/// where the scope is really narrowed, and an error saying what to do elsewhere.
+///
+/// - a service-account key (`GOOGLE_APPLICATION_CREDENTIALS`): `gcp_auth` asks for `scope`;
+/// - gcloud's application-default login (an `authorized_user` file): kgenv refreshes it
+///   itself with `scope` in the request, which Google's token endpoint honours for any
+///   subset of the login's scopes (as Google's own auth libraries do); `gcp_auth` would
+///   return a token with every scope of the login;
+/// - the metadata server on a GCE VM: the VM's own identity with the scopes the VM was given;
+/// - `GOOGLE_OAUTH_ACCESS_TOKEN` or the gcloud CLI's login: refused — their tokens carry
+///   whatever they were minted with, often the whole project.
+pub fn narrowed_token_source(service: &'static str, scope: &'static str) -> TokenSource {
+    TokenSource::Provider(Arc::new(Narrowed {
+        service,
+        scope,
+        cached: tokio::sync::Mutex::new(None),
+    }))
+}
+
+/// The [`TokenProvider`] of [`narrowed_token_source`].
+struct Narrowed {
+    service: &'static str,
+    scope: &'static str,
+    /// A narrowed token and when it stops being good (a minute before it expires).
+    cached: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
+}
+
+/// Google's OAuth token endpoint, for an `authorized_user` file that names none.
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// The fields of gcloud's `application_default_credentials.json` kgenv reads.
+#[derive(serde::Deserialize)]
+struct AuthorizedUser {
+    #[serde(rename = "type")]
+    kind: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    token_uri: Option<String>,
+}
+
+/// gcloud's application-default credentials file, when there is one.
+fn adc_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("CLOUDSDK_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")))
+        .map(|d| d.join("application_default_credentials.json"))
+        .filter(|f| f.is_file())
+}
+
+impl Narrowed {
+    fn refused(&self, message: String) -> BackendError {
+        BackendError::Unauthenticated {
+            service: self.service,
+            message,
+        }
+    }
+
+    /// Refreshes gcloud's user login for `self.scope` only.
+    async fn refresh_narrowed(
+        &self,
+        file: &std::path::Path,
+    ) -> Result<(Secret, std::time::Instant), BackendError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| self.refused(format!("reading {}: {e}; {HOW_TO_AUTH}", file.display())))?;
+        let user: AuthorizedUser = serde_json::from_str(&text).map_err(|e| {
+            self.refused(format!(
+                "{} is not a credentials file ({e}); {HOW_TO_AUTH}",
+                file.display()
+            ))
+        })?;
+        let (Some(id), Some(secret), Some(refresh)) =
+            (user.client_id, user.client_secret, user.refresh_token)
+        else {
+            return Err(self.refused(format!(
+                "{} lacks client_id, client_secret or refresh_token; {HOW_TO_AUTH}",
+                file.display()
+            )));
+        };
+        let uri = user.token_uri.unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+        let url = reqwest::Url::parse(&uri)
+            .ok()
+            .filter(crate::http::allows_credentials)
+            .ok_or_else(|| {
+                self.refused(format!(
+                    "{}: token_uri `{uri}` is not https (plain http only to this machine)",
+                    file.display()
+                ))
+            })?;
+        let http = crate::http::client_builder(url.as_str())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| BackendError::other(format!("HTTP client: {e}")))?;
+        let resp = http
+            .post(url)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", id.as_str()),
+                ("client_secret", secret.as_str()),
+                ("refresh_token", refresh.as_str()),
+                ("scope", self.scope),
+            ])
+            .send()
+            .await
+            .map_err(|e| BackendError::Connection {
+                endpoint: uri.clone(),
+                message: "refreshing the application-default login for a narrower token".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let status = resp.status();
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+            error: Option<String>,
+        }
+        let answer: Answer = resp.json().await.unwrap_or(Answer {
+            access_token: None,
+            expires_in: None,
+            error: None,
+        });
+        match answer.access_token.as_deref().and_then(Secret::non_empty) {
+            Some(token) if status.is_success() => {
+                let life = answer.expires_in.unwrap_or(3600).saturating_sub(60);
+                Ok((
+                    token,
+                    std::time::Instant::now() + std::time::Duration::from_secs(life),
+                ))
+            }
+            _ => Err(self.refused(format!(
+                "Google refused a token limited to {} ({status}{}); {HOW_TO_AUTH}",
+                self.scope,
+                answer
+                    .error
+                    .map(|e| format!(": {}", crate::http::redact(&e)))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenProvider for Narrowed {
+    async fn token(&self) -> Result<Secret, BackendError> {
+        if token_from_env().is_some() {
+            return Err(self.refused(format!(
+                "{TOKEN_ENV} is set, and its token carries whatever scopes it was made with: kgenv gives a registry only a token limited to {}. Unset {TOKEN_ENV} for this run so kgenv narrows your application-default login, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key",
+                self.scope
+            )));
+        }
+        if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
+            if let Some(file) = adc_file() {
+                let is_user = std::fs::read_to_string(&file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<AuthorizedUser>(&t).ok())
+                    .is_some_and(|u| u.kind == "authorized_user");
+                if is_user {
+                    let mut cached = self.cached.lock().await;
+                    if let Some((token, until)) = cached.as_ref() {
+                        if std::time::Instant::now() < *until {
+                            return Ok(token.clone());
+                        }
+                    }
+                    let (token, until) = self.refresh_narrowed(&file).await?;
+                    *cached = Some((token.clone(), until));
+                    return Ok(token);
+                }
+            } else if !on_gce() {
+                return Err(self.refused(format!(
+                    "only a gcloud CLI login (or none) was found, and its tokens cannot be limited to {}: run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key",
+                    self.scope
+                )));
+            }
+        }
+        // A service-account key (gcp_auth asks for the scope) or the VM's own identity.
+        Adc::lazy(self.service, self.scope).token().await
+    }
+
+    fn describe(&self) -> String {
+        format!("application default credentials limited to {}", self.scope)
+    }
+}
+
 /// Application Default Credentials for one scope, as a [`TokenProvider`]; `gcp_auth`
 /// caches and refreshes the tokens.
 pub struct Adc {

@@ -14,11 +14,11 @@
 //!   token can read images and nothing else where the key allows narrowing (see below);
 //! - for any other registry, the user and password given with [`RegistryAuth::login`].
 //!
-//! The Google token comes from `GOOGLE_OAUTH_ACCESS_TOKEN` when set (Terraform's convention;
-//! its scope is whatever it was minted with), else from Application Default Credentials
-//! ([`crate::google_auth`]). `gcp_auth` narrows the scope for a service-account key; gcloud's
-//! user login, the metadata server and the gcloud CLI hand out tokens with the scope of the
-//! login itself, which is why nothing is sent before a registry asks. A secret is only ever put
+//! The Google token is [`google_auth::narrowed_token_source`]'s: really limited to that
+//! scope (a service-account key, or gcloud's application-default login refreshed by kgenv with
+//! the scope in the request), or the VM's own identity when kgenv runs on GCE; a static
+//! `GOOGLE_OAUTH_ACCESS_TOKEN` or the gcloud CLI's login, whose tokens cannot be narrowed, are
+//! refused with what to do instead. A secret is only ever put
 //! in the `X-Registry-Auth` header of that one retry: never logged, never in an error.
 
 use bollard::auth::DockerCredentials;
@@ -54,12 +54,12 @@ impl Default for RegistryAuth {
 }
 
 impl RegistryAuth {
-    /// `GOOGLE_OAUTH_ACCESS_TOKEN` if set, else Application Default Credentials (scope
-    /// `devstorage.read_only`), looked for only when a Google registry refuses an anonymous
-    /// pull.
+    /// A token limited to `devstorage.read_only` for Google's registries
+    /// ([`google_auth::narrowed_token_source`]), looked for only when a Google registry
+    /// refuses an anonymous pull.
     pub fn from_env() -> Self {
         Self {
-            google: google_auth::lazy_token_source("docker", google_auth::DEVSTORAGE_READ_ONLY),
+            google: google_auth::narrowed_token_source("docker", google_auth::DEVSTORAGE_READ_ONLY),
             logins: Vec::new(),
         }
     }
