@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_support::{container_created, owner_and_mode, serial, E2e, FirstBoot};
+use e2e_support::{owner_and_mode, serial, E2e, FirstBoot};
 use gce_fake::FakeGce;
 use kgenv_core::steps::disk_mount::{device_path, DATA_DEVICE_NAME, DEVICE_DIR};
 
@@ -231,20 +231,7 @@ fn gce_target_up_login_noop_down() {
     let up = e.run(&["up"]);
     up.expect_ok("kgenv up (gce on the Compute fake)");
     let boot = first_boot.finish();
-    let host_log = up.messages("host").join("\n");
-    assert!(
-        host_log.contains("waiting for the NVIDIA driver install"),
-        "the host step said what it waited for: {host_log}"
-    );
-    let restarted = boot
-        .iter()
-        .find(|(_, ev)| ev == "dockerd-started")
-        .map(|(t, _)| *t)
-        .expect("the simulator restarted dockerd");
-    assert!(
-        container_created(&e.container()) > restarted,
-        "the container was created after the installer's dockerd restart: {boot:?}"
-    );
+    e2e_support::assert_waited_out_first_boot(&up, &boot, &e.container());
     assert_eq!(
         owner_and_mode(&e.host_dir().join("working")).0,
         kgenv_core::keys::GCE_USER,

@@ -27,8 +27,7 @@ use std::time::Instant;
 use kaggle_fake::{sha256_file, FakeAuth, FakeKaggle};
 
 use e2e_support::{
-    as_login_user, assert_noop, container_created, docker, login_and_list, owner_and_mode, serial,
-    E2e, FirstBoot,
+    as_login_user, assert_noop, docker, login_and_list, owner_and_mode, serial, E2e, FirstBoot,
 };
 
 /// The competition the Kaggle fake serves to the main scenario.
@@ -87,20 +86,7 @@ fn ssh_target_up_login_noop_down() {
     let up = e.run(&["up"]);
     up.expect_ok("first kgenv up");
     let boot = first_boot.finish();
-    let host_log = up.messages("host").join("\n");
-    assert!(
-        host_log.contains("waiting for the NVIDIA driver install"),
-        "the host step said what it waited for: {host_log}"
-    );
-    let restarted = boot
-        .iter()
-        .find(|(_, ev)| ev == "dockerd-started")
-        .map(|(t, _)| *t)
-        .expect("the simulator restarted dockerd");
-    assert!(
-        container_created(&e.container()) > restarted,
-        "the container was created after the installer's dockerd restart, not killed by it: {boot:?}"
-    );
+    e2e_support::assert_waited_out_first_boot(&up, &boot, &e.container());
     for step in ["host", "image", "container", "jupyter", data_step.as_str()] {
         assert_eq!(
             up.outcome(step).as_deref(),

@@ -15,6 +15,9 @@
 #[path = "../../../kgenv-core/tests/support/sshd.rs"]
 pub mod sshd;
 
+#[path = "../../../kgenv-core/tests/support/firstboot.rs"]
+pub mod firstboot;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -556,119 +559,26 @@ pub fn as_login_user(script: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The first boot of a fresh Deep Learning VM, simulated on this machine by
-/// `kgenv-core/tests/fixtures/firstboot/install-driver.sh`, named and behaving like the
-/// image's NVIDIA driver installer: dpkg's locks held for a while (no `nvidia-smi`: this
-/// machine has none), then one restart of dockerd, then exit.
-///
-/// Dropping it waits for the installer to end (never kills it: a kill between stopping and
-/// starting dockerd would leave the machine without an engine) and checks dockerd is back.
-pub struct FirstBoot {
-    child: Option<Child>,
-    report: PathBuf,
-    _dir: tempfile::TempDir,
-}
+pub use firstboot::FirstBoot;
 
-/// The installer's stand-in script.
-pub const INSTALL_DRIVER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../kgenv-core/tests/fixtures/firstboot/install-driver.sh"
-);
-
-impl FirstBoot {
-    /// Starts the installer; returns once it holds dpkg's locks.
-    pub fn start(hold: Duration) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let report = dir.path().join("report");
-        let child = Command::new("bash")
-            .arg(INSTALL_DRIVER)
-            .arg(format!("{:.1}", hold.as_secs_f64()))
-            .arg(&report)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("bash runs the first-boot simulator");
-        let fb = Self {
-            child: Some(child),
-            report,
-            _dir: dir,
-        };
-        fb.wait_for("locked", Duration::from_secs(30));
-        fb
-    }
-
-    /// `(unix time, event)` lines the installer reported so far.
-    pub fn events(&self) -> Vec<(f64, String)> {
-        std::fs::read_to_string(&self.report)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let (t, e) = l.split_once(' ')?;
-                Some((t.parse().ok()?, e.to_string()))
-            })
-            .collect()
-    }
-
-    /// When the installer reported `event`, if it did.
-    pub fn time_of(&self, event: &str) -> Option<f64> {
-        self.events()
-            .into_iter()
-            .find(|(_, e)| e == event)
-            .map(|(t, _)| t)
-    }
-
-    /// Waits (bounded) for `event`; panics on a `failed` report or the deadline.
-    pub fn wait_for(&self, event: &str, within: Duration) -> f64 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(t) = self.time_of(event) {
-                return t;
-            }
-            if let Some((_, why)) = self
-                .events()
-                .into_iter()
-                .find(|(_, e)| e.starts_with("failed"))
-            {
-                panic!("the first-boot simulator {why}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the first-boot simulator did not report `{event}` within {within:?}: {:?}",
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for the installer to end and checks it ended well.
-    pub fn finish(mut self) -> Vec<(f64, String)> {
-        self.reap();
-        let events = self.events();
-        assert!(
-            events.iter().any(|(_, e)| e == "done"),
-            "the first-boot simulator did not finish: {events:?}"
-        );
-        events
-    }
-
-    fn reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for FirstBoot {
-    fn drop(&mut self) {
-        self.reap();
-    }
-}
-
-/// Unix time now, comparable with [`FirstBoot::events`].
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
+/// Asserts a finished `up` waited out `boot` (the first-boot simulator's events): the host
+/// step said it waited for the driver install, and `container` was created after the
+/// installer's dockerd restart (so the restart did not kill it).
+pub fn assert_waited_out_first_boot(up: &Run, boot: &[(f64, String)], container: &str) {
+    let host_log = up.messages("host").join("\n");
+    assert!(
+        host_log.contains("waiting for the NVIDIA driver install"),
+        "the host step said what it waited for: {host_log}"
+    );
+    let restarted = boot
+        .iter()
+        .find(|(_, ev)| ev == "dockerd-started")
+        .map(|(t, _)| *t)
+        .expect("the simulator restarted dockerd");
+    assert!(
+        container_created(container) > restarted,
+        "the container was created after the installer's dockerd restart, not killed by it: {boot:?}"
+    );
 }
 
 /// When Docker created `container`, as unix time (`docker inspect .Created`).

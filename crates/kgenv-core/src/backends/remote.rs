@@ -196,6 +196,19 @@ impl ExecOutput {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
+    /// Itself when it exited 0, else a [`BackendError::CommandFailed`] naming `command`
+    /// with the tail of its stderr.
+    pub fn or_failed(self, command: impl Into<String>) -> BackendResult<Self> {
+        if self.success() {
+            return Ok(self);
+        }
+        Err(crate::error::BackendError::CommandFailed {
+            command: command.into(),
+            exit_code: self.exit_code,
+            stderr_tail: self.stderr_tail(),
+        })
+    }
+
     /// The last few lines of stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
         let text = String::from_utf8_lossy(&self.stderr);

@@ -125,15 +125,8 @@ impl HostStep {
 async fn probe(remote: &dyn Remote) -> Result<Vec<first_boot::Busy>> {
     let out = remote
         .exec(ExecRequest::new(first_boot::PROBE), &no_progress)
-        .await?;
-    if !out.success() {
-        return Err(BackendError::CommandFailed {
-            command: "first-boot probe".into(),
-            exit_code: out.exit_code,
-            stderr_tail: out.stderr_tail(),
-        }
-        .into());
-    }
+        .await?
+        .or_failed("first-boot probe")?;
     Ok(first_boot::parse(&out.stdout_text()))
 }
 
@@ -201,15 +194,10 @@ impl Step for HostStep {
     async fn check(&self, ctx: &StepCtx) -> Result<CheckOutcome> {
         match ctx.remote().await? {
             Some(remote) => {
-                let out = remote.exec(ExecRequest::new("true"), &no_progress).await?;
-                if !out.success() {
-                    return Err(BackendError::CommandFailed {
-                        command: "true".into(),
-                        exit_code: out.exit_code,
-                        stderr_tail: out.stderr_tail(),
-                    }
-                    .into());
-                }
+                remote
+                    .exec(ExecRequest::new("true"), &no_progress)
+                    .await?
+                    .or_failed("true")?;
                 // A fresh VM answers SSH long before its first boot is over.
                 if let Some(first) = probe(remote.as_ref()).await?.first() {
                     return Ok(CheckOutcome::missing(vec![format!(

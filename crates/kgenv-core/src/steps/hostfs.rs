@@ -57,20 +57,12 @@ impl HostFs {
     pub async fn mkdirs(&self, dirs: &[&str]) -> Result<()> {
         match self {
             Self::Remote(r) => {
-                let out = r
-                    .exec(
-                        ExecRequest::new(Cmd::new("mkdir").arg("-p").args(dirs).line()).sudo(),
-                        &no_progress,
-                    )
-                    .await?;
-                if !out.success() {
-                    return Err(BackendError::CommandFailed {
-                        command: "mkdir -p".into(),
-                        exit_code: out.exit_code,
-                        stderr_tail: out.stderr_tail(),
-                    }
-                    .into());
-                }
+                r.exec(
+                    ExecRequest::new(Cmd::new("mkdir").arg("-p").args(dirs).line()).sudo(),
+                    &no_progress,
+                )
+                .await?
+                .or_failed("mkdir -p")?;
                 Ok(())
             }
             Self::Local => {
@@ -100,15 +92,9 @@ impl HostFs {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
-                let out = r.exec(ExecRequest::new(line).sudo(), &no_progress).await?;
-                if !out.success() {
-                    return Err(BackendError::CommandFailed {
-                        command: "mkdir -p && chown (the login user's directories)".into(),
-                        exit_code: out.exit_code,
-                        stderr_tail: out.stderr_tail(),
-                    }
-                    .into());
-                }
+                r.exec(ExecRequest::new(line).sudo(), &no_progress)
+                    .await?
+                    .or_failed("mkdir -p && chown (the login user's directories)")?;
                 Ok(())
             }
             Self::Local => self.mkdirs(dirs).await,
@@ -119,21 +105,12 @@ impl HostFs {
     pub async fn remove(&self, path: &str) -> Result<()> {
         match self {
             Self::Remote(r) => {
-                let out = r
-                    .exec(
-                        ExecRequest::new(Cmd::new("rm").arg("-rf").arg("--").arg(path).line())
-                            .sudo(),
-                        &no_progress,
-                    )
-                    .await?;
-                if !out.success() {
-                    return Err(BackendError::CommandFailed {
-                        command: "rm -rf".into(),
-                        exit_code: out.exit_code,
-                        stderr_tail: out.stderr_tail(),
-                    }
-                    .into());
-                }
+                r.exec(
+                    ExecRequest::new(Cmd::new("rm").arg("-rf").arg("--").arg(path).line()).sudo(),
+                    &no_progress,
+                )
+                .await?
+                .or_failed("rm -rf")?;
                 Ok(())
             }
             Self::Local => match tokio::fs::remove_dir_all(path).await {
