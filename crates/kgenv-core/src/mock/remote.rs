@@ -5,7 +5,9 @@
 //! applied, `check` exits 0 only when the same script (by hash) was applied, `destroy`
 //! forgets it. A script that sets `KEY_FILE=PATH` generates an SSH key pair there on `apply`
 //! when none exists, and removes it on `destroy` (as the github-key script does). `true` exits 0; `ssh-keygen -f PATH`
-//! writes a key pair; every other command exits 0 and is recorded as mutating. Generated
+//! writes a key pair; a command whose first line starts with `# kgenv-probe:` (a read-only
+//! probe) exits 0 with no output (the host is ready); every other command exits 0 and is
+//! recorded as mutating. Generated
 //! keys are real ed25519 keys, so fingerprints work.
 
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::compute::MOCK_HOST_KEY;
+
+/// How kgenv's read-only host probes begin (see `steps::host::first_boot::PROBE`).
+const PROBE_MARK: &str = "# kgenv-probe:";
 use super::MockWorld;
 use crate::backends::compute::InstanceStatus;
 use crate::backends::remote::{
@@ -149,7 +154,9 @@ impl Remote for MockRemote {
             .as_deref()
             .filter(|_| action.as_deref() == Some("destroy"))
             .and_then(|s| script_var(s, "KEY_FILE"));
-        let mutating = !(req.command == "true" || action.as_deref() == Some("check"));
+        // A `# kgenv-probe:` line opens the read-only probes (the host step's first-boot probe).
+        let probe = req.command.starts_with(PROBE_MARK);
+        let mutating = !(req.command == "true" || probe || action.as_deref() == Some("check"));
         let out = self
             .world
             .call("remote.exec", &req.command, mutating, |s| {

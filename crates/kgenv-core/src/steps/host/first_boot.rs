@@ -27,7 +27,7 @@ use std::fmt;
 ///
 /// Each pattern is written so it cannot match the probe's own command line (`[i]nstall…`
 /// matches `install…`, not the text `[i]nstall…` that `sh -c` carries).
-pub const PROBE: &str = r#"
+pub const PROBE: &str = r#"# kgenv-probe: first boot (reads /proc, asks Docker; changes nothing)
 pgrep -af '[i]nstall-driver\.sh|[i]nstall_gpu_driver|[n]vidia-installer' 2>/dev/null |
   while read -r pid cmd; do printf 'installer %s %s\n' "$pid" "$cmd"; done
 for f in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock; do
