@@ -311,8 +311,11 @@ async fn a_failure_stops_only_its_dependents() {
 #[tokio::test]
 async fn cancel_lets_running_steps_finish_and_keeps_state_consistent() {
     let r = Run::new(full_env("cancel", "KG_PW_CANCEL", &["us-central1-a"]));
-    r.world
-        .set_latency("compute.insert_instance", Duration::from_millis(300));
+    // The first run holds the lock well past the grace a second run waits for it.
+    r.world.set_latency(
+        "compute.insert_instance",
+        kgenv_core::runner::LOCK_GRACE * 2 + Duration::from_millis(500),
+    );
     let token = CancellationToken::new();
     let world = r.world.clone();
     let runner = Runner::new(r.runner.env().clone(), world.backends())
@@ -516,8 +519,11 @@ async fn missing_password_fails_before_any_call() {
 #[tokio::test]
 async fn two_runs_on_one_environment_exclude_each_other() {
     let r = Run::new(full_env("lock", "KG_PW_LOCK", &["us-central1-a"]));
-    r.world
-        .set_latency("compute.insert_instance", Duration::from_millis(300));
+    // The first run holds the lock well past the grace a second run waits for it.
+    r.world.set_latency(
+        "compute.insert_instance",
+        kgenv_core::runner::LOCK_GRACE * 2 + Duration::from_millis(500),
+    );
     let other =
         Runner::new(r.runner.env().clone(), r.world.backends()).state_dir(r.state_dir.path());
     let (a, b) = tokio::join!(

@@ -17,7 +17,7 @@ impl Runner {
     ) -> Result<()> {
         // Powering off is for a VM kgenv made, never for someone's SSH host.
         self.needs_instance("autostop")?;
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         let ctx = self.ops_ctx(EventSink::new(on_event), "autostop")?;
         let remote = ctx.require_remote().await?;
         set_autostop(&self.env, remote.as_ref(), &ctx.state, minutes, &|p| {

@@ -82,6 +82,10 @@ const OPS_CONNECT_WITHIN: Duration = Duration::from_secs(60);
 /// How long `up` waits for a new host to accept SSH (a fresh VM boots in minutes).
 const UP_CONNECT_WITHIN: Duration = Duration::from_secs(600);
 
+/// How long a run asks again for an environment lock that is still held before it reports
+/// the environment busy (see `Runner::lock`).
+pub const LOCK_GRACE: Duration = Duration::from_secs(1);
+
 /// The default directory of state files: the XDG state dir, or `$KGENV_HOME/state`.
 pub fn default_state_dir() -> PathBuf {
     StateStore::default_dir()
@@ -324,8 +328,11 @@ impl Runner {
     }
 
     /// Holds the environment's lock for the duration of a mutating run, so two shells
-    /// cannot run `up` and `down` on the same environment at once.
-    fn lock(&self) -> Result<std::fs::File> {
+    /// cannot run `up` and `down` on the same environment at once. A lock still held is
+    /// asked for again for [`LOCK_GRACE`] before the run gives up: a process that has just
+    /// finished (or a child forked while the lock's file was open, until its `exec` closes
+    /// it) lets go within moments, and the user should not see "busy" for that.
+    async fn lock(&self) -> Result<std::fs::File> {
         std::fs::create_dir_all(&self.state_dir).map_err(|source| StateError::Io {
             path: self.state_dir.clone(),
             source,
@@ -340,15 +347,23 @@ impl Runner {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
-                env: self.env.name.clone(),
-                path,
-            }
-            .into()),
-            Err(std::fs::TryLockError::Error(source)) => {
-                Err(StateError::Io { path, source }.into())
+        let give_up = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StateError::Locked {
+                        env: self.env.name.clone(),
+                        path,
+                    }
+                    .into())
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(StateError::Io { path, source }.into())
+                }
             }
         }
     }
@@ -376,7 +391,7 @@ impl Runner {
         opts: RunOptions,
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Report> {
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         self.refuse_mid_move("up").await?;
         let selected = self.select(&opts)?;
         let mut ctx = self.ctx(EventSink::new(on_event))?;
@@ -457,7 +472,7 @@ impl Runner {
         ask: impl FnOnce(&DownPreview) -> bool,
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Report> {
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         let selected = self.select(&opts)?;
         let known: Vec<&str> = self.env.bucket.iter().map(|b| b.bucket.as_str()).collect();
         if let Some(unknown) = opts
@@ -529,7 +544,7 @@ impl Runner {
     /// is no longer billed. `start` or `up` resumes.
     pub async fn stop(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
         self.needs_instance("stop")?;
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         let selected = self.select(&RunOptions::default())?;
         let ctx = self.ctx(EventSink::new(on_event))?;
         drive::stop(&self.steps, &selected, &ctx).await
@@ -540,7 +555,7 @@ impl Runner {
     /// this machine, `ssh <env>` pointing at it): `up --until host`.
     pub async fn start(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
         self.needs_instance("start")?;
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         self.refuse_mid_move("start").await?;
         let selected = self.select(&RunOptions::default().until("host"))?;
         let mut ctx = self.ctx(EventSink::new(on_event))?;

@@ -261,7 +261,7 @@ impl Runner {
         ask: impl FnOnce(&MovePreview) -> bool,
         on_event: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Report> {
-        let _lock = self.lock()?;
+        let _lock = self.lock().await?;
         let ctx = self.ctx(EventSink::new(on_event))?;
         let preview = self.move_plan(&ctx.state.snapshot().await, zone)?;
         let spec = self
