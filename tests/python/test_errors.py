@@ -118,7 +118,8 @@ def test_real_backends_plan_without_credentials(tmp_path: Path, monkeypatch: pyt
 def test_env_is_locked_while_another_run_holds_it(world: MockWorld) -> None:
     import threading
 
-    world.set_latency("compute.insert_instance", 0.5)
+    # Longer than the second a run waits for a lock that is still held (LOCK_GRACE).
+    world.set_latency("compute.insert_instance", 2.5)
     env = gce_env(world)
     other = gce_env(world)
     entered = threading.Event()
