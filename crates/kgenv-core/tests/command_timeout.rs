@@ -353,3 +353,61 @@ async fn the_data_step_stops_a_stalled_agent_after_its_silence_limit() {
     );
     std::fs::remove_file(&copied).expect("remove the copied agent");
 }
+
+/// The host step waits for a fresh VM's first boot, but not for ever: with `[timeouts]
+/// first-boot = "2s"` and the driver installer still running on the host, `up` fails with a
+/// timeout naming what it waited for, after saying so; once the installer is gone, the same
+/// `up` goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_boot_wait_is_bounded_and_names_what_it_waited_for() {
+    let sshd = Sshd::start_new();
+    let work = tempfile::tempdir().expect("work dir");
+    // A process named like the Deep Learning image's driver installer, on the "host".
+    let mut installer = Command::new("bash")
+        .args([
+            "-c",
+            "exec -a /opt/deeplearning/install-driver.sh sleep 4327.25",
+        ])
+        .spawn()
+        .expect("a stand-in installer");
+    let (target, connector) = ssh_target(&sshd);
+    let env = Env::builder("kgtoboot")
+        .target(target)
+        .timeouts(Timeouts::builder().set("first-boot", "2s"))
+        .build()
+        .expect("valid env");
+    let mut backends = MockWorld::new().backends();
+    backends.remote = Arc::new(connector);
+    let runner = Runner::new(env, backends)
+        .state_dir(work.path().join("state"))
+        .host_ready_within(Duration::from_secs(20));
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let seen = logs.clone();
+    let res = runner
+        .up(RunOptions::default().only(["host"]), move |e| {
+            if let Event::Log { line, .. } = e {
+                seen.lock().expect("logs").push(line);
+            }
+        })
+        .await;
+    let _ = installer.kill();
+    let _ = installer.wait();
+    let err = res.expect_err("the installer outlives the first-boot limit");
+    assert!(err.is_timeout(), "a timeout: {err}");
+    let text = error_chain(&err);
+    assert!(
+        text.contains("NVIDIA driver install") && text.contains("install-driver.sh"),
+        "names what it waited for: {text}"
+    );
+    let logs = logs.lock().expect("logs").clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("waiting for the NVIDIA driver install (pid ")),
+        "progress said what it waited for: {logs:?}"
+    );
+    // The installer is gone: the same `up` passes the host step.
+    runner
+        .up(RunOptions::default().only(["host"]), |_| {})
+        .await
+        .expect("a host whose first boot is over is ready");
+}
