@@ -94,6 +94,7 @@ pub fn narrowed_token_source(service: &'static str, scope: &'static str) -> Toke
         service,
         scope,
         cached: tokio::sync::Mutex::new(None),
+        adc: Adc::lazy(service, scope),
     }))
 }
 
@@ -103,6 +104,8 @@ struct Narrowed {
     scope: &'static str,
     /// A narrowed token and when it stops being good (a minute before it expires).
     cached: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
+    /// A service-account key or the VM's identity, found once.
+    adc: Adc,
 }
 
 /// Google's OAuth token endpoint, for an `authorized_user` file that names none.
@@ -119,11 +122,16 @@ struct AuthorizedUser {
     token_uri: Option<String>,
 }
 
-/// gcloud's application-default credentials file, when there is one.
-fn adc_file() -> Option<std::path::PathBuf> {
+/// gcloud's configuration directory (`CLOUDSDK_CONFIG`, else `~/.config/gcloud`).
+fn gcloud_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("CLOUDSDK_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")))
+}
+
+/// gcloud's application-default credentials file, when there is one.
+fn adc_file() -> Option<std::path::PathBuf> {
+    gcloud_dir()
         .map(|d| d.join("application_default_credentials.json"))
         .filter(|f| f.is_file())
 }
@@ -136,19 +144,24 @@ impl Narrowed {
         }
     }
 
-    /// Refreshes gcloud's user login for `self.scope` only.
-    async fn refresh_narrowed(
-        &self,
-        file: &std::path::Path,
-    ) -> Result<(Secret, std::time::Instant), BackendError> {
+    /// The credentials in gcloud's ADC `file`.
+    fn read_adc(&self, file: &std::path::Path) -> Result<AuthorizedUser, BackendError> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| self.refused(format!("reading {}: {e}; {HOW_TO_AUTH}", file.display())))?;
-        let user: AuthorizedUser = serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(&text).map_err(|e| {
             self.refused(format!(
                 "{} is not a credentials file ({e}); {HOW_TO_AUTH}",
                 file.display()
             ))
-        })?;
+        })
+    }
+
+    /// Refreshes gcloud's user login (`user`, read from `file`) for `self.scope` only.
+    async fn refresh_narrowed(
+        &self,
+        file: &std::path::Path,
+        user: AuthorizedUser,
+    ) -> Result<(Secret, std::time::Instant), BackendError> {
         let (Some(id), Some(secret), Some(refresh)) =
             (user.client_id, user.client_secret, user.refresh_token)
         else {
@@ -230,18 +243,15 @@ impl TokenProvider for Narrowed {
         }
         if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
             if let Some(file) = adc_file() {
-                let is_user = std::fs::read_to_string(&file)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<AuthorizedUser>(&t).ok())
-                    .is_some_and(|u| u.kind == "authorized_user");
-                if is_user {
-                    let mut cached = self.cached.lock().await;
-                    if let Some((token, until)) = cached.as_ref() {
-                        if std::time::Instant::now() < *until {
-                            return Ok(token.clone());
-                        }
+                let mut cached = self.cached.lock().await;
+                if let Some((token, until)) = cached.as_ref() {
+                    if std::time::Instant::now() < *until {
+                        return Ok(token.clone());
                     }
-                    let (token, until) = self.refresh_narrowed(&file).await?;
+                }
+                let user = self.read_adc(&file)?;
+                if user.kind == "authorized_user" {
+                    let (token, until) = self.refresh_narrowed(&file, user).await?;
                     *cached = Some((token.clone(), until));
                     return Ok(token);
                 }
@@ -253,7 +263,7 @@ impl TokenProvider for Narrowed {
             }
         }
         // A service-account key (gcp_auth asks for the scope) or the VM's own identity.
-        Adc::lazy(self.service, self.scope).token().await
+        self.adc.token().await
     }
 
     fn describe(&self) -> String {
@@ -349,9 +359,7 @@ pub async fn adc_provider() -> Result<Arc<dyn gcp_auth::TokenProvider>, String> 
             Err(e) => Err(fail("reading GOOGLE_APPLICATION_CREDENTIALS", e)),
         };
     }
-    let gcloud_dir = std::env::var_os("CLOUDSDK_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| dirs::config_dir().map(|d| d.join("gcloud")));
+    let gcloud_dir = gcloud_dir();
     if gcloud_dir
         .as_ref()
         .is_some_and(|d| d.join("application_default_credentials.json").is_file())
