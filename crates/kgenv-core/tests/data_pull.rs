@@ -1,5 +1,8 @@
 //! The Kaggle client and downloader against a local fake of Kaggle's endpoints that
-//! redirects to a local range-capable storage server (`support/kaggle_fake.rs`).
+//! redirects to a local range-capable storage server on another origin
+//! (`support/kaggle_fake.rs`); the pulls here also check that no Kaggle credential reached
+//! the storage. The fake's harsher answers (rate limits, JSON redirects, files that change)
+//! are exercised in `kaggle_api.rs`.
 
 #[path = "support/data_child.rs"]
 mod data_child;
@@ -154,6 +157,7 @@ async fn downloads_verified_files_and_skips_what_is_there() {
         .expect("pull again");
     assert_eq!((report.fetched.len(), report.skipped.len()), (0, 3));
     assert_eq!(fake.served(), served, "nothing downloaded again");
+    fake.assert_no_credentials_reached_storage();
     assert_eq!(
         data.present(dest.path().to_str().expect("utf8"), "train.csv")
             .await
@@ -254,6 +258,7 @@ async fn resumes_after_the_process_is_killed_mid_file() {
         !dest.path().join("big.bin.kgenv-partial.json").exists(),
         "the sidecar is gone"
     );
+    fake.assert_no_credentials_reached_storage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +294,7 @@ async fn a_signed_url_that_expires_mid_download_is_refreshed() {
         "nothing fetched twice: {} of {size}",
         fake.served()
     );
+    fake.assert_no_credentials_reached_storage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

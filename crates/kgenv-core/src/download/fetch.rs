@@ -2,6 +2,13 @@
 //! probe request that learns size, validator and range support, and the ranged GET of one
 //! byte range that survives dropped connections and expiring URLs by continuing from the
 //! last byte it received.
+//!
+//! A `429` or `5xx` is retried after the backoff's wait, or after the server's
+//! `Retry-After` when that is longer (up to [`MAX_RETRY_AFTER`]; a server asking for more
+//! fails the transfer with [`BackendError::RateLimited`] rather than hold it for hours).
+//! A `206` is taken only from the version the transfer started on: `If-Range` asks for
+//! that, and the answer's own ETag (or Last-Modified) is checked too, since a server that
+//! ignores `If-Range` would otherwise splice the new version's bytes onto the old ones.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +27,43 @@ use crate::backends::BackendResult;
 use crate::error::BackendError;
 
 const SERVICE: &str = "download";
+
+/// The longest `Retry-After` a transfer waits for (Kaggle's API client waits as long).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What to do after a `429` or `5xx` with `headers`: `Ok(wait)` retries after at least
+/// `wait` (the server's `Retry-After`, zero without one), `Err` gives up at once because the
+/// server asked for longer than [`MAX_RETRY_AFTER`].
+fn server_wait(headers: &HeaderMap, what: &str) -> BackendResult<Duration> {
+    match crate::http::retry_after(headers) {
+        Some(d) if d > MAX_RETRY_AFTER => {
+            tracing::debug!(
+                what,
+                wait = d.as_secs(),
+                "the server asks to wait longer than kgenv does"
+            );
+            Err(BackendError::RateLimited {
+                service: SERVICE,
+                retry_after: Some(d),
+            })
+        }
+        asked => Ok(asked.unwrap_or_default()),
+    }
+}
+
+/// Whether an answer's validator names the same version as `validator` (the probe's):
+/// ETags are compared with ETags, dates with dates; an answer without the kind of
+/// validator the probe had cannot be judged and is taken.
+fn same_version(validator: &str, headers: &HeaderMap) -> bool {
+    let get = |name: reqwest::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let is_etag = validator.starts_with('"') || validator.starts_with("W/");
+    let theirs = if is_etag {
+        get(ETAG)
+    } else {
+        get(LAST_MODIFIED)
+    };
+    theirs.is_none_or(|t| t == validator)
+}
 
 /// Where the bytes are: gives a URL, and a fresh one when the last has expired (a signed
 /// storage URL from Kaggle's `DownloadDataFile`, for example).
@@ -188,6 +232,7 @@ pub(crate) async fn probe(
     loop {
         let (generation, u) = url.get();
         let res = http.get(u).header(RANGE, "bytes=0-0").send().await;
+        let mut floor = Duration::ZERO;
         let err = match res {
             Ok(resp) => {
                 let status = resp.status();
@@ -239,6 +284,7 @@ pub(crate) async fn probe(
                         });
                     }
                     s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                        floor = server_wait(&headers, &url.describe())?;
                         BackendError::transient(SERVICE, format!("{}: HTTP {s}", url.describe()))
                     }
                     s => {
@@ -253,7 +299,7 @@ pub(crate) async fn probe(
             Err(e) => map_reqwest(&url.describe(), e),
         };
         match delays.next() {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep(d.max(floor)).await,
             None => return Err(err),
         }
     }
@@ -293,9 +339,15 @@ pub(crate) async fn fetch_range(
             req = req.header(IF_RANGE, v);
         }
         let before = pos;
+        let mut floor = Duration::ZERO;
         let err = match req.send().await {
             Ok(mut resp) => match resp.status() {
                 StatusCode::PARTIAL_CONTENT => {
+                    if validator.is_some_and(|v| !same_version(v, resp.headers())) {
+                        // Another version than the one the transfer started on: its bytes
+                        // must not be spliced onto the old ones.
+                        return Err(TransferError::Changed);
+                    }
                     if let Some((Some(s), _)) = content_range(resp.headers()) {
                         if s != pos {
                             return Err(BackendError::other(format!(
@@ -353,6 +405,7 @@ pub(crate) async fn fetch_range(
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => return Err(TransferError::Changed),
                 s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                    floor = server_wait(resp.headers(), &url.describe())?;
                     BackendError::transient(SERVICE, format!("{}: HTTP {s}", url.describe()))
                 }
                 s => {
@@ -371,10 +424,57 @@ pub(crate) async fn fetch_range(
         }
         tracing::debug!(error = %err, pos, end, "range fetch interrupted; retrying");
         match delays.next() {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep(d.max(floor)).await,
             None => return Err(err.into()),
         }
     }
     w.finish().await?;
     Ok(crc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    fn headers(pairs: &[(reqwest::header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_206_of_another_version_is_told_apart() {
+        let h = headers(&[
+            (ETAG, "\"v2\""),
+            (LAST_MODIFIED, "Wed, 01 Jan 2025 00:00:02 GMT"),
+        ]);
+        assert!(same_version("\"v2\"", &h));
+        assert!(!same_version("\"v1\"", &h));
+        assert!(!same_version("Wed, 01 Jan 2025 00:00:01 GMT", &h));
+        assert!(same_version("Wed, 01 Jan 2025 00:00:02 GMT", &h));
+        assert!(
+            same_version("\"v1\"", &headers(&[(LAST_MODIFIED, "x")])),
+            "no ETag in the answer: nothing to judge by"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_up_to_a_minute() {
+        assert_eq!(
+            server_wait(&HeaderMap::new(), "f").ok(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            server_wait(&headers(&[(RETRY_AFTER, "7")]), "f").ok(),
+            Some(Duration::from_secs(7))
+        );
+        let e = server_wait(&headers(&[(RETRY_AFTER, "3600")]), "f").expect_err("an hour");
+        assert!(
+            matches!(e, BackendError::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 3600),
+            "{e:?}"
+        );
+    }
 }

@@ -245,7 +245,19 @@ pub(crate) async fn ranged(
             joined = set.join_next(), if !workers_done => match joined {
                 None => workers_done = true,
                 Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => return Err(e),
+                Some(Ok(Err(e))) => {
+                    // Chunks other streams finished before this failure are recorded, so
+                    // the next run resumes them rather than fetch them again.
+                    let mut more = false;
+                    while let Ok((idx, crc)) = rx.try_recv() {
+                        ledger.mark(idx, crc);
+                        more = true;
+                    }
+                    if let Some((s, p)) = store(&ledger).filter(|_| more) {
+                        let _ = blocking(move || s.store(&p).map_err(io_err(format!("writing {}", p.display())))).await;
+                    }
+                    return Err(e);
+                }
                 Some(Err(e)) => return Err(BackendError::other(format!("a download stream failed: {e}")).into()),
             },
             _ = tick.tick() => {

@@ -48,9 +48,55 @@ pub fn request(base: &str, method: Method, path: &str) -> Result<Request, Backen
         resource: "GITHUB_API_URL".into(),
         message: format!("`{url}` is not a URL: {e}"),
     })?;
-    Request::new(method.clone(), parsed, format!("{method} {url}"))
-        .header(ACCEPT, "application/vnd.github+json")?
+    with_headers(Request::new(
+        method.clone(),
+        parsed,
+        format!("{method} {url}"),
+    ))
+}
+
+fn with_headers(r: Request) -> Result<Request, BackendError> {
+    r.header(ACCEPT, "application/vnd.github+json")?
         .header(HeaderName::from_static("x-github-api-version"), API_VERSION)
+}
+
+/// The `rel="next"` URL of an answer's `Link` header: GitHub's pagination, which its docs
+/// tell clients to follow rather than build page URLs or guess the last page from a short
+/// one ("Using pagination in the REST API").
+pub fn next_link(r: &Response) -> Option<String> {
+    let v = r.headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    // `<url>; rel="next", <url>; rel="last"`: each link is `<…>` then `;`-separated params.
+    v.split(',').find_map(|link| {
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        params
+            .split(';')
+            .filter_map(|p| p.trim().strip_prefix("rel="))
+            .any(|rel| {
+                rel.trim_matches('"')
+                    .split_whitespace()
+                    .any(|r| r == "next")
+            })
+            .then(|| target.to_string())
+    })
+}
+
+/// `GET` of a page a `Link` header named. It must lie under the API base `base`: the
+/// token goes with it.
+pub fn page(base: &str, url: &str) -> Result<Request, BackendError> {
+    let parsed = Url::parse(url).map_err(|e| {
+        BackendError::other(format!(
+            "GitHub's Link header names `{url}`, not a URL: {e}"
+        ))
+    })?;
+    let under = Url::parse(&format!("{base}/"))
+        .is_ok_and(|b| b.origin() == parsed.origin() && parsed.path().starts_with(b.path()));
+    if !under {
+        return Err(BackendError::other(format!(
+            "GitHub's Link header points outside {base}: `{}`; not followed",
+            crate::http::redact(url)
+        )));
+    }
+    with_headers(Request::new(Method::GET, parsed, format!("GET {url}")))
 }
 
 /// `GET /meta`.
@@ -58,7 +104,8 @@ pub fn meta(base: &str) -> Result<Request, BackendError> {
     request(base, Method::GET, "/meta")
 }
 
-/// `GET` one page (1-based, 100 keys) of the keys of `scope`.
+/// `GET` one page (1-based, 100 keys, GitHub's most) of the keys of `scope`; the next
+/// pages come from [`next_link`].
 pub fn list_keys(base: &str, scope: &KeyScope, page: u32) -> Result<Request, BackendError> {
     request(
         base,
@@ -164,6 +211,47 @@ pub fn decode_meta_ssh_keys(call: &Call<'_>, r: Response) -> Result<Vec<String>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_is_the_link_headers() {
+        let answer = |link: &str| Response {
+            status: StatusCode::OK,
+            headers: [(
+                reqwest::header::LINK,
+                reqwest::header::HeaderValue::from_str(link).expect("value"),
+            )]
+            .into_iter()
+            .collect(),
+            body: bytes::Bytes::new(),
+            url: "https://api.github.com/user/keys".parse().expect("url"),
+        };
+        let gh = r#"<https://api.github.com/user/keys?per_page=100&page=2>; rel="next", <https://api.github.com/user/keys?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(&answer(gh)).as_deref(),
+            Some("https://api.github.com/user/keys?per_page=100&page=2")
+        );
+        let last = r#"<https://api.github.com/user/keys?page=4>; rel="prev", <https://api.github.com/user/keys?page=1>; rel="first""#;
+        assert_eq!(next_link(&answer(last)), None);
+        assert!(page(
+            "https://api.github.com",
+            "https://api.github.com/user/keys?page=2"
+        )
+        .is_ok());
+        assert!(page(
+            "https://ghe.example/api/v3",
+            "https://ghe.example/api/v3/user/keys?page=2"
+        )
+        .is_ok());
+        for outside in [
+            "https://evil.example/user/keys?page=2",
+            "https://ghe.example/other/user/keys",
+        ] {
+            assert!(
+                page("https://ghe.example/api/v3", outside).is_err(),
+                "{outside}"
+            );
+        }
+    }
 
     #[test]
     fn requests_carry_githubs_headers() {

@@ -1,7 +1,8 @@
 //! [`GitHubClient`]: the real [`GitHub`] backend on the shared [`Transport`] — the token
 //! (`GITHUB_TOKEN`) as a bearer [`Secret`], retries of rate limits, 5xx and dropped
 //! connections ([`RETRY`]), and a rate limit that resets in more than a minute returned at
-//! once rather than waited for.
+//! once (with the time it resets) rather than waited for; key lists follow GitHub's `Link`
+//! pagination.
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use crate::http::{RetryPolicy, Secret, TokenSource, Transport, TransportConfig};
 pub const RETRY: RetryPolicy =
     RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(20), 3)
         .with_max_retry_after(Duration::from_secs(60));
+
+/// The most pages of keys kgenv reads (100 keys a page).
+const MAX_PAGES: usize = 100;
 
 /// GitHub.com's API.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -204,22 +208,29 @@ impl GitHub for GitHubClient {
             scope: Some(scope),
             what: format!("GET {path}"),
         };
-        // 100 per page is GitHub's maximum; follow pages until a short one.
+        // 100 per page is GitHub's maximum; the pages are followed by their `Link` header
+        // (a short page is not proof of the last one). A list longer than MAX_PAGES pages
+        // is an error rather than a silent cut: a key missed would be registered again.
         let mut all = Vec::new();
-        for page in 1..=50 {
-            let keys = self
+        let mut req = api::list_keys(&self.base, scope, 1)?;
+        for _ in 0..MAX_PAGES {
+            let (keys, next) = self
                 .transport
-                .call(&api::list_keys(&self.base, scope, page)?, |r| {
-                    api::decode_keys(&call, r)
+                .call(&req, |r| {
+                    let next = api::next_link(&r);
+                    api::decode_keys(&call, r).map(|k| (k, next))
                 })
                 .await?;
-            let n = keys.len();
             all.extend(keys);
-            if n < 100 {
-                break;
+            match next {
+                Some(url) => req = api::page(&self.base, &url)?,
+                None => return Ok(all),
             }
         }
-        Ok(all)
+        Err(BackendError::other(format!(
+            "{}: more than {MAX_PAGES} pages of keys; kgenv stops there rather than miss one",
+            call.what
+        )))
     }
 
     async fn add_key(

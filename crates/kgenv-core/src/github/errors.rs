@@ -1,7 +1,8 @@
 //! GitHub's statuses → typed [`BackendError`]s with messages that say what to do: 401 →
 //! [`BackendError::Unauthenticated`], a spent rate limit (403/429 with
 //! `x-ratelimit-remaining: 0`, or a message saying so) → [`BackendError::RateLimited`] with
-//! the wait from `Retry-After` or `x-ratelimit-reset`, 404 on a repository →
+//! the wait from `Retry-After` or `x-ratelimit-reset` (a minute when neither; a wait longer
+//! than the client takes → an error naming the reset time), 404 on a repository →
 //! [`BackendError::PermissionDenied`] (no access or no such repository), 422 "key is already
 //! in use" → [`BackendError::AlreadyExists`], 5xx → transient.
 
@@ -59,6 +60,51 @@ fn token_scope_hint(scope: Option<&KeyScope>) -> &'static str {
     }
 }
 
+/// How long GitHub's docs say to wait after a rate limit that names no time ("Otherwise,
+/// wait for at least one minute before retrying": troubleshooting the REST API).
+pub const UNTIMED_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// A rate-limit answer, read as GitHub's docs ("Rate limits for the REST API") say: wait
+/// `retry-after` seconds when sent; else, with `x-ratelimit-remaining: 0`, until
+/// `x-ratelimit-reset` (UTC epoch seconds); else at least a minute. A wait the client's
+/// retry policy takes ([`super::client::RETRY`], up to a minute) is a
+/// [`BackendError::RateLimited`] it retries after; a longer one (a primary limit resetting
+/// in up to an hour) fails at once with the time it resets and what to do, the
+/// `RateLimited` kept as its source.
+fn rate_limited(
+    call: &Call<'_>,
+    status: StatusCode,
+    text: &str,
+    limit: RateLimit,
+    now: SystemTime,
+) -> BackendError {
+    let wait = limit.retry_after.unwrap_or(UNTIMED_RATE_LIMIT_WAIT);
+    let limited = BackendError::RateLimited {
+        service: "github",
+        retry_after: Some(wait),
+    };
+    match super::client::RETRY.max_retry_after {
+        Some(cap) if wait > cap => {
+            let which = if limit.spent {
+                "API rate limit"
+            } else {
+                "secondary rate limit"
+            };
+            BackendError::Other {
+                message: format!(
+                    "{} answered {} ({text}): GitHub's {which} for this GITHUB_TOKEN holds until {} (in about {} min), longer than kgenv waits; run kgenv again after that time, or use another token",
+                    call.what,
+                    status.as_u16(),
+                    httpdate::fmt_http_date(now + wait),
+                    wait.as_secs().div_ceil(60),
+                ),
+                source: Some(Box::new(limited)),
+            }
+        }
+        _ => limited,
+    }
+}
+
 /// Maps a non-2xx answer to a typed error.
 pub fn error_for(call: &Call<'_>, r: &Response) -> BackendError {
     let gh = ErrorJson::parse(&r.body);
@@ -71,7 +117,7 @@ pub fn error_for(call: &Call<'_>, r: &Response) -> BackendError {
             message: format!("{} answered 401 ({text}): GITHUB_TOKEN is wrong, expired or revoked; make a new one with {}", call.what, token_scope_hint(call.scope)),
         },
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if limit.spent || status == StatusCode::TOO_MANY_REQUESTS || text.to_ascii_lowercase().contains("rate limit") => {
-            BackendError::RateLimited { service: "github", retry_after: limit.retry_after }
+            rate_limited(call, status, &text, limit, SystemTime::now())
         }
         StatusCode::FORBIDDEN => BackendError::PermissionDenied {
             resource: resource(call),
@@ -161,5 +207,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_rate_limit_without_a_time_waits_a_minute_and_a_far_reset_fails_naming_it() {
+        let call = Call {
+            scope: Some(&KeyScope::User),
+            what: "GET /user/keys".into(),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // A secondary limit with no retry-after and requests left: at least a minute.
+        let r = answer(403, &[("x-ratelimit-remaining", "4000")]);
+        let e = rate_limited(&call, r.status, "secondary", RateLimit::of(&r, now), now);
+        assert!(
+            matches!(e, BackendError::RateLimited { retry_after: Some(d), .. } if d == UNTIMED_RATE_LIMIT_WAIT),
+            "{e:?}"
+        );
+        // A primary limit resetting in an hour: not waited for, the reset time named.
+        let r = answer(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700003600"),
+            ],
+        );
+        let e = rate_limited(
+            &call,
+            r.status,
+            "API rate limit exceeded",
+            RateLimit::of(&r, now),
+            now,
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Tue, 14 Nov 2023 23:13:20 GMT")
+                && msg.contains("in about 60 min")
+                && msg.contains("GITHUB_TOKEN"),
+            "{msg}"
+        );
+        assert!(!e.is_retryable(), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the rate limit kept as the source");
+        assert!(
+            source
+                .to_string()
+                .contains("rate limited, retry after 3600s"),
+            "{source}"
+        );
     }
 }

@@ -1,26 +1,47 @@
 //! A local fake of Kaggle's competition data API and of the storage server its signed URLs
 //! point at, for kgenv's tests, end-to-end tests and benchmarks.
 //!
-//! - `POST {/api,}/v1/competitions.CompetitionApiService/ListDataFiles` (paged, at most
-//!   `page_cap` files a page), `DownloadDataFile`, `DownloadDataFiles`: the latter two
-//!   answer `302` to a signed URL on the same server, as the real API does;
-//! - `GET /storage/<competition>/<file>?expires=<ms>&sig=<hex>`: a range-capable file
-//!   server with ETag, Last-Modified, `x-goog-hash: crc32c=…` and `If-Range`, like GCS.
+//! Two listeners, two origins, as on the real service (`api.kaggle.com` hands out signed
+//! `storage.googleapis.com` URLs):
+//!
+//! - the API (`endpoint()`, `http://127.0.0.1:PORT`):
+//!   `POST {/api,}/v1/competitions.CompetitionApiService/ListDataFiles` (paged, at most
+//!   `page_cap` files a page), `DownloadDataFile`, `DownloadDataFiles`. The latter two answer
+//!   with a signed URL on the storage origin, in either shape the real API uses
+//!   ([`RedirectShape`]): a `302` with `Location` (what the official client's `requests`
+//!   session follows), or a `200` JSON `HttpRedirect` body `{"url": …, "permanent": false}`
+//!   (`kagglesdk/common/types/http_redirect.py` in Kaggle/kaggle-api);
+//! - the storage (`storage_base()`, `http://localhost:OTHER_PORT`: another host name and
+//!   port, so another origin): `GET /storage/<competition>/<file>?expires=<ms>&sig=<hex>`, a
+//!   range-capable file server with ETag, Last-Modified, `x-goog-hash: crc32c=…` and
+//!   `If-Range` (RFC 9110 §13.1.5: a validator that no longer matches gets the whole current
+//!   file, `200`), like GCS. A request carrying an `Authorization` header is refused with
+//!   `401 AuthenticationRequired`, as GCS refuses a signed URL that also carries a bearer
+//!   (stackoverflow.com/questions/59749131, answer 59765842), and is counted in
+//!   `storage_auth_seen`: a credential that leaks to the storage host fails the download
+//!   and the test.
 //!
 //! Knobs for failure tests: signed URL lifetime, a per-response throttle, no range support,
-//! corrupting the next responses, refusing every signature (with an error body that quotes
-//! the signed URL), competitions whose rules are not accepted. Counters:
-//! bytes served, signed URLs issued, expired URLs refused, requests.
+//! ignoring `If-Range`, corrupting the next responses, refusing every signature (with an
+//! error body that quotes the signed URL), competitions whose rules are not accepted,
+//! queued `429`/`5xx` answers (with `Retry-After`) on either listener ([`Fault`]), a storage
+//! that goes down after a number of requests, and files whose bytes, size and validators
+//! change — at once or after a number of storage requests, so mid-transfer
+//! ([`FakeKaggle::change_file`], [`FakeKaggle::change_file_after`]). A new version is a
+//! new generation: a stream already in flight keeps reading the old bytes, as GCS serves a
+//! generation to the end. Counters: bytes served, signed URLs issued, expired URLs refused,
+//! requests; and a request log with arrival times ([`Logged`]), so tests check waits the
+//! client made (a `Retry-After` honoured) from the server's side.
 //!
 //! Use it from a test file with `#[path = "support/kaggle_fake.rs"] mod kaggle_fake;`.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -41,6 +62,74 @@ pub enum FakeAuth {
     ApiKey(String, String),
 }
 
+/// How `DownloadDataFile(s)` hands out the signed URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectShape {
+    /// `302 Found` with `Location` (the default).
+    Location,
+    /// `200` with a JSON `HttpRedirect` body (`{"url": …, "permanent": false}`).
+    JsonBody,
+}
+
+/// One queued error answer: the next request to that listener gets it instead of its
+/// normal answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// The status (`429`, `500`, `503`, …).
+    pub status: u16,
+    /// `Retry-After` in seconds, when sent.
+    pub retry_after: Option<u64>,
+}
+
+impl Fault {
+    /// `429 Too Many Requests` with `Retry-After: secs`.
+    pub fn too_many(secs: u64) -> Self {
+        Self {
+            status: 429,
+            retry_after: Some(secs),
+        }
+    }
+    /// A `5xx` without `Retry-After`.
+    pub fn server(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+        }
+    }
+}
+
+/// Which listener a logged request reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The API origin.
+    Api,
+    /// The storage origin.
+    Storage,
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// When it arrived (before any answer was decided).
+    pub at: Instant,
+    /// Which listener.
+    pub side: Side,
+    /// The API method (`ListDataFiles`, …) or the storage path (no query).
+    pub what: String,
+    /// `Range` sent.
+    pub range: Option<String>,
+    /// `If-Range` sent.
+    pub if_range: Option<String>,
+    /// Whether an `Authorization` header came with it.
+    pub authorization: bool,
+    /// The status answered.
+    pub status: u16,
+    /// The ETag answered (storage).
+    pub etag: Option<String>,
+    /// The `Retry-After` answered, in seconds.
+    pub retry_after: Option<u64>,
+}
+
 /// A file a competition serves.
 #[derive(Debug, Clone)]
 pub struct FakeFile {
@@ -56,19 +145,69 @@ pub struct FakeFile {
     pub crc32c: u32,
     /// Served as `<name>.zip`.
     pub zipped: bool,
+    /// Bumped by every change of the file (its ETag and Last-Modified follow).
+    pub generation: u64,
+}
+
+impl FakeFile {
+    /// The ETag the storage sends for this version.
+    pub fn etag(&self) -> String {
+        format!("\"{:08x}-{}-{}\"", self.crc32c, self.size, self.generation)
+    }
+
+    /// The Last-Modified the storage sends for this version (an HTTP-date one second per
+    /// generation after 2025-01-01).
+    pub fn last_modified(&self) -> String {
+        let g = self.generation;
+        format!(
+            "Wed, 01 Jan 2025 {:02}:{:02}:{:02} GMT",
+            (g / 3600) % 24,
+            (g / 60) % 60,
+            g % 60
+        )
+    }
+
+    fn served_name(&self) -> String {
+        if self.zipped {
+            format!("{}.zip", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// A change of a file waiting for the storage to have answered `after` requests.
+struct PendingChange {
+    competition: String,
+    name: String,
+    path: PathBuf,
+    after: u64,
 }
 
 /// The fake's state and knobs.
 pub struct FakeState {
-    base: Mutex<String>,
+    storage_base: Mutex<String>,
     secret: String,
     auth: FakeAuth,
     competitions: Mutex<HashMap<String, Vec<FakeFile>>>,
     rules_required: Mutex<HashSet<String>>,
+    pending: Mutex<Vec<PendingChange>>,
+    log: Mutex<Vec<Logged>>,
+    /// The shape of the signed URL answers.
+    pub redirect: Mutex<RedirectShape>,
+    /// Error answers the next API calls get, in order.
+    pub api_faults: Mutex<VecDeque<Fault>>,
+    /// Error answers the next storage requests get, in order.
+    pub storage_faults: Mutex<VecDeque<Fault>>,
+    /// Storage requests still answered before every later one gets `503` (`None`: no
+    /// outage).
+    pub storage_up_for: Mutex<Option<u64>>,
     /// Files per ListDataFiles page at most.
     pub page_cap: AtomicU64,
     /// Honour `Range` (else always 200 with the whole file).
     pub ranges: AtomicBool,
+    /// Ignore `If-Range` (serve the range of the current version whatever validator came).
+    pub ignore_if_range: AtomicBool,
     /// Send `x-goog-hash`.
     pub announce_crc: AtomicBool,
     /// Signed URL lifetime in ms (0: never expires).
@@ -88,22 +227,28 @@ pub struct FakeState {
     pub expired_hits: AtomicU64,
     /// Storage GETs.
     pub storage_requests: AtomicU64,
+    /// Storage requests that carried an `Authorization` header (refused with 401).
+    pub storage_auth_seen: AtomicU64,
     /// API calls.
     pub api_calls: AtomicU64,
 }
 
 /// A running fake; stops when dropped.
 pub struct FakeKaggle {
-    /// Where it listens.
+    /// Where the API listens.
     pub addr: SocketAddr,
+    /// Where the storage listens.
+    pub storage_addr: SocketAddr,
     /// State, knobs and counters.
     pub state: Arc<FakeState>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for FakeKaggle {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -114,28 +259,45 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-const LAST_MODIFIED: &str = "Wed, 01 Jan 2025 00:00:00 GMT";
-
 impl FakeKaggle {
-    /// Starts on a free port of 127.0.0.1.
+    /// Starts on free ports of 127.0.0.1.
     pub async fn start(auth: FakeAuth) -> Self {
         Self::start_on("127.0.0.1:0".parse().expect("addr"), auth).await
     }
 
-    /// Starts on `addr`.
+    /// Starts the API on `addr` and the storage on a free port of the same address.
     pub async fn start_on(addr: SocketAddr, auth: FakeAuth) -> Self {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind the fake Kaggle server");
+            .expect("bind the fake Kaggle API");
         let addr = listener.local_addr().expect("local addr");
+        let storage_listener = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+            .await
+            .expect("bind the fake Kaggle storage");
+        let storage_addr = storage_listener.local_addr().expect("local addr");
+        // Another host name than the API's when the client resolves it (`localhost` is this
+        // machine's loopback whichever address the API has), and another port: another
+        // origin either way.
+        let storage_host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            addr.ip().to_string()
+        };
         let state = Arc::new(FakeState {
-            base: Mutex::new(format!("http://{addr}")),
+            storage_base: Mutex::new(format!("http://{storage_host}:{}", storage_addr.port())),
             secret: format!("{:x}", sha2::Sha256::digest(format!("{addr}{}", now_ms()))),
             auth,
             competitions: Mutex::new(HashMap::new()),
             rules_required: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            redirect: Mutex::new(RedirectShape::Location),
+            api_faults: Mutex::new(VecDeque::new()),
+            storage_faults: Mutex::new(VecDeque::new()),
+            storage_up_for: Mutex::new(None),
             page_cap: AtomicU64::new(20),
             ranges: AtomicBool::new(true),
+            ignore_if_range: AtomicBool::new(false),
             announce_crc: AtomicBool::new(true),
             url_ttl_ms: AtomicU64::new(0),
             throttle_bps: AtomicU64::new(0),
@@ -145,25 +307,43 @@ impl FakeKaggle {
             signed_urls: AtomicU64::new(0),
             expired_hits: AtomicU64::new(0),
             storage_requests: AtomicU64::new(0),
+            storage_auth_seen: AtomicU64::new(0),
             api_calls: AtomicU64::new(0),
         });
-        let app = Router::new()
+        let api_app = Router::new()
             .route(
                 "/api/v1/competitions.CompetitionApiService/{method}",
                 post(api),
             )
             .route("/v1/competitions.CompetitionApiService/{method}", post(api))
+            .with_state(state.clone());
+        let storage_app = Router::new()
             .route("/storage/{*path}", get(storage))
             .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { addr, state, task }
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, api_app).await;
+            }),
+            tokio::spawn(async move {
+                let _ = axum::serve(storage_listener, storage_app).await;
+            }),
+        ];
+        Self {
+            addr,
+            storage_addr,
+            state,
+            tasks,
+        }
     }
 
     /// The base URL (`KaggleEndpoint::custom` / `KGENV_KAGGLE_ENDPOINT`).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The storage's base URL, as the signed URLs spell it.
+    pub fn storage_base(&self) -> String {
+        self.state.storage_base.lock().expect("lock").clone()
     }
 
     /// Registers `path` as `name` of `competition`.
@@ -199,6 +379,7 @@ impl FakeKaggle {
             listed_size: listed.unwrap_or(size),
             crc32c: crc,
             zipped,
+            generation: 1,
         };
         self.state
             .competitions
@@ -208,6 +389,40 @@ impl FakeKaggle {
             .or_default()
             .push(f.clone());
         f
+    }
+
+    /// Replaces the bytes of `name` of `competition` with those at `path` now: a new
+    /// generation, with its own size, CRC32C, ETag and Last-Modified. Returns the new
+    /// version.
+    pub fn change_file(&self, competition: &str, name: &str, path: &Path) -> FakeFile {
+        change(&self.state, competition, name, path)
+    }
+
+    /// As [`Self::change_file`], once the storage has answered `requests` more requests
+    /// (counted from now): the requests before see the old version, the next the new.
+    pub fn change_file_after(&self, competition: &str, name: &str, path: &Path, requests: u64) {
+        let after = self.state.storage_requests.load(Ordering::SeqCst) + requests;
+        self.state
+            .pending
+            .lock()
+            .expect("lock")
+            .push(PendingChange {
+                competition: competition.into(),
+                name: name.into(),
+                path: path.into(),
+                after,
+            });
+    }
+
+    /// The current version of `name` of `competition`.
+    pub fn file(&self, competition: &str, name: &str) -> FakeFile {
+        self.state
+            .competitions
+            .lock()
+            .expect("lock")
+            .get(competition)
+            .and_then(|fs| fs.iter().find(|f| f.name == name).cloned())
+            .expect("a registered file")
     }
 
     /// Adds an empty competition (so listing it works).
@@ -229,10 +444,91 @@ impl FakeKaggle {
             .insert(competition.into());
     }
 
+    /// Answers the signed URL requests in `shape` from now on.
+    pub fn redirect_with(&self, shape: RedirectShape) {
+        *self.state.redirect.lock().expect("lock") = shape;
+    }
+
+    /// Queues error answers for the next API calls.
+    pub fn fail_api(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.api_faults.lock().expect("lock").extend(faults);
+    }
+
+    /// Queues error answers for the next storage requests.
+    pub fn fail_storage(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state
+            .storage_faults
+            .lock()
+            .expect("lock")
+            .extend(faults);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn log(&self) -> Vec<Logged> {
+        self.state.log.lock().expect("lock").clone()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear_log(&self) {
+        self.state.log.lock().expect("lock").clear();
+    }
+
     /// Bytes served so far.
     pub fn served(&self) -> u64 {
         self.state.bytes_served.load(Ordering::SeqCst)
     }
+
+    /// Fails the calling test when any request to the storage carried an `Authorization`
+    /// header (a Kaggle credential leaving the API's origin).
+    pub fn assert_no_credentials_reached_storage(&self) {
+        let leaked: Vec<String> = self
+            .log()
+            .into_iter()
+            .filter(|l| l.side == Side::Storage && l.authorization)
+            .map(|l| l.what)
+            .collect();
+        assert!(
+            leaked.is_empty() && self.state.storage_auth_seen.load(Ordering::SeqCst) == 0,
+            "an Authorization header reached the storage host with: {leaked:?}"
+        );
+        assert!(
+            self.state.storage_requests.load(Ordering::SeqCst) > 0,
+            "the check needs at least one storage request to mean anything"
+        );
+    }
+}
+
+fn change(state: &FakeState, competition: &str, name: &str, path: &Path) -> FakeFile {
+    let (size, crc) = file_crc(path);
+    let mut comps = state.competitions.lock().expect("lock");
+    let f = comps
+        .get_mut(competition)
+        .and_then(|fs| fs.iter_mut().find(|f| f.name == name))
+        .expect("a registered file to change");
+    f.path = path.into();
+    f.size = size;
+    if !f.zipped {
+        f.listed_size = size;
+    }
+    f.crc32c = crc;
+    f.generation += 1;
+    f.clone()
+}
+
+fn apply_pending(state: &FakeState, answered: u64) {
+    let due: Vec<PendingChange> = {
+        let mut p = state.pending.lock().expect("lock");
+        let (due, keep) = p.drain(..).partition(|c| c.after <= answered);
+        *p = keep;
+        due
+    };
+    for c in due {
+        change(state, &c.competition, &c.name, &c.path);
+    }
+}
+
+fn record(state: &FakeState, entry: Logged) {
+    state.log.lock().expect("lock").push(entry);
 }
 
 /// Writes `size` deterministic pseudo-random bytes (from `seed`) to `path`; returns their
@@ -310,6 +606,38 @@ fn json_error(code: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+fn xml_error(code: StatusCode, name: &str, message: &str) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/xml; charset=UTF-8")],
+        format!("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{name}</Code><Message>{message}</Message></Error>"),
+    )
+        .into_response()
+}
+
+/// The answer to a queued fault: the status, `Retry-After` when set, and the body the
+/// side sends (Kaggle's JSON error, the storage's XML one).
+fn fault_response(f: Fault, side: Side) -> Response {
+    let code = StatusCode::from_u16(f.status).expect("a valid fault status");
+    let mut r = match (side, f.status) {
+        (Side::Api, 429) => json_error(code, "Too many requests"),
+        (Side::Api, _) => json_error(code, "The service is unavailable, try again later"),
+        (Side::Storage, 429) => xml_error(code, "SlowDown", "Please reduce your request rate."),
+        (Side::Storage, _) => xml_error(
+            code,
+            "ServiceUnavailable",
+            "Service Unavailable. Please try again.",
+        ),
+    };
+    if let Some(s) = f.retry_after {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            s.to_string().parse().expect("retry-after"),
+        );
+    }
+    r
+}
+
 fn authorized(state: &FakeState, headers: &HeaderMap) -> bool {
     let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -344,20 +672,57 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn retry_after_of(r: &Response) -> Option<u64> {
+    r.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn api(
     State(state): State<Arc<FakeState>>,
     UrlPath(method): UrlPath<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let at = Instant::now();
     state.api_calls.fetch_add(1, Ordering::SeqCst);
-    if !authorized(&state, &headers) {
+    let resp = api_answer(&state, &method, &headers, &body);
+    record(
+        &state,
+        Logged {
+            at,
+            side: Side::Api,
+            what: method,
+            range: None,
+            if_range: None,
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            status: resp.status().as_u16(),
+            etag: None,
+            retry_after: retry_after_of(&resp),
+        },
+    );
+    resp
+}
+
+fn api_answer(state: &FakeState, method: &str, headers: &HeaderMap, body: &str) -> Response {
+    if let Some(f) = state.api_faults.lock().expect("lock").pop_front() {
+        return fault_response(f, Side::Api);
+    }
+    if !authorized(state, headers) {
         return json_error(
             StatusCode::UNAUTHORIZED,
             "Unauthenticated: bad or missing credentials",
         );
     }
-    let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let comp = req["competitionName"]
         .as_str()
         .unwrap_or_default()
@@ -371,7 +736,7 @@ async fn api(
             )
         }
     };
-    match method.as_str() {
+    match method {
         "ListDataFiles" => {
             let cap = state.page_cap.load(Ordering::SeqCst).max(1);
             let size = req["pageSize"].as_u64().unwrap_or(20).clamp(1, cap) as usize;
@@ -404,15 +769,10 @@ async fn api(
             let Some(f) = files.iter().find(|f| f.name == wanted) else {
                 return json_error(StatusCode::NOT_FOUND, &format!("File '{wanted}' not found"));
             };
-            let served = if f.zipped {
-                format!("{}.zip", f.name)
-            } else {
-                f.name.clone()
-            };
             let path = format!(
                 "/storage/{}/{}",
                 encode_segment(&comp),
-                served
+                f.served_name()
                     .split('/')
                     .map(encode_segment)
                     .collect::<Vec<_>>()
@@ -424,17 +784,22 @@ async fn api(
             } else {
                 now_ms() + ttl
             };
-            let sig = sign(&state, &path, expires);
+            let sig = sign(state, &path, expires);
             state.signed_urls.fetch_add(1, Ordering::SeqCst);
-            let base = state.base.lock().expect("lock").clone();
-            (
-                StatusCode::FOUND,
-                [(
-                    header::LOCATION,
-                    format!("{base}{path}?expires={expires}&sig={sig}"),
-                )],
-            )
-                .into_response()
+            let base = state.storage_base.lock().expect("lock").clone();
+            let url = format!("{base}{path}?expires={expires}&sig={sig}");
+            match *state.redirect.lock().expect("lock") {
+                RedirectShape::Location => {
+                    (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
+                }
+                // kagglesdk's `HttpRedirect` fields: url, permanent, bypassEncoding, expiry.
+                RedirectShape::JsonBody => axum::Json(serde_json::json!({
+                    "url": url,
+                    "permanent": false,
+                    "bypassEncoding": true,
+                }))
+                .into_response(),
+            }
         }
         _ => json_error(StatusCode::NOT_FOUND, &format!("no method {method}")),
     }
@@ -458,7 +823,53 @@ async fn storage(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    state.storage_requests.fetch_add(1, Ordering::SeqCst);
+    let at = Instant::now();
+    let answered = state.storage_requests.fetch_add(1, Ordering::SeqCst);
+    apply_pending(&state, answered);
+    let resp = storage_answer(&state, &path, &q, &headers);
+    record(
+        &state,
+        Logged {
+            at,
+            side: Side::Storage,
+            what: format!("/storage/{path}"),
+            range: header_str(&headers, header::RANGE),
+            if_range: header_str(&headers, header::IF_RANGE),
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            status: resp.status().as_u16(),
+            etag: header_str(resp.headers(), header::ETAG),
+            retry_after: retry_after_of(&resp),
+        },
+    );
+    resp
+}
+
+fn storage_answer(
+    state: &Arc<FakeState>,
+    path: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    if headers.contains_key(header::AUTHORIZATION) {
+        // A signed URL is its own credential; GCS refuses one that also carries a bearer.
+        state.storage_auth_seen.fetch_add(1, Ordering::SeqCst);
+        return xml_error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationRequired",
+            "Authentication required.",
+        );
+    }
+    if let Some(f) = state.storage_faults.lock().expect("lock").pop_front() {
+        return fault_response(f, Side::Storage);
+    }
+    {
+        let mut up = state.storage_up_for.lock().expect("lock");
+        match up.as_mut() {
+            Some(0) => return fault_response(Fault::server(503), Side::Storage),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+    }
     let raw_path = format!(
         "/storage/{}",
         path.split('/')
@@ -468,7 +879,7 @@ async fn storage(
     );
     let expires: u64 = q.get("expires").and_then(|e| e.parse().ok()).unwrap_or(0);
     if state.refuse_signatures.load(Ordering::SeqCst) {
-        let base = state.base.lock().expect("lock").clone();
+        let base = state.storage_base.lock().expect("lock").clone();
         let sig = q.get("sig").cloned().unwrap_or_default();
         return (
             StatusCode::FORBIDDEN,
@@ -476,7 +887,7 @@ async fn storage(
         )
             .into_response();
     }
-    if q.get("sig").map(String::as_str) != Some(sign(&state, &raw_path, expires).as_str()) {
+    if q.get("sig").map(String::as_str) != Some(sign(state, &raw_path, expires).as_str()) {
         return (
             StatusCode::FORBIDDEN,
             "<Error><Code>SignatureDoesNotMatch</Code></Error>",
@@ -495,24 +906,14 @@ async fn storage(
         .lock()
         .expect("lock")
         .get(comp)
-        .and_then(|fs| {
-            fs.iter()
-                .find(|f| {
-                    (if f.zipped {
-                        format!("{}.zip", f.name)
-                    } else {
-                        f.name.clone()
-                    }) == served
-                })
-                .cloned()
-        });
+        .and_then(|fs| fs.iter().find(|f| f.served_name() == served).cloned());
     let Some(f) = file else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let etag = format!("\"{:08x}-{}\"", f.crc32c, f.size);
+    let (etag, last_modified) = (f.etag(), f.last_modified());
     let mut h = HeaderMap::new();
     h.insert(header::ETAG, etag.parse().expect("etag"));
-    h.insert(header::LAST_MODIFIED, LAST_MODIFIED.parse().expect("date"));
+    h.insert(header::LAST_MODIFIED, last_modified.parse().expect("date"));
     h.insert(
         header::CONTENT_TYPE,
         "application/octet-stream".parse().expect("ct"),
@@ -529,10 +930,13 @@ async fn storage(
     let (mut start, mut end) = (0, f.size);
     if ranges {
         h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("ar"));
-        let if_range_ok = headers
-            .get(header::IF_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v == etag || v == LAST_MODIFIED);
+        // RFC 9110 §13.1.5: a validator that does not match the current version means the
+        // Range is ignored and the whole current file is sent (200).
+        let if_range_ok = state.ignore_if_range.load(Ordering::SeqCst)
+            || headers
+                .get(header::IF_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| v == etag || v == last_modified);
         if let (Some(r), true) = (
             headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
             if_range_ok,
