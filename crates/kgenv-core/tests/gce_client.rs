@@ -187,6 +187,111 @@ fn the_validator_routes_paths_and_checks_parameters() {
     );
 }
 
+/// A firewall insert with a field the `Firewall` schema lacks, and without `requestId`.
+const BAD_FIREWALL: &str =
+    r#"{"name": "kg-ssh", "network": "global/networks/default", "portz": ["22"]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_sent_on_purpose_is_taken_or_declared_and_then_passes() {
+    let fake = FakeGce::start().await;
+    let status = fake
+        .send_raw(
+            "POST",
+            "projects/my-project/global/firewalls",
+            Some(BAD_FIREWALL),
+        )
+        .await;
+    assert_eq!(status, 400, "refused as Google refuses a malformed request");
+    assert!(fake.firewalls().is_empty(), "nothing was made");
+    let v = fake.take_violations();
+    assert!(
+        v.iter()
+            .any(|e| e.contains("portz") && e.contains("unknown field")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter()
+            .any(|e| e.contains("compute.firewalls.insert: mutating call without requestId")),
+        "{v:?}"
+    );
+    assert!(fake.violations().is_empty(), "taken off the record");
+
+    // Declared up front instead, for a bad request the test cannot catch at a known point.
+    fake.expect_violation("unknown query parameter");
+    let status = fake
+        .send_raw(
+            "GET",
+            "projects/my-project/global/firewalls/kg-ssh?requestIdd=x",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(fake.violations().len(), 1, "{:?}", fake.violations());
+    fake.assert_conforms();
+    // Dropped here with the declared violation on record: the drop check passes.
+}
+
+/// A fake on its own runtime, for the tests that watch what dropping it does.
+fn fake_on(rt: &tokio::runtime::Runtime) -> FakeGce {
+    rt.block_on(FakeGce::start())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+#[should_panic(expected = "the Compute fake was dropped with 2 conformance problem(s)")]
+fn a_bad_request_nobody_took_or_declared_fails_the_test_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    let status = rt.block_on(fake.send_raw(
+        "POST",
+        "projects/my-project/global/firewalls",
+        Some(BAD_FIREWALL),
+    ));
+    assert_eq!(status, 400);
+    // No assert_conforms: the drop alone must catch it.
+    drop(fake);
+}
+
+#[test]
+#[should_panic(
+    expected = "expected a violation containing \"without requestId\"; none was recorded"
+)]
+fn a_declared_violation_that_never_came_fails_the_test_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    fake.expect_violation("without requestId");
+    drop(fake);
+}
+
+#[test]
+fn a_test_already_failing_keeps_its_own_failure_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    rt.block_on(fake.send_raw(
+        "POST",
+        "projects/my-project/global/firewalls",
+        Some(BAD_FIREWALL),
+    ));
+    // A second panic while unwinding would abort the whole test binary.
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _fake = fake;
+        panic!("the test's own failure");
+    }))
+    .expect_err("the test failed");
+    assert_eq!(
+        failed.downcast_ref::<&str>().copied(),
+        Some("the test's own failure"),
+        "the first failure is the one reported"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_waits_for_the_operation_and_reads_the_instance_back() {
     let fake = FakeGce::start().await;

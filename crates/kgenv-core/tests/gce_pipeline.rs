@@ -277,6 +277,27 @@ async fn up_creates_the_firewall_and_a_gpu_instance_by_googles_recipe_and_pins_h
     rig.fake.assert_conforms();
 }
 
+/// Conformance is checked in every test of this file without asking: dropping the rig drops
+/// its fake, which fails the test for a request that broke the discovery document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(
+    expected = "dropped with 1 conformance problem(s) the test neither took nor expected:\n- compute.instances.stop: mutating call without requestId"
+)]
+async fn a_non_conforming_request_fails_the_test_when_the_rig_is_dropped() {
+    let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
+    rig.up().await.expect("up");
+    let status = rig
+        .fake
+        .send_raw(
+            "POST",
+            &format!("projects/{PROJECT}/zones/us-central1-a/instances/kg/stop"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "refused");
+    assert_eq!(rig.fake.instances()[0].2, "RUNNING", "and not stopped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_up_sends_only_gets() {
     let rig = Rig::new(env_with(&["us-central1-a"], |b| b)).await;
