@@ -1279,7 +1279,14 @@ async fn a_renamed_instance_never_redirects_up_or_down() {
         .up(gce_part(), rig.sink())
         .await
         .expect_err("up refuses the rename");
-    assert!(e.is_config(), "a usage error, exit 2: {e}");
+    assert_eq!(e.kind(), "usage", "a usage error, exit 2: {e}");
+    let chain = kgenv_core::error::error_chain(&e);
+    assert!(
+        chain.contains(&format!(
+            "this environment's VM is instance {PROJECT}/us-central1-a/kg"
+        )),
+        "names the recorded VM: {chain}"
+    );
     assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
 
     renamed
@@ -1435,7 +1442,7 @@ async fn a_machine_type_change_stops_changes_and_starts_the_same_vm_once_confirm
         .up(gce_part(), rig.sink())
         .await
         .expect_err("needs a confirmation");
-    assert!(e.is_config(), "{e}");
+    assert!(e.is_not_confirmed(), "{e}");
     assert!(
         kgenv_core::error::error_chain(&e).contains("stops and restarts"),
         "{e}"
@@ -1624,7 +1631,11 @@ async fn a_vm_an_older_kgenv_made_with_cloud_platform_is_not_restarted_by_the_na
         .up(gce_part(), rig.sink())
         .await
         .expect_err("needs a confirmation");
-    assert!(e.is_config(), "{e}");
+    let u = e.unconfirmed().expect("refused for want of a confirmation");
+    assert!(
+        u.changes.iter().any(|c| c.contains("stops and restarts")),
+        "{u:?}"
+    );
     assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
     // ...and applied to the same VM once confirmed.
     rig.other_runner(narrow, &dir)
@@ -1844,7 +1855,11 @@ async fn a_move_that_fails_after_the_snapshot_keeps_the_old_disk_and_a_rerun_fin
         .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
         .await
         .expect_err("the disk insert fails");
-    assert!(!err.is_config(), "{err}");
+    assert_eq!(
+        err.backend().map(kgenv_core::BackendError::kind),
+        Some("permission_denied"),
+        "the injected 403 on disks.insert: {err}"
+    );
     // The old disk is whole, the snapshot is there, the move is recorded.
     assert_eq!(
         rig.fake.disk_data(PROJECT, ZONE_A, "kg-data").as_deref(),
@@ -1870,7 +1885,11 @@ async fn a_move_that_fails_after_the_snapshot_keeps_the_old_disk_and_a_rerun_fin
         .await
         .expect_err("up mid-move");
     assert!(
-        up.is_config() && up.to_string().contains("kgenv move"),
+        up.is_config() && up.to_string().contains("is incomplete"),
+        "{up}"
+    );
+    assert!(
+        up.to_string().contains(&format!("kgenv move {ZONE_B}")),
         "{up}"
     );
     let preview = rig
@@ -1888,7 +1907,13 @@ async fn a_move_that_fails_after_the_snapshot_keeps_the_old_disk_and_a_rerun_fin
         .down(RunOptions::default().delete_disk("kg-data"), rig.sink())
         .await
         .expect_err("no disk deleted mid-move");
-    assert!(refused.is_config(), "{refused}");
+    assert!(
+        refused.is_config()
+            && refused
+                .to_string()
+                .contains(&format!("finish it with `kgenv move {ZONE_B}` first")),
+        "{refused}"
+    );
     assert!(rig.mutating().is_empty(), "{:?}", ids(&rig.mutating()));
     // A plain rerun goes on from the snapshot and finishes.
     rig.runner
@@ -1914,10 +1939,12 @@ async fn down_during_a_move_keeps_the_old_disk_and_the_snapshot_and_move_still_f
     rig.fake.configure(|c| {
         c.stockout_zones.insert(ZONE_B.into());
     });
-    rig.runner
+    let e = rig
+        .runner
         .move_to(ZONE_B, RunOptions::default().yes(), |_| false, rig.sink())
         .await
         .expect_err("no capacity in zone b");
+    assert!(e.is_stockout(), "{e}");
     assert!(
         rig.fake.instances().is_empty(),
         "{:?}",
