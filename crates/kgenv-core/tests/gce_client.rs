@@ -684,6 +684,66 @@ async fn firewall_and_instance_lifecycle_calls_conform() {
     fake.assert_conforms();
 }
 
+/// `setMetadata` and `setTags` are the client's only calls no step makes, so the pipeline's
+/// fault test never meets them: each meets a 503 before the work and a lost answer after it
+/// here, and is applied once, under one requestId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_metadata_and_set_tags_retry_through_faults_under_one_request_id() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    gce.insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert");
+    for kind in ["compute.instances.setMetadata", "compute.instances.setTags"] {
+        fake.inject(kind, 1, Fault::unavailable());
+        fake.inject(kind, 1, Fault::AfterApply { status: 502 });
+    }
+    gce.set_metadata(
+        &at(ZONE),
+        &BTreeMap::from([("kgenv-autostop".to_string(), "30".to_string())]),
+    )
+    .await
+    .expect("setMetadata through the faults");
+    gce.set_tags(&at(ZONE), &["kgenv-kg".to_string(), "extra".to_string()])
+        .await
+        .expect("setTags through the faults");
+    assert!(
+        fake.unused_faults().is_empty(),
+        "{:?}",
+        fake.unused_faults()
+    );
+    let reqs = fake.requests();
+    for kind in ["compute.instances.setMetadata", "compute.instances.setTags"] {
+        let sent: Vec<_> = reqs.iter().filter(|r| r.method_id == kind).collect();
+        assert_eq!(
+            sent.iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![503, 502, 200],
+            "{kind}: refused, done with the answer lost, answered"
+        );
+        assert!(
+            sent.iter().all(|r| r.request_id() == sent[0].request_id()),
+            "{kind}: one requestId over the retries"
+        );
+    }
+    let ops: Vec<String> = fake
+        .operations()
+        .into_iter()
+        .map(|o| o.op_type)
+        .filter(|t| t == "setMetadata" || t == "setTags")
+        .collect();
+    assert_eq!(ops, ["setMetadata", "setTags"], "each applied once");
+    let v = fake.instance(PROJECT, ZONE, "kg").expect("instance");
+    assert!(
+        v["metadata"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|i| i["key"] == "kgenv-autostop"),
+        "{v}"
+    );
+    assert_eq!(v["tags"]["items"], json!(["kgenv-kg", "extra"]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_ip_is_detected_and_failure_says_to_set_source_ranges() {
     let fake = FakeGce::start().await;
