@@ -608,7 +608,10 @@ async fn transient_errors_on_every_call_kind_still_converge_without_duplicates()
     );
 
     // Each failed change was retried with its requestId, so the fake answered the retry
-    // with the first call's operation instead of doing the work again.
+    // with the first call's operation instead of doing the work again: GCE's documented
+    // contract ("Specify a unique request ID so that if you must retry your request, the
+    // server will know to ignore the request if it has already been completed", the
+    // `requestId` of every Compute v1 mutating method, e.g. InsertInstanceRequest).
     let reqs = rig.fake.requests();
     let mut faulted_changes = 0;
     for (i, r) in reqs.iter().enumerate() {
