@@ -558,6 +558,27 @@ fn baseline() -> usize {
     up.events.len()
 }
 
+/// The Compute fake checks conformance when it is dropped, and here it is dropped inside a
+/// [`Scenario`] (inside `catch_unwind` in the kill points): a request that broke the
+/// discovery document still fails the test.
+#[test]
+#[should_panic(
+    expected = "dropped with 1 conformance problem(s) the test neither took nor expected:\n- compute.instances.stop: mutating call without requestId"
+)]
+fn a_non_conforming_request_fails_the_test_when_the_scenario_is_dropped() {
+    let sc = Scenario::new("conf");
+    let status = runtime().block_on(sc.fake.send_raw(
+        "POST",
+        &format!(
+            "projects/{PROJECT}/zones/{ZONE_B}/instances/{}/stop",
+            sc.name
+        ),
+        None,
+    ));
+    assert_eq!(status, 400, "refused");
+    drop(sc);
+}
+
 #[test]
 fn sigkill_anywhere_in_up_then_up_converges() {
     let lines = baseline();

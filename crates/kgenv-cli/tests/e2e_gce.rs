@@ -194,6 +194,27 @@ disk_size_gb = 60
     }
 }
 
+/// The Compute fake checks conformance when it is dropped, here as a field of [`GceE2e`]:
+/// a request that broke the discovery document fails the test though nothing asserted it.
+#[test]
+#[should_panic(
+    expected = "dropped with 1 conformance problem(s) the test neither took nor expected:\n- compute.instances.stop: mutating call without requestId"
+)]
+fn a_non_conforming_request_fails_the_test_when_the_environment_is_dropped() {
+    let _serial = serial();
+    let g = gce("c", None);
+    let status = g._rt.block_on(g.fake.send_raw(
+        "POST",
+        &format!(
+            "projects/{PROJECT}/zones/{ZONE}/instances/{}/stop",
+            g.e.name
+        ),
+        None,
+    ));
+    assert_eq!(status, 400, "refused");
+    drop(g);
+}
+
 #[test]
 fn gce_target_up_login_noop_down() {
     let _serial = serial();

@@ -187,34 +187,156 @@ fn the_validator_routes_paths_and_checks_parameters() {
     );
 }
 
+/// Polls `done` until it holds. The deadline only bounds the wait: `what` (the event waited
+/// for) is the failure when it has not happened in 30 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A firewall insert with a field the `Firewall` schema lacks, and without `requestId`.
+const BAD_FIREWALL: &str =
+    r#"{"name": "kg-ssh", "network": "global/networks/default", "portz": ["22"]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_sent_on_purpose_is_taken_or_declared_and_then_passes() {
+    let fake = FakeGce::start().await;
+    let status = fake
+        .send_raw(
+            "POST",
+            "projects/my-project/global/firewalls",
+            Some(BAD_FIREWALL),
+        )
+        .await;
+    assert_eq!(status, 400, "refused as Google refuses a malformed request");
+    assert!(fake.firewalls().is_empty(), "nothing was made");
+    let v = fake.take_violations();
+    assert!(
+        v.iter()
+            .any(|e| e.contains("portz") && e.contains("unknown field")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter()
+            .any(|e| e.contains("compute.firewalls.insert: mutating call without requestId")),
+        "{v:?}"
+    );
+    assert!(fake.violations().is_empty(), "taken off the record");
+
+    // Declared up front instead, for a bad request the test cannot catch at a known point.
+    fake.expect_violation("unknown query parameter");
+    let status = fake
+        .send_raw(
+            "GET",
+            "projects/my-project/global/firewalls/kg-ssh?requestIdd=x",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(fake.violations().len(), 1, "{:?}", fake.violations());
+    fake.assert_conforms();
+    // Dropped here with the declared violation on record: the drop check passes.
+}
+
+/// A fake on its own runtime, for the tests that watch what dropping it does.
+fn fake_on(rt: &tokio::runtime::Runtime) -> FakeGce {
+    rt.block_on(FakeGce::start())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+#[should_panic(expected = "the Compute fake was dropped with 2 conformance problem(s)")]
+fn a_bad_request_nobody_took_or_declared_fails_the_test_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    let status = rt.block_on(fake.send_raw(
+        "POST",
+        "projects/my-project/global/firewalls",
+        Some(BAD_FIREWALL),
+    ));
+    assert_eq!(status, 400);
+    // No assert_conforms: the drop alone must catch it.
+    drop(fake);
+}
+
+#[test]
+#[should_panic(
+    expected = "expected a violation containing \"without requestId\"; none was recorded"
+)]
+fn a_declared_violation_that_never_came_fails_the_test_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    fake.expect_violation("without requestId");
+    drop(fake);
+}
+
+#[test]
+fn a_test_already_failing_keeps_its_own_failure_when_the_fake_is_dropped() {
+    let rt = runtime();
+    let fake = fake_on(&rt);
+    rt.block_on(fake.send_raw(
+        "POST",
+        "projects/my-project/global/firewalls",
+        Some(BAD_FIREWALL),
+    ));
+    // A second panic while unwinding would abort the whole test binary.
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _fake = fake;
+        panic!("the test's own failure");
+    }))
+    .expect_err("the test failed");
+    assert_eq!(
+        failed.downcast_ref::<&str>().copied(),
+        Some("the test's own failure"),
+        "the first failure is the one reported"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_waits_for_the_operation_and_reads_the_instance_back() {
     let fake = FakeGce::start().await;
+    // The insert runs until the test releases it; meanwhile each wait ends at the 50 ms cap
+    // with the operation still RUNNING, as GCE's does at about two minutes.
     fake.configure(|c| {
-        c.op_latency.insert(
-            "compute.instances.insert".into(),
-            Duration::from_millis(400),
-        );
-        c.wait_cap = Duration::from_millis(90);
+        c.op_latency
+            .insert("compute.instances.insert".into(), Duration::from_secs(3600));
+        c.wait_cap = Duration::from_millis(50);
     });
     let gce = fake.client();
-    let info = gce
-        .insert_instance(&request("us-central1-a", false))
-        .await
-        .expect("insert");
+    let inserting = {
+        let gce = gce.clone();
+        tokio::spawn(async move { gce.insert_instance(&request("us-central1-a", false)).await })
+    };
+    let waits = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method_id == "compute.zoneOperations.wait")
+            .count()
+    };
+    until("three waits answered while the operation runs", || {
+        waits() >= 3
+    })
+    .await;
+    assert!(
+        !inserting.is_finished(),
+        "a wait that ends before DONE is polled again, not taken for the end"
+    );
+    fake.finish_operations_now();
+    let info = inserting.await.expect("task").expect("insert");
     assert_eq!(info.status, InstanceStatus::Running);
     assert!(info.external_ip.is_some());
     assert_eq!(info.gpu, Some(("nvidia-tesla-t4".to_string(), 1)));
     let reqs = fake.requests();
-    let waits: Vec<_> = reqs
-        .iter()
-        .filter(|r| r.method_id == "compute.zoneOperations.wait")
-        .collect();
-    assert!(
-        waits.len() >= 3,
-        "the wait long-poll is looped until DONE: {} waits",
-        waits.len()
-    );
     assert!(
         !reqs
             .iter()
@@ -246,21 +368,20 @@ async fn wait_returns_as_soon_as_the_operation_is_done() {
         );
         c.wait_cap = Duration::from_secs(60);
     });
-    let t = Instant::now();
-    fake.client()
-        .insert_firewall(&rule())
-        .await
-        .expect("insert firewall");
+    // The 30 s bound only stops a wait that sits out the 60 s cap.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        fake.client().insert_firewall(&rule()),
+    )
+    .await
+    .expect("the wait returns when the operation is DONE, not at its 60 s cap")
+    .expect("insert firewall");
     let waits = fake
         .requests()
         .iter()
         .filter(|r| r.method_id == "compute.globalOperations.wait")
         .count();
     assert_eq!(waits, 1, "one long-poll covers the whole operation");
-    assert!(
-        t.elapsed() < Duration::from_secs(30),
-        "the wait returned when the operation finished, not at its 60 s cap"
-    );
     fake.assert_conforms();
 }
 
@@ -314,7 +435,6 @@ async fn retry_after_is_honoured_and_rate_limit_403s_are_retried() {
     let fake = FakeGce::start().await;
     fake.inject("compute.images.getFromFamily", 1, Fault::too_many(Some(1)));
     fake.inject("compute.images.getFromFamily", 1, Fault::rate_limit_403());
-    let t = Instant::now();
     let img = fake
         .client()
         .image_from_family(
@@ -323,24 +443,31 @@ async fn retry_after_is_honoured_and_rate_limit_403s_are_retried() {
         )
         .await
         .expect("image");
-    assert!(
-        t.elapsed() >= Duration::from_secs(1),
-        "waited at least the Retry-After second"
-    );
     assert_eq!(img.disk_size_gb, 50);
-    assert_eq!(fake.requests().len(), 3);
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 3);
+    // Measured by the fake between the 429 answer and the next request: a floor, not a race.
+    assert!(
+        reqs[1].start - reqs[0].end >= Duration::from_secs(1),
+        "the retry waited out Retry-After: 1 (answered at {:?}, retried at {:?})",
+        reqs[0].end,
+        reqs[1].start
+    );
     fake.assert_conforms();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_within_the_time_budget() {
     let fake = FakeGce::start().await;
-    fake.inject("compute.instances.get", 10_000, Fault::unavailable());
+    // Every answer asks for a one-second wait (a floor on each wait), and the budget is
+    // 2.5 s: retries at 1 s and 2 s fit, one at 3 s would end past it. So the count says
+    // the budget, not the 1000 retries allowed, ended the loop, whatever the machine's speed.
+    fake.inject("compute.instances.get", 10_000, Fault::too_many(Some(1)));
     let gce = GceCompute::builder()
         .base_url(fake.base_url())
         .static_token(gce_fake::TOKEN)
         .retry_policy(RetryPolicy {
-            max_elapsed: Some(Duration::from_millis(400)),
+            max_elapsed: Some(Duration::from_millis(2500)),
             max_retries: 1000,
             ..gce_fake::fast_retries()
         })
@@ -355,7 +482,10 @@ async fn retries_stop_within_the_time_budget() {
         "the last transient error is returned: {e}"
     );
     let n = fake.requests().len();
-    assert!((2..=200).contains(&n), "retried, but bounded: {n} requests");
+    assert!(
+        (2..=3).contains(&n),
+        "retried, and stopped by the 2.5 s budget: {n} requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +682,66 @@ async fn firewall_and_instance_lifecycle_calls_conform() {
         .expect("delete");
     assert!(fake.instances().is_empty());
     fake.assert_conforms();
+}
+
+/// `setMetadata` and `setTags` are the client's only calls no step makes, so the pipeline's
+/// fault test never meets them: each meets a 503 before the work and a lost answer after it
+/// here, and is applied once, under one requestId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_metadata_and_set_tags_retry_through_faults_under_one_request_id() {
+    let fake = FakeGce::start().await;
+    let gce = fake.client();
+    gce.insert_instance(&request(ZONE, false))
+        .await
+        .expect("insert");
+    for kind in ["compute.instances.setMetadata", "compute.instances.setTags"] {
+        fake.inject(kind, 1, Fault::unavailable());
+        fake.inject(kind, 1, Fault::AfterApply { status: 502 });
+    }
+    gce.set_metadata(
+        &at(ZONE),
+        &BTreeMap::from([("kgenv-autostop".to_string(), "30".to_string())]),
+    )
+    .await
+    .expect("setMetadata through the faults");
+    gce.set_tags(&at(ZONE), &["kgenv-kg".to_string(), "extra".to_string()])
+        .await
+        .expect("setTags through the faults");
+    assert!(
+        fake.unused_faults().is_empty(),
+        "{:?}",
+        fake.unused_faults()
+    );
+    let reqs = fake.requests();
+    for kind in ["compute.instances.setMetadata", "compute.instances.setTags"] {
+        let sent: Vec<_> = reqs.iter().filter(|r| r.method_id == kind).collect();
+        assert_eq!(
+            sent.iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![503, 502, 200],
+            "{kind}: refused, done with the answer lost, answered"
+        );
+        assert!(
+            sent.iter().all(|r| r.request_id() == sent[0].request_id()),
+            "{kind}: one requestId over the retries"
+        );
+    }
+    let ops: Vec<String> = fake
+        .operations()
+        .into_iter()
+        .map(|o| o.op_type)
+        .filter(|t| t == "setMetadata" || t == "setTags")
+        .collect();
+    assert_eq!(ops, ["setMetadata", "setTags"], "each applied once");
+    let v = fake.instance(PROJECT, ZONE, "kg").expect("instance");
+    assert!(
+        v["metadata"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|i| i["key"] == "kgenv-autostop"),
+        "{v}"
+    );
+    assert_eq!(v["tags"]["items"], json!(["kgenv-kg", "extra"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -842,9 +1032,10 @@ async fn snapshots_carry_a_disk_to_another_zone() {
         let (gce, data, labels) = (gce.clone(), data.clone(), labels.clone());
         tokio::spawn(async move { gce.create_snapshot(&data, "kg-move", &labels).await })
     };
-    while fake.snapshots() != vec![("kg-move".to_string(), "UPLOADING".to_string())] {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the snapshot UPLOADING after its operation", || {
+        fake.snapshots() == vec![("kg-move".to_string(), "UPLOADING".to_string())]
+    })
+    .await;
     assert!(
         !snapshotting.is_finished(),
         "the operation is DONE but the snapshot is not READY yet"
@@ -968,9 +1159,10 @@ async fn a_failed_insert_shows_provisioning_for_a_while_then_nothing() {
         let gce = gce.clone();
         tokio::spawn(async move { gce.insert_instance(&request(ZONE, false)).await })
     };
-    while fake.instances().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the instance showing up while its insert runs", || {
+        !fake.instances().is_empty()
+    })
+    .await;
     let seen = gce
         .get_instance(&at(ZONE))
         .await

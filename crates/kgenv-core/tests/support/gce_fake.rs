@@ -5,7 +5,8 @@
 //! like the real service where kgenv depends on it:
 //! - every request is routed and validated with Google's discovery document
 //!   ([`discovery`]); a request that breaks it gets a 400 and is listed in
-//!   [`FakeGce::violations`] (so is a mutating call without `requestId`);
+//!   [`FakeGce::violations`] (so is a mutating call without `requestId`), and dropping the
+//!   fake fails the test unless the test took or expected each such violation;
 //! - mutating calls return operations that go PENDING → RUNNING → DONE over configured
 //!   latencies; `operations.wait` blocks until DONE or the configured cap, whichever is first;
 //! - a repeated `requestId` returns the first call's operation (no second resource);
@@ -2026,16 +2027,42 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         .unwrap_or_default()
 }
 
-/// The running fake. Stops when dropped.
+/// The running fake. Stops when dropped, and then fails the test if a request broke the
+/// discovery document (or the requestId rule) without the test saying it meant to: see
+/// [`FakeGce::take_violations`] and [`FakeGce::expect_violation`].
 pub struct FakeGce {
     shared: Arc<Shared>,
     addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// What [`FakeGce::expect_violation`] declared: substrings of violations the test
+    /// causes on purpose.
+    expected: Mutex<Vec<String>>,
 }
 
 impl Drop for FakeGce {
+    /// Conformance is checked for every test, not only those that call
+    /// [`FakeGce::assert_conforms`]: an expected failure met because a malformed request was
+    /// refused with a 400 would otherwise pass. When the thread is already panicking (the
+    /// test failed), the list is only printed, so the first failure stays the one reported.
     fn drop(&mut self) {
         self.task.abort();
+        let problems = self.conformance_problems();
+        if problems.is_empty() {
+            return;
+        }
+        let report = format!(
+            "the Compute fake was dropped with {} conformance problem(s) the test neither took \
+             nor expected:\n- {}\n(requests must follow Google's Compute v1 discovery document \
+             and kgenv's requestId rule; a test that breaks them on purpose says so with \
+             FakeGce::take_violations or FakeGce::expect_violation)",
+            problems.len(),
+            problems.join("\n- ")
+        );
+        if std::thread::panicking() {
+            eprintln!("{report}");
+        } else {
+            panic!("{report}");
+        }
     }
 }
 
@@ -2073,7 +2100,12 @@ impl FakeGce {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { shared, addr, task }
+        Self {
+            shared,
+            addr,
+            task,
+            expected: Mutex::default(),
+        }
     }
 
     /// The service root to give kgenv (`CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`).
@@ -2134,19 +2166,89 @@ impl FakeGce {
         lock(&self.shared.world).log.clear();
     }
 
-    /// Every way kgenv's requests broke the discovery document or the requestId rule.
+    /// Every way the requests so far broke the discovery document or the requestId rule (or
+    /// asked for a method the fake does not implement), expected or not, in arrival order.
     pub fn violations(&self) -> Vec<String> {
         lock(&self.shared.world).violations.clone()
     }
 
-    /// Panics listing the violations, if any.
+    /// Takes the violations on record (they no longer fail the test): for a test that sends
+    /// a bad request on purpose at a known point and asserts which rule it broke.
+    #[must_use = "assert which violations the bad request caused"]
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared.world).violations)
+    }
+
+    /// Declares that this test sends, on purpose, requests breaking a rule: violations
+    /// containing `needle` are then accepted by [`FakeGce::assert_conforms`] and at drop,
+    /// and the drop fails if none was recorded (the bad request never came, or broke
+    /// something else). For tests whose bad request comes from another process or task at
+    /// no point the test can take the record.
+    pub fn expect_violation(&self, needle: &str) {
+        self.expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(needle.to_string());
+    }
+
+    /// Violations on record that no [`FakeGce::expect_violation`] covers.
+    pub fn unexpected_violations(&self) -> Vec<String> {
+        let expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        self.violations()
+            .into_iter()
+            .filter(|v| !expected.iter().any(|n| v.contains(n.as_str())))
+            .collect()
+    }
+
+    /// Panics listing the violations on record that the test did not expect, if any.
     pub fn assert_conforms(&self) {
-        let v = self.violations();
+        let v = self.unexpected_violations();
         assert!(
             v.is_empty(),
             "requests broke Google's Compute v1 discovery document:\n{}",
             v.join("\n")
         );
+    }
+
+    /// Sends one request straight to the fake, with the accepted token, bypassing kgenv's
+    /// client (which refuses to build a malformed request): `path` is under the service root
+    /// and may carry a query. Returns the HTTP status. For tests of the conformance check.
+    pub async fn send_raw(&self, method: &str, path: &str, body: Option<&str>) -> u16 {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let token = lock(&self.shared.world).config.token.clone();
+        let client = kgenv_core::http::client_builder(&self.base_url())
+            .build()
+            .expect("an HTTP client");
+        let mut req = client
+            .request(
+                method,
+                format!("{}/{path}", self.base_url().trim_end_matches('/')),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        req.send()
+            .await
+            .expect("the fake answers")
+            .status()
+            .as_u16()
+    }
+
+    /// What the drop check fails on: unexpected violations, and expected ones never seen.
+    fn conformance_problems(&self) -> Vec<String> {
+        let on_record = self.violations();
+        let mut problems = self.unexpected_violations();
+        let expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        problems.extend(
+            expected
+                .iter()
+                .filter(|n| !on_record.iter().any(|v| v.contains(n.as_str())))
+                .map(|n| format!("expected a violation containing {n:?}; none was recorded")),
+        );
+        problems
     }
 
     /// Instances as (zone, name, status).
