@@ -1186,6 +1186,8 @@ async fn a_failed_insert_shows_provisioning_for_a_while_then_nothing() {
         matches!(&err, BackendError::Stockout { zone, .. } if zone == ZONE),
         "{err:?}"
     );
+    // GCE shows the failed instance a while longer, then removes it.
+    fake.end_lingering_now();
     assert!(
         gce.get_instance(&at(ZONE)).await.expect("get").is_none(),
         "removed"

@@ -32,6 +32,10 @@ const PRECONDITION_CODES: [&str; 3] = [
     "FAILED_PRECONDITION",
 ];
 
+/// Codes that mean "the resource is between two states" (an instance PROVISIONING,
+/// STAGING or STOPPING; a snapshot still uploading).
+const NOT_READY_CODES: [&str; 2] = ["resourceNotReady", "RESOURCE_NOT_READY"];
+
 /// Legacy and new reasons that mean "slow down".
 const RATE_LIMIT_REASONS: [&str; 4] = [
     "rateLimitExceeded",
@@ -196,6 +200,17 @@ fn classify(f: Facts<'_>, resource: &str) -> BackendError {
         return BackendError::InUse {
             resource: resource.to_string(),
             message: f.message,
+        };
+    }
+    // Between two states (PROVISIONING, STAGING, STOPPING, ...), GCE refuses most calls on
+    // an instance with 400 `resourceNotReady`; the instance step waits for it and retries.
+    if has(&NOT_READY_CODES) {
+        return BackendError::FailedPrecondition {
+            resource: resource.to_string(),
+            message: format!(
+                "{} (it is changing state; wait until it settles, then try again)",
+                f.message
+            ),
         };
     }
     if has(&PRECONDITION_CODES) {
@@ -415,6 +430,24 @@ mod tests {
             "instance p/z/i",
         );
         assert!(running.is_failed_precondition(), "{running:?}");
+        let not_ready = from_http(
+            400,
+            body(
+                "resourceNotReady",
+                "The resource 'projects/p/zones/z/instances/i' is not ready",
+            )
+            .as_bytes(),
+            None,
+            "instance p/z/i",
+        );
+        assert!(
+            not_ready.is_failed_precondition() && !not_ready.is_retryable(),
+            "{not_ready:?}"
+        );
+        assert!(
+            not_ready.to_string().contains("changing state"),
+            "{not_ready}"
+        );
     }
 
     #[test]

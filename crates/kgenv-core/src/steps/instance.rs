@@ -13,9 +13,15 @@
 //! Ownership: the instance carries the environment's owner id as a label. `up` adopts only
 //! an instance with that id (or the GCE id the state recorded); `down` deletes the instance
 //! at the link the state recorded, after checking it is still the one kgenv made — a name
-//! edited in the config never redirects a delete. An instance found PROVISIONING or STAGING
-//! (a run killed during its insert) is waited on; if its insert failed and GCE removed it,
-//! `up` creates it again.
+//! edited in the config never redirects a delete.
+//!
+//! GCE's lifecycle: an instance found between two states (PROVISIONING or STAGING: a run
+//! killed during its insert; STOPPING: a stop or a spot preemption under way) is waited on,
+//! and a call GCE refuses meanwhile (400 `resourceNotReady`) waits for it to settle and is
+//! sent again. If its insert failed and GCE removed it, `up` creates it again. GCE shows a
+//! failed insert's instance for a while and then removes it itself, so the half-made VM
+//! kgenv deletes may already be gone: that counts as deleted. A start in a zone out of
+//! capacity leaves the VM stopped with its disks: the stockout error says so and what to do.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +37,7 @@ use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
 use crate::spec::{default_scopes, rules::region_of, scopes_cover, Env, Instance, SCOPE_PREFIX};
 use crate::state::{Owner, State, OWNER_ID_LABEL};
 
-/// Polling of an instance that is still PROVISIONING or STAGING: first and largest delay.
+/// Polling of an instance that is between two states: first and largest delay.
 const SETTLE_FIRST_DELAY: Duration = Duration::from_millis(200);
 const SETTLE_MAX_DELAY: Duration = Duration::from_secs(5);
 
@@ -42,10 +48,16 @@ pub fn recorded_instance(state: &State) -> Option<InstanceRef> {
     InstanceRef::from_link(link)
 }
 
+/// Whether the instance is between two states. GCE refuses stop, start, machine changes
+/// and disk attachments meanwhile (400 `resourceNotReady`), so kgenv waits it out.
 fn is_settling(status: &InstanceStatus) -> bool {
     matches!(
         status,
-        InstanceStatus::Provisioning | InstanceStatus::Staging
+        InstanceStatus::Provisioning
+            | InstanceStatus::Staging
+            | InstanceStatus::Stopping
+            | InstanceStatus::Suspending
+            | InstanceStatus::Repairing
     )
 }
 
@@ -522,17 +534,75 @@ impl InstanceStep {
         ctx.log(format!(
             "deleting the half-made {at} left by the failed insert"
         ));
-        compute.delete_instance(at).await.map_err(|e| {
-            crate::Error::from(BackendError::Other {
+        match compute.delete_instance(at).await {
+            Ok(()) => Ok(()),
+            // GCE shows a failed insert's instance a while, then removes it itself: gone
+            // before the delete (404) or while it ran (the operation's RESOURCE_NOT_FOUND)
+            // is what the delete was for.
+            Err(BackendError::NotFound { .. }) => {
+                ctx.log(format!("{at} was already gone (GCE removed it)"));
+                Ok(())
+            }
+            Err(e) => Err(crate::Error::from(BackendError::Other {
                 message: format!("creating {at} failed ({cause}) and deleting what it left failed too; delete it with `kgenv down --only instance` or `gcloud compute instances delete {} --zone {}`", at.name, at.zone),
                 source: Some(Box::new(e)),
-            })
-        })
+            })),
+        }
     }
 
-    /// Waits while `info` is PROVISIONING or STAGING (a run killed during its insert, or
-    /// an insert still under way): the instance once it is past them, or `None` when GCE
-    /// removed it (its insert failed, e.g. on a stockout). Bounded by the host-ready time.
+    /// Runs `call` on the instance at `at`. When GCE refuses it because the instance is
+    /// between two states (400 `resourceNotReady`: PROVISIONING, STAGING, STOPPING, ...),
+    /// waits until it settles and calls again; the wait is bounded by the host-ready time.
+    async fn when_ready<F, Fut>(&self, ctx: &StepCtx, at: &InstanceRef, call: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = crate::backends::BackendResult<()>>,
+    {
+        loop {
+            let e = match call().await {
+                Err(e @ BackendError::FailedPrecondition { .. }) => e,
+                other => return other.map_err(Into::into),
+            };
+            // Ask GCE what state it is in rather than reading the message: a refusal for
+            // another reason (a running VM's machine type) is not waited on.
+            let Some(now) = ctx.backends.compute.get_instance(at).await? else {
+                return Err(e.into());
+            };
+            if !is_settling(&now.status) {
+                return Err(e.into());
+            }
+            if self.wait_settled(ctx, now).await?.is_none() {
+                return Err(BackendError::NotFound {
+                    resource: format!("{at} (it went away while kgenv waited for it to settle)"),
+                }
+                .into());
+            }
+        }
+    }
+
+    /// Starts the stopped instance at `at` (waiting out a state change first). A zone
+    /// without capacity leaves the VM stopped with its disks and data: the error says so
+    /// and what to do, and nothing is deleted.
+    async fn start(&self, ctx: &StepCtx, at: &InstanceRef) -> Result<()> {
+        ctx.log(format!("starting {at}"));
+        let compute = &ctx.backends.compute;
+        self.when_ready(ctx, at, move || async move {
+            compute.start_instance(at).await.map_err(|e| match e {
+                BackendError::Stockout { zone, resource, message } => BackendError::Stockout {
+                    message: format!("{message}; {} stays stopped in {zone} with its disks and data (nothing was deleted). Run `kgenv start` (or `kgenv up`) again later, or move it to a zone with capacity with `kgenv move ZONE`", at.name),
+                    zone,
+                    resource,
+                },
+                e => e,
+            })
+        })
+        .await
+    }
+
+    /// Waits while `info` is between two states (PROVISIONING or STAGING: a run killed
+    /// during its insert, or an insert or start still under way; STOPPING: a stop or a
+    /// preemption under way): the instance once it has settled, or `None` when GCE removed
+    /// it (its insert failed, e.g. on a stockout). Bounded by the host-ready time.
     async fn settle(&self, ctx: &StepCtx, info: InstanceInfo) -> Result<InstanceInfo> {
         match self.wait_settled(ctx, info).await? {
             Some(i) => Ok(i),
@@ -563,7 +633,7 @@ impl InstanceStep {
                 .into());
             }
             ctx.log(format!(
-                "{} is {:?} (an insert still under way); waiting for it",
+                "{} is {:?} (an insert, start or stop still under way); waiting for it",
                 info.at, info.status
             ));
             tokio::select! {
@@ -575,7 +645,7 @@ impl InstanceStep {
                 Some(now) => info = now,
                 None => {
                     ctx.log(format!(
-                        "{} is gone (its insert failed); creating it again",
+                        "{} is gone (its insert failed, or it was deleted)",
                         info.at
                     ));
                     return Ok(None);
@@ -714,13 +784,27 @@ impl InstanceStep {
     /// `kgenv stop`: stops the instance and keeps its disk, so the GPU is no longer billed.
     /// Returns whether it was running.
     async fn power_off(&self, ctx: &StepCtx) -> Result<bool> {
-        let info = self.find_owned(ctx).await?;
+        let mut info = self.find_owned(ctx).await?;
+        if is_settling(&info.status) {
+            // GCE takes no stop while it is starting or stopping: wait it out.
+            info = self
+                .wait_settled(ctx, info)
+                .await?
+                .ok_or_else(|| BackendError::NotFound {
+                    resource: format!(
+                        "instance {} (it went away while kgenv waited to stop it)",
+                        self.spec.name
+                    ),
+                })?;
+        }
         let was_running = info.status != InstanceStatus::Terminated;
         if !was_running {
             ctx.log(format!("{} is already stopped", info.at));
         } else {
             ctx.log(format!("stopping {} (the disk is kept)", info.at));
-            ctx.backends.compute.stop_instance(&info.at).await?;
+            let (compute, at) = (&ctx.backends.compute, &info.at);
+            self.when_ready(ctx, at, move || compute.stop_instance(at))
+                .await?;
         }
         let after = ctx
             .backends
@@ -852,22 +936,27 @@ impl InstanceStep {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            compute.stop_instance(&info.at).await?;
+            let at = &info.at;
+            self.when_ready(ctx, at, move || compute.stop_instance(at))
+                .await?;
         }
         for change in &changes {
             ctx.log(format!("{}: {}", info.at, change.describe(&info)));
-            match change {
-                RestartChange::MachineType(m) => compute.set_machine_type(&info.at, m).await?,
-                RestartChange::Gpus(g) => compute.set_gpus(&info.at, g.clone()).await?,
-                RestartChange::ServiceAccount(email, scopes) => {
-                    compute
-                        .set_service_account(&info.at, email.as_deref(), scopes)
-                        .await?
+            let at = &info.at;
+            self.when_ready(ctx, at, move || async move {
+                match change {
+                    RestartChange::MachineType(m) => compute.set_machine_type(at, m).await,
+                    RestartChange::Gpus(g) => compute.set_gpus(at, g.clone()).await,
+                    RestartChange::ServiceAccount(email, scopes) => {
+                        compute
+                            .set_service_account(at, email.as_deref(), scopes)
+                            .await
+                    }
                 }
-            }
+            })
+            .await?;
         }
-        ctx.log(format!("starting {}", info.at));
-        compute.start_instance(&info.at).await?;
+        self.start(ctx, &info.at).await?;
         Ok(compute
             .get_instance(&info.at)
             .await?
@@ -886,8 +975,7 @@ impl InstanceStep {
             }
             .into()),
             _ => {
-                ctx.log(format!("starting {}", info.at));
-                ctx.backends.compute.start_instance(&info.at).await?;
+                self.start(ctx, &info.at).await?;
                 Ok(ctx.backends.compute.get_instance(&info.at).await?.ok_or_else(|| BackendError::NotFound { resource: info.at.to_string() })?)
             }
         }

@@ -10,13 +10,34 @@
 //! - mutating calls return operations that go PENDING → RUNNING → DONE over configured
 //!   latencies; `operations.wait` blocks until DONE or the configured cap, whichever is first;
 //! - a repeated `requestId` returns the first call's operation (no second resource);
-//! - new instances show PROVISIONING until their insert is DONE, then RUNNING, and publish
-//!   `hostkeys/` guest attributes only after a delay;
+//! - instances follow GCE's lifecycle: an insert shows PROVISIONING for the first half of
+//!   its operation and STAGING for the second, RUNNING once it is DONE; `start` goes
+//!   TERMINATED → PROVISIONING → STAGING → RUNNING; `stop` RUNNING → STOPPING → TERMINATED;
+//!   `delete` of a running one shows STOPPING until it is gone. Every status change is
+//!   kept ([`FakeGce::status_history`]). RUNNING instances publish `hostkeys/` guest
+//!   attributes only after a delay;
+//! - an instance between two states (PROVISIONING, STAGING, STOPPING, SUSPENDING, ...)
+//!   refuses stop, start, setMachineType/Resources/ServiceAccount, attach/detachDisk,
+//!   setMetadata and setTags with 400 `resourceNotReady` ("The resource '…' is not ready");
+//!   delete and setLabels are accepted in any state. `start` on a RUNNING instance and
+//!   `stop` on a TERMINATED one are accepted and change nothing. A stop, start or delete
+//!   whose operation fails leaves the instance in its earlier status;
 //! - a failing insert (a stockout zone, an injected operation error) is accepted, shows the
 //!   instance PROVISIONING for [`Config::failed_insert_window`], then its operation ends
-//!   DONE with the error and the instance is gone (unless the fault leaves it behind);
-//! - disks are resources: the boot disk is named like the instance, made with it and
-//!   deleted with it (`autoDelete`); other disks are detached and kept (their `users`
+//!   DONE with the error and the instance lingers (in [`Config::failed_insert_linger_status`],
+//!   for [`Config::failed_insert_linger`] or until shown by
+//!   [`Config::failed_insert_vanishes_after_gets`] GETs) before GCE removes it; a delete
+//!   sent while it lingers is accepted (its operation ends RESOURCE_NOT_FOUND if the
+//!   instance vanished first), one sent after gets 404. A fault may leave it TERMINATED
+//!   for good ([`Config::half_made_on_stockout`], [`Fault::fails_after_appearing`]);
+//! - `start` in a stockout zone ends DONE with ZONE_RESOURCE_POOL_EXHAUSTED and leaves the
+//!   instance TERMINATED, disks attached;
+//! - [`FakeGce::preempt`] preempts a RUNNING spot VM as GCE does: STOPPING, then TERMINATED
+//!   with its disks kept, recorded as a `compute.instances.preempted` zone operation by
+//!   `system`;
+//! - disks are resources: the boot disk is named like the instance and made with it, and
+//!   deleted with it only when the insert asked for `autoDelete` (the API's default is
+//!   false); other disks are detached and kept (their `users`
 //!   cleared); an attached disk cannot be deleted (400 `resourceInUseByAnotherResource`);
 //!   a disk only grows; a disk attaches only in its own zone and to one instance (an
 //!   attach accepted while another is under way fails when it runs, as GCE's does);
@@ -85,13 +106,25 @@ pub struct Config {
     pub machine_type_prefixes: Vec<String>,
     /// Images by (project, family): (name, minimum disk GB).
     pub images: BTreeMap<(String, String), (String, u64)>,
-    /// Zones whose inserts end in ZONE_RESOURCE_POOL_EXHAUSTED.
+    /// Zones out of capacity: their inserts end in ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS
+    /// and their `instances.start` in ZONE_RESOURCE_POOL_EXHAUSTED (the instance stays
+    /// TERMINATED), as a zone without capacity refuses both.
     pub stockout_zones: BTreeSet<String>,
-    /// Whether a stockout leaves a TERMINATED instance behind (it sometimes does).
+    /// Whether a stockout leaves a TERMINATED instance behind for good (it sometimes does).
     pub half_made_on_stockout: bool,
     /// How long a failing insert shows its instance PROVISIONING before the operation ends
     /// with the error.
     pub failed_insert_window: Duration,
+    /// How long the instance of a failed insert lingers after its operation ended DONE with
+    /// the error, before GCE removes it (unless the fault leaves it for good).
+    pub failed_insert_linger: Duration,
+    /// The status a failed insert's instance lingers in (GCE has been seen showing STAGING
+    /// after the stockout error; lupinemachines/lupine#741).
+    pub failed_insert_linger_status: String,
+    /// When set, a lingering failed instance vanishes as soon as that many `instances.get`
+    /// have shown it, instead of after [`Self::failed_insert_linger`]: puts the vanishing
+    /// exactly between a client's GET and its next call, with no timing involved.
+    pub failed_insert_vanishes_after_gets: Option<u32>,
     /// Time from a snapshot's operation being DONE until the snapshot is READY (UPLOADING
     /// meanwhile).
     pub snapshot_ready_delay: Duration,
@@ -201,6 +234,9 @@ impl Default for Config {
             stockout_zones: BTreeSet::new(),
             half_made_on_stockout: false,
             failed_insert_window: Duration::from_millis(150),
+            failed_insert_linger: Duration::from_millis(300),
+            failed_insert_linger_status: "STAGING".into(),
+            failed_insert_vanishes_after_gets: None,
             snapshot_ready_delay: Duration::from_millis(100),
             project_number: "123456789012".into(),
             fixed_nat_ip: None,
@@ -359,7 +395,54 @@ struct Inst {
     running_since: Option<Instant>,
     id: u64,
     fp: u64,
+    /// Every status it has been in, in order (see [`FakeGce::status_history`]).
+    history: Vec<String>,
+    /// A failed insert's instance: when GCE removes it.
+    vanish: Option<Vanish>,
 }
+
+/// When a failed insert's lingering instance goes.
+#[derive(Debug, Clone, Copy)]
+enum Vanish {
+    /// At this time.
+    At(Instant),
+    /// Once this many more `instances.get` have shown it.
+    AfterGets(u32),
+}
+
+impl Inst {
+    fn new(body: Value, status: &str, id: u64) -> Self {
+        Self {
+            body,
+            status: status.into(),
+            nat_ip: None,
+            running_since: None,
+            id,
+            fp: 1,
+            history: vec![status.into()],
+            vanish: None,
+        }
+    }
+
+    /// Moves to `status`, recording it when it changed.
+    fn set_status(&mut self, status: &str) {
+        if self.status != status {
+            self.status = status.into();
+            self.history.push(status.into());
+        }
+    }
+}
+
+/// Statuses in which GCE refuses most calls on an instance with 400 `resourceNotReady`:
+/// it is between two states.
+const TRANSITIONAL: [&str; 6] = [
+    "PROVISIONING",
+    "STAGING",
+    "STOPPING",
+    "SUSPENDING",
+    "PENDING_STOP",
+    "REPAIRING",
+];
 
 /// A persistent disk.
 #[derive(Debug, Clone)]
@@ -393,7 +476,10 @@ struct SnapRes {
 
 #[derive(Debug, Clone)]
 enum Effect {
-    Insert { key: IKey, leave_on_error: bool },
+    Insert {
+        key: IKey,
+        leave_on_error: bool,
+    },
     InsertDisk(IKey),
     DeleteDisk(IKey),
     ResizeDisk(IKey, u64),
@@ -407,6 +493,10 @@ enum Effect {
     Delete(IKey),
     Stop(IKey),
     Start(IKey),
+    /// GCE's own stop of a spot VM (`compute.instances.preempted`).
+    Preempted(IKey),
+    /// A call that changes nothing (`start` on a RUNNING instance, `stop` on a TERMINATED one).
+    Nothing,
     SetMetadata(IKey, Value),
     SetTags(IKey, Value),
     SetLabels(IKey, Value),
@@ -428,6 +518,13 @@ struct Op {
     effect: Effect,
     error: Option<Fault>,
     finalized: bool,
+    /// The instance's status before the call: a failed stop, start or delete leaves it
+    /// there (GCE rolls the instance back, it does not stay STOPPING).
+    prior_status: Option<String>,
+    /// Who started it (`system` for GCE's own operations, such as a preemption).
+    user: String,
+    /// `statusMessage`, when GCE sets one.
+    status_message: Option<String>,
 }
 
 /// An operation the fake ran, for the benchmark's figures.
@@ -531,64 +628,146 @@ impl World {
         std::fs::write(path, lines).expect("guest authorized_keys file");
     }
 
+    /// Brings the world to `now`: ends due operations and removes due lingering instances,
+    /// earliest first, then sets the in-between status of what is still under way.
     fn advance(&mut self, now: Instant) {
-        let due: Vec<String> = self
+        loop {
+            let op = self
+                .ops
+                .values()
+                .filter(|o| !o.finalized && o.done_at <= now)
+                .min_by_key(|o| o.done_at)
+                .map(|o| (o.done_at, o.name.clone()));
+            let gone = self
+                .instances
+                .iter()
+                .filter_map(|(k, i)| match i.vanish {
+                    Some(Vanish::At(t)) if t <= now => Some((t, k.clone())),
+                    _ => None,
+                })
+                .min_by_key(|(t, _)| *t);
+            match (op, gone) {
+                (None, None) => break,
+                (Some((t, _)), Some((g, key))) if g < t => self.vanish(&key),
+                (None, Some((_, key))) => self.vanish(&key),
+                (Some((_, name)), _) => self.finish_op(&name),
+            }
+        }
+        self.update_phases(now);
+    }
+
+    /// GCE removes a failed insert's lingering instance (and its auto-delete boot disk).
+    fn vanish(&mut self, key: &IKey) {
+        self.remove_instance(key);
+        self.sync_guest_keys();
+    }
+
+    /// The status an instance shows while its insert or start runs: PROVISIONING for the
+    /// first half, STAGING for the second (a failing one never gets past PROVISIONING),
+    /// as GCE's lifecycle goes PROVISIONING → STAGING → RUNNING
+    /// (https://cloud.google.com/compute/docs/instances/instance-lifecycle).
+    fn update_phases(&mut self, now: Instant) {
+        let phases: Vec<(IKey, &'static str)> = self
             .ops
             .values()
-            .filter(|o| !o.finalized && o.done_at <= now)
-            .map(|o| o.name.clone())
+            .filter(|o| !o.finalized)
+            .filter_map(|o| {
+                let key = match &o.effect {
+                    Effect::Insert { key, .. } | Effect::Start(key) => key.clone(),
+                    _ => return None,
+                };
+                let total = o.done_at.saturating_duration_since(o.start);
+                let elapsed = now.saturating_duration_since(o.start);
+                let staging = o.error.is_none() && elapsed * 2 >= total;
+                Some((key, if staging { "STAGING" } else { "PROVISIONING" }))
+            })
             .collect();
-        for name in due {
-            let Some(op) = self.ops.get_mut(&name) else {
-                continue;
-            };
-            op.finalized = true;
-            let (effect, failed, done_at) = (op.effect.clone(), op.error.is_some(), op.done_at);
-            // GCE checks an operation again when it runs: an attach accepted while another
-            // attach of the same disk was under way fails once that one has attached it,
-            // and so does an insert of a name another insert took meanwhile.
-            let conflict = match &effect {
-                Effect::AttachDisk(_, attached) if !failed => {
-                    let source = attached["source"].as_str().unwrap_or_default();
-                    disk_key_of(source)
-                        .and_then(|dk| self.disks.get(&dk))
-                        .and_then(|d| d.users.first())
-                        .map(|user| Fault::OperationError {
-                            code: "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE".into(),
-                            message: format!(
-                                "The disk resource '{}' is already being used by '{user}'",
-                                &source[source.find("projects/").unwrap_or(0)..]
-                            ),
-                            http_status: 400,
-                            quota_info: None,
-                            leave_instance: false,
-                        })
-                }
-                // Two inserts of one rule accepted side by side: the later one to run
-                // finds the name taken.
-                Effect::InsertFirewall(key, _) if !failed && self.firewalls.contains_key(key) => {
-                    Some(Fault::OperationError {
-                        code: "RESOURCE_ALREADY_EXISTS".into(),
+        for (key, status) in phases {
+            if let Some(i) = self.instances.get_mut(&key) {
+                i.set_status(status);
+            }
+        }
+    }
+
+    /// Ends one operation: checks it again as GCE does when it runs, rolls a failed stop,
+    /// start or delete back to the instance's earlier status, and applies its effect.
+    fn finish_op(&mut self, name: &str) {
+        let Some(op) = self.ops.get_mut(name) else {
+            return;
+        };
+        op.finalized = true;
+        let (effect, failed, done_at) = (op.effect.clone(), op.error.is_some(), op.done_at);
+        let prior = op.prior_status.clone();
+        // GCE checks an operation again when it runs: an attach accepted while another
+        // attach of the same disk was under way fails once that one has attached it,
+        // and so does an insert of a name another insert took meanwhile.
+        let conflict = match &effect {
+            Effect::AttachDisk(_, attached) if !failed => {
+                let source = attached["source"].as_str().unwrap_or_default();
+                disk_key_of(source)
+                    .and_then(|dk| self.disks.get(&dk))
+                    .and_then(|d| d.users.first())
+                    .map(|user| Fault::OperationError {
+                        code: "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE".into(),
                         message: format!(
-                            "The resource 'projects/{}/global/firewalls/{}' already exists",
-                            key.0, key.1
+                            "The disk resource '{}' is already being used by '{user}'",
+                            &source[source.find("projects/").unwrap_or(0)..]
                         ),
-                        http_status: 409,
+                        http_status: 400,
                         quota_info: None,
                         leave_instance: false,
                     })
-                }
-                _ => None,
-            };
-            let failed = failed || conflict.is_some();
-            if let Some(e) = conflict {
-                if let Some(op) = self.ops.get_mut(&name) {
-                    op.error = Some(e);
+            }
+            // Two inserts of one rule accepted side by side: the later one to run
+            // finds the name taken.
+            Effect::InsertFirewall(key, _) if !failed && self.firewalls.contains_key(key) => {
+                Some(Fault::OperationError {
+                    code: "RESOURCE_ALREADY_EXISTS".into(),
+                    message: format!(
+                        "The resource 'projects/{}/global/firewalls/{}' already exists",
+                        key.0, key.1
+                    ),
+                    http_status: 409,
+                    quota_info: None,
+                    leave_instance: false,
+                })
+            }
+            // A delete accepted while the instance was there, which GCE removed meanwhile
+            // (a failed insert's leftover): the operation ends with RESOURCE_NOT_FOUND, as
+            // seen in cloudfoundry/bosh-google-cpi-release#298.
+            Effect::Delete(key) if !failed && !self.instances.contains_key(key) => {
+                Some(Fault::OperationError {
+                    code: "RESOURCE_NOT_FOUND".into(),
+                    message: format!("The resource '{}' was not found", ipath_of(key)),
+                    http_status: 404,
+                    quota_info: None,
+                    leave_instance: false,
+                })
+            }
+            _ => None,
+        };
+        let failed = failed || conflict.is_some();
+        if let Some(e) = conflict {
+            if let Some(op) = self.ops.get_mut(name) {
+                op.error = Some(e);
+            }
+        }
+        if failed {
+            if let (
+                Some(prior),
+                Effect::Stop(key)
+                | Effect::Start(key)
+                | Effect::Delete(key)
+                | Effect::Preempted(key),
+            ) = (&prior, &effect)
+            {
+                if let Some(i) = self.instances.get_mut(key) {
+                    i.set_status(prior);
                 }
             }
-            self.finalize(effect, failed, done_at);
-            self.sync_guest_keys();
         }
+        self.finalize(effect, failed, done_at);
+        self.sync_guest_keys();
     }
 
     fn finalize(&mut self, effect: Effect, failed: bool, at: Instant) {
@@ -598,17 +777,26 @@ impl World {
                 leave_on_error,
             } => {
                 if failed {
-                    if leave_on_error {
-                        if let Some(i) = self.instances.get_mut(&key) {
-                            i.status = "TERMINATED".into();
+                    let linger_status = self.config.failed_insert_linger_status.clone();
+                    let vanish = match self.config.failed_insert_vanishes_after_gets {
+                        Some(n) if n > 0 => Vanish::AfterGets(n),
+                        _ => Vanish::At(at + self.config.failed_insert_linger),
+                    };
+                    if let Some(i) = self.instances.get_mut(&key) {
+                        if leave_on_error {
+                            // Left behind for good: someone must delete it.
+                            i.set_status("TERMINATED");
+                        } else {
+                            // Shown a while longer, then removed by GCE.
+                            i.set_status(&linger_status);
+                            i.vanish = Some(vanish);
                         }
-                    } else {
-                        self.remove_instance(&key);
                     }
                 } else {
                     let ip = self.nat_ip();
                     if let Some(i) = self.instances.get_mut(&key) {
-                        i.status = "RUNNING".into();
+                        i.set_status("STAGING");
+                        i.set_status("RUNNING");
                         i.nat_ip = Some(ip);
                         i.running_since = Some(at);
                     }
@@ -704,9 +892,24 @@ impl World {
                     i.body["serviceAccounts"] = json!([account]);
                 }
             }
+            Effect::Nothing => {}
             Effect::Stop(key) => {
                 if let Some(i) = self.instances.get_mut(&key) {
-                    i.status = "TERMINATED".into();
+                    i.set_status("TERMINATED");
+                    i.nat_ip = None;
+                    i.running_since = None;
+                }
+            }
+            Effect::Preempted(key) => {
+                let delete = self
+                    .instances
+                    .get(&key)
+                    .is_some_and(|i| i.body["scheduling"]["instanceTerminationAction"] == "DELETE");
+                if delete {
+                    self.remove_instance(&key);
+                } else if let Some(i) = self.instances.get_mut(&key) {
+                    // Stopped, disks kept: the external address goes with the VM.
+                    i.set_status("TERMINATED");
                     i.nat_ip = None;
                     i.running_since = None;
                 }
@@ -714,7 +917,8 @@ impl World {
             Effect::Start(key) => {
                 let ip = self.nat_ip();
                 if let Some(i) = self.instances.get_mut(&key) {
-                    i.status = "RUNNING".into();
+                    i.set_status("STAGING");
+                    i.set_status("RUNNING");
                     i.nat_ip = Some(ip);
                     i.running_since = Some(at);
                 }
@@ -783,9 +987,12 @@ impl World {
             "targetLink": format!("{SELF_ROOT}{}", op.target),
             "status": status,
             "progress": progress,
-            "user": "kgenv-tests@example.com",
+            "user": op.user,
             "selfLink": format!("{SELF_ROOT}{scope}/operations/{}", op.name),
         });
+        if let Some(m) = &op.status_message {
+            v["statusMessage"] = json!(m);
+        }
         if let Some(z) = &op.zone {
             v["zone"] = json!(format!("{SELF_ROOT}projects/{}/zones/{z}", op.project));
         }
@@ -850,9 +1057,33 @@ impl World {
                 effect,
                 error,
                 finalized: false,
+                prior_status: None,
+                user: "kgenv-tests@example.com".into(),
+                status_message: None,
             },
         );
         name
+    }
+
+    /// Records the instance's status before an operation on it, for a rollback if it fails.
+    fn set_prior(&mut self, op: &str, status: String) {
+        if let Some(o) = self.ops.get_mut(op) {
+            o.prior_status = Some(status);
+        }
+    }
+
+    /// An `instances.get` showed `key`: a lingering instance counted down to its vanishing
+    /// goes once it has been shown enough times.
+    fn shown(&mut self, key: &IKey) {
+        let left = match self.instances.get(key).and_then(|i| i.vanish) {
+            Some(Vanish::AfterGets(n)) => n.saturating_sub(1),
+            _ => return,
+        };
+        if left == 0 {
+            self.vanish(key);
+        } else if let Some(i) = self.instances.get_mut(key) {
+            i.vanish = Some(Vanish::AfterGets(left));
+        }
     }
 
     fn instance_json(&self, key: &IKey, now: Instant) -> Option<Value> {
@@ -1037,6 +1268,26 @@ fn needs_stopped(name: &str, status: &str, what: &str) -> Outcome {
     )
 }
 
+/// GCE's answer to a call on an instance that is between two states (PROVISIONING,
+/// STAGING, STOPPING, ...): 400 `resourceNotReady`, the shape Terraform's Google provider
+/// retries on (`error_retry_predicates.go`) and google-api-python-client#485 shows for an
+/// instance call.
+fn not_ready(path: &str) -> Outcome {
+    Outcome::Reply(
+        400,
+        google_error(
+            400,
+            "resourceNotReady",
+            &format!("The resource '{path}' is not ready"),
+        ),
+        None,
+    )
+}
+
+fn is_transitional(status: &str) -> bool {
+    TRANSITIONAL.contains(&status)
+}
+
 /// A deterministic hex suffix for operation names.
 fn fastrand_like(n: u64) -> u32 {
     (n.wrapping_mul(2_654_435_761) >> 7) as u32
@@ -1077,10 +1328,16 @@ impl Shared {
         };
         let zone_known = w.config.zones.contains_key(&zone);
         match id {
-            "compute.instances.get" => match w.instance_json(&ikey(s(p, "instance")), now) {
-                Some(v) => Outcome::Reply(200, v, None),
-                None => not_found(&ipath(s(p, "instance"))),
-            },
+            "compute.instances.get" => {
+                let key = ikey(s(p, "instance"));
+                match w.instance_json(&key, now) {
+                    Some(v) => {
+                        w.shown(&key);
+                        Outcome::Reply(200, v, None)
+                    }
+                    None => not_found(&ipath(s(p, "instance"))),
+                }
+            }
             "compute.instances.insert" => {
                 let body = body.unwrap_or_default();
                 let name = body["name"].as_str().unwrap_or_default().to_string();
@@ -1188,9 +1445,12 @@ impl Shared {
                     .as_str()
                     .unwrap_or(&name)
                     .to_string();
+                // As asked: the API's default is false (only gcloud and the console default
+                // a boot disk to true), so a client that leaves it out keeps the boot disk.
+                let auto_delete = body["disks"][0]["autoDelete"].as_bool().unwrap_or(false);
                 body["disks"] = json!([{
                     "kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE",
-                    "boot": true, "autoDelete": true, "index": 0, "deviceName": boot_device,
+                    "boot": true, "autoDelete": auto_delete, "index": 0, "deviceName": boot_device,
                     "interface": "SCSI", "diskSizeGb": size.to_string(),
                     "source": format!("{SELF_ROOT}projects/{project}/zones/{zone}/disks/{name}"),
                 }]);
@@ -1210,17 +1470,8 @@ impl Shared {
                 }
                 let iid = w.id();
                 let failing = error.is_some();
-                w.instances.insert(
-                    ikey(&name),
-                    Inst {
-                        body,
-                        status: "PROVISIONING".into(),
-                        nat_ip: None,
-                        running_since: None,
-                        id: iid,
-                        fp: 1,
-                    },
-                );
+                w.instances
+                    .insert(ikey(&name), Inst::new(body, "PROVISIONING", iid));
                 let op = w.new_op(
                     id,
                     &project,
@@ -1251,26 +1502,54 @@ impl Shared {
             | "compute.instances.setLabels" => {
                 let name = s(p, "instance").to_string();
                 let key = ikey(&name);
+                let stockout = w.config.stockout_zones.contains(&zone);
                 let Some(inst) = w.instances.get_mut(&key) else {
                     return not_found(&ipath(&name));
                 };
+                let prior = inst.status.clone();
+                // Between two states, GCE refuses all but delete and labels.
+                if is_transitional(&prior)
+                    && !matches!(
+                        id,
+                        "compute.instances.delete" | "compute.instances.setLabels"
+                    )
+                {
+                    return not_ready(&ipath(&name));
+                }
                 let body = body.unwrap_or_default();
                 let fp_ok =
                     |field: &Value| field.as_str() == Some(format!("{:016x}", inst.fp).as_str());
+                let mut op_fault = op_fault;
                 let (op_type, effect) = match id {
                     "compute.instances.delete" => {
-                        inst.status = "STOPPING".into();
+                        if prior == "RUNNING" {
+                            inst.set_status("STOPPING");
+                        }
                         ("delete", Effect::Delete(key))
                     }
+                    // Stopping a stopped instance is accepted and changes nothing.
+                    "compute.instances.stop" if prior == "TERMINATED" => ("stop", Effect::Nothing),
                     "compute.instances.stop" => {
-                        if inst.status == "RUNNING" {
-                            inst.status = "STOPPING".into();
-                        }
+                        inst.set_status("STOPPING");
                         ("stop", Effect::Stop(key))
                     }
+                    // Starting a running instance is accepted and changes nothing.
+                    "compute.instances.start" if prior == "RUNNING" => ("start", Effect::Nothing),
                     "compute.instances.start" => {
-                        if inst.status == "TERMINATED" {
-                            inst.status = "STAGING".into();
+                        // A restart allocates resources again: PROVISIONING, STAGING, RUNNING
+                        // (https://cloud.google.com/compute/docs/instances/instance-lifecycle),
+                        // and a zone without capacity ends it with ZONE_RESOURCE_POOL_EXHAUSTED,
+                        // the instance left TERMINATED (GoogleCloudPlatform/
+                        // opentelemetry-operations-collector#607 retries starts on it).
+                        inst.set_status("PROVISIONING");
+                        if stockout && op_fault.is_none() {
+                            op_fault = Some(Fault::OperationError {
+                                code: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
+                                message: format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later."),
+                                http_status: 503,
+                                quota_info: None,
+                                leave_instance: false,
+                            });
                         }
                         ("start", Effect::Start(key))
                     }
@@ -1314,6 +1593,7 @@ impl Shared {
                     op_fault,
                     now,
                 );
+                w.set_prior(&op, prior);
                 Outcome::Reply(200, w.op_json(&op, now), None)
             }
             "compute.instances.setMachineType"
@@ -1332,6 +1612,9 @@ impl Shared {
                     }
                     _ => ("service account", "setServiceAccount"),
                 };
+                if is_transitional(&inst.status) {
+                    return not_ready(&ipath(&name));
+                }
                 if inst.status != "TERMINATED" {
                     return needs_stopped(&name, &inst.status, what);
                 }
@@ -1393,6 +1676,9 @@ impl Shared {
                 let Some(inst) = w.instances.get(&key) else {
                     return not_found(&ipath(&name));
                 };
+                if is_transitional(&inst.status) {
+                    return not_ready(&ipath(&name));
+                }
                 let body = body.unwrap_or_default();
                 let source = body["source"].as_str().unwrap_or_default().to_string();
                 let Some(dk) = disk_key_of(&source) else {
@@ -1454,6 +1740,9 @@ impl Shared {
                 let Some(inst) = w.instances.get(&key) else {
                     return not_found(&ipath(&name));
                 };
+                if is_transitional(&inst.status) {
+                    return not_ready(&ipath(&name));
+                }
                 let device = query
                     .iter()
                     .find(|(k, _)| k == "deviceName")
@@ -2269,6 +2558,76 @@ impl FakeGce {
         w.instance_json(&(project.into(), zone.into(), name.into()), now)
     }
 
+    /// Every status the instance has been in, oldest first (`PROVISIONING`, `STAGING`,
+    /// `RUNNING`, ...); empty when there is no such instance. Phases nobody looked at are
+    /// listed too: an insert that ended unobserved still went through STAGING.
+    pub fn status_history(&self, project: &str, zone: &str, name: &str) -> Vec<String> {
+        let mut w = lock(&self.shared.world);
+        w.advance(Instant::now());
+        w.instances
+            .get(&(project.into(), zone.into(), name.into()))
+            .map(|i| i.history.clone())
+            .unwrap_or_default()
+    }
+
+    /// Preempts a RUNNING spot (or preemptible) VM, as GCE does when it needs the capacity
+    /// back: the instance goes STOPPING at once and TERMINATED when the zone operation
+    /// `compute.instances.preempted` (started by `system`, status message "Instance was
+    /// preempted.", the shape `gcloud compute operations list
+    /// --filter=operationType=compute.instances.preempted` shows) is DONE — after
+    /// [`Config::op_latency`] for that id, or the default. With
+    /// `instanceTerminationAction: STOP` (kgenv's choice, and GCE's default) its disks
+    /// stay attached and its external address goes; with `DELETE` the instance is deleted
+    /// (auto-delete disks with it). Returns the operation's name.
+    ///
+    /// Panics when the instance is missing, not RUNNING, or not a spot/preemptible VM:
+    /// GCE preempts nothing else.
+    pub fn preempt(&self, project: &str, zone: &str, name: &str) -> String {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        w.advance(now);
+        let key: IKey = (project.into(), zone.into(), name.into());
+        let inst = w
+            .instances
+            .get_mut(&key)
+            .unwrap_or_else(|| panic!("preempt: no instance {project}/{zone}/{name}"));
+        let scheduling = &inst.body["scheduling"];
+        assert!(
+            scheduling["provisioningModel"] == "SPOT" || scheduling["preemptible"] == true,
+            "preempt: {name} is not a spot or preemptible VM: {scheduling}"
+        );
+        assert_eq!(
+            inst.status, "RUNNING",
+            "preempt: GCE preempts only a RUNNING VM"
+        );
+        inst.set_status("STOPPING");
+        let method = "compute.instances.preempted";
+        let op = w.new_op(
+            method,
+            project,
+            Some(zone),
+            method,
+            ipath_of(&key),
+            Effect::Preempted(key),
+            None,
+            now,
+        );
+        w.set_prior(&op, "RUNNING".into());
+        if let Some(o) = w.ops.get_mut(&op) {
+            o.user = "system".into();
+            o.status_message = Some("Instance was preempted.".into());
+        }
+        op
+    }
+
+    /// One operation as `zoneOperations.get` / `globalOperations.get` would show it.
+    pub fn operation(&self, name: &str) -> Option<Value> {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        w.advance(now);
+        w.ops.contains_key(name).then(|| w.op_json(name, now))
+    }
+
     /// Firewall rules as stored.
     pub fn firewalls(&self) -> Vec<Value> {
         let mut w = lock(&self.shared.world);
@@ -2289,17 +2648,11 @@ impl FakeGce {
         let body = json!({"name": name, "machineType": format!("zones/{zone}/machineTypes/n1-standard-8"), "labels": labels,
                           "serviceAccounts": [{"email": account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}],
                           "networkInterfaces": [{"network": "global/networks/default", "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]}]});
-        w.instances.insert(
-            (project.into(), zone.into(), name.into()),
-            Inst {
-                body,
-                status: "RUNNING".into(),
-                nat_ip: Some(ip),
-                running_since: Some(Instant::now()),
-                id,
-                fp: 1,
-            },
-        );
+        let mut inst = Inst::new(body, "RUNNING", id);
+        inst.nat_ip = Some(ip);
+        inst.running_since = Some(Instant::now());
+        w.instances
+            .insert((project.into(), zone.into(), name.into()), inst);
     }
 
     /// Disks as (zone, name, size GB, users as `projects/p/zones/z/instances/n`).
@@ -2369,6 +2722,21 @@ impl FakeGce {
                 *t = (*t).min(now);
             }
         }
+    }
+
+    /// GCE removes every lingering failed-insert instance now (with its auto-delete boot
+    /// disk), whatever [`Config::failed_insert_linger`] said: lets a test hold one with a
+    /// long linger and end it at the moment it chooses.
+    pub fn end_lingering_now(&self) {
+        let now = Instant::now();
+        let mut w = lock(&self.shared.world);
+        w.advance(now);
+        for i in w.instances.values_mut() {
+            if i.vanish.is_some() {
+                i.vanish = Some(Vanish::At(now));
+            }
+        }
+        w.advance(now);
     }
 
     /// Puts a firewall rule there, as if someone else made it.
