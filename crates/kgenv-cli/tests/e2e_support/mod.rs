@@ -30,12 +30,42 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
 /// The Jupyter password the tests use.
 pub const PASSWORD: &str = "e2e-Password-9d1f";
 
-/// Serializes the e2e scenarios: each drives Docker and an sshd on a shared 2-core machine.
+/// Serializes the e2e scenarios of one test binary: each drives Docker and an sshd on a
+/// shared 2-core machine.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Takes the e2e lock (a failed scenario does not block the others).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// The e2e lock: held while a scenario runs, in this process and across test binaries.
+pub struct Serial {
+    _file: std::fs::File,
+    _in_process: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The file [`serial`] locks, shared by every e2e test binary on this machine: they log in
+/// as the same `kgenv` account, use the same host paths (`/var/lib/kgenv`, `/etc/fstab`,
+/// the data-disk link) and the same Docker Engine, so two binaries run at once (cargo
+/// nextest, two `cargo test` invocations) must take turns like the tests of one binary.
+pub fn serial_lock_path() -> PathBuf {
+    std::env::temp_dir().join("kgenv-e2e-serial.lock")
+}
+
+/// Takes the e2e lock (a failed scenario does not block the others): the in-process mutex,
+/// then an exclusive `flock` on [`serial_lock_path`], released when the process exits even
+/// if it crashed.
+pub fn serial() -> Serial {
+    let in_process = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let path = serial_lock_path();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("the e2e lock file {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    Serial {
+        _file: file,
+        _in_process: in_process,
+    }
 }
 
 /// The stand-in image's tag, from `scripts/setup/80-e2e.sh`.
