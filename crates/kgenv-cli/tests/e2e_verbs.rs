@@ -334,6 +334,14 @@ identity_file = "{key}"
     // Without --target the same config is the gce environment: it refuses the ssh state.
     let as_gce = e.plain(&["--state-dir", &state_dir_s, "status"]);
     as_gce.expect_code(2, "status of the same config without --target");
+    assert!(
+        as_gce.stderr.contains(&format!(
+            "state file {} is for target `ssh`, but this run is for target `gce`",
+            state_file.display()
+        )),
+        "{}",
+        as_gce.stderr
+    );
     let state_bytes = std::fs::read(&state_file).expect("state");
 
     // status: what kgenv recorded, then every step checked live and satisfied.
@@ -989,10 +997,15 @@ fn data_list_and_pull_from_the_kaggle_fake() {
         Some(format!("3 file(s), {total} bytes").as_str())
     );
     let refused = data("not-the-token", &["data", "list", COMP]);
-    assert_ne!(refused.code, Some(0), "a wrong token lists nothing");
+    // A rejected token: exit 1, which variable held it and what to do, never the token.
+    refused.expect_code(1, "data list with a token Kaggle rejects");
     assert!(
-        !refused.stderr.contains("not-the-token") && refused.stdout.is_empty(),
-        "the token is not echoed: {}",
+        refused
+            .stderr
+            .contains("Kaggle rejected the token from KAGGLE_API_TOKEN")
+            && !refused.stderr.contains("not-the-token")
+            && refused.stdout.is_empty(),
+        "{}",
         refused.stderr
     );
 
