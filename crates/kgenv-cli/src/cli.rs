@@ -47,7 +47,7 @@ Environment:
 
 Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (nothing was sent) or a deletion or
 restart not confirmed (nothing of it done), 130 cancelled; `kgenv shell` exits with the
-shell's own status.";
+shell's own status, `kgenv ssh -- CMD` with the remote command's (255: ssh's own error).";
 
 /// Options for every command.
 #[derive(Debug, Args)]
@@ -158,7 +158,9 @@ pub enum Command {
     Steps,
     /// Log in to the host (interactive without a command), or run a command there.
     ///
-    /// Uses the system `ssh` with kgenv's Host block, so the host key is the pinned one.
+    /// Uses the system `ssh` with kgenv's Host block, so the host key is the pinned one,
+    /// and exits with ssh's status: the remote command's (`exit 3` → 3), 255 for ssh's own
+    /// errors. As with `ssh`, the words after `--` are joined into one remote shell line.
     Ssh {
         /// Force a terminal (for full-screen programs like htop).
         #[arg(short = 't', long)]

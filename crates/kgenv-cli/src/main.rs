@@ -136,14 +136,18 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         _ => {}
     }
     let s = Session::open(&cli.global).await?;
-    if let Command::Shell { command } = &cli.command {
-        return container::shell(&s, command).await;
+    // These pass the exit status of what they ran through, as `ssh` and `docker exec -it` do.
+    match &cli.command {
+        Command::Shell { command } => return container::shell(&s, command).await,
+        Command::Ssh { tty, command } => return host::ssh(&s, command, *tty),
+        _ => {}
     }
     let done = match &cli.command {
         Command::Init { .. }
         | Command::HashPassword
         | Command::Data { .. }
-        | Command::Shell { .. } => Ok(()),
+        | Command::Shell { .. }
+        | Command::Ssh { .. } => Ok(()),
         Command::Plan { select } => lifecycle::plan(&s, select).await,
         Command::Up { select, yes } => lifecycle::up(&s, select, *yes).await,
         Command::Down {
@@ -163,7 +167,6 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Stop => lifecycle::stop(&s).await,
         Command::Start => lifecycle::start(&s).await,
         Command::Steps => lifecycle::steps(&s),
-        Command::Ssh { tty, command } => host::ssh(&s, command, *tty),
         Command::Jupyter { port, show_token } => host::jupyter(&s, *port, *show_token).await,
         Command::Autostop { setting } => host::autostop(&s, *setting).await,
         Command::Logs { follow, tail } => container::logs(&s, *follow, *tail).await,

@@ -186,6 +186,40 @@ fn init_writes_a_template_that_plans() {
     assert!(plan.status.success(), "{}", stderr(&plan));
 }
 
+/// `init` never overwrites a file by itself; `init --force` replaces it with the template
+/// (the user's own edits gone, as asked). No peer: `init` writes one local file.
+#[test]
+fn init_force_overwrites_and_without_it_refuses() {
+    let home = tempfile::tempdir().expect("home");
+    let cfg = home.path().join("kgenv.toml");
+    let c = cfg.to_str().expect("utf8");
+    let mine = "name = \"mine\"\n# my own edits\n";
+    std::fs::write(&cfg, mine).expect("write");
+    let refused = kgenv(home.path(), &["--config", c, "init"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(&format!("{c} exists; pass --force to overwrite it")),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cfg).expect("read"),
+        mine,
+        "the file is untouched"
+    );
+    let forced = kgenv(home.path(), &["--config", c, "init", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(
+        stdout(&forced).trim(),
+        format!("wrote {c}: set `instance.project` and `zones`, then run `kgenv plan`")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cfg).expect("read"),
+        kgenv_core::config::TEMPLATE,
+        "--force wrote the template over the user's file"
+    );
+}
+
 #[test]
 fn a_failing_step_exits_1() {
     let home = tempfile::tempdir().expect("home");

@@ -8,21 +8,24 @@ use crate::cli::Autostop;
 use crate::render;
 
 /// `kgenv ssh [-- COMMAND]`: the system `ssh` through the `ssh <env>` alias, so a login is
-/// interactive and the host key is the pinned one.
-pub fn ssh(s: &Session, command: &[String], tty: bool) -> Result<(), Error> {
+/// interactive and the host key is the pinned one. Returns ssh's exit status, as `ssh`
+/// itself would exit: the remote command's (`exit 3` → 3), or 255 for ssh's own errors.
+pub fn ssh(s: &Session, command: &[String], tty: bool) -> Result<u8, Error> {
     let status = s
         .runner
         .ssh_command(command, tty)?
         .status()
         .map_err(|e| BackendError::io("running ssh (is OpenSSH's client installed?)", e))?;
-    match status.code() {
-        Some(0) => Ok(()),
-        code => Err(BackendError::CommandFailed {
-            command: "ssh".into(),
-            exit_code: code.map_or(-1, i64::from),
-            stderr_tail: String::new(),
-        }
-        .into()),
+    Ok(exit_code(status))
+}
+
+/// A child's exit status as a shell reports it: its code, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
     }
 }
 

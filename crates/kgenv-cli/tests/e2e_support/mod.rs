@@ -30,12 +30,42 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kgenv");
 /// The Jupyter password the tests use.
 pub const PASSWORD: &str = "e2e-Password-9d1f";
 
-/// Serializes the e2e scenarios: each drives Docker and an sshd on a shared 2-core machine.
+/// Serializes the e2e scenarios of one test binary: each drives Docker and an sshd on a
+/// shared 2-core machine.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Takes the e2e lock (a failed scenario does not block the others).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// The e2e lock: held while a scenario runs, in this process and across test binaries.
+pub struct Serial {
+    _file: std::fs::File,
+    _in_process: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The file [`serial`] locks, shared by every e2e test binary on this machine: they log in
+/// as the same `kgenv` account, use the same host paths (`/var/lib/kgenv`, `/etc/fstab`,
+/// the data-disk link) and the same Docker Engine, so two binaries run at once (cargo
+/// nextest, two `cargo test` invocations) must take turns like the tests of one binary.
+pub fn serial_lock_path() -> PathBuf {
+    std::env::temp_dir().join("kgenv-e2e-serial.lock")
+}
+
+/// Takes the e2e lock (a failed scenario does not block the others): the in-process mutex,
+/// then an exclusive `flock` on [`serial_lock_path`], released when the process exits even
+/// if it crashed.
+pub fn serial() -> Serial {
+    let in_process = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let path = serial_lock_path();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("the e2e lock file {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    Serial {
+        _file: file,
+        _in_process: in_process,
+    }
 }
 
 /// The stand-in image's tag, from `scripts/setup/80-e2e.sh`.
@@ -559,6 +589,7 @@ pub fn as_login_user(script: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+#[allow(unused_imports)] // not every e2e binary starts the first-boot simulator
 pub use firstboot::FirstBoot;
 
 /// Asserts a finished `up` waited out `boot` (the first-boot simulator's events): the host
@@ -818,4 +849,102 @@ pub fn login_and_list(e: &E2e, dir: &str, file: &str) {
             "{dir}/{file} listed by Jupyter's contents API: {names:?}"
         );
     });
+}
+
+// ---- For the verb tests (`e2e_verbs.rs`): one kgenv command as a user runs it. ----
+
+/// One plain (not `--json`) kgenv run: exit code, stdout and stderr as text.
+pub struct Plain {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Plain {
+    /// Runs `command` to completion.
+    pub fn of(command: &mut Command) -> Self {
+        let o = command.output().expect("kgenv runs");
+        Self {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the run's output unless it exited with `code`.
+    pub fn expect_code(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl E2e {
+    /// Runs `kgenv ARGS` (no `--json`) to completion.
+    pub fn plain(&self, args: &[&str]) -> Plain {
+        Plain::of(&mut self.command(args))
+    }
+
+    /// Starts `kgenv ARGS` (a `jupyter` command: `extra` global flags, `--port 0`, the
+    /// command's flags) and returns it once it said the tunnel is open, with every line it
+    /// printed until then (stdout and stderr through one pipe, in the order written, so
+    /// everything `kgenv jupyter` prints before "tunnel open" is there).
+    pub fn jupyter_printing(&self, args: &[&str]) -> (Tunnel, Vec<String>) {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        let mut child = self
+            .command(args)
+            .stdout(writer.try_clone().expect("pipe clone"))
+            .stderr(writer)
+            .spawn()
+            .expect("kgenv jupyter starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // The command above holds the write ends now; ours closed with `writer`.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let open = line.starts_with("tunnel open");
+                    lines.push(line);
+                    if open {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        panic!(
+                            "kgenv {args:?} exited ({status}) before opening its tunnel:\n{}",
+                            lines.join("\n")
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "kgenv {args:?} opened no tunnel within 60s: {lines:?}"
+                    );
+                }
+            }
+        }
+        let url = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("Jupyter: "))
+            .unwrap_or_else(|| panic!("kgenv {args:?} printed no `Jupyter: URL` line: {lines:?}"))
+            .trim()
+            .to_string();
+        (Tunnel { child, url }, lines)
+    }
 }
