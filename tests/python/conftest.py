@@ -3,17 +3,25 @@ without gcloud's environment, on a fresh mock world."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 import kgenv
-from kgenv.testing import MockWorld
+from kgenv import _kgenv
+from kgenv.testing import Hold, MockWorld
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_TOML = REPO / "examples" / "kgenv.toml"
+
+GUARD = 60.0
+"""Bounds every wait on an event so a bug fails the test instead of hanging it; a correct
+run never comes near it (this is not a timing assertion)."""
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +82,47 @@ def assert_consistent(env: kgenv.Env, world: MockWorld) -> None:
     containers = set(s["containers"])
     recorded_containers = set(created.get("container", {}).values())
     assert containers == recorded_containers, (containers, created)
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[_kgenv.Run]:
+    """The runs `up`/`down`/`plan` start, in order: a test can see when one is cancelled."""
+    started: list[_kgenv.Run] = []
+    real = _kgenv.start_run
+
+    def start_run(*args: Any, **kwargs: Any) -> _kgenv.Run:
+        run = real(*args, **kwargs)
+        started.append(run)
+        return run
+
+    monkeypatch.setattr(_kgenv, "start_run", start_run)
+    return started
+
+
+def wait_until(condition: Callable[[], object], what: str) -> None:
+    """Polls `condition` until it holds; failing after GUARD seconds, naming `what`."""
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {GUARD}s"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def held(world: MockWorld, *ops: str) -> Iterator[list[Hold]]:
+    """Holds the next call of each of `ops` at its start (see `MockWorld.hold_next`) and
+    releases them all on exit; a timer releases them after GUARD too, so a bug that never
+    reaches the release cannot hang the test run."""
+    holds = [world.hold_next(op) for op in ops]
+
+    def release() -> None:
+        for h in holds:
+            h.release()
+
+    timer = threading.Timer(GUARD, release)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield holds
+    finally:
+        timer.cancel()
+        release()

@@ -1,5 +1,9 @@
 """Ctrl-C during a long `up`: the run is cancelled, steps that were running finish, the
-state file matches the world, and the lock is released."""
+state file matches the world, and the lock is released.
+
+The host step's `remote.connect` is held at its start (`MockWorld.hold_next`), so Ctrl-C
+always comes while that step is running, and the step is let go only once the run has
+seen the interrupt (`Run.cancelled`): no outcome depends on how fast the machine is."""
 
 from __future__ import annotations
 
@@ -11,43 +15,50 @@ import sys
 import threading
 import textwrap
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-import kgenv
-from conftest import REPO, assert_consistent, gce_env, recorded
-from kgenv import events
+from kgenv import _kgenv
+from conftest import GUARD, REPO, assert_consistent, gce_env, held, recorded, wait_until
 from kgenv.testing import MockWorld
 
 
-def test_sigint_cancels_a_long_up_cleanly(world: MockWorld) -> None:
-    world.set_latency("*", 0.02)
-    world.set_latency("remote.connect", 1.0)  # the host step is running when Ctrl-C comes
+def test_sigint_cancels_a_long_up_cleanly(world: MockWorld, runs: list[_kgenv.Run]) -> None:
     env = gce_env(world)
-    instance_done = threading.Event()
+    problems: list[str] = []
+    # Events reach on_event only from inside the blocking wait: once one has, Ctrl-C lands
+    # in that wait (or in on_event, which counts the same), not before it began.
+    waiting = threading.Event()
 
-    def on_event(ev: kgenv.Event) -> None:
-        if isinstance(ev, events.DoneEvent) and ev.step == "instance":
-            instance_done.set()
+    with held(world, "remote.connect") as (connect,):
 
-    def press_ctrl_c() -> None:
-        instance_done.wait()
-        os.kill(os.getpid(), signal.SIGINT)
+        def press_ctrl_c() -> None:
+            try:
+                if not (connect.wait_started(GUARD) and waiting.wait(GUARD)):
+                    problems.append("the host step never connected, or no event was delivered")
+                    return
+                os.kill(os.getpid(), signal.SIGINT)
+                wait_until(lambda: runs and runs[0].cancelled, "the run sees Ctrl-C")
+            except BaseException as e:  # reported by the test below, not lost in the thread
+                problems.append(repr(e))
+            finally:
+                connect.release()
 
-    t = threading.Thread(target=press_ctrl_c)
-    t.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            env.up(on_event=on_event)
-    finally:
-        t.join()
+        t = threading.Thread(target=press_ctrl_c)
+        t.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                env.up(on_event=lambda _: waiting.set(), progress=False)
+        finally:
+            t.join()
+    assert not problems, problems
     # The host step that was running finished; nothing after it started.
     assert world.calls("remote.connect"), "the running step was allowed to finish"
     assert not world.state()["containers"] and not world.state()["images"]
     assert "instance" in recorded(env)
     assert_consistent(env, world)
     # The lock is free and the next run picks up where this one stopped.
-    world.set_latency("*", 0)
     report = env.up(progress=False)
     assert "instance" in report.satisfied and "container" in report.changed
     env.down(yes=True, progress=False)
@@ -55,26 +66,45 @@ def test_sigint_cancels_a_long_up_cleanly(world: MockWorld) -> None:
     assert_consistent(env, world)
 
 
+# The child holds the host step's connect, says when it is in flight ("connect-started")
+# and when the run has seen Ctrl-C ("cancelled"); with `release`, it then lets the step
+# finish. Its last line is the outcome.
 CHILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading
     sys.path.insert(0, {tests!r})
     import kgenv
-    from kgenv import events
+    from kgenv import _kgenv
     from kgenv.testing import MockWorld
-    from conftest import gce_env
+    from conftest import GUARD, gce_env, wait_until
 
     world = MockWorld({world!r})
-    world.set_latency("*", 0.02)
-    world.set_latency("remote.connect", {connect_latency})
     env = gce_env(world)
+    connect = world.hold_next("remote.connect")
+    runs = []
+    real_start = _kgenv.start_run
 
-    def on_event(ev):
-        if isinstance(ev, events.DoneEvent) and ev.step == "instance":
-            print("instance-done", flush=True)
+    def start_run(*args, **kwargs):
+        runs.append(real_start(*args, **kwargs))
+        return runs[-1]
 
+    _kgenv.start_run = start_run
+
+    waiting = threading.Event()  # set by on_event, which runs only inside the blocking wait
+
+    def report():
+        if not (connect.wait_started(GUARD) and waiting.wait(GUARD)):
+            print("connect-never-started", flush=True)
+            return
+        print("connect-started", flush=True)
+        wait_until(lambda: runs and runs[0].cancelled, "the run sees Ctrl-C")
+        print("cancelled", flush=True)
+        if {release}:
+            connect.release()
+
+    threading.Thread(target=report, daemon=True).start()
     try:
-        env.up(on_event=on_event)
+        env.up(on_event=lambda _: waiting.set(), progress=False)
         print(json.dumps({{"outcome": "finished"}}), flush=True)
     except KeyboardInterrupt:
         connects = [c for c in world.calls() if c.op == "remote.connect"]
@@ -83,26 +113,49 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_child(tmp_path: Path, connect_latency: float, presses: int) -> dict[str, object]:
+def expect_line(child: subprocess.Popen[str], err: Path, want: str) -> None:
+    out: IO[str] | None = child.stdout
+    assert out is not None
+    line = out.readline()
+    if line.strip() != want:
+        child.kill()
+        child.wait(timeout=GUARD)
+        pytest.fail(f"expected {want!r} from the child, got {line!r}; its stderr:\n{err.read_text()}")
+
+
+def run_child(tmp_path: Path, presses: int) -> dict[str, object]:
+    """Runs `up` in a child process and presses Ctrl-C there `presses` times, each once the
+    child's run is known to be in the state the press is meant for."""
     world_path = tmp_path / "world.json"
-    code = CHILD.format(tests=str(REPO / "tests" / "python"), world=str(world_path), connect_latency=connect_latency)
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    code = CHILD.format(tests=str(REPO / "tests" / "python"), world=str(world_path), release=presses == 1)
+    err = tmp_path / "child.stderr"
+    # stdout is read line by line through one reader to the end (communicate() would skip
+    # what that reader already buffered); stderr goes to a file.
+    with err.open("w") as err_file:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err_file, text=True, env=os.environ.copy())
     assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.strip() == "instance-done", (line, child.stderr.read() if child.stderr else "")
-    for _ in range(presses):
+    # A child that hangs (a bug) is killed after GUARD, so the reads below end.
+    watchdog = threading.Timer(GUARD, child.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    expect_line(child, err, "connect-started")
+    child.send_signal(signal.SIGINT)
+    expect_line(child, err, "cancelled")
+    if presses > 1:
+        # The first press has been handled (the run is cancelled, the step still held):
+        # this one can only mean "stop waiting".
         child.send_signal(signal.SIGINT)
-        if presses > 1:
-            threading.Event().wait(0.3)
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
+    out = child.stdout.read()
+    child.wait(timeout=GUARD)
+    watchdog.cancel()
+    assert child.returncode == 0, err.read_text()
     result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     result["world"] = world_path
     return result
 
 
 def test_real_sigint_from_outside_the_process(tmp_path: Path) -> None:
-    result = run_child(tmp_path, connect_latency=0.5, presses=1)
+    result = run_child(tmp_path, presses=1)
     assert result["outcome"] == "interrupted"
     assert result["connect_finished"] is True, "Ctrl-C waited for the running step"
     world = MockWorld(result["world"])  # type: ignore[arg-type]
@@ -115,7 +168,7 @@ def test_real_sigint_from_outside_the_process(tmp_path: Path) -> None:
 
 
 def test_second_ctrl_c_stops_waiting(tmp_path: Path) -> None:
-    # The host step sleeps 5 s; the second Ctrl-C returns before it ends.
-    result = run_child(tmp_path, connect_latency=5.0, presses=2)
+    # The host step stays held: only the second Ctrl-C can end the wait.
+    result = run_child(tmp_path, presses=2)
     assert result["outcome"] == "interrupted"
     assert result["connect_finished"] is False, "returned without waiting for the running step"

@@ -266,9 +266,24 @@ fn ssh_target_up_login_noop_down() {
         "down keeps the competition data in {}",
         pulled.display()
     );
+    // A second down finds nothing of kgenv's: every step reports nothing to remove (each
+    // still looks: its destroy phase starts and ends with "nothing"), and the kept data
+    // is untouched.
     let after = e.run(&["down", "--yes"]);
     after.expect_ok("second kgenv down");
-    assert_eq!(after.result.as_ref().map(|_| ()), Some(()));
+    let outcomes = after.outcomes();
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|(_, o)| o == "nothing"),
+        "second down: every step has nothing to remove: {outcomes:?}\n{}",
+        after.diagnosis()
+    );
+    assert!(e.labelled_containers().is_empty());
+    assert_eq!(
+        mtime(&pulled),
+        data_mtime,
+        "the second down left the pulled file alone"
+    );
+    assert!(working.join("train.csv").exists());
 }
 
 /// Files in `dir` (recursively) whose name looks like a temp file of an atomic write.

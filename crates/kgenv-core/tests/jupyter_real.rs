@@ -124,11 +124,11 @@ impl Site {
             self.cert = Some(cert);
         }
         let config = render_config(spec, secret, agent, &self.layout());
-        std::fs::write(
-            self.dir.path().join(CONFIG_FILE),
-            serde_json::to_vec_pretty(&config).expect("json"),
-        )
-        .expect("config");
+        // Atomically, as the jupyter step writes it: the supervisor never sees half a file
+        // (the temp name is a dotfile, outside the `*` it checksums).
+        let tmp = self.dir.path().join(format!(".{CONFIG_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
+        std::fs::rename(&tmp, self.dir.path().join(CONFIG_FILE)).expect("config in place");
     }
 
     fn base(&self) -> String {
@@ -393,20 +393,70 @@ async fn supervisor_starts_restarts_and_reloads() {
         .build()
         .expect("spec");
     let mut site = Site::new();
+    // The supervisor checksums every file of its config directory, so its own log, the
+    // Jupyter dirs and the shim below live elsewhere: only a config change restarts it.
+    let run_dir = tempfile::tempdir().expect("tmp");
     let venv_bin = python().parent().expect("bin dir").to_path_buf();
+    // `jupyter` on the supervisor's PATH is a shim that appends its pid to `starts` and
+    // execs the real one (same pid): every start is counted, however short it lived.
+    let shim_dir = run_dir.path().join("shim");
+    std::fs::create_dir_all(&shim_dir).expect("shim dir");
+    let starts = run_dir.path().join("starts");
+    let shim = shim_dir.join("jupyter");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$$\" >> {}\nexec {} \"$@\"\n",
+            kgenv_core::shell::quote(&starts.display().to_string()),
+            kgenv_core::shell::quote(&venv_bin.join("jupyter").display().to_string()),
+        ),
+    )
+    .expect("shim");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let started_pids = || -> Vec<u32> {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().expect("a pid"))
+            .collect()
+    };
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &supervisor_command(&site.path())]).env(
         "PATH",
         format!(
-            "{}:{}",
+            "{}:{}:{}",
+            shim_dir.display(),
             venv_bin.display(),
             std::env::var("PATH").unwrap_or_default()
         ),
     );
-    let sup = Proc::spawn(cmd, site.dir.path());
+    let sup = Proc::spawn(cmd, run_dir.path());
 
-    // Starts once the config lands.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing starts without a config: the supervisor is seen waiting (its `sleep 2`) in
+    // two different rounds, each after a look for the config, and started nothing.
+    let mut sleeps: Vec<u32> = Vec::new();
+    let t0 = Instant::now();
+    while sleeps.len() < 2 {
+        for (pid, argv) in children(sup.child.id()) {
+            if argv == ["sleep", "2"] && !sleeps.contains(&pid) {
+                sleeps.push(pid);
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the supervisor never waited in a loop; log:\n{}",
+            sup.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        started_pids(),
+        Vec::<u32>::new(),
+        "nothing started before the config exists"
+    );
     assert!(
         site.client()
             .get(format!("{}/api/status", site.base()))
@@ -415,25 +465,25 @@ async fn supervisor_starts_restarts_and_reloads() {
             .is_err(),
         "nothing listens before the config exists"
     );
+
+    // Starts once the config lands: once.
     site.write(&spec, &hash_password("first").expect("hash"), None);
     wait_up(&site, &sup, Duration::from_secs(90)).await;
     assert!(login_when_up(&site.client(), &site, "first")
         .await
         .is_redirection());
+    let first = started_pids();
+    assert_eq!(first.len(), 1, "started once: {first:?}");
 
     // A crash (the server killed) is followed by a restart.
-    let server_pid = children(sup.child.id())
-        .into_iter()
-        .next()
-        .expect("the supervisor runs jupyter as a child");
-    let _ = Command::new("kill")
-        .args(["-KILL", &server_pid.to_string()])
-        .status();
+    let killed = Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "killing the server {}", first[0]);
     let t0 = Instant::now();
     loop {
-        let now = children(sup.child.id());
-        if !now.is_empty()
-            && !now.contains(&server_pid)
+        if started_pids().len() == 2
             && site
                 .client()
                 .get(format!("{}/api/status", site.base()))
@@ -445,7 +495,8 @@ async fn supervisor_starts_restarts_and_reloads() {
         }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "not restarted after a crash; log:\n{}",
+            "not restarted after a crash (starts {:?}); log:\n{}",
+            started_pids(),
             sup.log()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -468,6 +519,12 @@ async fn supervisor_starts_restarts_and_reloads() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert_eq!(
+        started_pids().len(),
+        3,
+        "one start per crash or config change: {:?}",
+        started_pids()
+    );
     assert!(
         !login_when_up(&site.client(), &site, "first")
             .await
@@ -476,8 +533,8 @@ async fn supervisor_starts_restarts_and_reloads() {
     );
 }
 
-/// Pids whose parent is `pid` (from /proc).
-fn children(pid: u32) -> Vec<u32> {
+/// The children of `pid` (from /proc), with their argument lists.
+fn children(pid: u32) -> Vec<(u32, Vec<String>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
@@ -494,9 +551,12 @@ fn children(pid: u32) -> Vec<u32> {
         if ppid == Some(pid) {
             if let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() {
                 let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-                if cmdline.contains("jupyter") {
-                    out.push(child);
-                }
+                let argv = cmdline
+                    .split('\0')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                out.push((child, argv));
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kgenv_core::backends::compute::InstanceStatus;
 use kgenv_core::error::{QuotaInfo, QuotaScope};
-use kgenv_core::mock::{Fault, MockWorld};
+use kgenv_core::mock::{Fault, Held, MockWorld};
 use kgenv_core::runner::{Change, Event, Outcome, RunOptions, Runner};
 use kgenv_core::spec::{
     BucketMount, Container, Data, Env, GithubKey, Image, Instance, Jupyter, Target,
@@ -83,6 +83,16 @@ impl Run {
     }
 }
 
+/// The steps of `report` whose outcome is `outcome`, in the order they finished.
+fn outcomes<'r>(report: &'r kgenv_core::runner::Report, outcome: &Outcome) -> Vec<&'r str> {
+    report
+        .steps
+        .iter()
+        .filter(|s| s.outcome == *outcome)
+        .map(|s| s.step.as_str())
+        .collect()
+}
+
 #[tokio::test]
 async fn up_converges_and_second_up_makes_no_mutating_call() {
     let r = Run::new(full_env("idem", "KG_PW_IDEM", &["us-central1-a"]));
@@ -91,7 +101,16 @@ async fn up_converges_and_second_up_makes_no_mutating_call() {
         .up(RunOptions::default(), r.sink())
         .await
         .expect("up");
-    assert!(report.changed() >= 8, "{report:#?}");
+    // On a fresh world every step that makes something changed; only the ones that make
+    // nothing (the read-only preflight, the login, the GPU check) found nothing to do.
+    let mut satisfied = outcomes(&report, &Outcome::Satisfied);
+    satisfied.sort();
+    assert_eq!(satisfied, ["gpu", "host", "preflight"], "{report:#?}");
+    assert_eq!(
+        report.changed() + satisfied.len(),
+        report.steps.len(),
+        "{report:#?}"
+    );
     assert!(!r.world.mutating_calls().is_empty());
     let w = r.world.state();
     assert_eq!(w.instances.len(), 1);
@@ -162,17 +181,41 @@ async fn plan_makes_no_mutating_call_and_lists_actions() {
     assert!(r.state_text().is_none(), "plan writes no state");
 }
 
+/// A hang guard for waits on a held call: generous, so only a bug (the call never made)
+/// reaches it, and then the test fails saying what it waited for.
+const GUARD: Duration = Duration::from_secs(60);
+
+/// Waits until `held`'s call has started, or fails naming it.
+async fn started(held: &Held, why: &str) {
+    tokio::time::timeout(GUARD, held.started())
+        .await
+        .unwrap_or_else(|_| panic!("{} never started: {why}", held.op()));
+}
+
 #[tokio::test]
 async fn independent_steps_overlap_and_dependents_wait() {
     let r = Run::new(full_env("overlap", "KG_PW_OVERLAP", &["us-central1-a"]));
-    r.world
-        .set_latency("compute.insert_firewall", Duration::from_millis(150));
-    r.world
-        .set_latency("compute.insert_instance", Duration::from_millis(150));
-    r.runner
-        .up(RunOptions::default().until("host"), r.sink())
-        .await
-        .expect("up");
+    // Both inserts held at their start: the run can only get both going at once if the
+    // firewall and the instance do not wait for each other.
+    let fw = r.world.hold_next("compute.insert_firewall");
+    let inst = r.world.hold_next("compute.insert_instance");
+    let up = r.runner.up(RunOptions::default().until("host"), r.sink());
+    let both = async {
+        started(&fw, "the firewall insert").await;
+        started(
+            &inst,
+            "the instance insert, while the firewall insert was in flight",
+        )
+        .await;
+        assert!(
+            !r.world.calls().iter().any(|c| c.op == "remote.connect"),
+            "the host step started while its dependencies were in flight"
+        );
+        fw.release();
+        inst.release();
+    };
+    let (report, ()) = tokio::join!(up, both);
+    report.expect("up");
     let calls = r.world.calls();
     let find = |op: &str| {
         calls
@@ -183,10 +226,6 @@ async fn independent_steps_overlap_and_dependents_wait() {
     };
     let fw = find("compute.insert_firewall");
     let inst = find("compute.insert_instance");
-    assert!(
-        fw.start < inst.end && inst.start < fw.end,
-        "firewall {fw:?} and instance {inst:?} did not overlap"
-    );
     let connect = find("remote.connect");
     assert!(
         connect.start >= inst.end && connect.start >= fw.end,
@@ -207,7 +246,27 @@ async fn down_reverses_the_order_and_leaves_only_buckets_and_data() {
         .down(RunOptions::default(), r.sink())
         .await
         .expect("down");
-    assert!(report.changed() >= 6, "{report:#?}");
+    // What up made is removed (the bucket's mount, not the bucket); the rest had nothing
+    // of kgenv's to remove (kept data, disk and image; read-only steps).
+    let mut removed = outcomes(&report, &Outcome::Removed);
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "bucket",
+            "container",
+            "firewall/down-ssh",
+            "github-key",
+            "instance",
+            "jupyter"
+        ],
+        "{report:#?}"
+    );
+    assert_eq!(
+        removed.len() + outcomes(&report, &Outcome::Nothing).len(),
+        report.steps.len(),
+        "{report:#?}"
+    );
     let calls = r.world.mutating_calls();
     let pos = |op: &str| {
         calls
@@ -217,10 +276,17 @@ async fn down_reverses_the_order_and_leaves_only_buckets_and_data() {
     };
     assert!(pos("engine.remove_container") < pos("compute.delete_instance"));
     assert!(pos("github.delete_key") < pos("compute.delete_instance"));
-    assert!(
-        pos("compute.delete_instance") < pos("compute.delete_firewall")
-            || pos("compute.delete_firewall") < pos("compute.delete_instance"),
-        "both ran"
+    // The firewall goes after what reached the host through it, like the instance.
+    assert!(pos("engine.remove_container") < pos("compute.delete_firewall"));
+    assert!(pos("github.delete_key") < pos("compute.delete_firewall"));
+    let deletes = |op: &str| calls.iter().filter(|c| c.op == op).count();
+    assert_eq!(
+        (
+            deletes("compute.delete_instance"),
+            deletes("compute.delete_firewall")
+        ),
+        (1, 1),
+        "each deleted once: {calls:#?}"
     );
     let w = r.world.state();
     assert!(
@@ -311,27 +377,30 @@ async fn a_failure_stops_only_its_dependents() {
 #[tokio::test]
 async fn cancel_lets_running_steps_finish_and_keeps_state_consistent() {
     let r = Run::new(full_env("cancel", "KG_PW_CANCEL", &["us-central1-a"]));
-    // The first run holds the lock well past the grace a second run waits for it.
-    r.world.set_latency(
-        "compute.insert_instance",
-        kgenv_core::runner::LOCK_GRACE * 2 + Duration::from_millis(500),
-    );
+    let insert = r.world.hold_next("compute.insert_instance");
     let token = CancellationToken::new();
     let world = r.world.clone();
     let runner = Runner::new(r.runner.env().clone(), world.backends())
         .state_dir(r.state_dir.path())
         .cancel_token(token.clone());
-    let t = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        t.cancel();
-    });
-    let err = runner
-        .up(RunOptions::default(), |_| {})
-        .await
-        .expect_err("cancelled");
+    let up = runner.up(RunOptions::default(), |_| {});
+    let cancel_mid_insert = async {
+        // The instance insert is in flight (held) when the cancel comes; it then goes on.
+        started(&insert, "the instance insert").await;
+        token.cancel();
+        assert!(
+            !r.world
+                .calls()
+                .iter()
+                .any(|c| c.op == "compute.insert_instance"),
+            "the insert had not finished when the run was cancelled"
+        );
+        insert.release();
+    };
+    let (err, ()) = tokio::join!(up, cancel_mid_insert);
+    let err = err.expect_err("cancelled");
     assert!(err.is_cancelled(), "{err}");
-    // The instance insert was in flight: it finished and was recorded, nothing after it ran.
+    // The insert in flight finished and was recorded; nothing after it ran.
     let w = r.world.state();
     assert_eq!(w.instances.len(), 1);
     let state: serde_json::Value =
@@ -342,8 +411,20 @@ async fn cancel_lets_running_steps_finish_and_keeps_state_consistent() {
         !r.world.calls().iter().any(|c| c.op == "remote.connect"),
         "no step started after the cancel"
     );
-    // From that state, down cleans up everything kgenv made.
-    runner.down(RunOptions::default(), |_| {}).await.ok();
+    // The cancelled runner starts nothing more: its down is refused as cancelled and
+    // changes nothing.
+    r.world.clear_calls();
+    let refused = runner
+        .down(RunOptions::default(), |_| {})
+        .await
+        .expect_err("a cancelled runner runs no step");
+    assert!(refused.is_cancelled(), "{refused}");
+    assert!(
+        r.world.mutating_calls().is_empty(),
+        "{:#?}",
+        r.world.mutating_calls()
+    );
+    // From that state, a new run's down cleans up everything kgenv made.
     let fresh = Runner::new(r.runner.env().clone(), world.backends()).state_dir(r.state_dir.path());
     fresh
         .down(RunOptions::default(), |_| {})
@@ -519,26 +600,32 @@ async fn missing_password_fails_before_any_call() {
 #[tokio::test]
 async fn two_runs_on_one_environment_exclude_each_other() {
     let r = Run::new(full_env("lock", "KG_PW_LOCK", &["us-central1-a"]));
-    // The first run holds the lock well past the grace a second run waits for it.
-    r.world.set_latency(
-        "compute.insert_instance",
-        kgenv_core::runner::LOCK_GRACE * 2 + Duration::from_millis(500),
-    );
+    // The first run is held inside its instance insert, so it holds the lock for as long as
+    // the second run waits for it (LOCK_GRACE) and longer.
+    let insert = r.world.hold_next("compute.insert_instance");
     let other =
         Runner::new(r.runner.env().clone(), r.world.backends()).state_dir(r.state_dir.path());
-    let (a, b) = tokio::join!(
-        r.runner.up(RunOptions::default().until("instance"), |_| {}),
-        async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            other
-                .up(RunOptions::default().until("instance"), |_| {})
-                .await
-        }
-    );
+    let first = r.runner.up(RunOptions::default().until("instance"), |_| {});
+    let second = async {
+        started(&insert, "the first run's instance insert").await;
+        let b = other
+            .up(RunOptions::default().until("instance"), |_| {})
+            .await;
+        insert.release();
+        b
+    };
+    let (a, b) = tokio::join!(first, second);
     a.expect("first run");
     let e = b.expect_err("second run is refused while the first holds the lock");
     assert!(e.to_string().contains("busy"), "{e}");
     assert_eq!(r.world.state().instances.len(), 1);
+    let inserts = r
+        .world
+        .calls()
+        .iter()
+        .filter(|c| c.op == "compute.insert_instance")
+        .count();
+    assert_eq!(inserts, 1, "the refused run made no insert");
 }
 
 /// A local environment whose only work is titanic's data, `train.csv` served zipped.

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use kgenv_core::backends::no_progress;
 use kgenv_core::backends::remote::{ExecRequest, HostAddr};
+use kgenv_core::backends::{no_progress, Progress};
 use kgenv_core::ssh::SshConnector;
 use support::sshd::Sshd;
 use tokio::io::AsyncWriteExt;
@@ -83,10 +83,21 @@ async fn readiness_timeouts_say_what_was_seen_last() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_an_sshd_that_starts_late() {
     let mut sshd = Sshd::prepare(&[]);
+    // Until sshd starts, its port hangs up on whoever connects (a host whose sshd is not up
+    // yet); sshd starts only once the connector has been turned away there at least once,
+    // so the connection below proves it kept trying (a sleep could not tell).
+    let early = tokio::net::TcpListener::bind(("127.0.0.1", sshd.addr().port))
+        .await
+        .expect("bind sshd's port before sshd");
     let conn = connector(&sshd);
     let addr = sshd.addr();
     let waiting = tokio::spawn(async move { conn.open(&addr, Duration::from_secs(45)).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (turned_away, _) = tokio::time::timeout(GUARD, early.accept())
+        .await
+        .expect("the connector dials the port")
+        .expect("accept");
+    drop(turned_away);
+    drop(early);
     tokio::task::block_in_place(|| sshd.start());
     let session = tokio::time::timeout(GUARD, waiting)
         .await
@@ -117,14 +128,24 @@ async fn killed_sshd_cuts_the_command_then_the_next_one_reconnects() {
         "before\n"
     );
 
+    // sshd is killed once the command is known to run: its first line has arrived.
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
     let running = {
         let s = session.clone();
+        let started = started.clone();
         tokio::spawn(async move {
-            s.run(ExecRequest::new("echo started; sleep 40"), &no_progress)
+            let on_line = move |p: Progress| {
+                if matches!(p, Progress::Line { .. }) {
+                    started.notify_one();
+                }
+            };
+            s.run(ExecRequest::new("echo started; sleep 40"), &on_line)
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::timeout(GUARD, started.notified())
+        .await
+        .expect("the command prints its first line");
     tokio::task::block_in_place(|| sshd.stop());
     let cut = tokio::time::timeout(GUARD, running)
         .await
@@ -164,7 +185,9 @@ async fn sshd_that_stays_down_gives_a_typed_error_not_a_hang() {
         .await
         .expect("connect");
     tokio::task::block_in_place(|| sshd.stop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No pause: whether or not the session has noticed the drop yet, the call must dial
+    // again (a channel that cannot open on the dead connection retries on a new one) and
+    // fail the same way.
     let err = tokio::time::timeout(GUARD, session.run(ExecRequest::new("true"), &no_progress))
         .await
         .expect("no hang")

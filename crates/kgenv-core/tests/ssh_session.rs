@@ -193,30 +193,76 @@ async fn eventually_gone(s: &SshSession, marker: &str) -> bool {
     false
 }
 
+/// A hang guard, not a timing assertion: only a bug reaches it.
+const GUARD: Duration = Duration::from_secs(60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_and_cancellation_kill_the_remote_command() {
     let sshd = Sshd::start_new();
     let s = session(&sshd).await;
 
-    let err = s
-        .run(
-            ExecRequest::new("echo started; sleep 31.25").timeout(Duration::from_millis(800)),
-            &no_progress,
-        )
-        .await
-        .expect_err("times out");
-    assert_eq!(err.kind(), "timeout", "{err}");
-    assert!(err.to_string().contains("started"), "last line seen: {err}");
-    assert!(
-        eventually_gone(&s, "31.25").await,
-        "timed-out command still running"
-    );
+    // A total limit counts from the exec request, so on a loaded machine it can pass before
+    // the command's first line arrives. Whatever the timing, the error must carry exactly
+    // the lines seen before the limit (the progress sink gets each line before the limit
+    // can be noticed). The limit doubles until a run printed its line in time, so the
+    // "last output" part is really exercised; its expiry is what the test is about.
+    let mut limit = Duration::from_millis(800);
+    loop {
+        let seen = Mutex::new(Vec::new());
+        let record = |p: Progress| {
+            if let Progress::Line { line, .. } = p {
+                seen.lock().expect("lock").push(line);
+            }
+        };
+        let err = s
+            .run(
+                ExecRequest::new("echo started; sleep 31.25").timeout(limit),
+                &record,
+            )
+            .await
+            .expect_err("times out");
+        assert_eq!(err.kind(), "timeout", "{err}");
+        let seen = seen.into_inner().expect("lock");
+        let timed_out = err.command_timeout().expect("a command timeout");
+        assert_eq!(timed_out.after, limit, "{err}");
+        assert_eq!(
+            timed_out.last_lines, seen,
+            "the error keeps the lines printed before the limit: {err}"
+        );
+        assert!(
+            eventually_gone(&s, "31.25").await,
+            "timed-out command still running"
+        );
+        if seen == ["started"] {
+            assert!(err.to_string().contains("started"), "last line seen: {err}");
+            break;
+        }
+        assert!(seen.is_empty(), "{seen:?}");
+        limit *= 2;
+        assert!(
+            limit <= Duration::from_millis(12_800),
+            "`echo started` printed nothing within 6.4s of its exec request"
+        );
+    }
 
-    // Dropping the future (cancellation) kills it too.
-    let fut = s.run(ExecRequest::new("sleep 32.25"), &no_progress);
-    assert!(tokio::time::timeout(Duration::from_millis(800), fut)
-        .await
-        .is_err());
+    // Dropping the future (cancellation) kills it too: once it is known to run.
+    let first_line = tokio::sync::Notify::new();
+    let on_line = |p: Progress| {
+        if matches!(p, Progress::Line { .. }) {
+            first_line.notify_one();
+        }
+    };
+    let mut fut = Box::pin(s.run(ExecRequest::new("echo started; sleep 32.25"), &on_line));
+    tokio::select! {
+        r = &mut fut => panic!("the command ended: {r:?}"),
+        () = first_line.notified() => {}
+        () = tokio::time::sleep(GUARD) => panic!("no line from the command within {GUARD:?}"),
+    }
+    assert!(
+        running(&s, "32.25").await,
+        "the command runs before it is cancelled"
+    );
+    drop(fut);
     assert!(
         eventually_gone(&s, "32.25").await,
         "cancelled command still running"

@@ -58,6 +58,7 @@ fn _kgenv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<spec::EnvSpec>()?;
     m.add_function(wrap_pyfunction!(spec::validate_section, m)?)?;
     m.add_class::<world::PyMockWorld>()?;
+    m.add_class::<world::PyMockHold>()?;
     m.add_class::<run::Run>()?;
     m.add_class::<tunnel::JupyterTunnel>()?;
     m.add_function(wrap_pyfunction!(ops::start_run, m)?)?;

@@ -1,20 +1,22 @@
 //! The core's stateful mock backends for Python (`kgenv.testing.MockWorld`): a simulated
 //! cloud, host, Docker engine, Kaggle and GitHub that environments can run against
-//! offline, with fault injection, latency and a record of every call.
+//! offline, with fault injection, latency, calls held at their start (`hold_next`) and a
+//! record of every call.
 //!
 //! Each world has its own state directory (a temporary one, or next to the world's file),
 //! so a mock run never reads or writes the state of a real environment.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kgenv_core::error::{QuotaInfo, QuotaScope};
-use kgenv_core::mock::{Fault, MockWorld, WorldState};
+use kgenv_core::mock::{Fault, Held, MockWorld, WorldState};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::{convert, errors};
+use crate::{convert, errors, runtime};
 
 /// A simulated world for the mock backends.
 #[pyclass(module = "kgenv._kgenv", name = "MockWorld", frozen)]
@@ -119,6 +121,15 @@ impl PyMockWorld {
         Ok(())
     }
 
+    /// Holds the next call of `op` (an exact name, e.g. `remote.connect`) at its start
+    /// until the returned hold is released (or dropped): a test can then act while that
+    /// call is known to be in flight. Several holds on one `op` take its next calls in turn.
+    fn hold_next(&self, op: &str) -> PyMockHold {
+        PyMockHold {
+            held: Arc::new(self.world.hold_next(op)),
+        }
+    }
+
     /// Every recorded call: `(op, target, mutating, start_s, end_s, failed)`.
     fn calls(&self) -> Vec<(String, String, bool, f64, f64, bool)> {
         self.world
@@ -161,5 +172,56 @@ impl PyMockWorld {
             Some(p) => format!("MockWorld(path={:?})", p.display().to_string()),
             None => "MockWorld()".to_string(),
         }
+    }
+}
+
+/// A call held at its start by `MockWorld.hold_next`.
+#[pyclass(module = "kgenv._kgenv", name = "MockHold", frozen)]
+pub struct PyMockHold {
+    held: Arc<Held>,
+}
+
+#[pymethods]
+impl PyMockHold {
+    /// The operation held.
+    #[getter]
+    fn op(&self) -> String {
+        self.held.op().to_string()
+    }
+
+    /// Whether the held call has started (it then waits for `release()`).
+    #[getter]
+    fn started(&self) -> bool {
+        self.held.has_started()
+    }
+
+    /// Blocks, with the GIL released, until the held call starts or `timeout` seconds
+    /// pass; returns whether it started.
+    fn wait_started(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let within = Duration::try_from_secs_f64(timeout)
+            .map_err(|e| PyValueError::new_err(format!("timeout {timeout}: {e}")))?;
+        let rt = runtime::get()?;
+        let held = self.held.clone();
+        Ok(py.detach(|| {
+            rt.block_on(async move { tokio::time::timeout(within, held.started()).await })
+                .is_ok()
+        }))
+    }
+
+    /// Lets the held call go on (harmless when it already did).
+    fn release(&self) {
+        self.held.release();
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "MockHold(op={:?}, started={})",
+            self.held.op(),
+            if self.held.has_started() {
+                "True"
+            } else {
+                "False"
+            }
+        )
     }
 }

@@ -4,6 +4,9 @@
 //! mock backends are views onto it, so what the compute mock creates the host mock can log
 //! into. Every call is recorded with start and end times ([`MockWorld::calls`]); faults can
 //! be injected ([`MockWorld::fail_next`]) and latency added ([`MockWorld::set_latency`]).
+//! A call can also be held at its start ([`MockWorld::hold_next`]) until the test lets it
+//! go, so a test can act while that call is known to be in flight instead of guessing it
+//! from the clock.
 //! The world can be saved to a file so separate processes (CLI invocations) share it.
 //!
 //! ```
@@ -255,8 +258,60 @@ struct Inner {
     calls: Mutex<Vec<Call>>,
     faults: Mutex<Vec<FaultRule>>,
     latency: Mutex<BTreeMap<String, Duration>>,
+    holds: Mutex<Vec<HoldRule>>,
     epoch: Instant,
     persist: Option<PathBuf>,
+}
+
+/// A call to hold, waiting for the next call of `op` to take it.
+struct HoldRule {
+    op: String,
+    started: tokio::sync::watch::Sender<bool>,
+    released: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The handle of a call held by [`MockWorld::hold_next`]: says when the call has started
+/// and lets it go on when released or dropped.
+#[derive(Debug)]
+pub struct Held {
+    op: String,
+    started: tokio::sync::watch::Receiver<bool>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl Held {
+    /// Waits until the held call has started (it is then waiting for [`Held::release`]).
+    pub async fn started(&self) {
+        let mut started = self.started.clone();
+        // The sender lives in the world until a call takes the rule, then in that call:
+        // an error means the world was dropped with the call never made, so nothing starts.
+        let seen = started.wait_for(|s| *s).await.is_ok();
+        if !seen {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the held call has started.
+    pub fn has_started(&self) -> bool {
+        *self.started.borrow()
+    }
+
+    /// The operation held (`compute.insert_instance`).
+    pub fn op(&self) -> &str {
+        &self.op
+    }
+
+    /// Lets the held call go on (dropping the handle does the same; releasing twice is
+    /// harmless).
+    pub fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release.send_replace(true);
+    }
 }
 
 /// The simulated world behind the mock backends. Cheap to clone (shared).
@@ -295,6 +350,7 @@ impl MockWorld {
                 calls: Mutex::default(),
                 faults: Mutex::default(),
                 latency: Mutex::default(),
+                holds: Mutex::default(),
                 epoch: Instant::now(),
                 persist,
             }),
@@ -371,6 +427,26 @@ impl MockWorld {
         lock(&self.inner.latency).insert(op.into(), latency);
     }
 
+    /// Holds the next call of `op` (exact name, e.g. `compute.insert_instance`) at its
+    /// start (its start time taken, before its latency, fault or effect) until
+    /// the returned [`Held`] is released or dropped. Several holds on one `op` take its next
+    /// calls in turn. For tests that must act while a call is in flight (cancel a run, start
+    /// a second one): they wait on [`Held::started`] instead of sleeping and hoping.
+    pub fn hold_next(&self, op: &str) -> Held {
+        let (started_tx, started_rx) = tokio::sync::watch::channel(false);
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        lock(&self.inner.holds).push(HoldRule {
+            op: op.into(),
+            started: started_tx,
+            released: release_rx,
+        });
+        Held {
+            op: op.into(),
+            started: started_rx,
+            release: release_tx,
+        }
+    }
+
     fn save(&self) {
         if let Some(path) = &self.inner.persist {
             let state = lock(&self.inner.state).clone();
@@ -391,6 +467,18 @@ impl MockWorld {
         f: impl FnOnce(&mut WorldState) -> BackendResult<T>,
     ) -> BackendResult<T> {
         let start = self.inner.epoch.elapsed();
+        let hold = {
+            let mut holds = lock(&self.inner.holds);
+            holds
+                .iter()
+                .position(|h| h.op == op)
+                .map(|i| holds.remove(i))
+        };
+        if let Some(mut h) = hold {
+            h.started.send_replace(true);
+            // An error means the handle is gone, which releases the call too.
+            let _ = h.released.wait_for(|r| *r).await;
+        }
         let latency = {
             let l = lock(&self.inner.latency);
             l.get(op).or_else(|| l.get("*")).copied()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::Msg;
-use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
 use super::connect::Live;
 use crate::backends::Stream;
@@ -82,6 +82,28 @@ struct CloseOnDrop {
     tx: Option<ChannelWriteHalf<Msg>>,
     killer: Option<Killer>,
     pgid: Option<u32>,
+    /// The channel's read side, kept here so that a command abandoned before its
+    /// process-group line was read can still be found (and killed) from that line.
+    rx: Option<ChannelReadHalf>,
+    /// What arrived of stderr while waiting for the process-group line (None once found).
+    head: Option<Vec<u8>>,
+}
+
+/// Reads `rx` until the process-group line completes `head`: the group, or None when the
+/// channel ends first or stderr does not start with the line.
+async fn read_pgid(rx: &mut ChannelReadHalf, head: &mut Vec<u8>) -> Option<u32> {
+    loop {
+        match split_head(head) {
+            Head::Found(pgid, _) => return pgid,
+            Head::NotOurs => return None,
+            Head::NeedMore => {}
+        }
+        match rx.wait().await? {
+            ChannelMsg::ExtendedData { data, ext: 1 } => head.extend_from_slice(&data),
+            ChannelMsg::Close | ChannelMsg::Eof => return None,
+            _ => {}
+        }
+    }
 }
 
 impl CloseOnDrop {
@@ -106,12 +128,29 @@ impl Drop for CloseOnDrop {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let kill = match (self.killer.take(), self.pgid) {
-            (Some(k), Some(pgid)) if pgid > 1 => Some((k, pgid)),
+        let known = self.pgid;
+        let killer = self.killer.take();
+        let pending = match (self.rx.take(), self.head.take()) {
+            (Some(rx), Some(head)) if known.is_none() && killer.is_some() => Some((rx, head)),
             _ => None,
         };
         rt.spawn(async move {
             let _ = tx.signal(Sig::TERM).await;
+            // Abandoned before its process-group line was read (cancelled right after it
+            // started): the line is on its way, as the command's first output.
+            let pgid = match pending {
+                Some((mut rx, mut head)) => {
+                    tokio::time::timeout(Duration::from_secs(10), read_pgid(&mut rx, &mut head))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => known,
+            };
+            let kill = match (killer, pgid) {
+                (Some(k), Some(pgid)) if pgid > 1 => Some((k, pgid)),
+                _ => None,
+            };
             if let Some((k, pgid)) = kill {
                 let killed = async {
                     let mut ch = k.live.handle.channel_open_session().await.ok()?;
@@ -201,16 +240,19 @@ pub(crate) async fn run(
     killer: Option<Killer>,
     on_chunk: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<Exit, ExecFail> {
-    let (mut rx, tx) = channel.split();
-    let mut head: Option<Vec<u8>> = killer.as_ref().map(|_| Vec::new());
+    let (rx, tx) = channel.split();
+    let head: Option<Vec<u8>> = killer.as_ref().map(|_| Vec::new());
     let mut guard = CloseOnDrop {
         tx: Some(tx),
         killer,
         pgid: None,
+        rx: Some(rx),
+        head,
     };
-    let Some(tx) = guard.tx.as_ref() else {
+    let (Some(tx), Some(rx)) = (guard.tx.as_ref(), guard.rx.as_mut()) else {
         return Err(ExecFail::Lost("channel closed".into()));
     };
+    let head = &mut guard.head;
     tx.exec(true, command.as_bytes())
         .await
         .map_err(|e| ExecFail::Lost(format!("sending the command: {e}")))?;
@@ -266,11 +308,11 @@ pub(crate) async fn run(
                                     if rest < buf.len() {
                                         on_chunk(Stream::Stderr, &buf[rest..]);
                                     }
-                                    head = None;
+                                    *head = None;
                                 }
                                 Head::NotOurs => {
                                     on_chunk(Stream::Stderr, buf);
-                                    head = None;
+                                    *head = None;
                                 }
                             }
                         }
@@ -291,7 +333,10 @@ pub(crate) async fn run(
         exit
     };
     // Only a partial line can be left; it is real stderr unless it is the marker itself.
-    if let Some(buf) = head.filter(|b| !b.is_empty() && !b.starts_with(PGID_MARK)) {
+    if let Some(buf) = head
+        .take()
+        .filter(|b| !b.is_empty() && !b.starts_with(PGID_MARK))
+    {
         on_chunk(Stream::Stderr, &buf);
     }
     // Dropping the half-written stdin future leaves the channel as the server closed it.

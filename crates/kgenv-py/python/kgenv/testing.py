@@ -30,7 +30,12 @@ from typing import Any, Literal, Mapping, Union
 
 from . import _kgenv
 
-__all__ = ["MockWorld", "Fault", "Call"]
+__all__ = ["MockWorld", "Fault", "Call", "Hold"]
+
+Hold = _kgenv.MockHold
+"""A call held at its start by :meth:`MockWorld.hold_next`: ``started`` says whether it
+has started, ``wait_started(timeout)`` blocks (GIL released) until it has or ``timeout``
+seconds pass and returns which, ``release()`` lets it go on (so does dropping the hold)."""
 
 FaultKind = Literal[
     "transient", "rate_limited", "stockout", "quota", "permission_denied", "connection", "command_timeout"
@@ -150,6 +155,13 @@ class MockWorld:
         """Adds ``seconds`` to every call of ``op`` (or ``*``): for progress, cancellation
         and concurrency tests."""
         self._world.set_latency(op, float(seconds))
+
+    def hold_next(self, op: str) -> Hold:
+        """Holds the next call of ``op`` (an exact name, e.g. ``remote.connect``) at its start
+        until the returned :data:`Hold` is released: a test can act while that call is known
+        to be in flight (press Ctrl-C, cancel a task) instead of sleeping and hoping. Several
+        holds on one ``op`` take its next calls in turn."""
+        return self._world.hold_next(op)
 
     def calls(self, op: str | None = None) -> list[Call]:
         """Recorded calls, oldest first; only those of ``op`` when given."""
