@@ -216,23 +216,24 @@ async fn a_hung_command_is_killed_and_fails_its_step_naming_it() {
 async fn an_inactivity_limit_spares_a_busy_command_and_kills_a_silent_one() {
     let sshd = Sshd::start_new();
     let state = tempfile::tempdir().expect("state dir");
-    // Prints every 0.1s for about 3s: three times the 1s limit on silence, in all.
+    // Prints every 0.1s for about 5s: more than twice the 2s limit on silence, in all. The
+    // limit is 20 ticks wide, so a loaded machine's scheduling pauses cannot reach it.
     let busy = RemoteStep {
         id: "data/busy".into(),
-        command: "i=0; while [ $i -lt 30 ]; do echo tick $i; sleep 0.1; i=$((i+1)); done".into(),
+        command: "i=0; while [ $i -lt 50 ]; do echo tick $i; sleep 0.1; i=$((i+1)); done".into(),
         limit: CommandTimeout::inactivity(Duration::from_secs(600)),
     };
     let t0 = Instant::now();
     let (res, _) = up(
         &sshd,
         state.path(),
-        Timeouts::builder().set("data", "1s"),
+        Timeouts::builder().set("data", "2s"),
         busy,
     )
     .await;
     res.expect("a command that keeps printing is not killed");
     assert!(
-        t0.elapsed() > Duration::from_secs(2),
+        t0.elapsed() > Duration::from_secs(4),
         "it ran longer than the limit"
     );
 
@@ -245,7 +246,7 @@ async fn an_inactivity_limit_spares_a_busy_command_and_kills_a_silent_one() {
         &sshd,
         state.path(),
         Timeouts::builder()
-            .set("data/silent", "1s")
+            .set("data/silent", "2s")
             .set("data", "1h"),
         silent,
     )
@@ -254,12 +255,12 @@ async fn an_inactivity_limit_spares_a_busy_command_and_kills_a_silent_one() {
     let t = err.command_timeout().expect("a command timeout");
     assert_eq!(
         (t.step.as_deref(), t.after, t.inactivity),
-        (Some("data/silent"), Duration::from_secs(1), true),
+        (Some("data/silent"), Duration::from_secs(2), true),
         "the step's own entry wins over its family's, and the kind stays the step's"
     );
     assert_eq!(t.last_lines, vec!["started".to_string()]);
     let text = error_chain(&err);
-    assert!(text.contains("printed nothing for 1s"), "{text}");
+    assert!(text.contains("printed nothing for 2s"), "{text}");
     assert!(
         gone_within("sleep 43[2]2.25", Duration::from_secs(10)).await,
         "the silent command still runs on the host"
