@@ -1345,7 +1345,10 @@ async fn the_data_disk_outlives_down_and_is_attached_again_by_the_next_up() {
     assert!(rig.fake.instances().is_empty());
     let left = rig.fake.disks();
     assert_eq!(left.len(), 1, "only the data disk: {left:?}");
-    assert_eq!(left[0].1, "kg-data", "the disk kept is the data disk: {left:?}");
+    assert_eq!(
+        left[0].1, "kg-data",
+        "the disk kept is the data disk: {left:?}"
+    );
     assert!(left[0].3.is_empty(), "detached with the VM");
     assert!(
         rig.runner.state_path().exists(),
