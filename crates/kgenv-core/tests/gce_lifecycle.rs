@@ -11,123 +11,43 @@
 
 #[path = "support/gce_fake.rs"]
 mod gce_fake;
+#[path = "support/gce_rig.rs"]
+mod gce_rig;
 
-use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use gce_fake::{FakeGce, Fault, Recorded};
 use kgenv_core::backends::compute::{DiskRef, InstanceRef, InstanceRequest};
-use kgenv_core::backends::remote::HostAddr;
-use kgenv_core::backends::{Compute, RemoteConnector};
-use kgenv_core::mock::MockWorld;
-use kgenv_core::runner::{Change, Event, Outcome, RunOptions, Runner};
-use kgenv_core::spec::{Env, Firewall, Instance, InstanceBuilder};
-use kgenv_core::state::StateStore;
+use kgenv_core::backends::Compute;
+use kgenv_core::runner::{Change, Event, Outcome, RunOptions};
+use kgenv_core::spec::{Env, Instance, InstanceBuilder};
 
-const PROJECT: &str = "my-project";
+use gce_rig::{gce_and_disk, Rig, PROJECT};
+
 const ZONE_A: &str = "us-central1-a";
 const ZONE_B: &str = "us-central1-b";
 
-/// Keys go under one temporary KGENV_HOME for this test process (set before any client).
-fn home() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let dir = std::env::temp_dir().join(format!("kgenv-gce-lifecycle-{}", std::process::id()));
-        std::env::set_var("KGENV_HOME", dir);
-    });
-}
-
+/// A CPU-only environment with an SSH rule on `zones`.
 fn env_with(zones: &[&str], f: impl FnOnce(InstanceBuilder) -> InstanceBuilder) -> Env {
-    let mut b = Instance::builder().project(PROJECT).no_gpu();
-    for z in zones {
-        b = b.zone(*z);
-    }
-    Env::builder("kg")
-        .instance(f(b))
-        .firewall(Firewall::builder("kg-ssh").port(22))
-        .build()
-        .expect("a valid env")
+    gce_rig::env_in(zones, Instance::builder().no_gpu(), true, f)
 }
 
-/// The mock host, reached at whatever address the Compute fake hands out.
-struct FakeHosts {
-    inner: Arc<dyn RemoteConnector>,
+/// A rig on a fake configured by `configure`, whose `up` also makes the data disk.
+async fn rig_with(env: Env, configure: impl FnOnce(&mut gce_fake::Config)) -> Rig {
+    let mut config = gce_fake::Config::default();
+    configure(&mut config);
+    Rig::with_fake(FakeGce::start_with(config).await, env).up_steps(gce_and_disk())
 }
 
-#[async_trait::async_trait]
-impl RemoteConnector for FakeHosts {
-    async fn connect(
-        &self,
-        addr: &HostAddr,
-        ready_within: Duration,
-    ) -> kgenv_core::backends::BackendResult<Arc<dyn kgenv_core::backends::Remote>> {
-        let mut at = addr.clone();
-        at.host = "10.0.0.1".into();
-        at.pinned_host_keys.clear();
-        self.inner.connect(&at, ready_within).await
-    }
+/// What only this file asks of the rig.
+trait Lifecycle {
+    /// The instance's status as GCE shows it.
+    fn status(&self, zone: &str) -> Option<String>;
+    /// Requests of `method_id` (`compute.instances.delete`) on `zone`, in order.
+    fn calls(&self, method_id: &str, zone: &str) -> Vec<Recorded>;
 }
 
-struct Rig {
-    fake: FakeGce,
-    runner: Arc<Runner>,
-    events: Arc<Mutex<Vec<Event>>>,
-    _state: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn new(env: Env, configure: impl FnOnce(&mut gce_fake::Config)) -> Self {
-        home();
-        let mut config = gce_fake::Config::default();
-        configure(&mut config);
-        let fake = FakeGce::start_with(config).await;
-        let state = tempfile::tempdir().expect("state dir");
-        let mut backends = MockWorld::new().backends();
-        backends.compute = Arc::new(fake.client());
-        backends.remote = Arc::new(FakeHosts {
-            inner: backends.remote.clone(),
-        });
-        let runner = Runner::new(env, backends)
-            .state_dir(state.path())
-            .host_ready_within(Duration::from_secs(20));
-        Self {
-            fake,
-            runner: Arc::new(runner),
-            events: Arc::default(),
-            _state: state,
-        }
-    }
-
-    fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
-        let events = self.events.clone();
-        move |e| events.lock().unwrap_or_else(|p| p.into_inner()).push(e)
-    }
-
-    /// `up` of the GCE part (preflight, firewall, instance) and the data disk.
-    async fn up(&self) -> kgenv_core::Result<kgenv_core::runner::Report> {
-        self.runner.up(gce_and_disk(), self.sink()).await
-    }
-
-    async fn state(&self) -> kgenv_core::state::State {
-        StateStore::open(self.runner.state_path().parent().expect("dir"), "kg", "gce")
-            .expect("state")
-            .snapshot()
-            .await
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|e| match e {
-                Event::Log { line, .. } => Some(line.clone()),
-                Event::Warning { message, .. } => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
+impl Lifecycle for Rig {
     /// The instance's status as GCE shows it.
     fn status(&self, zone: &str) -> Option<String> {
         self.fake
@@ -143,10 +63,6 @@ impl Rig {
             .filter(|r| r.method_id == method_id && r.path.contains(&format!("/zones/{zone}/")))
             .collect()
     }
-}
-
-fn gce_and_disk() -> RunOptions {
-    RunOptions::default().only(["preflight", "firewall", "instance", "data-disk"])
 }
 
 fn at(zone: &str) -> InstanceRef {
@@ -172,7 +88,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// the next zone. The failed VM's boot disk went with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_made_vm_gone_before_its_delete_is_a_404_kgenv_treats_as_done() {
-    let rig = Rig::new(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
+    let rig = rig_with(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
         c.stockout_zones.insert(ZONE_A.into());
         // Vanishes right after the first GET shows it: kgenv's look, before its delete.
         c.failed_insert_vanishes_after_gets = Some(1);
@@ -217,7 +133,7 @@ async fn a_half_made_vm_gone_before_its_delete_is_a_404_kgenv_treats_as_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_accepted_while_a_failed_vm_lingers_cleans_up_either_way() {
     // Race: GCE removes the lingering VM while kgenv's delete operation is under way.
-    let rig = Rig::new(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
+    let rig = rig_with(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
         c.stockout_zones.insert(ZONE_A.into());
         c.failed_insert_linger = Duration::from_secs(600);
         c.op_latency
@@ -262,7 +178,7 @@ async fn a_delete_accepted_while_a_failed_vm_lingers_cleans_up_either_way() {
     );
 
     // No race: the delete removes the lingering VM itself.
-    let rig = Rig::new(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
+    let rig = rig_with(env_with(&[ZONE_A, ZONE_B], |b| b), |c| {
         c.stockout_zones.insert(ZONE_A.into());
         c.failed_insert_linger = Duration::from_secs(600);
     })
@@ -352,7 +268,7 @@ fn request(zone: &str) -> InstanceRequest {
 /// STAGING (a run killed during its insert) is waited for, never inserted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_goes_provisioning_staging_running_and_up_waits_for_it() {
-    let rig = Rig::new(env_with(&[ZONE_A], |b| b), |c| {
+    let rig = rig_with(env_with(&[ZONE_A], |b| b), |c| {
         c.op_latency
             .insert("compute.instances.insert".into(), Duration::from_secs(600));
     })
@@ -402,7 +318,7 @@ async fn an_insert_goes_provisioning_staging_running_and_up_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_between_two_states_are_not_ready_and_kgenv_waits_them_out() {
     // Long-polls answer within 0.1 s, so the waits held open below see their release soon.
-    let rig = Rig::new(env_with(&[ZONE_A], |b| b), |c| {
+    let rig = rig_with(env_with(&[ZONE_A], |b| b), |c| {
         c.wait_cap = Duration::from_millis(100);
     })
     .await;
@@ -550,7 +466,7 @@ async fn calls_between_two_states_are_not_ready_and_kgenv_waits_them_out() {
 /// disks are kept attached. Once capacity returns, the same VM starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_in_a_zone_out_of_capacity_keeps_the_vm_and_its_disks() {
-    let rig = Rig::new(env_with(&[ZONE_A, ZONE_B], |b| b), |_| {}).await;
+    let rig = rig_with(env_with(&[ZONE_A, ZONE_B], |b| b), |_| {}).await;
     rig.up().await.expect("up");
     let id = rig.fake.instance(PROJECT, ZONE_A, "kg").expect("vm")["id"].clone();
     rig.runner.stop(rig.sink()).await.expect("stop");
@@ -609,7 +525,7 @@ async fn a_start_in_a_zone_out_of_capacity_keeps_the_vm_and_its_disks() {
 /// the next `kgenv stop` / `down` then does its job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_stop_or_delete_leaves_the_vm_running() {
-    let rig = Rig::new(env_with(&[ZONE_A], |b| b), |_| {}).await;
+    let rig = rig_with(env_with(&[ZONE_A], |b| b), |_| {}).await;
     rig.up().await.expect("up");
     let failure = || Fault::OperationError {
         code: "UNSUPPORTED_OPERATION".into(),
@@ -658,7 +574,7 @@ async fn a_failed_stop_or_delete_leaves_the_vm_running() {
 /// same VM again without making a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preempted_spot_vm_is_reported_stopped_and_up_starts_it_again() {
-    let rig = Rig::new(env_with(&[ZONE_A], |b| b.spot(true)), |c| {
+    let rig = rig_with(env_with(&[ZONE_A], |b| b.spot(true)), |c| {
         c.op_latency.insert(
             "compute.instances.preempted".into(),
             Duration::from_secs(600),
@@ -743,7 +659,7 @@ async fn a_preempted_spot_vm_is_reported_stopped_and_up_starts_it_again() {
 /// sends no disk delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_takes_the_boot_disk_with_the_vm_and_keeps_the_data_disk() {
-    let rig = Rig::new(env_with(&[ZONE_A], |b| b), |_| {}).await;
+    let rig = rig_with(env_with(&[ZONE_A], |b| b), |_| {}).await;
     rig.up().await.expect("up");
     let insert = rig
         .calls("compute.instances.insert", ZONE_A)

@@ -4,159 +4,21 @@
 
 #[path = "support/gce_fake.rs"]
 mod gce_fake;
+#[path = "support/gce_rig.rs"]
+mod gce_rig;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gce_fake::{FakeGce, Fault, Recorded};
-use kgenv_core::backends::remote::HostAddr;
-use kgenv_core::backends::RemoteConnector;
 use kgenv_core::error::QuotaScope;
 use kgenv_core::mock::MockWorld;
 use kgenv_core::runner::{Event, Outcome, RunOptions, Runner};
-use kgenv_core::spec::{Env, Firewall, Instance, InstanceBuilder};
+use kgenv_core::spec::{Env, Firewall, Instance};
 use kgenv_core::ssh::SshConfigFiles;
-use kgenv_core::state::StateStore;
 
-const PROJECT: &str = "my-project";
-
-/// Keys go under one temporary KGENV_HOME for this test process (set before any client).
-fn home() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let dir = std::env::temp_dir().join(format!("kgenv-gce-pipeline-{}", std::process::id()));
-        std::env::set_var("KGENV_HOME", dir);
-    });
-}
-
-fn env_with(zones: &[&str], f: impl FnOnce(InstanceBuilder) -> InstanceBuilder) -> Env {
-    let mut b = Instance::builder()
-        .project(PROJECT)
-        .gpu("nvidia-tesla-t4", 1);
-    for z in zones {
-        b = b.zone(*z);
-    }
-    Env::builder("kg")
-        .instance(f(b))
-        .build()
-        .expect("a valid env")
-}
-
-/// The mock host, reached at whatever address and pinned keys the Compute fake hands out
-/// (the mock's own connector ties its 203.0.113.x addresses and its key to mock instances).
-/// Records the addresses it was asked for, so a test can tell where kgenv logged in.
-struct FakeHosts {
-    inner: Arc<dyn RemoteConnector>,
-    asked: Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl RemoteConnector for FakeHosts {
-    async fn connect(
-        &self,
-        addr: &HostAddr,
-        ready_within: Duration,
-    ) -> kgenv_core::backends::BackendResult<Arc<dyn kgenv_core::backends::Remote>> {
-        self.asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(addr.host.clone());
-        let mut at = addr.clone();
-        at.host = "10.0.0.1".into();
-        at.pinned_host_keys.clear();
-        self.inner.connect(&at, ready_within).await
-    }
-}
-
-struct Rig {
-    fake: FakeGce,
-    hosts: Arc<FakeHosts>,
-    runner: Runner,
-    events: Arc<Mutex<Vec<Event>>>,
-    _state: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn new(env: Env) -> Self {
-        Self::with_fake(FakeGce::start().await, env)
-    }
-
-    fn with_fake(fake: FakeGce, env: Env) -> Self {
-        home();
-        let state = tempfile::tempdir().expect("state dir");
-        let mut backends = MockWorld::new().backends();
-        backends.compute = Arc::new(fake.client());
-        let hosts = Arc::new(FakeHosts {
-            inner: backends.remote.clone(),
-            asked: Mutex::default(),
-        });
-        backends.remote = hosts.clone();
-        let runner = Runner::new(env, backends)
-            .state_dir(state.path())
-            .host_ready_within(Duration::from_secs(20));
-        Self {
-            fake,
-            hosts,
-            runner,
-            events: Arc::default(),
-            _state: state,
-        }
-    }
-
-    /// Another runner of `env` on the same Compute fake, with its own state directory: a
-    /// second person (or a second checkout) using the same environment name.
-    fn other_runner(&self, env: Env, state: &std::path::Path) -> Runner {
-        let mut backends = MockWorld::new().backends();
-        backends.compute = Arc::new(self.fake.client());
-        backends.remote = self.hosts.clone();
-        Runner::new(env, backends)
-            .state_dir(state)
-            .host_ready_within(Duration::from_secs(20))
-    }
-
-    fn sink(&self) -> impl Fn(Event) + Send + Sync + 'static {
-        let events = self.events.clone();
-        move |e| events.lock().unwrap_or_else(|p| p.into_inner()).push(e)
-    }
-
-    /// `up` of the GCE part: the preflight, the firewall rules and the instance (the firewall
-    /// is not a dependency of the instance, so `--until instance` alone would leave it out).
-    async fn up(&self) -> kgenv_core::Result<kgenv_core::runner::Report> {
-        self.runner.up(gce_part(), self.sink()).await
-    }
-
-    async fn state(&self) -> kgenv_core::state::State {
-        StateStore::open(self.runner.state_path().parent().expect("dir"), "kg", "gce")
-            .expect("state")
-            .snapshot()
-            .await
-    }
-
-    fn warnings(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|e| match e {
-                Event::Warning { message, .. } => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn mutating(&self) -> Vec<Recorded> {
-        self.fake
-            .requests()
-            .into_iter()
-            .filter(Recorded::is_mutating)
-            .collect()
-    }
-}
-
-fn gce_part() -> RunOptions {
-    RunOptions::default().only(["preflight", "firewall", "instance"])
-}
+use gce_rig::{gce_and_disk, gce_part, gpu_env as env_with, home, FakeHosts, Rig, PROJECT};
 
 fn ids(reqs: &[Recorded]) -> Vec<String> {
     reqs.iter()
@@ -1024,10 +886,7 @@ async fn start_points_ssh_env_at_the_vms_new_address() {
     };
     let mut backends = MockWorld::new().backends();
     backends.compute = Arc::new(fake.client());
-    backends.remote = Arc::new(FakeHosts {
-        inner: backends.remote.clone(),
-        asked: Mutex::default(),
-    });
+    backends.remote = Arc::new(FakeHosts::over(backends.remote.clone()));
     backends.ssh_aliases = Some(Arc::new(files.clone()));
     let runner = Runner::new(env_with(&["us-central1-a"], |b| b), backends)
         .state_dir(dir.path().join("state"))
@@ -1313,9 +1172,6 @@ async fn a_renamed_instance_never_redirects_up_or_down() {
 }
 
 /// The GCE part with the data disk.
-fn gce_and_disk() -> RunOptions {
-    RunOptions::default().only(["preflight", "firewall", "instance", "data-disk"])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_disk_outlives_down_and_is_attached_again_by_the_next_up() {
