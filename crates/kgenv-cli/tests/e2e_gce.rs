@@ -15,6 +15,8 @@
 //! disk is detached or the instance deleted, as udev does on a VM. So the `disk-mount` step
 //! runs for real: `blkid`, `mkfs.ext4`, `/etc/fstab`, `mount`.
 
+#[path = "e2e_support/gce.rs"]
+mod e2e_gce_support;
 mod e2e_support;
 #[path = "../../kgenv-core/tests/support/gce_fake.rs"]
 mod gce_fake;
@@ -30,8 +32,7 @@ use e2e_support::{owner_and_mode, serial, E2e, FirstBoot};
 use gce_fake::FakeGce;
 use kgenv_core::steps::disk_mount::{device_path, DATA_DEVICE_NAME, DEVICE_DIR};
 
-const PROJECT: &str = "kgenv-e2e";
-const ZONE: &str = "us-central1-a";
+use e2e_gce_support::{PROJECT, ZONE};
 /// The loop device's size: room for a small ext4 file system, sparse on this machine's disk.
 const LOOP_DISK_BYTES: u64 = 256 << 20;
 
@@ -134,58 +135,14 @@ impl Drop for LoopDisk {
 
 /// A gce environment on the fake; `published_host_key` overrides what `hostkeys/` says.
 fn gce(tag: &str, published_host_key: Option<(&str, &str)>) -> GceE2e {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut e = E2e::new(tag, |_| {
-        format!(
-            r#"target = "gce"
-
-[instance]
-project = "{PROJECT}"
-zones = ["{ZONE}"]
-machine_type = "n1-standard-8"
-gpu_type = "none"
-disk_size_gb = 60
-"#
-        )
-    });
-    assert!(
-        std::process::Command::new("id")
-            .arg(kgenv_core::keys::GCE_USER)
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "the local account `{}` is missing: run scripts/setup/80-e2e.sh (it creates it, as GCE's guest agent would)",
-        kgenv_core::keys::GCE_USER
-    );
-    let mut parts = e.sshd.host_pub.split_whitespace();
-    let sshd_key = (
-        parts.next().expect("key type").to_string(),
-        parts.next().expect("key body").to_string(),
-    );
-    let authorized = e.sshd.dir().join("authorized_keys");
+    let rt = e2e_gce_support::runtime();
+    let mut e = E2e::new(tag, |_| e2e_gce_support::config(""));
+    e2e_support::assert_login_user();
     let disk = LoopDisk::new(e.host_dir());
-    let fake = rt.block_on(FakeGce::start_with(gce_fake::Config {
-        fixed_nat_ip: Some("127.0.0.1".into()),
-        host_key: published_host_key
-            .map(|(t, k)| (t.to_string(), k.to_string()))
-            .unwrap_or(sshd_key),
-        guest_authorized_keys: Some(authorized),
-        hostkey_delay: Duration::from_millis(100),
-        device_links: Some(disk.device_links()),
-        ..gce_fake::Config::default()
-    }));
-    e.env = vec![
-        (
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE".into(),
-            fake.base_url(),
-        ),
-        ("GOOGLE_OAUTH_ACCESS_TOKEN".into(), gce_fake::TOKEN.into()),
-        ("KGENV_CALLER_IP_URL".into(), fake.caller_ip_url()),
-        ("KGENV_GCE_SSH_PORT".into(), e.sshd.port.to_string()),
-    ];
+    let fake = e2e_gce_support::start_fake(&e, &rt, published_host_key, |c| {
+        c.device_links = Some(disk.device_links());
+    });
+    e.env = e2e_gce_support::env(&e, &fake);
     GceE2e {
         e,
         disk,

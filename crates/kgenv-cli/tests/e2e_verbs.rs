@@ -24,6 +24,8 @@
 //! What e2e_ssh.rs and e2e_gce.rs already prove (the first `up`'s steps, the no-op second
 //! `up`, the data disk, first boot) is not repeated: no first-boot simulator here.
 
+#[path = "e2e_support/gce.rs"]
+mod e2e_gce_support;
 mod e2e_support;
 #[path = "../../kgenv-core/tests/support/fake_gcs.rs"]
 mod fake_gcs;
@@ -135,8 +137,7 @@ const COVERAGE: &[(&str, &str, &str)] = &[
 const MOCK: &str = "--mock";
 
 /// The Compute fake's project and zone.
-const PROJECT: &str = "kgenv-e2e";
-const ZONE: &str = "us-central1-a";
+use e2e_gce_support::{PROJECT, ZONE};
 
 /// The sorted non-empty lines of `text`.
 fn sorted_lines(text: &str) -> Vec<String> {
@@ -648,51 +649,16 @@ struct GceVerbs {
 }
 
 fn gce_verbs() -> GceVerbs {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = e2e_gce_support::runtime();
     let mut e = E2e::new("vg", |_| {
-        format!(
-            r#"target = "gce"
-
-[instance]
-project = "{PROJECT}"
-zones = ["{ZONE}"]
-machine_type = "n1-standard-8"
-gpu_type = "none"
-disk_size_gb = 60
-
-[instance.data_disk]
-enabled = false
-"#
-        )
+        e2e_gce_support::config("\n[instance.data_disk]\nenabled = false\n")
     });
     e2e_support::assert_login_user();
-    let mut parts = e.sshd.host_pub.split_whitespace();
-    let sshd_key = (
-        parts.next().expect("key type").to_string(),
-        parts.next().expect("key body").to_string(),
-    );
-    let fake = rt.block_on(gce_fake::FakeGce::start_with(gce_fake::Config {
-        fixed_nat_ip: Some("127.0.0.1".into()),
-        host_key: sshd_key,
-        guest_authorized_keys: Some(e.sshd.dir().join("authorized_keys")),
-        hostkey_delay: Duration::from_millis(100),
-        ..gce_fake::Config::default()
-    }));
+    let fake = e2e_gce_support::start_fake(&e, &rt, None, |_| {});
     let gcs = fake_gcs::FakeGcs::start();
-    e.env = vec![
-        (
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE".into(),
-            fake.base_url(),
-        ),
-        ("GOOGLE_OAUTH_ACCESS_TOKEN".into(), gce_fake::TOKEN.into()),
-        ("KGENV_CALLER_IP_URL".into(), fake.caller_ip_url()),
-        ("KGENV_GCE_SSH_PORT".into(), e.sshd.port.to_string()),
-        ("STORAGE_EMULATOR_HOST".into(), gcs.host.clone()),
-    ];
+    e.env = e2e_gce_support::env(&e, &fake);
+    e.env
+        .push(("STORAGE_EMULATOR_HOST".into(), gcs.host.clone()));
     GceVerbs { e, fake, gcs, rt }
 }
 
