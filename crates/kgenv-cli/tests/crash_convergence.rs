@@ -589,8 +589,8 @@ fn kill_then_converge(tag: &str, kill: Kill) -> usize {
     seen
 }
 
-/// The undisturbed run: how many event lines a whole `up` prints (the kill points cover
-/// all but the last), and that a second `up` changes nothing.
+/// The undisturbed run: that a second `up` changes nothing, and the line at which the last
+/// step's apply starts (the line kill points cover every line up to it).
 fn baseline() -> usize {
     let sc = Scenario::new("base");
     let up = sc.up();
@@ -610,15 +610,27 @@ fn baseline() -> usize {
         again.diagnosis()
     );
     sc.assert_down_keeps_only_the_disk("uninterrupted up");
-    // The last line is the last step's end: only the state save and the result follow it,
-    // no call to wait on, so a kill there would race the process's exit (and a kill of a
-    // finished process proves nothing). Every other line is followed by a call to the fake.
+    // Line points end where the last step's apply starts. After its last line (the step's
+    // end) only the state save and the result follow, no call to wait on, so a kill there
+    // would race the process's exit (and a kill of a finished process proves nothing). A run
+    // can print a line or two fewer than this one (retry messages come and go), so the
+    // points stop before the data disk's two logged calls (create, attach) rather than
+    // right before its end; the calls themselves have their own points (`Kill::OnCall`).
     let last = up.events.last().cloned().unwrap_or_default();
     assert!(
-        last["event"] == "done" && last["phase"] == "apply",
-        "the uninterrupted up ends with a step's apply done: {last}"
+        last["step"] == "data-disk" && last["event"] == "done" && last["phase"] == "apply",
+        "the uninterrupted up ends with the data disk's apply done: {last}"
     );
-    up.events.len()
+    up.events
+        .iter()
+        .position(|e| e["step"] == "data-disk" && e["event"] == "started" && e["phase"] == "apply")
+        .map(|i| i + 1)
+        .unwrap_or_else(|| {
+            panic!(
+                "the uninterrupted up applied the data disk:\n{}",
+                up.diagnosis()
+            )
+        })
 }
 
 #[test]
@@ -628,8 +640,8 @@ fn sigkill_anywhere_in_up_then_up_converges() {
         lines >= 10,
         "a whole up prints its events ({lines} lines): the kill points need them"
     );
-    // Every line but the last (see `baseline`).
-    let mut points: Vec<Kill> = (1..lines).map(Kill::AfterLine).collect();
+    // Every line up to the data disk's apply start (see `baseline`).
+    let mut points: Vec<Kill> = (1..=lines).map(Kill::AfterLine).collect();
     points.extend(
         [150, 400, 700, 1000, 1500]
             .into_iter()
@@ -676,8 +688,7 @@ fn sigkill_anywhere_in_up_then_up_converges() {
         failures.join("\n\n")
     );
     eprintln!(
-        "{} line kill points, 5 timed and 7 on calls in {:?}",
-        lines - 1,
+        "{lines} line kill points, 5 timed and 7 on calls in {:?}",
         started.elapsed()
     );
 }
