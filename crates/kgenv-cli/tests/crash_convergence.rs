@@ -134,6 +134,15 @@ enum Kill {
     OnCall(&'static str, &'static str, u16),
 }
 
+/// What a killed `up` had reached ([`Scenario::up_killed`]).
+#[derive(Debug)]
+struct Reached {
+    /// The point, as reached: the event line, the delay, the call answered.
+    what: String,
+    /// Event lines it printed before it died.
+    events: usize,
+}
+
 /// One environment: a fresh Compute fake, a temp HOME/KGENV_HOME and a config.
 struct Scenario {
     fake: FakeGce,
@@ -277,9 +286,11 @@ source_ranges = ["10.8.0.0/16"]
         self.run(&Self::up_args())
     }
 
-    /// Runs `up` and SIGKILLs it at `kill`; returns how many event lines it printed and
-    /// whether it had finished before the kill.
-    fn up_killed(&self, kill: Kill) -> (usize, bool) {
+    /// Runs `up` and SIGKILLs it at `kill`, and returns what it reached. The point must be
+    /// reached while the process still runs (`try_wait()` is `None` right before the
+    /// SIGKILL, no final result printed) and the process must die of that SIGKILL: a point
+    /// never reached, or reached only once `up` had finished, fails with its name.
+    fn up_killed(&self, kill: Kill) -> Reached {
         let mut child = self
             .command(&Self::up_args())
             .stdout(Stdio::piped())
@@ -297,51 +308,91 @@ source_ranges = ["10.8.0.0/16"]
                 }
             }
         });
-        let mut seen = 0;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let mut events: Vec<Value> = Vec::new();
         let mut finished = false;
-        match kill {
-            Kill::AfterLine(k) => {
-                for v in rx.iter() {
-                    if v.get("event").is_none() {
-                        finished = true; // the final result: it ran to its end
-                        break;
-                    }
-                    seen += 1;
-                    if seen >= k {
-                        break;
-                    }
+        // Polls every 5 ms: the point, then whether the run ended first. A line point reads
+        // no further than its line, so the point is exactly that line.
+        let outcome: Result<String, String> = loop {
+            while !matches!(kill, Kill::AfterLine(k) if events.len() >= k) {
+                let Ok(v) = rx.try_recv() else { break };
+                if v.get("event").is_some() {
+                    events.push(v);
+                } else if v.get("result").is_some() {
+                    finished = true;
                 }
             }
-            Kill::AfterDelay(d) => {
-                std::thread::sleep(d);
-                finished = matches!(child.try_wait(), Ok(Some(_)));
-            }
-            Kill::OnCall(method, path, status) => {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !self
+            let reached = match kill {
+                Kill::AfterLine(k) => (events.len() >= k).then(|| {
+                    let ev = &events[k - 1];
+                    format!("event line {k}: {ev}")
+                }),
+                Kill::AfterDelay(d) => (started.elapsed() >= d)
+                    .then(|| format!("{} ms after the start", started.elapsed().as_millis())),
+                Kill::OnCall(method, path, status) => self
                     .fake
                     .requests()
                     .iter()
-                    .any(|r| r.method_id == method && r.path.contains(path) && r.status == status)
-                {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        panic!("up ended without calling {method} on …{path}…");
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "up did not call {method} on …{path}… within 30 s"
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
+                    .find(|r| r.method_id == method && r.path.contains(path) && r.status == status)
+                    .map(|r| format!("{method} {} answered {}", r.path, r.status)),
+            };
+            if let Some(what) = reached {
+                if let Some(st) = child.try_wait().expect("try_wait on kgenv up") {
+                    break Err(format!("reached ({what}) only after up had exited ({st})"));
                 }
+                if finished {
+                    break Err(format!("reached ({what}) only after up printed its result"));
+                }
+                child.kill().expect("SIGKILL kgenv up"); // SIGKILL
+                break Ok(what);
+            }
+            if let Some(st) = child.try_wait().expect("try_wait on kgenv up") {
+                break Err(format!("never reached: up exited first ({st})"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break Err("not reached within 60 s".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let status = child.wait().expect("wait for kgenv up");
+        let _ = reader.join();
+        // What was still in the pipe was printed before the kill: a result there means the
+        // run had finished its work when it was killed.
+        for v in rx.try_iter() {
+            if v.get("event").is_some() {
+                events.push(v);
+            } else if v.get("result").is_some() {
+                finished = true;
             }
         }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        let _ = reader.join();
-        if !matches!(kill, Kill::AfterLine(_)) {
-            seen = rx.try_iter().filter(|v| v.get("event").is_some()).count();
+        let outcome = match outcome {
+            Ok(what) if finished => Err(format!(
+                "reached ({what}), but up had printed its final result before the SIGKILL"
+            )),
+            other => other,
+        };
+        let what = outcome.unwrap_or_else(|why| {
+            panic!(
+                "kill point {kill:?} {why}; its events:\n  {}",
+                events
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            )
+        });
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "kill point {kill:?}: up died of the SIGKILL, not of its own end ({status}); reached {what}"
+        );
+        Reached {
+            what,
+            events: events.len(),
         }
-        (seen, finished)
     }
 
     /// Asserts the environment converged: one RUNNING instance (in zone B: A is out of
@@ -521,8 +572,12 @@ source_ranges = ["10.8.0.0/16"]
 /// Kill, converge, check, tear down, check: one kill point.
 fn kill_then_converge(tag: &str, kill: Kill) -> usize {
     let sc = Scenario::new(tag);
-    let (seen, finished) = sc.up_killed(kill);
-    let what = format!("killed at {kill:?} ({seen} event lines printed, finished: {finished})");
+    let reached = sc.up_killed(kill);
+    let seen = reached.events;
+    let what = format!(
+        "killed at {kill:?}, having reached {} ({seen} event lines printed)",
+        reached.what
+    );
     let up = sc.up();
     assert!(
         up.ok(),
@@ -534,8 +589,8 @@ fn kill_then_converge(tag: &str, kill: Kill) -> usize {
     seen
 }
 
-/// The undisturbed run: how many event lines a whole `up` prints (the kill points cover
-/// them all), and that a second `up` changes nothing.
+/// The undisturbed run: that a second `up` changes nothing, and the line at which the last
+/// step's apply starts (the line kill points cover every line up to it).
 fn baseline() -> usize {
     let sc = Scenario::new("base");
     let up = sc.up();
@@ -555,7 +610,27 @@ fn baseline() -> usize {
         again.diagnosis()
     );
     sc.assert_down_keeps_only_the_disk("uninterrupted up");
-    up.events.len()
+    // Line points end where the last step's apply starts. After its last line (the step's
+    // end) only the state save and the result follow, no call to wait on, so a kill there
+    // would race the process's exit (and a kill of a finished process proves nothing). A run
+    // can print a line or two fewer than this one (retry messages come and go), so the
+    // points stop before the data disk's two logged calls (create, attach) rather than
+    // right before its end; the calls themselves have their own points (`Kill::OnCall`).
+    let last = up.events.last().cloned().unwrap_or_default();
+    assert!(
+        last["step"] == "data-disk" && last["event"] == "done" && last["phase"] == "apply",
+        "the uninterrupted up ends with the data disk's apply done: {last}"
+    );
+    up.events
+        .iter()
+        .position(|e| e["step"] == "data-disk" && e["event"] == "started" && e["phase"] == "apply")
+        .map(|i| i + 1)
+        .unwrap_or_else(|| {
+            panic!(
+                "the uninterrupted up applied the data disk:\n{}",
+                up.diagnosis()
+            )
+        })
 }
 
 /// The Compute fake checks conformance when it is dropped, and here it is dropped inside a
@@ -586,6 +661,7 @@ fn sigkill_anywhere_in_up_then_up_converges() {
         lines >= 10,
         "a whole up prints its events ({lines} lines): the kill points need them"
     );
+    // Every line up to the data disk's apply start (see `baseline`).
     let mut points: Vec<Kill> = (1..=lines).map(Kill::AfterLine).collect();
     points.extend(
         [150, 400, 700, 1000, 1500]
@@ -670,8 +746,17 @@ fn killed_while_provisioning_in_the_stockout_zone_then_up_waits_and_moves_on() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = child.kill(); // SIGKILL, with the failing insert under way
-    let _ = child.wait();
+    assert!(
+        child.try_wait().expect("try_wait on kgenv up").is_none(),
+        "up is still running when the instance shows PROVISIONING in {ZONE_A}"
+    );
+    child.kill().expect("SIGKILL kgenv up"); // with the failing insert under way
+    let status = child.wait().expect("wait for kgenv up");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "up died of the SIGKILL ({status})"
+    );
     assert!(
         provisioning_in_a(),
         "right after the kill the instance is still PROVISIONING in {ZONE_A}: {:?}",

@@ -330,46 +330,112 @@ fn assert_nothing_left(e: &E2e, when: &str) {
     );
 }
 
-/// `up` SIGKILLed at points spread over its event stream (and once in the middle of the
-/// image build), each followed by a plain `up` that converges and a `down` that leaves
-/// nothing. `KGENV_E2E_CRASH_POINTS` sets how many points (default 6; the issue's 20 take
-/// about three and a half minutes).
+/// Whether `ev` is `event` of `step` (in `phase`, when given).
+fn is(ev: &serde_json::Value, step: &str, event: &str, phase: Option<&str>) -> bool {
+    ev["step"] == step && ev["event"] == event && phase.is_none_or(|p| ev["phase"] == p)
+}
+
+/// Whether `ev` says `step` is finished: found satisfied, or its apply done.
+fn finished(ev: &serde_json::Value, step: &str) -> bool {
+    is(ev, step, "satisfied", None) || is(ev, step, "done", Some("apply"))
+}
+
+/// A named point of `up` to SIGKILL it at.
+struct KillPoint {
+    /// What the point is, for messages.
+    name: &'static str,
+    /// The extras image is removed first, so the image step builds.
+    rebuild: bool,
+    /// The event line right after which the kill comes.
+    at: fn(&serde_json::Value) -> bool,
+    /// What must have been printed before the kill (`up` reached it)...
+    after: fn(&serde_json::Value) -> bool,
+    /// ...and what must not (`up` had not reached it when it died).
+    before: fn(&serde_json::Value) -> bool,
+}
+
+/// The ssh target's kill points, in the order `up` reaches them. Each names an event of a
+/// step, so the set stays the same however many lines a run prints; every one is reached on
+/// each run after a `down` (the container is always created again), and none is the last
+/// line before the result, where the process could be gone before the kill.
+const KILL_POINTS: &[KillPoint] = &[
+    KillPoint {
+        name: "image build, after its first log line",
+        rebuild: true,
+        at: |ev| is(ev, "image", "log", None),
+        after: |ev| is(ev, "image", "started", Some("apply")),
+        before: |ev| finished(ev, "image") || is(ev, "container", "started", Some("apply")),
+    },
+    KillPoint {
+        name: "host check started",
+        rebuild: false,
+        at: |ev| is(ev, "host", "started", Some("check")),
+        after: |ev| is(ev, "host", "started", Some("check")),
+        before: |ev| finished(ev, "host"),
+    },
+    KillPoint {
+        name: "host finished",
+        rebuild: false,
+        at: |ev| finished(ev, "host"),
+        after: |ev| finished(ev, "host"),
+        before: |ev| is(ev, "container", "started", Some("apply")),
+    },
+    KillPoint {
+        name: "container create started",
+        rebuild: false,
+        at: |ev| is(ev, "container", "started", Some("apply")),
+        after: |ev| finished(ev, "image"),
+        before: |ev| finished(ev, "container"),
+    },
+    KillPoint {
+        name: "container created",
+        rebuild: false,
+        at: |ev| is(ev, "container", "done", Some("apply")),
+        after: |ev| is(ev, "container", "done", Some("apply")),
+        before: |ev| finished(ev, "gpu"),
+    },
+    KillPoint {
+        name: "GPU probe started",
+        rebuild: false,
+        at: |ev| is(ev, "gpu", "started", Some("check")),
+        after: |ev| is(ev, "container", "done", Some("apply")),
+        before: |ev| finished(ev, "gpu"),
+    },
+];
+
+/// `up` SIGKILLed at each of [`KILL_POINTS`]; each kill is checked to have come at its
+/// point while `up` still ran, and is followed by a plain `up` that converges (exactly one
+/// container), a second `up` that changes nothing and a `down` that leaves nothing.
 #[test]
 fn ssh_target_survives_sigkill_during_up() {
     let _serial = serial();
     let e = E2e::ssh("k");
-    let points: usize = std::env::var("KGENV_E2E_CRASH_POINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-
-    // A reference run (extras image cached) to know how many events an up prints.
-    let reference = e.run(&["up"]);
-    reference.expect_ok("reference up");
-    let total = reference.events.len();
-    e.run(&["down", "--yes"]).expect_ok("reference down");
-    assert_nothing_left(&e, "after the reference down");
-
-    let mut kills: Vec<(String, usize)> = (1..=points)
-        .map(|i| {
-            (
-                format!("event {}", i * total / (points + 1)),
-                i * total / (points + 1),
-            )
-        })
-        .collect();
-    // One kill in the middle of the image build: the extras image is removed first, and the
-    // kill comes after the build's first log line.
-    kills.insert(0, ("image build".into(), usize::MAX));
-    for (label, at) in kills {
-        let seen = if at == usize::MAX {
+    for point in KILL_POINTS {
+        if point.rebuild {
             remove_extras_images();
-            e.up_killed_when(|ev| ev["step"] == "image" && ev["event"] == "log")
-        } else {
-            e.up_killed_after(at)
-        };
-        let when = format!("kill at {label} (after {seen} events)");
+        }
+        let killed = e.up_killed_at_event(point.name, point.at);
+        let when = format!(
+            "kill at `{}` (reached {}, {} events printed)",
+            point.name,
+            killed.reached,
+            killed.events.len()
+        );
         eprintln!("e2e crash: {when}");
+        assert!(
+            killed.events.iter().any(point.after),
+            "{when}: up had not yet reached what the point comes after: {:?}",
+            killed.events
+        );
+        let early: Vec<_> = killed
+            .events
+            .iter()
+            .filter(|ev| (point.before)(ev))
+            .collect();
+        assert!(
+            early.is_empty(),
+            "{when}: up had gone past the point before it died: {early:?}"
+        );
         let up = e.run(&["up"]);
         up.expect_ok(&format!("up after {when}"));
         let failed: Vec<_> = up
@@ -390,6 +456,301 @@ fn ssh_target_survives_sigkill_during_up() {
             .expect_ok(&format!("down after {when}"));
         assert_nothing_left(&e, &when);
     }
+}
+
+/// The competition of the data kill scenario.
+const BIG_COMPETITION: &str = "e2e-bigdata";
+/// Its one file: four of the downloader's 8 MiB chunks, one stream each.
+const BIG_SIZE: u64 = 32 << 20;
+/// The fake's rate per response while a kill is due (about 8 s a chunk): the write is in
+/// progress for seconds, and the agent could not finish it in the time it has to stop.
+const BIG_THROTTLE: u64 = 1 << 20;
+/// Bytes written on the host at which the kill comes.
+const KILL_AT: u64 = 2 << 20;
+
+/// Bytes `path` holds on disk: its allocated blocks (a partial download is made at its full
+/// length, sparse, so its length says nothing of what was written). 0 when it is missing.
+fn written(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.blocks() * 512).min(m.len()))
+        .unwrap_or(0)
+}
+
+/// `(pid, command line)` of every process on this machine (the host) with a file under
+/// `dir` open, from `/proc/*/fd` (the tests run as root and see every user's processes).
+fn holders(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let open = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|t| t.starts_with(dir));
+        if open {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            out.push((pid, cmdline.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Whether `cmdline` is kgenv's data agent (the copy in the login user's cache).
+fn is_agent(cmdline: &str) -> bool {
+    cmdline.contains("/.cache/kgenv/bin/kgenv-") && cmdline.ends_with("data agent")
+}
+
+/// Waits, up to `limit`, for `done`; whether it came.
+fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// Files under `dir` that an unfinished download leaves: the partial file, its record and
+/// its lock.
+fn download_leftovers(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() {
+            out.extend(download_leftovers(&e.path()));
+        } else if name.contains(".kgenv-partial") || name.contains(".kgenv-tmp-") {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+/// SIGKILLs during the remote data agent's write (issue 18): the `[[data]]` file is being
+/// written on the host (the partial file has `KILL_AT` bytes on disk, the fake throttled so
+/// the write lasts seconds) when
+/// 1. `kgenv up`, the local process, is SIGKILLed: the agent on the host, whose caller is
+///    gone, stops on its own without finishing the file (so it is not left writing while the
+///    next `up` starts another); the next `up` lands the exact bytes, no partial file, record
+///    or lock is left and no agent is left running;
+/// 2. the agent itself is SIGKILLed on the host: that `up` fails in the data step, naming
+///    it, and the next `up` lands the exact bytes with nothing left over;
+///
+/// then `down` keeps the data.
+#[test]
+fn ssh_target_data_write_killed_then_up_lands_the_exact_bytes() {
+    let _serial = serial();
+    let mut e = E2e::ssh("w");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime for the Kaggle fake");
+    let fake = rt.block_on(FakeKaggle::start(FakeAuth::Token(KAGGLE_TOKEN.into())));
+    let source = e.dir.path().join("kaggle-src/big.bin");
+    let want = kaggle_fake::generate(&source, BIG_SIZE, 18);
+    fake.add_file(BIG_COMPETITION, "big.bin", &source);
+    let mut config = std::fs::read_to_string(&e.config).expect("kgenv.toml");
+    config.push_str(&format!(
+        "\n[[data]]\ncompetition = \"{BIG_COMPETITION}\"\n"
+    ));
+    std::fs::write(&e.config, config).expect("kgenv.toml with [[data]]");
+    e.env.extend([
+        ("KGENV_KAGGLE_ENDPOINT".to_string(), fake.endpoint()),
+        ("KAGGLE_API_TOKEN".to_string(), KAGGLE_TOKEN.to_string()),
+    ]);
+    let step = format!("data/{BIG_COMPETITION}");
+    let dest = e.host_dir().join("input").join(BIG_COMPETITION);
+    let target = dest.join("big.bin");
+    let partial = dest.join("big.bin.kgenv-partial");
+    let throttle = |bps: u64| fake.state.throttle_bps.store(bps, Ordering::SeqCst);
+
+    let t0 = Instant::now();
+    // 1. `up` SIGKILLed while the agent writes.
+    throttle(BIG_THROTTLE);
+    let mut agents = Vec::new();
+    let killed = e.up_killed_when("the data agent's write on the host", |_| {
+        let n = written(&partial);
+        if n < KILL_AT {
+            return None;
+        }
+        agents = holders(&dest);
+        Some(format!("{n} bytes of {} on disk", partial.display()))
+    });
+    let when = format!("up killed at {}", killed.reached);
+    assert!(
+        killed.saw(&step, "started", Some("apply")),
+        "{when}: the kill came after the data step started: {:?}",
+        killed.events
+    );
+    assert!(
+        !killed.events.iter().any(|ev| finished(ev, &step)),
+        "{when}: the kill came before the data step finished"
+    );
+    assert!(
+        !agents.is_empty() && agents.iter().all(|(_, c)| is_agent(c)),
+        "{when}: the data agent (and only it) was writing on the host: {agents:?}"
+    );
+    // Its caller gone, the agent stops at its next progress line (every 250 ms); 30 s is
+    // far more than that and far less than the rest of the file needs at this rate.
+    let stopped = wait_for(std::time::Duration::from_secs(30), || {
+        agents
+            .iter()
+            .all(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(
+        stopped,
+        "{when}: the data agent was still running 30 s after its caller died: {:?}",
+        holders(&dest)
+    );
+    assert!(
+        !target.exists(),
+        "{when}: the orphaned agent stopped, it did not go on to finish the file"
+    );
+    let kept = written(&partial);
+    assert!(
+        kept >= KILL_AT,
+        "{when}: the partial file stays for the next up ({kept} bytes)"
+    );
+
+    let served = fake.served();
+    throttle(0);
+    let up = e.run(&["up"]);
+    up.expect_ok(&format!("up after {when}"));
+    assert_eq!(
+        up.outcome(&step).as_deref(),
+        Some("changed"),
+        "{when}: the next up fetched the rest\n{}",
+        up.diagnosis()
+    );
+    assert_eq!(
+        sha256_file(&target),
+        want,
+        "{when}: the next up landed the exact bytes"
+    );
+    let left = download_leftovers(&dest);
+    assert!(left.is_empty(), "{when}: left behind: {left:?}");
+    assert!(
+        holders(&dest).is_empty(),
+        "{when}: no agent is left on the host: {:?}",
+        holders(&dest)
+    );
+    eprintln!(
+        "e2e data kill 1: {when}; {kept} bytes kept, the next up fetched {} bytes ({:.1}s)",
+        fake.served() - served,
+        secs(t0)
+    );
+
+    // 2. The agent itself SIGKILLed on the host mid-write (the data gone from the host, so
+    // the next `up` fetches it again; every other step is satisfied).
+    std::fs::remove_dir_all(&dest).expect("remove the pulled data");
+    throttle(BIG_THROTTLE);
+    let out = e.dir.path().join("up-agent-killed.out");
+    let mut child = e
+        .command(&["--json", "up"])
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kgenv up starts");
+    let reached = wait_for(e2e_support::KILL_POINT_WAIT, || {
+        written(&partial) >= KILL_AT || child.try_wait().ok().flatten().is_some()
+    });
+    let at = written(&partial);
+    assert!(
+        reached && at >= KILL_AT,
+        "the agent never wrote {KILL_AT} bytes of {} (up exited: {:?})",
+        partial.display(),
+        child.try_wait().ok().flatten()
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "up is still running when its agent is killed"
+    );
+    let writing = holders(&dest);
+    let [(pid, cmdline)] = writing.as_slice() else {
+        panic!("exactly one process writes {}: {writing:?}", dest.display());
+    };
+    assert!(is_agent(cmdline), "the writer is the data agent: {cmdline}");
+    let kill = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success(), "SIGKILL the agent ({pid})");
+    let ended = wait_for(std::time::Duration::from_secs(120), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait for up");
+    assert!(ended, "up ended after its agent was killed");
+    let failed = e2e_support::Run::parse(std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: Vec::new(),
+    });
+    assert!(
+        !failed.output.status.success(),
+        "up fails when its data agent is killed (killed at {at} bytes)"
+    );
+    let failures: Vec<_> = failed
+        .events
+        .iter()
+        .filter(|ev| ev["event"] == "failed")
+        .filter_map(|ev| ev["step"].as_str())
+        .collect();
+    assert_eq!(
+        failures,
+        vec![step.as_str()],
+        "only the data step failed\n{}",
+        failed.diagnosis()
+    );
+    assert!(!target.exists(), "the killed agent did not finish the file");
+    eprintln!(
+        "e2e data kill 2: the agent killed at {at} bytes ({:.1}s)",
+        secs(t0)
+    );
+
+    throttle(0);
+    let up = e.run(&["up"]);
+    up.expect_ok("up after the agent was killed");
+    assert_eq!(
+        sha256_file(&target),
+        want,
+        "the up after the agent's kill landed the exact bytes"
+    );
+    let left = download_leftovers(&dest);
+    assert!(
+        left.is_empty(),
+        "after the agent's kill, left behind: {left:?}"
+    );
+    assert!(
+        holders(&dest).is_empty(),
+        "no agent is left on the host: {:?}",
+        holders(&dest)
+    );
+    e.run(&["down", "--yes"])
+        .expect_ok("down after the data kills");
+    assert!(
+        e.labelled_containers().is_empty(),
+        "down removed the container"
+    );
+    assert_eq!(
+        sha256_file(&target),
+        want,
+        "down keeps the competition data"
+    );
+    eprintln!("e2e data kills: {:.1}s in all", secs(t0));
 }
 
 /// Seconds since `t`.

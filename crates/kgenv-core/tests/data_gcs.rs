@@ -170,9 +170,24 @@ async fn pulls_straight_into_a_bucket_and_resumes_after_a_kill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The point reached, with the child still there to be killed; it must die of the kill.
+    let reached = fake.served();
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the child ended before the kill, after {reached} bytes served"
+    );
     child.kill().expect("SIGKILL the child");
-    let _ = child.wait();
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the child died of the SIGKILL ({status})"
+    );
     let first = fake.served();
+    assert!(
+        reached >= size * 2 / 5 && first < size,
+        "killed mid-file, past 40% of it ({reached} bytes served at the kill, {first} in all, of {size})"
+    );
     assert!(
         gcs.get_object("comp-data", "kaggle/gsc/train/big.bin")
             .await

@@ -223,10 +223,24 @@ async fn resumes_after_the_process_is_killed_mid_file() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The point reached, with the child still there to be killed; it must die of the kill.
+    let reached = fake.served();
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the child ended before the kill, after {reached} bytes served"
+    );
     child.kill().expect("SIGKILL the child");
-    let _ = child.wait();
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the child died of the SIGKILL ({status})"
+    );
     let first = fake.served();
-    assert!(first < size, "killed mid-file ({first} of {size} bytes)");
+    assert!(
+        reached >= size / 3 + 640 * 1024 && first < size,
+        "killed mid-file, past a third of it ({reached} bytes served at the kill, {first} in all, of {size})"
+    );
     assert!(
         dest.path().join("big.bin.kgenv-partial").exists(),
         "the partial file stays"

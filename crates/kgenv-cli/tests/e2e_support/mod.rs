@@ -232,6 +232,29 @@ impl Run {
     }
 }
 
+/// The longest a kill point may take to come (an `up` with an image build to reach).
+pub const KILL_POINT_WAIT: Duration = Duration::from_secs(240);
+
+/// Where a SIGKILLed `up` was killed ([`E2e::up_killed_when`]).
+#[derive(Debug)]
+pub struct Killed {
+    /// The point's name.
+    pub point: String,
+    /// What the run had reached when it was killed (the event, the byte count).
+    pub reached: String,
+    /// The event lines it printed before it died.
+    pub events: Vec<Value>,
+}
+
+impl Killed {
+    /// Whether an event of `step` with `event` (and, when given, `phase`) came before the kill.
+    pub fn saw(&self, step: &str, event: &str, phase: Option<&str>) -> bool {
+        self.events.iter().any(|e| {
+            e["step"] == step && e["event"] == event && phase.is_none_or(|p| e["phase"] == p)
+        })
+    }
+}
+
 /// What a target section is written from.
 pub struct Parts<'a> {
     /// The host's sshd.
@@ -389,44 +412,138 @@ port = 8888
         Run::parse(self.command(&all).output().expect("kgenv runs"))
     }
 
-    /// Runs `kgenv --json up` and SIGKILLs it right after its `nth` event line (0-based);
-    /// returns how many event lines it printed (it may finish first).
-    pub fn up_killed_after(&self, nth: usize) -> usize {
-        let mut n = 0;
-        self.up_killed_when(move |_| {
-            n += 1;
-            n > nth
+    /// Runs `kgenv --json up` and SIGKILLs it at `point`: right after the first event line
+    /// for which `is_point` is true. See [`E2e::up_killed_when`] for what is checked.
+    pub fn up_killed_at_event(&self, point: &str, is_point: impl Fn(&Value) -> bool) -> Killed {
+        self.up_killed_when(point, |events| {
+            events
+                .iter()
+                .find(|ev| is_point(ev))
+                .map(|ev| format!("event {ev}"))
         })
     }
 
-    /// Runs `kgenv --json up` and SIGKILLs it right after the first event for which
-    /// `kill_now` is true; returns how many event lines it printed.
-    pub fn up_killed_when(&self, mut kill_now: impl FnMut(&Value) -> bool) -> usize {
+    /// Runs `kgenv --json up` and SIGKILLs it at `point`: as soon as `reached` (given the
+    /// event lines printed so far, polled every 10 ms) says what the run reached (an event,
+    /// a byte count on the host). Before the kill the process must still be running
+    /// (`try_wait()` is `None`), and afterwards it must have died of SIGKILL: a point the
+    /// run never reaches, reaches only after it exited, or reaches after printing its final
+    /// result fails the test with a message naming the point.
+    pub fn up_killed_when(
+        &self,
+        point: &str,
+        mut reached: impl FnMut(&[Value]) -> Option<String>,
+    ) -> Killed {
         let mut child = self
             .command(&["--json", "up"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("kgenv up starts");
         let stdout = child.stdout.take().expect("stdout piped");
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let Ok(ev) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if ev.get("event").is_none() {
-                continue;
+        let stderr = child.stderr.take().expect("stderr piped");
+        // Lines are read on their own threads so the wait below can poll the process and
+        // host-side conditions too; stderr is drained so a chatty run never blocks on it.
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
             }
-            seen += 1;
-            if kill_now(&ev) {
-                let _ = child.kill(); // SIGKILL
-                break;
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+            text
+        });
+        let deadline = Instant::now() + KILL_POINT_WAIT;
+        let mut events: Vec<Value> = Vec::new();
+        let mut result: Option<Value> = None;
+        let outcome = loop {
+            // One line at a time, the point checked after each: the kill comes right after
+            // the line that reached it, not after a batch of later ones.
+            let mut what = reached(&events);
+            while what.is_none() {
+                let Ok(v) = rx.try_recv() else { break };
+                match v.get("result") {
+                    Some(r) => result = Some(r.clone()),
+                    None if v.get("event").is_some() => {
+                        events.push(v);
+                        what = reached(&events);
+                    }
+                    None => {}
+                }
+            }
+            if let Some(what) = what {
+                // The point is reached: the process must still be there to be killed.
+                let alive = child.try_wait().expect("try_wait on kgenv up");
+                if let Some(status) = alive {
+                    break Err(format!(
+                        "reached ({what}) only after up had exited ({status})"
+                    ));
+                }
+                if result.is_some() {
+                    break Err(format!(
+                        "reached ({what}) only after up printed its final result"
+                    ));
+                }
+                child.kill().expect("SIGKILL kgenv up"); // SIGKILL
+                break Ok(what);
+            }
+            if let Some(status) = child.try_wait().expect("try_wait on kgenv up") {
+                break Err(format!("never reached: up exited first ({status})"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break Err(format!("not reached within {}s", KILL_POINT_WAIT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let status = child.wait().expect("wait for kgenv up");
+        let _ = reader.join();
+        // What is still in the pipe was printed before the kill: a result there means the
+        // run had finished its work when it was killed.
+        for v in rx.try_iter() {
+            match v.get("result") {
+                Some(r) => result = Some(r.clone()),
+                None if v.get("event").is_some() => events.push(v),
+                None => {}
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        seen
+        let outcome = match outcome {
+            Ok(what) if result.is_some() => Err(format!(
+                "reached ({what}), but up had printed its final result before the SIGKILL"
+            )),
+            other => other,
+        };
+        let stderr = err_reader.join().unwrap_or_default();
+        let last: Vec<String> = events
+            .iter()
+            .rev()
+            .take(12)
+            .rev()
+            .map(Value::to_string)
+            .collect();
+        let reached = outcome.unwrap_or_else(|why| {
+            panic!(
+                "kill point `{point}` {why}; last events:\n  {}\nstderr:\n{stderr}",
+                last.join("\n  ")
+            )
+        });
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "kill point `{point}`: up died of our SIGKILL, not of its own end ({status}); reached {reached}"
+        );
+        Killed {
+            point: point.to_string(),
+            reached,
+            events,
+        }
     }
 
     /// The container's id, if it exists.

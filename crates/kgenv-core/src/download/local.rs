@@ -1,6 +1,7 @@
 //! Downloads to a local file: parallel ranged GETs written in place with positional writes
 //! (memory: one small buffer per stream), a [`Sidecar`] updated as chunks finish so a later
-//! run resumes, then fsync and rename to the final name.
+//! run resumes, then fsync and rename to the final name. One process at a time writes a
+//! given file ([`DownloadLock`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -34,6 +35,95 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BackendError::other(format!("a file task failed: {e}")))?
+}
+
+/// The suffix of the lock file a download holds while it writes `<file>.kgenv-partial`.
+pub(crate) const LOCK_SUFFIX: &str = ".kgenv-partial.lock";
+
+/// An exclusive `flock` on `<target>.kgenv-partial.lock`, held while a process downloads
+/// `target`: a second process downloading the same file (an agent left running by a killed
+/// `up` while the next `up` starts another, two `kgenv data pull`s) waits for it instead of
+/// writing the same partial file at the same time (truncating it, or writing into the
+/// finished file after the first renamed it). The kernel releases the lock when its holder
+/// dies, SIGKILL included, so a crashed run never blocks the next one.
+///
+/// The lock file goes when the partial file does (the download landed, or was dropped);
+/// beside a partial file kept for resuming it stays. It is removed while still locked, and a
+/// process that locked a file since unlinked tries again, so two holders never coexist.
+pub(crate) struct DownloadLock {
+    file: File,
+    path: PathBuf,
+    partial: PathBuf,
+}
+
+impl DownloadLock {
+    /// Takes the lock of `target`'s download, waiting (after saying so through `progress`)
+    /// while another process holds it.
+    pub(crate) async fn acquire(
+        target: &Path,
+        partial: &Path,
+        item: &str,
+        progress: ProgressFn<'_>,
+    ) -> BackendResult<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let path = with_suffix(target, LOCK_SUFFIX);
+        let mut said = false;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(format!("opening {}", path.display())))?;
+            let file = match file.try_lock() {
+                Ok(()) => file,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !said {
+                        said = true;
+                        progress(crate::backends::Progress::Line {
+                            stream: crate::backends::Stream::Stderr,
+                            line: format!(
+                                "{item}: another kgenv process is downloading it here; waiting for it to end"
+                            ),
+                        });
+                    }
+                    let p = path.clone();
+                    blocking(move || {
+                        file.lock()
+                            .map_err(io_err(format!("locking {}", p.display())))?;
+                        Ok(file)
+                    })
+                    .await?
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(BackendError::io(format!("locking {}", path.display()), e))
+                }
+            };
+            // Still the file at `path`? Its last holder may have removed it meanwhile.
+            let held = file
+                .metadata()
+                .map_err(io_err(format!("looking at {}", path.display())))?;
+            let same = std::fs::metadata(&path)
+                .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+            if same {
+                return Ok(Self {
+                    file,
+                    path,
+                    partial: partial.to_path_buf(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for DownloadLock {
+    fn drop(&mut self) {
+        // Still locked here: a waiter that gets the lock next sees the file is gone.
+        if !self.partial.exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
 }
 
 /// Buffers contiguous bytes and writes them at their offset.
@@ -379,4 +469,102 @@ pub(crate) async fn finalize(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Progress;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A progress callback that forwards lines to a channel.
+    fn lines(tx: std::sync::mpsc::Sender<String>) -> impl Fn(Progress) + Send + Sync {
+        let tx = Mutex::new(tx);
+        move |p| {
+            if let Progress::Line { line, .. } = p {
+                let _ = tx.lock().map(|t| t.send(line));
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_download_of_a_file_waits_for_the_first_and_the_lock_goes_with_the_partial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("big.bin");
+        let partial = super::super::space::partial_path(&target);
+        let lock_path = with_suffix(&target, LOCK_SUFFIX);
+        std::fs::write(&partial, b"half").expect("a partial file");
+        let first = DownloadLock::acquire(&target, &partial, "big.bin", &|_| {})
+            .await
+            .expect("the first lock");
+        assert!(lock_path.exists(), "the lock file is made");
+
+        // A second downloader says it waits, and waits while the first holds the lock.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (t, p) = (target.clone(), partial.clone());
+        let second = tokio::spawn(async move {
+            let say = lines(tx);
+            DownloadLock::acquire(&t, &p, "big.bin", &say).await
+        });
+        let said = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join");
+        let said = said.expect("the second downloader says it waits within 10 s");
+        assert!(
+            said.contains("another kgenv process is downloading it"),
+            "{said}"
+        );
+        assert!(
+            !second.is_finished(),
+            "it waits while the first holds the lock"
+        );
+
+        // The first ends with its partial kept: the lock file stays, the second takes it.
+        let held = std::fs::metadata(&lock_path).expect("lock file").ino();
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second gets the lock once the first lets go")
+            .expect("join")
+            .expect("the second lock");
+        assert_eq!(
+            std::fs::metadata(&lock_path).expect("lock file").ino(),
+            held,
+            "a partial file kept for resuming keeps its lock file"
+        );
+
+        // A third waits on the second; the second's download lands (the partial is gone), so
+        // it removes the lock file it holds, and the third locks a new one, not the unlinked.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (t, p) = (target.clone(), partial.clone());
+        let third = tokio::spawn(async move {
+            let say = lines(tx);
+            DownloadLock::acquire(&t, &p, "big.bin", &say).await
+        });
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join")
+            .expect("the third downloader waits");
+        std::fs::rename(&partial, &target).expect("the download lands");
+        drop(second);
+        let third = tokio::time::timeout(Duration::from_secs(10), third)
+            .await
+            .expect("the third gets the lock")
+            .expect("join")
+            .expect("the third lock");
+        let now = std::fs::metadata(&lock_path).expect("the third's lock file");
+        assert_eq!(
+            (now.dev(), now.ino()),
+            {
+                let m = third.file.metadata().expect("held file");
+                (m.dev(), m.ino())
+            },
+            "the third holds the lock file at the path, not the one removed"
+        );
+        drop(third);
+        assert!(
+            !lock_path.exists(),
+            "no partial file, no lock file: nothing is left beside the landed file"
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //!   stream continues from the byte it had reached;
 //! - the size and the CRC32C the server announces (`x-goog-hash`) are verified; a mismatch
 //!   drops the partial and starts the file over (up to `file_attempts` times);
-//! - written to the partial name, fsynced, renamed;
+//! - written to the partial name, fsynced, renamed; one process at a time per file (a lock
+//!   beside the partial file), so a second download of the same file waits for the first;
 //! - a server without range support is read as one stream;
 //! - [`Progress::Transfer`] events carry rate and ETA.
 //!
@@ -223,6 +224,8 @@ impl Downloader {
                 .await
                 .map_err(|e| BackendError::io(format!("creating {}", dir.display()), e))?;
         }
+        // One writer per file on this machine: held until this call returns.
+        let _lock = local::DownloadLock::acquire(target, &partial, item, progress).await?;
         let url = Arc::new(UrlCell::new(source, self.opts.max_url_refreshes).await?);
         let mut last = None;
         for attempt in 1..=self.opts.file_attempts {

@@ -11,6 +11,10 @@ use crate::error::BackendError;
 use crate::kaggle::data::KaggleData;
 use crate::kaggle::KaggleClient;
 
+/// The exit status of an agent whose caller went away (128 + SIGPIPE, as a shell reports a
+/// command killed by SIGPIPE).
+const SIGPIPE_EXIT: i32 = 141;
+
 /// Runs one agent request: reads it from stdin, writes JSON lines to stdout. Returns the
 /// process exit code (0 on success, 1 on a failure that was reported as an error line).
 pub async fn agent_main() -> i32 {
@@ -18,8 +22,18 @@ pub async fn agent_main() -> i32 {
     let print = |l: AgentLine| {
         use std::io::Write;
         if let Ok(mut o) = out.lock() {
-            let _ = writeln!(o, "{}", encode(l));
-            let _ = o.flush();
+            let written = writeln!(o, "{}", encode(l)).and_then(|()| o.flush());
+            // The caller is gone: when the kgenv that started the agent dies (SIGKILL, a
+            // dropped connection), sshd closes the session's pipes but sends no signal to a
+            // command without a terminal, so nothing else would stop a download nobody
+            // waits for, and the next `up` would start a second writer of the same file.
+            // Stop as a process killed by SIGPIPE would (Rust ignores SIGPIPE, so the write
+            // fails instead); the partial file and its record stay for the next run.
+            if let Err(e) = written {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    std::process::exit(SIGPIPE_EXIT);
+                }
+            }
         }
     };
     let read = tokio::task::spawn_blocking(|| {
