@@ -15,13 +15,23 @@ import sys
 import threading
 import textwrap
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import pytest
 
 from kgenv import _kgenv
 from conftest import GUARD, REPO, assert_consistent, gce_env, held, recorded, wait_until
 from kgenv.testing import MockWorld
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in these tests even when pytest was started with SIGINT
+    ignored (a background job of a non-interactive shell starts so, and so may a CI runner):
+    they are about what a user at a terminal or in a notebook gets."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 def test_sigint_cancels_a_long_up_cleanly(world: MockWorld, runs: list[_kgenv.Run]) -> None:
@@ -71,7 +81,10 @@ def test_sigint_cancels_a_long_up_cleanly(world: MockWorld, runs: list[_kgenv.Ru
 # finish. Its last line is the outcome.
 CHILD = textwrap.dedent(
     """
-    import json, sys, threading
+    import json, signal, sys, threading
+    # The child inherits an ignored SIGINT from a parent started that way: a terminal's
+    # Python raises KeyboardInterrupt, which is what this child stands for.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     import kgenv
     from kgenv import _kgenv
