@@ -24,7 +24,11 @@ command -v stress >/dev/null || apt-get install -y -qq stress >/dev/null
 out="$ROOT/target/stress"
 mkdir -p "$out"
 # Build first, outside the timed runs, so run 1 measures the suite and not the compiler.
-cargo test --workspace --locked --no-run >/dev/null 2>&1
+if ! cargo test --workspace --locked --no-run >"$out/build.log" 2>&1; then
+  tail -n 40 "$out/build.log"
+  echo "the tests do not build (all of it: $out/build.log)" >&2
+  exit 1
+fi
 
 stress --cpu "$(nproc)" >/dev/null 2>&1 &
 stress_pid=$!
