@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, ValidationError};
 use crate::spec::{
-    AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder,
-    GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost, Target,
-    TimeoutsBuilder,
+    AutostopBuilder, BucketMountBuilder, BudgetBuilder, ContainerBuilder, DataBuilder, Env,
+    FirewallBuilder, GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost,
+    Target, TimeoutsBuilder,
 };
 
 /// The commented template `kgenv init` writes.
@@ -28,7 +28,7 @@ pub const TEMPLATE: &str = include_str!("../../../examples/kgenv.toml");
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// `--target gce|ssh|local`. Sections that do not apply to the chosen target
-    /// (`[instance]`, `[[firewall]]`, `[autostop]`, and `[bucket]` for local) are ignored.
+    /// (`[instance]`, `[[firewall]]`, `[autostop]`, `[budget]`, and `[bucket]` for local) are ignored.
     pub target: Option<String>,
     /// `user@host[:port]` for the ssh target (`--host`).
     pub ssh_host: Option<String>,
@@ -74,6 +74,7 @@ struct RawConfig {
     #[serde(default)]
     data: Vec<DataBuilder>,
     autostop: Option<AutostopBuilder>,
+    budget: Option<BudgetBuilder>,
     timeouts: Option<TimeoutsBuilder>,
 }
 
@@ -152,6 +153,7 @@ fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
         raw.instance = None;
         raw.firewall = None;
         raw.autostop = None;
+        raw.budget = None;
         if target == Target::Local {
             raw.bucket = None;
         }
@@ -185,6 +187,9 @@ fn build(mut raw: RawConfig, o: &Overrides) -> Result<Env, ValidationError> {
     }
     if let Some(x) = raw.autostop {
         b = b.autostop(x);
+    }
+    if let Some(x) = raw.budget {
+        b = b.budget(x);
     }
     if let Some(x) = raw.timeouts {
         b = b.timeouts(x);
@@ -419,6 +424,40 @@ mod tests {
         let e = parse(&format!("{base}mount = \"2m\"\n")).expect_err("unknown step");
         assert_eq!(e.field.as_deref(), Some("timeouts.mount"));
         assert_eq!(e.line, 4, "{e}");
+    }
+
+    #[test]
+    fn autostop_keys_and_the_budget_parse_and_their_errors_are_located() {
+        let base =
+            "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = [\"us-central1-a\"]\n";
+        let env = parse(&format!(
+            "{base}[autostop]\nidle_minutes = 45\ngpu_util_percent = 30\ncpu_percent = 50\nwarn_minutes = 10\n[budget]\nmax_hours = 12.5\nmax_cost = 40\n"
+        ))
+        .expect("valid");
+        let a = env.autostop.expect("autostop");
+        assert_eq!(
+            (
+                a.idle_minutes,
+                a.gpu_util_percent,
+                a.cpu_percent,
+                a.warn_minutes
+            ),
+            (45, 30, 50, 10)
+        );
+        let b = env.budget.expect("budget");
+        assert_eq!((b.max_hours, b.max_cost), (Some(12.5), Some(40.0)));
+        let e = parse(&format!(
+            "{base}[autostop]\nidle_minutes = 30\nwarn_minutes = 30\n"
+        ))
+        .expect_err("warning as long as the idle time");
+        assert_eq!(e.field.as_deref(), Some("autostop.warn_minutes"));
+        assert_eq!(e.line, 7, "{e}");
+        let e = parse(&format!("{base}[budget]\nmax_cost = -3\n")).expect_err("negative");
+        assert_eq!(e.field.as_deref(), Some("budget.max_cost"));
+        assert_eq!(e.line, 6, "{e}");
+        let e = parse("name = \"kg\"\ntarget = \"local\"\n[budget]\nmax_hours = 3\n")
+            .expect_err("budget on local");
+        assert_eq!(e.field.as_deref(), Some("budget"));
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! `kgenv autostop MINUTES|off` as a library call ([`set_autostop`]) on the mock host:
-//! installs the agent script and records it, removes both, validates the minutes.
+//! installs the agent script and records it, removes both, validates the minutes; `off`
+//! keeps a budget in force; a cost budget without a price is refused, naming the field.
 
 use std::time::Duration;
 
 use kgenv_core::backends::no_progress;
 use kgenv_core::backends::remote::HostAddr;
 use kgenv_core::mock::MockWorld;
-use kgenv_core::spec::{Autostop, Container, Env, Image, Instance, Jupyter, Target};
+use kgenv_core::spec::{
+    Autostop, Budget, BudgetBuilder, Container, Env, Image, Instance, Jupyter, Target,
+};
 use kgenv_core::state::StateStore;
 use kgenv_core::steps::autostop::{jupyter_probe, set_autostop, AutostopStep};
 
-#[tokio::test]
-async fn autostop_on_and_off() {
-    let env = Env::builder("idle")
+fn env_with(budget: Option<BudgetBuilder>) -> Env {
+    let b = Env::builder("idle")
         .target(Target::Gce)
         .instance(
             Instance::builder()
@@ -22,10 +24,16 @@ async fn autostop_on_and_off() {
         .image(Image::builder())
         .container(Container::builder())
         .jupyter(Jupyter::builder())
-        .autostop(Autostop::builder(45))
-        .build()
-        .expect("env");
-    let world = MockWorld::new();
+        .autostop(Autostop::builder(45));
+    match budget {
+        Some(x) => b.budget(x),
+        None => b,
+    }
+    .build()
+    .expect("env")
+}
+
+async fn mock_host(world: &MockWorld) -> std::sync::Arc<dyn kgenv_core::backends::Remote> {
     let addr = HostAddr {
         user: "kgenv".into(),
         host: "host.test".into(),
@@ -34,16 +42,74 @@ async fn autostop_on_and_off() {
         pinned_host_keys: Vec::new(),
         trust_on_first_use: false,
     };
-    let remote = world
+    world
         .backends()
         .remote
         .connect(&addr, Duration::from_secs(1))
         .await
-        .expect("connect");
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn autostop_off_keeps_a_budget() {
+    let env = env_with(Some(Budget::builder().max_hours(10.0)));
+    let world = MockWorld::new();
+    let remote = mock_host(&world).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = StateStore::open(dir.path(), "idle", "gce").expect("state");
+    set_autostop(&env, remote.as_ref(), &state, None, None, &no_progress)
+        .await
+        .expect("off");
+    assert!(
+        world.state().host_scripts.contains_key("autostop"),
+        "the agent stays for the budget"
+    );
+    let snap = state.snapshot().await;
+    assert_eq!(snap.fact("autostop", "idle_minutes"), None);
+    assert_eq!(snap.fact("autostop", "budget"), Some("max_hours=10"));
+    assert!(!snap.is_empty(), "recorded, so `down` removes it");
+
+    // A cost budget needs the VM's price: without one nothing is installed, and the error
+    // names the field.
+    let env = env_with(Some(Budget::builder().max_cost(20.0)));
+    let world = MockWorld::new();
+    let remote = mock_host(&world).await;
+    let e = set_autostop(&env, remote.as_ref(), &state, Some(30), None, &no_progress)
+        .await
+        .expect_err("no price");
+    assert!(e.is_config(), "{e}");
+    assert!(
+        e.to_string().contains("budget.max_cost") && e.to_string().contains("guessed"),
+        "{e}"
+    );
+    assert!(!world.state().host_scripts.contains_key("autostop"));
+    set_autostop(
+        &env,
+        remote.as_ref(),
+        &state,
+        Some(30),
+        Some(2.5),
+        &no_progress,
+    )
+    .await
+    .expect("with a price");
+    assert!(world.state().host_scripts.contains_key("autostop"));
+    assert!(AutostopStep::new(&env)
+        .script(None)
+        .expect_err("no price")
+        .to_string()
+        .contains("budget.max_cost"));
+}
+
+#[tokio::test]
+async fn autostop_on_and_off() {
+    let env = env_with(None);
+    let world = MockWorld::new();
+    let remote = mock_host(&world).await;
     let dir = tempfile::tempdir().expect("tmp");
     let state = StateStore::open(dir.path(), "idle", "gce").expect("state");
 
-    set_autostop(&env, remote.as_ref(), &state, Some(30), &no_progress)
+    set_autostop(&env, remote.as_ref(), &state, Some(30), None, &no_progress)
         .await
         .expect("on");
     let applied = world
@@ -64,15 +130,16 @@ async fn autostop_on_and_off() {
     let step_hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(
-            AutostopStep::new(&env, env.autostop.expect("spec"))
-                .script()
+            AutostopStep::new(&env)
+                .script(None)
+                .expect("no cost budget")
                 .text
                 .as_bytes(),
         ))
     };
     assert_ne!(applied, step_hash);
 
-    let e = set_autostop(&env, remote.as_ref(), &state, Some(2), &no_progress)
+    let e = set_autostop(&env, remote.as_ref(), &state, Some(2), None, &no_progress)
         .await
         .expect_err("too short");
     assert!(
@@ -80,7 +147,7 @@ async fn autostop_on_and_off() {
         "{e}"
     );
 
-    set_autostop(&env, remote.as_ref(), &state, None, &no_progress)
+    set_autostop(&env, remote.as_ref(), &state, None, None, &no_progress)
         .await
         .expect("off");
     assert!(

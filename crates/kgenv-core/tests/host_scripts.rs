@@ -2,7 +2,8 @@
 //! nasty values in every field; the scripts that are safe to run here run for real in a
 //! sandbox: github-key writes into a temp host dir (modes, owner, known_hosts, an ssh config
 //! that `ssh -G` resolves; re-run is a no-op), autostop with a recording `systemctl` stand-in,
-//! and the pure shell functions (idle decision, bucket mount state) with made-up inputs.
+//! and the pure shell functions (bucket mount state) with made-up inputs (the idle and
+//! budget decisions have theirs in `autostop_agent.rs`).
 //! Google's apt repository is unreachable here, so the gcsfuse install is tested by shape.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use kgenv_core::jupyter::supervisor_command;
 use kgenv_core::mock::GITHUB_HOST_KEYS;
 use kgenv_core::spec::BucketMount;
-use kgenv_core::steps::autostop::{AutostopScript, JupyterProbe, IDLE_DECIDE_FN};
+use kgenv_core::steps::autostop::{AutostopScript, BudgetLimit, JupyterProbe};
 use kgenv_core::steps::bucket_mount::{fstab_escape, BucketScript, BUCKET_STATE_FN, CONFIG_FNS};
 use kgenv_core::steps::disk_mount::{gcsfuse_cache_dir, DiskMountScript};
 use kgenv_core::steps::github_key::GithubKeyScript;
@@ -91,15 +92,29 @@ fn github_script(root: &Path) -> GithubKeyScript {
 
 fn autostop_script(root: &Path, jupyter: bool) -> AutostopScript {
     AutostopScript {
-        idle_minutes: 30,
+        idle_minutes: Some(30),
+        warn_minutes: 5,
+        gpu_util_percent: 10,
+        cpu_percent: 20,
+        cpu_sample_seconds: 1,
+        budget: jupyter.then(|| BudgetLimit {
+            seconds: 36_000,
+            set_for: "max_hours=10".into(),
+        }),
         jupyter: jupyter.then(|| JupyterProbe {
             url: "https://127.0.0.1:8888/api/status".into(),
+            kernels_url: "https://127.0.0.1:8888/api/kernels?no_track_activity=1".into(),
             cacert: Some(root.join("jupyter dir/cert.pem").display().to_string()),
             token_file: root.join("jupyter dir/agent-token").display().to_string(),
         }),
+        container: jupyter.then(|| NASTY.into()),
         agent_path: root.join("usr local/sbin/kgenv-idle").display().to_string(),
         unit_dir: root.join("etc/systemd/system").display().to_string(),
         state_dir: root.join("var/lib/kgenv").display().to_string(),
+        poweroff: "systemctl poweroff".into(),
+        clock: "date +%s".into(),
+        uptime_file: "/proc/uptime".into(),
+        boot_id_file: "/proc/sys/kernel/random/boot_id".into(),
     }
 }
 
@@ -340,7 +355,7 @@ fn autostop_script_runs_with_a_systemctl_stand_in() {
     );
     // A different idle time is drift.
     let longer = AutostopScript {
-        idle_minutes: 90,
+        idle_minutes: Some(90),
         ..s.clone()
     }
     .render();
@@ -362,91 +377,6 @@ fn autostop_script_runs_with_a_systemctl_stand_in() {
             && calls.contains("disable --now kgenv-idle.timer")
             && calls.contains("daemon-reload"),
         "{calls}"
-    );
-}
-
-fn decide(now: u64, boot: u64, stamp: &str, minutes: u32, sessions: &str, jupyter: &str) -> String {
-    let line = format!("{IDLE_DECIDE_FN}\nkgenv_idle_decide \"$@\"\n");
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            &line,
-            "sh",
-            &now.to_string(),
-            &boot.to_string(),
-            stamp,
-            &minutes.to_string(),
-            sessions,
-            jupyter,
-        ])
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-#[test]
-fn idle_decision_with_made_up_inputs() {
-    let now = 1_700_000_000u64;
-    let boot = now - 86_400;
-    // Nothing for 31 minutes: stop after 30.
-    assert_eq!(
-        decide(now, boot, &(now - 31 * 60).to_string(), 30, "0", ""),
-        "stop"
-    );
-    // 29 minutes: keep, remembering the last activity.
-    assert_eq!(
-        decide(now, boot, &(now - 29 * 60).to_string(), 30, "0", ""),
-        format!("keep {}", now - 29 * 60)
-    );
-    // An SSH session is activity now.
-    assert_eq!(
-        decide(now, boot, &(now - 99 * 60).to_string(), 30, "1", ""),
-        format!("keep {now}")
-    );
-    // Jupyter's last_activity newer than the stamp wins.
-    assert_eq!(
-        decide(
-            now,
-            boot,
-            &(now - 99 * 60).to_string(),
-            30,
-            "0",
-            &(now - 60).to_string()
-        ),
-        format!("keep {}", now - 60)
-    );
-    // An old Jupyter activity does not keep it alive.
-    assert_eq!(
-        decide(
-            now,
-            boot,
-            &(now - 40 * 60).to_string(),
-            30,
-            "0",
-            &(now - 50 * 60).to_string()
-        ),
-        "stop"
-    );
-    // A fresh boot counts as activity: a VM started after an autostop is not stopped at once.
-    assert_eq!(
-        decide(now, now - 120, &(now - 10 * 3600).to_string(), 30, "0", ""),
-        format!("keep {}", now - 120)
-    );
-    // Garbage in (no stamp yet, unreadable counts) is ignored, not fatal.
-    assert_eq!(decide(now, boot, "", 30, "", "garbage"), "stop");
-    assert_eq!(
-        decide(now, now - 60, "", 30, "x", ""),
-        format!("keep {}", now - 60)
-    );
-    // A clock that went backwards never yields a negative idle time.
-    assert_eq!(
-        decide(now, boot, &(now + 500).to_string(), 30, "0", ""),
-        format!("keep {now}")
     );
 }
 

@@ -4,12 +4,13 @@
 use super::{Event, Runner};
 use crate::error::Result;
 use crate::plan::EventSink;
-use crate::steps::autostop::set_autostop;
+use crate::steps::autostop::{hourly_price, set_autostop};
 
 impl Runner {
-    /// Installs the idle agent with `minutes` (5 to 10080), or removes it with `None`, on
-    /// the environment's GCE instance, and records it so `down` removes it. Its script's
-    /// output streams as [`Event::Log`] (step `autostop`).
+    /// Installs the idle agent with `minutes` (5 to 10080) and the config's thresholds, or
+    /// removes the idle stop with `None`, on the environment's GCE instance, and records it
+    /// so `down` removes it. A `[budget]` stays in force either way (`off` does not lift
+    /// it). Its script's output streams as [`Event::Log`] (step `autostop`).
     pub async fn autostop(
         &self,
         minutes: Option<u32>,
@@ -20,9 +21,18 @@ impl Runner {
         let _lock = self.lock().await?;
         let ctx = self.ops_ctx(EventSink::new(on_event), "autostop")?;
         let remote = ctx.require_remote().await?;
-        set_autostop(&self.env, remote.as_ref(), &ctx.state, minutes, &|p| {
-            ctx.progress(p)
-        })
+        let hourly = match self.env.budget {
+            Some(b) if b.max_cost.is_some() => hourly_price(&ctx).await?,
+            _ => None,
+        };
+        set_autostop(
+            &self.env,
+            remote.as_ref(),
+            &ctx.state,
+            minutes,
+            hourly,
+            &|p| ctx.progress(p),
+        )
         .await
     }
 }

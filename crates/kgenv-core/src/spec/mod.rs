@@ -13,6 +13,7 @@
 
 mod autostop;
 mod bucket;
+mod budget;
 mod container;
 mod data;
 mod disk;
@@ -25,8 +26,11 @@ mod jupyter;
 pub mod rules;
 mod timeouts;
 
-pub use autostop::{Autostop, AutostopBuilder};
+pub use autostop::{
+    Autostop, AutostopBuilder, DEFAULT_CPU_PERCENT, DEFAULT_GPU_UTIL_PERCENT, DEFAULT_WARN_MINUTES,
+};
 pub use bucket::{BucketMount, BucketMountBuilder};
+pub use budget::{Budget, BudgetBuilder};
 pub use container::{parse_size, Container, ContainerBuilder, Gpus, Mount, Publish};
 pub use data::{Data, DataBuilder};
 pub use disk::{DataDisk, DataDiskBuilder, DEFAULT_DATA_DISK_GB};
@@ -176,6 +180,9 @@ pub struct Env {
     pub data: Vec<Data>,
     /// Autostop (gce target only).
     pub autostop: Option<Autostop>,
+    /// A running-time or cost budget enforced on the host (gce target only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// Limits on each step's remote commands (`[timeouts]`); empty keeps every step's
     /// default.
     #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
@@ -197,6 +204,7 @@ pub struct EnvBuilder {
     jupyter: Option<JupyterBuilder>,
     data: Vec<DataBuilder>,
     autostop: Option<AutostopBuilder>,
+    budget: Option<BudgetBuilder>,
     timeouts: Option<TimeoutsBuilder>,
     default_project: Option<String>,
     default_zone: Option<String>,
@@ -280,6 +288,11 @@ impl EnvBuilder {
     /// Autostop.
     pub fn autostop(mut self, b: AutostopBuilder) -> Self {
         self.autostop = Some(b);
+        self
+    }
+    /// A budget (`[budget]`): running hours and/or cost after which the VM is stopped.
+    pub fn budget(mut self, b: BudgetBuilder) -> Self {
+        self.budget = Some(b);
         self
     }
     /// Limits on the steps' remote commands (`[timeouts]`).
@@ -414,6 +427,16 @@ impl EnvBuilder {
                 "autostop stops a GCE VM; it only applies to target = \"gce\"",
             ));
         }
+        let budget = self
+            .budget
+            .map(|b| b.build().map_err(|e| e.within("budget")))
+            .transpose()?;
+        if budget.is_some() && target != Target::Gce {
+            return Err(ValidationError::new(
+                "budget",
+                "a budget stops a GCE VM; it only applies to target = \"gce\"",
+            ));
+        }
         let timeouts = self
             .timeouts
             .map(|b| b.build().map_err(|e| e.within("timeouts")))
@@ -431,6 +454,7 @@ impl EnvBuilder {
             jupyter,
             data,
             autostop,
+            budget,
             timeouts,
         })
     }

@@ -117,8 +117,8 @@ pub fn for_env(env: &Env) -> Vec<Arc<dyn Step>> {
     for d in &env.data {
         steps.push(Arc::new(data::DataStep::new(env, d.clone())));
     }
-    if let Some(a) = env.autostop {
-        steps.push(Arc::new(autostop::AutostopStep::new(env, a)));
+    if env.autostop.is_some() || env.budget.is_some() {
+        steps.push(Arc::new(autostop::AutostopStep::new(env)));
     }
     steps
 }
