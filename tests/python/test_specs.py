@@ -109,6 +109,52 @@ files = ["*.csv"]
     assert from_kwargs.steps[2].deps == ("image",)
 
 
+def test_autostop_thresholds_and_budget_build_as_in_toml() -> None:
+    text = """
+name = "kg"
+[instance]
+project = "my-project"
+zones = ["us-central1-a"]
+[autostop]
+idle_minutes = 45
+gpu_util_percent = 30
+cpu_percent = 50
+warn_minutes = 10
+[budget]
+max_hours = 12.5
+max_cost = 40
+"""
+    from_toml = kgenv.Env.from_toml_str(text, backends="mock")
+    from_kwargs = kgenv.Env(
+        "kg",
+        instance=kgenv.Instance(project="my-project", zones=["us-central1-a"]),
+        autostop=kgenv.Autostop(45, gpu_util_percent=30, cpu_percent=50, warn_minutes=10),
+        budget=kgenv.Budget(max_hours=12.5, max_cost=40),
+        backends="mock",
+    )
+    assert from_toml.spec == from_kwargs.spec
+    assert from_kwargs.spec["autostop"] == {"idle_minutes": 45, "gpu_util_percent": 30, "cpu_percent": 50, "warn_minutes": 10}
+    assert from_kwargs.spec["budget"] == {"max_hours": 12.5, "max_cost": 40.0}
+    assert "autostop" in [s.id for s in from_kwargs.steps]
+    budget_only = kgenv.Env(
+        "kg", instance=kgenv.Instance(project="my-project", zones=["us-central1-a"]), budget=kgenv.Budget(max_hours=3), backends="mock"
+    )
+    assert "autostop" in [s.id for s in budget_only.steps], "the budget runs in the same host agent"
+    for make, field in [
+        (lambda: kgenv.Autostop(30, warn_minutes=30), "warn_minutes"),
+        (lambda: kgenv.Autostop(30, gpu_util_percent=0), "gpu_util_percent"),
+        (lambda: kgenv.Autostop(30, cpu_percent=101), "cpu_percent"),
+        (lambda: kgenv.Budget(), "max_hours"),
+        (lambda: kgenv.Budget(max_cost=-1), "max_cost"),
+    ]:
+        with pytest.raises(kgenv.ValidationError) as e:
+            make()
+        assert e.value.field == field, (field, e.value)
+    with pytest.raises(kgenv.ValidationError) as e:
+        kgenv.Env("kg", target="local", image=kgenv.Image(), container=kgenv.Container(), budget=kgenv.Budget(max_hours=1))
+    assert e.value.field == "budget"
+
+
 def test_location_defaults_come_from_arguments_or_gcloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
     env = kgenv.Env("kg", instance=kgenv.Instance(), project="arg-project", zone="europe-west4-a")
     assert (env.spec["instance"]["project"], env.spec["instance"]["zones"]) == ("arg-project", ["europe-west4-a"])

@@ -32,7 +32,7 @@ Examples:
   kgenv exec -- nvidia-smi        a command in the container
   kgenv shell                     an interactive shell in the container (exit to leave)
   kgenv stop / kgenv start        stop paying for the GPU, keep the disks / resume
-  kgenv autostop 30               stop the VM after 30 idle minutes (`off` to disable)
+  kgenv autostop 30               stop the VM after 30 idle minutes (`off`: no idle stop; a budget stays)
   kgenv data pull titanic --dest ./titanic --extract
   kgenv move us-central1-b        move the data disk (by snapshot) and the VM to another zone
   kgenv down                      list what it deletes and keeps, ask, then remove it
@@ -209,8 +209,12 @@ pub enum Command {
     Start,
     /// Change the idle stop of the running VM in place: MINUTES (5 to 10080) or `off`.
     ///
-    /// The VM powers off after MINUTES without Jupyter activity or SSH session. The next
-    /// `kgenv up` brings back what kgenv.toml says.
+    /// The VM powers off after MINUTES without activity: no SSH session, no Jupyter
+    /// activity, no busy kernel, every GPU and container process under the thresholds of
+    /// [autostop] in kgenv.toml (kept as they are), with a warning to logged-in users and
+    /// open Jupyter terminals first. `off` turns off the idle stop only: a [budget] stays in
+    /// force (raise or remove it in kgenv.toml and run `kgenv up`). The next `kgenv up`
+    /// brings back what kgenv.toml says.
     Autostop {
         /// Idle minutes before the VM stops, or `off`.
         #[arg(value_name = "MINUTES|off")]

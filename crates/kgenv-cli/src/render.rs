@@ -468,15 +468,19 @@ pub fn jupyter(t: &JupyterTunnel, show_token: bool, json: bool) {
     }
 }
 
-/// `autostop`'s answer.
-pub fn autostop(env: &str, minutes: Option<u32>, json: bool) {
+/// `autostop`'s answer; `budget` is what the environment's `[budget]` was set for, which
+/// stays in force either way.
+pub fn autostop(env: &str, minutes: Option<u32>, budget: Option<&str>, json: bool) {
     if json {
-        json_result(&serde_json::json!({ "idle_minutes": minutes }));
+        json_result(&serde_json::json!({ "idle_minutes": minutes, "budget": budget }));
         return;
     }
     match minutes {
         Some(m) => out!("autostop: `{env}` stops after {m} idle minutes (until the next `kgenv up` applies kgenv.toml)"),
         None => out!("autostop: off for `{env}` (until the next `kgenv up` applies kgenv.toml)"),
+    }
+    if let Some(b) = budget {
+        out!("budget: still in force ({b}); change it in kgenv.toml and run `kgenv up`");
     }
 }
 

@@ -94,6 +94,15 @@ async fn autostop_off_keeps_a_budget() {
     .await
     .expect("with a price");
     assert!(world.state().host_scripts.contains_key("autostop"));
+    // `plan` shows the budget and what counts as work.
+    use kgenv_core::plan::Step;
+    let summary = AutostopStep::new(&env).summary();
+    assert!(
+        summary.contains("budget: stop the VM after $20 at the VM's hourly price")
+            && summary.contains("busy kernel")
+            && summary.contains("GPUs under 10%"),
+        "{summary}"
+    );
     assert!(AutostopStep::new(&env)
         .script(None)
         .expect_err("no price")

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use kgenv_core::config::{self, Overrides};
 use kgenv_core::spec::{
-    AutostopBuilder, BucketMountBuilder, ContainerBuilder, DataBuilder, Env, FirewallBuilder,
-    GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost,
+    AutostopBuilder, BucketMountBuilder, BudgetBuilder, ContainerBuilder, DataBuilder, Env,
+    FirewallBuilder, GithubKeyBuilder, ImageBuilder, InstanceBuilder, JupyterBuilder, SshHost,
 };
 use kgenv_core::{Error, ValidationError};
 use pyo3::exceptions::PyValueError;
@@ -162,7 +162,7 @@ fn check<B: DeserializeOwned, T>(
 }
 
 /// Validates one section (`instance`, `firewall`, `bucket`, `github_key`, `image`,
-/// `container`, `jupyter`, `data`, `autostop`, `ssh`) given as a dictionary shaped like its
+/// `container`, `jupyter`, `data`, `autostop`, `budget`, `ssh`) given as a dictionary shaped like its
 /// TOML table. Raises `kgenv.ValidationError` naming the field.
 #[pyfunction]
 pub(crate) fn validate_section(
@@ -181,6 +181,7 @@ pub(crate) fn validate_section(
         "jupyter" => check(value, JupyterBuilder::build),
         "data" => check(value, DataBuilder::build),
         "autostop" => check(value, AutostopBuilder::build),
+        "budget" => check(value, BudgetBuilder::build),
         "ssh" => {
             let host = value
                 .get("host")

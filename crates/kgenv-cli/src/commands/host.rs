@@ -56,6 +56,7 @@ pub async fn autostop(s: &Session, setting: Autostop) -> Result<(), Error> {
         .await;
     s.renderer.finish();
     result?;
-    render::autostop(&s.runner.env().name, minutes, s.json);
+    let budget = s.runner.env().budget.map(|b| b.set_for());
+    render::autostop(&s.runner.env().name, minutes, budget.as_deref(), s.json);
     Ok(())
 }

@@ -699,3 +699,54 @@ impl Step for AutostopStep {
         Ok(Destroyed::Removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_becomes_running_seconds_whichever_limit_comes_first() {
+        let hours = Budget::builder().max_hours(2.5).build().expect("valid");
+        let limit = budget_limit(&hours, None).expect("no price needed");
+        assert_eq!(
+            limit,
+            Some(BudgetLimit {
+                seconds: 9000,
+                set_for: "max_hours=2.5".into()
+            })
+        );
+        let both = Budget::builder()
+            .max_hours(10.0)
+            .max_cost(3.0)
+            .build()
+            .expect("valid");
+        // $3 at $0.75/h is 4 h, before the 10 h.
+        assert_eq!(
+            budget_limit(&both, Some(0.75))
+                .expect("priced")
+                .map(|l| l.seconds),
+            Some(4 * 3600)
+        );
+        // $3 at $0.20/h is 15 h: the 10 h come first.
+        assert_eq!(
+            budget_limit(&both, Some(0.2))
+                .expect("priced")
+                .map(|l| l.seconds),
+            Some(10 * 3600)
+        );
+        let cost = Budget::builder().max_cost(3.0).build().expect("valid");
+        let e = budget_limit(&cost, None).expect_err("no price");
+        assert_eq!(e.field, "budget.max_cost");
+        assert!(
+            e.rule.contains("never enforces a guessed number"),
+            "{}",
+            e.rule
+        );
+        assert_eq!(
+            budget_limit(&cost, Some(f64::NAN)).expect_err("NaN").field,
+            "budget.max_cost"
+        );
+        // A free VM never reaches a cost limit.
+        assert_eq!(budget_limit(&cost, Some(0.0)).expect("free"), None);
+    }
+}

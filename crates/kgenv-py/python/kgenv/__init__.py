@@ -71,6 +71,7 @@ from ._results import (
 from ._specs import (
     Autostop,
     BucketMount,
+    Budget,
     Container,
     Data,
     Firewall,
@@ -100,6 +101,7 @@ __all__ = [
     "Jupyter",
     "Data",
     "Autostop",
+    "Budget",
     "Ssh",
     "Plan",
     "PlannedStep",

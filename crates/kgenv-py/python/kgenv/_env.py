@@ -18,6 +18,7 @@ from ._results import CommandResult, DownPreview, GpuReport, Plan, Report, Statu
 from ._runner import Dispatch, OnEvent, run_async, run_sync
 from ._specs import (
     Autostop,
+    Budget,
     BucketMount,
     Container,
     Data,
@@ -99,6 +100,7 @@ class Env:
         jupyter: Jupyter in the container.
         data: Competition data to fetch.
         autostop: Stop the VM when idle (``gce`` only).
+        budget: Stop the VM after running hours or a cost (``gce`` only).
         timeouts: Limits on each step's commands on the host (kgenv.toml's ``[timeouts]``),
             by step id, family or ``"default"``: ``{"data": "2h", "default": "20m"}``. A
             command past its limit is killed and raises :class:`kgenv.CommandTimeoutError`.
@@ -129,6 +131,7 @@ class Env:
         jupyter: Jupyter | None = None,
         data: Sequence[Data] = (),
         autostop: Autostop | None = None,
+        budget: Budget | None = None,
         timeouts: Mapping[str, str] | None = None,
         project: str | None = None,
         zone: str | None = None,
@@ -154,6 +157,7 @@ class Env:
             ("container", container, Container),
             ("jupyter", jupyter, Jupyter),
             ("autostop", autostop, Autostop),
+            ("budget", budget, Budget),
         ]
         for key, value, cls in parts:
             if value is None:
@@ -641,8 +645,9 @@ class Env:
 
     def autostop(self, minutes: int | None, *, on_event: OnEvent | None = None) -> None:
         """Changes the running VM's idle stop in place (``kgenv autostop``): stop after
-        ``minutes`` (5 to 10080) without Jupyter activity or SSH session, or never with
-        None. The next :meth:`up` brings back what the spec says."""
+        ``minutes`` (5 to 10080) without activity (the spec's :class:`kgenv.Autostop`
+        thresholds are kept), or never with None. A :class:`kgenv.Budget` stays in force
+        either way. The next :meth:`up` brings back what the spec says."""
         d = Dispatch("autostop", self.name, on_event, False)
         run_sync(self._autostop_start(minutes), d)
 

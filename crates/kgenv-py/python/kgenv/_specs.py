@@ -35,6 +35,7 @@ __all__ = [
     "Jupyter",
     "Data",
     "Autostop",
+    "Budget",
     "Ssh",
 ]
 
@@ -398,13 +399,48 @@ class Data(_Section):
 class Autostop(_Section):
     """Stop (not delete) an idle VM so a forgotten environment stops billing; ``gce`` only.
 
+    Idle means, for ``idle_minutes``: no SSH session, no Jupyter activity, no busy kernel
+    (a running cell counts even when it prints nothing), every GPU under
+    ``gpu_util_percent`` and every container process under ``cpu_percent``.
+
     Args:
-        idle_minutes: Minutes without Jupyter or SSH activity, 5 to 10080 (default 60).
+        idle_minutes: Minutes without activity, 5 to 10080 (default 60).
+        gpu_util_percent: A GPU at or above this utilisation is working, 1 to 100
+            (default 10).
+        cpu_percent: A container process at or above this percent of one core is working,
+            1 to 100 (default 20).
+        warn_minutes: Logged-in users and open Jupyter terminals are warned this many
+            minutes before a stop (idle or budget); less than ``idle_minutes``, 0 for no
+            warning (default 5, or half ``idle_minutes`` when shorter).
     """
 
     _section: ClassVar[str] = "autostop"
 
     idle_minutes: int | None = None
+    _: KW_ONLY
+    gpu_util_percent: int | None = None
+    cpu_percent: int | None = None
+    warn_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget(_Section):
+    """A budget the VM enforces itself (so it holds while your laptop is closed): it
+    powers off once it has run ``max_hours`` (stopped time never counts) or cost
+    ``max_cost`` US dollars at its hourly price, whichever comes first; ``gce`` only.
+    :meth:`kgenv.Env.autostop` with None does not lift it.
+
+    Args:
+        max_hours: Running hours, more than 0.
+        max_cost: US dollars, more than 0; needs the VM's price (no price: ``up`` refuses
+            rather than guess).
+    """
+
+    _section: ClassVar[str] = "budget"
+
+    _: KW_ONLY
+    max_hours: float | None = None
+    max_cost: float | None = None
 
 
 @dataclass(frozen=True)
