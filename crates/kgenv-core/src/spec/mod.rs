@@ -44,7 +44,7 @@ pub use instance::{
     STORAGE_READ_ONLY_SCOPE, STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
-pub use timeouts::{Timeouts, TimeoutsBuilder, STEP_FAMILIES};
+pub use timeouts::{parse_duration, Timeouts, TimeoutsBuilder, STEP_FAMILIES};
 
 use serde::{Deserialize, Serialize};
 
