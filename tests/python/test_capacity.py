@@ -8,11 +8,12 @@ import pytest
 
 import kgenv
 from conftest import assert_consistent, gce_env
+from kgenv.events import LogEvent
 from kgenv.testing import MockWorld
 
 
 def _rounds(events: list[kgenv.Event]) -> list[str]:
-    return [e.line for e in events if isinstance(e, kgenv.LogEvent) and e.line.startswith("round ")]
+    return [e.line for e in events if isinstance(e, LogEvent) and e.line.startswith("round ")]
 
 
 def test_up_waits_in_rounds_until_capacity_returns(world: MockWorld) -> None:

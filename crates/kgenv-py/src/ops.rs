@@ -45,8 +45,8 @@ fn capacity_wait(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Option<Duratio
     let Some(v) = v.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    if let Ok(b) = v.downcast::<pyo3::types::PyBool>() {
-        return Ok(b.is_true().then_some(None));
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Ok(v.is_truthy()?.then_some(None));
     }
     if let Ok(s) = v.extract::<String>() {
         return kgenv_core::spec::parse_duration("wait_for_capacity", &s)

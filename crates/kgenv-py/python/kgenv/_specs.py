@@ -215,7 +215,7 @@ class Instance(_Section):
     }
 
     project: str | None = None
-    zones: str | Sequence[str] | None = None
+    zones: Literal["auto"] | Sequence[str] | None = None
     name: str | None = None
     machine_type: str | None = None
     gpu_type: str | None = None
