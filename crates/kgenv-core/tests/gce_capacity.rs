@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gce_fake::{Config, FakeGce, Recorded};
 use kgenv_core::mock::MockWorld;
-use kgenv_core::runner::{Event, Runner};
+use kgenv_core::runner::{Event, RunOptions, Runner};
 use kgenv_core::spec::{Env, Instance, InstanceBuilder};
 use kgenv_core::state::StateStore;
 use tokio_util::sync::CancellationToken;
@@ -363,4 +363,41 @@ async fn a_run_killed_after_its_insert_finds_the_vm_in_the_auto_chosen_zone() {
     let state = rig.state().await;
     assert_eq!(state.fact("instance", "zone"), Some("europe-west4-a"));
     assert_eq!(state.fact("instance", "inserting_in"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_waits_in_rounds_while_the_vms_zone_has_no_capacity() {
+    let rig = Rig::with_fake(
+        FakeGce::start_with(ten_zones(&[])).await,
+        env(&["us-central1-a"], |b| b),
+    );
+    rig.up().await.expect("up");
+    rig.runner.stop(rig.sink()).await.expect("stop");
+    rig.fake.configure(|c| {
+        c.stockout_zones = ["us-central1-a".to_string()].into();
+        // This start and the wait's first round find no capacity; its second round does.
+        c.clear_stockouts_after_inserts = Some(2);
+    });
+    let e = rig.runner.start(rig.sink()).await.expect_err("no wait");
+    assert!(e.is_stockout(), "{e}");
+    assert!(
+        kgenv_core::error::error_chain(&e).contains("--wait-for-capacity"),
+        "{e}"
+    );
+    assert_eq!(rig.fake.instances()[0].2, "TERMINATED", "kept, stopped");
+    rig.runner
+        .start_with(RunOptions::default().wait_for_capacity(None), rig.sink())
+        .await
+        .expect("started in round 2");
+    assert_eq!(rig.fake.instances(), running("us-central1-a"));
+    let rounds: Vec<String> = rig
+        .logs()
+        .into_iter()
+        .filter(|l| l.starts_with("round "))
+        .collect();
+    assert_eq!(rounds.len(), 1, "{rounds:?}");
+    assert!(
+        rounds[0].starts_with("round 1: 1 zone out of capacity; next try in "),
+        "{rounds:?}"
+    );
 }

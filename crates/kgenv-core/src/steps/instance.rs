@@ -849,7 +849,7 @@ impl InstanceStep {
                     let Some(r) = rounds.as_mut() else {
                         return Err(e);
                     };
-                    if !r.pause(ctx, 1, "zone").await? {
+                    if !r.pause(ctx, 1, ("zone", "zones")).await? {
                         return Err(e);
                     }
                 }
@@ -999,7 +999,10 @@ impl InstanceStep {
             let Some(r) = rounds.as_mut().filter(|_| failed.stockouts > 0) else {
                 break failed;
             };
-            if !r.pause(ctx, failed.stockouts, "candidates").await? {
+            if !r
+                .pause(ctx, failed.stockouts, ("candidate", "candidates"))
+                .await?
+            {
                 break failed;
             }
         };

@@ -112,7 +112,8 @@ pub struct Config {
     pub stockout_zones: BTreeSet<String>,
     /// Whether a stockout leaves a TERMINATED instance behind for good (it sometimes does).
     pub half_made_on_stockout: bool,
-    /// When set, capacity comes back everywhere once that many inserts ended in a stockout:
+    /// When set, capacity comes back everywhere once that many inserts (or starts) ended in
+    /// a stockout:
     /// [`Self::stockout_zones`] is cleared after the last of them (a capacity wait that
     /// succeeds in a later round, with no timing involved).
     pub clear_stockouts_after_inserts: Option<u32>,
@@ -1666,6 +1667,7 @@ impl Shared {
                 let fp_ok =
                     |field: &Value| field.as_str() == Some(format!("{:016x}", inst.fp).as_str());
                 let mut op_fault = op_fault;
+                let mut stocked_out_start = false;
                 let (op_type, effect) = match id {
                     "compute.instances.delete" => {
                         if prior == "RUNNING" {
@@ -1689,6 +1691,7 @@ impl Shared {
                         // opentelemetry-operations-collector#607 retries starts on it).
                         inst.set_status("PROVISIONING");
                         if stockout && op_fault.is_none() {
+                            stocked_out_start = true;
                             op_fault = Some(Fault::OperationError {
                                 code: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
                                 message: format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later."),
@@ -1740,6 +1743,15 @@ impl Shared {
                     now,
                 );
                 w.set_prior(&op, prior);
+                if stocked_out_start {
+                    w.stockout_inserts += 1;
+                    if w.config
+                        .clear_stockouts_after_inserts
+                        .is_some_and(|n| w.stockout_inserts >= n)
+                    {
+                        w.config.stockout_zones.clear();
+                    }
+                }
                 Outcome::Reply(200, w.op_json(&op, now), None)
             }
             "compute.instances.setMachineType"

@@ -41,7 +41,13 @@ impl Rounds {
     /// After a round that found no capacity (`out` candidates stocked out): logs the round
     /// and sleeps until the next. `false` when the limit is used up (give up now).
     /// Cancelled (Ctrl-C) while asleep: [`BackendError::Cancelled`].
-    pub(crate) async fn pause(&mut self, ctx: &StepCtx, out: usize, what: &str) -> Result<bool> {
+    pub(crate) async fn pause(
+        &mut self,
+        ctx: &StepCtx,
+        out: usize,
+        what: (&str, &str),
+    ) -> Result<bool> {
+        let what = if out == 1 { what.0 } else { what.1 };
         let delay = jitter(self.next, fastrand::f64());
         let delay = match self.wait.limit {
             Some(limit) => {
