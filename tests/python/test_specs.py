@@ -44,7 +44,8 @@ def test_section_errors_name_the_argument_where_it_is_written() -> None:
 def test_wrong_types_are_type_errors_naming_the_argument() -> None:
     with pytest.raises(TypeError, match=r"kgenv.Instance\(gpu_count='1'\): expected int"):
         kgenv.Instance(gpu_count="1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="zones"):
+    # A string is "auto" or nothing: one zone is still a list.
+    with pytest.raises(kgenv.ValidationError, match="zones.*auto"):
         kgenv.Instance(zones="us-central1-a")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="spot"):
         kgenv.Instance(spot=1)  # type: ignore[arg-type]
@@ -227,3 +228,15 @@ def test_a_service_account_is_accepted_and_a_bad_one_named() -> None:
     with pytest.raises(kgenv.ValidationError) as e:
         kgenv.Instance(service_account="me@gmail.com")
     assert e.value.field == "service_account"
+
+
+def test_gpu_choices_and_auto_zones() -> None:
+    i = kgenv.Instance(
+        project="my-project",
+        zones="auto",
+        gpu=[{"type": "nvidia-l4", "machine_type": "g2-standard-8"}, {"type": "nvidia-tesla-t4", "machine_type": "n1-standard-8", "count": 1}],
+    )
+    assert i.to_dict()["zones"] == "auto"
+    with pytest.raises(kgenv.ValidationError) as e:
+        kgenv.Instance(project="my-project", zones=["us-central1"], gpu=[{"type": "nvidia-l4", "machine_type": "n1-standard-8"}])
+    assert e.value.field == "gpu[0].machine_type"

@@ -14,7 +14,7 @@ from kgenv.testing import Fault, MockWorld
 def build(world: MockWorld) -> kgenv.Env:
     return kgenv.Env(
         "typed",
-        instance=kgenv.Instance(project="my-project", zones=["us-central1-a"], gpu_type="nvidia-l4", gpu_count=1),
+        instance=kgenv.Instance(project="my-project", zones=["us-central1-a"], machine_type="g2-standard-8", gpu_type="nvidia-l4", gpu_count=1),
         firewalls=[kgenv.Firewall("typed-ssh", ports=[22, "60000-60010"])],
         image=kgenv.Image(apt=["cmake"], pip=["lightgbm==4.5.0"]),
         container=kgenv.Container(gpus="all", ports=[kgenv.Publish(8888, host=8888)], mounts=[kgenv.Mount("/mnt/gcs", "/kaggle/gcs")]),

@@ -2,6 +2,7 @@
 //! option says what it does and what the default is.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -129,6 +130,13 @@ pub enum Command {
         /// Apply changes that stop and restart the VM without asking (for scripts).
         #[arg(short = 'y', long)]
         yes: bool,
+        /// When every zone (and GPU choice) is out of capacity, try them all again in
+        /// rounds — pauses growing from 30s to 10m, with jitter — for at most DURATION
+        /// ("2h", "30m"), or until Ctrl-C without one. Each round is reported; Ctrl-C
+        /// deletes the half-made VM of the round, so nothing is left. Quota and bad input
+        /// are not waited on.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, value_parser = parse_wait)]
+        wait_for_capacity: Option<Option<Duration>>,
     },
     /// What kgenv created (from the state file) and a live check of every step.
     Status,
@@ -206,7 +214,14 @@ pub enum Command {
     Stop,
     /// Start the stopped GCE instance and reach it again (`up --until host`: new address
     /// recorded, host keys pinned, firewall and `ssh <env>` updated).
-    Start,
+    Start {
+        /// When the VM's zone has no capacity to start it (a preempted or stopped GPU VM),
+        /// try the start again in rounds — pauses growing from 30s to 10m, with jitter —
+        /// for at most DURATION ("2h", "30m"), or until Ctrl-C without one. The VM stays
+        /// stopped with its disks meanwhile.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, value_parser = parse_wait)]
+        wait_for_capacity: Option<Option<Duration>>,
+    },
     /// Change the idle stop of the running VM in place: MINUTES (5 to 10080) or `off`.
     ///
     /// The VM powers off after MINUTES without activity: no SSH session, no Jupyter
@@ -306,4 +321,9 @@ pub enum DataCommand {
     /// Runs on a VM for the data step (reads one JSON request on stdin).
     #[command(hide = true)]
     Agent,
+}
+
+/// `--wait-for-capacity=DURATION`: humantime's syntax, as `[timeouts]` in kgenv.toml.
+fn parse_wait(v: &str) -> Result<Duration, String> {
+    kgenv_core::spec::parse_duration("--wait-for-capacity", v).map_err(|e| e.rule)
 }

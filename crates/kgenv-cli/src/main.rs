@@ -149,7 +149,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         | Command::Shell { .. }
         | Command::Ssh { .. } => Ok(()),
         Command::Plan { select } => lifecycle::plan(&s, select).await,
-        Command::Up { select, yes } => lifecycle::up(&s, select, *yes).await,
+        Command::Up {
+            select,
+            yes,
+            wait_for_capacity,
+        } => lifecycle::up(&s, select, *yes, *wait_for_capacity).await,
         Command::Down {
             select,
             yes,
@@ -165,7 +169,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Move { zone, yes } => lifecycle::move_to(&s, zone, *yes).await,
         Command::Status => lifecycle::status(&s).await,
         Command::Stop => lifecycle::stop(&s).await,
-        Command::Start => lifecycle::start(&s).await,
+        Command::Start { wait_for_capacity } => lifecycle::start(&s, *wait_for_capacity).await,
         Command::Steps => lifecycle::steps(&s),
         Command::Jupyter { port, show_token } => host::jupyter(&s, *port, *show_token).await,
         Command::Autostop { setting } => host::autostop(&s, *setting).await,

@@ -817,3 +817,31 @@ fn move_asks_first_then_moves_the_data_disk_and_the_vm() {
         "{text}"
     );
 }
+
+#[test]
+fn wait_for_capacity_is_explained_and_a_bad_duration_exits_2() {
+    let home = tempfile::tempdir().expect("home");
+    for verb in ["up", "start"] {
+        let help = stdout(&kgenv(home.path(), &[verb, "--help"]));
+        for want in [
+            "--wait-for-capacity[=<DURATION>]",
+            "rounds",
+            "Ctrl-C",
+            "\"2h\"",
+        ] {
+            assert!(help.contains(want), "`{verb} --help` lacks {want}: {help}");
+        }
+    }
+    let cfg = example();
+    let c = cfg.to_str().expect("utf8");
+    let o = kgenv(
+        home.path(),
+        &["--config", c, "--mock", "up", "--wait-for-capacity=soon"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a duration"), "{}", stderr(&o));
+    assert!(
+        !home.path().join("state/mock-world.json").exists(),
+        "nothing ran"
+    );
+}

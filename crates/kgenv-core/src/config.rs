@@ -240,8 +240,19 @@ fn field_span(text: &str, field: &str) -> Option<usize> {
                 table = t;
             }
             (Item::Table(t), None) => table = t,
-            (Item::Value(v), _) => {
+            (Item::Value(v), index) => {
                 best = v.span().map(|s| s.start).or(best);
+                // `gpu = [{ ... }, { ... }]`: an array of inline tables, entry `index`.
+                let v = match (v.as_array(), index) {
+                    (Some(a), Some(i)) => match a.get(i) {
+                        Some(e) => {
+                            best = e.span().map(|s| s.start).or(best);
+                            e
+                        }
+                        None => break,
+                    },
+                    _ => v,
+                };
                 match v.as_inline_table() {
                     Some(t) => table = t,
                     None => break,
@@ -259,6 +270,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Env, ConfigError> {
         parse_str(text, Path::new("kgenv.toml"), &Overrides::default())
+    }
+
+    #[test]
+    fn gpu_choices_and_auto_zones_parse_and_errors_point_at_the_entry() {
+        let text = "name = \"kg\"\n[instance]\nproject = \"my-project\"\nzones = \"auto\"\ngpu = [\n  { type = \"nvidia-l4\", machine_type = \"g2-standard-8\" },\n  { type = \"nvidia-tesla-t4\", machine_type = \"n1-standard-8\", count = 1 },\n]\n";
+        let i = parse(text).expect("valid").instance.expect("instance");
+        assert_eq!(i.zones, crate::spec::Zones::Auto);
+        assert_eq!(i.gpus.len(), 2);
+        assert_eq!(i.machine_type, "g2-standard-8");
+        let bad = text.replace("\"n1-standard-8\", count = 1", "\"g2-standard-8\"");
+        let e = parse(&bad).expect_err("t4 on g2");
+        assert_eq!(e.field.as_deref(), Some("instance.gpu[1].machine_type"));
+        assert!(e.to_string().starts_with("kgenv.toml:7:"), "{e}");
+        let both = text.replace(
+            "zones = \"auto\"",
+            "zones = \"auto\"\nmachine_type = \"n1-standard-8\"",
+        );
+        let e = parse(&both).expect_err("both forms");
+        assert_eq!(e.field.as_deref(), Some("instance.machine_type"), "{e}");
+        let regions = text.replace("\"auto\"", "[\"us-central1\", \"europe-west4-a\"]");
+        let i = parse(&regions)
+            .expect("regions")
+            .instance
+            .expect("instance");
+        assert_eq!(i.zones.listed(), ["us-central1", "europe-west4-a"]);
     }
 
     #[test]
@@ -382,7 +418,7 @@ mod tests {
         let env = parse_str(text, Path::new("k.toml"), &o).expect("valid");
         let i = env.instance.expect("instance");
         assert_eq!(
-            (i.project.as_str(), i.zones[0].as_str()),
+            (i.project.as_str(), i.zones.listed()[0].as_str()),
             ("env-project", "europe-west4-a")
         );
     }

@@ -692,7 +692,7 @@ async fn an_operation_that_fails_after_the_instance_appeared_is_cleaned_up() {
 async fn bad_input_fails_before_any_mutating_call() {
     // A GPU type no zone offers.
     let rig = Rig::new(env_with(&["us-central1-a", "us-central1-b"], |b| {
-        b.gpu("nvidia-h100-80gb", 1)
+        b.gpu("nvidia-h100-80gb", 1).machine_type("a3-highgpu-1g")
     }))
     .await;
     let e = rig.up().await.expect_err("unknown GPU");
@@ -729,7 +729,8 @@ async fn bad_input_fails_before_any_mutating_call() {
 
     // A machine type that does not exist.
     let rig = Rig::new(env_with(&["us-central1-a"], |b| {
-        b.machine_type("n9-mega-1")
+        // CPU-only: with a GPU the spec itself refuses an unknown family for it.
+        b.no_gpu().machine_type("n9-mega-1")
     }))
     .await;
     let e = rig.up().await.expect_err("unknown machine type");

@@ -28,8 +28,41 @@ pub(crate) fn runner(
 ) -> PyResult<Runner> {
     let world = world.map(Bound::get);
     let backends = backends::resolve(world).map_err(|e| errors::to_py(py, &e.into()))?;
-    Ok(Runner::new((*spec.get().env).clone(), backends)
-        .state_dir(backends::state_dir(state_dir, world)))
+    let runner = Runner::new((*spec.get().env).clone(), backends)
+        .state_dir(backends::state_dir(state_dir, world));
+    Ok(match world {
+        // The simulated world has no real capacity to wait for: its capacity waits pause
+        // milliseconds, so tests of `wait_for_capacity` take no minutes.
+        Some(_) => runner.capacity_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        None => runner,
+    })
+}
+
+/// `wait_for_capacity=` as Python gives it: `None`/`False` (no wait), `True` (until
+/// capacity or Ctrl-C), a duration string (`"2h"`, `"30m"`) or a number of seconds.
+/// `Some(limit)` when it waits.
+fn capacity_wait(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Option<Duration>>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Ok(v.is_truthy()?.then_some(None));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return kgenv_core::spec::parse_duration("wait_for_capacity", &s)
+            .map(|d| Some(Some(d)))
+            .map_err(|e| PyValueError::new_err(e.to_string()));
+    }
+    match v.extract::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Some(Some(Duration::from_secs_f64(secs)))),
+        Ok(secs) => Err(PyValueError::new_err(format!(
+            "wait_for_capacity: {secs} seconds is not a positive duration"
+        ))),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "wait_for_capacity must be True, a duration like \"2h\" or a number of seconds, got {}",
+            v.get_type().name()?
+        ))),
+    }
 }
 
 /// The run options of a Python call.
@@ -64,7 +97,7 @@ fn run_options(
 /// something), `move` and an `up` change that restarts the VM fail with the core's
 /// `NotConfirmed` error (`kgenv.ConfirmationRequiredError`) and change nothing of it.
 #[pyfunction]
-#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), yes=false, zone=None, notify=None))]
+#[pyo3(signature = (spec, operation, *, world=None, state_dir=None, only=Vec::new(), until=None, delete_buckets=Vec::new(), delete_disks=Vec::new(), yes=false, zone=None, wait_for_capacity=None, notify=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_run(
     py: Python<'_>,
@@ -78,6 +111,7 @@ pub(crate) fn start_run(
     delete_disks: Vec<String>,
     yes: bool,
     zone: Option<String>,
+    wait_for_capacity: Option<Bound<'_, PyAny>>,
     notify: Option<Py<PyAny>>,
 ) -> PyResult<Run> {
     let operation = operation.to_string();
@@ -91,7 +125,15 @@ pub(crate) fn start_run(
             "`zone` goes with the `move` operation, and only with it",
         ));
     }
-    let opts = run_options(only, until, delete_buckets, delete_disks, yes);
+    let mut opts = run_options(only, until, delete_buckets, delete_disks, yes);
+    if let Some(limit) = capacity_wait(wait_for_capacity.as_ref())? {
+        if !["up", "start"].contains(&operation.as_str()) {
+            return Err(PyValueError::new_err(
+                "`wait_for_capacity` goes with `up` and `start` only",
+            ));
+        }
+        opts = opts.wait_for_capacity(limit);
+    }
     let runner = runner(py, spec, world.as_ref(), state_dir)?;
     run::spawn(notify, move |emitter, cancel| async move {
         let runner = runner.cancel_token(cancel);
@@ -113,7 +155,7 @@ pub(crate) fn start_run(
                 .await
                 .map(Output::Report),
             "stop" => runner.stop(on_event).await.map(Output::Report),
-            "start" => runner.start(on_event).await.map(Output::Report),
+            "start" => runner.start_with(opts, on_event).await.map(Output::Report),
             _ => runner
                 .status(on_event)
                 .await

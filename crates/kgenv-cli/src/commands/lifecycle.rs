@@ -1,6 +1,8 @@
 //! `plan`, `up`, `down`, `move`, `status`, `stop`, `start` and `steps`: the environment as
 //! a whole.
 
+use std::time::Duration;
+
 use kgenv_core::runner::{DownPreview, MovePreview, RunOptions};
 use kgenv_core::Error;
 
@@ -31,11 +33,19 @@ pub async fn plan(s: &Session, select: &Selection) -> Result<(), Error> {
 
 /// `kgenv up` (`--yes`: apply changes that restart the VM without asking; otherwise the
 /// session's runner asks on a terminal and refuses elsewhere).
-pub async fn up(s: &Session, select: &Selection, yes: bool) -> Result<(), Error> {
-    let opts = RunOptions {
+pub async fn up(
+    s: &Session,
+    select: &Selection,
+    yes: bool,
+    wait_for_capacity: Option<Option<Duration>>,
+) -> Result<(), Error> {
+    let mut opts = RunOptions {
         yes,
         ..options(select)
     };
+    if let Some(limit) = wait_for_capacity {
+        opts = opts.wait_for_capacity(limit);
+    }
     let result = s.runner.up(opts, s.sink()).await;
     s.renderer.finish();
     let report = result?;
@@ -146,8 +156,12 @@ pub async fn stop(s: &Session) -> Result<(), Error> {
 }
 
 /// `kgenv start`.
-pub async fn start(s: &Session) -> Result<(), Error> {
-    let result = s.runner.start(s.sink()).await;
+pub async fn start(s: &Session, wait_for_capacity: Option<Option<Duration>>) -> Result<(), Error> {
+    let opts = match wait_for_capacity {
+        Some(limit) => RunOptions::default().wait_for_capacity(limit),
+        None => RunOptions::default(),
+    };
+    let result = s.runner.start_with(opts, s.sink()).await;
     s.renderer.finish();
     let report = result?;
     if s.json {

@@ -337,6 +337,17 @@ pub trait Compute: Send + Sync {
         zone: &str,
         machine_type: &str,
     ) -> BackendResult<()>;
+    /// The zones that offer accelerator type `gpu_type`, sorted (GCE's
+    /// `acceleratorTypes.aggregatedList` filtered by name, every page read): what
+    /// `zones = "auto"` and regions expand to.
+    async fn accelerator_zones(&self, project: &str, gpu_type: &str) -> BackendResult<Vec<String>>;
+    /// The zones that offer machine type `machine_type`, sorted
+    /// (`machineTypes.aggregatedList` filtered by name, every page read).
+    async fn machine_type_zones(
+        &self,
+        project: &str,
+        machine_type: &str,
+    ) -> BackendResult<Vec<String>>;
     /// The public IPv4 address this machine reaches Google from, for SSH-only firewall
     /// rules (`<ip>/32`).
     async fn caller_ip(&self) -> BackendResult<String>;

@@ -95,6 +95,12 @@ impl Compute for Unavailable {
     async fn check_machine_type(&self, _: &str, _: &str, _: &str) -> BackendResult<()> {
         self.err()
     }
+    async fn accelerator_zones(&self, _: &str, _: &str) -> BackendResult<Vec<String>> {
+        self.err()
+    }
+    async fn machine_type_zones(&self, _: &str, _: &str) -> BackendResult<Vec<String>> {
+        self.err()
+    }
     async fn caller_ip(&self) -> BackendResult<String> {
         self.err()
     }

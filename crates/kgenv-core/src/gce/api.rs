@@ -538,6 +538,49 @@ pub fn get_machine_type(p: &str, z: &str, t: &str) -> BackendResult<ApiRequest> 
     ))
 }
 
+/// `acceleratorTypes.aggregatedList` of the types named `t` (every zone), from the page
+/// at `page_token` (`None`: the first).
+pub fn list_accelerator_zones(
+    p: &str,
+    t: &str,
+    page_token: Option<&str>,
+) -> BackendResult<ApiRequest> {
+    aggregated(
+        p,
+        "acceleratorTypes",
+        name("accelerator type", t)?,
+        page_token,
+    )
+}
+
+/// `machineTypes.aggregatedList` of the types named `t`, from the page at `page_token`.
+pub fn list_machine_type_zones(
+    p: &str,
+    t: &str,
+    page_token: Option<&str>,
+) -> BackendResult<ApiRequest> {
+    aggregated(p, "machineTypes", name("machine type", t)?, page_token)
+}
+
+fn aggregated(
+    p: &str,
+    collection: &str,
+    t: &str,
+    page_token: Option<&str>,
+) -> BackendResult<ApiRequest> {
+    let mut r = ApiRequest::new(
+        Method::GET,
+        format!("projects/{}/aggregated/{collection}", project(p)?),
+        format!("{collection} named {t} in project {p}"),
+    )
+    // `name` is checked by `name()`: no quote or operator can reach the filter.
+    .query("filter", format!("name = \"{t}\""));
+    if let Some(tok) = page_token {
+        r = r.query("pageToken", tok);
+    }
+    Ok(r)
+}
+
 /// `zoneOperations.wait`: returns when the operation is DONE or after about two minutes.
 pub fn wait_zone_operation(p: &str, z: &str, op: &str) -> BackendResult<ApiRequest> {
     let mut r = ApiRequest::new(

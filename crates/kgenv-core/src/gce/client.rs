@@ -374,6 +374,29 @@ impl GceCompute {
         }
     }
 
+    /// The zones an aggregated type list names, reading every page (`request` builds the
+    /// call for a page token). Bounded: a server that kept handing out tokens would
+    /// otherwise keep kgenv listing forever.
+    async fn aggregated_zones(
+        &self,
+        request: impl Fn(Option<&str>) -> BackendResult<api::ApiRequest>,
+    ) -> BackendResult<Vec<String>> {
+        const MAX_PAGES: usize = 100;
+        let mut zones = std::collections::BTreeSet::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page: model::AggregatedTypeList = self.send(&request(token.as_deref())?).await?;
+            zones.extend(page.zones().map(String::from));
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(zones.into_iter().collect()),
+            }
+        }
+        Err(BackendError::other(format!(
+            "the aggregated list still had more pages after {MAX_PAGES}"
+        )))
+    }
+
     /// Whether a machine type exists in a zone (`NotFound` otherwise).
     pub async fn check_machine_type(
         &self,
@@ -519,6 +542,20 @@ impl Compute for GceCompute {
         machine_type: &str,
     ) -> BackendResult<()> {
         GceCompute::check_machine_type(self, project, zone, machine_type).await
+    }
+
+    async fn accelerator_zones(&self, project: &str, gpu_type: &str) -> BackendResult<Vec<String>> {
+        self.aggregated_zones(|tok| api::list_accelerator_zones(project, gpu_type, tok))
+            .await
+    }
+
+    async fn machine_type_zones(
+        &self,
+        project: &str,
+        machine_type: &str,
+    ) -> BackendResult<Vec<String>> {
+        self.aggregated_zones(|tok| api::list_machine_type_zones(project, machine_type, tok))
+            .await
     }
 
     async fn caller_ip(&self) -> BackendResult<String> {

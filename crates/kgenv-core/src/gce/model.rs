@@ -511,6 +511,42 @@ pub struct Named {
     pub name: String,
 }
 
+/// A page of `acceleratorTypes.aggregatedList` or `machineTypes.aggregatedList`: per scope
+/// (`zones/us-central1-a`), the matching types, or a `warning` (`NO_RESULTS_ON_PAGE`) where
+/// the zone has none.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregatedTypeList {
+    /// Scope → what it holds.
+    #[serde(default)]
+    pub items: std::collections::BTreeMap<String, TypesScopedList>,
+    /// The next page's token, absent on the last page.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+/// One scope of an [`AggregatedTypeList`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypesScopedList {
+    /// The accelerator types (`acceleratorTypes.aggregatedList`).
+    #[serde(default)]
+    pub accelerator_types: Vec<Named>,
+    /// The machine types (`machineTypes.aggregatedList`).
+    #[serde(default)]
+    pub machine_types: Vec<Named>,
+}
+
+impl AggregatedTypeList {
+    /// The zones of this page that hold a type (`zones/z` keys with a non-empty list).
+    pub fn zones(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().filter_map(|(k, v)| {
+            let zone = k.strip_prefix("zones/")?;
+            (!v.accelerator_types.is_empty() || !v.machine_types.is_empty()).then_some(zone)
+        })
+    }
+}
+
 /// Google's JSON error body: `{"error": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ErrorBody {

@@ -36,6 +36,18 @@ const KNOWN_GPUS: [&str; 6] = [
     "nvidia-a100-80gb",
 ];
 
+/// The zones the mock's aggregated lists name (every one offers [`KNOWN_GPUS`] and the
+/// machine families of `machine_type_known`).
+pub const MOCK_ZONES: [&str; 7] = [
+    "asia-east1-a",
+    "europe-west4-a",
+    "europe-west4-b",
+    "us-central1-a",
+    "us-central1-b",
+    "us-central1-c",
+    "us-west1-b",
+];
+
 fn key(at: &InstanceRef) -> String {
     format!("{}/{}/{}", at.project, at.zone, at.name)
 }
@@ -202,6 +214,14 @@ impl Compute for MockCompute {
                 );
                 s.instances.insert(k.clone(), info.clone());
                 if stockout {
+                    if let Some(left) = s.stockout_inserts_left.as_mut() {
+                        *left = left.saturating_sub(1);
+                        if *left == 0 {
+                            // Capacity comes back everywhere: the next insert lands.
+                            s.stockout_zones.clear();
+                            s.stockout_inserts_left = None;
+                        }
+                    }
                     let window = s.failed_insert_window_ms;
                     s.failing_inserts.insert(k.clone(), now_ms() + window);
                     Ok(Err(Duration::from_millis(window)))
@@ -377,6 +397,36 @@ impl Compute for MockCompute {
                         resource: format!("machine type {machine_type} in zone {zone}"),
                     })
                 }
+            })
+            .await
+    }
+
+    async fn accelerator_zones(&self, project: &str, gpu_type: &str) -> BackendResult<Vec<String>> {
+        let k = format!("{project}/{gpu_type}");
+        self.0
+            .call("compute.accelerator_zones", &k, false, |_| {
+                Ok(if KNOWN_GPUS.contains(&gpu_type) {
+                    MOCK_ZONES.map(String::from).to_vec()
+                } else {
+                    Vec::new()
+                })
+            })
+            .await
+    }
+
+    async fn machine_type_zones(
+        &self,
+        project: &str,
+        machine_type: &str,
+    ) -> BackendResult<Vec<String>> {
+        let k = format!("{project}/{machine_type}");
+        self.0
+            .call("compute.machine_type_zones", &k, false, |_| {
+                Ok(if machine_type_known(machine_type) {
+                    MOCK_ZONES.map(String::from).to_vec()
+                } else {
+                    Vec::new()
+                })
             })
             .await
     }

@@ -139,6 +139,11 @@ pub struct WorldState {
     /// instance shows PROVISIONING for [`WorldState::failed_insert_window_ms`], then it is
     /// removed and the insert fails with ZONE_RESOURCE_POOL_EXHAUSTED.
     pub stockout_zones: Vec<String>,
+    /// When set, capacity comes back after that many inserts failed on a stockout:
+    /// [`WorldState::stockout_zones`] is then cleared (a wait for capacity that succeeds in
+    /// a later round).
+    #[serde(default)]
+    pub stockout_inserts_left: Option<u32>,
     /// How long an insert that will fail shows its instance PROVISIONING, in milliseconds.
     #[serde(default)]
     pub failed_insert_window_ms: u64,

@@ -17,6 +17,6 @@ pub use drive::{DownPreview, Report, StepTeardown};
 pub use events::{Change, Event, EventSink, Phase};
 pub use executor::{Outcome, StepOutcome};
 pub use step::{
-    CheckOutcome, ConfirmFn, Destroyed, Disruption, HostLocator, Observed, Step, StepCtx, Teardown,
-    DEFAULT_COMMAND_TIMEOUT,
+    CapacityWait, CheckOutcome, ConfirmFn, Destroyed, Disruption, HostLocator, Observed, Step,
+    StepCtx, Teardown, DEFAULT_COMMAND_TIMEOUT,
 };

@@ -249,6 +249,17 @@ pub(crate) struct Session {
     shared: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
+/// How a run waits for GPU capacity when every zone is out (`--wait-for-capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityWait {
+    /// The longest kgenv waits; `None`: until it gets capacity or Ctrl-C.
+    pub limit: Option<Duration>,
+    /// The first pause between two rounds of tries.
+    pub first_delay: Duration,
+    /// The largest pause (the pauses double up to it).
+    pub max_delay: Duration,
+}
+
 /// Everything a step may use: the spec, the backends, the state file, events, cancellation.
 #[derive(Clone)]
 pub struct StepCtx {
@@ -270,6 +281,7 @@ pub struct StepCtx {
     confirm: Option<ConfirmFn>,
     read_only: bool,
     command_timeout: Option<CommandTimeout>,
+    capacity_wait: Option<CapacityWait>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -305,6 +317,7 @@ impl StepCtx {
             confirm: None,
             read_only: false,
             command_timeout: None,
+            capacity_wait: None,
         }
     }
 
@@ -421,6 +434,19 @@ impl StepCtx {
     /// How long to wait for the host to accept SSH.
     pub fn host_ready_within(&self) -> Duration {
         self.host_ready_within
+    }
+
+    /// Waits for GPU capacity in rounds when every zone is out (`None`: give up after
+    /// one pass).
+    #[must_use]
+    pub fn with_capacity_wait(mut self, wait: Option<CapacityWait>) -> Self {
+        self.capacity_wait = wait;
+        self
+    }
+
+    /// Whether and how this run waits for GPU capacity.
+    pub fn capacity_wait(&self) -> Option<CapacityWait> {
+        self.capacity_wait
     }
 
     /// The value of type `T` shared by every step of this run, made with `Default` on first

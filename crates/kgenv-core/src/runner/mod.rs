@@ -134,6 +134,15 @@ pub struct RunOptions {
     /// the VM. Without it those are confirmed first, and refused where nobody can answer.
     #[serde(default)]
     pub yes: bool,
+    /// `up` and `start` only: when every candidate zone is out of GPU capacity, try them
+    /// all again in rounds, with growing pauses, instead of failing after one pass
+    /// (`--wait-for-capacity`). Ctrl-C ends the wait and leaves nothing half-made.
+    #[serde(default)]
+    pub wait_for_capacity: bool,
+    /// With [`Self::wait_for_capacity`], the longest wait (`None`: until capacity or
+    /// Ctrl-C).
+    #[serde(default)]
+    pub wait_for_capacity_limit: Option<Duration>,
 }
 
 impl RunOptions {
@@ -175,7 +184,20 @@ impl RunOptions {
         self.yes = true;
         self
     }
+    /// Waits for GPU capacity in rounds when every zone is out, at most `limit` (`None`:
+    /// until capacity or Ctrl-C): `--wait-for-capacity[=DURATION]`.
+    #[must_use]
+    pub fn wait_for_capacity(mut self, limit: Option<Duration>) -> Self {
+        self.wait_for_capacity = true;
+        self.wait_for_capacity_limit = limit;
+        self
+    }
 }
+
+/// The first pause between two rounds of a capacity wait.
+pub const CAPACITY_FIRST_DELAY: Duration = Duration::from_secs(30);
+/// The largest pause between two rounds of a capacity wait.
+pub const CAPACITY_MAX_DELAY: Duration = Duration::from_secs(600);
 
 /// What `status` shows: the state file and a live look at each step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +234,7 @@ pub struct Runner {
     steps: Vec<Arc<dyn Step>>,
     host_ready_within: Duration,
     confirm: Option<ConfirmFn>,
+    capacity_backoff: (Duration, Duration),
 }
 
 impl std::fmt::Debug for Runner {
@@ -234,6 +257,7 @@ impl Runner {
             steps,
             host_ready_within: UP_CONNECT_WITHIN,
             confirm: None,
+            capacity_backoff: (CAPACITY_FIRST_DELAY, CAPACITY_MAX_DELAY),
         }
     }
 
@@ -256,6 +280,23 @@ impl Runner {
     pub fn host_ready_within(mut self, d: Duration) -> Self {
         self.host_ready_within = d;
         self
+    }
+
+    /// The pauses of a capacity wait ([`RunOptions::wait_for_capacity`]): the first, and
+    /// the largest they double up to (default 30 s and 10 min; tests make them short).
+    #[must_use]
+    pub fn capacity_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.capacity_backoff = (first, max.max(first));
+        self
+    }
+
+    /// The capacity wait a run with `opts` uses.
+    fn capacity_wait(&self, opts: &RunOptions) -> Option<crate::plan::CapacityWait> {
+        opts.wait_for_capacity.then_some(crate::plan::CapacityWait {
+            limit: opts.wait_for_capacity_limit,
+            first_delay: self.capacity_backoff.0,
+            max_delay: self.capacity_backoff.1,
+        })
     }
 
     /// How `up` and `start` ask before applying a change that stops or restarts the VM
@@ -394,7 +435,9 @@ impl Runner {
         let _lock = self.lock().await?;
         self.refuse_mid_move("up").await?;
         let selected = self.select(&opts)?;
-        let mut ctx = self.ctx(EventSink::new(on_event))?;
+        let mut ctx = self
+            .ctx(EventSink::new(on_event))?
+            .with_capacity_wait(self.capacity_wait(&opts));
         if let Some(confirm) = self.confirmation(opts.yes) {
             ctx = ctx.with_confirm(confirm);
         }
@@ -554,11 +597,24 @@ impl Runner {
     /// (its new address and pinned host keys recorded, the firewall rule still admitting
     /// this machine, `ssh <env>` pointing at it): `up --until host`.
     pub async fn start(&self, on_event: impl Fn(Event) + Send + Sync + 'static) -> Result<Report> {
+        self.start_with(RunOptions::default(), on_event).await
+    }
+
+    /// `kgenv start` with options: [`RunOptions::wait_for_capacity`] retries the start in
+    /// rounds while the VM's zone has no capacity (the VM stays stopped with its disks
+    /// meanwhile). Steps and `yes` in `opts` are not used: `start` runs up to the host.
+    pub async fn start_with(
+        &self,
+        opts: RunOptions,
+        on_event: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Report> {
         self.needs_instance("start")?;
         let _lock = self.lock().await?;
         self.refuse_mid_move("start").await?;
         let selected = self.select(&RunOptions::default().until("host"))?;
-        let mut ctx = self.ctx(EventSink::new(on_event))?;
+        let mut ctx = self
+            .ctx(EventSink::new(on_event))?
+            .with_capacity_wait(self.capacity_wait(&opts));
         if let Some(confirm) = self.confirmation(false) {
             ctx = ctx.with_confirm(confirm);
         }

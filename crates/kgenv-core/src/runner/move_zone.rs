@@ -271,7 +271,7 @@ impl Runner {
             .ok_or_else(|| Error::Usage("no instance".into()))?;
         // The machine and GPU types must exist in ZONE before anything changes (GETs).
         let mut there = spec.clone();
-        there.zones = vec![zone.to_string()];
+        there.zones = crate::spec::Zones::Listed(vec![zone.to_string()]);
         preflight(&ctx.for_step("preflight"), &there).await?;
         if !opts.yes && !ask(&preview) {
             return Err(preview.not_confirmed());

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::disk::{DataDisk, DataDiskBuilder, DISK_TYPES};
+use super::gpu::{self, GpuChoice, GpuChoiceInput};
 use super::rules;
 use crate::backends::compute::{image_min_disk_gb, DEEP_LEARNING_IMAGE_PROJECT};
 use crate::error::ValidationError;
@@ -64,6 +65,92 @@ pub fn scopes_cover(have: &[String], want: &[String]) -> bool {
     })
 }
 
+/// Where the VM may go: `"auto"` (every zone that offers the GPU and machine type), or a
+/// list of zones and regions (a region stands for each of its zones that offer them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ZonesInput", try_from = "ZonesInput")]
+pub enum Zones {
+    /// Every zone offering the machine and GPU types (the aggregated lists decide).
+    Auto,
+    /// Zones (`us-central1-a`) and regions (`us-central1`), in order of preference.
+    Listed(Vec<String>),
+}
+
+impl Zones {
+    /// The zones and regions given, in order (empty for [`Zones::Auto`]).
+    pub fn listed(&self) -> &[String] {
+        match self {
+            Self::Auto => &[],
+            Self::Listed(v) => v,
+        }
+    }
+    /// Whether the list is only zones (no region, not auto): then each is asked about
+    /// directly, and tried in the order given.
+    pub fn only_zones(&self) -> Option<&[String]> {
+        match self {
+            Self::Listed(v) if v.iter().all(|z| is_zone(z)) => Some(v),
+            _ => None,
+        }
+    }
+    /// The region of the first entry, if any (for defaults such as a bucket's location).
+    pub fn first_region(&self) -> Option<&str> {
+        self.listed().first().map(|z| {
+            if is_zone(z) {
+                rules::region_of(z)
+            } else {
+                z.as_str()
+            }
+        })
+    }
+    /// Whether `zone` is one the spec allows: listed, in a listed region, or any with auto.
+    pub fn allows(&self, zone: &str) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Listed(v) => v
+                .iter()
+                .any(|z| z == zone || (!is_zone(z) && rules::region_of(zone) == z)),
+        }
+    }
+}
+
+impl std::fmt::Display for Zones {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Listed(v) => f.write_str(&v.join(", ")),
+        }
+    }
+}
+
+/// Whether `v` names a zone (`us-central1-a`) rather than a region (`us-central1`).
+pub(crate) fn is_zone(v: &str) -> bool {
+    rules::zone("", v).is_ok()
+}
+
+impl From<Zones> for ZonesInput {
+    fn from(z: Zones) -> Self {
+        match z {
+            Zones::Auto => Self::Word("auto".into()),
+            Zones::Listed(v) => Self::List(v),
+        }
+    }
+}
+
+impl TryFrom<ZonesInput> for Zones {
+    type Error = ValidationError;
+    fn try_from(v: ZonesInput) -> Result<Self, ValidationError> {
+        build_zones(Some(v))
+    }
+}
+
+/// `zones` as written: `"auto"` or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ZonesInput {
+    Word(String),
+    List(Vec<String>),
+}
+
 /// A validated GCE instance spec. Build one with [`Instance::builder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -72,14 +159,17 @@ pub struct Instance {
     pub name: String,
     /// GCP project id.
     pub project: String,
-    /// Zones to try, in order of preference.
-    pub zones: Vec<String>,
-    /// Machine type.
+    /// Zones and regions to try, in order of preference, or auto.
+    pub zones: Zones,
+    /// Machine type (of the first choice in [`Instance::gpus`]).
     pub machine_type: String,
-    /// GPU type, `None` for a CPU-only VM.
+    /// GPU type, `None` for a CPU-only VM (of the first choice).
     pub gpu_type: Option<String>,
-    /// GPU count (1, 2, 4 or 8).
+    /// GPU count (of the first choice).
     pub gpu_count: u8,
+    /// Every acceptable machine, in order of preference; the first is `machine_type`,
+    /// `gpu_type` and `gpu_count`. A VM on any of them is this environment's VM.
+    pub gpus: Vec<GpuChoice>,
     /// Project of the boot image family.
     pub image_project: String,
     /// Boot image family.
@@ -115,10 +205,11 @@ pub struct Instance {
 pub struct InstanceBuilder {
     name: Option<String>,
     project: Option<String>,
-    zones: Option<Vec<String>>,
+    zones: Option<ZonesInput>,
     machine_type: Option<String>,
     gpu_type: Option<String>,
     gpu_count: Option<u32>,
+    gpu: Option<Vec<GpuChoiceInput>>,
     image_project: Option<String>,
     image_family: Option<String>,
     disk_size_gb: Option<u64>,
@@ -155,7 +246,48 @@ impl InstanceBuilder {
     }
     /// Adds a zone to try, after those already given.
     pub fn zone(mut self, v: impl Into<String>) -> Self {
-        self.zones.get_or_insert_with(Vec::new).push(v.into());
+        match &mut self.zones {
+            Some(ZonesInput::List(l)) => l.push(v.into()),
+            _ => self.zones = Some(ZonesInput::List(vec![v.into()])),
+        }
+        self
+    }
+    /// Adds a region to try (each of its zones that offer the machine and GPU types, the
+    /// cheapest first), after those already given.
+    pub fn region(self, v: impl Into<String>) -> Self {
+        self.zone(v)
+    }
+    /// Every zone that offers the machine and GPU types (`zones = "auto"`).
+    pub fn zones_auto(mut self) -> Self {
+        self.zones = Some(ZonesInput::Word("auto".into()));
+        self
+    }
+    /// Adds a GPU choice after those already given: `gpu_type` on `machine_type`, with the
+    /// count the machine type comes with (1 on N1). Tried in the order given.
+    pub fn gpu_choice(
+        mut self,
+        gpu_type: impl Into<String>,
+        machine_type: impl Into<String>,
+    ) -> Self {
+        self.gpu.get_or_insert_with(Vec::new).push(GpuChoiceInput {
+            gpu_type: gpu_type.into(),
+            machine_type: machine_type.into(),
+            count: None,
+        });
+        self
+    }
+    /// Adds a GPU choice with an explicit count (N1: 1, 2, 4 or 8).
+    pub fn gpu_choice_count(
+        mut self,
+        gpu_type: impl Into<String>,
+        machine_type: impl Into<String>,
+        count: u32,
+    ) -> Self {
+        self.gpu.get_or_insert_with(Vec::new).push(GpuChoiceInput {
+            gpu_type: gpu_type.into(),
+            machine_type: machine_type.into(),
+            count: Some(count),
+        });
         self
     }
     /// Machine type, e.g. `n1-standard-16`.
@@ -245,8 +377,13 @@ impl InstanceBuilder {
         if self.project.is_none() {
             self.project = project;
         }
-        if self.zones.as_ref().is_none_or(Vec::is_empty) {
-            self.zones = zone.map(|z| vec![z]);
+        let empty = match &self.zones {
+            None => true,
+            Some(ZonesInput::List(l)) => l.is_empty(),
+            Some(ZonesInput::Word(_)) => false,
+        };
+        if empty {
+            self.zones = zone.map(|z| ZonesInput::List(vec![z]));
         }
         self
     }
@@ -274,38 +411,9 @@ impl InstanceBuilder {
             )
         })?;
         rules::project_id("project", &project)?;
-        let zones = self.zones.unwrap_or_default();
-        if zones.is_empty() {
-            return Err(ValidationError::new(
-                "zones",
-                "give at least one zone, e.g. [\"us-central1-a\"], or export CLOUDSDK_COMPUTE_ZONE",
-            ));
-        }
-        for z in &zones {
-            rules::zone("zones", z)?;
-        }
-        let machine_type = self
-            .machine_type
-            .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
-        rules::gce_name("machine_type", &machine_type)?;
-        let gpu_type = match self.gpu_type {
-            None => Some(DEFAULT_GPU_TYPE.to_string()),
-            Some(t) if t.is_empty() || t == "none" => None,
-            Some(t) => Some(t),
-        };
-        if let Some(t) = &gpu_type {
-            if !t.starts_with("nvidia-") {
-                return Err(ValidationError::new("gpu_type", format!("`{t}` is not a GCE accelerator type like `nvidia-tesla-t4` or `nvidia-l4` (or \"none\")")));
-            }
-            rules::gce_name("gpu_type", t)?;
-        }
-        let gpu_count = self.gpu_count.unwrap_or(1);
-        if gpu_type.is_some() && ![1, 2, 4, 8].contains(&gpu_count) {
-            return Err(ValidationError::new(
-                "gpu_count",
-                format!("{gpu_count} GPUs cannot be attached: GCE takes 1, 2, 4 or 8"),
-            ));
-        }
+        let zones = build_zones(self.zones)?;
+        let gpus = build_gpus(self.gpu, self.machine_type, self.gpu_type, self.gpu_count)?;
+        let first = gpus[0].clone();
         let image_project = self
             .image_project
             .unwrap_or_else(|| DEFAULT_IMAGE_PROJECT.into());
@@ -372,9 +480,10 @@ impl InstanceBuilder {
             name,
             project,
             zones,
-            machine_type,
-            gpu_type,
-            gpu_count: gpu_count as u8,
+            machine_type: first.machine_type,
+            gpu_type: first.gpu_type,
+            gpu_count: first.count,
+            gpus,
             image_project,
             image_family,
             disk_size_gb,
@@ -388,6 +497,108 @@ impl InstanceBuilder {
             data_disk,
         })
     }
+}
+
+/// `zones` checked: `"auto"`, or a non-empty list of zones and regions without repeats.
+fn build_zones(given: Option<ZonesInput>) -> Result<Zones, ValidationError> {
+    let list = match given {
+        Some(ZonesInput::Word(w)) if w == "auto" => return Ok(Zones::Auto),
+        Some(ZonesInput::Word(w)) => {
+            return Err(ValidationError::new(
+                "zones",
+                format!("`{w}` is neither \"auto\" nor a list: write zones = \"auto\", or a list of zones and regions like [\"us-central1-a\", \"europe-west4\"]"),
+            ))
+        }
+        Some(ZonesInput::List(l)) => l,
+        None => Vec::new(),
+    };
+    if list.is_empty() {
+        return Err(ValidationError::new(
+            "zones",
+            "give at least one zone, e.g. [\"us-central1-a\"], a region, or \"auto\"; or export CLOUDSDK_COMPUTE_ZONE",
+        ));
+    }
+    for (i, z) in list.iter().enumerate() {
+        let region_like = !z.is_empty()
+            && z.split('-').count() == 2
+            && z.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && z.ends_with(|c: char| c.is_ascii_digit());
+        if !region_like {
+            rules::zone("zones", z).map_err(|_| {
+                ValidationError::new(
+                    "zones",
+                    format!("`{z}` is neither a zone like `us-central1-a` nor a region like `us-central1` (see `gcloud compute zones list`)"),
+                )
+            })?;
+        }
+        if list[..i].contains(z) {
+            return Err(ValidationError::new(
+                "zones",
+                format!("`{z}` is listed twice"),
+            ));
+        }
+    }
+    Ok(Zones::Listed(list))
+}
+
+/// The GPU choices: the list form (`gpu = [...]`), or the single form (`machine_type`,
+/// `gpu_type`, `gpu_count`) as a one-entry list; both at once is an error.
+fn build_gpus(
+    list: Option<Vec<GpuChoiceInput>>,
+    machine_type: Option<String>,
+    gpu_type: Option<String>,
+    gpu_count: Option<u32>,
+) -> Result<Vec<GpuChoice>, ValidationError> {
+    let Some(list) = list else {
+        let machine_type = machine_type.unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+        let gpu_type = match gpu_type {
+            None => Some(DEFAULT_GPU_TYPE.to_string()),
+            Some(t) if t.is_empty() || t == "none" => None,
+            Some(t) => Some(t),
+        };
+        let c = gpu::choice(
+            &gpu::Fields::single(),
+            gpu_type.as_deref(),
+            &machine_type,
+            gpu_count,
+        )?;
+        return Ok(vec![c]);
+    };
+    let single = [
+        ("machine_type", machine_type.is_some()),
+        ("gpu_type", gpu_type.is_some()),
+        ("gpu_count", gpu_count.is_some()),
+    ];
+    if let Some((field, _)) = single.iter().find(|(_, given)| *given) {
+        return Err(ValidationError::new(
+            *field,
+            "cannot be given beside `gpu = [...]`: put the machine type, GPU type and count in the list's entries (`{ type = \"nvidia-l4\", machine_type = \"g2-standard-8\" }`), or use the single form without `gpu`",
+        ));
+    }
+    if list.is_empty() {
+        return Err(ValidationError::new(
+            "gpu",
+            "is empty: list at least one `{ type = ..., machine_type = ... }`, or leave `gpu` out for the default T4 on n1-standard-8",
+        ));
+    }
+    let mut out: Vec<GpuChoice> = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let c = gpu::choice(
+            &gpu::Fields::entry(i),
+            Some(&e.gpu_type),
+            &e.machine_type,
+            e.count,
+        )?;
+        if out.contains(&c) {
+            return Err(ValidationError::new(
+                format!("gpu[{i}]"),
+                format!("repeats an earlier entry ({})", c.describe()),
+            ));
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// A service account email GCE can run a VM as: a user-managed account
@@ -567,6 +778,116 @@ mod tests {
             ]),
             &want
         ));
+    }
+
+    #[test]
+    fn zones_take_auto_regions_and_zones() {
+        let auto = Instance::builder()
+            .name("kg")
+            .project("my-project")
+            .zones_auto()
+            .build()
+            .expect("auto");
+        assert_eq!(auto.zones, Zones::Auto);
+        assert!(auto.zones.allows("asia-east1-c"));
+        let mixed = ok().region("europe-west4").build().expect("mixed");
+        assert_eq!(
+            mixed.zones,
+            Zones::Listed(vec!["us-central1-a".into(), "europe-west4".into()])
+        );
+        assert_eq!(mixed.zones.only_zones(), None);
+        assert_eq!(mixed.zones.first_region(), Some("us-central1"));
+        assert!(mixed.zones.allows("europe-west4-b") && !mixed.zones.allows("us-central1-b"));
+        assert_eq!(
+            ok().zone("us-central1-a").build().expect_err("twice").field,
+            "zones"
+        );
+        let e = InstanceBuilder {
+            zones: Some(ZonesInput::Word("everywhere".into())),
+            ..ok()
+        }
+        .build()
+        .expect_err("not auto");
+        assert_eq!(e.field, "zones", "{e}");
+        // The spec round-trips through serde with zones as written.
+        let json = serde_json::to_value(&mixed).expect("json");
+        assert_eq!(
+            json["zones"],
+            serde_json::json!(["us-central1-a", "europe-west4"])
+        );
+        let back: Instance = serde_json::from_value(json).expect("back");
+        assert_eq!(back, mixed);
+        assert_eq!(serde_json::to_value(&auto).expect("json")["zones"], "auto");
+    }
+
+    #[test]
+    fn gpu_choices_keep_their_order_and_the_first_is_the_single_form() {
+        let i = ok()
+            .gpu_choice("nvidia-l4", "g2-standard-24")
+            .gpu_choice_count("nvidia-tesla-t4", "n1-standard-8", 2)
+            .build()
+            .expect("valid");
+        assert_eq!(
+            (i.machine_type.as_str(), i.gpu_type.as_deref(), i.gpu_count),
+            ("g2-standard-24", Some("nvidia-l4"), 2)
+        );
+        assert_eq!(i.gpus.len(), 2);
+        assert_eq!(i.gpus[1].describe(), "2x nvidia-tesla-t4 on n1-standard-8");
+        let single = ok().build().expect("valid");
+        assert_eq!(single.gpus.len(), 1);
+        assert_eq!(
+            single.gpus[0].describe(),
+            "1x nvidia-tesla-t4 on n1-standard-8"
+        );
+    }
+
+    #[test]
+    fn each_bad_gpu_choice_is_named() {
+        let cases: Vec<(InstanceBuilder, &str)> = vec![
+            (
+                ok().gpu_choice("nvidia-l4", "g2-standard-8")
+                    .machine_type("n1-standard-8"),
+                "machine_type",
+            ),
+            (
+                ok().gpu_choice("nvidia-l4", "g2-standard-8")
+                    .gpu("nvidia-tesla-t4", 1),
+                "gpu_type",
+            ),
+            (
+                ok().gpu_choice("nvidia-l4", "g2-standard-8")
+                    .gpu_choice("nvidia-l4", "n1-standard-8"),
+                "gpu[1].machine_type",
+            ),
+            (
+                ok().gpu_choice("nvidia-l4", "g2-standard-8")
+                    .gpu_choice_count("nvidia-tesla-t4", "n1-standard-8", 3),
+                "gpu[1].count",
+            ),
+            (
+                ok().gpu_choice("nvidia-l4", "g2-standard-8")
+                    .gpu_choice("nvidia-l4", "g2-standard-8"),
+                "gpu[1]",
+            ),
+            (ok().gpu_choice("tpu-v4", "n1-standard-8"), "gpu[0].type"),
+            (ok().gpu("nvidia-l4", 1), "machine_type"),
+            (
+                ok().gpu("nvidia-a100-80gb", 2)
+                    .machine_type("a2-ultragpu-1g"),
+                "gpu_count",
+            ),
+            (
+                InstanceBuilder {
+                    gpu: Some(Vec::new()),
+                    ..ok()
+                },
+                "gpu",
+            ),
+        ];
+        for (b, field) in cases {
+            let e = b.build().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 
     #[test]

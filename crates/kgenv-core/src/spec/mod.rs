@@ -20,6 +20,7 @@ mod disk;
 mod firewall;
 pub mod gcsfuse;
 mod github_key;
+mod gpu;
 mod image;
 mod instance;
 mod jupyter;
@@ -36,17 +37,18 @@ pub use data::{Data, DataBuilder};
 pub use disk::{DataDisk, DataDiskBuilder, DEFAULT_DATA_DISK_GB};
 pub use firewall::{Firewall, FirewallBuilder};
 pub use github_key::{GithubKey, GithubKeyBuilder};
+pub use gpu::GpuChoice;
 pub use image::{
     Image, ImageBuilder, KAGGLE_CPU_IMAGE, KAGGLE_CPU_REPO, KAGGLE_GPU_IMAGE, KAGGLE_GPU_REPO,
 };
 pub use instance::{
-    default_scopes, scopes_cover, Instance, InstanceBuilder, CLOUD_PLATFORM_SCOPE, DEFAULT_DISK_GB,
-    DEFAULT_GPU_TYPE, DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT, DEFAULT_MACHINE_TYPE,
-    LOGGING_WRITE_SCOPE, MONITORING_WRITE_SCOPE, SCOPE_PREFIX, STORAGE_READ_ONLY_SCOPE,
-    STORAGE_READ_WRITE_SCOPE,
+    default_scopes, scopes_cover, Instance, InstanceBuilder, Zones, CLOUD_PLATFORM_SCOPE,
+    DEFAULT_DISK_GB, DEFAULT_GPU_TYPE, DEFAULT_IMAGE_FAMILY, DEFAULT_IMAGE_PROJECT,
+    DEFAULT_MACHINE_TYPE, LOGGING_WRITE_SCOPE, MONITORING_WRITE_SCOPE, SCOPE_PREFIX,
+    STORAGE_READ_ONLY_SCOPE, STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
-pub use timeouts::{Timeouts, TimeoutsBuilder, STEP_FAMILIES};
+pub use timeouts::{parse_duration, Timeouts, TimeoutsBuilder, STEP_FAMILIES};
 
 use serde::{Deserialize, Serialize};
 

@@ -107,6 +107,19 @@ pub struct TimeoutsBuilder {
     entries: BTreeMap<String, String>,
 }
 
+/// A duration as kgenv's config and flags take it (`"90s"`, `"10m"`, `"1h 30m"`,
+/// humantime's syntax); an error names `field`.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, ValidationError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        ValidationError::new(
+            field,
+            format!(
+                "`{value}` is not a duration ({e}); write it like \"90s\", \"10m\" or \"1h 30m\""
+            ),
+        )
+    })
+}
+
 impl TimeoutsBuilder {
     /// Limits the commands of step `key` (a step id, a family such as `data`, or
     /// `default`) to `duration` (`"10m"`, `"1h 30m"`).
@@ -121,12 +134,7 @@ impl TimeoutsBuilder {
         let mut by_key = BTreeMap::new();
         for (key, value) in self.entries {
             check_key(&key)?;
-            let d = humantime::parse_duration(value.trim()).map_err(|e| {
-                ValidationError::new(
-                    &key,
-                    format!("`{value}` is not a duration ({e}); write it like \"90s\", \"10m\" or \"1h 30m\""),
-                )
-            })?;
+            let d = parse_duration(&key, &value)?;
             if d < MIN {
                 return Err(ValidationError::new(
                     &key,

@@ -295,12 +295,16 @@ pub struct BucketMountStep {
 impl BucketMountStep {
     /// The step for `spec` on `env`'s host.
     pub fn new(env: &Env, spec: BucketMount) -> Self {
-        let (project, location) = env
-            .instance
-            .as_ref()
-            .map_or((String::new(), "US".to_string()), |i| {
-                (i.project.clone(), region_of(&i.zones[0]).to_string())
-            });
+        let (project, location) =
+            env.instance
+                .as_ref()
+                .map_or((String::new(), "US".to_string()), |i| {
+                    // With `zones = "auto"` nothing says where: GCS's US multi-region.
+                    (
+                        i.project.clone(),
+                        i.zones.first_region().unwrap_or("US").to_string(),
+                    )
+                });
         Self {
             project,
             default_location: location,

@@ -2,12 +2,19 @@
 //!
 //! Before anything is created, the preflight ([`PreflightStep`], which the firewall and
 //! instance steps depend on) resolves the image family to a concrete image, checks the disk
-//! against the image's minimum and the machine and GPU types in every zone — so bad input
-//! fails before any mutating call. Zones are then tried in order: any failed insert deletes
-//! whatever half-made instance it left, a stockout moves to the next zone, a region quota
-//! skips that region's zones, a global quota (`GPUS_ALL_REGIONS`) stops at once. The zone
-//! used, the external IP and the host keys (from guest attributes) are recorded for the SSH
-//! layer. The step's `stop` backs `kgenv stop`; `kgenv start` is `up --until host`, whose
+//! against the image's minimum, and expands the GPU choices and zones into candidates
+//! ([`candidates`]): listed zones are asked about one by one, regions and `zones = "auto"`
+//! through GCE's aggregated accelerator and machine type lists — so bad input fails before
+//! any mutating call. Candidates are then tried in order: any failed insert deletes
+//! whatever half-made instance it left, a stockout moves to the next candidate, a region
+//! quota skips that region's candidates (for a GPU quota, those of that GPU), a global
+//! quota (`GPUS_ALL_REGIONS`) stops at once; the final error lists every candidate and why
+//! it failed. With a capacity wait ([`capacity`]), a round in which candidates were out of
+//! capacity is followed by another after a pause. The zone used (recorded before the insert
+//! too, so a run killed between the insert and the record still finds its VM), the machine
+//! and GPU it got, the external IP and the host keys (from guest attributes) are recorded
+//! for the SSH layer. A VM on any of the GPU choices is this environment's VM as it is:
+//! only a VM on none of them is changed (to the first). The step's `stop` backs `kgenv stop`; `kgenv start` is `up --until host`, whose
 //! `apply` starts a stopped instance.
 //!
 //! Ownership: the instance carries the environment's owner id as a label. `up` adopts only
@@ -23,6 +30,9 @@
 //! kgenv deletes may already be gone: that counts as deleted. A start in a zone out of
 //! capacity leaves the VM stopped with its disks: the stockout error says so and what to do.
 
+pub mod candidates;
+mod capacity;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -34,8 +44,11 @@ use crate::backends::compute::{
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
-use crate::spec::{default_scopes, rules::region_of, scopes_cover, Env, Instance, SCOPE_PREFIX};
+use crate::spec::{
+    default_scopes, rules::region_of, scopes_cover, Env, GpuChoice, Instance, Zones, SCOPE_PREFIX,
+};
 use crate::state::{Owner, State, OWNER_ID_LABEL};
+use candidates::Candidate;
 
 /// Polling of an instance that is between two states: first and largest delay.
 const SETTLE_FIRST_DELAY: Duration = Duration::from_millis(200);
@@ -65,6 +78,10 @@ fn is_settling(status: &InstanceStatus) -> bool {
 const HOSTKEY_FIRST_DELAY: Duration = Duration::from_millis(250);
 const HOSTKEY_MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// The state fact naming the zone an insert was sent to, written before the insert and
+/// replaced by `zone` once the VM is recorded.
+const INSERTING_IN: &str = "inserting_in";
+
 /// Id of the preflight step.
 pub const PREFLIGHT_ID: &str = "preflight";
 
@@ -73,8 +90,146 @@ pub const PREFLIGHT_ID: &str = "preflight";
 pub struct Preflight {
     /// The image the family resolves to now.
     pub image: ImageInfo,
-    /// The spec's zones that offer the machine type and GPU, in the spec's order.
+    /// The zones of the candidates, in the order first tried.
     pub zones: Vec<String>,
+    /// Every (GPU choice, zone) offered, in the order `up` tries them.
+    pub candidates: Vec<Candidate>,
+    /// What was left out and why (`us-central1-a (type not offered)`), for the final error.
+    pub not_offered: Vec<String>,
+}
+
+/// The preflight's account of one GPU choice.
+struct ChoiceZones {
+    /// (zone, index of the `zones` entry it came from).
+    offered: Vec<(String, usize)>,
+    /// Listed zones lacking the machine type.
+    no_machine: Vec<String>,
+    /// Listed zones lacking the GPU.
+    no_gpu: Vec<String>,
+    /// Whether GCE offers the machine type anywhere we looked (regions and auto).
+    machine_anywhere: bool,
+    /// Whether GCE offers the GPU anywhere we looked (regions and auto).
+    gpu_anywhere: bool,
+}
+
+/// Where `choice` is offered among listed zones: machine type and GPU asked about per
+/// zone (GETs, in parallel).
+async fn listed_zones(
+    ctx: &StepCtx,
+    project: &str,
+    zones: &[String],
+    choice: &GpuChoice,
+) -> Result<ChoiceZones> {
+    let compute = &ctx.backends.compute;
+    let per_zone = zones.iter().map(|z| async move {
+        let gpu = async {
+            match &choice.gpu_type {
+                Some(g) => compute.check_accelerator(project, z, g).await,
+                None => Ok(()),
+            }
+        };
+        let (mt, gpu) = tokio::join!(
+            compute.check_machine_type(project, z, &choice.machine_type),
+            gpu
+        );
+        (z, mt, gpu)
+    });
+    let mut out = ChoiceZones {
+        offered: Vec::new(),
+        no_machine: Vec::new(),
+        no_gpu: Vec::new(),
+        machine_anywhere: false,
+        gpu_anywhere: false,
+    };
+    for (i, (z, mt, gpu)) in futures::future::join_all(per_zone)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let mut ok = true;
+        for (res, list) in [(mt, &mut out.no_machine), (gpu, &mut out.no_gpu)] {
+            match res {
+                Ok(()) => {}
+                Err(BackendError::NotFound { .. }) => {
+                    list.push(z.clone());
+                    ok = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if ok {
+            out.offered.push((z.clone(), i));
+        }
+    }
+    out.machine_anywhere = out.no_machine.len() < zones.len();
+    out.gpu_anywhere = out.no_gpu.len() < zones.len();
+    Ok(out)
+}
+
+/// Where `choice` is offered for `zones = "auto"` or a list with regions: GCE's
+/// aggregated lists of the GPU and machine type, kept to the listed regions and zones.
+async fn expanded_zones(
+    ctx: &StepCtx,
+    project: &str,
+    zones: &Zones,
+    choice: &GpuChoice,
+) -> Result<ChoiceZones> {
+    let compute = &ctx.backends.compute;
+    let gpu = async {
+        match &choice.gpu_type {
+            Some(g) => compute.accelerator_zones(project, g).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (machine, gpu) = tokio::join!(
+        compute.machine_type_zones(project, &choice.machine_type),
+        gpu
+    );
+    let (machine, gpu) = (machine?, gpu?);
+    let offered_in = |z: &str| {
+        machine.iter().any(|m| m == z) && gpu.as_ref().is_none_or(|g| g.iter().any(|x| x == z))
+    };
+    let mut out = ChoiceZones {
+        offered: Vec::new(),
+        no_machine: Vec::new(),
+        no_gpu: Vec::new(),
+        machine_anywhere: !machine.is_empty(),
+        gpu_anywhere: gpu.as_ref().is_none_or(|g| !g.is_empty()),
+    };
+    match zones {
+        Zones::Auto => {
+            out.offered = machine
+                .iter()
+                .filter(|z| offered_in(z))
+                .map(|z| (z.clone(), 0))
+                .collect();
+        }
+        Zones::Listed(entries) => {
+            for (i, e) in entries.iter().enumerate() {
+                if crate::spec::rules::zone("", e).is_ok() {
+                    if offered_in(e) {
+                        out.offered.push((e.clone(), i));
+                    } else if !machine.contains(e) {
+                        out.no_machine.push(e.clone());
+                    } else {
+                        out.no_gpu.push(e.clone());
+                    }
+                    continue;
+                }
+                let in_region: Vec<(String, usize)> = machine
+                    .iter()
+                    .filter(|z| region_of(z) == e && offered_in(z))
+                    .filter(|z| !out.offered.iter().any(|(o, _)| o == *z))
+                    .map(|z| (z.clone(), i))
+                    .collect();
+                if in_region.is_empty() {
+                    out.no_gpu.push(format!("region {e}"));
+                }
+                out.offered.extend(in_region);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `i` is this environment's: it carries the owner id (or, for a state from before
@@ -139,6 +294,17 @@ impl RestartChange {
     }
 }
 
+/// What a round of tries that placed nothing found.
+#[derive(Debug, Default)]
+struct RoundFailed {
+    /// Each candidate tried and why it failed (`us-central1-a (stockout)`).
+    tried: Vec<String>,
+    /// How many were out of capacity (a capacity wait goes on only then).
+    stockouts: usize,
+    /// The last error, for the error's kind.
+    last: Option<BackendError>,
+}
+
 /// The error for a same-named instance that is not this environment's.
 fn not_ours(at: &InstanceRef) -> crate::Error {
     BackendError::AlreadyExists {
@@ -152,22 +318,15 @@ fn not_ours(at: &InstanceRef) -> crate::Error {
 /// parallel). Bad input is a [`ValidationError`] naming the field.
 pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
     let compute = &ctx.backends.compute;
-    let per_zone = spec.zones.iter().map(|z| async move {
-        let gpu = async {
-            match &spec.gpu_type {
-                Some(g) => compute.check_accelerator(&spec.project, z, g).await,
-                None => Ok(()),
-            }
-        };
-        let (mt, gpu) = tokio::join!(
-            compute.check_machine_type(&spec.project, z, &spec.machine_type),
-            gpu
-        );
-        (z, mt, gpu)
+    let per_choice = spec.gpus.iter().map(|choice| async move {
+        match spec.zones.only_zones() {
+            Some(zones) => listed_zones(ctx, &spec.project, zones, choice).await,
+            None => expanded_zones(ctx, &spec.project, &spec.zones, choice).await,
+        }
     });
-    let (image, zones) = tokio::join!(
+    let (image, choices) = tokio::join!(
         compute.image_from_family(&spec.image_project, &spec.image_family),
-        futures::future::join_all(per_zone)
+        futures::future::join_all(per_choice)
     );
     let image = image.map_err(|e| match e {
         BackendError::NotFound { .. } => crate::Error::from(ValidationError::new(
@@ -183,61 +342,93 @@ pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
         )
         .into());
     }
-    let (mut usable, mut no_machine, mut no_gpu) = (Vec::new(), Vec::new(), Vec::new());
-    for (z, mt, gpu) in zones {
-        let mut ok = true;
-        match mt {
-            Ok(()) => {}
-            Err(BackendError::NotFound { .. }) => {
-                no_machine.push(z.clone());
-                ok = false;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        match gpu {
-            Ok(()) => {}
-            Err(BackendError::NotFound { .. }) => {
-                no_gpu.push(z.clone());
-                ok = false;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if ok {
-            usable.push(z.clone());
-        }
-    }
-    let gpu = spec.gpu_type.as_deref().unwrap_or("none");
-    if usable.is_empty() {
-        let (field, rule) = if no_gpu.len() == spec.zones.len() {
-            ("instance.gpu_type", format!("`{gpu}` is not offered in {} (see `gcloud compute accelerator-types list --filter=name={gpu}` for zones that have it)", spec.zones.join(", ")))
-        } else if no_machine.len() == spec.zones.len() {
-            ("instance.machine_type", format!("`{}` is not offered in {} (see `gcloud compute machine-types list --filter=name={}`)", spec.machine_type, spec.zones.join(", "), spec.machine_type))
+    let choices = choices.into_iter().collect::<Result<Vec<_>>>()?;
+    let several = spec.gpus.len() > 1;
+    let mut found = Vec::new();
+    let mut not_offered = Vec::new();
+    for (i, (choice, z)) in spec.gpus.iter().zip(&choices).enumerate() {
+        let gpu = choice.gpu_type.as_deref().unwrap_or("none");
+        let what = if several {
+            format!(" for {}", choice.describe())
         } else {
-            (
-                "instance.zones",
-                format!(
-                    "no zone offers both `{}` and `{gpu}`: {} lack the machine type, {} the GPU",
-                    spec.machine_type,
-                    no_machine.join(", "),
-                    no_gpu.join(", ")
-                ),
-            )
+            String::new()
         };
-        return Err(ValidationError::new(field, rule).into());
+        for zone in &z.no_machine {
+            ctx.warn(format!(
+                "zone {zone} does not offer machine type {}{what}; skipping it",
+                choice.machine_type
+            ));
+            not_offered.push(format!("{zone}{what} (type not offered)"));
+        }
+        for zone in z.no_gpu.iter().filter(|x| !z.no_machine.contains(x)) {
+            ctx.warn(format!("{zone} does not offer {gpu}{what}; skipping it"));
+            not_offered.push(format!("{zone}{what} (type not offered)"));
+        }
+        found.extend(z.offered.iter().map(|(zone, entry)| Candidate {
+            choice: i,
+            gpu: choice.clone(),
+            zone: zone.clone(),
+            entry: *entry,
+        }));
     }
-    for z in &no_machine {
-        ctx.warn(format!(
-            "zone {z} does not offer machine type {}; skipping it",
-            spec.machine_type
-        ));
+    if found.is_empty() {
+        return Err(nothing_offered(spec, &choices).into());
     }
-    for z in no_gpu.iter().filter(|z| !no_machine.contains(z)) {
-        ctx.warn(format!("zone {z} does not offer {gpu}; skipping it"));
+    // the lead wires billing prices here
+    let candidates = candidates::order(found, |_| None);
+    let mut zones: Vec<String> = Vec::new();
+    for c in &candidates {
+        if !zones.contains(&c.zone) {
+            zones.push(c.zone.clone());
+        }
     }
     Ok(Preflight {
         image,
-        zones: usable,
+        zones,
+        candidates,
+        not_offered,
     })
+}
+
+/// The error when no GPU choice is offered in any zone the spec allows, naming the field
+/// to change.
+fn nothing_offered(spec: &Instance, choices: &[ChoiceZones]) -> ValidationError {
+    let where_ = match &spec.zones {
+        Zones::Auto => "any zone".to_string(),
+        z => z.to_string(),
+    };
+    if let ([choice], [z]) = (spec.gpus.as_slice(), choices) {
+        let gpu = choice.gpu_type.as_deref().unwrap_or("none");
+        let listed = spec.zones.only_zones().map(<[String]>::len);
+        let no_gpu = match listed {
+            Some(n) => z.no_gpu.len() == n,
+            None => !z.gpu_anywhere,
+        };
+        let no_machine = match listed {
+            Some(n) => z.no_machine.len() == n,
+            None => !z.machine_anywhere,
+        };
+        return if no_gpu {
+            ValidationError::new("instance.gpu_type", format!("`{gpu}` is not offered in {where_} (see `gcloud compute accelerator-types list --filter=name={gpu}` for zones that have it)"))
+        } else if no_machine {
+            ValidationError::new("instance.machine_type", format!("`{}` is not offered in {where_} (see `gcloud compute machine-types list --filter=name={}`)", choice.machine_type, choice.machine_type))
+        } else {
+            ValidationError::new(
+                "instance.zones",
+                format!(
+                    "no zone of {where_} offers both `{}` and `{gpu}`: {} lack the machine type, {} the GPU",
+                    choice.machine_type,
+                    z.no_machine.join(", "),
+                    z.no_gpu.join(", ")
+                ),
+            )
+        };
+    }
+    let each: Vec<String> = spec.gpus.iter().map(GpuChoice::describe).collect();
+    ValidationError::new(
+        "instance.gpu",
+        format!("none of the GPU choices ({}) is offered in {where_}: add regions or zones (or use zones = \"auto\"), or other choices (see `gcloud compute accelerator-types list`)", each.join("; ")),
+    )
 }
 
 /// The preflight's findings, shared by the steps of a run.
@@ -275,13 +466,13 @@ impl Step for PreflightStep {
         &[]
     }
     fn summary(&self) -> String {
+        let gpus: Vec<String> = self.spec.gpus.iter().map(GpuChoice::describe).collect();
         format!(
-            "check image family {}/{}, disk size, {} and {} in {} before creating anything",
+            "check image family {}/{}, disk size, {} in {} before creating anything",
             self.spec.image_project,
             self.spec.image_family,
-            self.spec.machine_type,
-            self.spec.gpu_type.as_deref().unwrap_or("no GPU"),
-            self.spec.zones.join(", ")
+            gpus.join(" or "),
+            self.spec.zones
         )
     }
     fn planned_actions(&self) -> Vec<String> {
@@ -290,15 +481,29 @@ impl Step for PreflightStep {
             "GET compute/v1/projects/{}/global/images/family/{}",
             self.spec.image_project, self.spec.image_family
         )];
-        for z in &self.spec.zones {
-            a.push(format!(
-                "GET compute/v1/projects/{p}/zones/{z}/machineTypes/{}",
-                self.spec.machine_type
-            ));
-            if let Some(g) = &self.spec.gpu_type {
+        for choice in &self.spec.gpus {
+            let Some(zones) = self.spec.zones.only_zones() else {
                 a.push(format!(
-                    "GET compute/v1/projects/{p}/zones/{z}/acceleratorTypes/{g}"
+                    "GET compute/v1/projects/{p}/aggregated/machineTypes?filter=name=\"{}\"",
+                    choice.machine_type
                 ));
+                if let Some(g) = &choice.gpu_type {
+                    a.push(format!(
+                        "GET compute/v1/projects/{p}/aggregated/acceleratorTypes?filter=name=\"{g}\""
+                    ));
+                }
+                continue;
+            };
+            for z in zones {
+                a.push(format!(
+                    "GET compute/v1/projects/{p}/zones/{z}/machineTypes/{}",
+                    choice.machine_type
+                ));
+                if let Some(g) = &choice.gpu_type {
+                    a.push(format!(
+                        "GET compute/v1/projects/{p}/zones/{z}/acceleratorTypes/{g}"
+                    ));
+                }
             }
         }
         a
@@ -316,11 +521,14 @@ impl Step for PreflightStep {
             return Ok(CheckOutcome::satisfied());
         }
         let p = preflight_once(ctx, &self.spec).await?;
+        let several = self.spec.gpus.len() > 1;
+        let order: Vec<String> = p.candidates.iter().map(|c| c.label(several)).collect();
         ctx.log(format!(
-            "image family {} → {}; zones to try: {}",
+            "image family {} → {}; {} to try: {}",
             self.spec.image_family,
             p.image.name,
-            p.zones.join(", ")
+            if several { "candidates" } else { "zones" },
+            order.join(", ")
         ));
         Ok(CheckOutcome::satisfied())
     }
@@ -375,12 +583,51 @@ impl InstanceStep {
                 return Ok(Some(i));
             }
         }
-        for z in &self.spec.zones {
-            if let Some(i) = ctx.backends.compute.get_instance(&self.at(z)).await? {
+        for z in self.zones_to_look_in(&state) {
+            if let Some(i) = ctx.backends.compute.get_instance(&self.at(&z)).await? {
                 return Ok(Some(i));
             }
         }
         Ok(None)
+    }
+
+    /// Where an instance kgenv has not recorded yet may be: the zone an insert was sent
+    /// to (recorded before the insert, so a run killed before it recorded the VM still finds
+    /// it, wherever `zones = "auto"` put it), then the zones the spec lists by name.
+    fn zones_to_look_in(&self, state: &State) -> Vec<String> {
+        let mut zones: Vec<String> = state
+            .fact("instance", INSERTING_IN)
+            .map(String::from)
+            .into_iter()
+            .collect();
+        for z in self.spec.zones.listed() {
+            if crate::spec::rules::zone("", z).is_ok() && !zones.contains(z) {
+                zones.push(z.clone());
+            }
+        }
+        zones
+    }
+
+    /// The insert `plan` shows: the first candidate, and the others to try after it.
+    fn insert_action(&self, pre: &Preflight) -> String {
+        let several = self.spec.gpus.len() > 1;
+        let first = &pre.candidates[0];
+        let rest: Vec<String> = pre.candidates[1..]
+            .iter()
+            .map(|c| c.label(several))
+            .collect();
+        let what = if several {
+            format!(" as {}", first.gpu.describe())
+        } else {
+            String::new()
+        };
+        format!(
+            "POST compute/v1/projects/{}/zones/{}/instances (insert {}{what}; next on stockout: {})",
+            self.spec.project,
+            first.zone,
+            self.spec.name,
+            if rest.is_empty() { "none".to_string() } else { rest.join(", ") }
+        )
     }
 
     /// The error for a config whose instance name or project no longer matches the one
@@ -402,8 +649,7 @@ impl InstanceStep {
             None => Err(BackendError::NotFound {
                 resource: format!(
                     "instance {} in {} (run `kgenv up` to create it)",
-                    self.spec.name,
-                    self.spec.zones.join(", ")
+                    self.spec.name, self.spec.zones
                 ),
             }
             .into()),
@@ -413,20 +659,20 @@ impl InstanceStep {
     fn request(
         &self,
         owner: &Owner,
-        zone: &str,
+        c: &Candidate,
         source_image: &str,
         ssh_key: &str,
     ) -> InstanceRequest {
         let mut metadata = BTreeMap::new();
         metadata.insert("ssh-keys".into(), ssh_key.to_string());
         metadata.insert("enable-guest-attributes".into(), "TRUE".into());
-        if self.spec.gpu_type.is_some() {
+        if c.gpu.gpu_type.is_some() {
             metadata.insert("install-nvidia-driver".into(), "True".into());
         }
         InstanceRequest {
-            at: self.at(zone),
-            machine_type: self.spec.machine_type.clone(),
-            gpu: self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count)),
+            at: self.at(&c.zone),
+            machine_type: c.gpu.machine_type.clone(),
+            gpu: c.gpu.gpu(),
             source_image: source_image.into(),
             disk_size_gb: self.spec.disk_size_gb,
             disk_type: self.spec.disk_type.clone(),
@@ -449,6 +695,16 @@ impl InstanceStep {
                 }
                 r.created.insert("instance".into(), instance_path(&info.at));
                 r.facts.insert("zone".into(), info.at.zone.clone());
+                r.facts.remove(INSERTING_IN);
+                // The GPU choice the VM got (any of the spec's is kept as it is).
+                r.facts
+                    .insert("machine_type".into(), info.machine_type.clone());
+                r.facts.insert(
+                    "gpu".into(),
+                    info.gpu
+                        .as_ref()
+                        .map_or("none".to_string(), |(t, n)| format!("{n}x {t}")),
+                );
                 if !info.id.is_empty() {
                     r.facts.insert("id".into(), info.id.clone());
                 }
@@ -584,12 +840,31 @@ impl InstanceStep {
     /// without capacity leaves the VM stopped with its disks and data: the error says so
     /// and what to do, and nothing is deleted.
     async fn start(&self, ctx: &StepCtx, at: &InstanceRef) -> Result<()> {
+        let mut rounds = ctx.capacity_wait().map(capacity::Rounds::new);
+        loop {
+            match self.start_once(ctx, at).await {
+                Err(e) if e.is_stockout() => {
+                    // With a capacity wait, try the start again in rounds: the VM stays
+                    // stopped with its disks meanwhile, so nothing is at risk.
+                    let Some(r) = rounds.as_mut() else {
+                        return Err(e);
+                    };
+                    if !r.pause(ctx, 1, ("zone", "zones")).await? {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(&self, ctx: &StepCtx, at: &InstanceRef) -> Result<()> {
         ctx.log(format!("starting {at}"));
         let compute = &ctx.backends.compute;
         self.when_ready(ctx, at, move || async move {
             compute.start_instance(at).await.map_err(|e| match e {
                 BackendError::Stockout { zone, resource, message } => BackendError::Stockout {
-                    message: format!("{message}; {} stays stopped in {zone} with its disks and data (nothing was deleted). Run `kgenv start` (or `kgenv up`) again later, or move it to a zone with capacity with `kgenv move ZONE`", at.name),
+                    message: format!("{message}; {} stays stopped in {zone} with its disks and data (nothing was deleted). Run `kgenv start --wait-for-capacity` (or `kgenv up`) to try again in rounds until the zone has capacity, or move it to a zone with capacity with `kgenv move ZONE`", at.name),
                     zone,
                     resource,
                 },
@@ -675,44 +950,169 @@ impl InstanceStep {
     }
 
     async fn create(&self, ctx: &StepCtx) -> Result<InstanceInfo> {
-        let compute = &ctx.backends.compute;
         let owner = ctx.owner().await;
         let pre = preflight_once(ctx, &self.spec).await?;
         let key = crate::keys::ensure(&self.env)?;
         let ssh_key = key.gce_metadata(crate::keys::GCE_USER);
-        let mut tried: Vec<String> = self
-            .spec
-            .zones
-            .iter()
-            .filter(|z| !pre.zones.contains(z))
-            .map(|z| format!("{z} (type not offered)"))
-            .collect();
-        let mut skipped_regions: Vec<String> = Vec::new();
-        let mut last: Option<BackendError> = None;
         // A kept data disk attaches only in its own zone: the VM goes there, or nowhere.
         let disk_zone = super::data_disk::data_disk_zone(&ctx.state.snapshot().await);
-        let zones = match &disk_zone {
+        let candidates = match &disk_zone {
             Some(z) => {
-                if !pre.zones.contains(z) {
+                let here: Vec<Candidate> = pre
+                    .candidates
+                    .iter()
+                    .filter(|c| c.zone == *z)
+                    .cloned()
+                    .collect();
+                if here.is_empty() {
                     ctx.warn(format!("your data disk is in {z}, which `instance.zones` does not list (or which lacks the machine or GPU type); creating the VM there anyway, as the disk cannot attach elsewhere (`kgenv move ZONE` moves it)"));
+                    self.spec
+                        .gpus
+                        .iter()
+                        .enumerate()
+                        .map(|(i, g)| Candidate {
+                            choice: i,
+                            gpu: g.clone(),
+                            zone: z.clone(),
+                            entry: 0,
+                        })
+                        .collect()
+                } else {
+                    here
                 }
-                vec![z.clone()]
             }
-            None => pre.zones.clone(),
+            None => pre.candidates.clone(),
         };
-        for zone in &zones {
-            let region = region_of(zone).to_string();
-            if skipped_regions.contains(&region) {
-                tried.push(format!("{zone} (region quota)"));
+        let mut rounds = ctx.capacity_wait().map(capacity::Rounds::new);
+        let failed = loop {
+            let round = self
+                .create_round(ctx, &owner, &pre, &candidates, &ssh_key)
+                .await;
+            let failed = match round {
+                Ok(Ok(info)) => return Ok(info),
+                Ok(Err(failed)) => failed,
+                Err(e) => {
+                    self.forget_insert(ctx).await?;
+                    return Err(e);
+                }
+            };
+            let Some(r) = rounds.as_mut().filter(|_| failed.stockouts > 0) else {
+                break failed;
+            };
+            if !r
+                .pause(ctx, failed.stockouts, ("candidate", "candidates"))
+                .await?
+            {
+                break failed;
+            }
+        };
+        self.forget_insert(ctx).await?;
+        let several = self.spec.gpus.len() > 1;
+        let mut tried = pre.not_offered.clone();
+        tried.extend(failed.tried);
+        let waited = rounds.as_ref().map_or(String::new(), |r| {
+            format!(
+                " (after {} rounds in {})",
+                r.round,
+                humantime::format_duration(Duration::from_secs(r.waited().as_secs()))
+            )
+        });
+        let hint = if failed.stockouts > 0 && rounds.is_none() {
+            ", or wait for capacity with `kgenv up --wait-for-capacity`"
+        } else {
+            ""
+        };
+        let summary = match &disk_zone {
+            Some(z) => format!("no capacity for the instance in {z}, where your data disk is{waited} (tried {}). Run `kgenv up` again later{hint}, or move the data with `kgenv move ZONE` to a zone that has capacity", tried.join(", ")),
+            None => format!(
+                "no zone could host the instance{waited}; tried {}. Add zones (other regions too, or zones = \"auto\") to `instance.zones`, {}, or request quota{hint}",
+                tried.join(", "),
+                if several { "add GPU choices to `instance.gpu`" } else { "pick another `gpu_type` (or list several in `instance.gpu`)" }
+            ),
+        };
+        Err(match failed.last {
+            Some(BackendError::Stockout { zone, resource, .. }) => BackendError::Stockout {
+                zone,
+                resource,
+                message: summary,
+            },
+            Some(BackendError::Quota { quota, .. }) => BackendError::Quota {
+                quota,
+                message: summary,
+            },
+            _ => BackendError::NotFound { resource: summary },
+        }
+        .into())
+    }
+
+    /// Forgets the zone an insert was sent to once nothing of it is left.
+    async fn forget_insert(&self, ctx: &StepCtx) -> Result<()> {
+        if ctx
+            .state
+            .snapshot()
+            .await
+            .fact("instance", INSERTING_IN)
+            .is_some()
+        {
+            ctx.state
+                .update("instance", |r| {
+                    r.facts.remove(INSERTING_IN);
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One pass over the candidates: the VM made in the first with capacity, or what each
+    /// candidate failed on. An error that no other candidate can fix (a global quota, bad
+    /// input, Ctrl-C) ends the run at once.
+    async fn create_round(
+        &self,
+        ctx: &StepCtx,
+        owner: &Owner,
+        pre: &Preflight,
+        candidates: &[Candidate],
+        ssh_key: &str,
+    ) -> Result<std::result::Result<InstanceInfo, RoundFailed>> {
+        let compute = &ctx.backends.compute;
+        let several = self.spec.gpus.len() > 1;
+        let mut failed = RoundFailed::default();
+        // (region, GPU type): a regional GPU quota skips that GPU's candidates in the
+        // region; any other regional quota (CPUs, addresses) the whole region (`None`).
+        let mut skipped: Vec<(String, Option<String>)> = Vec::new();
+        for c in candidates {
+            let label = c.label(several);
+            let region = region_of(&c.zone).to_string();
+            if let Some((_, gpu)) = skipped
+                .iter()
+                .find(|(r, g)| *r == region && (g.is_none() || *g == c.gpu.gpu_type))
+            {
+                let what = gpu
+                    .as_deref()
+                    .map_or(String::new(), |g| format!(" for {g}"));
+                failed.tried.push(format!("{label} (region quota{what})"));
                 continue;
             }
-            let req = self.request(&owner, zone, &pre.image.self_link, &ssh_key);
+            if ctx.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled.into());
+            }
+            let req = self.request(owner, c, &pre.image.self_link, ssh_key);
             ctx.log(format!(
-                "creating {} in {zone} from image {}",
-                req.at, pre.image.name
+                "creating {} in {} ({}) from image {}",
+                req.at,
+                c.zone,
+                c.gpu.describe(),
+                pre.image.name
             ));
+            // Recorded before the insert: a run killed before it records the VM still
+            // finds it here (see `find`).
+            ctx.state
+                .update("instance", |r| {
+                    r.facts.insert(INSERTING_IN.into(), c.zone.clone());
+                })
+                .await?;
             let err = match compute.insert_instance(&req).await {
-                Ok(info) => return Ok(info),
+                Ok(info) => return Ok(Ok(info)),
                 Err(BackendError::AlreadyExists { .. }) => {
                     // A retried insert that landed, or a name clash: adopt only what is ours.
                     if let Some(info) = compute.get_instance(&req.at).await? {
@@ -721,7 +1121,7 @@ impl InstanceStep {
                                 "adopting {} (it carries this environment's owner id)",
                                 info.at
                             ));
-                            return self.settle(ctx, info).await;
+                            return self.settle(ctx, info).await.map(Ok);
                         }
                         return Err(not_ours(&info.at));
                     }
@@ -736,13 +1136,20 @@ impl InstanceStep {
             self.remove_half_made(ctx, &req.at, &err).await?;
             match err {
                 e if e.is_stockout() => {
-                    ctx.warn(format!("{zone}: no capacity ({e}); trying the next zone"));
-                    tried.push(format!("{zone} (stockout)"));
-                    last = Some(e);
+                    ctx.warn(format!(
+                        "{label}: no capacity ({e}); trying the next candidate"
+                    ));
+                    failed.tried.push(format!("{label} (stockout)"));
+                    failed.stockouts += 1;
+                    failed.last = Some(e);
                 }
                 BackendError::Quota { quota, message } => match &quota.scope {
                     QuotaScope::Global => {
-                        tried.push(format!("{zone} (quota {}, all regions)", quota.metric));
+                        failed
+                            .tried
+                            .push(format!("{label} (quota {}, all regions)", quota.metric));
+                        let mut tried = pre.not_offered.clone();
+                        tried.extend(failed.tried);
                         return Err(BackendError::Quota {
                             message: format!("{message}; tried {}", tried.join(", ")),
                             quota,
@@ -750,35 +1157,34 @@ impl InstanceStep {
                         .into());
                     }
                     QuotaScope::Region(r) => {
+                        let gpu_only = quota.metric.contains("GPU");
                         ctx.warn(format!(
-                            "quota {} reached in {r}; skipping its zones",
-                            quota.metric
+                            "quota {} reached in {r}; skipping its {}",
+                            quota.metric,
+                            if gpu_only {
+                                "candidates with this GPU"
+                            } else {
+                                "zones"
+                            }
                         ));
-                        skipped_regions.push(r.clone());
-                        tried.push(format!("{zone} (quota {} in {r})", quota.metric));
-                        last = Some(BackendError::Quota { quota, message });
+                        skipped.push((
+                            r.clone(),
+                            if gpu_only {
+                                c.gpu.gpu_type.clone()
+                            } else {
+                                None
+                            },
+                        ));
+                        failed
+                            .tried
+                            .push(format!("{label} (quota {} in {r})", quota.metric));
+                        failed.last = Some(BackendError::Quota { quota, message });
                     }
                 },
                 e => return Err(e.into()),
             }
         }
-        let summary = match &disk_zone {
-            Some(z) => format!("no capacity for the instance in {z}, where your data disk is (tried {}). Run `kgenv up` again later, or move the data with `kgenv move ZONE` to a zone that has capacity", tried.join(", ")),
-            None => format!("no zone could host the instance; tried {}. Add zones (other regions too) to `instance.zones`, pick another `gpu_type`, or request quota", tried.join(", ")),
-        };
-        Err(match last {
-            Some(BackendError::Stockout { zone, resource, .. }) => BackendError::Stockout {
-                zone,
-                resource,
-                message: summary,
-            },
-            Some(BackendError::Quota { quota, .. }) => BackendError::Quota {
-                quota,
-                message: summary,
-            },
-            _ => BackendError::NotFound { resource: summary },
-        }
-        .into())
+        Ok(Err(failed))
     }
 
     /// `kgenv stop`: stops the instance and keeps its disk, so the GPU is no longer billed.
@@ -823,12 +1229,22 @@ impl InstanceStep {
     /// recreating it: the VM holds the user's work).
     fn restart_changes(&self, info: &InstanceInfo) -> Vec<RestartChange> {
         let mut c = Vec::new();
-        if info.machine_type != self.spec.machine_type {
-            c.push(RestartChange::MachineType(self.spec.machine_type.clone()));
-        }
-        let want_gpu = self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count));
-        if info.gpu != want_gpu {
-            c.push(RestartChange::Gpus(want_gpu));
+        // A VM on any GPU choice is kept as it is: it is not restarted only because the
+        // first choice had no capacity when it was made. On none of them, it changes to
+        // the first.
+        let on_a_choice = self
+            .spec
+            .gpus
+            .iter()
+            .any(|g| g.machine_type == info.machine_type && g.gpu() == info.gpu);
+        if !on_a_choice {
+            if info.machine_type != self.spec.machine_type {
+                c.push(RestartChange::MachineType(self.spec.machine_type.clone()));
+            }
+            let want_gpu = self.spec.gpu_type.clone().map(|t| (t, self.spec.gpu_count));
+            if info.gpu != want_gpu {
+                c.push(RestartChange::Gpus(want_gpu));
+            }
         }
         // No account in the spec means the project's default compute account, which GCE
         // reports by its email.
@@ -1006,30 +1422,27 @@ impl Step for InstanceStep {
         }
     }
     fn summary(&self) -> String {
-        let gpu = self
-            .spec
-            .gpu_type
-            .as_ref()
-            .map_or("no GPU".to_string(), |g| {
-                format!("{}x {g}", self.spec.gpu_count)
-            });
+        let gpus: Vec<String> = self.spec.gpus.iter().map(GpuChoice::describe).collect();
         format!(
-            "GCE instance {} ({}, {gpu}, {} GB {}, {}/{}{}) in {}",
+            "GCE instance {} ({}, {} GB {}, {}/{}{}) in {}",
             self.spec.name,
-            self.spec.machine_type,
+            gpus.join(" or "),
             self.spec.disk_size_gb,
             self.spec.disk_type,
             self.spec.image_project,
             self.spec.image_family,
             if self.spec.spot { ", spot" } else { "" },
-            self.spec.zones.join(" or ")
+            match &self.spec.zones {
+                Zones::Auto => "any zone that offers it".to_string(),
+                Zones::Listed(v) => v.join(" or "),
+            }
         )
     }
     fn planned_actions(&self) -> Vec<String> {
         let p = &self.spec.project;
         vec![
             format!("GET compute/v1/projects/{}/global/images/family/{}", self.spec.image_project, self.spec.image_family),
-            format!("POST compute/v1/projects/{p}/zones/{}/instances (insert {}; next zones on stockout: {})", self.spec.zones[0], self.spec.name, self.spec.zones[1..].join(", ")),
+            format!("POST compute/v1/projects/{p}/zones/ZONE/instances (insert {} in the first of {} with capacity)", self.spec.name, self.spec.zones),
             format!("GET compute/v1/projects/{p}/zones/ZONE/instances/{}/getGuestAttributes?queryPath=hostkeys/", self.spec.name),
         ]
     }
@@ -1039,7 +1452,7 @@ impl Step for InstanceStep {
             let p = &self.spec.project;
             return Ok(CheckOutcome::missing(vec![
                 format!("image family {} resolves to {} ({} GB minimum)", self.spec.image_family, pre.image.name, pre.image.disk_size_gb),
-                format!("POST compute/v1/projects/{p}/zones/{}/instances (insert {}; next zones on stockout: {})", pre.zones[0], self.spec.name, if pre.zones.len() > 1 { pre.zones[1..].join(", ") } else { "none".into() }),
+                self.insert_action(&pre),
                 format!("GET compute/v1/projects/{p}/zones/ZONE/instances/{}/getGuestAttributes?queryPath=hostkeys/", self.spec.name),
             ]));
         };
@@ -1177,8 +1590,8 @@ impl Step for InstanceStep {
             Some(at) => compute.get_instance(&at).await?,
             None if owner.id.is_some() => {
                 let mut found = None;
-                for z in &self.spec.zones {
-                    if let Some(i) = compute.get_instance(&self.at(z)).await? {
+                for z in self.zones_to_look_in(&state) {
+                    if let Some(i) = compute.get_instance(&self.at(&z)).await? {
                         found = Some(i);
                         break;
                     }

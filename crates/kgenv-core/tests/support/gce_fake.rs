@@ -112,6 +112,17 @@ pub struct Config {
     pub stockout_zones: BTreeSet<String>,
     /// Whether a stockout leaves a TERMINATED instance behind for good (it sometimes does).
     pub half_made_on_stockout: bool,
+    /// When set, capacity comes back everywhere once that many inserts (or starts) ended in
+    /// a stockout:
+    /// [`Self::stockout_zones`] is cleared after the last of them (a capacity wait that
+    /// succeeds in a later round, with no timing involved).
+    pub clear_stockouts_after_inserts: Option<u32>,
+    /// Regional quotas already used up: region → (metric, limit). An insert in the region
+    /// is accepted and its operation ends in QUOTA_EXCEEDED with the region's quotaInfo.
+    pub region_quotas: BTreeMap<String, (String, f64)>,
+    /// How many zones one page of an aggregated list holds (the rest follow by
+    /// `nextPageToken`).
+    pub aggregated_page_size: usize,
     /// How long a failing insert shows its instance PROVISIONING before the operation ends
     /// with the error.
     pub failed_insert_window: Duration,
@@ -233,6 +244,9 @@ impl Default for Config {
             images,
             stockout_zones: BTreeSet::new(),
             half_made_on_stockout: false,
+            clear_stockouts_after_inserts: None,
+            region_quotas: BTreeMap::new(),
+            aggregated_page_size: 4,
             failed_insert_window: Duration::from_millis(150),
             failed_insert_linger: Duration::from_millis(300),
             failed_insert_linger_status: "STAGING".into(),
@@ -552,6 +566,8 @@ struct World {
     faults: Vec<(String, u32, Fault)>,
     violations: Vec<String>,
     next_id: u64,
+    /// Inserts that ended in a stockout so far.
+    stockout_inserts: u32,
 }
 
 struct Shared {
@@ -591,6 +607,93 @@ fn bad_request(message: &str) -> Outcome {
 }
 
 impl World {
+    /// `acceleratorTypes.aggregatedList` / `machineTypes.aggregatedList` as GCE answers
+    /// them: every zone is a scope `zones/Z`, holding the matching types or, without any,
+    /// a `NO_RESULTS_ON_PAGE` warning; zones come [`Config::aggregated_page_size`] a page,
+    /// the rest behind `nextPageToken`. `filter` is honoured for `name = "X"` / `name=X`.
+    fn aggregated_list(&self, id: &str, project: &str, query: &[(String, String)]) -> Outcome {
+        let accelerators = id.starts_with("compute.acceleratorTypes");
+        let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let wanted = match q("filter") {
+            None => None,
+            Some(f) => {
+                let Some(v) = f.trim().strip_prefix("name").map(str::trim_start) else {
+                    return bad_request(&format!("Invalid value for field 'filter': '{f}'. The fake knows only name filters."));
+                };
+                let Some(v) = v.strip_prefix('=') else {
+                    return bad_request(&format!("Invalid value for field 'filter': '{f}'."));
+                };
+                Some(v.trim().trim_matches('"').to_string())
+            }
+        };
+        let start: usize = match q("pageToken") {
+            None => 0,
+            Some(t) => match t.strip_prefix("page-").and_then(|n| n.parse().ok()) {
+                Some(n) => n,
+                None => {
+                    return bad_request(&format!("Invalid value for field 'pageToken': '{t}'."))
+                }
+            },
+        };
+        let zones: Vec<&String> = self.config.zones.keys().collect();
+        let size = self.config.aggregated_page_size.max(1);
+        let mut items = serde_json::Map::new();
+        for zone in zones.iter().skip(start).take(size) {
+            let names: Vec<String> = if accelerators {
+                self.config.zones[*zone].iter().cloned().collect()
+            } else {
+                // Machine types by family: the wanted name when its family is offered.
+                wanted
+                    .iter()
+                    .filter(|t| {
+                        self.config
+                            .machine_type_prefixes
+                            .iter()
+                            .any(|p| t.starts_with(p.as_str()))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let names: Vec<String> = names
+                .into_iter()
+                .filter(|n| wanted.as_ref().is_none_or(|w| w == n))
+                .collect();
+            let (key, kind, coll) = if accelerators {
+                (
+                    "acceleratorTypes",
+                    "compute#acceleratorType",
+                    "acceleratorTypes",
+                )
+            } else {
+                ("machineTypes", "compute#machineType", "machineTypes")
+            };
+            let scope = format!("zones/{zone}");
+            let v = if names.is_empty() {
+                json!({"warning": {"code": "NO_RESULTS_ON_PAGE",
+                    "message": format!("There are no results for scope '{scope}' on this page."),
+                    "data": [{"key": "scope", "value": scope}]}})
+            } else {
+                let list: Vec<Value> = names
+                    .iter()
+                    .map(|n| json!({"kind": kind, "name": n, "zone": format!("{SELF_ROOT}projects/{project}/zones/{zone}"),
+                        "selfLink": format!("{SELF_ROOT}projects/{project}/zones/{zone}/{coll}/{n}")}))
+                    .collect();
+                json!({ key: list })
+            };
+            items.insert(scope, v);
+        }
+        let mut body = json!({
+            "kind": if accelerators { "compute#acceleratorTypeAggregatedList" } else { "compute#machineTypeAggregatedList" },
+            "id": format!("projects/{project}/aggregated/{}", if accelerators { "acceleratorTypes" } else { "machineTypes" }),
+            "items": items,
+            "selfLink": format!("{SELF_ROOT}projects/{project}/aggregated/{}", if accelerators { "acceleratorTypes" } else { "machineTypes" }),
+        });
+        if start + size < zones.len() {
+            body["nextPageToken"] = json!(format!("page-{}", start + size));
+        }
+        Outcome::Reply(200, body, None)
+    }
+
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -1390,9 +1493,52 @@ impl Shared {
                 }
                 let img = img.clone();
                 let stockout = w.config.stockout_zones.contains(&zone);
+                let region = zone
+                    .rsplit_once('-')
+                    .map_or(zone.as_str(), |(r, _)| r)
+                    .to_string();
+                // A GPU quota (`NVIDIA_L4_GPUS`) binds inserts of that GPU only; any other
+                // (`CPUS`) every insert in the region.
+                let gpus_in_body: Vec<String> = body["guestAccelerators"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| {
+                        let t = last_segment(&a["acceleratorType"]);
+                        format!(
+                            "{}_GPUS",
+                            t.replace("nvidia-tesla-", "nvidia-")
+                                .to_ascii_uppercase()
+                                .replace('-', "_")
+                        )
+                    })
+                    .collect();
+                let region_quota = w
+                    .config
+                    .region_quotas
+                    .get(&region)
+                    .filter(|(metric, _)| {
+                        !metric.ends_with("_GPUS") || gpus_in_body.contains(metric)
+                    })
+                    .cloned();
                 let (error, leave) = match op_fault {
-                    Some(f @ Fault::OperationError { leave_instance, .. }) => (Some(f), leave_instance),
-                    _ if stockout => (
+                    Some(f @ Fault::OperationError { leave_instance, .. }) => {
+                        (Some(f), leave_instance)
+                    }
+                    _ if region_quota.is_some() => {
+                        let (metric, limit) = region_quota.unwrap_or_default();
+                        (Some(Fault::quota(&metric, limit, Some(&region))), false)
+                    }
+                    _ if stockout => {
+                        w.stockout_inserts += 1;
+                        if w.config
+                            .clear_stockouts_after_inserts
+                            .is_some_and(|n| w.stockout_inserts >= n)
+                        {
+                            w.config.stockout_zones.clear();
+                        }
+                        (
                         Some(Fault::OperationError {
                             code: "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS".into(),
                             message: format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  '(resource type:compute)'."),
@@ -1401,7 +1547,8 @@ impl Shared {
                             leave_instance: false,
                         }),
                         w.config.half_made_on_stockout,
-                    ),
+                    )
+                    }
                     _ => (None, false),
                 };
                 let boot_key = ikey(&name);
@@ -1520,6 +1667,7 @@ impl Shared {
                 let fp_ok =
                     |field: &Value| field.as_str() == Some(format!("{:016x}", inst.fp).as_str());
                 let mut op_fault = op_fault;
+                let mut stocked_out_start = false;
                 let (op_type, effect) = match id {
                     "compute.instances.delete" => {
                         if prior == "RUNNING" {
@@ -1543,6 +1691,7 @@ impl Shared {
                         // opentelemetry-operations-collector#607 retries starts on it).
                         inst.set_status("PROVISIONING");
                         if stockout && op_fault.is_none() {
+                            stocked_out_start = true;
                             op_fault = Some(Fault::OperationError {
                                 code: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
                                 message: format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later."),
@@ -1594,6 +1743,15 @@ impl Shared {
                     now,
                 );
                 w.set_prior(&op, prior);
+                if stocked_out_start {
+                    w.stockout_inserts += 1;
+                    if w.config
+                        .clear_stockouts_after_inserts
+                        .is_some_and(|n| w.stockout_inserts >= n)
+                    {
+                        w.config.stockout_zones.clear();
+                    }
+                }
                 Outcome::Reply(200, w.op_json(&op, now), None)
             }
             "compute.instances.setMachineType"
@@ -2080,6 +2238,9 @@ impl Shared {
                     ))
                 }
             }
+            "compute.acceleratorTypes.aggregatedList" | "compute.machineTypes.aggregatedList" => {
+                w.aggregated_list(id, &project, query)
+            }
             "compute.machineTypes.get" => {
                 let t = s(p, "machineType");
                 if zone_known
@@ -2381,6 +2542,7 @@ impl FakeGce {
                 faults: Vec::new(),
                 violations: Vec::new(),
                 next_id: 7_000_000,
+                stockout_inserts: 0,
             }),
             disc,
             epoch: Instant::now(),

@@ -124,7 +124,9 @@ impl Rig {
         backends.remote = hosts.clone();
         let runner = Runner::new(env, backends)
             .state_dir(state.path())
-            .host_ready_within(Duration::from_secs(20));
+            .host_ready_within(Duration::from_secs(20))
+            // A capacity wait's rounds follow each other in milliseconds here.
+            .capacity_backoff(Duration::from_millis(20), Duration::from_millis(80));
         Self {
             fake,
             hosts,

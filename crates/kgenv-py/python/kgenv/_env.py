@@ -42,6 +42,9 @@ Backends = Union[Literal["real", "mock"], "MockWorld"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 Steps = Union[str, Sequence[str], None]
+# ``wait_for_capacity=``: False/None (no wait), True (until capacity or Ctrl-C), a duration
+# string like "2h" or "30m", or a number of seconds.
+WaitForCapacity = Union[bool, str, int, float, None]
 
 
 def _steps(only: Steps) -> list[str]:
@@ -308,14 +311,28 @@ class Env:
         delete_buckets: Sequence[str] = (),
         delete_disks: Sequence[str] = (),
         yes: bool = False,
+        wait_for_capacity: WaitForCapacity = None,
     ) -> Any:
         spec, kw = self._spec, self._kw()
         steps = _steps(only)
         buckets, disks = _names(delete_buckets), _names(delete_disks)
         if not isinstance(yes, bool):
             raise TypeError(f"yes must be True or False, got {type(yes).__name__}")
+        if wait_for_capacity is not None and not isinstance(wait_for_capacity, (bool, str, int, float)):
+            raise TypeError(
+                f'wait_for_capacity must be True, a duration like "2h" or a number of seconds, got {type(wait_for_capacity).__name__}'
+            )
         return lambda notify: _kgenv.start_run(
-            spec, operation, only=steps, until=until, delete_buckets=buckets, delete_disks=disks, yes=yes, notify=notify, **kw
+            spec,
+            operation,
+            only=steps,
+            until=until,
+            delete_buckets=buckets,
+            delete_disks=disks,
+            yes=yes,
+            wait_for_capacity=wait_for_capacity,
+            notify=notify,
+            **kw,
         )
 
     def _preview_start(self, only: Steps, delete_buckets: Sequence[str], delete_disks: Sequence[str]) -> Any:
@@ -336,7 +353,14 @@ class Env:
         return Plan._build(run_sync(self._start("plan", only, until), d), d.events, self._order())
 
     def up(
-        self, *, only: Steps = None, until: str | None = None, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None
+        self,
+        *,
+        only: Steps = None,
+        until: str | None = None,
+        yes: bool = False,
+        wait_for_capacity: WaitForCapacity = None,
+        on_event: OnEvent | None = None,
+        progress: bool | None = None,
     ) -> Report:
         """Brings the environment to its spec: each step checks, and changes only what
         differs. A second ``up`` changes nothing.
@@ -354,13 +378,20 @@ class Env:
             only: Only these steps (an id, or a prefix such as ``"firewall"``).
             until: This step and everything it depends on.
             yes: Apply changes that stop and restart the VM (the CLI's ``--yes``).
+            wait_for_capacity: When every zone (and GPU choice) is out of capacity, try
+                them all again in rounds with growing pauses (30 s to 10 min, with
+                jitter), each round an event: ``True`` until capacity or Ctrl-C, a
+                duration like ``"2h"``, or seconds (the CLI's ``--wait-for-capacity``).
+                Quota and bad input are not waited on.
             on_event: Called with each :class:`kgenv.Event` on this thread; raising from it
                 cancels the run, then re-raises.
             progress: Show progress (default: when ``on_event`` is not given) — a live
                 table in Jupyter, lines on stderr elsewhere.
         """
         d = Dispatch("up", self.name, on_event, progress)
-        return Report._build(run_sync(self._start("up", only, until, yes=yes), d), d.events, self._order())
+        return Report._build(
+            run_sync(self._start("up", only, until, yes=yes, wait_for_capacity=wait_for_capacity), d), d.events, self._order()
+        )
 
     def down(
         self,
@@ -413,12 +444,22 @@ class Env:
         return Plan._build(await run_async(self._start("plan", only, until), d), d.events, self._order())
 
     async def up_async(
-        self, *, only: Steps = None, until: str | None = None, yes: bool = False, on_event: OnEvent | None = None, progress: bool | None = None
+        self,
+        *,
+        only: Steps = None,
+        until: str | None = None,
+        yes: bool = False,
+        wait_for_capacity: WaitForCapacity = None,
+        on_event: OnEvent | None = None,
+        progress: bool | None = None,
     ) -> Report:
         """:meth:`up` as a coroutine. ``on_event`` runs on the loop's thread; cancelling
-        the task cancels the run cleanly, then raises :class:`asyncio.CancelledError`."""
+        the task cancels the run cleanly (a capacity wait too), then raises
+        :class:`asyncio.CancelledError`."""
         d = Dispatch("up", self.name, on_event, progress)
-        return Report._build(await run_async(self._start("up", only, until, yes=yes), d), d.events, self._order())
+        return Report._build(
+            await run_async(self._start("up", only, until, yes=yes, wait_for_capacity=wait_for_capacity), d), d.events, self._order()
+        )
 
     async def down_async(
         self,
@@ -454,16 +495,26 @@ class Env:
         d = Dispatch("stop", self.name, on_event, progress)
         return Report._build(await run_async(self._start("stop"), d), d.events, self._order())
 
-    def start(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+    def start(
+        self, *, wait_for_capacity: WaitForCapacity = None, on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """Starts the stopped VM and reaches it again (``up`` until the ``host`` step: its
-        new address recorded, host keys pinned, firewall and ``ssh <name>`` updated)."""
-        d = Dispatch("start", self.name, on_event, progress)
-        return Report._build(run_sync(self._start("start"), d), d.events, self._order())
+        new address recorded, host keys pinned, firewall and ``ssh <name>`` updated).
 
-    async def start_async(self, *, on_event: OnEvent | None = None, progress: bool | None = None) -> Report:
+        ``wait_for_capacity`` (as for :meth:`up`: ``True``, ``"2h"`` or seconds) retries
+        the start in rounds while the VM's zone has no capacity; the VM stays stopped with
+        its disks meanwhile."""
+        d = Dispatch("start", self.name, on_event, progress)
+        return Report._build(run_sync(self._start("start", wait_for_capacity=wait_for_capacity), d), d.events, self._order())
+
+    async def start_async(
+        self, *, wait_for_capacity: WaitForCapacity = None, on_event: OnEvent | None = None, progress: bool | None = None
+    ) -> Report:
         """:meth:`start` as a coroutine."""
         d = Dispatch("start", self.name, on_event, progress)
-        return Report._build(await run_async(self._start("start"), d), d.events, self._order())
+        return Report._build(
+            await run_async(self._start("start", wait_for_capacity=wait_for_capacity), d), d.events, self._order()
+        )
 
     # -- on the host ----------------------------------------------------------------------
 

@@ -147,6 +147,7 @@ def start_run(
     delete_disks: Sequence[str] = ...,
     yes: bool = False,
     zone: str | None = None,
+    wait_for_capacity: bool | str | int | float | None = None,
     notify: _Notify = None,
 ) -> Run: ...
 def start_down_preview(

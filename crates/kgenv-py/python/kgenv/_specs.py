@@ -183,11 +183,17 @@ class Instance(_Section):
     Args:
         project: GCP project id (default: ``CLOUDSDK_CORE_PROJECT``, or ``Env(project=)``).
         zones: Zones to try in order; a GPU stockout moves on to the next (default:
-            ``CLOUDSDK_COMPUTE_ZONE``, or ``Env(zone=)``).
+            ``CLOUDSDK_COMPUTE_ZONE``, or ``Env(zone=)``). Regions (``"europe-west4"``)
+            stand for each of their zones that offer the GPU; ``"auto"`` for every zone
+            that does.
         name: Instance name (default: the environment's name).
         machine_type: Default ``n1-standard-8``.
         gpu_type: Default ``nvidia-tesla-t4``; ``"none"`` for a CPU-only VM.
-        gpu_count: 1, 2, 4 or 8 (default 1).
+        gpu_count: 1, 2, 4 or 8 (default 1; fixed by g2/a2/a3 machine types).
+        gpu: Several acceptable GPUs, tried in order, instead of ``machine_type``,
+            ``gpu_type`` and ``gpu_count``: ``[{"type": "nvidia-l4", "machine_type":
+            "g2-standard-8"}, {"type": "nvidia-tesla-t4", "machine_type":
+            "n1-standard-8", "count": 1}]``.
         image_project: Boot image project (default ``deeplearning-platform-release``).
         image_family: Boot image family (default: a Deep Learning VM with CUDA 12.9).
         disk_size_gb: Boot disk size (default 200; the Kaggle GPU image is ~60 GB).
@@ -210,11 +216,12 @@ class Instance(_Section):
     }
 
     project: str | None = None
-    zones: Sequence[str] | None = None
+    zones: Literal["auto"] | Sequence[str] | None = None
     name: str | None = None
     machine_type: str | None = None
     gpu_type: str | None = None
     gpu_count: int | None = None
+    gpu: Sequence[Mapping[str, str | int]] | None = None
     image_project: str | None = None
     image_family: str | None = None
     disk_size_gb: int | None = None

@@ -200,6 +200,12 @@ class MockWorld:
         s["stockout_zones"] = sorted({*s["stockout_zones"], zone})
         self.set_state(s)
 
+    def capacity_returns_after(self, failed_inserts: int) -> None:
+        """Capacity comes back in every zone once ``failed_inserts`` more inserts have
+        failed on a stockout (the stockout zones are then cleared): a wait for capacity
+        that succeeds in a later round."""
+        self._edit("stockout_inserts_left", int(failed_inserts))
+
     def add_competition(self, slug: str, files: Mapping[str, int]) -> None:
         """Adds (or replaces) a competition with ``{file name: size}``."""
         s = self.state()
