@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
+use super::billing::{Billing, Sku};
 use super::compute::{
     Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
     InstanceRequest, SnapshotInfo,
@@ -220,6 +221,13 @@ impl GitHub for Unavailable {
         self.err()
     }
     async fn delete_key(&self, _: &KeyScope, _: u64) -> BackendResult<()> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl Billing for Unavailable {
+    async fn compute_skus(&self) -> BackendResult<Vec<Sku>> {
         self.err()
     }
 }

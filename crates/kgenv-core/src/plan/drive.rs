@@ -31,6 +31,9 @@ pub struct Report {
     pub steps: Vec<StepOutcome>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
+    /// What the environment would cost (`plan` only; the runner fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<crate::pricing::Prices>,
 }
 
 impl Report {
@@ -589,5 +592,6 @@ fn finish(
         env: ctx.env.name.clone(),
         steps,
         elapsed_ms: elapsed_ms(t0),
+        prices: None,
     })
 }
