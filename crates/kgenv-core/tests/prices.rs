@@ -276,8 +276,18 @@ impl Rig {
         }
     }
 
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache").join("skus.json")
+    fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The cache file of the catalog at `endpoint`.
+    fn cache(&self, endpoint: &str) -> PathBuf {
+        pricing::cache::file_for(&self.cache_dir(), endpoint)
+    }
+
+    /// The cache files there are.
+    fn cached_files(&self) -> usize {
+        std::fs::read_dir(self.cache_dir()).map_or(0, |d| d.count())
     }
 
     fn runner(&self, env: kgenv_core::spec::Env, billing: Option<Arc<dyn Billing>>) -> Runner {
@@ -287,7 +297,7 @@ impl Rig {
         }
         Runner::new(env, backends)
             .state_dir(self.dir.path().join("state"))
-            .price_cache(self.cache())
+            .price_cache(self.cache_dir())
     }
 
     async fn plan_prices(
@@ -587,9 +597,31 @@ async fn offline_or_without_credentials_the_price_is_unknown() {
             p.source.describe()
         );
         assert_eq!(p.total_on_demand.display(4), "unknown");
-        assert!(!rig.cache().exists(), "{name}: nothing to cache");
+        assert_eq!(rig.cached_files(), 0, "{name}: nothing to cache");
     }
     assert_eq!(fake.requests().len(), 1, "a 403 is not retried");
+
+    // Without credentials but with Google's prices cached by an earlier run, even stale
+    // ones: those, with their date.
+    let old = Catalog {
+        fetched_at: "2026-11-01T09:00:00Z".into(),
+        skus: serde_json::from_value(Value::Array(catalog(T4))).expect("skus"),
+    };
+    let file = rig.cache(&kgenv_core::backends::billing::configured_endpoint());
+    std::fs::create_dir_all(rig.cache_dir()).expect("dir");
+    std::fs::write(&file, serde_json::to_vec(&old).expect("json")).expect("write");
+    let no_credentials: Arc<dyn Billing> =
+        kgenv_core::backends::unavailable::Unavailable::arc("billing", "no credentials");
+    let p = rig
+        .plan_prices(env("us-central1-a", false), Some(no_credentials))
+        .await;
+    assert_eq!(
+        known(&p.vm.as_ref().expect("vm").on_demand),
+        usd("0.729998")
+    );
+    assert_eq!(p.source.date.as_deref(), Some("2026-11-01"));
+    let note = p.source.note.expect("a note");
+    assert!(note.starts_with("prices of 2026-11-01 (could not refresh them: billing backend unavailable: no credentials"), "{note}");
 }
 
 /// Rewrites the cache's fetch time to `days` ago.
@@ -612,7 +644,9 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
         .await;
     let pages = fake.requests().len();
     assert_eq!(pages, 9);
-    assert!(rig.cache().is_file(), "the SKUs are cached");
+    let cache = rig.cache(&fake.endpoint());
+    assert!(cache.is_file(), "the SKUs are cached");
+    assert_eq!(rig.cached_files(), 1);
 
     // A second run (a new runner, as a new process would be) does not call the catalog.
     let second = rig
@@ -624,7 +658,7 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
 
     // Six days old: still used, even though the price changed meanwhile.
     fake.set_skus(catalog(400_000_000));
-    age_cache(&rig.cache(), 6);
+    age_cache(&cache, 6);
     let p = rig
         .plan_prices(env("us-central1-a", false), Some(billing.clone()))
         .await;
@@ -635,7 +669,7 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
     );
 
     // Eight days old: refreshed, with the new T4 price: 0.252888 + 0.12711 + 0.40 = 0.779998.
-    age_cache(&rig.cache(), 8);
+    age_cache(&cache, 8);
     let p = rig
         .plan_prices(env("us-central1-a", false), Some(billing.clone()))
         .await;
@@ -651,7 +685,7 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
     );
 
     // Stale and the catalog unreachable: the old prices, with their date and why.
-    let old_day = age_cache(&rig.cache(), 9);
+    let old_day = age_cache(&cache, 9);
     fake.refuse(true);
     let p = rig
         .plan_prices(env("us-central1-a", false), Some(billing))
@@ -669,7 +703,7 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
 
     // A damaged cache file is fetched again, not an error.
     fake.refuse(false);
-    std::fs::write(rig.cache(), b"{not json").expect("write");
+    std::fs::write(&cache, b"{not json").expect("write");
     let before = fake.requests().len();
     let p = rig
         .plan_prices(env("us-central1-a", false), Some(Arc::new(client(&fake))))
@@ -734,4 +768,18 @@ async fn status_counts_the_running_vms_cost_from_its_last_start() {
     let status = runner.status(|_| {}).await.expect("status");
     assert!(status.running.is_none());
     assert!(status.prices.is_some());
+    assert_eq!(
+        rig.cached_files(),
+        0,
+        "the mock's made-up prices are never cached where they could pass for real ones"
+    );
+    assert_eq!(
+        rig.world
+            .calls()
+            .iter()
+            .filter(|c| c.op == "billing.compute_skus")
+            .count(),
+        2,
+        "so each status asked the mock again"
+    );
 }

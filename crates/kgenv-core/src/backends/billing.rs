@@ -124,9 +124,28 @@ impl Money {
     }
 }
 
+/// The public Billing Catalog's service root.
+pub const DEFAULT_ENDPOINT: &str = "https://cloudbilling.googleapis.com/";
+/// gcloud's override of the service root, used by tests and emulators.
+pub const ENDPOINT_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDBILLING";
+
+/// The catalog the real client would ask: the override when set, else Google's.
+pub fn configured_endpoint() -> String {
+    std::env::var(ENDPOINT_ENV)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
+}
+
 /// Compute Engine's public SKUs.
 #[async_trait]
 pub trait Billing: Send + Sync {
+    /// Which catalog this is, for the price cache on disk: SKUs from one catalog are never
+    /// read back for another (an emulator, a test fake). `None`: do not cache (a mock,
+    /// whose made-up prices must not reach the user's cache).
+    fn cache_key(&self) -> Option<String>;
+
     /// Every public SKU of Compute Engine with its current list price in US dollars
     /// (`services/6F81-5844-456A/skus?currencyCode=USD`, all pages).
     async fn compute_skus(&self) -> BackendResult<Vec<Sku>>;

@@ -227,6 +227,11 @@ impl GitHub for Unavailable {
 
 #[async_trait]
 impl Billing for Unavailable {
+    /// The catalog a real client would ask, so prices cached by an earlier run with
+    /// credentials are still shown (with their date) without them.
+    fn cache_key(&self) -> Option<String> {
+        Some(super::billing::configured_endpoint())
+    }
     async fn compute_skus(&self) -> BackendResult<Vec<Sku>> {
         self.err()
     }

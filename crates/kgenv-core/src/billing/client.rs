@@ -14,9 +14,9 @@ use crate::google_auth;
 use crate::http::{allows_credentials, RetryPolicy, TokenSource, Transport, TransportConfig};
 
 /// The public service root.
-pub const DEFAULT_BASE_URL: &str = "https://cloudbilling.googleapis.com/";
+pub const DEFAULT_BASE_URL: &str = crate::backends::billing::DEFAULT_ENDPOINT;
 /// gcloud's override of the service root, used by tests and emulators.
-pub const BASE_URL_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDBILLING";
+pub const BASE_URL_ENV: &str = crate::backends::billing::ENDPOINT_ENV;
 
 /// The Catalog's retry policy: exponential backoff from 500 ms to 8 s with full jitter, at
 /// most 4 retries within 30 s and 30 s per page: a price is a nicety of `plan` and
@@ -161,6 +161,10 @@ impl BillingClient {
 
 #[async_trait]
 impl Billing for BillingClient {
+    fn cache_key(&self) -> Option<String> {
+        Some(self.base.clone())
+    }
+
     async fn compute_skus(&self) -> BackendResult<Vec<Sku>> {
         let mut skus = Vec::new();
         let mut token: Option<String> = None;

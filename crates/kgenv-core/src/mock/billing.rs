@@ -1,6 +1,7 @@
 //! The mock Billing Catalog: serves the SKUs a test put in
 //! [`WorldState::billing_skus`](super::WorldState::billing_skus), or answers unavailable
 //! (as without credentials) when there are none, so simulated runs show unknown prices.
+//! Its prices are never cached on disk, where they could pass for real ones.
 
 use async_trait::async_trait;
 
@@ -13,6 +14,10 @@ pub(super) struct MockBilling(pub(super) MockWorld);
 
 #[async_trait]
 impl Billing for MockBilling {
+    fn cache_key(&self) -> Option<String> {
+        None
+    }
+
     async fn compute_skus(&self) -> BackendResult<Vec<Sku>> {
         self.0
             .call("billing.compute_skus", "compute", false, |s| {

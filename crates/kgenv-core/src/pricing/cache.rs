@@ -15,11 +15,21 @@ use crate::backends::billing::Billing;
 /// keeps a laptop that is often offline from showing "unknown".
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The cache file under kgenv's cache directory ([`crate::paths::cache_dir`]).
-pub fn default_path() -> PathBuf {
-    crate::paths::cache_dir()
-        .join("prices")
-        .join("compute-skus-usd.json")
+/// The directory of the cache files under kgenv's cache directory
+/// ([`crate::paths::cache_dir`]).
+pub fn default_dir() -> PathBuf {
+    crate::paths::cache_dir().join("prices")
+}
+
+/// The cache file in `dir` of the catalog `key` ([`Billing::cache_key`], its endpoint):
+/// one file per catalog, so an emulator's or a test fake's prices never pass for Google's.
+pub fn file_for(dir: &Path, key: &str) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    dir.join(format!(
+        "compute-skus-usd-{}.json",
+        &hex::encode(digest)[..12]
+    ))
 }
 
 /// Where a catalog came from, and whether it is the fresh one.
@@ -47,16 +57,19 @@ pub fn read(path: &Path) -> Option<Catalog> {
     }
 }
 
-/// The catalog for a run at `now`: the cache at `path` when younger than `max_age`, else
-/// the SKUs from `billing` (written to `path`), else the old cache with a note, else none
-/// with the reason.
+/// The catalog for a run at `now`: `billing`'s cache file in `dir` when younger than
+/// `max_age`, else the SKUs from `billing` (written to that file), else the old cache with
+/// a note, else none with the reason. A backend without a cache key is asked every time
+/// and nothing is written.
 pub async fn load(
     billing: &dyn Billing,
-    path: &Path,
+    dir: &Path,
     now: DateTime<Utc>,
     max_age: Duration,
 ) -> Loaded {
-    let cached = read(path);
+    let path = billing.cache_key().map(|k| file_for(dir, &k));
+    let path = path.as_deref();
+    let cached = path.and_then(read);
     if let Some(c) = &cached {
         let fresh = c.fetched().is_some_and(|t| {
             now.signed_duration_since(t)
@@ -77,13 +90,15 @@ pub async fn load(
                 fetched_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 skus,
             };
-            match serde_json::to_vec(&catalog) {
-                Ok(bytes) => {
-                    if let Err(e) = crate::paths::write_atomic(path, &bytes, 0o644) {
-                        tracing::warn!(path = %path.display(), "prices not cached: {e}");
+            if let Some(path) = path {
+                match serde_json::to_vec(&catalog) {
+                    Ok(bytes) => {
+                        if let Err(e) = crate::paths::write_atomic(path, &bytes, 0o644) {
+                            tracing::warn!(path = %path.display(), "prices not cached: {e}");
+                        }
                     }
+                    Err(e) => tracing::warn!("prices not cached: {e}"),
                 }
-                Err(e) => tracing::warn!("prices not cached: {e}"),
             }
             Loaded {
                 catalog: Some(catalog),

@@ -244,7 +244,7 @@ impl Runner {
             steps,
             host_ready_within: UP_CONNECT_WITHIN,
             confirm: None,
-            price_cache: crate::pricing::cache::default_path(),
+            price_cache: crate::pricing::cache::default_dir(),
         }
     }
 

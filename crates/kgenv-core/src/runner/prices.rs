@@ -12,11 +12,11 @@ use crate::state::State;
 use crate::steps::instance::recorded_instance;
 
 impl Runner {
-    /// Keeps the price cache in `path` (default: `compute-skus-usd.json` under kgenv's
-    /// cache directory, [`crate::paths::cache_dir`]).
+    /// Keeps the price cache files in `dir` (default: `prices/` under kgenv's cache
+    /// directory, [`crate::paths::cache_dir`]).
     #[must_use]
-    pub fn price_cache(mut self, path: impl Into<PathBuf>) -> Self {
-        self.price_cache = path.into();
+    pub fn price_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.price_cache = dir.into();
         self
     }
 
