@@ -191,7 +191,7 @@ fn custom_shape(mt: &str, rest: &str) -> Result<Shape, String> {
     let vcpus: u32 = cpus.parse().map_err(|_| bad())?;
     let mb: u64 = mb.parse().map_err(|_| bad())?;
     // MiB → thousandths of a GiB is exact for multiples of 128 MiB.
-    if vcpus == 0 || mb == 0 || (mb * 1000) % 1024 != 0 {
+    if vcpus == 0 || mb == 0 || !(mb * 1000).is_multiple_of(1024) {
         return Err(bad());
     }
     Ok(Shape {

@@ -60,7 +60,7 @@ pub mod discovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -439,12 +439,10 @@ impl Inst {
     }
 }
 
-/// Now as GCE writes timestamps: RFC 3339 with milliseconds and the Pacific offset.
+/// Now as an RFC 3339 timestamp with milliseconds, as GCE writes them (in UTC here; GCE
+/// uses the Pacific offset, which readers must take either way).
 fn gce_now() -> String {
-    let pacific = chrono::FixedOffset::west_opt(8 * 3600).expect("offset");
-    chrono::Utc::now()
-        .with_timezone(&pacific)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Statuses in which GCE refuses most calls on an instance with 400 `resourceNotReady`:
