@@ -647,6 +647,13 @@ async fn the_cache_is_reused_for_a_week_then_refreshed() {
     let cache = rig.cache(&fake.endpoint());
     assert!(cache.is_file(), "the SKUs are cached");
     assert_eq!(rig.cached_files(), 1);
+    let cached: Catalog =
+        serde_json::from_slice(&std::fs::read(&cache).expect("read")).expect("catalog");
+    assert_eq!(
+        cached.skus.len(),
+        catalog(T4).len() - 1,
+        "all but the commitment, which kgenv never prices"
+    );
 
     // A second run (a new runner, as a new process would be) does not call the catalog.
     let second = rig

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Catalog;
-use crate::backends::billing::Billing;
+use crate::backends::billing::{Billing, Sku};
 
 /// How long fetched prices are reused: list prices change a few times a year, and a week
 /// keeps a laptop that is often offline from showing "unknown".
@@ -42,6 +42,14 @@ pub struct Loaded {
     pub from_cache: bool,
     /// Why prices are unknown, or why they are older than [`MAX_AGE`].
     pub note: Option<String>,
+}
+
+/// Whether kgenv could price anything with `sku`: Compute Engine has tens of thousands of
+/// SKUs, and the commitments, licences, network and other families would only make the
+/// cache file large.
+pub fn priceable(sku: &Sku) -> bool {
+    matches!(sku.category.resource_family.as_str(), "Compute" | "Storage")
+        && matches!(sku.category.usage_type.as_str(), "OnDemand" | "Preemptible")
 }
 
 /// Reads the cache file; `None` when it is missing or not a catalog (a damaged file is
@@ -88,7 +96,7 @@ pub async fn load(
         Ok(skus) => {
             let catalog = Catalog {
                 fetched_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                skus,
+                skus: skus.into_iter().filter(priceable).collect(),
             };
             if let Some(path) = path {
                 match serde_json::to_vec(&catalog) {
