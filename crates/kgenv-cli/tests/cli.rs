@@ -99,6 +99,18 @@ fn mock_lifecycle_up_again_status_down() {
         "us-central1-a"
     );
     assert!(!stdout(&status).contains(PASSWORD));
+    // The simulated world has no price catalog: the VM runs, its cost is unknown.
+    assert!(
+        s["prices"]["total_on_demand"]["unknown"].is_string(),
+        "{}",
+        s["prices"]
+    );
+    assert!(s["running"]["since"].is_string(), "{}", s["running"]);
+    assert!(
+        s["running"]["so_far"]["unknown"].is_string(),
+        "{}",
+        s["running"]
+    );
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
