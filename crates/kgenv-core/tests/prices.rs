@@ -310,6 +310,7 @@ impl Rig {
             .await
             .expect("plan")
             .prices
+            .map(|p| *p)
             .expect("a gce environment has prices")
     }
 }

@@ -31,9 +31,10 @@ pub struct Report {
     pub steps: Vec<StepOutcome>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
-    /// What the environment would cost (`plan` only; the runner fills it in).
+    /// What the environment would cost (`plan` only; the runner fills it in). Boxed: most
+    /// reports have none, and a report is moved around whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prices: Option<crate::pricing::Prices>,
+    pub prices: Option<Box<crate::pricing::Prices>>,
 }
 
 impl Report {

@@ -195,10 +195,10 @@ pub struct StatusReport {
     /// What the environment costs per hour (VM, GPUs, disks) and its disks per month;
     /// `None` without a GCE instance.
     #[serde(default)]
-    pub prices: Option<Prices>,
+    pub prices: Option<Box<Prices>>,
     /// What the running VM has cost since it last started; `None` when it is not running.
     #[serde(default)]
-    pub running: Option<RunningCost>,
+    pub running: Option<Box<RunningCost>>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -540,8 +540,8 @@ impl Runner {
             state,
             live,
             kept,
-            prices,
-            running,
+            prices: prices.map(Box::new),
+            running: running.map(Box::new),
         })
     }
 

@@ -128,7 +128,7 @@ impl Runner {
 
     /// `plan`'s report with the prices of what it would create.
     pub(super) async fn with_prices(&self, mut report: super::Report) -> super::Report {
-        report.prices = self.prices().await;
+        report.prices = self.prices().await.map(Box::new);
         report
     }
 }
