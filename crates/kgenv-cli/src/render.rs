@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kgenv_core::error::CommandTimedOut;
 use kgenv_core::runner::{
-    Change, Disruption, DownPreview, Event, GpuReport, HostAddr, JupyterTunnel, MovePreview,
-    Outcome, Phase, Report, StatusReport, StepInfo,
+    Change, Disruption, DownPreview, Estimate, Event, GpuReport, HostAddr, JupyterTunnel,
+    MovePreview, Outcome, Phase, Prices, Report, StatusReport, StepInfo,
 };
 
 /// Prints a line on stdout; a closed pipe (`kgenv plan | head`) ends the program quietly
@@ -264,6 +264,76 @@ pub fn plan(order: &[String], planned: &[Event], report: &Report) {
     if count(Change::Unknown) > 0 {
         out!("      (unknown: kgenv could not observe them — no credentials or unreachable; see the reasons above)");
     }
+    if let Some(p) = &report.prices {
+        prices(p);
+    }
+}
+
+/// `$0.7300/h`, or `unknown`.
+fn per_hour(e: &Estimate) -> String {
+    e.total()
+        .map_or_else(|| "unknown".into(), |t| format!("{}/h", t.display(4)))
+}
+
+/// What the environment costs: the VM (on demand and spot), each disk, the total; with
+/// the prices' date, and the reason when a price is unknown.
+pub fn prices(p: &Prices) {
+    let Some(vm) = &p.vm else {
+        return;
+    };
+    let when = p.source.date.as_ref().map_or_else(
+        || "prices unknown".to_string(),
+        |d| format!("prices of {d}"),
+    );
+    out!("cost in {} ({when}):", vm.region);
+    let gpu = vm
+        .gpu
+        .as_ref()
+        .map(|(t, n)| format!(" + {n} × {t}"))
+        .unwrap_or_default();
+    let chosen = |spot: bool| if spot == p.spot { " ←" } else { "" };
+    out!(
+        "  {:<44} {} on demand{}, {} spot{}",
+        format!("VM {}{gpu}", vm.machine_type),
+        per_hour(&vm.on_demand),
+        chosen(false),
+        per_hour(&vm.spot),
+        chosen(true)
+    );
+    for d in &p.disks {
+        let price = match (d.per_month.total(), d.per_hour.total()) {
+            (Some(m), Some(h)) => format!("{}/month ({}/h)", m.display(2), h.display(4)),
+            _ => "unknown".into(),
+        };
+        out!(
+            "  {:<44} {price}",
+            format!("{} disk {} GB {}", d.role, d.size_gb, d.disk_type)
+        );
+    }
+    out!(
+        "  {:<44} {} on demand, {} spot",
+        "total",
+        per_hour(&p.total_on_demand),
+        per_hour(&p.total_spot)
+    );
+    if let Some(note) = &p.source.note {
+        out!("  ({note})");
+    }
+    // Each distinct reason once: a part without a SKU, or no catalog at all.
+    let mut reasons: Vec<&str> = Vec::new();
+    let all = [&vm.on_demand, &vm.spot]
+        .into_iter()
+        .chain(p.disks.iter().map(|d| &d.per_month));
+    for e in all {
+        if let Estimate::Unknown(why) = e {
+            if !reasons.contains(&why.as_str()) && Some(why) != p.source.note.as_ref() {
+                reasons.push(why);
+            }
+        }
+    }
+    for r in reasons {
+        out!("  (unknown: {r})");
+    }
 }
 
 fn secs(report: &Report) -> f64 {
@@ -412,6 +482,18 @@ pub fn status(env: &str, order: &[String], planned: &[Event], status: &StatusRep
     }
     out!("live:");
     plan(order, planned, &status.live);
+    if let Some(p) = &status.prices {
+        prices(p);
+    }
+    if let Some(r) = &status.running {
+        let hours = r.seconds as f64 / 3600.0;
+        out!(
+            "running since {} ({hours:.1} h): {} so far at {}",
+            r.since,
+            r.so_far.display(2),
+            per_hour(&r.per_hour)
+        );
+    }
 }
 
 /// `steps`.

@@ -28,6 +28,32 @@ fn plan_works_without_credentials() {
     assert!(out.contains("? instance"), "{out}");
     assert!(out.contains("cannot observe"), "{out}");
     assert!(out.contains("plan: "), "{out}");
+    // No credentials, no catalog: the price is unknown, and no dollar amount is made up.
+    let cost = &out[out
+        .find("cost in us-central1 (prices unknown)")
+        .expect("a cost section")..];
+    assert!(
+        cost.contains("(prices unknown: billing backend unavailable"),
+        "{cost}"
+    );
+    assert!(cost.contains("unknown on demand, unknown spot"), "{cost}");
+    assert!(!cost.contains("/h") && !cost.contains("/month"), "{cost}");
+
+    let o = kgenv(
+        home.path(),
+        &["--config", cfg.to_str().expect("utf8"), "--json", "plan"],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let lines = json_lines(&o);
+    let prices = &lines.last().expect("result line")["result"]["prices"];
+    assert_eq!(prices["vm"]["machine_type"], "n1-standard-8", "{prices}");
+    assert!(
+        prices["total_on_demand"]["unknown"]
+            .as_str()
+            .is_some_and(|why| why.contains("billing")),
+        "{prices}"
+    );
+    assert!(prices["source"]["date"].is_null(), "{prices}");
 }
 
 #[test]
@@ -73,6 +99,18 @@ fn mock_lifecycle_up_again_status_down() {
         "us-central1-a"
     );
     assert!(!stdout(&status).contains(PASSWORD));
+    // The simulated world has no price catalog: the VM runs, its cost is unknown.
+    assert!(
+        s["prices"]["total_on_demand"]["unknown"].is_string(),
+        "{}",
+        s["prices"]
+    );
+    assert!(s["running"]["since"].is_string(), "{}", s["running"]);
+    assert!(
+        s["running"]["so_far"]["unknown"].is_string(),
+        "{}",
+        s["running"]
+    );
 
     let down = kgenv(home.path(), &["--config", c, "--mock", "down", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));

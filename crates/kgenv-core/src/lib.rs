@@ -12,7 +12,9 @@
 //! - [`config`]: `kgenv.toml` to and from those builders, errors with file:line:col;
 //! - [`state`]: what kgenv created, so `status` and `down` work from any shell;
 //! - [`backends`]: one trait per outside system, with stateful mocks in [`mock`] and the
-//!   real clients (`gce`, `gcs`, `ssh`, `docker`, `kaggle`, `github`) built by [`wiring`];
+//!   real clients (`gce`, `gcs`, `ssh`, `docker`, `kaggle`, `github`, `billing`) built by
+//!   [`wiring`];
+//! - [`pricing`]: hourly prices from Compute Engine's SKUs, and their cache on disk;
 //! - [`http`] and [`google_auth`]: the one HTTP layer and Google's credentials.
 //!
 //! Arrows point one way — surfaces → runner → steps and engine → backend traits ← clients;
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod backends;
+pub mod billing;
 pub mod config;
 pub mod docker;
 pub mod download;
@@ -46,6 +49,7 @@ pub mod keys;
 pub mod mock;
 pub mod paths;
 pub mod plan;
+pub mod pricing;
 pub mod runner;
 pub mod shell;
 pub mod spec;

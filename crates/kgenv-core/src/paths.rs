@@ -1,7 +1,7 @@
 //! Where kgenv keeps its files on the user's machine: config in the XDG config dir, state in
 //! the XDG state dir, keys (mode 0600) under the config dir, the local target's files in the
-//! XDG data dir. `KGENV_HOME` puts all of them under one directory (tests, CI, several
-//! isolated setups).
+//! XDG data dir, prices in the XDG cache dir. `KGENV_HOME` puts all of them under one
+//! directory (tests, CI, several isolated setups).
 
 use std::path::PathBuf;
 
@@ -70,6 +70,20 @@ pub fn data_dir() -> PathBuf {
                 .join("kgenv")
         },
         |h| h.join("data"),
+    )
+}
+
+/// `$XDG_CACHE_HOME/kgenv` (or `$KGENV_HOME/cache`): files kgenv can fetch again, such as
+/// the Billing Catalog's prices.
+pub fn cache_dir() -> PathBuf {
+    home_override().map_or_else(
+        || {
+            dirs::cache_dir()
+                .or_else(|| dirs::home_dir().map(|h| h.join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("kgenv")
+        },
+        |h| h.join("cache"),
     )
 }
 

@@ -9,15 +9,28 @@
 use std::sync::Arc;
 
 use crate::backends::unavailable::Unavailable;
-use crate::backends::{Backends, Kaggle, SshAliases};
+use crate::backends::{Backends, Billing, Kaggle, SshAliases};
 
 /// The real backends: Compute and Storage (Application Default Credentials or
 /// `GOOGLE_OAUTH_ACCESS_TOKEN`, endpoint overrides), SSH, Docker, Kaggle (credentials read on
-/// first use) and GitHub (`GITHUB_TOKEN`), and the user's `~/.ssh/config` for the
+/// first use), GitHub (`GITHUB_TOKEN`) and the Billing Catalog (Compute's credentials,
+/// `CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDBILLING`), and the user's `~/.ssh/config` for the
 /// `ssh <env>` alias.
 pub async fn from_env() -> Backends {
+    let gce = crate::gce::GceCompute::from_env().await;
+    // Prices are read with Compute's credentials: without them the catalog is unavailable
+    // too, and `plan` says the price is unknown.
+    let billing: Arc<dyn Billing> = match &gce {
+        Ok(c) => {
+            match crate::billing::BillingClient::with_token_source(c.transport().auth().clone()) {
+                Ok(b) => Arc::new(b),
+                Err(e) => Unavailable::arc("billing", e.to_string()),
+            }
+        }
+        Err(e) => Unavailable::arc("billing", e.to_string()),
+    };
     Backends {
-        compute: match crate::gce::GceCompute::from_env().await {
+        compute: match gce {
             Ok(c) => Arc::new(c),
             Err(e) => Unavailable::arc("compute", e.to_string()),
         },
@@ -32,6 +45,7 @@ pub async fn from_env() -> Backends {
             Ok(c) => Arc::new(c),
             Err(e) => Unavailable::arc("github", e.to_string()),
         },
+        billing,
         ssh_aliases: ssh_aliases(),
     }
 }

@@ -181,7 +181,7 @@ fn no_import_cycle_between_top_level_modules() {
 
 /// The clients of outside systems: below the engine, beside each other.
 const CLIENTS: &[&str] = &[
-    "gce", "gcs", "ssh", "docker", "kaggle", "github", "download", "http",
+    "gce", "gcs", "ssh", "docker", "kaggle", "github", "billing", "download", "http",
 ];
 
 #[test]

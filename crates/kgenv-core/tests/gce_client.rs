@@ -336,6 +336,12 @@ async fn insert_waits_for_the_operation_and_reads_the_instance_back() {
     assert_eq!(info.status, InstanceStatus::Running);
     assert!(info.external_ip.is_some());
     assert_eq!(info.gpu, Some(("nvidia-tesla-t4".to_string(), 1)));
+    // GCE's `lastStartTimestamp`, which a running VM's cost so far counts from.
+    let started = info.last_start.as_deref().expect("lastStartTimestamp");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok(),
+        "{started}"
+    );
     let reqs = fake.requests();
     assert!(
         !reqs

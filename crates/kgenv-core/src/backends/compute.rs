@@ -122,6 +122,10 @@ pub struct InstanceInfo {
     /// The service account's scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// When it last started (GCE's `lastStartTimestamp`, RFC 3339): what a running VM's
+    /// cost so far counts from.
+    #[serde(default)]
+    pub last_start: Option<String>,
 }
 
 /// A disk as attached to an instance.

@@ -2,10 +2,11 @@
 //!
 //! This module holds the traits and the values they exchange, and depends on nothing but
 //! [`crate::error`]. Each trait has a real client (`gce`, `gcs`, `ssh`, `docker`, `kaggle`,
-//! `github`, assembled from the environment by [`crate::wiring`]) and a stateful in-memory
-//! mock in [`crate::mock`]. Steps never talk HTTP, SSH or Docker directly, which is what
+//! `github`, `billing`, assembled from the environment by [`crate::wiring`]) and a stateful
+//! in-memory mock in [`crate::mock`]. Steps never talk HTTP, SSH or Docker directly, which is what
 //! makes every step testable on mocks and every backend testable against a real peer.
 
+pub mod billing;
 pub mod compute;
 pub mod container;
 pub mod github;
@@ -17,6 +18,7 @@ pub mod unavailable;
 
 use std::sync::Arc;
 
+pub use billing::Billing;
 pub use compute::Compute;
 pub use container::{ContainerEngine, EngineConnector};
 pub use github::GitHub;
@@ -97,6 +99,8 @@ pub struct Backends {
     pub kaggle: Arc<dyn Kaggle>,
     /// GitHub's keys API.
     pub github: Arc<dyn GitHub>,
+    /// Compute Engine's list prices (the Cloud Billing Catalog API).
+    pub billing: Arc<dyn Billing>,
     /// The user's OpenSSH config, for the `ssh <env>` alias; `None` leaves it alone
     /// (mocks, tests, library use without a home directory).
     pub ssh_aliases: Option<Arc<dyn SshAliases>>,

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
+use super::billing::{Billing, Sku};
 use super::compute::{
     Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
     InstanceRequest, SnapshotInfo,
@@ -226,6 +227,18 @@ impl GitHub for Unavailable {
         self.err()
     }
     async fn delete_key(&self, _: &KeyScope, _: u64) -> BackendResult<()> {
+        self.err()
+    }
+}
+
+#[async_trait]
+impl Billing for Unavailable {
+    /// The catalog a real client would ask, so prices cached by an earlier run with
+    /// credentials are still shown (with their date) without them.
+    fn cache_key(&self) -> Option<String> {
+        Some(super::billing::configured_endpoint())
+    }
+    async fn compute_skus(&self) -> BackendResult<Vec<Sku>> {
         self.err()
     }
 }

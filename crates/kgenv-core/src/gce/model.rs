@@ -49,6 +49,9 @@ pub struct Instance {
     /// Lifecycle status; output only.
     #[serde(default, skip_serializing)]
     pub status: Option<String>,
+    /// When the instance last started (RFC 3339); output only.
+    #[serde(default, skip_serializing)]
+    pub last_start_timestamp: Option<String>,
     /// Attached disks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<AttachedDisk>,

@@ -151,6 +151,7 @@ pub fn instance_info(at: &InstanceRef, i: &model::Instance) -> InstanceInfo {
             .first()
             .map(|a| a.scopes.clone())
             .unwrap_or_default(),
+        last_start: i.last_start_timestamp.clone(),
     }
 }
 

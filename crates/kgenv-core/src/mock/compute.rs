@@ -64,6 +64,11 @@ fn dkey_of_path(path: &str) -> Option<String> {
     Some(format!("{p}/{z}/{n}"))
 }
 
+/// Now as GCE writes its timestamps (`lastStartTimestamp`).
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -194,6 +199,7 @@ impl Compute for MockCompute {
                         req.service_account.clone().unwrap_or_else(default_account),
                     ),
                     scopes: req.scopes.clone(),
+                    last_start: (!stockout).then(now_rfc3339),
                 };
                 let disk_id = s.id();
                 s.disks.insert(
@@ -758,6 +764,10 @@ impl MockCompute {
                 settle(s);
                 match s.instances.get_mut(&key(at)) {
                     Some(i) => {
+                        if status == InstanceStatus::Running && i.status != InstanceStatus::Running
+                        {
+                            i.last_start = Some(now_rfc3339());
+                        }
                         i.status = status;
                         Ok(())
                     }

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod billing;
 mod compute;
 mod engine;
 mod github;
@@ -191,6 +192,10 @@ pub struct WorldState {
     /// Fetches that asked for extraction, as `dest/file` (the per-call choice, recorded).
     #[serde(default)]
     pub extract_requested: std::collections::BTreeSet<String>,
+    /// Compute Engine's SKUs the mock Billing Catalog serves; `None`: the catalog is
+    /// unavailable (as with no credentials), so prices are unknown.
+    #[serde(default)]
+    pub billing_skus: Option<Vec<crate::backends::billing::Sku>>,
     /// Counter for ids.
     pub next_id: u64,
 }
@@ -378,7 +383,7 @@ impl MockWorld {
         Ok(Self::with_state(state, Some(path.to_path_buf())))
     }
 
-    /// All six backends, viewing this world. A simulated run keeps no `ssh <env>` alias.
+    /// All the backends, viewing this world. A simulated run keeps no `ssh <env>` alias.
     pub fn backends(&self) -> Backends {
         Backends {
             compute: Arc::new(compute::MockCompute(self.clone())),
@@ -387,6 +392,7 @@ impl MockWorld {
             engine: Arc::new(engine::MockEngineConnector(self.clone())),
             kaggle: Arc::new(kaggle::MockKaggle(self.clone())),
             github: Arc::new(github::MockGitHub(self.clone())),
+            billing: Arc::new(billing::MockBilling(self.clone())),
             ssh_aliases: None,
         }
     }

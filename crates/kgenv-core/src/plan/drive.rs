@@ -31,6 +31,10 @@ pub struct Report {
     pub steps: Vec<StepOutcome>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
+    /// What the environment would cost (`plan` only; the runner fills it in). Boxed: most
+    /// reports have none, and a report is moved around whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<Box<crate::pricing::Prices>>,
 }
 
 impl Report {
@@ -589,5 +593,6 @@ fn finish(
         env: ctx.env.name.clone(),
         steps,
         elapsed_ms: elapsed_ms(t0),
+        prices: None,
     })
 }

@@ -43,6 +43,7 @@ pub mod data;
 mod host;
 mod jupyter;
 mod move_zone;
+mod prices;
 pub mod tunnel;
 pub mod verbs;
 
@@ -63,6 +64,7 @@ pub use crate::plan::{
     Change, ConfirmFn, Disruption, DownPreview, Event, Outcome, Phase, Report, StepOutcome,
     StepTeardown, Teardown,
 };
+pub use crate::pricing::{Estimate, Prices, RunningCost, Usd};
 pub use crate::state::State;
 pub use container::{ShellIo, DEFAULT_SHELL};
 pub use jupyter::JupyterTunnel;
@@ -212,6 +214,13 @@ pub struct StatusReport {
     /// the environment is torn down, and holds the user's work.
     #[serde(default)]
     pub kept: Vec<String>,
+    /// What the environment costs per hour (VM, GPUs, disks) and its disks per month;
+    /// `None` without a GCE instance.
+    #[serde(default)]
+    pub prices: Option<Box<Prices>>,
+    /// What the running VM has cost since it last started; `None` when it is not running.
+    #[serde(default)]
+    pub running: Option<Box<RunningCost>>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -235,6 +244,7 @@ pub struct Runner {
     host_ready_within: Duration,
     confirm: Option<ConfirmFn>,
     capacity_backoff: (Duration, Duration),
+    price_cache: PathBuf,
 }
 
 impl std::fmt::Debug for Runner {
@@ -258,6 +268,7 @@ impl Runner {
             host_ready_within: UP_CONNECT_WITHIN,
             confirm: None,
             capacity_backoff: (CAPACITY_FIRST_DELAY, CAPACITY_MAX_DELAY),
+            price_cache: crate::pricing::cache::default_dir(),
         }
     }
 
@@ -413,8 +424,8 @@ impl Runner {
         drive::select(&self.steps, &opts.only, opts.until.as_deref())
     }
 
-    /// Dry run: what would change, and the API calls and host commands it would make.
-    /// Makes no mutating call. Steps whose dependencies will change are not observed (their
+    /// Dry run: what would change, and the API calls and host commands it would make, and
+    /// what the environment would cost ([`Report::prices`]). Makes no mutating call. Steps whose dependencies will change are not observed (their
     /// host may not exist yet) and are shown with the actions they would take.
     pub async fn plan(
         &self,
@@ -423,7 +434,8 @@ impl Runner {
     ) -> Result<Report> {
         let selected = self.select(&opts)?;
         let ctx = self.ctx(EventSink::new(on_event))?;
-        drive::plan(&self.steps, &selected, &ctx, "plan").await
+        let report = drive::plan(&self.steps, &selected, &ctx, "plan").await?;
+        Ok(self.with_prices(report).await)
     }
 
     /// Converges the environment: each step checks, and applies only when it differs.
@@ -554,7 +566,8 @@ impl Runner {
         drive::down(&self.steps, &selected, &ctx).await
     }
 
-    /// The state file and a live check of every step.
+    /// The state file, a live check of every step, the environment's prices and what the
+    /// running VM has cost so far.
     pub async fn status(
         &self,
         on_event: impl Fn(Event) + Send + Sync + 'static,
@@ -563,11 +576,15 @@ impl Runner {
         let ctx = self.ctx(EventSink::new(on_event))?;
         let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
         let kept = self.preview(&selected, &ctx).await.keeps();
+        let state = ctx.state.snapshot().await;
+        let (prices, running) = self.status_prices(&state).await;
         Ok(StatusReport {
             state_file: ctx.state.path().to_path_buf(),
-            state: ctx.state.snapshot().await,
+            state,
             live,
             kept,
+            prices: prices.map(Box::new),
+            running: running.map(Box::new),
         })
     }
 

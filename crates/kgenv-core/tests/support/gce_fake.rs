@@ -60,7 +60,7 @@ pub mod discovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -407,6 +407,8 @@ struct Inst {
     status: String,
     nat_ip: Option<String>,
     running_since: Option<Instant>,
+    /// GCE's `lastStartTimestamp`: set each time it becomes RUNNING, kept after a stop.
+    last_start: Option<String>,
     id: u64,
     fp: u64,
     /// Every status it has been in, in order (see [`FakeGce::status_history`]).
@@ -431,6 +433,7 @@ impl Inst {
             status: status.into(),
             nat_ip: None,
             running_since: None,
+            last_start: (status == "RUNNING").then(gce_now),
             id,
             fp: 1,
             history: vec![status.into()],
@@ -441,10 +444,19 @@ impl Inst {
     /// Moves to `status`, recording it when it changed.
     fn set_status(&mut self, status: &str) {
         if self.status != status {
+            if status == "RUNNING" {
+                self.last_start = Some(gce_now());
+            }
             self.status = status.into();
             self.history.push(status.into());
         }
     }
+}
+
+/// Now as an RFC 3339 timestamp with milliseconds, as GCE writes them (in UTC here; GCE
+/// uses the Pacific offset, which readers must take either way).
+fn gce_now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Statuses in which GCE refuses most calls on an instance with 400 `resourceNotReady`:
@@ -1199,6 +1211,9 @@ impl World {
         v["zone"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}"));
         v["selfLink"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}/instances/{n}"));
         v["creationTimestamp"] = json!("2026-11-28T10:00:00.000-08:00");
+        if let Some(t) = &i.last_start {
+            v["lastStartTimestamp"] = json!(t);
+        }
         if let Some(mt) = v["machineType"].as_str() {
             let short = mt.rsplit('/').next().unwrap_or(mt).to_string();
             v["machineType"] = json!(format!(

@@ -55,7 +55,9 @@ from ._errors import (
 from ._kgenv import JupyterTunnel
 from ._results import (
     CommandResult,
+    Cost,
     DataFile,
+    DiskCost,
     DownloadResult,
     DownPreview,
     GpuInfo,
@@ -63,6 +65,7 @@ from ._results import (
     Plan,
     PlannedStep,
     Report,
+    RunningCost,
     Status,
     StepInfo,
     StepResult,
@@ -108,6 +111,9 @@ __all__ = [
     "Report",
     "StepResult",
     "Status",
+    "Cost",
+    "DiskCost",
+    "RunningCost",
     "StepInfo",
     "DownPreview",
     "StepTeardown",

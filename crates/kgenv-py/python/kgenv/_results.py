@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 from .events import Change, Event, PlannedEvent, WarningEvent
 
 __all__ = [
+    "Cost",
+    "DiskCost",
+    "RunningCost",
     "PlannedStep",
     "Plan",
     "StepResult",
@@ -42,6 +46,182 @@ def _table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> 
     head = "".join(f"<th style='text-align:left'>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<div><b>{_e(title)}</b><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _usd(estimate: Mapping[str, Any] | None) -> Decimal | None:
+    """The total of a core ``Estimate`` (``{"known": {"total": "0.73", ...}}``), or
+    ``None`` when it is ``{"unknown": reason}``. Exact: the core sends decimal strings."""
+    known = (estimate or {}).get("known")
+    return Decimal(str(known["total"])) if known else None
+
+
+def _why(estimate: Mapping[str, Any] | None) -> str | None:
+    return (estimate or {}).get("unknown")
+
+
+def _money(v: Decimal | None, places: int, unit: str) -> str:
+    return "unknown" if v is None else f"${v.quantize(Decimal(1).scaleb(-places))}{unit}"
+
+
+@dataclass(frozen=True)
+class DiskCost:
+    """What one persistent disk costs.
+
+    Attributes:
+        role: ``boot`` or ``data`` (the data disk ``down`` keeps).
+        disk_type: ``pd-balanced``, ``pd-ssd``, ``pd-standard``.
+        size_gb: Size in GB.
+        per_month: US dollars a month, ``None`` when unknown.
+        per_hour: The monthly price over 730 hours.
+    """
+
+    role: str
+    disk_type: str
+    size_gb: int
+    per_month: Decimal | None
+    per_hour: Decimal | None
+
+    def __str__(self) -> str:
+        return f"{self.role} disk {self.size_gb} GB {self.disk_type}: {_money(self.per_month, 2, '/month')}"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What an environment costs, from Compute Engine's list prices (the Cloud Billing
+    Catalog, cached for a week). Amounts are exact :class:`~decimal.Decimal` US dollars;
+    ``None`` means unknown (no access to the catalog, or no price for a part) — never a
+    guess. :attr:`reasons` says why.
+
+    Attributes:
+        date: The day the prices were fetched (``2026-12-04``), ``None`` without prices.
+        note: Why prices are unknown, or older than a week.
+        region: The region priced.
+        machine_type: The VM's machine type.
+        gpu: ``(type, count)`` attached, if any.
+        spot: Whether the environment asks for a spot VM.
+        vm_on_demand: The VM with its GPUs, per hour, on demand.
+        vm_spot: The same as a spot VM.
+        disks: Each disk's price.
+        total_on_demand: VM and disks per hour, on demand.
+        total_spot: VM and disks per hour, spot.
+        reasons: Why any amount is unknown.
+        raw: The core's report, with every part and its SKU.
+    """
+
+    date: str | None
+    note: str | None
+    region: str
+    machine_type: str
+    gpu: tuple[str, int] | None
+    spot: bool
+    vm_on_demand: Decimal | None
+    vm_spot: Decimal | None
+    disks: tuple[DiskCost, ...]
+    total_on_demand: Decimal | None
+    total_spot: Decimal | None
+    reasons: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def per_hour(self) -> Decimal | None:
+        """VM and disks per hour as the environment is provisioned (spot or on demand)."""
+        return self.total_spot if self.spot else self.total_on_demand
+
+    def _lines(self) -> list[str]:
+        when = f"prices of {self.date}" if self.date else "prices unknown"
+        gpu = f" + {self.gpu[1]} × {self.gpu[0]}" if self.gpu else ""
+        lines = [
+            f"cost in {self.region} ({when}):",
+            f"  VM {self.machine_type}{gpu}: {_money(self.vm_on_demand, 4, '/h')} on demand, {_money(self.vm_spot, 4, '/h')} spot",
+        ]
+        lines += [f"  {d}" for d in self.disks]
+        lines.append(f"  total: {_money(self.total_on_demand, 4, '/h')} on demand, {_money(self.total_spot, 4, '/h')} spot")
+        lines += [f"  ({r})" for r in self.reasons]
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self._lines())
+
+    def _repr_html_(self) -> str:
+        rows = [["VM " + _e(self.machine_type), _e(_money(self.vm_on_demand, 4, "/h")), _e(_money(self.vm_spot, 4, "/h"))]]
+        # A disk costs the same whichever way the VM is provisioned.
+        rows += [
+            [_e(f"{d.role} disk {d.size_gb} GB {d.disk_type} ({_money(d.per_month, 2, '/month')})"), _e(_money(d.per_hour, 4, "/h")), _e(_money(d.per_hour, 4, "/h"))]
+            for d in self.disks
+        ]
+        rows.append(["<b>total</b>", _e(_money(self.total_on_demand, 4, "/h")), _e(_money(self.total_spot, 4, "/h"))])
+        when = f"prices of {self.date}" if self.date else "prices unknown"
+        out = _table(f"cost in {self.region} ({when})", ["", "on demand", "spot"], rows)
+        return out + "".join(f"<div style='color:#6e7781'>{_e(r)}</div>" for r in self.reasons)
+
+    @classmethod
+    def _build(cls, prices: Mapping[str, Any] | None) -> Cost | None:
+        if not prices or not prices.get("vm"):
+            return None
+        vm = prices["vm"]
+        source = prices.get("source", {})
+        disks = tuple(
+            DiskCost(str(d["role"]), str(d["disk_type"]), int(d["size_gb"]), _usd(d.get("per_month")), _usd(d.get("per_hour")))
+            for d in prices.get("disks", [])
+        )
+        reasons: list[str] = []
+        note = source.get("note")
+        if note:
+            reasons.append(str(note))
+        for e in [vm.get("on_demand"), vm.get("spot")] + [d.get("per_month") for d in prices.get("disks", [])]:
+            why = _why(e)
+            if why and why not in reasons:
+                reasons.append(why)
+        gpu = vm.get("gpu")
+        return cls(
+            date=source.get("date"),
+            note=note,
+            region=str(vm.get("region", "")),
+            machine_type=str(vm.get("machine_type", "")),
+            gpu=(str(gpu[0]), int(gpu[1])) if gpu else None,
+            spot=bool(prices.get("spot", False)),
+            vm_on_demand=_usd(vm.get("on_demand")),
+            vm_spot=_usd(vm.get("spot")),
+            disks=disks,
+            total_on_demand=_usd(prices.get("total_on_demand")),
+            total_spot=_usd(prices.get("total_spot")),
+            reasons=tuple(reasons),
+            raw=dict(prices),
+        )
+
+
+@dataclass(frozen=True)
+class RunningCost:
+    """What the running VM has cost since it last started.
+
+    Attributes:
+        since: When it last started (GCE's ``lastStartTimestamp``).
+        seconds: How long it has run since.
+        per_hour: Its price per hour (spot or on demand, as provisioned), ``None`` when unknown.
+        so_far: ``per_hour`` × the hours it has run, ``None`` when unknown.
+        reason: Why they are unknown.
+    """
+
+    since: str
+    seconds: int
+    per_hour: Decimal | None
+    so_far: Decimal | None
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        return f"running since {self.since} ({self.seconds / 3600:.1f} h): {_money(self.so_far, 2, '')} so far at {_money(self.per_hour, 4, '/h')}"
+
+    @classmethod
+    def _build(cls, running: Mapping[str, Any] | None) -> RunningCost | None:
+        if not running:
+            return None
+        return cls(
+            since=str(running.get("since", "")),
+            seconds=int(running.get("seconds", 0)),
+            per_hour=_usd(running.get("per_hour")),
+            so_far=_usd(running.get("so_far")),
+            reason=_why(running.get("per_hour")),
+        )
 
 
 @dataclass(frozen=True)
@@ -99,12 +279,14 @@ class Plan:
         steps: Every step's verdict.
         warnings: ``(step, message)`` pairs the user should read (a world-open firewall).
         elapsed_ms: How long planning took.
+        cost: What the environment would cost (GCE target), prices unknown included.
     """
 
     env: str
     steps: tuple[PlannedStep, ...]
     warnings: tuple[tuple[str, str], ...] = ()
     elapsed_ms: int = 0
+    cost: Cost | None = None
 
     def __iter__(self) -> Iterator[PlannedStep]:
         return iter(self.steps)
@@ -142,6 +324,8 @@ class Plan:
     def __str__(self) -> str:
         lines = [self._headline()] + [str(s) for s in self.steps]
         lines += [f"warning: {step}: {msg}" for step, msg in self.warnings]
+        if self.cost is not None:
+            lines.append(str(self.cost))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -160,6 +344,8 @@ class Plan:
         out = _table(self._headline(), ["step", "change", "what", "details"], rows)
         if self.warnings:
             out += "".join(f"<div style='color:#cf222e'>⚠ {_e(step)}: {_e(msg)}</div>" for step, msg in self.warnings)
+        if self.cost is not None:
+            out += self.cost._repr_html_()
         return out
 
     @classmethod
@@ -173,7 +359,13 @@ class Plan:
         rank = {s: i for i, s in enumerate(order)}
         steps.sort(key=lambda s: rank.get(s.step, len(rank)))
         warnings = tuple((e.step, e.message) for e in events if isinstance(e, WarningEvent))
-        return cls(str(report.get("env", "")), tuple(steps), warnings, int(report.get("elapsed_ms", 0)))
+        return cls(
+            str(report.get("env", "")),
+            tuple(steps),
+            warnings,
+            int(report.get("elapsed_ms", 0)),
+            Cost._build(report.get("prices")),
+        )
 
 
 @dataclass(frozen=True)
@@ -304,6 +496,8 @@ class Status:
         live: The live check, as :meth:`kgenv.Env.plan` shows it.
         kept: What ``down`` keeps (data disks with their size, buckets): still billed, and
             where your work lives.
+        cost: What the environment costs per hour, and its disks per month (GCE target).
+        running: What the running VM has cost since it last started; ``None`` when stopped.
     """
 
     env: str
@@ -313,6 +507,8 @@ class Status:
     facts: Mapping[str, Mapping[str, str]]
     live: Plan
     kept: tuple[str, ...] = ()
+    cost: Cost | None = None
+    running: RunningCost | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -329,6 +525,10 @@ class Status:
         lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
         lines += [f"  kept by down: {k}" for k in self.kept]
         lines.append("  " + self.live._headline())
+        if self.cost is not None:
+            lines += ["  " + line for line in self.cost._lines()]
+        if self.running is not None:
+            lines.append(f"  {self.running}")
         return lines
 
     def __str__(self) -> str:
@@ -354,6 +554,8 @@ class Status:
             facts={k: dict(v.get("facts", {})) for k, v in steps.items() if v.get("facts")},
             live=Plan._build(status.get("live", {}), events, order),
             kept=tuple(str(k) for k in status.get("kept", [])),
+            cost=Cost._build(status.get("prices")),
+            running=RunningCost._build(status.get("running")),
         )
 
 

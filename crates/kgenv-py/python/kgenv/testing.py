@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping, Sequence, Union
 
 from . import _kgenv
 
@@ -189,6 +189,13 @@ class MockWorld:
         s = self.state()
         s[key] = value
         self.set_state(s)
+
+    def set_price_catalog(self, skus: Sequence[Mapping[str, Any]] | None) -> None:
+        """Compute Engine's SKUs the mock Billing Catalog serves, in the Cloud Billing
+        Catalog API's shape (``skuId``, ``description``, ``category``, ``serviceRegions``,
+        ``pricingInfo``); ``None`` (the default) makes it unavailable, so prices are
+        unknown. The mock's prices are never cached on disk."""
+        self._edit("billing_skus", None if skus is None else [dict(s) for s in skus])
 
     def set_host_gpus(self, n: int) -> None:
         """How many GPUs the simulated host has (0: ``nvidia-smi`` is missing)."""
