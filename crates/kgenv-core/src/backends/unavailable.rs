@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::compute::{
     Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
-    InstanceRequest, SnapshotInfo,
+    InstanceRequest, Preemption, SnapshotInfo,
 };
 use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
@@ -149,6 +149,9 @@ impl Compute for Unavailable {
         _: &InstanceRef,
         _: &BTreeMap<String, String>,
     ) -> BackendResult<()> {
+        self.err()
+    }
+    async fn last_preemption(&self, _: &InstanceRef, _: &str) -> BackendResult<Option<Preemption>> {
         self.err()
     }
 }

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use super::{MockDisk, MockSnapshot, MockWorld, WorldState};
 use crate::backends::compute::{
     disk_path, instance_path, AttachedDisk, Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule,
-    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, SnapshotInfo,
+    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, Preemption,
+    SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
@@ -118,6 +119,44 @@ fn default_account() -> String {
     format!("{MOCK_PROJECT_NUMBER}-compute@developer.gserviceaccount.com")
 }
 
+/// Now as an RFC 3339 timestamp, in UTC to the millisecond.
+fn rfc3339_now() -> String {
+    chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl MockWorld {
+    /// Preempts a RUNNING spot VM as GCE does: it is stopped (TERMINATED, disks kept, its
+    /// external address gone) and the preemption recorded for
+    /// [`Compute::last_preemption`]. Returns the preemption.
+    ///
+    /// # Panics
+    /// When the instance is missing or not RUNNING: GCE preempts nothing else.
+    pub fn preempt(&self, at: &InstanceRef) -> Preemption {
+        self.edit(|s| {
+            let n = s.id();
+            let i = s
+                .instances
+                .get_mut(&key(at))
+                .unwrap_or_else(|| panic!("preempt: no {at}"));
+            assert_eq!(
+                i.status,
+                InstanceStatus::Running,
+                "preempt: {at} is not RUNNING"
+            );
+            i.status = InstanceStatus::Terminated;
+            i.external_ip = None;
+            let p = Preemption {
+                at: rfc3339_now(),
+                operation: format!("operation-{n}-preempted"),
+            };
+            let id = i.id.clone();
+            s.preemptions.entry(id).or_default().push(p.clone());
+            p
+        })
+    }
+}
+
 fn machine_type_known(t: &str) -> bool {
     // The mock offers the families GPU VMs use.
     ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"]
@@ -182,6 +221,7 @@ impl Compute for MockCompute {
                         req.service_account.clone().unwrap_or_else(default_account),
                     ),
                     scopes: req.scopes.clone(),
+                    last_start: (!stockout).then(rfc3339_now),
                 };
                 let disk_id = s.id();
                 s.disks.insert(
@@ -694,6 +734,18 @@ impl Compute for MockCompute {
             })
             .await
     }
+
+    async fn last_preemption(
+        &self,
+        at: &InstanceRef,
+        id: &str,
+    ) -> BackendResult<Option<Preemption>> {
+        self.0
+            .call("compute.last_preemption", &key(at), false, |s| {
+                Ok(s.preemptions.get(id).and_then(|p| p.last()).cloned())
+            })
+            .await
+    }
 }
 
 impl MockCompute {
@@ -708,6 +760,9 @@ impl MockCompute {
                 settle(s);
                 match s.instances.get_mut(&key(at)) {
                     Some(i) => {
+                        if status == InstanceStatus::Running && i.status != status {
+                            i.last_start = Some(rfc3339_now());
+                        }
                         i.status = status;
                         Ok(())
                     }
@@ -740,7 +795,7 @@ mod tests {
             source_image: "projects/p/global/images/i".into(),
             disk_size_gb: 200,
             disk_type: "pd-balanced".into(),
-            spot: false,
+            provisioning: Default::default(),
             service_account: None,
             scopes: Vec::new(),
             tags: Vec::new(),

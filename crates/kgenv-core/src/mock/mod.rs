@@ -186,6 +186,9 @@ pub struct WorldState {
     /// Fetches that asked for extraction, as `dest/file` (the per-call choice, recorded).
     #[serde(default)]
     pub extract_requested: std::collections::BTreeSet<String>,
+    /// Preemptions GCE recorded, by instance id, oldest first (see [`MockWorld::preempt`]).
+    #[serde(default)]
+    pub preemptions: BTreeMap<String, Vec<crate::backends::compute::Preemption>>,
     /// Counter for ids.
     pub next_id: u64,
 }

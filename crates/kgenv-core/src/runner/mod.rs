@@ -64,6 +64,7 @@ pub use crate::plan::{
     StepTeardown, Teardown,
 };
 pub use crate::state::State;
+pub use crate::steps::instance::Preempted;
 pub use container::{ShellIo, DEFAULT_SHELL};
 pub use jupyter::JupyterTunnel;
 pub use move_zone::MovePreview;
@@ -190,6 +191,10 @@ pub struct StatusReport {
     /// the environment is torn down, and holds the user's work.
     #[serde(default)]
     pub kept: Vec<String>,
+    /// Set when the environment's VM is stopped because GCE preempted it (a spot VM): when,
+    /// and how to bring it back.
+    #[serde(default)]
+    pub preempted: Option<Preempted>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -520,11 +525,18 @@ impl Runner {
         let ctx = self.ctx(EventSink::new(on_event))?;
         let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
         let kept = self.preview(&selected, &ctx).await.keeps();
+        let preempted = match (&self.env.target, &self.env.instance) {
+            (Target::Gce, Some(spec)) => {
+                crate::steps::instance::recorded_preemption(&ctx, spec).await?
+            }
+            _ => None,
+        };
         Ok(StatusReport {
             state_file: ctx.state.path().to_path_buf(),
             state: ctx.state.snapshot().await,
             live,
             kept,
+            preempted,
         })
     }
 

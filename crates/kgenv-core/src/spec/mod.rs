@@ -22,6 +22,7 @@ mod github_key;
 mod image;
 mod instance;
 mod jupyter;
+pub mod provisioning;
 pub mod rules;
 mod timeouts;
 
@@ -42,6 +43,7 @@ pub use instance::{
     STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
+pub use provisioning::Provisioning;
 pub use timeouts::{Timeouts, TimeoutsBuilder, STEP_FAMILIES};
 
 use serde::{Deserialize, Serialize};

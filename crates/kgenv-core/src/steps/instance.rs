@@ -23,6 +23,8 @@
 //! kgenv deletes may already be gone: that counts as deleted. A start in a zone out of
 //! capacity leaves the VM stopped with its disks: the stockout error says so and what to do.
 
+mod preemption;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,7 @@ use async_trait::async_trait;
 
 use crate::backends::compute::{
     instance_path, is_default_compute_account, DiskRef, ImageInfo, InstanceInfo, InstanceRef,
-    InstanceRequest, InstanceStatus,
+    InstanceRequest, InstanceStatus, Provisioning,
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
@@ -40,6 +42,8 @@ use crate::state::{Owner, State, OWNER_ID_LABEL};
 /// Polling of an instance that is between two states: first and largest delay.
 const SETTLE_FIRST_DELAY: Duration = Duration::from_millis(200);
 const SETTLE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+pub use preemption::{preempted, recorded_preemption, Preempted};
 
 /// The instance the state recorded (`projects/p/zones/z/instances/n`), whatever the config
 /// now names it.
@@ -430,7 +434,7 @@ impl InstanceStep {
             source_image: source_image.into(),
             disk_size_gb: self.spec.disk_size_gb,
             disk_type: self.spec.disk_type.clone(),
-            spot: self.spec.spot,
+            provisioning: self.spec.provisioning,
             service_account: self.spec.service_account.clone(),
             scopes: self.spec.scopes.clone(),
             tags: self.spec.tags.clone(),
@@ -1021,7 +1025,17 @@ impl Step for InstanceStep {
             self.spec.disk_type,
             self.spec.image_project,
             self.spec.image_family,
-            if self.spec.spot { ", spot" } else { "" },
+            match self.spec.provisioning {
+                Provisioning::Standard => String::new(),
+                Provisioning::Spot =>
+                    ", spot: GCE may preempt it, then it stops with its disks kept".into(),
+                Provisioning::FlexStart {
+                    max_run_duration_secs,
+                } => format!(
+                    ", flex-start: GCE stops it after {} of running, its disks and data kept",
+                    humantime::format_duration(Duration::from_secs(max_run_duration_secs))
+                ),
+            },
             self.spec.zones.join(" or ")
         )
     }
@@ -1119,8 +1133,12 @@ impl Step for InstanceStep {
                 vec!["GET getGuestAttributes hostkeys/".into()],
             )),
             InstanceStatus::Terminated | InstanceStatus::Stopping | InstanceStatus::Suspended => {
+                let why = match preempted(ctx, &self.spec, &info).await? {
+                    Some(p) => format!(" ({})", p.message),
+                    None => String::new(),
+                };
                 Ok(CheckOutcome::drifted(
-                    vec![format!("status: {:?} → RUNNING", info.status)],
+                    vec![format!("status: {:?} → RUNNING{why}", info.status)],
                     vec![format!(
                         "POST compute/v1/projects/{}/zones/{}/instances/{}/start",
                         info.at.project, info.at.zone, info.at.name

@@ -292,6 +292,25 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Preempted:
+    """A VM stopped because GCE preempted it (a spot VM), as :attr:`Status.preempted` shows.
+
+    Attributes:
+        at: When, RFC 3339 in UTC (``2026-12-04T10:02:11Z``).
+        provisioning: The VM's provisioning model (``spot``).
+        message: What ``status`` prints: when, and that ``start`` or ``up`` brings it back
+            with its disks and data.
+    """
+
+    at: str
+    provisioning: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
 class Status:
     """What kgenv recorded for an environment and a live look at each step.
 
@@ -304,6 +323,8 @@ class Status:
         live: The live check, as :meth:`kgenv.Env.plan` shows it.
         kept: What ``down`` keeps (data disks with their size, buckets): still billed, and
             where your work lives.
+        preempted: Set when the VM is stopped because GCE preempted it: when, and how to
+            bring it back (:meth:`kgenv.Env.start` or :meth:`kgenv.Env.up`).
     """
 
     env: str
@@ -313,6 +334,7 @@ class Status:
     facts: Mapping[str, Mapping[str, str]]
     live: Plan
     kept: tuple[str, ...] = ()
+    preempted: Preempted | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -328,6 +350,8 @@ class Status:
         lines = [head, f"  state file: {self.state_file}"]
         lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
         lines += [f"  kept by down: {k}" for k in self.kept]
+        if self.preempted is not None:
+            lines.append(f"  instance: {self.preempted.message}")
         lines.append("  " + self.live._headline())
         return lines
 
@@ -354,7 +378,14 @@ class Status:
             facts={k: dict(v.get("facts", {})) for k, v in steps.items() if v.get("facts")},
             live=Plan._build(status.get("live", {}), events, order),
             kept=tuple(str(k) for k in status.get("kept", [])),
+            preempted=_preempted(status.get("preempted")),
         )
+
+
+def _preempted(p: Mapping[str, Any] | None) -> Preempted | None:
+    if not p:
+        return None
+    return Preempted(at=str(p.get("at", "")), provisioning=str(p.get("provisioning", "")), message=str(p.get("message", "")))
 
 
 @dataclass(frozen=True)
