@@ -103,14 +103,17 @@ mod tests {
 
     #[test]
     fn a_preemption_counts_only_after_the_last_start() {
-        let at = "2026-12-04T10:02:11Z";
+        let at = "2026-12-04T10:02:11.482Z";
         assert!(after_last_start(at, None));
         assert!(after_last_start(at, Some("2026-12-04T01:00:00.000-08:00")));
         assert!(
-            after_last_start(at, Some("2026-12-04T02:02:11.900-08:00")),
-            "same second"
+            after_last_start(at, Some("2026-12-04T02:02:11.482-08:00")),
+            "same instant"
         );
-        assert!(!after_last_start(at, Some("2026-12-04T02:05:00.000-08:00")));
+        assert!(
+            !after_last_start(at, Some("2026-12-04T02:02:11.483-08:00")),
+            "started a millisecond later"
+        );
     }
 
     #[test]
