@@ -365,3 +365,110 @@ async fn a_preemption_during_up_is_converged_by_the_next_up() {
     );
     rig.fake.assert_conforms();
 }
+
+/// The fake's `zoneOperations.list` as GCE's: an AIP-160 filter (parenthesised terms,
+/// ANDed), newest first with `creationTimestamp desc`, pages of `maxResults` linked by
+/// `nextPageToken`, `items` left out of an empty page, and a 400 for a filter mixing the
+/// AIP-160 and regular-expression forms or an order GCE does not support.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fakes_operation_list_filters_orders_and_pages_as_gce() {
+    let rig = rig_with(env(Instance::builder().no_gpu(), |b| b.spot(true)), |_| {}).await;
+    rig.up().await.expect("up");
+    let id = rig.fake.instance(PROJECT, ZONE, "kg").expect("vm")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let first = rig.fake.preempt(PROJECT, ZONE, "kg");
+    rig.fake.finish_operations_now();
+    rig.runner.start(rig.sink()).await.expect("start");
+    let second = rig.fake.preempt(PROJECT, ZONE, "kg");
+    rig.fake.finish_operations_now();
+
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}projects/{PROJECT}/zones/{ZONE}/operations",
+        with_slash(&rig.fake.base_url())
+    );
+    let list = |query: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let mut url = reqwest::Url::parse(&url).expect("url");
+            for (k, v) in &query {
+                url.query_pairs_mut().append_pair(k, v);
+            }
+            let r = http
+                .get(url)
+                .bearer_auth(gce_fake::TOKEN)
+                .send()
+                .await
+                .expect("sent");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let filter =
+        format!("(operationType = \"compute.instances.preempted\") AND (targetId = \"{id}\")");
+    let (status, page) = list(vec![
+        ("filter", filter.clone()),
+        ("orderBy", "creationTimestamp desc".into()),
+        ("maxResults", "1".into()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(names(&page), [second.clone()], "newest first");
+    let token = page["nextPageToken"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, page) = list(vec![
+        ("filter", filter.clone()),
+        ("orderBy", "creationTimestamp desc".into()),
+        ("maxResults", "1".into()),
+        ("pageToken", token),
+    ])
+    .await;
+    assert_eq!(names(&page), [first.clone()]);
+    assert!(page.get("nextPageToken").is_none(), "the last page: {page}");
+
+    let (_, all) = list(vec![]).await;
+    assert!(names(&all).len() > 2, "every operation of the zone: {all}");
+    let (_, regex) = list(vec![("filter", "operationType eq .*preempted".into())]).await;
+    let mut both = names(&regex);
+    both.sort();
+    let mut want = vec![first, second];
+    want.sort();
+    assert_eq!(both, want, "the regular-expression form");
+    let (_, none) = list(vec![("filter", "(targetId = \"1\")".into())]).await;
+    assert!(
+        none.get("items").is_none(),
+        "an empty page has no items: {none}"
+    );
+
+    let (status, err) = list(vec![(
+        "filter",
+        "(operationType eq .*preempted) (targetId = \"1\")".into(),
+    )])
+    .await;
+    assert_eq!(status, 400, "the two filter forms cannot be mixed: {err}");
+    let (status, _) = list(vec![("orderBy", "insertTime".into())]).await;
+    assert_eq!(status, 400, "only name or creationTimestamp desc");
+}
+
+fn with_slash(s: &str) -> String {
+    if s.ends_with('/') {
+        s.to_string()
+    } else {
+        format!("{s}/")
+    }
+}
