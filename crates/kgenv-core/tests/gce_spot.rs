@@ -43,8 +43,7 @@ fn insert_body(rig: &Rig) -> serde_json::Value {
     rig.fake
         .requests()
         .into_iter()
-        .filter(|r| r.method_id == "compute.instances.insert")
-        .next_back()
+        .rfind(|r| r.method_id == "compute.instances.insert")
         .and_then(|r| r.body)
         .expect("an insert with a body")
 }
@@ -426,7 +425,7 @@ async fn the_fakes_operation_list_filters_orders_and_pages_as_gce() {
     ])
     .await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(names(&page), [second.clone()], "newest first");
+    assert_eq!(names(&page), std::slice::from_ref(&second), "newest first");
     let token = page["nextPageToken"]
         .as_str()
         .expect("a next page")
@@ -438,7 +437,7 @@ async fn the_fakes_operation_list_filters_orders_and_pages_as_gce() {
         ("pageToken", token),
     ])
     .await;
-    assert_eq!(names(&page), [first.clone()]);
+    assert_eq!(names(&page), std::slice::from_ref(&first));
     assert!(page.get("nextPageToken").is_none(), "the last page: {page}");
 
     let (_, all) = list(vec![]).await;
@@ -470,5 +469,34 @@ fn with_slash(s: &str) -> String {
         s.to_string()
     } else {
         format!("{s}/")
+    }
+}
+
+/// The fake's timestamps read back as the instants they stand for (the fake formats them
+/// itself, in GCE's Pacific offset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fakes_timestamps_are_rfc3339_in_pacific_time() {
+    let rig = rig_with(env(Instance::builder().no_gpu(), |b| b.spot(true)), |_| {}).await;
+    let before = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    rig.up().await.expect("up");
+    let op = rig.fake.preempt(PROJECT, ZONE, "kg");
+    rig.fake.finish_operations_now();
+    let after = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    let shown = rig.fake.operation(&op).expect("op");
+    let vm = rig.fake.instance(PROJECT, ZONE, "kg").expect("vm");
+    for t in [
+        shown["insertTime"].as_str(),
+        shown["endTime"].as_str(),
+        vm["lastStartTimestamp"].as_str(),
+        vm["lastStopTimestamp"].as_str(),
+    ] {
+        let t = t.expect("a timestamp");
+        assert!(t.ends_with("-08:00"), "{t}");
+        let parsed = chrono::DateTime::parse_from_rfc3339(t).expect("RFC 3339");
+        let slack = chrono::Duration::seconds(1);
+        assert!(
+            parsed >= before - slack && parsed <= after + slack,
+            "{t} between {before} and {after}"
+        );
     }
 }

@@ -1291,10 +1291,11 @@ fn ikey_of(path: &str) -> Option<IKey> {
 }
 
 /// An instant as GCE writes its timestamps: RFC 3339 with milliseconds, in Pacific time
-/// (`2026-12-04T02:02:11.482-08:00`), so clients must convert.
+/// (`2026-12-04T02:02:11.482-08:00`), so clients must convert. (Formatted here rather than
+/// with a date crate: this file is shared with crates that do not depend on one.)
 fn rfc3339(t: Instant) -> String {
     use std::sync::OnceLock;
-    use std::time::SystemTime;
+    use std::time::{SystemTime, UNIX_EPOCH};
     static ORIGIN: OnceLock<(Instant, SystemTime)> = OnceLock::new();
     let (i0, s0) = *ORIGIN.get_or_init(|| (Instant::now(), SystemTime::now()));
     let wall = if t >= i0 {
@@ -1302,11 +1303,29 @@ fn rfc3339(t: Instant) -> String {
     } else {
         s0 - (i0 - t)
     };
-    let pacific = chrono::FixedOffset::west_opt(8 * 3600).expect("a valid offset");
-    chrono::DateTime::<chrono::Utc>::from(wall)
-        .with_timezone(&pacific)
-        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-        .to_string()
+    let ms = wall
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+        - 8 * 3600 * 1000;
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}-08:00",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// A `list` filter as GCE reads it: each term `(field, operator, value)`, all ANDed.
