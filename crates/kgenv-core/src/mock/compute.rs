@@ -758,10 +758,20 @@ impl MockCompute {
         self.0
             .call(op, &key(at), true, |s| {
                 settle(s);
+                // A VM that lost its ephemeral address (a preemption) gets a new one when
+                // it starts, as on GCE.
+                let needs_ip = s
+                    .instances
+                    .get(&key(at))
+                    .is_some_and(|i| status == InstanceStatus::Running && i.external_ip.is_none());
+                let new_ip = needs_ip.then(|| format!("203.0.113.{}", s.id() % 250 + 1));
                 match s.instances.get_mut(&key(at)) {
                     Some(i) => {
                         if status == InstanceStatus::Running && i.status != status {
                             i.last_start = Some(rfc3339_now());
+                        }
+                        if new_ip.is_some() {
+                            i.external_ip = new_ip;
                         }
                         i.status = status;
                         Ok(())
