@@ -829,6 +829,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_preempted_vm_is_stopped_with_its_disks_and_its_preemption_is_listed() {
+        let world = MockWorld::new();
+        let c = world.backends().compute;
+        let made = c.insert_instance(&req()).await.expect("insert");
+        assert_eq!(
+            c.last_preemption(&at(), &made.id).await.expect("list"),
+            None
+        );
+        let p = world.preempt(&at());
+        let now = c.get_instance(&at()).await.expect("get").expect("kept");
+        assert_eq!(now.status, InstanceStatus::Terminated);
+        assert_eq!(now.external_ip, None, "the ephemeral address goes");
+        assert_eq!(now.disks, made.disks, "disks kept");
+        assert_eq!(
+            c.last_preemption(&at(), &made.id).await.expect("list"),
+            Some(p)
+        );
+        assert_eq!(
+            c.last_preemption(&at(), "1").await.expect("list"),
+            None,
+            "by GCE id: a remade VM of the same name has none"
+        );
+        c.start_instance(&at()).await.expect("start");
+        let back = c.get_instance(&at()).await.expect("get").expect("kept");
+        assert_eq!(back.status, InstanceStatus::Running);
+        assert!(back.external_ip.is_some(), "a new address");
+        assert!(back.last_start >= made.last_start);
+    }
+
+    #[tokio::test]
     async fn disks_follow_gces_rules() {
         let world = MockWorld::new();
         let c = world.backends().compute;
