@@ -145,7 +145,14 @@ async fn spot_and_flex_start_insert_bodies_pass_the_discovery_check() {
         .summary;
     assert!(
         summary.contains("flex-start: GCE stops it after 8h of running, its disks and data kept"),
-        "the plan says what happens at the end: {summary}"
+        "the steps list says what happens at the end: {summary}"
+    );
+    assert!(
+        rig.warnings().iter().any(|w| w.contains(
+            "is flex-start: GCE stops it after 8h of running (its max_run_duration); its boot and data disks and your data are kept"
+        )),
+        "the run warns first: {:?}",
+        rig.warnings()
     );
     rig.fake.assert_conforms();
 }

@@ -995,8 +995,9 @@ impl Step for InstanceStep {
         &self.deps
     }
     fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if self.spec.has_cloud_platform_scope() {
-            vec![format!(
+            out.push(format!(
                 "instance {} runs with the `cloud-platform` scope: anything on the VM (the container, every package it installs) can call every Google Cloud API the service account's roles allow; kgenv needs only {}",
                 self.spec.name,
                 default_scopes(true)
@@ -1004,10 +1005,20 @@ impl Step for InstanceStep {
                     .map(|s| s.strip_prefix(SCOPE_PREFIX).unwrap_or(s))
                     .collect::<Vec<_>>()
                     .join(", ")
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        if let Provisioning::FlexStart {
+            max_run_duration_secs,
+        } = self.spec.provisioning
+        {
+            // Said before the run, so nobody is surprised when a long training stops.
+            out.push(format!(
+                "instance {} is flex-start: GCE stops it after {} of running (its max_run_duration); its boot and data disks and your data are kept, and `kgenv start` asks GCE for capacity again",
+                self.spec.name,
+                humantime::format_duration(Duration::from_secs(max_run_duration_secs))
+            ));
+        }
+        out
     }
     fn summary(&self) -> String {
         let gpu = self
