@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing.queues
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
@@ -210,3 +211,32 @@ def test_runs_work_in_a_forked_child(env: kgenv.Env) -> None:
     child.join(60)
     assert child.exitcode == 0, "the child did not hang on the parent's runtime threads"
     assert out.get(timeout=5) == steps
+
+
+def test_status_says_when_a_spot_vm_was_preempted(world: MockWorld) -> None:
+    env = gce_env(world, instance=kgenv.Instance(project="my-project", zones=["us-central1-a"], provisioning="spot"))
+    try:
+        env.up()
+        assert env.status().preempted is None, "running: nothing to report"
+        # What GCE's preemption leaves: the VM stopped, its disks kept, the operation listed.
+        when = datetime.now(timezone.utc)
+        s = world.state()
+        vm = s["instances"]["my-project/us-central1-a/kg"]
+        vm["status"] = "TERMINATED"
+        vm["external_ip"] = None
+        s["preemptions"] = {vm["id"]: [{"at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "operation": "operation-1"}]}
+        world.set_state(s)
+
+        status = env.status()
+        shown = when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        assert status.preempted == kgenv.Preempted(
+            at=shown,
+            provisioning="spot",
+            message=f"preempted at {shown} (spot); `kgenv start` or `kgenv up` brings it back, disks and data intact",
+        )
+        assert f"preempted at {shown}" in str(status)
+        env.up()
+        assert world.state()["instances"]["my-project/us-central1-a/kg"]["status"] == "RUNNING"
+        assert env.status().preempted is None, "back"
+    finally:
+        env.close()

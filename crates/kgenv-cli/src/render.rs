@@ -474,6 +474,9 @@ pub fn status(env: &str, order: &[String], planned: &[Event], status: &StatusRep
             out!("  {step:<20} {k} = {v}");
         }
     }
+    if let Some(p) = &status.preempted {
+        out!("  instance: {}", p.message);
+    }
     if !status.kept.is_empty() {
         out!("kept by `down` (still billed, holds your work):");
         for k in &status.kept {

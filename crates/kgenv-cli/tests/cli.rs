@@ -433,6 +433,69 @@ fn stop_keeps_the_disk_and_start_brings_the_vm_back() {
     assert_eq!(o.status.code(), Some(2), "no VM to stop: {}", stderr(&o));
 }
 
+/// A spot VM GCE preempted (stopped, its address gone, the preemption on record, as the
+/// simulated world's `preempt` leaves it): `status` says when, in text and in `--json`, and
+/// `start` brings it back.
+#[test]
+fn status_says_when_a_spot_vm_was_preempted_and_start_brings_it_back() {
+    let home = tempfile::tempdir().expect("home");
+    let local = tempfile::tempdir().expect("cfg");
+    let cfg = local.path().join("kgenv.toml");
+    let text = std::fs::read_to_string(example()).expect("example");
+    assert!(
+        text.contains("provisioning = \"standard\""),
+        "the example sets it"
+    );
+    std::fs::write(
+        &cfg,
+        text.replace("provisioning = \"standard\"", "provisioning = \"spot\""),
+    )
+    .expect("write");
+    let c = cfg.to_str().expect("utf8");
+    let up = kgenv(home.path(), &["--config", c, "--mock", "up"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+
+    let path = home.path().join("state/mock-world.json");
+    let mut w = world(home.path());
+    let (id, at) = {
+        let vm = w["instances"]
+            .as_object_mut()
+            .and_then(|m| m.values_mut().next())
+            .expect("the VM");
+        vm["status"] = serde_json::json!("TERMINATED");
+        vm["external_ip"] = serde_json::Value::Null;
+        let at = vm["last_start"].as_str().expect("started").to_string();
+        (vm["id"].as_str().expect("id").to_string(), at)
+    };
+    w["preemptions"] = serde_json::json!({ id: [{"at": at, "operation": "operation-1"}] });
+    std::fs::write(&path, w.to_string()).expect("world");
+
+    let status = kgenv(home.path(), &["--config", c, "--mock", "--json", "status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let last = json_lines(&status).pop().expect("the status");
+    let shown = &last["preempted"];
+    assert_eq!(shown["provisioning"], "spot", "{last}");
+    let when = shown["at"].as_str().expect("at");
+    assert!(
+        at.starts_with(when.trim_end_matches('Z')),
+        "{when} from {at}"
+    );
+    let text = kgenv(home.path(), &["--config", c, "--mock", "status"]);
+    assert!(
+        stdout(&text).contains(&format!(
+            "instance: preempted at {when} (spot); `kgenv start` or `kgenv up` brings it back"
+        )),
+        "{}",
+        stdout(&text)
+    );
+
+    let start = kgenv(home.path(), &["--config", c, "--mock", "start"]);
+    assert!(start.status.success(), "{}", stderr(&start));
+    let status = kgenv(home.path(), &["--config", c, "--mock", "--json", "status"]);
+    let last = json_lines(&status).pop().expect("the status");
+    assert!(last["preempted"].is_null(), "running again: {last}");
+}
+
 #[test]
 fn container_commands_exec_logs_and_gpu() {
     let home = tempfile::tempdir().expect("home");

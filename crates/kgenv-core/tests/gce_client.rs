@@ -40,7 +40,11 @@ fn request(zone: &str, spot: bool) -> InstanceRequest {
         ),
         disk_size_gb: 200,
         disk_type: "pd-balanced".into(),
-        spot,
+        provisioning: if spot {
+            kgenv_core::backends::compute::Provisioning::Spot
+        } else {
+            kgenv_core::backends::compute::Provisioning::Standard
+        },
         service_account: None,
         scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
         tags: vec!["kgenv-kg".into()],

@@ -255,7 +255,7 @@ fn request(zone: &str) -> InstanceRequest {
         ),
         disk_size_gb: 100,
         disk_type: "pd-balanced".into(),
-        spot: false,
+        provisioning: Default::default(),
         service_account: None,
         scopes: vec!["https://www.googleapis.com/auth/devstorage.read_only".into()],
         tags: vec![],

@@ -183,7 +183,7 @@ async fn a_second_up_sends_only_gets() {
 /// `every_method_kgenv_calls_is_a_call_kind` fails when a run calls a method missing here, so
 /// a new call kind cannot escape fault injection. (`instances.setMetadata` and `setTags`
 /// exist on the client but no step calls them: `gce_client.rs` faults them directly.)
-const CALL_KINDS: [&str; 28] = [
+const CALL_KINDS: [&str; 29] = [
     // preflight
     "compute.images.getFromFamily",
     "compute.machineTypes.get",
@@ -214,7 +214,8 @@ const CALL_KINDS: [&str; 28] = [
     "compute.disks.createSnapshot",
     "compute.snapshots.get",
     "compute.snapshots.delete",
-    // operations
+    // operations (`list`: a stopped VM's preemptions, for `status`)
+    "compute.zoneOperations.list",
     "compute.zoneOperations.wait",
     "compute.globalOperations.wait",
 ];
@@ -411,10 +412,10 @@ fn write_v1_state(rig: &Rig) {
 }
 
 /// Whether a call kind asks for a change (not a read such as `get`/`getGuestAttributes`/
-/// `getFromFamily`, not an operation wait).
+/// `getFromFamily`/`list`, not an operation wait).
 fn is_change(kind: &str) -> bool {
     let method = kind.rsplit('.').next().unwrap_or_default();
-    !method.starts_with("get") && method != "wait"
+    !method.starts_with("get") && method != "wait" && method != "list"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

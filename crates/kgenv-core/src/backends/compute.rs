@@ -80,8 +80,9 @@ pub struct InstanceRequest {
     pub disk_size_gb: u64,
     /// Boot disk type, e.g. `pd-balanced`.
     pub disk_type: String,
-    /// Spot provisioning.
-    pub spot: bool,
+    /// How GCE provisions it (standard, spot, flex-start).
+    #[serde(default)]
+    pub provisioning: Provisioning,
     /// Service account email; `None`: the project's Compute Engine default service account.
     #[serde(default)]
     pub service_account: Option<String>,
@@ -122,10 +123,56 @@ pub struct InstanceInfo {
     /// The service account's scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// When it last started (GCE's `lastStartTimestamp`, RFC 3339): what a running VM's
-    /// cost so far counts from.
+    /// When it last started (GCE's `lastStartTimestamp`, RFC 3339), if it ever ran: what a
+    /// running VM's cost so far counts from, and whether a preemption stopped it last.
     #[serde(default)]
     pub last_start: Option<String>,
+}
+
+/// How GCE provisions a VM (`scheduling.provisioningModel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "model")]
+#[non_exhaustive]
+pub enum Provisioning {
+    /// On-demand: runs until stopped.
+    #[default]
+    Standard,
+    /// Spot: discounted, may be preempted at any time; kgenv has GCE stop it (not delete
+    /// it) on preemption, so both disks stay.
+    Spot,
+    /// Flex-start (Dynamic Workload Scheduler): discounted, runs at most
+    /// `max_run_duration_secs`, after which GCE stops it (disks kept).
+    FlexStart {
+        /// The most it runs, in seconds (`scheduling.maxRunDuration.seconds`).
+        max_run_duration_secs: u64,
+    },
+}
+
+impl Provisioning {
+    /// The config's name: `standard`, `spot`, `flex-start`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Spot => "spot",
+            Self::FlexStart { .. } => "flex-start",
+        }
+    }
+}
+
+impl std::fmt::Display for Provisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A preemption GCE recorded for an instance (its `compute.instances.preempted` zone
+/// operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preemption {
+    /// When it happened, RFC 3339 in UTC to the millisecond (`2026-12-04T10:02:11.482Z`).
+    pub at: String,
+    /// The operation's name.
+    pub operation: String,
 }
 
 /// A disk as attached to an instance.
@@ -406,4 +453,13 @@ pub trait Compute: Send + Sync {
         at: &InstanceRef,
         labels: &BTreeMap<String, String>,
     ) -> BackendResult<()>;
+    /// The newest preemption of the instance with GCE id `id` (its zone's
+    /// `compute.instances.preempted` operations on that target, newest first), `None` when
+    /// none is listed. GCE keeps zone operations for a limited time, so an old preemption
+    /// may no longer be listed.
+    async fn last_preemption(
+        &self,
+        at: &InstanceRef,
+        id: &str,
+    ) -> BackendResult<Option<Preemption>>;
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::billing::{Billing, Sku};
 use super::compute::{
     Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
-    InstanceRequest, SnapshotInfo,
+    InstanceRequest, Preemption, SnapshotInfo,
 };
 use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
@@ -156,6 +156,9 @@ impl Compute for Unavailable {
         _: &InstanceRef,
         _: &BTreeMap<String, String>,
     ) -> BackendResult<()> {
+        self.err()
+    }
+    async fn last_preemption(&self, _: &InstanceRef, _: &str) -> BackendResult<Option<Preemption>> {
         self.err()
     }
 }

@@ -581,6 +581,26 @@ fn aggregated(
     Ok(r)
 }
 
+/// `zoneOperations.list` of the `compute.instances.preempted` operations on the instance
+/// with GCE id `target_id`, newest first (`orderBy=creationTimestamp desc`, the one order
+/// besides `name` the API supports), one to a page: the newest is all kgenv needs.
+pub fn list_preemptions(p: &str, z: &str, target_id: &str) -> BackendResult<ApiRequest> {
+    if target_id.is_empty() || !target_id.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(invalid("instance id", target_id, "is not a GCE numeric id"));
+    }
+    Ok(ApiRequest::new(
+        Method::GET,
+        format!("{}/operations", zonal(p, z)?),
+        format!("operations of instance {target_id} in {p}/{z}"),
+    )
+    .query(
+        "filter",
+        format!("(operationType = \"compute.instances.preempted\") (targetId = \"{target_id}\")"),
+    )
+    .query("orderBy", "creationTimestamp desc")
+    .query("maxResults", "1"))
+}
+
 /// `zoneOperations.wait`: returns when the operation is DONE or after about two minutes.
 pub fn wait_zone_operation(p: &str, z: &str, op: &str) -> BackendResult<ApiRequest> {
     let mut r = ApiRequest::new(

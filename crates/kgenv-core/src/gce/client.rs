@@ -22,7 +22,7 @@ use super::operation;
 use super::recipe;
 use crate::backends::compute::{
     Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule, ImageInfo, InstanceInfo, InstanceRef,
-    InstanceRequest, SnapshotInfo,
+    InstanceRequest, Preemption, SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
@@ -724,6 +724,17 @@ impl Compute for GceCompute {
         labels: &BTreeMap<String, String>,
     ) -> BackendResult<()> {
         self.set_labels(at, labels).await
+    }
+
+    async fn last_preemption(
+        &self,
+        at: &InstanceRef,
+        id: &str,
+    ) -> BackendResult<Option<Preemption>> {
+        let page: model::OperationList = self
+            .send(&api::list_preemptions(&at.project, &at.zone, id)?)
+            .await?;
+        Ok(recipe::preemption(&page.items))
     }
 }
 

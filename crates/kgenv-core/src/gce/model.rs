@@ -79,6 +79,30 @@ pub struct Instance {
     /// Metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// Which reservations it may consume (flex-start VMs consume none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_affinity: Option<ReservationAffinity>,
+}
+
+/// `reservationAffinity`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationAffinity {
+    /// `ANY_RESERVATION`, `NO_RESERVATION`, `SPECIFIC_RESERVATION`.
+    pub consume_reservation_type: String,
+}
+
+/// A `Duration`: whole seconds (an int64, so a JSON string) and nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Duration {
+    /// Seconds.
+    #[serde(
+        default,
+        with = "int64_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub seconds: Option<u64>,
 }
 
 /// A disk attached to an instance.
@@ -182,9 +206,13 @@ pub struct Scheduling {
     /// `STANDARD` or `SPOT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_model: Option<String>,
-    /// What preemption does to a spot VM: `STOP` or `DELETE`.
+    /// What preemption (spot) or the end of the run duration (flex-start) does: `STOP` or
+    /// `DELETE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_termination_action: Option<String>,
+    /// The most a flex-start VM runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_duration: Option<Duration>,
 }
 
 /// A service account and its scopes.
@@ -416,6 +444,21 @@ pub struct Operation {
     /// HTTP message of a failed operation.
     #[serde(default)]
     pub http_error_message: Option<String>,
+    /// When it was requested (RFC 3339).
+    #[serde(default)]
+    pub insert_time: Option<String>,
+}
+
+/// A page of a `zoneOperations.list`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationList {
+    /// The operations.
+    #[serde(default)]
+    pub items: Vec<Operation>,
+    /// The next page's token, when there is one.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
 }
 
 impl Operation {

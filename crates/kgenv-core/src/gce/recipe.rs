@@ -4,7 +4,8 @@
 //!
 //! The instance follows Google's GPU guidance: `scheduling.onHostMaintenance = TERMINATE`
 //! (GPU VMs cannot live-migrate); spot as `provisioningModel = SPOT` with
-//! `instanceTerminationAction = STOP` and `automaticRestart = false`; the boot disk from the
+//! `instanceTerminationAction = STOP` and `automaticRestart = false`; flex-start as
+//! `FLEX_START` with its `maxRunDuration`, also stopped at the end (see [`scheduling`]); the boot disk from the
 //! resolved Deep Learning VM image with `diskSizeGb` as an int64 string; an ephemeral
 //! external IPv4 on the default network; the requested service account (or `default`) with
 //! the spec's scopes; kgenv's network tag, labels and metadata (`ssh-keys`, `install-nvidia-driver`,
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use super::model::{self, short_name};
 use crate::backends::compute::{
     AttachedDisk, DiskInfo, DiskRef, DiskRequest, FirewallRule, InstanceInfo, InstanceRef,
-    InstanceRequest, InstanceStatus, SnapshotInfo,
+    InstanceRequest, InstanceStatus, Preemption, Provisioning, SnapshotInfo,
 };
 
 /// What `email` the API takes for the project's Compute Engine default service account.
@@ -25,28 +26,7 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 pub fn instance_body(req: &InstanceRequest) -> model::Instance {
     let zone = &req.at.zone;
     let gpu = req.gpu.as_ref().filter(|(_, n)| *n > 0);
-    let scheduling = if req.spot {
-        model::Scheduling {
-            on_host_maintenance: Some("TERMINATE".into()),
-            automatic_restart: Some(false),
-            provisioning_model: Some("SPOT".into()),
-            instance_termination_action: Some("STOP".into()),
-        }
-    } else {
-        model::Scheduling {
-            on_host_maintenance: Some(
-                if gpu.is_some() {
-                    "TERMINATE"
-                } else {
-                    "MIGRATE"
-                }
-                .into(),
-            ),
-            automatic_restart: Some(true),
-            provisioning_model: Some("STANDARD".into()),
-            instance_termination_action: None,
-        }
-    };
+    let scheduling = scheduling(&req.provisioning, gpu.is_some());
     model::Instance {
         name: req.at.name.clone(),
         machine_type: format!("zones/{zone}/machineTypes/{}", req.machine_type),
@@ -75,6 +55,13 @@ pub fn instance_body(req: &InstanceRequest) -> model::Instance {
         }],
         guest_accelerators: accelerators(zone, gpu),
         scheduling: Some(scheduling),
+        // Flex-start capacity comes from the Dynamic Workload Scheduler, not a reservation:
+        // Google's flex-start request consumes none.
+        reservation_affinity: matches!(req.provisioning, Provisioning::FlexStart { .. }).then(
+            || model::ReservationAffinity {
+                consume_reservation_type: "NO_RESERVATION".into(),
+            },
+        ),
         service_accounts: vec![model::ServiceAccount {
             email: req
                 .service_account
@@ -100,6 +87,66 @@ pub fn instance_body(req: &InstanceRequest) -> model::Instance {
         }),
         ..model::Instance::default()
     }
+}
+
+/// `scheduling` for a provisioning model.
+///
+/// - Spot: `provisioningModel = SPOT`, no automatic restart (GCE allows none for spot), and
+///   `instanceTerminationAction = STOP`, so a preemption stops the VM and keeps both disks.
+/// - Flex-start, as Google's "Create a Flex-start VM" REST request has it
+///   (https://cloud.google.com/compute/docs/instances/create-flex-start-vm):
+///   `provisioningModel = FLEX_START`, `maxRunDuration {seconds}`, `onHostMaintenance =
+///   TERMINATE`, `automaticRestart = false` and a termination action; kgenv picks `STOP`, so
+///   when the run duration ends GCE stops the VM and its boot and data disks stay (`DELETE`
+///   would take the boot disk, and the data disk would survive only detached).
+/// - Standard: a GPU VM cannot live-migrate (`TERMINATE`), restarted after host events.
+pub fn scheduling(provisioning: &Provisioning, gpu: bool) -> model::Scheduling {
+    match provisioning {
+        Provisioning::Spot => model::Scheduling {
+            on_host_maintenance: Some("TERMINATE".into()),
+            automatic_restart: Some(false),
+            provisioning_model: Some("SPOT".into()),
+            instance_termination_action: Some("STOP".into()),
+            max_run_duration: None,
+        },
+        Provisioning::FlexStart {
+            max_run_duration_secs,
+        } => model::Scheduling {
+            on_host_maintenance: Some("TERMINATE".into()),
+            automatic_restart: Some(false),
+            provisioning_model: Some("FLEX_START".into()),
+            instance_termination_action: Some("STOP".into()),
+            max_run_duration: Some(model::Duration {
+                seconds: Some(*max_run_duration_secs),
+            }),
+        },
+        _ => model::Scheduling {
+            on_host_maintenance: Some(if gpu { "TERMINATE" } else { "MIGRATE" }.into()),
+            automatic_restart: Some(true),
+            provisioning_model: Some("STANDARD".into()),
+            instance_termination_action: None,
+            max_run_duration: None,
+        },
+    }
+}
+
+/// The newest preemption in a `zoneOperations.list` page (see
+/// [`super::api::list_preemptions`]): its time in UTC, to the millisecond. An operation without a
+/// readable `insertTime` is skipped rather than shown with a made-up time.
+pub fn preemption(ops: &[model::Operation]) -> Option<Preemption> {
+    ops.iter()
+        .filter(|o| o.operation_type.as_deref() == Some("compute.instances.preempted"))
+        .filter_map(|o| {
+            let t = chrono::DateTime::parse_from_rfc3339(o.insert_time.as_deref()?).ok()?;
+            Some((t, o))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(t, o)| Preemption {
+            at: t
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            operation: o.name.clone(),
+        })
 }
 
 /// GCE's status name as kgenv's [`InstanceStatus`].
@@ -287,6 +334,14 @@ mod tests {
     use super::*;
 
     fn req(spot: bool) -> InstanceRequest {
+        req_with(if spot {
+            Provisioning::Spot
+        } else {
+            Provisioning::Standard
+        })
+    }
+
+    fn req_with(provisioning: Provisioning) -> InstanceRequest {
         InstanceRequest {
             at: InstanceRef { project: "my-project".into(), zone: "us-central1-a".into(), name: "kg".into() },
             machine_type: "n1-standard-8".into(),
@@ -294,7 +349,7 @@ mod tests {
             source_image: "https://compute.googleapis.com/compute/v1/projects/deeplearning-platform-release/global/images/img".into(),
             disk_size_gb: 200,
             disk_type: "pd-balanced".into(),
-            spot,
+            provisioning,
             service_account: None,
             scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
             tags: vec!["kgenv-kg".into()],
@@ -325,6 +380,43 @@ mod tests {
         assert_eq!(spot["scheduling"]["provisioningModel"], "SPOT");
         assert_eq!(spot["scheduling"]["instanceTerminationAction"], "STOP");
         assert_eq!(spot["scheduling"]["automaticRestart"], false);
+        assert!(spot.get("reservationAffinity").is_none());
+        let flex = serde_json::to_value(instance_body(&req_with(Provisioning::FlexStart {
+            max_run_duration_secs: 8 * 3600,
+        })))
+        .expect("json");
+        assert_eq!(
+            flex["scheduling"],
+            serde_json::json!({
+                "onHostMaintenance": "TERMINATE", "automaticRestart": false,
+                "provisioningModel": "FLEX_START", "instanceTerminationAction": "STOP",
+                "maxRunDuration": {"seconds": "28800"}
+            }),
+            "int64 seconds travel as a string"
+        );
+        assert_eq!(
+            flex["reservationAffinity"]["consumeReservationType"],
+            "NO_RESERVATION"
+        );
+    }
+
+    #[test]
+    fn the_newest_preemption_is_read_in_utc() {
+        let ops: Vec<model::Operation> = serde_json::from_value(serde_json::json!([
+            {"name": "operation-old", "operationType": "compute.instances.preempted", "insertTime": "2026-12-01T01:00:00.000-08:00"},
+            {"name": "operation-new", "operationType": "compute.instances.preempted", "insertTime": "2026-12-04T02:02:11.482-08:00"},
+            {"name": "operation-stop", "operationType": "stop", "insertTime": "2026-12-05T00:00:00Z"},
+            {"name": "operation-no-time", "operationType": "compute.instances.preempted"}
+        ]))
+        .expect("json");
+        assert_eq!(
+            preemption(&ops),
+            Some(Preemption {
+                at: "2026-12-04T10:02:11.482Z".into(),
+                operation: "operation-new".into()
+            })
+        );
+        assert_eq!(preemption(&ops[2..]), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use super::{MockDisk, MockSnapshot, MockWorld, WorldState};
 use crate::backends::compute::{
     disk_path, instance_path, AttachedDisk, Compute, DiskInfo, DiskRef, DiskRequest, FirewallRule,
-    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, SnapshotInfo,
+    ImageInfo, InstanceInfo, InstanceRef, InstanceRequest, InstanceStatus, Preemption,
+    SnapshotInfo,
 };
 use crate::backends::BackendResult;
 use crate::error::BackendError;
@@ -62,11 +63,6 @@ fn dkey_of_path(path: &str) -> Option<String> {
     let (p, rest) = rest.split_once("/zones/")?;
     let (z, n) = rest.split_once("/disks/")?;
     Some(format!("{p}/{z}/{n}"))
-}
-
-/// Now as GCE writes its timestamps (`lastStartTimestamp`).
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 fn now_ms() -> u64 {
@@ -135,6 +131,44 @@ fn default_account() -> String {
     format!("{MOCK_PROJECT_NUMBER}-compute@developer.gserviceaccount.com")
 }
 
+/// Now as an RFC 3339 timestamp, in UTC to the millisecond.
+fn rfc3339_now() -> String {
+    chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl MockWorld {
+    /// Preempts a RUNNING spot VM as GCE does: it is stopped (TERMINATED, disks kept, its
+    /// external address gone) and the preemption recorded for
+    /// [`Compute::last_preemption`]. Returns the preemption.
+    ///
+    /// # Panics
+    /// When the instance is missing or not RUNNING: GCE preempts nothing else.
+    pub fn preempt(&self, at: &InstanceRef) -> Preemption {
+        self.edit(|s| {
+            let n = s.id();
+            let i = s
+                .instances
+                .get_mut(&key(at))
+                .unwrap_or_else(|| panic!("preempt: no {at}"));
+            assert_eq!(
+                i.status,
+                InstanceStatus::Running,
+                "preempt: {at} is not RUNNING"
+            );
+            i.status = InstanceStatus::Terminated;
+            i.external_ip = None;
+            let p = Preemption {
+                at: rfc3339_now(),
+                operation: format!("operation-{n}-preempted"),
+            };
+            let id = i.id.clone();
+            s.preemptions.entry(id).or_default().push(p.clone());
+            p
+        })
+    }
+}
+
 fn machine_type_known(t: &str) -> bool {
     // The mock offers the families GPU VMs use.
     ["n1-", "n2-", "g2-", "a2-", "a3-", "e2-"]
@@ -199,7 +233,7 @@ impl Compute for MockCompute {
                         req.service_account.clone().unwrap_or_else(default_account),
                     ),
                     scopes: req.scopes.clone(),
-                    last_start: (!stockout).then(now_rfc3339),
+                    last_start: (!stockout).then(rfc3339_now),
                 };
                 let disk_id = s.id();
                 s.disks.insert(
@@ -750,6 +784,18 @@ impl Compute for MockCompute {
             })
             .await
     }
+
+    async fn last_preemption(
+        &self,
+        at: &InstanceRef,
+        id: &str,
+    ) -> BackendResult<Option<Preemption>> {
+        self.0
+            .call("compute.last_preemption", &key(at), false, |s| {
+                Ok(s.preemptions.get(id).and_then(|p| p.last()).cloned())
+            })
+            .await
+    }
 }
 
 impl MockCompute {
@@ -762,11 +808,20 @@ impl MockCompute {
         self.0
             .call(op, &key(at), true, |s| {
                 settle(s);
+                // A VM that lost its ephemeral address (a preemption) gets a new one when
+                // it starts, as on GCE.
+                let needs_ip = s
+                    .instances
+                    .get(&key(at))
+                    .is_some_and(|i| status == InstanceStatus::Running && i.external_ip.is_none());
+                let new_ip = needs_ip.then(|| format!("203.0.113.{}", s.id() % 250 + 1));
                 match s.instances.get_mut(&key(at)) {
                     Some(i) => {
-                        if status == InstanceStatus::Running && i.status != InstanceStatus::Running
-                        {
-                            i.last_start = Some(now_rfc3339());
+                        if status == InstanceStatus::Running && i.status != status {
+                            i.last_start = Some(rfc3339_now());
+                        }
+                        if new_ip.is_some() {
+                            i.external_ip = new_ip;
                         }
                         i.status = status;
                         Ok(())
@@ -800,7 +855,7 @@ mod tests {
             source_image: "projects/p/global/images/i".into(),
             disk_size_gb: 200,
             disk_type: "pd-balanced".into(),
-            spot: false,
+            provisioning: Default::default(),
             service_account: None,
             scopes: Vec::new(),
             tags: Vec::new(),
@@ -821,6 +876,36 @@ mod tests {
             labels: BTreeMap::new(),
             source_snapshot: snapshot.map(|s| format!("projects/my-project/global/snapshots/{s}")),
         }
+    }
+
+    #[tokio::test]
+    async fn a_preempted_vm_is_stopped_with_its_disks_and_its_preemption_is_listed() {
+        let world = MockWorld::new();
+        let c = world.backends().compute;
+        let made = c.insert_instance(&req()).await.expect("insert");
+        assert_eq!(
+            c.last_preemption(&at(), &made.id).await.expect("list"),
+            None
+        );
+        let p = world.preempt(&at());
+        let now = c.get_instance(&at()).await.expect("get").expect("kept");
+        assert_eq!(now.status, InstanceStatus::Terminated);
+        assert_eq!(now.external_ip, None, "the ephemeral address goes");
+        assert_eq!(now.disks, made.disks, "disks kept");
+        assert_eq!(
+            c.last_preemption(&at(), &made.id).await.expect("list"),
+            Some(p)
+        );
+        assert_eq!(
+            c.last_preemption(&at(), "1").await.expect("list"),
+            None,
+            "by GCE id: a remade VM of the same name has none"
+        );
+        c.start_instance(&at()).await.expect("start");
+        let back = c.get_instance(&at()).await.expect("get").expect("kept");
+        assert_eq!(back.status, InstanceStatus::Running);
+        assert!(back.external_ip.is_some(), "a new address");
+        assert!(back.last_start >= made.last_start);
     }
 
     #[tokio::test]

@@ -196,6 +196,9 @@ pub struct WorldState {
     /// unavailable (as with no credentials), so prices are unknown.
     #[serde(default)]
     pub billing_skus: Option<Vec<crate::backends::billing::Sku>>,
+    /// Preemptions GCE recorded, by instance id, oldest first (see [`MockWorld::preempt`]).
+    #[serde(default)]
+    pub preemptions: BTreeMap<String, Vec<crate::backends::compute::Preemption>>,
     /// Counter for ids.
     pub next_id: u64,
 }

@@ -66,6 +66,7 @@ pub use crate::plan::{
 };
 pub use crate::pricing::{Estimate, Prices, RunningCost, Usd};
 pub use crate::state::State;
+pub use crate::steps::instance::Preempted;
 pub use container::{ShellIo, DEFAULT_SHELL};
 pub use jupyter::JupyterTunnel;
 pub use move_zone::MovePreview;
@@ -221,6 +222,10 @@ pub struct StatusReport {
     /// What the running VM has cost since it last started; `None` when it is not running.
     #[serde(default)]
     pub running: Option<Box<RunningCost>>,
+    /// Set when the environment's VM is stopped because GCE preempted it (a spot VM): when,
+    /// and how to bring it back.
+    #[serde(default)]
+    pub preempted: Option<Preempted>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -578,6 +583,12 @@ impl Runner {
         let kept = self.preview(&selected, &ctx).await.keeps();
         let state = ctx.state.snapshot().await;
         let (prices, running) = self.status_prices(&state).await;
+        let preempted = match (&self.env.target, &self.env.instance) {
+            (Target::Gce, Some(spec)) => {
+                crate::steps::instance::recorded_preemption(&ctx, spec).await?
+            }
+            _ => None,
+        };
         Ok(StatusReport {
             state_file: ctx.state.path().to_path_buf(),
             state,
@@ -585,6 +596,7 @@ impl Runner {
             kept,
             prices: prices.map(Box::new),
             running: running.map(Box::new),
+            preempted,
         })
     }
 

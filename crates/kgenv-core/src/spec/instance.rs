@@ -178,8 +178,8 @@ pub struct Instance {
     pub disk_size_gb: u64,
     /// Boot disk type.
     pub disk_type: String,
-    /// Spot VM (cheaper, may be preempted; stopped rather than deleted).
-    pub spot: bool,
+    /// How GCE provisions it (standard, spot, flex-start; see [`super::provisioning`]).
+    pub provisioning: super::Provisioning,
     /// Service account the VM runs as; `None`: the project's Compute Engine default account.
     pub service_account: Option<String>,
     /// Service-account scopes.
@@ -215,6 +215,8 @@ pub struct InstanceBuilder {
     disk_size_gb: Option<u64>,
     disk_type: Option<String>,
     spot: Option<bool>,
+    provisioning: Option<String>,
+    max_run_duration: Option<String>,
     service_account: Option<String>,
     scopes: Option<Vec<String>>,
     tags: Option<Vec<String>>,
@@ -322,9 +324,19 @@ impl InstanceBuilder {
         self.disk_type = Some(v.into());
         self
     }
-    /// Spot provisioning.
+    /// Spot provisioning (the older key; same as `provisioning("spot")`).
     pub fn spot(mut self, v: bool) -> Self {
         self.spot = Some(v);
+        self
+    }
+    /// `standard`, `spot` or `flex-start` (which needs [`Self::max_run_duration`]).
+    pub fn provisioning(mut self, v: impl Into<String>) -> Self {
+        self.provisioning = Some(v.into());
+        self
+    }
+    /// How long a flex-start VM may run before GCE stops it (`"8h"`; 10m to 7d).
+    pub fn max_run_duration(mut self, v: impl Into<String>) -> Self {
+        self.max_run_duration = Some(v.into());
         self
     }
     /// The service account the VM runs as (`name@project.iam.gserviceaccount.com`); by
@@ -469,6 +481,12 @@ impl InstanceBuilder {
         for (k, v) in &labels {
             rules::label("labels", k, v)?;
         }
+        let provisioning = super::provisioning::resolve(
+            self.spot,
+            self.provisioning.as_deref(),
+            self.max_run_duration.as_deref(),
+            &machine_type,
+        )?;
         let data_disk = self.data_disk.unwrap_or_default().build()?;
         if data_disk.is_some() && name.len() > 58 {
             return Err(ValidationError::new(
@@ -488,7 +506,7 @@ impl InstanceBuilder {
             image_family,
             disk_size_gb,
             disk_type,
-            spot: self.spot.unwrap_or(false),
+            provisioning,
             service_account: self.service_account,
             scopes,
             scopes_defaulted,

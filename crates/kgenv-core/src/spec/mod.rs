@@ -24,6 +24,7 @@ mod gpu;
 mod image;
 mod instance;
 mod jupyter;
+pub mod provisioning;
 pub mod rules;
 mod timeouts;
 
@@ -48,6 +49,7 @@ pub use instance::{
     STORAGE_READ_ONLY_SCOPE, STORAGE_READ_WRITE_SCOPE,
 };
 pub use jupyter::{Jupyter, JupyterAuth, JupyterBuilder, JupyterTls};
+pub use provisioning::Provisioning;
 pub use timeouts::{parse_duration, Timeouts, TimeoutsBuilder, STEP_FAMILIES};
 
 use serde::{Deserialize, Serialize};

@@ -32,6 +32,7 @@
 
 pub mod candidates;
 mod capacity;
+mod preemption;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ use async_trait::async_trait;
 
 use crate::backends::compute::{
     instance_path, is_default_compute_account, DiskRef, ImageInfo, InstanceInfo, InstanceRef,
-    InstanceRequest, InstanceStatus,
+    InstanceRequest, InstanceStatus, Provisioning,
 };
 use crate::error::{BackendError, QuotaScope, Result, ValidationError};
 use crate::plan::{CheckOutcome, Destroyed, Step, StepCtx};
@@ -53,6 +54,8 @@ use candidates::Candidate;
 /// Polling of an instance that is between two states: first and largest delay.
 const SETTLE_FIRST_DELAY: Duration = Duration::from_millis(200);
 const SETTLE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+pub use preemption::{preempted, recorded_preemption, Preempted};
 
 /// The instance the state recorded (`projects/p/zones/z/instances/n`), whatever the config
 /// now names it.
@@ -676,7 +679,7 @@ impl InstanceStep {
             source_image: source_image.into(),
             disk_size_gb: self.spec.disk_size_gb,
             disk_type: self.spec.disk_type.clone(),
-            spot: self.spec.spot,
+            provisioning: self.spec.provisioning,
             service_account: self.spec.service_account.clone(),
             scopes: self.spec.scopes.clone(),
             tags: self.spec.tags.clone(),
@@ -1407,8 +1410,9 @@ impl Step for InstanceStep {
         &self.deps
     }
     fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if self.spec.has_cloud_platform_scope() {
-            vec![format!(
+            out.push(format!(
                 "instance {} runs with the `cloud-platform` scope: anything on the VM (the container, every package it installs) can call every Google Cloud API the service account's roles allow; kgenv needs only {}",
                 self.spec.name,
                 default_scopes(true)
@@ -1416,10 +1420,20 @@ impl Step for InstanceStep {
                     .map(|s| s.strip_prefix(SCOPE_PREFIX).unwrap_or(s))
                     .collect::<Vec<_>>()
                     .join(", ")
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        if let Provisioning::FlexStart {
+            max_run_duration_secs,
+        } = self.spec.provisioning
+        {
+            // Said before the run, so nobody is surprised when a long training stops.
+            out.push(format!(
+                "instance {} is flex-start: GCE stops it after {} of running (its max_run_duration); its boot and data disks and your data are kept, and `kgenv start` asks GCE for capacity again",
+                self.spec.name,
+                humantime::format_duration(Duration::from_secs(max_run_duration_secs))
+            ));
+        }
+        out
     }
     fn summary(&self) -> String {
         let gpus: Vec<String> = self.spec.gpus.iter().map(GpuChoice::describe).collect();
@@ -1431,11 +1445,18 @@ impl Step for InstanceStep {
             self.spec.disk_type,
             self.spec.image_project,
             self.spec.image_family,
-            if self.spec.spot { ", spot" } else { "" },
-            match &self.spec.zones {
-                Zones::Auto => "any zone that offers it".to_string(),
-                Zones::Listed(v) => v.join(" or "),
-            }
+            match self.spec.provisioning {
+                Provisioning::Standard => String::new(),
+                Provisioning::Spot =>
+                    ", spot: GCE may preempt it, then it stops with its disks kept".into(),
+                Provisioning::FlexStart {
+                    max_run_duration_secs,
+                } => format!(
+                    ", flex-start: GCE stops it after {} of running, its disks and data kept",
+                    humantime::format_duration(Duration::from_secs(max_run_duration_secs))
+                ),
+            },
+            self.spec.zones.join(" or ")
         )
     }
     fn planned_actions(&self) -> Vec<String> {
@@ -1532,8 +1553,12 @@ impl Step for InstanceStep {
                 vec!["GET getGuestAttributes hostkeys/".into()],
             )),
             InstanceStatus::Terminated | InstanceStatus::Stopping | InstanceStatus::Suspended => {
+                let why = match preempted(ctx, &self.spec, &info).await? {
+                    Some(p) => format!(" ({})", p.message),
+                    None => String::new(),
+                };
                 Ok(CheckOutcome::drifted(
-                    vec![format!("status: {:?} → RUNNING", info.status)],
+                    vec![format!("status: {:?} → RUNNING{why}", info.status)],
                     vec![format!(
                         "POST compute/v1/projects/{}/zones/{}/instances/{}/start",
                         info.at.project, info.at.zone, info.at.name

@@ -34,7 +34,12 @@
 //!   instance TERMINATED, disks attached;
 //! - [`FakeGce::preempt`] preempts a RUNNING spot VM as GCE does: STOPPING, then TERMINATED
 //!   with its disks kept, recorded as a `compute.instances.preempted` zone operation by
-//!   `system`;
+//!   `system`; operations carry `insertTime`/`startTime`/`endTime` and `targetId`, and
+//!   instances `lastStartTimestamp`/`lastStopTimestamp` (RFC 3339, Pacific offset as GCE
+//!   writes them); `zoneOperations.list` filters (AIP-160 `field = "value"` expressions,
+//!   parenthesised and ANDed, or the regular-expression `eq`/`ne` form; mixing them, or
+//!   `OR`, is refused with GCE's 400), orders (`name`, or `creationTimestamp desc`, the
+//!   only other order GCE supports) and pages (`maxResults` up to 500, `nextPageToken`);
 //! - disks are resources: the boot disk is named like the instance and made with it, and
 //!   deleted with it only when the insert asked for `autoDelete` (the API's default is
 //!   false); other disks are detached and kept (their `users`
@@ -407,14 +412,16 @@ struct Inst {
     status: String,
     nat_ip: Option<String>,
     running_since: Option<Instant>,
-    /// GCE's `lastStartTimestamp`: set each time it becomes RUNNING, kept after a stop.
-    last_start: Option<String>,
     id: u64,
     fp: u64,
     /// Every status it has been in, in order (see [`FakeGce::status_history`]).
     history: Vec<String>,
     /// A failed insert's instance: when GCE removes it.
     vanish: Option<Vanish>,
+    /// When it last became RUNNING and TERMINATED (`lastStartTimestamp`,
+    /// `lastStopTimestamp`).
+    last_start: Option<Instant>,
+    last_stop: Option<Instant>,
 }
 
 /// When a failed insert's lingering instance goes.
@@ -433,30 +440,27 @@ impl Inst {
             status: status.into(),
             nat_ip: None,
             running_since: None,
-            last_start: (status == "RUNNING").then(gce_now),
             id,
             fp: 1,
             history: vec![status.into()],
             vanish: None,
+            last_start: (status == "RUNNING").then(Instant::now),
+            last_stop: None,
         }
     }
 
     /// Moves to `status`, recording it when it changed.
     fn set_status(&mut self, status: &str) {
         if self.status != status {
-            if status == "RUNNING" {
-                self.last_start = Some(gce_now());
-            }
             self.status = status.into();
             self.history.push(status.into());
+            match status {
+                "RUNNING" => self.last_start = Some(Instant::now()),
+                "TERMINATED" => self.last_stop = Some(Instant::now()),
+                _ => {}
+            }
         }
     }
-}
-
-/// Now as an RFC 3339 timestamp with milliseconds, as GCE writes them (in UTC here; GCE
-/// uses the Pacific offset, which readers must take either way).
-fn gce_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Statuses in which GCE refuses most calls on an instance with 400 `resourceNotReady`:
@@ -551,6 +555,8 @@ struct Op {
     user: String,
     /// `statusMessage`, when GCE sets one.
     status_message: Option<String>,
+    /// The target instance's id (`targetId`), when the target is one that exists.
+    target_id: Option<u64>,
 }
 
 /// An operation the fake ran, for the benchmark's figures.
@@ -1108,6 +1114,15 @@ impl World {
         if let Some(m) = &op.status_message {
             v["statusMessage"] = json!(m);
         }
+        v["insertTime"] = json!(rfc3339(op.start));
+        v["creationTimestamp"] = json!(rfc3339(op.start));
+        v["startTime"] = json!(rfc3339(op.start));
+        if status == "DONE" {
+            v["endTime"] = json!(rfc3339(op.done_at.min(now)));
+        }
+        if let Some(t) = op.target_id {
+            v["targetId"] = json!(t.to_string());
+        }
         if let Some(z) = &op.zone {
             v["zone"] = json!(format!("{SELF_ROOT}projects/{}/zones/{z}", op.project));
         }
@@ -1152,6 +1167,7 @@ impl World {
     ) -> String {
         let id = self.id();
         let name = format!("operation-{id}-{:08x}", fastrand_like(id));
+        let target_id = ikey_of(&target).and_then(|k| self.instances.get(&k).map(|i| i.id));
         let latency = self
             .config
             .op_latency
@@ -1175,6 +1191,7 @@ impl World {
                 prior_status: None,
                 user: "kgenv-tests@example.com".into(),
                 status_message: None,
+                target_id,
             },
         );
         name
@@ -1211,8 +1228,11 @@ impl World {
         v["zone"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}"));
         v["selfLink"] = json!(format!("{SELF_ROOT}projects/{p}/zones/{z}/instances/{n}"));
         v["creationTimestamp"] = json!("2026-11-28T10:00:00.000-08:00");
-        if let Some(t) = &i.last_start {
-            v["lastStartTimestamp"] = json!(t);
+        if let Some(t) = i.last_start {
+            v["lastStartTimestamp"] = json!(rfc3339(t));
+        }
+        if let Some(t) = i.last_stop {
+            v["lastStopTimestamp"] = json!(rfc3339(t));
         }
         if let Some(mt) = v["machineType"].as_str() {
             let short = mt.rsplit('/').next().unwrap_or(mt).to_string();
@@ -1363,6 +1383,135 @@ impl World {
 /// `projects/p/zones/z/instances/n` of an instance key.
 fn ipath_of((p, z, n): &IKey) -> String {
     format!("projects/{p}/zones/{z}/instances/{n}")
+}
+
+/// The instance key of an instance path (`projects/p/zones/z/instances/n`).
+fn ikey_of(path: &str) -> Option<IKey> {
+    let rest = path.strip_prefix("projects/")?;
+    let (p, rest) = rest.split_once("/zones/")?;
+    let (z, n) = rest.split_once("/instances/")?;
+    (!n.contains('/')).then(|| (p.to_string(), z.to_string(), n.to_string()))
+}
+
+/// An instant as GCE writes its timestamps: RFC 3339 with milliseconds, in Pacific time
+/// (`2026-12-04T02:02:11.482-08:00`), so clients must convert. (Formatted here rather than
+/// with a date crate: this file is shared with crates that do not depend on one.)
+fn rfc3339(t: Instant) -> String {
+    use std::sync::OnceLock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static ORIGIN: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+    let (i0, s0) = *ORIGIN.get_or_init(|| (Instant::now(), SystemTime::now()));
+    let wall = if t >= i0 {
+        s0 + (t - i0)
+    } else {
+        s0 - (i0 - t)
+    };
+    let ms = wall
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+        - 8 * 3600 * 1000;
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}-08:00",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// A `list` filter as GCE reads it: each term `(field, operator, value)`, all ANDed.
+/// AIP-160 terms (`=`, `!=`) compare exactly; `eq`/`ne` terms match a regular expression
+/// against the whole field. `Err` is GCE's complaint about the expression.
+fn parse_filter(filter: &str) -> Result<Vec<(String, String, String)>, String> {
+    let invalid =
+        || format!("Invalid value for field 'filter': '{filter}'. Invalid list filter expression.");
+    let text = filter.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Parenthesised terms, optionally joined by AND; or a single bare term.
+    let mut terms = Vec::new();
+    if text.starts_with('(') {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let inner_end = rest.find(')').ok_or_else(invalid)?;
+            if !rest.starts_with('(') {
+                return Err(invalid());
+            }
+            terms.push(rest[1..inner_end].trim().to_string());
+            rest = rest[inner_end + 1..].trim_start();
+            if let Some(r) = rest.strip_prefix("AND ") {
+                rest = r.trim_start();
+            } else if rest.starts_with("OR ") {
+                return Err("the fake does not implement OR in filters".into());
+            }
+        }
+    } else {
+        terms.push(text.to_string());
+    }
+    let mut out = Vec::new();
+    for t in terms {
+        let (field, op, value) = ["!=", "=", " eq ", " ne "]
+            .iter()
+            .find_map(|op| {
+                t.split_once(op)
+                    .map(|(f, v)| (f.trim(), op.trim(), v.trim()))
+            })
+            .ok_or_else(invalid)?;
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+            return Err(invalid());
+        }
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        out.push((field.to_string(), op.to_string(), value.to_string()));
+    }
+    let regex = out.iter().any(|(_, op, _)| op == "eq" || op == "ne");
+    let exact = out.iter().any(|(_, op, _)| op == "=" || op == "!=");
+    if regex && exact {
+        // "These two types of filter expressions cannot be mixed in one request."
+        return Err(invalid());
+    }
+    Ok(out)
+}
+
+/// Whether a resource (as JSON) passes the parsed filter.
+fn filter_matches(terms: &[(String, String, String)], v: &Value) -> bool {
+    terms.iter().all(|(field, op, want)| {
+        let mut cur = v;
+        for part in field.split('.') {
+            cur = &cur[part];
+        }
+        let have = match cur {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        match op.as_str() {
+            "=" => have == *want,
+            "!=" => have != *want,
+            "eq" | "ne" => {
+                let full =
+                    regex::Regex::new(&format!("^(?:{want})$")).is_ok_and(|r| r.is_match(&have));
+                full == (op == "eq")
+            }
+            _ => false,
+        }
+    })
 }
 
 /// The disk key of a disk URL (full or partial: `…projects/p/zones/z/disks/d`).
@@ -2273,6 +2422,65 @@ impl Shared {
                 } else {
                     not_found(&format!("projects/{project}/zones/{zone}/machineTypes/{t}"))
                 }
+            }
+            "compute.zoneOperations.list" => {
+                let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                let terms = match parse_filter(q("filter").unwrap_or_default()) {
+                    Ok(t) => t,
+                    Err(m) => return bad_request(&m),
+                };
+                let max = match q("maxResults").map(str::parse::<usize>) {
+                    None => 500,
+                    Some(Ok(n)) if n <= 500 => n,
+                    Some(_) => {
+                        return bad_request(
+                            "Invalid value for field 'maxResults': must be between 0 and 500.",
+                        )
+                    }
+                };
+                let mut ops: Vec<&Op> = w
+                    .ops
+                    .values()
+                    .filter(|o| o.project == project && o.zone.as_deref() == Some(zone.as_str()))
+                    .collect();
+                match q("orderBy") {
+                    None | Some("name") => ops.sort_by(|a, b| a.name.cmp(&b.name)),
+                    Some("creationTimestamp desc") => {
+                        ops.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)))
+                    }
+                    Some(other) => {
+                        return bad_request(&format!("Invalid value for field 'orderBy': '{other}'. Currently, only sorting by 'name' or 'creationTimestamp desc' is supported."))
+                    }
+                }
+                let names: Vec<String> = ops.into_iter().map(|o| o.name.clone()).collect();
+                let matching: Vec<Value> = names
+                    .iter()
+                    .map(|n| w.op_json(n, now))
+                    .filter(|v| filter_matches(&terms, v))
+                    .collect();
+                let from = match q("pageToken") {
+                    None => 0,
+                    Some(t) => match t
+                        .strip_prefix("page-")
+                        .and_then(|n| n.parse::<usize>().ok())
+                    {
+                        Some(n) => n,
+                        None => return bad_request("Invalid value for field 'pageToken'."),
+                    },
+                };
+                let page: Vec<Value> = matching.iter().skip(from).take(max).cloned().collect();
+                let mut v = json!({
+                    "kind": "compute#operationList",
+                    "id": format!("projects/{project}/zones/{zone}/operations"),
+                    "selfLink": format!("{SELF_ROOT}projects/{project}/zones/{zone}/operations"),
+                });
+                if !page.is_empty() {
+                    v["items"] = json!(page);
+                }
+                if from + max < matching.len() {
+                    v["nextPageToken"] = json!(format!("page-{}", from + max));
+                }
+                Outcome::Reply(200, v, None)
             }
             "compute.zoneOperations.wait"
             | "compute.globalOperations.wait"

@@ -484,6 +484,25 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Preempted:
+    """A VM stopped because GCE preempted it (a spot VM), as :attr:`Status.preempted` shows.
+
+    Attributes:
+        at: When, RFC 3339 in UTC (``2026-12-04T10:02:11Z``).
+        provisioning: The VM's provisioning model (``spot``).
+        message: What ``status`` prints: when, and that ``start`` or ``up`` brings it back
+            with its disks and data.
+    """
+
+    at: str
+    provisioning: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
 class Status:
     """What kgenv recorded for an environment and a live look at each step.
 
@@ -498,6 +517,8 @@ class Status:
             where your work lives.
         cost: What the environment costs per hour, and its disks per month (GCE target).
         running: What the running VM has cost since it last started; ``None`` when stopped.
+        preempted: Set when the VM is stopped because GCE preempted it: when, and how to
+            bring it back (:meth:`kgenv.Env.start` or :meth:`kgenv.Env.up`).
     """
 
     env: str
@@ -509,6 +530,7 @@ class Status:
     kept: tuple[str, ...] = ()
     cost: Cost | None = None
     running: RunningCost | None = None
+    preempted: Preempted | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -524,6 +546,8 @@ class Status:
         lines = [head, f"  state file: {self.state_file}"]
         lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
         lines += [f"  kept by down: {k}" for k in self.kept]
+        if self.preempted is not None:
+            lines.append(f"  instance: {self.preempted.message}")
         lines.append("  " + self.live._headline())
         if self.cost is not None:
             lines += ["  " + line for line in self.cost._lines()]
@@ -556,7 +580,14 @@ class Status:
             kept=tuple(str(k) for k in status.get("kept", [])),
             cost=Cost._build(status.get("prices")),
             running=RunningCost._build(status.get("running")),
+            preempted=_preempted(status.get("preempted")),
         )
+
+
+def _preempted(p: Mapping[str, Any] | None) -> Preempted | None:
+    if not p:
+        return None
+    return Preempted(at=str(p.get("at", "")), provisioning=str(p.get("provisioning", "")), message=str(p.get("message", "")))
 
 
 @dataclass(frozen=True)

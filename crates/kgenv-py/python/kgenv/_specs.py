@@ -198,7 +198,13 @@ class Instance(_Section):
         image_family: Boot image family (default: a Deep Learning VM with CUDA 12.9).
         disk_size_gb: Boot disk size (default 200; the Kaggle GPU image is ~60 GB).
         disk_type: ``pd-standard``, ``pd-balanced`` (default), ``pd-ssd``, ...
-        spot: Spot VM: cheaper, may be stopped by Google (default False).
+        spot: Spot VM: cheaper, may be stopped by Google (default False); the older
+            spelling of ``provisioning="spot"``.
+        provisioning: ``"standard"`` (default), ``"spot"`` (preempted VMs stop with their
+            disks; ``start``/``up`` brings them back) or ``"flex-start"`` (needs
+            ``max_run_duration``; a2/a3/a4/g2/h4d machine types).
+        max_run_duration: Flex-start only: how long the VM may run before GCE stops it,
+            disks and data kept (``"8h"``; 10m to 7d).
         service_account: The service account email the VM runs as (default: the project's
             Compute Engine default account).
         scopes: Service-account scopes. Default: least privilege — ``devstorage.read_write``
@@ -227,6 +233,8 @@ class Instance(_Section):
     disk_size_gb: int | None = None
     disk_type: str | None = None
     spot: bool | None = None
+    provisioning: str | None = None
+    max_run_duration: str | None = None
     service_account: str | None = None
     scopes: Sequence[str] | None = None
     tags: Sequence[str] | None = None
