@@ -291,7 +291,13 @@ pub fn prices(p: &Prices) {
         .as_ref()
         .map(|(t, n)| format!(" + {n} × {t}"))
         .unwrap_or_default();
-    let chosen = |spot: bool| if spot == p.spot { " ←" } else { "" };
+    let chosen = |spot: bool| {
+        if spot == p.spot && !p.flex_start {
+            " ←"
+        } else {
+            ""
+        }
+    };
     out!(
         "  {:<44} {} on demand{}, {} spot{}",
         format!("VM {}{gpu}", vm.machine_type),
@@ -318,6 +324,9 @@ pub fn prices(p: &Prices) {
     );
     if let Some(note) = &p.source.note {
         out!("  ({note})");
+    }
+    if p.flex_start {
+        out!("  ({})", kgenv_core::pricing::FLEX_START_UNPRICED);
     }
     // Each distinct reason once: a part without a SKU, or no catalog at all.
     let mut reasons: Vec<&str> = Vec::new();

@@ -282,6 +282,7 @@ pub struct StepCtx {
     read_only: bool,
     command_timeout: Option<CommandTimeout>,
     capacity_wait: Option<CapacityWait>,
+    price_cache: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -318,6 +319,7 @@ impl StepCtx {
             read_only: false,
             command_timeout: None,
             capacity_wait: None,
+            price_cache: None,
         }
     }
 
@@ -442,6 +444,18 @@ impl StepCtx {
     pub fn with_capacity_wait(mut self, wait: Option<CapacityWait>) -> Self {
         self.capacity_wait = wait;
         self
+    }
+
+    /// Keeps the price cache files in `dir` (the runner's; default: kgenv's cache dir).
+    #[must_use]
+    pub fn with_price_cache(mut self, dir: std::path::PathBuf) -> Self {
+        self.price_cache = Some(dir);
+        self
+    }
+
+    /// Where this run keeps the price cache, when the runner said.
+    pub fn price_cache(&self) -> Option<&std::path::Path> {
+        self.price_cache.as_deref()
     }
 
     /// Whether and how this run waits for GPU capacity.

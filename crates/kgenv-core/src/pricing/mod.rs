@@ -182,6 +182,10 @@ pub struct Prices {
     pub disks: Vec<DiskPrice>,
     /// Whether the environment asks for a spot VM.
     pub spot: bool,
+    /// Whether it asks for a flex-start VM, billed at prices kgenv does not read: then
+    /// neither total is the one it pays ([`FLEX_START_UNPRICED`]).
+    #[serde(default)]
+    pub flex_start: bool,
     /// VM and disks per hour, on demand.
     pub total_on_demand: Estimate,
     /// VM and disks per hour, spot.
@@ -198,6 +202,9 @@ impl Prices {
         }
     }
 }
+
+/// Why a flex-start VM has no price here.
+pub const FLEX_START_UNPRICED: &str = "flex-start VMs are billed at Dynamic Workload Scheduler prices, which kgenv does not read yet; the on-demand and spot prices are shown for comparison";
 
 /// A disk to price.
 #[derive(Debug, Clone)]
@@ -254,6 +261,7 @@ pub fn prices_for(loaded: &cache::Loaded, vm: Option<&VmSpec<'_>>) -> Prices {
             vm: None,
             disks: Vec::new(),
             spot: false,
+            flex_start: false,
             total_on_demand: none.clone(),
             total_spot: none,
         };
@@ -298,6 +306,7 @@ pub fn prices_for(loaded: &cache::Loaded, vm: Option<&VmSpec<'_>>) -> Prices {
         vm: Some(vm_price),
         disks,
         spot: vm.spot,
+        flex_start: false,
     }
 }
 

@@ -372,7 +372,8 @@ impl Runner {
             crate::steps::host::addr_for,
         )
         .with_cancel(self.cancel.clone())
-        .with_host_ready_within(self.host_ready_within))
+        .with_host_ready_within(self.host_ready_within)
+        .with_price_cache(self.price_cache.clone()))
     }
 
     /// The context of an operation on a running environment, reporting as `step`: it

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::Runner;
-use crate::backends::compute::{region_of, InstanceStatus};
+use crate::backends::compute::{region_of, InstanceStatus, Provisioning};
 use crate::pricing::{self, cache, DiskSpec, Prices, RunningCost, VmSpec};
 use crate::spec::Target;
 use crate::state::State;
@@ -31,10 +31,11 @@ impl Runner {
         .await
     }
 
-    /// What this environment's VM, GPUs and disks cost per hour (on demand and spot), in
-    /// the zone of the VM kgenv made, or the first zone of the spec; `None` for an
-    /// environment without a GCE instance. Unknown (with the reason) when the Billing
-    /// Catalog cannot be reached and nothing is cached.
+    /// What this environment's VM, GPUs and disks cost per hour (on demand and spot): the
+    /// VM kgenv made (its zone, machine type and GPUs as recorded), else the first GPU
+    /// choice in the region of the first `zones` entry; `None` for an environment without a
+    /// GCE instance. Unknown (with the reason) when the Billing Catalog cannot be reached
+    /// and nothing is cached, or with `zones = "auto"` before a zone is chosen.
     pub async fn prices(&self) -> Option<Prices> {
         if !self.priced_target() {
             return None;
@@ -56,9 +57,28 @@ impl Runner {
             .instance
             .as_ref()
             .filter(|_| self.priced_target())?;
-        let zone = recorded_instance(state)
-            .map(|at| at.zone)
-            .or_else(|| inst.zones.first().cloned())?;
+        let recorded = recorded_instance(state);
+        let region = match (&recorded, inst.zones.first_region()) {
+            (Some(at), _) => region_of(&at.zone).to_string(),
+            (None, Some(r)) => r.to_string(),
+            // `zones = "auto"`: the zone, and so the price, is known once `up` chose it.
+            (None, None) => String::new(),
+        };
+        // The GPU choice the VM got (recorded as `1x nvidia-tesla-t4` or `none`), else the
+        // first.
+        let machine_type = recorded
+            .as_ref()
+            .and_then(|_| state.fact("instance", "machine_type"))
+            .unwrap_or(&inst.machine_type);
+        let gpu = match recorded
+            .as_ref()
+            .and_then(|_| state.fact("instance", "gpu"))
+        {
+            Some(g) => g
+                .split_once("x ")
+                .and_then(|(n, t)| Some((t, n.parse::<u8>().ok()?))),
+            None => inst.gpu_type.as_deref().map(|t| (t, inst.gpu_count)),
+        };
         let mut disks = vec![DiskSpec {
             role: "boot",
             disk_type: &inst.disk_type,
@@ -72,17 +92,21 @@ impl Runner {
             });
         }
         let vm = VmSpec {
-            machine_type: &inst.machine_type,
-            gpu: inst
-                .gpu_type
-                .as_deref()
-                .map(|t| (t, inst.gpu_count))
-                .filter(|(_, n)| *n > 0),
-            region: region_of(&zone),
-            spot: inst.spot,
+            machine_type,
+            gpu: gpu.filter(|(_, n)| *n > 0),
+            region: &region,
+            spot: inst.provisioning == Provisioning::Spot,
             disks,
         };
-        Some(pricing::prices_for(catalog, Some(&vm)))
+        let auto = cache::Loaded {
+            catalog: None,
+            from_cache: false,
+            note: Some("zones = \"auto\": the zone, and so the price, is known once `up` has chosen it (the cheaper zones are tried first)".into()),
+        };
+        let catalog = if region.is_empty() { &auto } else { catalog };
+        let mut prices = pricing::prices_for(catalog, Some(&vm));
+        prices.flex_start = matches!(inst.provisioning, Provisioning::FlexStart { .. });
+        Some(prices)
     }
 
     /// The prices `status` shows: the environment's, and what its VM has cost since it
@@ -106,8 +130,16 @@ impl Runner {
         let (InstanceStatus::Running, Some(since)) = (&info.status, &info.last_start) else {
             return (prices, None);
         };
-        let spot = self.env.instance.as_ref().is_some_and(|i| i.spot);
+        let provisioning = self
+            .env
+            .instance
+            .as_ref()
+            .map_or(Provisioning::Standard, |i| i.provisioning);
+        let spot = provisioning == Provisioning::Spot;
         let per_hour = match &catalog.catalog {
+            Some(_) if matches!(provisioning, Provisioning::FlexStart { .. }) => {
+                pricing::Estimate::Unknown(pricing::FLEX_START_UNPRICED.into())
+            }
             Some(c) => pricing::Estimate::from_result(pricing::vm_hourly(
                 &c.skus,
                 &info.machine_type,

@@ -424,6 +424,7 @@ impl InstanceBuilder {
         })?;
         rules::project_id("project", &project)?;
         let zones = build_zones(self.zones)?;
+        let listed = self.gpu.is_some();
         let gpus = build_gpus(self.gpu, self.machine_type, self.gpu_type, self.gpu_count)?;
         let first = gpus[0].clone();
         let image_project = self
@@ -481,12 +482,25 @@ impl InstanceBuilder {
         for (k, v) in &labels {
             rules::label("labels", k, v)?;
         }
+        // Flex-start restricts the machine type: each GPU choice is checked under its own
+        // field (`gpu[1].machine_type` in the list form).
         let provisioning = super::provisioning::resolve(
             self.spot,
             self.provisioning.as_deref(),
             self.max_run_duration.as_deref(),
-            &machine_type,
-        )?;
+            &first.machine_type,
+        )
+        .map_err(|e| match (listed, e.field.as_str()) {
+            (true, "machine_type") => ValidationError::new("gpu[0].machine_type", e.rule),
+            _ => e,
+        })?;
+        for (i, c) in gpus.iter().enumerate().skip(1) {
+            super::provisioning::check_machine_type(
+                &provisioning,
+                &format!("gpu[{i}].machine_type"),
+                &c.machine_type,
+            )?;
+        }
         let data_disk = self.data_disk.unwrap_or_default().build()?;
         if data_disk.is_some() && name.len() > 58 {
             return Err(ValidationError::new(

@@ -515,10 +515,42 @@ pub fn jupyter_probe(env: &Env) -> Option<JupyterProbe> {
     })
 }
 
-/// The VM's on-demand price per hour in USD, for a `max_cost` budget; `None` when unknown.
-pub async fn hourly_price(_ctx: &StepCtx) -> Result<Option<f64>> {
-    // the lead wires billing prices here
-    Ok(None)
+/// The VM's price per hour in USD (spot or on demand, as it is provisioned), for a
+/// `max_cost` budget; `None` when unknown, or when there is no cost budget (the catalog is
+/// then not read). The VM is the one kgenv made: its zone, machine type and GPUs as
+/// recorded, so a VM on the second GPU choice is priced as that.
+pub async fn hourly_price(ctx: &StepCtx) -> Result<Option<f64>> {
+    let (Some(budget), Some(spec)) = (&ctx.env.budget, &ctx.env.instance) else {
+        return Ok(None);
+    };
+    if budget.max_cost.is_none() {
+        return Ok(None);
+    }
+    let state = ctx.state.snapshot().await;
+    let Some(zone) = state.fact("instance", "zone").map(str::to_string) else {
+        return Ok(None);
+    };
+    let machine_type = state
+        .fact("instance", "machine_type")
+        .unwrap_or(&spec.machine_type)
+        .to_string();
+    // Recorded as `1x nvidia-tesla-t4` or `none`.
+    let gpu = match state.fact("instance", "gpu") {
+        Some(g) => g
+            .split_once("x ")
+            .and_then(|(n, t)| Some((t.to_string(), n.parse::<u8>().ok()?))),
+        None => spec.gpu_type.clone().map(|t| (t, spec.gpu_count)),
+    };
+    let Some(catalog) = super::prices::catalog(ctx).await else {
+        return Ok(None);
+    };
+    Ok(super::prices::vm_hourly_usd(
+        &catalog,
+        &machine_type,
+        gpu.as_ref().map(|(t, n)| (t.as_str(), *n)),
+        crate::spec::rules::region_of(&zone),
+        spec.provisioning,
+    ))
 }
 
 /// `kgenv autostop MINUTES|off`: installs the agent with `minutes` (validated like the spec:

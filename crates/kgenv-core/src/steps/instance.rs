@@ -377,8 +377,7 @@ pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
     if found.is_empty() {
         return Err(nothing_offered(spec, &choices).into());
     }
-    // the lead wires billing prices here
-    let candidates = candidates::order(found, |_| None);
+    let candidates = order_by_price(ctx, spec, found).await;
     let mut zones: Vec<String> = Vec::new();
     for c in &candidates {
         if !zones.contains(&c.zone) {
@@ -391,6 +390,47 @@ pub async fn preflight(ctx: &StepCtx, spec: &Instance) -> Result<Preflight> {
         candidates,
         not_offered,
     })
+}
+
+/// `found` in the order `up` tries them ([`candidates::order`]). Prices are looked up only
+/// when they decide something: when a GPU choice has several zones from one `zones` entry
+/// (`"auto"`, a region), which the user left unordered.
+async fn order_by_price(ctx: &StepCtx, spec: &Instance, found: Vec<Candidate>) -> Vec<Candidate> {
+    let unordered = found.iter().enumerate().any(|(i, a)| {
+        found[..i]
+            .iter()
+            .any(|b| b.choice == a.choice && b.entry == a.entry)
+    });
+    let catalog = if unordered {
+        super::prices::catalog(ctx).await
+    } else {
+        None
+    };
+    let Some(catalog) = catalog else {
+        return candidates::order(found, |_| None);
+    };
+    let price = |c: &Candidate| {
+        super::prices::vm_hourly_usd(
+            &catalog,
+            &c.gpu.machine_type,
+            c.gpu.gpu_type.as_deref().map(|t| (t, c.gpu.count)),
+            region_of(&c.zone),
+            spec.provisioning,
+        )
+    };
+    let ordered = candidates::order(found, price);
+    let shown: Vec<String> = ordered
+        .iter()
+        .map(|c| match price(c) {
+            Some(p) => format!("{} (${p:.4}/h)", c.zone),
+            None => format!("{} (price unknown)", c.zone),
+        })
+        .collect();
+    ctx.log(format!(
+        "zones to try, the cheaper first where you left the order open: {}",
+        shown.join(", ")
+    ));
+    ordered
 }
 
 /// The error when no GPU choice is offered in any zone the spec allows, naming the field
@@ -1456,7 +1496,10 @@ impl Step for InstanceStep {
                     humantime::format_duration(Duration::from_secs(max_run_duration_secs))
                 ),
             },
-            self.spec.zones.join(" or ")
+            match &self.spec.zones {
+                Zones::Auto => "any zone that offers it".to_string(),
+                Zones::Listed(v) => v.join(" or "),
+            }
         )
     }
     fn planned_actions(&self) -> Vec<String> {
