@@ -4,6 +4,8 @@
 //! Ctrl-C during the wait, a VM on a later choice kept as it is, and a run killed between
 //! its insert and its record finding its VM in an auto-chosen zone.
 
+#[path = "support/billing_fake.rs"]
+mod billing_fake;
 #[path = "support/gce_fake.rs"]
 mod gce_fake;
 #[path = "support/gce_rig.rs"]
@@ -166,6 +168,91 @@ async fn auto_zones_come_from_the_aggregated_list_and_a_zone_without_the_gpu_is_
     assert!(body["machineType"]
         .as_str()
         .is_some_and(|m| m.ends_with("/machineTypes/g2-standard-8")));
+    rig.fake.assert_conforms();
+}
+
+/// An n1-standard-8 with a T4 per hour, on demand, in each region: cheapest in us-east1,
+/// dearest in europe-west4 — the reverse of the zones' names, so the order cannot come
+/// from the names.
+fn regional_prices() -> Vec<kgenv_core::backends::billing::Sku> {
+    use billing_fake::sku;
+    let mut skus = Vec::new();
+    for (region, core, ram, t4) in [
+        ("us-east1", 30_000_000, 4_000_000, 300_000_000),
+        ("us-central1", 31_611_000, 4_237_000, 350_000_000),
+        ("europe-west4", 34_773_000, 4_661_000, 385_000_000),
+    ] {
+        let at = [region];
+        skus.push(sku(
+            &format!("N1C-{region}"),
+            &format!("N1 Predefined Instance Core running in {region}"),
+            "Compute",
+            "N1Standard",
+            "OnDemand",
+            &at,
+            "h",
+            &[(0, "0", core)],
+        ));
+        skus.push(sku(
+            &format!("N1R-{region}"),
+            &format!("N1 Predefined Instance Ram running in {region}"),
+            "Compute",
+            "N1Standard",
+            "OnDemand",
+            &at,
+            "GiBy.h",
+            &[(0, "0", ram)],
+        ));
+        skus.push(sku(
+            &format!("T4-{region}"),
+            &format!("Nvidia Tesla T4 GPU running in {region}"),
+            "Compute",
+            "GPU",
+            "OnDemand",
+            &at,
+            "h",
+            &[(0, "0", t4)],
+        ));
+    }
+    serde_json::from_value(serde_json::Value::Array(skus)).expect("skus")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_zones_are_tried_cheapest_region_first_when_prices_are_known() {
+    // us-east1-b and -c are out: the next cheapest is us-east1-d, then us-central1.
+    let mut c = ten_zones(&[]);
+    c.stockout_zones = ["us-east1-b".to_string(), "us-east1-c".to_string()].into();
+    let env = Env::builder("kg")
+        .instance(
+            Instance::builder()
+                .project(gce_rig::PROJECT)
+                .zones_auto()
+                .gpu_choice("nvidia-tesla-t4", "n1-standard-8"),
+        )
+        .build()
+        .expect("valid");
+    let rig = Rig::with_fake(FakeGce::start_with(c).await, env);
+    rig.world.edit(|s| s.billing_skus = Some(regional_prices()));
+    rig.up().await.expect("up");
+    assert_eq!(rig.fake.instances(), running("us-east1-d"));
+    let tried: Vec<String> = inserts(&rig).iter().map(zone_of).collect();
+    assert_eq!(tried, ["us-east1-b", "us-east1-c", "us-east1-d"]);
+    // 8 × $0.030000 + 30 GiB × $0.004000 + $0.300000 = $0.660000 in us-east1;
+    // 8 × $0.031611 + 30 × $0.004237 + $0.35 = $0.729998 in us-central1.
+    let order = rig
+        .logs()
+        .into_iter()
+        .find(|l| l.starts_with("zones to try"))
+        .expect("the order is shown with its prices");
+    assert!(
+        order.contains("us-east1-b ($0.6600/h)") && order.contains("us-central1-a ($0.7300/h)"),
+        "{order}"
+    );
+    assert!(
+        order.find("us-central1-f").expect("listed")
+            < order.find("europe-west4-a").expect("listed"),
+        "dearer Europe after every us-central1 zone: {order}"
+    );
     rig.fake.assert_conforms();
 }
 

@@ -2,6 +2,9 @@
 //! installs the agent script and records it, removes both, validates the minutes; `off`
 //! keeps a budget in force; a cost budget without a price is refused, naming the field.
 
+#[path = "support/billing_fake.rs"]
+mod billing_fake;
+
 use std::time::Duration;
 
 use kgenv_core::backends::no_progress;
@@ -173,4 +176,80 @@ async fn autostop_on_and_off() {
         Some("/var/lib/kgenv/idle/jupyter/cert.pem")
     );
     assert_eq!(probe.token_file, "/var/lib/kgenv/idle/jupyter/agent-token");
+}
+
+/// The n1-standard-8 + T4 SKUs of us-central1 (on demand): 8 × $0.031611 + 30 GiB ×
+/// $0.004237 + $0.35 = $0.729998 an hour.
+fn us_central1_prices() -> Vec<kgenv_core::backends::billing::Sku> {
+    use billing_fake::sku;
+    let at = ["us-central1"];
+    let skus = vec![
+        sku(
+            "N1C",
+            "N1 Predefined Instance Core running in Americas",
+            "Compute",
+            "N1Standard",
+            "OnDemand",
+            &at,
+            "h",
+            &[(0, "0", 31_611_000)],
+        ),
+        sku(
+            "N1R",
+            "N1 Predefined Instance Ram running in Americas",
+            "Compute",
+            "N1Standard",
+            "OnDemand",
+            &at,
+            "GiBy.h",
+            &[(0, "0", 4_237_000)],
+        ),
+        sku(
+            "T4",
+            "Nvidia Tesla T4 GPU running in Americas",
+            "Compute",
+            "GPU",
+            "OnDemand",
+            &at,
+            "h",
+            &[(0, "0", 350_000_000)],
+        ),
+    ];
+    serde_json::from_value(serde_json::Value::Array(skus)).expect("skus")
+}
+
+#[tokio::test]
+async fn up_turns_a_cost_budget_into_hours_at_the_vms_price() {
+    let env = env_with(Some(Budget::builder().max_cost(7.3)));
+    let world = MockWorld::new();
+    world.edit(|s| s.billing_skus = Some(us_central1_prices()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let runner =
+        kgenv_core::runner::Runner::new(env.clone(), world.backends()).state_dir(dir.path());
+    runner
+        .up(
+            kgenv_core::runner::RunOptions::default().until("autostop"),
+            |_| {},
+        )
+        .await
+        .expect("up");
+    assert!(world.state().host_scripts.contains_key("autostop"));
+    // $7.30 ÷ $0.729998/h = 10.0000274 h = 36000.098 s: the whole seconds it may run.
+    let state = runner.state().await.expect("state");
+    assert_eq!(state.fact("autostop", "budget_seconds"), Some("36000"));
+    assert_eq!(state.fact("autostop", "budget"), Some("max_cost=7.3"));
+
+    // The same without prices: `up` stops at the autostop step, naming the field.
+    let world = MockWorld::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let runner = kgenv_core::runner::Runner::new(env, world.backends()).state_dir(dir.path());
+    let e = runner
+        .up(
+            kgenv_core::runner::RunOptions::default().until("autostop"),
+            |_| {},
+        )
+        .await
+        .expect_err("no price");
+    assert!(format!("{e:?}").contains("budget.max_cost"), "{e:?}");
+    assert!(!world.state().host_scripts.contains_key("autostop"));
 }

@@ -601,8 +601,15 @@ fn record(r: &mut crate::state::StepRecord, script: &AutostopScript) {
         None => r.facts.remove("idle_minutes"),
     };
     match &script.budget {
-        Some(b) => r.facts.insert("budget".into(), b.set_for.clone()),
-        None => r.facts.remove("budget"),
+        Some(b) => {
+            r.facts
+                .insert("budget_seconds".into(), b.seconds.to_string());
+            r.facts.insert("budget".into(), b.set_for.clone())
+        }
+        None => {
+            r.facts.remove("budget_seconds");
+            r.facts.remove("budget")
+        }
     };
 }
 

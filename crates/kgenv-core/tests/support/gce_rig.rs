@@ -104,6 +104,9 @@ pub struct Rig {
     pub runner: Arc<Runner>,
     /// Every event the runs sent to [`Rig::sink`].
     pub events: Arc<Mutex<Vec<Event>>>,
+    /// The simulated world behind every backend but Compute (its Billing Catalog's SKUs,
+    /// for one).
+    pub world: MockWorld,
     up_steps: RunOptions,
     _state: tempfile::TempDir,
 }
@@ -118,7 +121,8 @@ impl Rig {
     pub fn with_fake(fake: FakeGce, env: Env) -> Self {
         home();
         let state = tempfile::tempdir().expect("state dir");
-        let mut backends = MockWorld::new().backends();
+        let world = MockWorld::new();
+        let mut backends = world.backends();
         backends.compute = Arc::new(fake.client());
         let hosts = Arc::new(FakeHosts::over(backends.remote.clone()));
         backends.remote = hosts.clone();
@@ -132,6 +136,7 @@ impl Rig {
             hosts,
             runner: Arc::new(runner),
             events: Arc::default(),
+            world,
             up_steps: gce_part(),
             _state: state,
         }
