@@ -253,3 +253,47 @@ async fn up_turns_a_cost_budget_into_hours_at_the_vms_price() {
     assert!(format!("{e:?}").contains("budget.max_cost"), "{e:?}");
     assert!(!world.state().host_scripts.contains_key("autostop"));
 }
+
+#[tokio::test]
+async fn autostop_on_an_environment_without_the_section_says_what_it_cannot_see() {
+    let env = Env::builder("idle")
+        .target(Target::Gce)
+        .instance(
+            Instance::builder()
+                .project("kgenv-test-project")
+                .zone("us-central1-a"),
+        )
+        .image(Image::builder())
+        .container(Container::builder())
+        .jupyter(Jupyter::builder())
+        .build()
+        .expect("env");
+    let world = MockWorld::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let runner = kgenv_core::runner::Runner::new(env, world.backends()).state_dir(dir.path());
+    runner
+        .up(
+            kgenv_core::runner::RunOptions::default().until("host"),
+            |_| {},
+        )
+        .await
+        .expect("up");
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = warnings.clone();
+    runner
+        .autostop(Some(30), move |e| {
+            if let kgenv_core::runner::Event::Warning { message, .. } = e {
+                seen.lock().expect("lock").push(message);
+            }
+        })
+        .await
+        .expect("autostop 30");
+    assert!(world.state().host_scripts.contains_key("autostop"));
+    let warnings = warnings.lock().expect("lock").clone();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("busy kernel") && w.contains("[autostop]")),
+        "{warnings:?}"
+    );
+}

@@ -21,6 +21,12 @@ impl Runner {
         let _lock = self.lock().await?;
         let ctx = self.ops_ctx(EventSink::new(on_event), "autostop")?;
         let remote = ctx.require_remote().await?;
+        if minutes.is_some() && self.env.autostop.is_none() && self.env.jupyter.is_some() {
+            // The Jupyter step writes the agent's token only for an environment with
+            // `[autostop]` (a token added later would change Jupyter's config, and restarting
+            // it would end running kernels): without it the agent cannot see a busy kernel.
+            ctx.warn("without [autostop] in kgenv.toml, Jupyter has no token for the idle agent, so a busy kernel and Jupyter activity cannot count as work; SSH sessions, GPU use and CPU use in the container still do. Add `[autostop]` and run `kgenv up` for the full check");
+        }
         let hourly = match self.env.budget {
             Some(b) if b.max_cost.is_some() => hourly_price(&ctx).await?,
             _ => None,
