@@ -37,6 +37,30 @@ const HOSTKEY_DELAY: Duration = Duration::from_millis(1500);
 const WAIT_CAP: Duration = Duration::from_secs(12);
 const RUNS: usize = 3;
 
+/// Ten zones over three regions (issue 14's scenario): the first eight out of capacity.
+const TEN_ZONES: &[&str] = &[
+    "us-central1-a",
+    "us-central1-b",
+    "us-central1-c",
+    "us-central1-f",
+    "us-east1-b",
+    "us-east1-c",
+    "us-east1-d",
+    "europe-west4-a",
+    "europe-west4-b",
+    "europe-west4-c",
+];
+const TEN_ZONES_OUT: [&str; 8] = [
+    "us-central1-a",
+    "us-central1-b",
+    "us-central1-c",
+    "us-central1-f",
+    "us-east1-b",
+    "us-east1-c",
+    "us-east1-d",
+    "europe-west4-a",
+];
+
 struct Scenario {
     name: &'static str,
     zones: &'static [&'static str],
@@ -66,6 +90,12 @@ async fn run_once(s: &Scenario) -> Figures {
         c.stockout_zones = s.stockout.iter().map(|z| z.to_string()).collect();
         c.half_made_on_stockout = true;
         c.failed_insert_window = FAILED_INSERT_WINDOW;
+        for z in s.zones {
+            c.zones
+                .entry(z.to_string())
+                .or_default()
+                .insert("nvidia-tesla-t4".to_string());
+        }
     });
     let mut b = Instance::builder()
         .project("my-project")
@@ -149,6 +179,11 @@ async fn run() {
             name: "stockout in zone A, zone B",
             zones: &["us-central1-a", "us-central1-b"],
             stockout: &["us-central1-a"],
+        },
+        Scenario {
+            name: "ten zones in three regions, the first eight out",
+            zones: TEN_ZONES,
+            stockout: &TEN_ZONES_OUT,
         },
     ];
     for s in &scenarios {

@@ -1035,7 +1035,12 @@ impl InstanceStep {
                 Ok(Ok(info)) => return Ok(info),
                 Ok(Err(failed)) => failed,
                 Err(e) => {
-                    self.forget_insert(ctx).await?;
+                    // Cancelled between inserts: nothing of this run's inserts is left. Any
+                    // other error may leave a half-made VM (its delete failed too): keep
+                    // its zone, so `find` — and `down` — still see it.
+                    if e.is_cancelled() {
+                        self.forget_insert(ctx).await?;
+                    }
                     return Err(e);
                 }
             };
