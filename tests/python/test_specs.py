@@ -32,8 +32,8 @@ def test_section_errors_name_the_argument_where_it_is_written() -> None:
         (lambda: kgenv.BucketMount("Not A Bucket"), "bucket"),
         (lambda: kgenv.GithubKey(repo="not-a-repo"), "repo"),
         (lambda: kgenv.Ssh("nohost"), "host"),
-        (lambda: kgenv.Instance(machine_type="g2-standard-8", provisioning="flex-start"), "max_run_duration"),
-        (lambda: kgenv.Instance(machine_type="g2-standard-8", provisioning="flex-start", max_run_duration="8d"), "max_run_duration"),
+        (lambda: kgenv.Instance(machine_type="g2-standard-8", gpu_type="nvidia-l4", provisioning="flex-start"), "max_run_duration"),
+        (lambda: kgenv.Instance(machine_type="g2-standard-8", gpu_type="nvidia-l4", provisioning="flex-start", max_run_duration="8d"), "max_run_duration"),
         (lambda: kgenv.Instance(provisioning="standard", spot=True), "spot"),
     ]
     for make, field in cases:

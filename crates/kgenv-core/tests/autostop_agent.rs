@@ -5,7 +5,11 @@
 //! that prints nothing, stand-ins for `nvidia-smi`, `docker`, `wall` and `ss` on PATH, a
 //! clock and an uptime the test moves, and a marker file in place of `systemctl poweroff`.
 
-use std::path::{Path, PathBuf};
+#[path = "support/peers.rs"]
+mod peers;
+use peers::{free_port, shellcheck, venv_python};
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -364,32 +368,6 @@ fn budget_decision_table() {
 
 // -- the rendered agent ------------------------------------------------------------------
 
-fn shellcheck(name: &str, text: &str) {
-    use std::io::Write;
-    let child = Command::new("shellcheck")
-        .args(["-s", "sh", "-x", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => panic!("shellcheck is not installed ({e}): `apt-get install shellcheck` (scripts/setup/70-host.sh does it)"),
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("shellcheck runs");
-    assert!(
-        out.status.success(),
-        "shellcheck found problems in {name}:\n{}\n--- script ---\n{text}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// A temp dir with stand-ins on PATH, a clock and an uptime the test sets, and a marker
 /// in place of `systemctl poweroff`.
 struct Rig {
@@ -661,35 +639,6 @@ fn a_container_process_at_work_keeps_the_vm() {
 
 // -- against the real jupyter_server ------------------------------------------------------
 
-/// The venv's python with jupyter_server and ipykernel, or a failure saying how to install it.
-fn python() -> PathBuf {
-    let candidates = [
-        std::env::var_os("KGENV_JUPYTER_PYTHON").map(PathBuf::from),
-        std::env::var_os("KGENV_VENV").map(|v| PathBuf::from(v).join("bin/python")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = Command::new(&p)
-            .args(["-c", "import jupyter_server, ipykernel, tornado.websocket"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return p;
-        }
-    }
-    panic!("jupyter_server and ipykernel are not installed: run scripts/test.sh (scripts/setup/60-python.sh and 70-host.sh pip-install them into $KGENV_VENV), or pip-install them and set KGENV_JUPYTER_PYTHON to that python");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// The server's process group, killed on drop.
 struct Server {
     child: Child,
@@ -781,7 +730,10 @@ async fn execution_state(client: &reqwest::Client, base: &str, id: &str) -> Stri
 #[tokio::test]
 async fn the_agent_never_stops_a_busy_kernel_or_gpu_and_stops_an_idle_vm() {
     use std::os::unix::process::CommandExt;
-    let py = python();
+    let py = venv_python(
+        "import jupyter_server, ipykernel, tornado.websocket",
+        "jupyter_server with ipykernel",
+    );
     let rig = Rig::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -16,8 +16,9 @@ use kgenv_core::spec::{
 use kgenv_core::state::StateStore;
 use kgenv_core::steps::autostop::{jupyter_probe, set_autostop, AutostopStep};
 
-fn env_with(budget: Option<BudgetBuilder>) -> Env {
-    let b = Env::builder("idle")
+/// A gce environment with a container and Jupyter, without `[autostop]` or `[budget]`.
+fn base_env() -> kgenv_core::spec::EnvBuilder {
+    Env::builder("idle")
         .target(Target::Gce)
         .instance(
             Instance::builder()
@@ -27,7 +28,10 @@ fn env_with(budget: Option<BudgetBuilder>) -> Env {
         .image(Image::builder())
         .container(Container::builder())
         .jupyter(Jupyter::builder())
-        .autostop(Autostop::builder(45));
+}
+
+fn env_with(budget: Option<BudgetBuilder>) -> Env {
+    let b = base_env().autostop(Autostop::builder(45));
     match budget {
         Some(x) => b.budget(x),
         None => b,
@@ -256,18 +260,7 @@ async fn up_turns_a_cost_budget_into_hours_at_the_vms_price() {
 
 #[tokio::test]
 async fn autostop_on_an_environment_without_the_section_says_what_it_cannot_see() {
-    let env = Env::builder("idle")
-        .target(Target::Gce)
-        .instance(
-            Instance::builder()
-                .project("kgenv-test-project")
-                .zone("us-central1-a"),
-        )
-        .image(Image::builder())
-        .container(Container::builder())
-        .jupyter(Jupyter::builder())
-        .build()
-        .expect("env");
+    let env = base_env().build().expect("env");
     let world = MockWorld::new();
     let dir = tempfile::tempdir().expect("tmp");
     let runner = kgenv_core::runner::Runner::new(env, world.backends()).state_dir(dir.path());

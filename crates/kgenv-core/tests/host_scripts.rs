@@ -6,6 +6,10 @@
 //! budget decisions have theirs in `autostop_agent.rs`).
 //! Google's apt repository is unreachable here, so the gcsfuse install is tested by shape.
 
+#[path = "support/peers.rs"]
+mod peers;
+use peers::shellcheck;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -19,32 +23,6 @@ use kgenv_core::steps::github_key::GithubKeyScript;
 use kgenv_core::steps::script::FSTAB_SET_FN;
 
 const NASTY: &str = "it's \"x\" $(touch /tmp/kgenv-pwned) `id` \\ ; | & *";
-
-fn shellcheck(name: &str, text: &str) {
-    let child = Command::new("shellcheck")
-        .args(["-s", "sh", "-x", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => panic!("shellcheck is not installed ({e}): `apt-get install shellcheck` (scripts/setup/70-host.sh does it)"),
-    };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("shellcheck runs");
-    assert!(
-        out.status.success(),
-        "shellcheck found problems in {name}:\n{}\n--- script ---\n{text}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 fn run_script(text: &str, action: &str, path_prefix: Option<&Path>) -> Output {
     use std::io::Write;

@@ -6,6 +6,10 @@
 //! `/api/status`; token mode likewise; the container's supervisor loop starts the server
 //! when its config lands, restarts it after a crash and after a config change.
 
+#[path = "support/peers.rs"]
+mod peers;
+use peers::{free_port, venv_python};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,35 +20,6 @@ use kgenv_core::jupyter::{
 };
 use kgenv_core::spec::{Container, Env, Image, Jupyter, JupyterTls, Target};
 use kgenv_core::steps::container::ContainerStep;
-
-/// The venv's python with jupyter_server, or a failure saying how to install it.
-fn python() -> PathBuf {
-    let candidates = [
-        std::env::var_os("KGENV_JUPYTER_PYTHON").map(PathBuf::from),
-        std::env::var_os("KGENV_VENV").map(|v| PathBuf::from(v).join("bin/python")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = Command::new(&p)
-            .args(["-c", "import jupyter_server.auth"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return p;
-        }
-    }
-    panic!("jupyter_server is not installed: run scripts/test.sh (scripts/setup/70-host.sh pip-installs jupyter_server==2.21.1 into $KGENV_VENV), or `pip install jupyter_server==2.21.1` and set KGENV_JUPYTER_PYTHON to that python");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A process group started by a test, killed on drop.
 struct Proc {
@@ -153,7 +128,7 @@ impl Site {
     }
 
     fn start(&self) -> Proc {
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(venv_python("import jupyter_server.auth", "jupyter_server"));
         cmd.args([
             "-m",
             "jupyter_server",
@@ -253,7 +228,7 @@ const PASSWORD: &str = "correct horse ☃ 'battery' $(x)";
 fn jupyter_passwd_check_accepts_kgenv_hash() {
     let hash = hash_password(PASSWORD).expect("hash");
     let check = |pw: &str| {
-        let out = Command::new(python())
+        let out = Command::new(venv_python("import jupyter_server.auth", "jupyter_server"))
             .args(["-c", "import sys; from jupyter_server.auth import passwd_check; print(passwd_check(sys.argv[1], sys.argv[2]))", &hash, pw])
             .output()
             .expect("python runs");
@@ -396,7 +371,10 @@ async fn supervisor_starts_restarts_and_reloads() {
     // The supervisor checksums every file of its config directory, so its own log, the
     // Jupyter dirs and the shim below live elsewhere: only a config change restarts it.
     let run_dir = tempfile::tempdir().expect("tmp");
-    let venv_bin = python().parent().expect("bin dir").to_path_buf();
+    let venv_bin = venv_python("import jupyter_server.auth", "jupyter_server")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
     // `jupyter` on the supervisor's PATH is a shim that appends its pid to `starts` and
     // execs the real one (same pid): every start is counted, however short it lived.
     let shim_dir = run_dir.path().join("shim");
@@ -638,7 +616,7 @@ fn url_and_certificate_fingerprint() {
     );
     assert!(!format!("{a:?}").contains(&token), "token not in Debug");
     // The fingerprint is what Python's ssl module computes for the same certificate.
-    let out = Command::new(python())
+    let out = Command::new(venv_python("import jupyter_server.auth", "jupyter_server"))
         .args(["-c", "import ssl,hashlib,sys; d=hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest().upper(); print(':'.join(d[i:i+2] for i in range(0,64,2)))", &keys.join("jupyter-cert.pem").display().to_string()])
         .output()
         .expect("python");
