@@ -240,3 +240,17 @@ def test_status_says_when_a_spot_vm_was_preempted(world: MockWorld) -> None:
         assert env.status().preempted is None, "back"
     finally:
         env.close()
+
+
+def test_status_shows_what_the_kept_bucket_holds(world: MockWorld) -> None:
+    env = gce_env(world)
+    try:
+        env.up()
+        s = world.state()
+        s["bucket_usage"] = {"my-project-data": {"bytes": 71111, "objects": 5}}
+        world.set_state(s)
+        status = env.status()
+        assert status.buckets == (kgenv.KeptBucket(name="my-project-data", bytes=71111, objects=5),)
+        assert "bucket gs://my-project-data holds 71111 bytes in 5 object(s)" in str(status)
+    finally:
+        env.close()

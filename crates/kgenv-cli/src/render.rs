@@ -269,6 +269,21 @@ pub fn plan(order: &[String], planned: &[Event], report: &Report) {
     }
 }
 
+/// `12.3 GB` (decimal units, as GCS bills them), `512 B` under a kilobyte.
+fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// `$0.7300/h`, or `unknown`.
 fn per_hour(e: &Estimate) -> String {
     e.total()
@@ -490,6 +505,21 @@ pub fn status(env: &str, order: &[String], planned: &[Event], status: &StatusRep
         out!("kept by `down` (still billed, holds your work):");
         for k in &status.kept {
             out!("  {k}");
+        }
+    }
+    for b in &status.buckets {
+        match (&b.usage, &b.note) {
+            (Some(u), _) => out!(
+                "  bucket gs://{} holds {} in {} object(s)",
+                b.name,
+                bytes_text(u.bytes),
+                u.objects
+            ),
+            (None, note) => out!(
+                "  bucket gs://{}: size unknown ({})",
+                b.name,
+                note.as_deref().unwrap_or("not listed")
+            ),
         }
     }
     out!("live:");

@@ -65,6 +65,42 @@ async fn buckets_are_created_read_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buckets_usage_counts_every_object_over_pages() {
+    let gcs_server = FakeGcs::start();
+    let gcs = GcsClient::emulator(&gcs_server.host).expect("client");
+    gcs.create_bucket("proj", "kept", "us-central1")
+        .await
+        .expect("bucket");
+    let empty = gcs.bucket_usage("kept").await.expect("usage");
+    assert_eq!((empty.bytes, empty.objects), (0, 0));
+    // Five objects, nested names among them: 1 + 10 + 100 + 1000 + 70000 bytes.
+    let sizes = [1usize, 10, 100, 1000, 70_000];
+    for (i, n) in sizes.iter().enumerate() {
+        let mut up = gcs
+            .start_upload(
+                "kept",
+                &format!("working/run-{i}/out.bin"),
+                Some(*n as u64),
+                &Default::default(),
+            )
+            .await
+            .expect("start");
+        up.put_chunk(0, Bytes::from(vec![7u8; *n]), true)
+            .await
+            .expect("upload");
+    }
+    // Two to a page: three pages, each asked with the last page's token.
+    let paged = gcs.bucket_usage_paged("kept", 2).await.expect("usage");
+    assert_eq!((paged.bytes, paged.objects), (71_111, 5));
+    assert_eq!(gcs.bucket_usage("kept").await.expect("usage"), paged);
+    assert!(gcs
+        .bucket_usage("no-such-bucket")
+        .await
+        .expect_err("missing")
+        .is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumable_upload_goes_in_256k_chunks_and_continues_a_saved_session() {
     let gcs_server = FakeGcs::start();
     let gcs = GcsClient::emulator(&gcs_server.host).expect("client");

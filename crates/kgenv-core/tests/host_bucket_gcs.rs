@@ -42,6 +42,12 @@ impl Storage for Emulated {
     async fn delete_bucket(&self, name: &str) -> kgenv_core::backends::BackendResult<()> {
         self.client.delete_bucket(name).await
     }
+    async fn bucket_usage(
+        &self,
+        name: &str,
+    ) -> kgenv_core::backends::BackendResult<kgenv_core::backends::storage::BucketUsage> {
+        self.client.bucket_usage(name).await
+    }
 }
 
 /// The Storage backend these tests exercise.
@@ -166,6 +172,15 @@ async fn keeps_an_existing_bucket_and_down_never_deletes_it() {
         state.fact("bucket", "bucket_created_by_kgenv"),
         None,
         "not recorded as kgenv's"
+    );
+    // `status` shows what the kept bucket holds, listed from the emulator.
+    let status = c.runner.status(|_| {}).await.expect("status");
+    assert_eq!(status.buckets.len(), 1, "{:?}", status.buckets);
+    assert_eq!(status.buckets[0].name, c.bucket);
+    assert_eq!(
+        status.buckets[0].usage,
+        Some(kgenv_core::backends::storage::BucketUsage::default()),
+        "listed: empty"
     );
 
     let report = c

@@ -16,6 +16,15 @@ pub struct BucketInfo {
     pub uniform_access: bool,
 }
 
+/// What a bucket holds: what `status` shows of a bucket `down` keeps (it stays billed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketUsage {
+    /// Bytes in all its objects.
+    pub bytes: u64,
+    /// How many objects.
+    pub objects: u64,
+}
+
 /// Google Cloud Storage, as kgenv uses it.
 #[async_trait]
 pub trait Storage: Send + Sync {
@@ -30,4 +39,6 @@ pub trait Storage: Send + Sync {
     ) -> BackendResult<BucketInfo>;
     /// Deletes an (empty) bucket. kgenv only calls this when the user names the bucket.
     async fn delete_bucket(&self, name: &str) -> BackendResult<()>;
+    /// What the bucket holds, every object counted (listed a page at a time).
+    async fn bucket_usage(&self, name: &str) -> BackendResult<BucketUsage>;
 }

@@ -18,7 +18,7 @@ use super::container::{ContainerEngine, EngineConnector, EngineLocation};
 use super::github::{GitHub, GithubKeyInfo, KeyScope};
 use super::kaggle::{DataFile, FetchOptions, Kaggle};
 use super::remote::{HostAddr, Remote, RemoteConnector};
-use super::storage::{BucketInfo, Storage};
+use super::storage::{BucketInfo, BucketUsage, Storage};
 use super::{BackendResult, ProgressFn};
 use crate::error::BackendError;
 
@@ -172,6 +172,9 @@ impl Storage for Unavailable {
         self.err()
     }
     async fn delete_bucket(&self, _: &str) -> BackendResult<()> {
+        self.err()
+    }
+    async fn bucket_usage(&self, _: &str) -> BackendResult<BucketUsage> {
         self.err()
     }
 }

@@ -71,6 +71,29 @@ pub(super) fn delete_bucket(base: &Url, name: &str) -> BackendResult<Request> {
     ))
 }
 
+/// `objects.list` of every object's size, `max` to a page, from `page_token` (`None`: the
+/// first page); `versions` stay false: a bucket's billed live objects.
+pub(super) fn list_object_sizes(
+    base: &Url,
+    bucket: &str,
+    max: u32,
+    page_token: Option<&str>,
+) -> BackendResult<Request> {
+    let max = max.to_string();
+    let mut query = vec![
+        ("fields", "items(size),nextPageToken"),
+        ("maxResults", max.as_str()),
+    ];
+    if let Some(t) = page_token {
+        query.push(("pageToken", t));
+    }
+    Ok(Request::new(
+        Method::GET,
+        url(base, &["storage", "v1", "b", bucket, "o"], &query)?,
+        bucket_what(bucket),
+    ))
+}
+
 /// `objects.get` (metadata).
 pub(super) fn get_object(base: &Url, bucket: &str, name: &str) -> BackendResult<Request> {
     Ok(Request::new(

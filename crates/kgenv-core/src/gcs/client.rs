@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::api;
 use super::errors::{status_error, SERVICE};
-use super::model::{Bucket, NewBucket, ObjectInfo};
-use crate::backends::storage::{BucketInfo, Storage};
+use super::model::{Bucket, NewBucket, ObjectInfo, ObjectSizes};
+use crate::backends::storage::{BucketInfo, BucketUsage, Storage};
 use crate::backends::BackendResult;
 use crate::error::BackendError;
 use crate::google_auth;
@@ -219,9 +219,32 @@ impl Storage for GcsClient {
     async fn delete_bucket(&self, name: &str) -> BackendResult<()> {
         self.delete(&api::delete_bucket(self.base(), name)?).await
     }
+
+    async fn bucket_usage(&self, name: &str) -> BackendResult<BucketUsage> {
+        self.bucket_usage_paged(name, LIST_PAGE).await
+    }
 }
 
+/// Objects per `objects.list` page (the API's largest).
+const LIST_PAGE: u32 = 1000;
+
 impl GcsClient {
+    /// [`Storage::bucket_usage`], listing `page` objects at a time.
+    pub async fn bucket_usage_paged(&self, name: &str, page: u32) -> BackendResult<BucketUsage> {
+        let mut usage = BucketUsage::default();
+        let mut token: Option<String> = None;
+        loop {
+            let req = api::list_object_sizes(self.base(), name, page, token.as_deref())?;
+            let got: ObjectSizes = self.json(&req).await?;
+            usage.objects += got.items.len() as u64;
+            usage.bytes += got.items.iter().map(|o| o.size).sum::<u64>();
+            match got.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(usage),
+            }
+        }
+    }
+
     /// An object's metadata, `None` when it does not exist.
     pub async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<Option<ObjectInfo>> {
         match self

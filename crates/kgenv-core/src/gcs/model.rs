@@ -88,6 +88,26 @@ impl Bucket {
     }
 }
 
+/// One page of `objects.list` with `fields=items(size),nextPageToken`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectSizes {
+    /// The objects of the page (absent on an empty bucket).
+    #[serde(default)]
+    pub items: Vec<ObjectSize>,
+    /// The next page's token, when there is one.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+/// An object's size, as `objects.list` with `fields=items(size)` gives it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ObjectSize {
+    /// Size in bytes (the API sends it as a string).
+    #[serde(default, deserialize_with = "de_u64_string")]
+    pub size: u64,
+}
+
 /// An object's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -160,6 +160,9 @@ pub struct WorldState {
     pub snapshots: BTreeMap<String, MockSnapshot>,
     /// Buckets by name.
     pub buckets: BTreeMap<String, BucketInfo>,
+    /// What each bucket holds (none listed: empty).
+    #[serde(default)]
+    pub bucket_usage: BTreeMap<String, crate::backends::storage::BucketUsage>,
     /// Files on the host by path: (content, mode).
     pub host_files: BTreeMap<String, (Vec<u8>, u32)>,
     /// Applied host scripts by name: the sha256 of the applied script.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::MockWorld;
-use crate::backends::storage::{BucketInfo, Storage};
+use crate::backends::storage::{BucketInfo, BucketUsage, Storage};
 use crate::backends::BackendResult;
 use crate::error::BackendError;
 
@@ -52,6 +52,19 @@ impl Storage for MockStorage {
                     .ok_or_else(|| BackendError::NotFound {
                         resource: format!("bucket {name}"),
                     })
+            })
+            .await
+    }
+
+    async fn bucket_usage(&self, name: &str) -> BackendResult<BucketUsage> {
+        self.0
+            .call("storage.bucket_usage", name, false, |s| {
+                if !s.buckets.contains_key(name) {
+                    return Err(BackendError::NotFound {
+                        resource: format!("bucket {name}"),
+                    });
+                }
+                Ok(s.bucket_usage.get(name).copied().unwrap_or_default())
             })
             .await
     }

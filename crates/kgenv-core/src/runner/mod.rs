@@ -226,6 +226,21 @@ pub struct StatusReport {
     /// and how to bring it back.
     #[serde(default)]
     pub preempted: Option<Preempted>,
+    /// The environment's bucket that `down` keeps, with what it holds (still billed).
+    #[serde(default)]
+    pub buckets: Vec<KeptBucket>,
+}
+
+/// A bucket `down` keeps, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptBucket {
+    /// Bucket name.
+    pub name: String,
+    /// What it holds; `None` when it could not be listed (`note` says why).
+    pub usage: Option<crate::backends::storage::BucketUsage>,
+    /// Why the usage is unknown.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// One step as `kgenv steps` lists it.
@@ -584,6 +599,7 @@ impl Runner {
         let kept = self.preview(&selected, &ctx).await.keeps();
         let state = ctx.state.snapshot().await;
         let (prices, running) = self.status_prices(&state).await;
+        let buckets = self.kept_buckets(&state).await;
         let preempted = match (&self.env.target, &self.env.instance) {
             (Target::Gce, Some(spec)) => {
                 crate::steps::instance::recorded_preemption(&ctx, spec).await?
@@ -598,6 +614,7 @@ impl Runner {
             prices: prices.map(Box::new),
             running: running.map(Box::new),
             preempted,
+            buckets,
         })
     }
 

@@ -158,6 +158,31 @@ impl Runner {
         (prices, running)
     }
 
+    /// The environment's bucket, when kgenv has mounted (or made) it, with what it holds:
+    /// `down` keeps it, and it stays billed by its size. A bucket that is gone is not shown;
+    /// one that cannot be listed is shown with the reason.
+    pub(super) async fn kept_buckets(&self, state: &State) -> Vec<super::KeptBucket> {
+        let Some(b) = &self.env.bucket else {
+            return Vec::new();
+        };
+        if state
+            .step("bucket")
+            .is_none_or(|r| *r == Default::default())
+        {
+            return Vec::new();
+        }
+        let (usage, note) = match self.backends.storage.bucket_usage(&b.bucket).await {
+            Ok(u) => (Some(u), None),
+            Err(e) if e.is_not_found() => return Vec::new(),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        vec![super::KeptBucket {
+            name: b.bucket.clone(),
+            usage,
+            note,
+        }]
+    }
+
     /// `plan`'s report with the prices of what it would create.
     pub(super) async fn with_prices(&self, mut report: super::Report) -> super::Report {
         report.prices = self.prices().await.map(Box::new);

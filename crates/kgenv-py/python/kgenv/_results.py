@@ -503,6 +503,28 @@ class Preempted:
 
 
 @dataclass(frozen=True)
+class KeptBucket:
+    """A bucket ``down`` keeps, as :attr:`Status.buckets` shows it: still billed by its size.
+
+    Attributes:
+        name: Bucket name.
+        bytes: Bytes in its objects; ``None`` when it could not be listed.
+        objects: How many objects; ``None`` when it could not be listed.
+        note: Why the size is unknown.
+    """
+
+    name: str
+    bytes: int | None
+    objects: int | None
+    note: str | None = None
+
+    def __str__(self) -> str:
+        if self.bytes is None:
+            return f"bucket gs://{self.name}: size unknown ({self.note or 'not listed'})"
+        return f"bucket gs://{self.name} holds {self.bytes} bytes in {self.objects} object(s)"
+
+
+@dataclass(frozen=True)
 class Status:
     """What kgenv recorded for an environment and a live look at each step.
 
@@ -531,6 +553,7 @@ class Status:
     cost: Cost | None = None
     running: RunningCost | None = None
     preempted: Preempted | None = None
+    buckets: tuple[KeptBucket, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -546,6 +569,7 @@ class Status:
         lines = [head, f"  state file: {self.state_file}"]
         lines += [f"  {step}: {role} = {res}" for step, role, res in self.resources()]
         lines += [f"  kept by down: {k}" for k in self.kept]
+        lines += [f"  {b}" for b in self.buckets]
         if self.preempted is not None:
             lines.append(f"  instance: {self.preempted.message}")
         lines.append("  " + self.live._headline())
@@ -581,7 +605,19 @@ class Status:
             cost=Cost._build(status.get("prices")),
             running=RunningCost._build(status.get("running")),
             preempted=_preempted(status.get("preempted")),
+            buckets=tuple(_kept_bucket(b) for b in status.get("buckets", [])),
         )
+
+
+def _kept_bucket(b: Mapping[str, Any]) -> KeptBucket:
+    usage = b.get("usage")
+    note = b.get("note")
+    return KeptBucket(
+        name=str(b.get("name", "")),
+        bytes=int(usage["bytes"]) if usage else None,
+        objects=int(usage["objects"]) if usage else None,
+        note=str(note) if note is not None else None,
+    )
 
 
 def _preempted(p: Mapping[str, Any] | None) -> Preempted | None:
