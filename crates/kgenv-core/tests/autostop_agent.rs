@@ -7,10 +7,10 @@
 
 #[path = "support/peers.rs"]
 mod peers;
-use peers::{free_port, shellcheck, venv_python};
+use peers::{free_port, shellcheck, venv_python, Proc};
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kgenv_core::steps::autostop::{
@@ -639,28 +639,6 @@ fn a_container_process_at_work_keeps_the_vm() {
 
 // -- against the real jupyter_server ------------------------------------------------------
 
-/// The server's process group, killed on drop.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 const TOKEN: &str = "agent-token-0123456789abcdef";
 
 /// Sends `code` to kernel `id` over the server's websocket (tornado's client, which the
@@ -729,7 +707,6 @@ async fn execution_state(client: &reqwest::Client, base: &str, id: &str) -> Stri
 
 #[tokio::test]
 async fn the_agent_never_stops_a_busy_kernel_or_gpu_and_stops_an_idle_vm() {
-    use std::os::unix::process::CommandExt;
     let py = venv_python(
         "import jupyter_server, ipykernel, tornado.websocket",
         "jupyter_server with ipykernel",
@@ -738,8 +715,6 @@ async fn the_agent_never_stops_a_busy_kernel_or_gpu_and_stops_an_idle_vm() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     std::fs::create_dir_all(rig.path("nb")).expect("root dir");
-    let log = rig.path("server.log");
-    let out = std::fs::File::create(&log).expect("log");
     let mut cmd = Command::new(&py);
     cmd.args([
         "-m",
@@ -751,19 +726,8 @@ async fn the_agent_never_stops_a_busy_kernel_or_gpu_and_stops_an_idle_vm() {
         "--ServerApp.port_retries=0",
         &format!("--IdentityProvider.token={TOKEN}"),
         &format!("--ServerApp.root_dir={}", rig.path("nb").display()),
-    ])
-    .process_group(0)
-    .stdin(Stdio::null())
-    .stdout(out.try_clone().expect("dup"))
-    .stderr(out)
-    .env("JUPYTER_CONFIG_DIR", rig.path("jcfg"))
-    .env("JUPYTER_DATA_DIR", rig.path("jdata"))
-    .env("JUPYTER_RUNTIME_DIR", rig.path("jrun"))
-    .env("HOME", rig.dir.path());
-    let mut server = Server {
-        child: cmd.spawn().expect("start jupyter_server"),
-        log,
-    };
+    ]);
+    let mut server = Proc::spawn(cmd, rig.dir.path());
     kgenv_core::http::ensure_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -8,10 +8,9 @@
 
 #[path = "support/peers.rs"]
 mod peers;
-use peers::{free_port, venv_python};
+use peers::{free_port, venv_python, Proc};
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kgenv_core::jupyter::{
@@ -20,44 +19,6 @@ use kgenv_core::jupyter::{
 };
 use kgenv_core::spec::{Container, Env, Image, Jupyter, JupyterTls, Target};
 use kgenv_core::steps::container::ContainerStep;
-
-/// A process group started by a test, killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, dir: &Path) -> Self {
-        use std::os::unix::process::CommandExt;
-        let log = dir.join("server.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .env("JUPYTER_CONFIG_DIR", dir.join("jcfg"))
-            .env("JUPYTER_DATA_DIR", dir.join("jdata"))
-            .env("JUPYTER_RUNTIME_DIR", dir.join("jrun"))
-            .env("HOME", dir);
-        let child = cmd.spawn().expect("start the server");
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 struct Site {
     dir: tempfile::TempDir,

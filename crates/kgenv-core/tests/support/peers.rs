@@ -5,7 +5,50 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+
+/// A jupyter_server (or its supervisor) started by a test in its own process group, with
+/// its config, data and runtime dirs, its HOME and its log under a test directory; the
+/// whole group is killed on drop.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `cmd` with everything it writes in `dir` (`server.log` for its output).
+    pub fn spawn(mut cmd: Command, dir: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let log = dir.join("server.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .env("JUPYTER_CONFIG_DIR", dir.join("jcfg"))
+            .env("JUPYTER_DATA_DIR", dir.join("jdata"))
+            .env("JUPYTER_RUNTIME_DIR", dir.join("jrun"))
+            .env("HOME", dir);
+        let child = cmd.spawn().expect("start the server");
+        Self { child, log }
+    }
+
+    /// What it has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
 
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
