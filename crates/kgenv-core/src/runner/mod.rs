@@ -456,7 +456,7 @@ impl Runner {
         let selected = self.select(&opts)?;
         let ctx = self.ctx(EventSink::new(on_event))?;
         let report = drive::plan(&self.steps, &selected, &ctx, "plan").await?;
-        Ok(self.with_prices(report).await)
+        Ok(self.with_prices(&ctx, report).await)
     }
 
     /// Converges the environment: each step checks, and applies only when it differs.
@@ -598,7 +598,7 @@ impl Runner {
         let live = drive::plan(&self.steps, &selected, &ctx, "status").await?;
         let kept = self.preview(&selected, &ctx).await.keeps();
         let state = ctx.state.snapshot().await;
-        let (prices, running) = self.status_prices(&state).await;
+        let (prices, running) = self.status_prices(&ctx, &state).await;
         let buckets = self.kept_buckets(&state).await;
         let preempted = match (&self.env.target, &self.env.instance) {
             (Target::Gce, Some(spec)) => {

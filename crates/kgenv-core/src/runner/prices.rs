@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use super::Runner;
 use crate::backends::compute::{region_of, InstanceStatus, Provisioning};
+use crate::plan::StepCtx;
 use crate::pricing::{self, cache, DiskSpec, Prices, RunningCost, VmSpec};
 use crate::spec::Target;
 use crate::state::State;
-use crate::steps::instance::recorded_instance;
+use crate::steps::instance::{recorded_instance, recorded_vm};
+use crate::steps::prices::loaded;
 
 impl Runner {
     /// Keeps the price cache files in `dir` (default: `prices/` under kgenv's cache
@@ -57,26 +59,19 @@ impl Runner {
             .instance
             .as_ref()
             .filter(|_| self.priced_target())?;
-        let recorded = recorded_instance(state);
+        // The VM kgenv made (the GPU choice it got), else the first choice.
+        let recorded = recorded_vm(state, inst);
         let region = match (&recorded, inst.zones.first_region()) {
-            (Some(at), _) => region_of(&at.zone).to_string(),
+            (Some(vm), _) => region_of(&vm.zone).to_string(),
             (None, Some(r)) => r.to_string(),
             // `zones = "auto"`: the zone, and so the price, is known once `up` chose it.
             (None, None) => String::new(),
         };
-        // The GPU choice the VM got (recorded as `1x nvidia-tesla-t4` or `none`), else the
-        // first.
         let machine_type = recorded
             .as_ref()
-            .and_then(|_| state.fact("instance", "machine_type"))
-            .unwrap_or(&inst.machine_type);
-        let gpu = match recorded
-            .as_ref()
-            .and_then(|_| state.fact("instance", "gpu"))
-        {
-            Some(g) => g
-                .split_once("x ")
-                .and_then(|(n, t)| Some((t, n.parse::<u8>().ok()?))),
+            .map_or(inst.machine_type.as_str(), |vm| vm.machine_type.as_str());
+        let gpu = match &recorded {
+            Some(vm) => vm.gpu.as_ref().map(|(t, n)| (t.as_str(), *n)),
             None => inst.gpu_type.as_deref().map(|t| (t, inst.gpu_count)),
         };
         let mut disks = vec![DiskSpec {
@@ -113,12 +108,13 @@ impl Runner {
     /// last started when it is running.
     pub(super) async fn status_prices(
         &self,
+        ctx: &StepCtx,
         state: &State,
     ) -> (Option<Prices>, Option<RunningCost>) {
         if !self.priced_target() {
             return (None, None);
         }
-        let catalog = self.catalog().await;
+        let catalog = loaded(ctx).await;
         let prices = self.prices_from(&catalog, state);
         let Some(at) = recorded_instance(state) else {
             return (prices, None);
@@ -184,8 +180,16 @@ impl Runner {
     }
 
     /// `plan`'s report with the prices of what it would create.
-    pub(super) async fn with_prices(&self, mut report: super::Report) -> super::Report {
-        report.prices = self.prices().await.map(Box::new);
+    /// The catalog is the run's (the instance step may have loaded it to order zones).
+    pub(super) async fn with_prices(
+        &self,
+        ctx: &StepCtx,
+        mut report: super::Report,
+    ) -> super::Report {
+        if self.priced_target() {
+            let state = ctx.state.snapshot().await;
+            report.prices = self.prices_from(&loaded(ctx).await, &state).map(Box::new);
+        }
         report
     }
 }

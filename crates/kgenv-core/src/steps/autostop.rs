@@ -526,29 +526,17 @@ pub async fn hourly_price(ctx: &StepCtx) -> Result<Option<f64>> {
     if budget.max_cost.is_none() {
         return Ok(None);
     }
-    let state = ctx.state.snapshot().await;
-    let Some(zone) = state.fact("instance", "zone").map(str::to_string) else {
+    let Some(vm) = super::instance::recorded_vm(&ctx.state.snapshot().await, spec) else {
         return Ok(None);
     };
-    let machine_type = state
-        .fact("instance", "machine_type")
-        .unwrap_or(&spec.machine_type)
-        .to_string();
-    // Recorded as `1x nvidia-tesla-t4` or `none`.
-    let gpu = match state.fact("instance", "gpu") {
-        Some(g) => g
-            .split_once("x ")
-            .and_then(|(n, t)| Some((t.to_string(), n.parse::<u8>().ok()?))),
-        None => spec.gpu_type.clone().map(|t| (t, spec.gpu_count)),
-    };
-    let Some(catalog) = super::prices::catalog(ctx).await else {
+    let Some(catalog) = super::prices::loaded(ctx).await.catalog else {
         return Ok(None);
     };
     Ok(super::prices::vm_hourly_usd(
         &catalog,
-        &machine_type,
-        gpu.as_ref().map(|(t, n)| (t.as_str(), *n)),
-        crate::spec::rules::region_of(&zone),
+        &vm.machine_type,
+        vm.gpu.as_ref().map(|(t, n)| (t.as_str(), *n)),
+        crate::spec::rules::region_of(&vm.zone),
         spec.provisioning,
     ))
 }

@@ -64,6 +64,46 @@ pub fn recorded_instance(state: &State) -> Option<InstanceRef> {
     InstanceRef::from_link(link)
 }
 
+/// The VM kgenv made, as the state recorded it: its zone and the GPU choice it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedVm {
+    /// The zone it is in.
+    pub zone: String,
+    /// Its machine type.
+    pub machine_type: String,
+    /// Its GPU type and count (`None`: no GPU).
+    pub gpu: Option<(String, u8)>,
+}
+
+/// The recorded VM, with `spec`'s first choice where a state from before GPU choices has
+/// no machine type or GPU recorded; `None` when no VM was recorded.
+pub fn recorded_vm(state: &State, spec: &Instance) -> Option<RecordedVm> {
+    let zone = state.fact("instance", "zone")?.to_string();
+    let machine_type = state
+        .fact("instance", "machine_type")
+        .unwrap_or(&spec.machine_type)
+        .to_string();
+    let gpu = match state.fact("instance", "gpu") {
+        Some(g) => parse_gpu_fact(g),
+        None => spec.gpu_type.clone().map(|t| (t, spec.gpu_count)),
+    };
+    Some(RecordedVm {
+        zone,
+        machine_type,
+        gpu,
+    })
+}
+
+/// The `gpu` fact: `1x nvidia-tesla-t4`, or `none`.
+fn gpu_fact(gpu: Option<&(String, u8)>) -> String {
+    gpu.map_or("none".to_string(), |(t, n)| format!("{n}x {t}"))
+}
+
+fn parse_gpu_fact(fact: &str) -> Option<(String, u8)> {
+    let (n, t) = fact.split_once("x ")?;
+    Some((t.to_string(), n.parse().ok()?))
+}
+
 /// Whether the instance is between two states. GCE refuses stop, start, machine changes
 /// and disk attachments meanwhile (400 `resourceNotReady`), so kgenv waits it out.
 fn is_settling(status: &InstanceStatus) -> bool {
@@ -402,7 +442,7 @@ async fn order_by_price(ctx: &StepCtx, spec: &Instance, found: Vec<Candidate>) -
             .any(|b| b.choice == a.choice && b.entry == a.entry)
     });
     let catalog = if unordered {
-        super::prices::catalog(ctx).await
+        super::prices::loaded(ctx).await.catalog
     } else {
         None
     };
@@ -742,12 +782,7 @@ impl InstanceStep {
                 // The GPU choice the VM got (any of the spec's is kept as it is).
                 r.facts
                     .insert("machine_type".into(), info.machine_type.clone());
-                r.facts.insert(
-                    "gpu".into(),
-                    info.gpu
-                        .as_ref()
-                        .map_or("none".to_string(), |(t, n)| format!("{n}x {t}")),
-                );
+                r.facts.insert("gpu".into(), gpu_fact(info.gpu.as_ref()));
                 if !info.id.is_empty() {
                     r.facts.insert("id".into(), info.id.clone());
                 }

@@ -31,7 +31,7 @@ pub mod hostfs;
 pub mod image;
 pub mod instance;
 pub mod jupyter;
-mod prices;
+pub(crate) mod prices;
 pub mod script;
 
 use std::sync::Arc;

@@ -2,9 +2,10 @@
 //! zones the user left unordered (`zones = "auto"`, a region) first, and the autostop step
 //! turns a `max_cost` budget into running hours on the host.
 //!
-//! The SKUs are loaded once per run, from the price cache when it is fresh, else from the
-//! Cloud Billing Catalog ([`crate::pricing::cache::load`]). A price that cannot be known is
-//! `None`, never a guess: the zones are then ordered by name, and a cost budget is refused.
+//! The SKUs are loaded once per run — the runner's `plan` and `status` price from the same
+//! load — from the price cache when it is fresh, else from the Cloud Billing Catalog
+//! ([`crate::pricing::cache::load`]). A price that cannot be known is `None`, never a
+//! guess: the zones are then ordered by name, and a cost budget is refused.
 
 use crate::backends::compute::Provisioning;
 use crate::plan::StepCtx;
@@ -12,10 +13,11 @@ use crate::pricing::{self, cache, Catalog};
 
 /// The catalog of this run, loaded on first use.
 #[derive(Default)]
-struct CatalogOnce(tokio::sync::OnceCell<Option<Catalog>>);
+struct CatalogOnce(tokio::sync::OnceCell<cache::Loaded>);
 
-/// The SKUs for this run (`None`: no cache and the catalog unreachable).
-pub(crate) async fn catalog(ctx: &StepCtx) -> Option<Catalog> {
+/// The SKUs for this run, with where they came from (`catalog: None`: no cache and the
+/// catalog unreachable, `note` says why).
+pub(crate) async fn loaded(ctx: &StepCtx) -> cache::Loaded {
     let once = ctx.shared::<CatalogOnce>();
     once.0
         .get_or_init(|| async {
@@ -32,7 +34,7 @@ pub(crate) async fn catalog(ctx: &StepCtx) -> Option<Catalog> {
             if let Some(note) = &loaded.note {
                 ctx.log(format!("prices: {note}"));
             }
-            loaded.catalog
+            loaded
         })
         .await
         .clone()
