@@ -132,7 +132,34 @@ const ACCELERATOR_SHAPES: &[(&str, Series, u32, u64, &str, u8)] = &[
         "nvidia-h100-80gb",
         8,
     ),
+    (
+        "a3-megagpu-8g",
+        Series::A3,
+        208,
+        1872,
+        "nvidia-h100-mega-80gb",
+        8,
+    ),
 ];
+
+/// The GPUs `machine_type` comes with (the accelerator-optimized A2, A3 and G2 shapes),
+/// from the one table of them; `None` for a machine type GPUs are attached to (N1) or that
+/// has none.
+pub fn bundled_gpus(machine_type: &str) -> Option<(&'static str, u8)> {
+    ACCELERATOR_SHAPES
+        .iter()
+        .find(|(name, ..)| *name == machine_type.trim())
+        .map(|&(_, _, _, _, gpu, n)| (gpu, n))
+}
+
+/// The machine types that come with `gpu` (empty for a GPU attached to N1 instead).
+pub fn machine_types_with(gpu: &str) -> Vec<&'static str> {
+    ACCELERATOR_SHAPES
+        .iter()
+        .filter(|s| s.4 == gpu)
+        .map(|s| s.0)
+        .collect()
+}
 
 /// The shape of `machine_type`, or why kgenv cannot price it (a shared-core or other
 /// series kgenv has no table for).

@@ -8,7 +8,8 @@
 //!   (`a2-highgpu-{1,2,4,8}g`, `a2-megagpu-16g`), A100 80GB on A2 ultra
 //!   (`a2-ultragpu-{1,2,4,8}g`), H100 80GB on A3 (`a3-highgpu-{1,2,4,8}g`) and H100 Mega on
 //!   `a3-megagpu-8g`. The count is part of the machine type; a count given beside it must
-//!   match;
+//!   match. Which shape comes with what is the one table in [`crate::pricing::machine`],
+//!   which also prices them;
 //! - the older GPUs attach to N1 machine types only: T4 and V100 in 1, 2, 4 or 8, P100 and
 //!   P4 in 1, 2 or 4.
 //!
@@ -18,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+use crate::pricing::machine;
 
 /// One acceptable machine: a GPU type on a machine type, with its count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,33 +63,17 @@ pub(crate) struct GpuChoiceInput {
 /// with built-in GPUs, `Ok(None)` for N1 (count chosen by the user, `allowed`), and
 /// `Err(rule)` when the GPU does not go on that machine type.
 fn built_in_count(gpu_type: &str, machine_type: &str) -> Result<Option<u8>, String> {
-    let suffix = |prefix: &str| machine_type.strip_prefix(prefix);
-    let ng = |prefix: &str, allowed: &[u8]| -> Option<u8> {
-        let n: u8 = suffix(prefix)?.strip_suffix('g')?.parse().ok()?;
-        allowed.contains(&n).then_some(n)
-    };
-    let fixed = |n: Option<u8>, family: &str| {
-        n.map(Some)
-            .ok_or_else(|| format!("`{gpu_type}` comes only with the {family} machine types"))
-    };
+    let families = machine::machine_types_with(gpu_type);
+    if !families.is_empty() {
+        return match machine::bundled_gpus(machine_type) {
+            Some((t, n)) if t == gpu_type => Ok(Some(n)),
+            _ => Err(format!(
+                "`{gpu_type}` comes only with the machine types {}",
+                families.join(", ")
+            )),
+        };
+    }
     match gpu_type {
-        "nvidia-l4" => {
-            let n = suffix("g2-standard-").and_then(|s| match s {
-                "4" | "8" | "12" | "16" | "32" => Some(1),
-                "24" => Some(2),
-                "48" => Some(4),
-                "96" => Some(8),
-                _ => None,
-            });
-            fixed(n, "g2-standard-{4,8,12,16,24,32,48,96}")
-        }
-        "nvidia-tesla-a100" => fixed(
-            ng("a2-highgpu-", &[1, 2, 4, 8]).or_else(|| ng("a2-megagpu-", &[16])),
-            "a2-highgpu-{1,2,4,8}g and a2-megagpu-16g",
-        ),
-        "nvidia-a100-80gb" => fixed(ng("a2-ultragpu-", &[1, 2, 4, 8]), "a2-ultragpu-{1,2,4,8}g"),
-        "nvidia-h100-80gb" => fixed(ng("a3-highgpu-", &[1, 2, 4, 8]), "a3-highgpu-{1,2,4,8}g"),
-        "nvidia-h100-mega-80gb" => fixed(ng("a3-megagpu-", &[8]), "a3-megagpu-8g"),
         "nvidia-tesla-t4" | "nvidia-tesla-v100" | "nvidia-tesla-p100" | "nvidia-tesla-p4" => {
             if machine_type.starts_with("n1-") {
                 Ok(None)
