@@ -37,29 +37,9 @@ const HOSTKEY_DELAY: Duration = Duration::from_millis(1500);
 const WAIT_CAP: Duration = Duration::from_secs(12);
 const RUNS: usize = 3;
 
-/// Ten zones over three regions (issue 14's scenario): the first eight out of capacity.
-const TEN_ZONES: &[&str] = &[
-    "us-central1-a",
-    "us-central1-b",
-    "us-central1-c",
-    "us-central1-f",
-    "us-east1-b",
-    "us-east1-c",
-    "us-east1-d",
-    "europe-west4-a",
-    "europe-west4-b",
-    "europe-west4-c",
-];
-const TEN_ZONES_OUT: [&str; 8] = [
-    "us-central1-a",
-    "us-central1-b",
-    "us-central1-c",
-    "us-central1-f",
-    "us-east1-b",
-    "us-east1-c",
-    "us-east1-d",
-    "europe-west4-a",
-];
+/// Ten zones over three regions (issue 14's scenario), the first eight out of capacity.
+const TEN_ZONES: &[&str] = &gce_fake::TEN_ZONES;
+const TEN_ZONES_OUT: &[&str] = gce_fake::TEN_ZONES.split_at(8).0;
 
 struct Scenario {
     name: &'static str,
@@ -183,7 +163,7 @@ async fn run() {
         Scenario {
             name: "ten zones in three regions, the first eight out",
             zones: TEN_ZONES,
-            stockout: &TEN_ZONES_OUT,
+            stockout: TEN_ZONES_OUT,
         },
     ];
     for s in &scenarios {

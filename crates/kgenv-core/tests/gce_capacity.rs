@@ -26,23 +26,11 @@ use gce_rig::{env_in, gce_part, home, Rig};
 
 /// Ten zones over three regions, each offering T4 and L4 (`except` lack L4).
 fn ten_zones(except_l4: &[&str]) -> Config {
-    let zones = [
-        "us-central1-a",
-        "us-central1-b",
-        "us-central1-c",
-        "us-central1-f",
-        "us-east1-b",
-        "us-east1-c",
-        "us-east1-d",
-        "europe-west4-a",
-        "europe-west4-b",
-        "europe-west4-c",
-    ];
     let mut c = Config {
         zones: BTreeMap::new(),
         ..Config::default()
     };
-    for z in zones {
+    for z in gce_fake::TEN_ZONES {
         let mut gpus: BTreeSet<String> = ["nvidia-tesla-t4".to_string()].into();
         if !except_l4.contains(&z) {
             gpus.insert("nvidia-l4".into());

@@ -90,6 +90,21 @@ pub const IMAGE_PROJECT: &str = "deeplearning-platform-release";
 /// Self links use the public root, as the real service does.
 const SELF_ROOT: &str = "https://www.googleapis.com/compute/v1/";
 
+/// Ten zones over three regions: the capacity scenarios' world (issue 14), shared by
+/// `tests/gce_capacity.rs` and the `gce_up` bench.
+pub const TEN_ZONES: [&str; 10] = [
+    "us-central1-a",
+    "us-central1-b",
+    "us-central1-c",
+    "us-central1-f",
+    "us-east1-b",
+    "us-east1-c",
+    "us-east1-d",
+    "europe-west4-a",
+    "europe-west4-b",
+    "europe-west4-c",
+];
+
 /// How the fake behaves. Change it with [`FakeGce::configure`].
 #[derive(Debug, Clone)]
 pub struct Config {
